@@ -1,0 +1,128 @@
+"""The in-memory scan: `Scan` and the error every reader raises, `ScanError`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Scan", "ScanError"]
+
+
+class ScanError(ValueError):
+    """A scan file or array that cannot be used, with a message naming the problem and the file."""
+
+
+@dataclass(eq=False)
+class Scan:
+    """One 3D face scan: a triangle mesh or a point cloud.
+
+    Attributes:
+        vertices: (N, 3) float32, millimetres as far as the file says (`normalize_scan` detects metres);
+            +y up, +z towards the viewer for the datasets this project reads.
+        faces: (M, 3) int64 vertex indices, or None for a point cloud.
+        colors: (N, 3) uint8 per-vertex RGB, or None.
+        uv: (N, 2) float32 per-vertex texture coordinates in [0, 1], origin at the bottom left of
+            `texture` (OpenGL/VRML convention). Formats with per-corner coordinates (VRML
+            `texCoordIndex`) are converted by splitting a vertex wherever its corners disagree, so
+            every vertex has exactly one uv. None when the scan has no texture coordinates.
+        texture: (H, W, 3) uint8 RGB image that `uv` indexes, row 0 at the top; or None.
+        path: the file the scan was read from, or None.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray | None = None
+    colors: np.ndarray | None = None
+    uv: np.ndarray | None = None
+    texture: np.ndarray | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f" ({self.path})" if self.path else ""
+        v = np.ascontiguousarray(self.vertices, dtype=np.float32)
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise ScanError(f"vertices must have shape (N, 3), got {v.shape}{where}")
+        self.vertices = v
+        n = len(v)
+        if self.faces is not None:
+            f = np.asarray(self.faces)
+            if f.size == 0:
+                f = np.zeros((0, 3), np.int64)
+            if f.ndim != 2 or f.shape[1] != 3:
+                raise ScanError(f"faces must have shape (M, 3), got {f.shape}{where}")
+            if not np.issubdtype(f.dtype, np.integer):
+                raise ScanError(f"faces must be integer indices, got {f.dtype}{where}")
+            f = np.ascontiguousarray(f, dtype=np.int64)
+            if len(f) and (f.min() < 0 or f.max() >= n):
+                raise ScanError(f"face indices out of range [0, {n}){where}")
+            self.faces = f
+        if self.colors is not None:
+            c = np.asarray(self.colors)
+            if c.ndim != 2 or c.shape[0] != n or c.shape[1] not in (3, 4):
+                raise ScanError(f"colors must have shape ({n}, 3), got {c.shape}{where}")
+            if np.issubdtype(c.dtype, np.floating):  # floats in [0, 1], as VRML and some PLYs store them
+                c = np.clip(np.nan_to_num(c) * 255.0 + 0.5, 0, 255)
+            self.colors = np.ascontiguousarray(c[:, :3], dtype=np.uint8)
+        if self.uv is not None:
+            uv = np.ascontiguousarray(self.uv, dtype=np.float32)
+            if uv.ndim != 2 or uv.shape != (n, 2):
+                raise ScanError(f"uv must have shape ({n}, 2), got {uv.shape}{where}")
+            self.uv = uv
+        if self.texture is not None:
+            t = np.asarray(self.texture)
+            if t.ndim == 2:
+                t = np.repeat(t[:, :, None], 3, axis=2)
+            if t.ndim != 3 or t.shape[2] not in (3, 4) or t.shape[0] == 0 or t.shape[1] == 0:
+                raise ScanError(f"texture must have shape (H, W, 3), got {t.shape}{where}")
+            self.texture = np.ascontiguousarray(t[:, :, :3], dtype=np.uint8)
+
+    @property
+    def is_point_cloud(self) -> bool:
+        """True when the scan has no triangles (rendered by splatting)."""
+        return self.faces is None or len(self.faces) == 0
+
+    @property
+    def has_texture(self) -> bool:
+        """True when `render_views(mode="texture")` can sample an image (uv + texture) or vertex colours."""
+        return (self.uv is not None and self.texture is not None) or self.colors is not None
+
+    @property
+    def num_vertices(self) -> int:
+        return len(self.vertices)
+
+    @property
+    def num_faces(self) -> int:
+        return 0 if self.faces is None else len(self.faces)
+
+    def replace(self, **changes) -> Scan:
+        """A copy with some fields replaced (arrays are shared, not copied)."""
+        return dataclasses.replace(self, **changes)
+
+    def subset(self, keep: np.ndarray) -> Scan:
+        """The scan restricted to the vertices where `keep` (N,) bool is True.
+
+        Faces that touch a dropped vertex are dropped; the others are re-indexed.
+        """
+        keep = np.asarray(keep, dtype=bool)
+        if keep.all():
+            return self
+        remap = np.cumsum(keep, dtype=np.int64) - 1
+        faces = None
+        if self.faces is not None:
+            f = self.faces[keep[self.faces].all(axis=1)]
+            faces = remap[f]
+        return Scan(
+            vertices=self.vertices[keep],
+            faces=faces,
+            colors=None if self.colors is None else self.colors[keep],
+            uv=None if self.uv is None else self.uv[keep],
+            texture=self.texture,
+            path=self.path,
+        )
+
+    def __repr__(self) -> str:
+        kind = "point cloud" if self.is_point_cloud else f"{self.num_faces} faces"
+        extras = [name for name in ("colors", "uv", "texture") if getattr(self, name) is not None]
+        extra = f", {'+'.join(extras)}" if extras else ""
+        return f"Scan({self.num_vertices} vertices, {kind}{extra}, path={self.path!r})"

@@ -55,21 +55,21 @@ def _register_auto_classes() -> None:
     from .modeling_affectvlm import AffectVLMModel
     from .processing_affectvlm import AffectVLMProcessor
 
-    try:
-        AutoConfig.register(AffectVLMConfig.model_type, AffectVLMConfig, exist_ok=True)
-        AutoModel.register(AffectVLMConfig, AffectVLMModel, exist_ok=True)
-        AutoProcessor.register(AffectVLMConfig, AffectVLMProcessor, exist_ok=True)
-    except TypeError:  # older signatures without exist_ok
-        AutoConfig.register(AffectVLMConfig.model_type, AffectVLMConfig)
-        AutoModel.register(AffectVLMConfig, AffectVLMModel)
-        AutoProcessor.register(AffectVLMConfig, AffectVLMProcessor)
+    AutoConfig.register(AffectVLMConfig.model_type, AffectVLMConfig, exist_ok=True)
+    AutoModel.register(AffectVLMConfig, AffectVLMModel, exist_ok=True)
+    AutoProcessor.register(AffectVLMConfig, AffectVLMProcessor, exist_ok=True)
 
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .configuration_affectvlm import DEFAULT_LABELS, AffectVLMConfig
-    from .modeling_affectvlm import AffectVLMModel, AffectVLMOutput, AffectVLMScores
-    from .processing_affectvlm import AffectVLMProcessor
-    from .scan import (
+# Importing the package is what makes `AutoModel.from_pretrained(folder)` work without remote code;
+# it costs the transformers import (a few seconds), which every real use of the package pays anyway.
+_register_auto_classes()
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .configuration_affectvlm import DEFAULT_LABELS, AffectVLMConfig  # noqa: F401
+    from .modeling_affectvlm import AffectVLMModel, AffectVLMOutput, AffectVLMScores  # noqa: F401
+    from .processing_affectvlm import AffectVLMProcessor  # noqa: F401
+    from .scan import (  # noqa: F401
         Scan,
         ScanError,
         load_scan,

@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="AffectVLM: facial expression recognition from 3D/4D face scans with a multiview CLIP.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in _COMMANDS.items():
+    for module in _COMMANDS.values():
         importlib.import_module(module, __package__ or "affectvlm").add_parser(sub)
     return parser
 

@@ -22,6 +22,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +40,9 @@ __all__ = [
     "SynthSequence",
     "SynthSubject",
     "SynthScan",
+    "TREE_LAYOUTS",
+    "range_grid",
+    "write_synth_tree",
 ]
 
 # The six basic emotions in the SFM blendshape order, which every label index in this package follows.
@@ -651,3 +655,166 @@ def synth_root_readme(config: SynthConfig) -> str:
         "synthetic and carry no information about the faces.\n"
         f"Config: {config.to_dict()}\n"
     )
+
+
+# --- writing dataset-shaped trees -------------------------------------------------------------------------
+
+TREE_LAYOUTS = ("bu3dfe", "bu4dfe", "bosphorus", "bp4d")
+# BP4D tasks that elicit one of the six emotions (the default map of affectvlm.data.datasets.BP4D_TASKS)
+_BP4D_TASK_OF = {"happiness": "T1", "sadness": "T2", "surprise": "T3", "fear": "T5", "anger": "T7", "disgust": "T8"}
+
+
+def range_grid(vertices: np.ndarray, faces: np.ndarray, spacing: float = 1.0, margin: int = 2) -> dict:
+    """Rasterise a mesh into an orthographic range grid seen along -z (a structured-light scanner's view).
+
+    Args:
+        vertices: (N, 3) float mm. faces: (M, 3) int.
+        spacing: grid step in mm.
+
+    Returns:
+        dict with x, y (nrows, ncols) grid coordinates, z (nrows, ncols) with NaN where no surface, and
+        row 0 at the lowest y (the chin), as Bosphorus stores it.
+    """
+    v = np.asarray(vertices, np.float64)
+    lo = v[:, :2].min(0) - margin * spacing
+    ncols, nrows = (np.ceil((v[:, :2].max(0) + margin * spacing - lo) / spacing).astype(int) + 1).tolist()
+    depth = np.full(nrows * ncols, -np.inf)
+    p = (v[:, :2] - lo) / spacing  # grid units; pixel (r, c) centre at (c, r)
+    a, b, c = p[faces[:, 0]], p[faces[:, 1]], p[faces[:, 2]]
+    za, zb, zc = v[faces[:, 0], 2], v[faces[:, 1], 2], v[faces[:, 2], 2]
+    tri = np.stack([a, b, c], 1)
+    c0 = np.ceil(tri.min(1)).astype(int)  # (M, 2) first pixel column/row inside the bounding box
+    extent = np.floor(tri.max(1)).astype(int) - c0 + 1
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    ok = np.abs(area) > 1e-12
+    # Loop over offsets inside the bounding boxes, vectorised over triangles: the triangles are small
+    # (a few grid cells), so a handful of passes covers them all.
+    for dy in range(int(extent[:, 1].max(initial=0))):
+        for dx in range(int(extent[:, 0].max(initial=0))):
+            sel = ok & (extent[:, 0] > dx) & (extent[:, 1] > dy)
+            px, py = c0[sel, 0] + dx, c0[sel, 1] + dy
+            aa, bb, cc, ar = a[sel], b[sel], c[sel], area[sel]
+            w0 = ((bb[:, 0] - px) * (cc[:, 1] - py) - (bb[:, 1] - py) * (cc[:, 0] - px)) / ar
+            w1 = ((cc[:, 0] - px) * (aa[:, 1] - py) - (cc[:, 1] - py) * (aa[:, 0] - px)) / ar
+            w2 = 1.0 - w0 - w1
+            inside = (w0 >= -1e-9) & (w1 >= -1e-9) & (w2 >= -1e-9)
+            z = w0 * za[sel] + w1 * zb[sel] + w2 * zc[sel]
+            np.maximum.at(depth, (py * ncols + px)[inside], z[inside])
+    depth[~np.isfinite(depth)] = np.nan
+    xs = lo[0] + spacing * np.arange(ncols)
+    ys = lo[1] + spacing * np.arange(nrows)
+    x, y = np.meshgrid(xs, ys)
+    return {"x": x, "y": y, "z": depth.reshape(nrows, ncols)}
+
+
+def _texture(subject: SynthSubject, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size, size, 3) uint8 skin-tone image with mild noise (the trees need a texture file beside each scan)."""
+    return np.clip(subject.skin.astype(np.float32) + rng.normal(0, 8, (size, size, 3)), 0, 255).astype(np.uint8)
+
+
+def write_synth_tree(
+    out,
+    layout: str = "bu3dfe",
+    config: SynthConfig | None = None,
+    sfm: SurreyFaceModel | None = None,
+    subjects=None,
+    labels=None,
+    intensities=None,
+    num_frames: int | None = 12,
+    texture_size: int = 32,
+    grid_spacing: float = 1.0,
+    progress: bool = True,
+) -> int:
+    """Write SynthFER-3D as files in a real dataset's layout, so that the readers and the whole pipeline
+    run end to end on it.
+
+    Layouts:
+        ``bu3dfe``: ``<out>/F0001/F0001_AN01WH_F3D.wrl`` (+ ``.bmp`` texture and a ``.bnd`` landmark file),
+            25 scans per subject.
+        ``bu4dfe``: ``<out>/F001/Angry/000.wrl`` (+ ``.jpg``) frames, six sequences per subject, and a
+            ``BU_WrlViewer_V2/`` viewer folder as in the real root.
+        ``bosphorus``: ``<out>/bs000/bs000_E_ANGER_0.bnt`` (+ ``.png``, ``.lm3``) range grids: the six emotions
+            at the highest intensity and ``N_N_0`` neutral.
+        ``bp4d``: ``<out>/F001/T1/0000.obj`` frames for the tasks that elicit the six emotions.
+
+    Args:
+        out: the root folder (created).
+        subjects: subject indices to write (default all of ``config.num_subjects``).
+        labels, intensities: write only these labels (``neutral`` and/or emotions) and BU-3DFE intensities
+            (default all; small trees for tests).
+        num_frames: frames per 4D sequence (evenly spread; None writes all ~100: large).
+        texture_size: side of the texture images written beside the meshes.
+        grid_spacing: Bosphorus grid step in mm.
+
+    Returns:
+        The number of scan files written.
+    """
+    from tqdm.auto import tqdm
+
+    from ..scan.bnt import write_bnt
+    from ..scan.writers import write_obj, write_texture, write_wrl
+
+    if layout not in TREE_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose from {TREE_LAYOUTS}")
+    gen = SynthFER3D(config, sfm)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "README_SYNTHFER3D.txt").write_text(synth_root_readme(gen.config))
+    subjects = list(range(gen.num_subjects)) if subjects is None else list(subjects)
+    if layout in ("bu3dfe", "bosphorus"):
+        items = [it for it in gen.static_items() if it["subject_index"] in set(subjects)]
+        if layout == "bosphorus":
+            top = len(gen.config.intensity_levels)
+            items = [it for it in items if it["intensity"] in (0, top)]
+    else:
+        items = [it for it in gen.sequence_items() if it["subject_index"] in set(subjects)]
+        if layout == "bu4dfe":
+            (out / "BU_WrlViewer_V2").mkdir(exist_ok=True)
+            (out / "BU_WrlViewer_V2" / "readme.txt").write_text("viewer program folder (skipped by the reader)\n")
+    items = [it for it in items if labels is None or it["label"] in set(labels)]
+    items = [it for it in items if intensities is None or it["intensity"] in (None, 0, *intensities)]
+    written = 0
+    for it in tqdm(items, desc=f"SynthFER-3D -> {layout}", unit="scan" if layout in ("bu3dfe", "bosphorus") else "seq", disable=not progress):
+        s = gen.subject(it["subject_index"])
+        rng = np.random.default_rng([gen.config.seed, 9, s.index, EMOTIONS.index(it["label"]) if it["label"] in EMOTIONS else 6])
+        texture = _texture(s, texture_size, rng)
+        if layout == "bu3dfe":
+            scan = gen.scan(s.index, it["label"], it["intensity"] or 1)
+            folder = out / s.subject_id
+            folder.mkdir(exist_ok=True)
+            stem = f"{s.subject_id}_{BU3DFE_CODES[it['label']]}{it['intensity']:02d}{s.ethnicity}"
+            mesh = scan.to_scan().replace(texture=texture)
+            write_wrl(folder / f"{stem}_F3D.wrl", mesh, texture_name=f"{stem}_F3D.bmp")
+            # landmarks beside the scan, as in the real tree (83 "index x y z" lines); the reader skips them
+            idx = np.linspace(0, len(scan.vertices) - 1, 83).astype(int)
+            np.savetxt(folder / f"{stem}_F3D.bnd", np.column_stack([idx, scan.vertices[idx]]), fmt=["%d", "%.4f", "%.4f", "%.4f"])
+            written += 1
+        elif layout == "bosphorus":
+            scan = gen.scan(s.index, it["label"], it["intensity"] or 1)
+            folder = out / f"bs{s.index:03d}"
+            folder.mkdir(exist_ok=True)
+            stem = f"bs{s.index:03d}_N_N_0" if it["label"] == "neutral" else f"bs{s.index:03d}_E_{BOSPHORUS_CODES[it['label']]}_0"
+            g = range_grid(scan.vertices, scan.faces, grid_spacing)
+            nrows, ncols = g["z"].shape
+            zmin = -1e9
+            z = np.where(np.isnan(g["z"]), zmin, g["z"])
+            u = np.tile(np.linspace(0, 1, ncols), (nrows, 1))
+            v = np.tile(np.linspace(1, 0, nrows)[:, None], (1, ncols))  # row 0 is the chin = bottom of the image
+            write_bnt(folder / f"{stem}.bnt", g["x"], g["y"], z, u, v, nrows, ncols, zmin=zmin, image_name=f"{stem}.png")
+            write_texture(folder / f"{stem}.png", texture)
+            (folder / f"{stem}.lm3").write_text("# 3D Landmark File\r\n\r\n1 landmarks:\r\nNose tip\r\n0 0 0\r\n")
+            written += 1
+        else:
+            seq = gen.sequence(s.index, it["label"], num_frames=num_frames)
+            if layout == "bu4dfe":
+                folder = out / s.bu4dfe_id / BU4DFE_NAMES[it["label"]]
+            else:
+                folder = out / s.bu4dfe_id / _BP4D_TASK_OF[it["label"]]
+            folder.mkdir(parents=True, exist_ok=True)
+            for k, mesh in enumerate(seq.to_scans()):
+                if layout == "bu4dfe":
+                    write_wrl(folder / f"{k:03d}.wrl", mesh.replace(texture=texture), texture_name=f"{k:03d}.jpg")
+                else:
+                    write_obj(folder / f"{k:04d}.obj", mesh)
+                written += 1
+    return written

@@ -182,7 +182,7 @@ class AffectVLMOutput(ModelOutput):
     view_embeds: (B, V, D) L2-normalised view embeddings (zero where `view_mask` is False).
     fused_embeds: (B, D) L2-normalised fused embeddings.
     view_weights: (B, V) fusion weight of each view (0 for missing views; rows sum to 1).
-    class_embeds: (C, D) or (V, C, D) L2-normalised class text embeddings used.
+    class_embeds: (C, D), (V, C, D) or (B, V, C, D) L2-normalised class text embeddings used.
     margin: () the current margin alpha.
     logit_scale: () the exponentiated, clamped logit scale.
     """
@@ -403,14 +403,19 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         """Logits (B, C) of the fused embedding and (B, V, C) of each view (zero for missing views)."""
         scale = self.logit_scale
         class_embeds = class_embeds.to(fused.dtype)
-        if class_embeds.dim() == 3:  # (V, C, D): each view has its own prompts
+        if class_embeds.dim() == 4:  # (B, V, C, D): prompts per sample and view (e.g. with its metadata)
+            per_view = torch.einsum("bvd,bvcd->bvc", view_embeds, class_embeds)
+            fused_classes = F.normalize(class_embeds.mean(dim=1), dim=-1)  # (B, C, D)
+            logits = torch.einsum("bd,bcd->bc", fused, fused_classes)
+        elif class_embeds.dim() == 3:  # (V, C, D): each view has its own prompts
             per_view = torch.einsum("bvd,vcd->bvc", view_embeds, class_embeds)
-            fused_classes = F.normalize(class_embeds.mean(dim=0), dim=-1)
-        else:
+            logits = fused @ F.normalize(class_embeds.mean(dim=0), dim=-1).T
+        elif class_embeds.dim() == 2:  # (C, D)
             per_view = torch.einsum("bvd,cd->bvc", view_embeds, class_embeds)
-            fused_classes = class_embeds
-        logits = scale * fused @ fused_classes.T
-        return logits, scale * per_view * view_mask[..., None]
+            logits = fused @ class_embeds.T
+        else:
+            raise ValueError(f"class_embeds must be (C, D), (V, C, D) or (B, V, C, D); got {tuple(class_embeds.shape)}")
+        return scale * logits, scale * per_view * view_mask[..., None]
 
     # -- forward -----------------------------------------------------------------------------------------
 
@@ -429,7 +434,9 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         pixel_values: (B, V, 3, H, W) the views of each sample, in `config.view_names` order.
         view_mask: (B, V) bool, False where a view is missing; missing views are left out of fusion and loss.
         input_ids, attention_mask: prompts, (C, L), (C, P, L) or (V, C, P, L); see `get_class_embeddings`.
-        class_embeds: (C, D) or (V, C, D) precomputed class text embeddings (instead of prompts).
+        class_embeds: precomputed L2-normalised class text embeddings (instead of prompts): (C, D), (V, C, D)
+            per view, or (B, V, C, D) per sample and view (prompts that carry each sample's metadata; every
+            class of a sample gets the same metadata, so nothing about the label leaks).
         labels: (B,) class indices. With `return_loss` (default: whenever labels are given) the loss is built.
         """
         view_mask = self._check_inputs(pixel_values, view_mask)

@@ -194,6 +194,17 @@ def test_per_view_prompts():
     torch.testing.assert_close(out.logits_per_view[torch.arange(4), 1, [0, 1, 2, 0]], expected)
 
 
+def test_per_sample_per_view_prompts():
+    model = make_model()
+    class_embeds = torch.nn.functional.normalize(torch.randn(4, 3, 6, 32), dim=-1)  # (B, V, C, D)
+    out = model(make_batch(), class_embeds=class_embeds, labels=torch.tensor([0, 1, 2, 0]))
+    assert out.logits.shape == (4, 6) and torch.isfinite(out.loss)
+    fused_classes = torch.nn.functional.normalize(class_embeds[2].mean(0), dim=-1)
+    torch.testing.assert_close(out.logits[2], out.logit_scale * fused_classes @ out.fused_embeds[2])
+    with pytest.raises(ValueError, match="class_embeds must be"):
+        model(make_batch(), class_embeds=torch.randn(32))
+
+
 # -- ResNet backbone ----------------------------------------------------------------------------------------
 
 

@@ -44,23 +44,42 @@ class AffectVLMProcessor(ProcessorMixin):
         image_processor: a `CLIPImageProcessorPil`.
         tokenizer: a CLIP tokenizer.
         view_names: the view order of the model (default frontal, left, right).
+        render_settings: how scans were turned into views for this model (keyword arguments of
+            `affectvlm.normalize_scan` / `affectvlm.render_views`, e.g. `{"mode": "normal", "views": [[0, 0],
+            [-30, 0], [30, 0]], "size": 224}`), saved with the processor so a scan given at inference is rendered
+            the way the training data was. `None`: the scan pipeline's defaults.
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, view_names: list[str] | None = None, **kwargs):
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        view_names: list[str] | None = None,
+        render_settings: dict | None = None,
+        **kwargs,
+    ):
         self.view_names = list(view_names) if view_names else list(DEFAULT_VIEW_NAMES)
+        self.render_settings = dict(render_settings) if render_settings else None
         super().__init__(image_processor, tokenizer, **kwargs)
 
     # -- construction -------------------------------------------------------------------------------------
 
     @classmethod
-    def from_clip(cls, clip_name_or_path: str, view_names: list[str] | None = None) -> AffectVLMProcessor:
+    def from_clip(
+        cls, clip_name_or_path: str, view_names: list[str] | None = None, render_settings: dict | None = None
+    ) -> AffectVLMProcessor:
         """Build from a CLIP checkpoint's image-processor settings and tokenizer (Hub id or folder)."""
         from transformers import AutoTokenizer
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
         image_processor = CLIPImageProcessorPil.from_pretrained(clip_name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path)
-        return cls(image_processor=image_processor, tokenizer=tokenizer, view_names=view_names)
+        return cls(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            view_names=view_names,
+            render_settings=render_settings,
+        )
 
     # -- images -------------------------------------------------------------------------------------------
 

@@ -20,6 +20,11 @@ _LAZY = {
     "AffectVLMScores": "modeling_affectvlm",
     "AffectVLMProcessor": "processing_affectvlm",
     "DEFAULT_LABELS": "configuration_affectvlm",
+    # high-level prediction (issue 6)
+    "AffectVLMPredictor": "predictor",
+    "Prediction": "predictor",
+    "InputError": "predictor",
+    "predict": "predictor",
     # scan pipeline (issue 3)
     "Scan": "scan",
     "ScanError": "scan",
@@ -68,6 +73,7 @@ _register_auto_classes()
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .configuration_affectvlm import DEFAULT_LABELS, AffectVLMConfig  # noqa: F401
     from .modeling_affectvlm import AffectVLMModel, AffectVLMOutput, AffectVLMScores  # noqa: F401
+    from .predictor import AffectVLMPredictor, InputError, Prediction, predict  # noqa: F401
     from .processing_affectvlm import AffectVLMProcessor  # noqa: F401
     from .scan import (  # noqa: F401
         Scan,

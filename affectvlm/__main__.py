@@ -13,6 +13,7 @@ import sys
 # command name -> module that implements it (relative to the package)
 _COMMANDS = {
     "render": ".scan.cli",
+    "predict": ".predict_cli",
 }
 
 

@@ -1,0 +1,64 @@
+"""`python -m affectvlm predict PATH...`: score a scan, a 4D sequence or three view images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .predictor import IMAGE_EXTENSIONS, AffectVLMPredictor, InputError
+
+EPILOG = """examples:
+  python -m affectvlm predict face.obj
+  python -m affectvlm predict F0001_HA04WH_F3D.wrl --labels happiness sadness "a person in pain"
+  python -m affectvlm predict frames/            # a folder of 3D frames: a 4D sequence
+  python -m affectvlm predict sequence.zip --json
+  python -m affectvlm predict front.png left.png right.png   # three rendered views, in that order
+"""
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="score a scan, a sequence or three view images against labels",
+        description="Score a 3D scan, a 4D sequence (folder or zip of frames) or three view images "
+        "(frontal, left, right) against labels, and print a table (or JSON).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="one scan file, one folder or zip of frames, or three images (front left right)")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="labels to score (default: the model's own labels); any words work")
+    parser.add_argument("--model", default=None,
+                        help="a saved model folder or Hub id (default: the demo checkpoint shipped with the repo)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = [Path(p) for p in args.paths]
+    try:
+        predictor = AffectVLMPredictor.from_pretrained(args.model, device=args.device)
+        if len(paths) == 3 and all(p.suffix.lower() in IMAGE_EXTENSIONS for p in paths):
+            result = predictor(images=[str(p) for p in paths], labels=args.labels)
+        elif len(paths) == 1 and (paths[0].is_dir() or paths[0].suffix.lower() == ".zip"):
+            result = predictor(sequence=str(paths[0]), labels=args.labels)
+        elif len(paths) == 1:
+            result = predictor(scan=str(paths[0]), labels=args.labels)
+        else:
+            raise InputError("give one scan, one folder or zip of frames, or exactly three images")
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"model": predictor.source, **result.to_dict()}, indent=2))
+    else:
+        print(f"model: {predictor.source}")
+        for note in result.notes:
+            print(f"note: {note}")
+        print(result.table())
+        print(f"prediction: {result.label}")
+    return 0

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -191,13 +190,15 @@ with gr.Blocks(title="AffectVLM") as demo:
         + MODEL_NOTE
     )
     # Outputs are made first (render=False) so the examples inside the scan tab can name them.
-    status = gr.Markdown(render=False)
-    scores = gr.Label(label="Scores", num_top_classes=10, render=False)
+    status = gr.Markdown(elem_id="status", render=False)
+    scores = gr.Label(label="Scores", num_top_classes=10, elem_id="scores", render=False)
     contributions = gr.BarPlot(
         x="label", y="contribution", color="view", label="Contribution of each view to the logit",
         x_label_angle=-30, render=False,
     )
-    views_gallery = gr.Gallery(label="What the model saw", columns=3, height=280, render=False)
+    views_gallery = gr.Gallery(
+        label="What the model saw", columns=3, height=280, elem_id="views-gallery", render=False
+    )
     scan_preview = gr.Model3D(label="Normalised scan", render=False)
 
     labels_box = gr.Textbox(
@@ -215,9 +216,9 @@ with gr.Blocks(title="AffectVLM") as demo:
             views_button = gr.Button("Score views", variant="primary")
         with gr.Tab("3D scan"):
             with gr.Row():
-                scan_file = gr.File(label="3D scan", file_types=SCAN_EXTENSIONS, type="filepath")
+                scan_file = gr.File(label="3D scan", file_types=SCAN_EXTENSIONS, type="filepath", elem_id="scan-file")
                 scan_preview.render()
-            scan_button = gr.Button("Score scan", variant="primary")
+            scan_button = gr.Button("Score scan", variant="primary", elem_id="scan-button")
             if EXAMPLE_SCANS:
                 # Outputs are cached lazily: the model runs on an example the first time someone clicks it.
                 gr.Examples(

@@ -1,0 +1,144 @@
+"""The Gradio app, used for real: launched on loopback and called through gradio_client."""
+
+import re
+import socket
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_module():
+    import app
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def client(app_module):
+    kwargs = dict(app_module.LAUNCH_KWARGS, max_file_size="2mb")  # small, so the oversized test is cheap
+    app_module.demo.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **kwargs
+    )
+    try:
+        yield Client(app_module.demo.local_url, verbose=False, download_files=False)
+    finally:
+        app_module.demo.close()
+
+
+@pytest.fixture(scope="module")
+def files(sfm_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uploads")
+    data = np.load(sfm_dir / "sfm_3448.npz")
+    mean, faces, expressions = data["mean"], data["triangles"], data["expressions"]
+
+    def obj(path, vertices):
+        with open(path, "w") as f:
+            f.writelines(f"v {x:.3f} {y:.3f} {z:.3f}\n" for x, y, z in vertices)
+            f.writelines(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces)
+        return path
+
+    paths = {"scan": obj(folder / "face.obj", mean + expressions[5])}
+    with zipfile.ZipFile(folder / "sequence.zip", "w") as z:
+        for t, w in enumerate(np.linspace(0, 1, 4)):
+            z.write(obj(folder / f"{t:03d}.obj", mean + w * expressions[0]), f"{t:03d}.obj")
+    paths["zip"] = folder / "sequence.zip"
+    with zipfile.ZipFile(folder / "empty.zip", "w"):
+        pass
+    paths["empty_zip"] = folder / "empty.zip"
+    rng = np.random.default_rng(0)
+    for name in ("front", "left", "right"):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+        paths[name] = folder / f"{name}.png"
+    (folder / "corrupt.obj").write_text("v 1 2 three\nf 1 2 9\n")
+    paths["corrupt"] = folder / "corrupt.obj"
+    (folder / "notes.txt").write_text("not a scan")
+    paths["wrong_ext"] = folder / "notes.txt"
+    (folder / "huge.obj").write_bytes(b"v 0 0 0\n" * (3 * 1024**2 // 8))  # 3 MB > the 2 MB test limit
+    paths["huge"] = folder / "huge.obj"
+    Image.fromarray((rng.random((32, 32)) * 65535).astype(np.uint16)).save(folder / "deep.png")  # mode I;16
+    paths["wrong_mode"] = folder / "deep.png"
+    return paths
+
+
+def scores_of(label_output):
+    return {c["label"]: c["confidence"] for c in label_output["confidences"]}
+
+
+def test_every_event_has_an_api_name(app_module):
+    names = {fn.api_name for fn in app_module.demo.fns.values() if fn.api_name}
+    assert {"predict_views", "predict_scan", "predict_sequence"} <= names
+
+
+def test_views_endpoint(client, files):
+    scores, contributions, gallery, status = client.predict(
+        handle_file(files["front"]), handle_file(files["left"]), handle_file(files["right"]),
+        "happiness, sadness, a person in pain", api_name="/predict_views",
+    )
+    assert set(scores_of(scores)) == {"happiness", "sadness", "a person in pain"}
+    assert len(gallery) == 3
+
+
+def test_views_endpoint_with_a_missing_view(client, files):
+    scores, _, gallery, status = client.predict(
+        handle_file(files["front"]), None, handle_file(files["right"]), "", api_name="/predict_views"
+    )
+    assert len(scores_of(scores)) == 6
+    assert "missing view(s): left" in status
+
+
+def test_scan_endpoint(client, files):
+    scores, contributions, gallery, preview, status = client.predict(
+        handle_file(files["scan"]), "anger, disgust, fear, happiness, sadness, surprise", api_name="/predict_scan"
+    )
+    assert sum(scores_of(scores).values()) == pytest.approx(1.0, abs=1e-3)
+    assert len(gallery) == 3
+    assert preview is not None and str(preview).endswith(".glb") if isinstance(preview, str) else preview
+
+
+def test_sequence_endpoint(client, files):
+    scores, _, gallery, status = client.predict(
+        [handle_file(files["zip"])], "", api_name="/predict_sequence"
+    )
+    assert len(scores_of(scores)) == 6
+    assert len(gallery) == 3
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "make_args", "message"),
+    [
+        ("/predict_scan", lambda f: (handle_file(f["corrupt"]), ""), "obj"),
+        ("/predict_scan", lambda f: (handle_file(f["wrong_ext"]), ""), "invalid file type|not a supported 3D scan type"),
+        ("/predict_sequence", lambda f: ([handle_file(f["empty_zip"])], ""), "no 3D frames"),
+        ("/predict_views", lambda f: (handle_file(f["wrong_mode"]), None, None, ""), "image mode"),
+        ("/predict_views", lambda f: (None, None, None, ""), "at least one view"),
+        ("/predict_views", lambda f: (handle_file(f["front"]), None, None, "onlyone"), "at least two"),
+    ],
+    ids=["corrupt-mesh", "wrong-extension", "empty-zip", "wrong-image-mode", "no-views", "one-label"],
+)
+def test_bad_inputs_get_clear_errors_and_the_app_keeps_serving(client, files, endpoint, make_args, message):
+    with pytest.raises(Exception) as info:
+        client.predict(*make_args(files), api_name=endpoint)
+    assert re.search(message, str(info.value), re.IGNORECASE), str(info.value)
+    # Still serving.
+    scores, *_ = client.predict(handle_file(files["front"]), None, None, "", api_name="/predict_views")
+    assert len(scores_of(scores)) == 6
+
+
+def test_oversized_upload_is_refused(client, files):
+    with pytest.raises(Exception) as info:
+        client.predict(handle_file(files["huge"]), "", api_name="/predict_scan")
+    assert "size" in str(info.value).lower() or "large" in str(info.value).lower()
+    scores, *_ = client.predict(handle_file(files["front"]), None, None, "", api_name="/predict_views")
+    assert scores_of(scores)

@@ -1,0 +1,199 @@
+"""`python -m affectvlm.data COMMAND ...`: generate SynthFER-3D, render caches, make folds, fetch the face model.
+
+    python -m affectvlm.data synth --out /tmp/synth-bu3dfe --layout bu3dfe --subjects 10
+    python -m affectvlm.data prepare --dataset synth --out /tmp/cache --subjects 100 --kind both
+    python -m affectvlm.data prepare --dataset bu3dfe --root /data/BU-3DFE --out /tmp/cache
+    python -m affectvlm.data folds --dataset bu3dfe --root /data/BU-3DFE --protocol bu3dfe-subset1 --out folds.json
+    python -m affectvlm.data sfm            # where the Surrey Face Model is (downloads it when missing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+_DESCRIPTION = """Data for AffectVLM: SynthFER-3D synthetic 3D/4D expression scans, render caches and
+subject-independent folds. The Surrey Face Model is found through $AFFECTVLM_SFM_DIR, else the user cache
+(~/.cache/affectvlm/sfm), else downloaded there from the eos repository. The model and everything generated
+from it are for non-commercial use only (research and teaching)."""
+
+
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("SynthFER-3D")
+    g.add_argument("--preset", default="medium", choices=["easy", "medium", "hard"], help="difficulty preset (default: medium)")
+    g.add_argument("--seed", type=int, default=0, help="master seed: same seed, same data (default: 0)")
+    g.add_argument("--subjects", type=int, default=100, help="number of subjects (default: 100, like BU-3DFE)")
+    g.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="override a SynthConfig field, e.g. --set noise=0.4 --set 'pose_jitter=[10,5,2]' (JSON values)",
+    )  # fmt: skip
+    g.add_argument("--sfm-dir", default=None, help="folder with the face model (default: $AFFECTVLM_SFM_DIR / cache)")
+
+
+def _synth_config(args):
+    from .synth import SynthConfig
+
+    overrides = {"seed": args.seed, "num_subjects": args.subjects}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        if isinstance(parsed, list):
+            parsed = tuple(tuple(x) if isinstance(x, list) else x for x in parsed)
+        overrides[name.strip()] = parsed
+    return SynthConfig.preset(args.preset, **overrides)
+
+
+def cmd_synth(args) -> int:
+    from .sfm import load_sfm
+    from .synth import write_synth_tree
+
+    config = _synth_config(args)
+    n = write_synth_tree(
+        args.out, args.layout, config, load_sfm(args.sfm_dir), num_frames=args.frames or None, texture_size=args.texture_size,
+    )  # fmt: skip
+    print(f"wrote {n} scan files in the {args.layout} layout under {args.out}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .cache import RenderSettings, prepare_cache
+
+    views = json.loads(args.views) if args.views else None
+    settings = RenderSettings(
+        views=views, size=args.size, mode=args.mode, crop_radius=None if args.crop_radius <= 0 else args.crop_radius,
+        align=args.align, frames=args.frames, batch=args.batch,
+    )  # fmt: skip
+    samples = None
+    if args.dataset != "synth":
+        from .datasets import read_dataset, select_protocol
+
+        if not args.root:
+            print(f"--root is required for --dataset {args.dataset}", file=sys.stderr)
+            return 2
+        samples = read_dataset(args.dataset, args.root)
+        if args.protocol:
+            samples = select_protocol(samples, args.protocol)
+    folder = prepare_cache(
+        args.dataset, args.root, args.out, settings, samples=samples,
+        synth_config=_synth_config(args) if args.dataset == "synth" else None, synth_kind=args.kind,
+        sfm_dir=args.sfm_dir, shard_size=args.shard_size, workers=args.workers, max_shards=args.max_shards,
+    )  # fmt: skip
+    report = folder / "report.json"
+    if report.is_file():
+        doc = json.loads(report.read_text())
+        print(f"cache: {folder} ({doc['rendered']} samples rendered, {len(doc['bad'])} bad: see {report})")
+    else:
+        print(f"cache: {folder} (not finished: run the same command again to resume)")
+    return 0
+
+
+def cmd_folds(args) -> int:
+    from .folds import save_folds, subject_folds
+
+    if args.cache:
+        from .cache import RenderCacheDataset
+
+        subjects = RenderCacheDataset(args.cache).subjects
+        source = {"cache": args.cache}
+    else:
+        from .datasets import read_dataset, select_protocol
+
+        samples = read_dataset(args.dataset, args.root)
+        if args.protocol:
+            samples = select_protocol(samples, args.protocol, seed=args.seed)
+        subjects = sorted({s.subject for s in samples})
+        source = {"dataset": args.dataset, "protocol": args.protocol}
+    folds = subject_folds(subjects, k=args.k, seed=args.seed, repeat=args.repeat, val_fraction=args.val_fraction)
+    save_folds(args.out, folds, k=args.k, seed=args.seed, repeat=args.repeat, val_fraction=args.val_fraction, **source)
+    print(f"wrote {len(folds)} folds over {len(subjects)} subjects to {args.out}")
+    return 0
+
+
+def cmd_sfm(args) -> int:
+    """Print where the Surrey Face Model is, downloading the two eos files (sha256-checked) when missing."""
+    from .sfm import download_sfm, find_sfm_dir
+
+    folder = download_sfm(args.dir) if args.download else find_sfm_dir(args.dir)
+    print(f"Surrey Face Model: {folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m affectvlm.data", description=_DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write SynthFER-3D scans as files in a real dataset's layout",
+                       description="Write SynthFER-3D as files laid out like a real dataset, so the readers and the whole pipeline run on them.")  # fmt: skip
+    p.add_argument("--out", required=True, help="root folder to write")
+    p.add_argument("--layout", default="bu3dfe", choices=["bu3dfe", "bu4dfe", "bosphorus", "bp4d"], help="which dataset's layout (default: bu3dfe)")
+    p.add_argument("--frames", type=int, default=12, help="frames per 4D sequence, evenly spread (0: all ~100; large)")
+    p.add_argument("--texture-size", type=int, default=32, help="side of the texture images beside the meshes")
+    _synth_args(p)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("prepare", help="render a dataset (or SynthFER-3D directly) into a cache of uint8 shards",
+                       description="Render every sample's views once into memory-mapped uint8 shards keyed by a hash of the render "
+                       "settings. Resumable: run the same command again after an interruption. Samples that cannot be rendered are "
+                       "listed in report.json.")  # fmt: skip
+    p.add_argument("--dataset", required=True, choices=["bu3dfe", "bosphorus", "bu4dfe", "bp4d", "synth"], help="dataset to render; synth generates in memory")
+    p.add_argument("--root", help="the dataset folder (not for synth)")
+    p.add_argument("--out", required=True, help="parent folder of the cache (the cache is <out>/<dataset>-<settings hash>)")
+    p.add_argument("--protocol", help="render only a protocol's samples (bu3dfe-subset1, bosphorus-six, ...)")
+    p.add_argument("--kind", default="both", choices=["3d", "4d", "both"], help="synth: static scans, sequences or both")
+    p.add_argument("--size", type=int, default=224, help="image side (default: 224)")
+    p.add_argument("--mode", default="normal", help="render mode of the scan pipeline (default: normal)")
+    p.add_argument("--views", help="views as JSON, passed to render_views (default: the pipeline's three views)")
+    p.add_argument("--crop-radius", type=float, default=90.0, help="crop about the nose tip in mm (0: none)")
+    p.add_argument("--align", action="store_true", help="PCA-align scans before rendering")
+    p.add_argument("--frames", type=int, default=16, help="4D: frames sampled per sequence for its dynamic image")
+    p.add_argument("--batch", type=int, default=25, help="static scans per render call")
+    p.add_argument("--shard-size", type=int, default=250, help="samples per shard, the unit of resumption")
+    p.add_argument("--workers", type=int, default=1, help="rendering processes (default: 1)")
+    p.add_argument("--max-shards", type=int, default=None, help="stop after this many shards (testing resumption)")
+    _synth_args(p)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("folds", help="subject-independent k-fold splits exported to JSON",
+                       description="Seeded subject-independent k folds, each with validation subjects carved from its training side.")  # fmt: skip
+    p.add_argument("--dataset", help="dataset to read subjects from (with --root)")
+    p.add_argument("--root", help="the dataset folder")
+    p.add_argument("--cache", help="or: a prepared cache folder to take the subjects from")
+    p.add_argument("--protocol", help="restrict to a protocol's subjects (e.g. bu3dfe-subset1: 60 subjects)")
+    p.add_argument("--k", type=int, default=10, help="number of folds (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="partition seed (default: 0)")
+    p.add_argument("--repeat", type=int, default=0, help="repetition number: a new random partition per repeat")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of training subjects held out for validation")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.set_defaults(func=cmd_folds)
+
+    p = sub.add_parser("sfm", help="locate (or download) the Surrey Face Model", description=cmd_sfm.__doc__)
+    p.add_argument("--dir", default=None, help="folder to use or download into")
+    p.add_argument("--download", action="store_true", help="download the two eos files (sha256-checked)")
+    p.set_defaults(func=cmd_sfm)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    if args.command == "folds" and not args.cache and not (args.dataset and args.root):
+        parser.error("folds needs --cache, or --dataset and --root")
+    from .datasets import DatasetError
+    from .sfm import SFMError
+
+    try:
+        return int(args.func(args) or 0)
+    except (DatasetError, SFMError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

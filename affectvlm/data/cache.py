@@ -4,7 +4,8 @@
     ds = RenderCacheDataset("/cache/bu3dfe-1a2b3c4d5e6f")
     batch = ds[[0, 5, 9]]  # {"pixel_values": (3, V, H, W, 3) uint8, "labels": (3,) int64, "index": (3,)}
 
-Layout of a cache folder ``<out>/<dataset>-<settings hash>/``::
+Layout of a cache folder ``<out>/<dataset>-<settings hash>/`` (``synth-<config hash>-<settings hash>`` for
+SynthFER-3D, whose data depends on its generator config too)::
 
     cache.json          format, dataset, render settings, label vocabulary, the plan (items, shard size)
     shards/00000.npy    (n, V, H, W, 3) uint8, one row per rendered sample (numpy .npy, memory-mapped)
@@ -85,7 +86,11 @@ class RenderSettings:
 
     def key(self) -> str:
         """12 hex digits of the sha256 of the settings that change the pixels."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=list).encode()).hexdigest()[:12]
+        return _hash(self.to_dict())[:12]
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=list).encode()).hexdigest()
 
 
 def _freeze(x):
@@ -317,7 +322,8 @@ def prepare_cache(
             :func:`affectvlm.data.datasets.read_dataset`) or ``synth`` (generated in memory from
             `synth_config`, no mesh files; `synth_kind` ``3d``, ``4d`` or ``both``).
         root: the dataset folder (not used for ``synth``).
-        out: the parent folder; the cache is ``<out>/<dataset>-<settings.key()>``.
+        out: the parent folder; the cache is ``<out>/<dataset>-<settings.key()>`` (for ``synth``:
+            ``<out>/synth-<hash of the SynthConfig>-<settings.key()>``).
         settings: render settings (default :class:`RenderSettings`).
         samples: an explicit sample list (e.g. a protocol selection) instead of the whole dataset.
         shard_size: samples per shard (also the unit of resumption).
@@ -346,9 +352,14 @@ def prepare_cache(
         items = plan_dataset(samples)
         synth_config = None
         source = {"root": str(root) if root is not None else None}
-    folder = Path(out) / f"{dataset}-{settings.key()}"
+    name = f"{dataset}-{settings.key()}"
+    if dataset == "synth":
+        # the data itself is a function of the generator config: another seed or preset is another cache
+        name = f"synth-{_hash(synth_config.to_dict())[:8]}-{settings.key()}"
+    folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
-    plan = hashlib.sha256("\n".join(it.key for it in items).encode()).hexdigest()[:16]
+    # the plan: what is rendered, in which shards; resuming a folder with another plan would mix data
+    plan = _hash([[it.key, *it.paths] for it in items] + [source])[:16]
     header = {
         "format": CACHE_FORMAT, "dataset": dataset, "settings": settings.to_dict(), "settings_key": settings.key(),
         "labels": label_vocabulary(it.label for it in items), "plan": {"items": len(items), "shard_size": shard_size, "hash": plan},

@@ -1,0 +1,8 @@
+"""Publishing to the Hugging Face Hub.
+
+    python hub/push.py CHECKPOINT --repo-id USER/NAME [--dry-run DIR]   # a checkpoint, as a model repo
+    python hub/space.py --repo-id USER/NAME [--dry-run DIR]             # the demo app, as a Gradio Space
+
+Both assemble one folder, then upload it in one commit; `--dry-run DIR` writes the folder and uploads nothing.
+See docs/hub.md.
+"""

@@ -1,0 +1,383 @@
+"""The model card: cross-validation results read from `results.json`, and the README.md written from them.
+
+`results.json` is what `train/cross_validate.py` writes. The reader is lenient, because the card must not
+break when that file gains or loses a key; what it understands:
+
+    {
+      "dataset": "SynthFER-3D",                      # or {"name": ...}; default "unknown dataset"
+      "protocol": "subject-independent 10-fold",     # str or dict; default "<k>-fold cross-validation"
+      "folds": [                                     # also "per_fold" / "fold_results" / "fold_metrics"
+        {"fold": 0, "accuracy": 0.81, "macro_f1": 0.80, "per_class_f1": {...}, "num_samples": 120},
+        ...                                          # accuracy may sit under "test"/"metrics"/"eval"
+      ],
+      "mean_accuracy": 0.80, "std_accuracy": 0.02,   # or "accuracy": {"mean", "std"}; else computed
+      "per_class_f1": {"anger": 0.7, ...}            # or {label: {"mean", "std"}}; else the fold mean
+    }
+
+A file in percent (any accuracy above 1) is read as percent throughout: every score becomes a fraction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .common import PublishError
+
+TASK = "zero-shot-image-classification"
+TAGS = ["affectvlm", "facial-expression-recognition", "3d", "4d", "multiview", "clip", "zero-shot"]
+SFM_LICENSE_NAME = "surrey-face-model-non-commercial"
+SFM_NOTICE = (
+    "**Licence of these weights.** This checkpoint was trained on SynthFER-3D, synthetic 3D/4D face scans "
+    "generated from the **Surrey Face Model** (distributed with the eos library, github.com/patrikhuber/eos). "
+    "The face model is free for **non-commercial use only (research and teaching)**, and so are the weights "
+    "derived from it: do not use this checkpoint commercially. The AffectVLM code is Apache-2.0."
+)
+
+INTRO = (
+    "An AffectVLM checkpoint: a multiview CLIP that recognises facial expressions from 3D and 4D face "
+    "scans. A scan is rendered into views, each view is embedded by CLIP's vision tower, the views are fused, "
+    "and the result is scored against text prompts, so any label can be scored."
+)
+
+_FOLD_KEYS = ("folds", "per_fold", "fold_results", "fold_metrics")
+_NESTED = ("test", "metrics", "eval", "evaluation")
+
+
+@dataclass
+class FoldResult:
+    fold: str
+    accuracy: float
+    macro_f1: float | None = None
+    num_samples: int | None = None
+    per_class_f1: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CrossValidation:
+    """Cross-validation results, as fractions (accuracy 0.81, not 81)."""
+
+    dataset: str
+    protocol: str
+    folds: list[FoldResult]
+    mean_accuracy: float
+    std_accuracy: float
+    per_class_f1: dict[str, float] = field(default_factory=dict)
+    macro_f1: float | None = None
+    std_computed: bool = False  # True when std came from the folds, not from the file
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _find(entry: Mapping, keys: tuple[str, ...]):
+    """The first of `keys` in `entry` or in one of its nested metric dicts ("test", "metrics", ...)."""
+    for scope in (entry, *(entry[k] for k in _NESTED if isinstance(entry.get(k), Mapping))):
+        for key in keys:
+            if key in scope:
+                return scope[key]
+    return None
+
+
+def _label_scores(value) -> dict[str, float]:
+    """{label: score} from {label: score} or {label: {"mean": score, ...}}; {} for anything else."""
+    if not isinstance(value, Mapping):
+        return {}
+    out = {}
+    for label, score in value.items():
+        score = score.get("mean") if isinstance(score, Mapping) else score
+        if _number(score) is not None:
+            out[str(label)] = float(score)
+    return out
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        if isinstance(value.get("name"), str):
+            return value["name"]
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _fold_entries(data: Mapping) -> list:
+    """The per-fold results: the first candidate list whose items carry an accuracy (not subject lists)."""
+    for key in _FOLD_KEYS:
+        entries = data.get(key)
+        if isinstance(entries, list) and entries and all(
+            _number(e) is not None or (isinstance(e, Mapping) and _find(e, ("accuracy", "acc")) is not None)
+            for e in entries
+        ):
+            return entries
+    return []
+
+
+def parse_results(data) -> CrossValidation:
+    """Results dict (see the module docstring) -> CrossValidation; raises PublishError if unusable."""
+    if not isinstance(data, Mapping):
+        raise PublishError("results must be a JSON object")
+    folds = []
+    for i, entry in enumerate(_fold_entries(data)):
+        if not isinstance(entry, Mapping):
+            folds.append(FoldResult(fold=str(i), accuracy=float(entry)))
+            continue
+        accuracy = _number(_find(entry, ("accuracy", "acc")))
+        if accuracy is None:
+            raise PublishError(f"fold {i} of the results has a non-numeric accuracy")
+        count = _number(_find(entry, ("num_samples", "n_test", "num_test")))
+        folds.append(
+            FoldResult(
+                fold=str(entry.get("fold", i)),
+                accuracy=accuracy,
+                macro_f1=_number(_find(entry, ("macro_f1", "f1_macro"))),
+                num_samples=None if count is None else int(count),
+                per_class_f1=_label_scores(_find(entry, ("per_class_f1",))),
+            )
+        )
+
+    summary = data.get("accuracy") if isinstance(data.get("accuracy"), Mapping) else {}
+    mean = _number(data.get("mean_accuracy", data.get("accuracy_mean", summary.get("mean"))))
+    std = _number(data.get("std_accuracy", data.get("accuracy_std", summary.get("std"))))
+    if mean is None and not folds:
+        raise PublishError("results have neither per-fold accuracies nor a mean accuracy")
+    # One scale for the whole file, decided on the accuracies: a per-value guess would misread a std of
+    # 0.8 (percent) as 80%.
+    scale = 0.01 if any(a > 1.0 for a in [f.accuracy for f in folds] + ([mean] if mean is not None else [])) else 1.0
+    for f in folds:
+        f.accuracy *= scale
+        f.macro_f1 = None if f.macro_f1 is None else f.macro_f1 * scale
+        f.per_class_f1 = {label: v * scale for label, v in f.per_class_f1.items()}
+    accuracies = [f.accuracy for f in folds]
+    std_computed = std is None
+    mean = mean * scale if mean is not None else statistics.fmean(accuracies)
+    # Population std (ddof=0, numpy's default) when the file does not give one.
+    std = std * scale if std is not None else (statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0)
+
+    per_class = {label: v * scale for label, v in _label_scores(data.get("per_class_f1")).items()}
+    if not per_class and folds and all(f.per_class_f1 for f in folds):
+        per_class = {
+            label: statistics.fmean(f.per_class_f1.get(label, 0.0) for f in folds) for label in folds[0].per_class_f1
+        }
+    macro = _number(data.get("mean_macro_f1", data.get("macro_f1")))
+    macro = macro * scale if macro is not None else None
+    if macro is None and folds and all(f.macro_f1 is not None for f in folds):
+        macro = statistics.fmean(f.macro_f1 for f in folds)
+
+    return CrossValidation(
+        dataset=_text(data.get("dataset", data.get("dataset_name"))) or "unknown dataset",
+        protocol=_text(data.get("protocol")) or f"{len(folds) or 'k'}-fold cross-validation",
+        folds=folds,
+        mean_accuracy=mean,
+        std_accuracy=std,
+        per_class_f1=per_class,
+        macro_f1=macro,
+        std_computed=std_computed,
+    )
+
+
+def load_results(path: Path) -> CrossValidation:
+    """Read and parse `results.json`; every failure is a PublishError naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise PublishError(f"cannot read results file {path}: {err.strerror or err}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PublishError(f"results file {path} is not valid JSON: {err}") from None
+    try:
+        return parse_results(data)
+    except PublishError as err:
+        raise PublishError(f"results file {path}: {err}") from None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "dataset"
+
+
+def eval_results(results: CrossValidation) -> list:
+    """model-index entries: accuracy per fold (split "fold-<k>"), and mean/std over the folds."""
+    from huggingface_hub import EvalResult
+
+    common = dict(
+        task_type=TASK,
+        task_name="Facial expression recognition",
+        dataset_type=_slug(results.dataset),
+        dataset_name=results.dataset,
+        dataset_config=results.protocol,
+    )
+    out = [
+        EvalResult(
+            **common,
+            dataset_split=f"fold-{fold.fold}",
+            metric_type="accuracy",
+            metric_name=f"Accuracy (fold {fold.fold})",
+            metric_value=round(fold.accuracy, 4),
+        )
+        for fold in results.folds
+    ]
+    k = len(results.folds)
+    split = f"{k}-fold-cv" if k else "cross-validation"
+    over = f"over {k} folds" if k else "over the folds"
+    out.append(
+        EvalResult(
+            **common, dataset_split=split, metric_type="accuracy", metric_name=f"Mean accuracy {over}",
+            metric_value=round(results.mean_accuracy, 4),
+        )
+    )
+    # Not a Hub metric id: the std has none, and folding it into the mean's value ("0.80 ± 0.02") would
+    # stop leaderboards from reading the mean as a number.
+    out.append(
+        EvalResult(
+            **common, dataset_split=split, metric_type="accuracy_std", metric_name=f"Std of accuracy {over}",
+            metric_value=round(results.std_accuracy, 4),
+        )
+    )
+    if results.macro_f1 is not None:
+        out.append(
+            EvalResult(
+                **common, dataset_split=split, metric_type="f1", metric_config="macro",
+                metric_name=f"Mean macro F1 {over}", metric_value=round(results.macro_f1, 4),
+            )
+        )
+    return out
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def _results_section(results: CrossValidation | None) -> str:
+    if results is None:
+        return "## Evaluation\n\nNo cross-validation results were given when this checkpoint was published.\n"
+    lines = [
+        "## Evaluation",
+        "",
+        f"Cross-validation on **{results.dataset}**, protocol: {results.protocol}. Accuracy in %.",
+        "",
+    ]
+    if results.folds:
+        with_f1 = all(f.macro_f1 is not None for f in results.folds)
+        lines += ["| fold | accuracy |" + (" macro F1 |" if with_f1 else ""),
+                  "|---|---|" + ("---|" if with_f1 else "")]
+        for f in results.folds:
+            lines.append(f"| {f.fold} | {_pct(f.accuracy)} |" + (f" {_pct(f.macro_f1)} |" if with_f1 else ""))
+        lines.append("")
+    std_note = " (population std of the fold accuracies)" if results.std_computed else ""
+    lines.append(
+        f"**Mean accuracy: {_pct(results.mean_accuracy)} ± {_pct(results.std_accuracy)}**{std_note}"
+        + (f"; mean macro F1: {_pct(results.macro_f1)}" if results.macro_f1 is not None else "")
+        + "."
+    )
+    if results.per_class_f1:
+        lines += ["", "Per-class F1 (%), averaged over the folds:", "",
+                  "| " + " | ".join(results.per_class_f1) + " |",
+                  "|" + "---|" * len(results.per_class_f1),
+                  "| " + " | ".join(_pct(v) for v in results.per_class_f1.values()) + " |"]
+    return "\n".join(lines) + "\n"
+
+
+def _model_section(config: Mapping) -> str:
+    clip = config.get("clip_config") or {}
+    vision = clip.get("vision_config") or {}
+    backbone = config.get("vision_backbone", "clip")
+    if backbone == "clip" and vision:
+        tower = (
+            f"CLIP ViT ({vision.get('num_hidden_layers')} layers, width {vision.get('hidden_size')}, "
+            f"{vision.get('image_size')}px images, patch {vision.get('patch_size')})"
+        )
+    else:
+        tower = f"{backbone} vision backbone"
+    labels = ", ".join(config.get("label_names") or [])
+    views = ", ".join(config.get("view_names") or [])
+    return (
+        "## Model\n\n"
+        f"- Vision: {tower}, applied to each rendered view; views fused by `{config.get('fusion', 'mean')}`.\n"
+        f"- Views, in order: {views}.\n"
+        f"- Labels it was trained on: {labels}. Any other label or prompt can be scored (zero-shot).\n"
+    )
+
+
+def _usage_section(repo_id: str, config: Mapping) -> str:
+    labels = list(config.get("label_names") or ["happiness", "sadness"])
+    views = list(config.get("view_names") or ["frontal", "left", "right"])
+    view_list = json.dumps(views)  # a Python list literal with double quotes, like the rest of the snippet
+    prompts = ",\n    ".join(
+        f"{json.dumps(label)}: [{json.dumps(f'a 3D scan of a face, expression: {label}.')}]" for label in labels
+    )
+    return f"""## Usage
+
+The model code ships with the weights (remote code: it needs only `torch` and `transformers>=5.23`).
+
+```python
+from PIL import Image
+from transformers import AutoModel, AutoProcessor
+
+model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+
+# One sample = {len(views)} rendered views of a face, in the order {view_list}; None for a missing view.
+views = [Image.open(f"{{name}}.png") for name in {view_list}]
+inputs = processor(images=[views], return_tensors="pt")
+
+# Class embeddings from prompts (several prompts per label are averaged); compute once, reuse.
+class_embeds = model.encode_prompts({{
+    {prompts},
+}}, tokenizer=processor.tokenizer)
+scores = model.score(inputs["pixel_values"], class_embeds, view_mask=inputs["view_mask"])
+print(scores.probs)               # (1, labels)
+print(scores.view_contributions)  # (1, views, labels): each view's additive share of the logit
+```
+
+To score a 3D scan (obj, ply, stl, off, glb, wrl, bnt) or a 4D sequence directly, rendering included, use the
+`affectvlm` package from the project repository:
+
+```python
+from affectvlm import AffectVLMPredictor
+
+predictor = AffectVLMPredictor.from_pretrained("{repo_id}")
+print(predictor(scan="face.obj").scores())
+```
+"""
+
+
+def model_card(
+    repo_id: str,
+    config: Mapping,
+    results: CrossValidation | None = None,
+    *,
+    license: str = "other",
+    sfm_notice: bool = True,
+    base_model: str | None = None,
+):
+    """The `ModelCard` (README.md) of a checkpoint: YAML metadata with the model-index, then the text."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(
+        license=license,
+        # The Hub wants a name for an "other" licence; the only "other" this project ships is the SFM's.
+        license_name=SFM_LICENSE_NAME if license == "other" else None,
+        library_name="transformers",
+        pipeline_tag=TASK,
+        tags=TAGS,
+        base_model=base_model,
+        model_name=repo_id,
+        eval_results=eval_results(results) if results is not None else None,
+    )
+    name = repo_id.split("/")[-1]
+    body = [
+        f"# {name}",
+        "",
+        INTRO,
+        "",
+    ]
+    if sfm_notice:
+        body += [SFM_NOTICE, ""]
+    body += [_model_section(config), _usage_section(repo_id, config), _results_section(results)]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))

@@ -1,0 +1,222 @@
+"""What `push.py` and `space.py` share: repo-id checks, copying a checkpoint and the remote code, the upload.
+
+Nothing here imports torch, transformers or `affectvlm`: assembling a folder is file work, so `--help` and
+`--dry-run` stay fast and the scripts never run the model code they publish (the model check in `push.py`
+runs it in a separate process, from the assembled folder only).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = REPO_ROOT / "affectvlm"
+
+# The Hub remote code: `AutoModel.from_pretrained(..., trust_remote_code=True)` imports these from the repo.
+REMOTE_CODE_FILES = ("configuration_affectvlm.py", "modeling_affectvlm.py", "processing_affectvlm.py")
+CONFIG_AUTO_MAP = {
+    "AutoConfig": "configuration_affectvlm.AffectVLMConfig",
+    "AutoModel": "modeling_affectvlm.AffectVLMModel",
+}
+PROCESSOR_AUTO_MAP = {"AutoProcessor": "processing_affectvlm.AffectVLMProcessor"}
+# Absolute imports the remote code may use: whoever loads it has transformers (and so torch and numpy)
+# installed, nothing more.
+REMOTE_CODE_IMPORTS = {"torch", "transformers", "numpy"}
+
+# Pickle-based weight formats run arbitrary code when loaded: only safetensors are ever published.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+# The files of a `model.save_pretrained(folder)` + `processor.save_pretrained(folder)` checkpoint that
+# belong on the Hub (besides the weights, `*.safetensors`). Anything else (training logs, resolved run
+# configs, optimizer state) stays local.
+CHECKPOINT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors.index.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
+
+
+class PublishError(Exception):
+    """A problem with what the user gave (paths, repo id, results), worded for the command line."""
+
+
+def check_repo_id(repo_id: str) -> str:
+    """`USER/NAME` or `ORG/NAME`, valid on the Hub; raises PublishError otherwise."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    # The Hub would accept a bare NAME (it means "under my account"), but the scripts print and link the
+    # repo, so the namespace must be explicit.
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise PublishError(f"--repo-id must look like USER/NAME or ORG/NAME, got {repo_id!r}")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise PublishError(f"--repo-id {repo_id!r} is not a valid Hub repo id: {err}") from None
+    return repo_id
+
+
+def prepare_output_dir(path: Path) -> Path:
+    """The `--dry-run` folder: created if missing; refused if it already holds files (never mix two runs)."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise PublishError(f"--dry-run folder {path} exists and is not empty: give a new or empty folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def list_files(folder: Path) -> list[str]:
+    """Every file under `folder`, as sorted POSIX paths relative to it (what an upload would send)."""
+    folder = Path(folder)
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PublishError(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise PublishError(f"{path} is not a JSON object")
+    return data
+
+
+def check_checkpoint(checkpoint: Path) -> dict:
+    """Check a saved AffectVLM checkpoint folder before anything is copied; returns its config.json."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        raise PublishError(f"checkpoint folder not found: {checkpoint}")
+    names = {p.name for p in checkpoint.iterdir() if p.is_file()}
+    pickles = sorted(n for n in names if n.endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise PublishError(
+            f"{checkpoint} holds pickle files ({', '.join(pickles)}): only safetensors are published, because "
+            "loading a pickle runs arbitrary code. Re-save with `model.save_pretrained(folder)` (transformers 5 "
+            "writes safetensors) into a clean folder."
+        )
+    missing = [n for n in ("config.json", "processor_config.json") if n not in names]
+    if not any(n in names for n in TOKENIZER_FILES):
+        missing.append(" or ".join(TOKENIZER_FILES))
+    if not any(n.endswith(".safetensors") for n in names):
+        missing.append("model.safetensors")
+    if missing:
+        raise PublishError(
+            f"{checkpoint} is not a complete AffectVLM checkpoint: missing {', '.join(missing)} "
+            "(save both `model.save_pretrained(folder)` and `processor.save_pretrained(folder)` there)"
+        )
+    config = _read_json(checkpoint / "config.json")
+    if config.get("model_type") != "affectvlm":
+        raise PublishError(
+            f"{checkpoint / 'config.json'} has model_type {config.get('model_type')!r}, not 'affectvlm'"
+        )
+    if "model.safetensors.index.json" in names:
+        index = _read_json(checkpoint / "model.safetensors.index.json")
+        shards = sorted(set(index.get("weight_map", {}).values()) - names)
+        if shards:
+            raise PublishError(f"{checkpoint} is missing weight shards named in its index: {', '.join(shards)}")
+    return config
+
+
+def _with_auto_map(path: Path, auto_map: dict[str, str]) -> None:
+    """Make sure `path` (a copied JSON config) points the Auto classes at the remote-code files."""
+    data = _read_json(path)
+    current = data.get("auto_map") or {}
+    # A config saved from a model that was itself loaded from a Hub repo can carry "owner/repo--module.Class"
+    # entries that point at that other repo: always point at the files shipped next to it.
+    if all(current.get(key) == value for key, value in auto_map.items()):
+        return
+    data["auto_map"] = {**current, **auto_map}
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def copy_checkpoint(checkpoint: Path, out: Path) -> list[str]:
+    """Copy the publishable files of `checkpoint` into `out`; returns the names of the files left out."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    check_checkpoint(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    left_out = []
+    for src in sorted(checkpoint.iterdir()):
+        if not src.is_file():
+            left_out.append(src.name + "/")
+        elif src.name in CHECKPOINT_FILES or src.name.endswith(".safetensors"):
+            shutil.copy2(src, out / src.name)
+        elif src.name not in REMOTE_CODE_FILES:  # the remote code is copied by copy_remote_code
+            left_out.append(src.name)
+    _with_auto_map(out / "config.json", CONFIG_AUTO_MAP)
+    _with_auto_map(out / "processor_config.json", PROCESSOR_AUTO_MAP)
+    return left_out
+
+
+def check_remote_code(path: Path) -> None:
+    """The remote code may import only torch/transformers/numpy, the standard library and its siblings."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots = [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            roots = [(node.module or "").split(".")[0]]
+        else:
+            continue
+        for root in roots:
+            if root not in REMOTE_CODE_IMPORTS and root not in sys.stdlib_module_names:
+                raise PublishError(
+                    f"{path.name} line {node.lineno} imports {root!r}: Hub remote code may import only "
+                    f"{', '.join(sorted(REMOTE_CODE_IMPORTS))}, the standard library and its sibling files"
+                )
+
+
+def copy_remote_code(checkpoint: Path, out: Path) -> dict[str, str]:
+    """Copy the current remote-code files from `affectvlm/` into `out`.
+
+    Returns file name -> what happened: "added" (the checkpoint had none), "unchanged", or "replaced" (the
+    checkpoint's copy was stale: it was saved by older code). The current code is what the Hub serves
+    from now on, so `push.py` then loads the folder with it to prove the weights still fit.
+    """
+    report = {}
+    for name in REMOTE_CODE_FILES:
+        source = PACKAGE_DIR / name
+        check_remote_code(source)
+        old = Path(checkpoint) / name
+        if not old.is_file():
+            report[name] = "added"
+        elif old.read_bytes() == source.read_bytes():
+            report[name] = "unchanged"
+        else:
+            report[name] = "replaced"
+        shutil.copy2(source, Path(out) / name)
+    return report
+
+
+def upload(
+    folder: Path,
+    repo_id: str,
+    *,
+    repo_type: str,
+    commit_message: str,
+    private: bool = False,
+    space_sdk: str | None = None,
+    token: str | None = None,
+):
+    """Create the repo if needed, then upload `folder` as one commit; returns the `CommitInfo`."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    # private=None keeps the namespace's default visibility (an organisation may default to private).
+    api.create_repo(
+        repo_id, repo_type=repo_type, private=True if private else None, exist_ok=True, space_sdk=space_sdk
+    )
+    return api.upload_folder(
+        repo_id=repo_id, repo_type=repo_type, folder_path=folder, commit_message=commit_message
+    )

@@ -1,0 +1,201 @@
+"""Publish an AffectVLM checkpoint to the Hugging Face Hub as a model repo, in one commit.
+
+    python hub/push.py checkpoints/affectvlm-synth-cpu --repo-id USER/NAME --results results.json
+    python hub/push.py checkpoints/affectvlm-synth-cpu --repo-id USER/NAME --dry-run /tmp/model-folder
+
+One folder is assembled: the safetensors weights, config.json (with `auto_map`), the processor and
+tokenizer files, the current remote-code files from `affectvlm/`, and a model card (README.md) with the
+cross-validation results. The folder is then loaded in a separate Python process with
+`AutoModel.from_pretrained(folder, trust_remote_code=True)` while the local `affectvlm` package is
+blocked, exactly as a Hub user would load it, and only then uploaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python hub/push.py`: make the `hub` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hub.card import load_results, model_card  # noqa: E402
+from hub.common import (  # noqa: E402
+    PublishError,
+    check_checkpoint,
+    check_repo_id,
+    copy_checkpoint,
+    copy_remote_code,
+    list_files,
+    prepare_output_dir,
+    upload,
+)
+
+# Run by `verify_model_folder` in a fresh interpreter. `sys.modules["affectvlm"] = None` makes any import
+# of the local package fail, so the model can only come from the folder's own remote-code files.
+_VERIFY_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["affectvlm"] = None
+    from transformers import AutoModel, AutoProcessor
+    folder = sys.argv[1]
+    model, info = AutoModel.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    problems = {k: sorted(map(str, v)) for k, v in info.items() if k != "error_msgs" and v}
+    print(json.dumps({"model": type(model).__module__ + "." + type(model).__name__,
+                      "processor": type(processor).__name__, "problems": problems}))
+    """
+)
+
+
+def verify_model_folder(folder: Path, timeout: float = 600) -> dict:
+    """Load `folder` with the Auto classes and remote code only (separate process, temporary cwd and cache).
+
+    Returns {"model": class path, "processor": class name}; raises PublishError if loading fails or any
+    weight is missing, unexpected or of the wrong shape.
+    """
+    folder = Path(folder).resolve()
+    with tempfile.TemporaryDirectory(prefix="affectvlm-verify-") as tmp:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        # A private modules cache: a stale copy of the remote code from an earlier run is never reused.
+        env.update(HF_MODULES_CACHE=str(Path(tmp) / "modules"), HF_HUB_OFFLINE="1", PYTHONNOUSERSITE="1")
+        proc = subprocess.run(
+            [sys.executable, "-c", _VERIFY_SCRIPT, str(folder)],
+            cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout,
+        )
+    if proc.returncode != 0:
+        raise PublishError(
+            f"the assembled folder does not load with trust_remote_code=True:\n{proc.stderr.strip()[-3000:]}"
+        )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["problems"]:
+        raise PublishError(
+            "the weights do not fit the current remote code (was the checkpoint saved by older code?): "
+            f"{result['problems']}"
+        )
+    return result
+
+
+def build_model_folder(
+    checkpoint: Path,
+    out: Path,
+    repo_id: str,
+    *,
+    results: Path | None = None,
+    license: str = "other",
+    sfm_notice: bool = True,
+    base_model: str | None = None,
+) -> dict:
+    """Assemble the model repo in `out`; returns what happened (files left out, remote code status)."""
+    config = check_checkpoint(checkpoint)
+    cv = load_results(results) if results is not None else None  # fail on bad results before copying
+    left_out = copy_checkpoint(checkpoint, out)
+    remote_code = copy_remote_code(checkpoint, out)
+    card = model_card(repo_id, config, cv, license=license, sfm_notice=sfm_notice, base_model=base_model)
+    card.save(Path(out) / "README.md")
+    return {"left_out": left_out, "remote_code": remote_code, "results": cv}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python hub/push.py",
+        description=(
+            "Publish an AffectVLM checkpoint (a folder written by model.save_pretrained + "
+            "processor.save_pretrained) to the Hugging Face Hub as a model repo, in one commit: safetensors "
+            "weights, config.json with auto_map, processor and tokenizer files, the remote-code files "
+            "(copied fresh from affectvlm/), and a model card with the cross-validation results and usage. "
+            "Log in first with `hf auth login` or set HF_TOKEN."
+        ),
+        epilog=(
+            "Before uploading, the folder is loaded with AutoModel/AutoProcessor.from_pretrained(folder, "
+            "trust_remote_code=True) in a separate process with the local affectvlm package blocked. "
+            "Example: python hub/push.py checkpoints/affectvlm-synth-cpu --repo-id me/affectvlm-synth-cpu "
+            "--results runs/cv/results.json --dry-run /tmp/affectvlm-model"
+        ),
+    )
+    parser.add_argument("checkpoint", type=Path, help="the saved checkpoint folder")
+    parser.add_argument("--repo-id", required=True, help="the Hub model repo, USER/NAME or ORG/NAME")
+    parser.add_argument(
+        "--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)"
+    )
+    parser.add_argument(
+        "--results", type=Path, metavar="RESULTS_JSON",
+        help="results.json of train/cross_validate.py: dataset, protocol, accuracy per fold, mean and std "
+        "go into the card and its model-index",
+    )
+    parser.add_argument(
+        "--dry-run", type=Path, metavar="DIR",
+        help="write the folder to DIR (new or empty) and upload nothing",
+    )
+    parser.add_argument(
+        "--license", default="other",
+        help="licence of the weights in the card metadata (default: other = the Surrey Face Model's "
+        "non-commercial terms, which bind every checkpoint trained on SynthFER-3D)",
+    )
+    parser.add_argument(
+        "--sfm-notice", action=argparse.BooleanOptionalAction, default=True,
+        help="say in the card that the weights derive from the Surrey Face Model, non-commercial use only "
+        "(default: on; turn off only for a checkpoint trained on no SFM-derived data)",
+    )
+    parser.add_argument("--base-model", help="Hub id of the CLIP the training started from, for the card")
+    parser.add_argument("--commit-message", default=None, help="default: 'Upload AffectVLM checkpoint <name>'")
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip loading the assembled folder before uploading"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        check_repo_id(args.repo_id)
+        if args.dry_run is not None:
+            out = prepare_output_dir(args.dry_run)
+            return _run(args, out)
+        with tempfile.TemporaryDirectory(prefix="affectvlm-push-") as tmp:
+            return _run(args, Path(tmp))
+    except PublishError as err:
+        print(f"push.py: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
+    report = build_model_folder(
+        args.checkpoint, out, args.repo_id, results=args.results, license=args.license,
+        sfm_notice=args.sfm_notice, base_model=args.base_model,
+    )
+    for name, status in report["remote_code"].items():
+        if status != "unchanged":
+            print(f"remote code {name}: {status} (current affectvlm/{name})")
+    if report["left_out"]:
+        print(f"left out of the upload: {', '.join(report['left_out'])}")
+    if report["results"] is None:
+        print("no --results: the card says no evaluation results were given")
+    if not args.no_verify:
+        loaded = verify_model_folder(out)
+        print(f"checked: the folder loads as {loaded['model']} + {loaded['processor']} with remote code only")
+    files = list_files(out)
+    if args.dry_run is not None:
+        print(f"dry run: {len(files)} files in {out} (nothing uploaded)")
+        for name in files:
+            print(f"  {name}")
+        return 0
+    message = args.commit_message or f"Upload AffectVLM checkpoint {Path(args.checkpoint).resolve().name}"
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        info = upload(out, args.repo_id, repo_type="model", commit_message=message, private=args.private)
+    except (HfHubHTTPError, ValueError) as err:  # ValueError: the Hub rejected the README metadata
+        print(f"push.py: error: the Hub refused the upload: {err}", file=sys.stderr)
+        return 1
+    print(f"uploaded {len(files)} files to https://huggingface.co/{args.repo_id} in one commit: {info.commit_url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Publish the demo app as a Hugging Face Space (Gradio SDK), in one commit.
+
+    python hub/space.py --repo-id USER/NAME --dry-run /tmp/space-folder
+    python hub/space.py --repo-id USER/NAME
+
+The Hub reads a Space's settings only from the YAML front matter of its README.md; this repo keeps them
+in `space.yaml`, and this script stamps them into the README it writes. The Space folder holds:
+
+    README.md                          space.yaml as front matter + a short description
+    app.py                             the Gradio app
+    requirements.txt                   the Space's own runtime requirements (not the repo's dev ones)
+    affectvlm/**.py                    the package, Python sources only (no tests, no caches)
+    checkpoints/affectvlm-synth-cpu/   the demo checkpoint, where the app looks for it (if present)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python hub/space.py`: make the `hub` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hub.common import (  # noqa: E402
+    PACKAGE_DIR,
+    REPO_ROOT,
+    PublishError,
+    check_repo_id,
+    copy_checkpoint,
+    copy_remote_code,
+    list_files,
+    prepare_output_dir,
+    upload,
+)
+
+SPACE_YAML = REPO_ROOT / "space.yaml"
+DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / "affectvlm-synth-cpu"
+# Where the app looks for the demo checkpoint, relative to app.py (affectvlm.predictor.DEMO_CHECKPOINT).
+SPACE_CHECKPOINT = "checkpoints/affectvlm-synth-cpu"
+
+# What the app needs at run time, with the requirement used when the repo's requirements.txt does not list
+# the package (when it does, its line is used, so versions live in one place). Left out on purpose: the dev
+# tools (pytest, ruff), `-e .` (the package is copied instead), and accelerate and matplotlib (training
+# and plots only). gradio is added separately, pinned to space.yaml's sdk_version.
+RUNTIME_REQUIREMENTS = {
+    "torch": "torch==2.13.0",
+    "transformers": "transformers>=5.23,<6",
+    "safetensors": "safetensors>=0.8",
+    "huggingface_hub": "huggingface_hub>=1.0",
+    "numpy": "numpy>=2",
+    "pillow": "pillow>=11",
+    "pandas": "pandas>=2",
+    "trimesh": "trimesh>=4",
+    "tqdm": "tqdm",
+}
+REQUIRED_SETTINGS = ("title", "sdk", "sdk_version", "python_version", "app_file")
+
+
+def _dist_name(requirement: str) -> str:
+    """'transformers>=5.23,<6' -> 'transformers' (normalised as pip compares names: case, '-', '_', '.')."""
+    return re.sub(r"[-_.]+", "_", re.split(r"[\s<>=!~;\[@]", requirement.strip(), maxsplit=1)[0]).lower()
+
+
+def load_space_settings(path: Path = SPACE_YAML) -> dict:
+    """space.yaml -> the front-matter settings, checked the way the Hub would read them."""
+    import yaml
+
+    try:
+        settings = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise PublishError(f"cannot read the Space settings {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise PublishError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(settings, dict):
+        raise PublishError(f"{path} must be a YAML mapping of Space settings")
+    missing = [key for key in REQUIRED_SETTINGS if key not in settings]
+    if missing:
+        raise PublishError(f"{path} lacks {', '.join(missing)}")
+    if settings["sdk"] != "gradio":
+        raise PublishError(f"{path}: sdk is {settings['sdk']!r}; this app is a gradio Space")
+    # Unquoted, `python_version: 3.10` is the float 3.1 in YAML: the Hub then builds the wrong Python.
+    for key in ("sdk_version", "python_version"):
+        if not isinstance(settings[key], str):
+            raise PublishError(f"{path}: {key} must be a quoted string (e.g. \"3.11\"), got {settings[key]!r}")
+    if not (REPO_ROOT / settings["app_file"]).is_file():
+        raise PublishError(f"{path}: app_file {settings['app_file']!r} does not exist in {REPO_ROOT}")
+    return settings
+
+
+def space_requirements(settings: dict, repo_requirements: Path = REPO_ROOT / "requirements.txt") -> str:
+    """The Space's requirements.txt: runtime packages only, gradio pinned to the SDK version."""
+    listed = {}
+    if repo_requirements.is_file():
+        for line in repo_requirements.read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line and not line.startswith("-"):
+                listed[_dist_name(line)] = line
+    lines = [
+        "# Runtime requirements of the AffectVLM Space (written by hub/space.py from the repo's requirements).",
+        "# On a machine without a GPU, `pip install torch==2.13.0` from the CPU index first avoids the CUDA wheels.",
+    ]
+    lines += [listed.get(_dist_name(name), default) for name, default in RUNTIME_REQUIREMENTS.items()]
+    # The Space SDK installs gradio==sdk_version itself; the same pin here makes a local
+    # `pip install -r requirements.txt` run the very gradio the Space runs, and cannot conflict with it.
+    lines.append(f"gradio=={settings['sdk_version']}")
+    return "\n".join(lines) + "\n"
+
+
+def space_readme(settings: dict, has_checkpoint: bool) -> str:
+    """README.md: the settings as YAML front matter, then a short description."""
+    import yaml
+
+    front = yaml.safe_dump(settings, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    model = (
+        f"the demo checkpoint bundled in `{SPACE_CHECKPOINT}` (AffectVLM trained on SynthFER-3D)"
+        if has_checkpoint
+        else "no checkpoint was bundled, so the app runs a small **random, untrained** model and says so"
+    )
+    return f"""---
+{front}---
+
+# {settings['title']}
+
+{settings.get('short_description', 'Facial expression recognition from 3D/4D face scans with a multiview CLIP.')}
+
+Give three rendered views of a face, a 3D scan (obj, ply, stl, off, glb, wrl, bnt) or a 4D sequence (a zip
+of frames), and any labels or prompts: AffectVLM renders the scan into views, embeds each view with CLIP,
+fuses the views and scores every label, showing each view's contribution.
+
+- **Model:** {model}. Set the Space variable `AFFECTVLM_MODEL` to a Hub model id to use another checkpoint.
+- **Licence:** the app code is Apache-2.0. The bundled checkpoint and the example scans derive from the
+  Surrey Face Model, which is free for non-commercial use only (research and teaching): so are they.
+- **Run it locally:** `pip install torch==2.13.0 && pip install -r requirements.txt && python app.py`.
+"""
+
+
+def _copy_package(out: Path) -> None:
+    """affectvlm/ as Python sources only: no tests, no caches, no data files."""
+    for src in sorted(PACKAGE_DIR.rglob("*.py")):
+        rel = src.relative_to(PACKAGE_DIR)
+        if "__pycache__" in rel.parts or "tests" in rel.parts or rel.name.startswith("test_") or rel.name == "conftest.py":
+            continue
+        dst = out / "affectvlm" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+
+
+def build_space_folder(
+    out: Path, *, model_dir: Path | None = None, settings_path: Path = SPACE_YAML
+) -> dict:
+    """Assemble the Space in `out`. `model_dir=None`: the demo checkpoint if it exists; a given folder must.
+
+    Returns {"settings": ..., "checkpoint": the bundled folder or None, "left_out": checkpoint files left out}.
+    """
+    out = Path(out)
+    settings = load_space_settings(settings_path)
+    if model_dir is not None and not Path(model_dir).is_dir():
+        raise PublishError(f"--model-dir {model_dir} does not exist")
+    checkpoint = Path(model_dir) if model_dir is not None else DEMO_CHECKPOINT
+    has_checkpoint = (checkpoint / "config.json").is_file() or model_dir is not None
+    left_out = []
+    if has_checkpoint:
+        left_out = copy_checkpoint(checkpoint, out / SPACE_CHECKPOINT)
+        # The app loads it with the package's own classes; the remote code makes the bundled folder also
+        # loadable on its own with trust_remote_code=True, as its config.json's auto_map promises.
+        copy_remote_code(checkpoint, out / SPACE_CHECKPOINT)
+    shutil.copy2(REPO_ROOT / settings["app_file"], out / settings["app_file"])
+    _copy_package(out)
+    (out / "requirements.txt").write_text(space_requirements(settings), encoding="utf-8")
+    (out / "README.md").write_text(space_readme(settings, has_checkpoint), encoding="utf-8")
+    return {"settings": settings, "checkpoint": checkpoint if has_checkpoint else None, "left_out": left_out}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python hub/space.py",
+        description=(
+            "Publish the AffectVLM demo app as a Hugging Face Space (Gradio SDK) in one commit. The Space "
+            "settings come from space.yaml and are stamped into the Space README's YAML front matter (the "
+            "only place the Hub reads them). The folder holds README.md, app.py, the affectvlm package "
+            "(Python sources only), the Space's own runtime requirements.txt (gradio pinned to sdk_version) "
+            "and the demo checkpoint if present. Log in first with `hf auth login` or set HF_TOKEN."
+        ),
+        epilog="Example: python hub/space.py --repo-id me/affectvlm --dry-run /tmp/affectvlm-space",
+    )
+    parser.add_argument("--repo-id", required=True, help="the Space, USER/NAME or ORG/NAME")
+    parser.add_argument(
+        "--model-dir", type=Path, default=None,
+        help=f"checkpoint folder to bundle as {SPACE_CHECKPOINT} (default: the repo's {SPACE_CHECKPOINT} if it "
+        "exists; without one the app runs a random model and says so)",
+    )
+    parser.add_argument(
+        "--space-yaml", type=Path, default=SPACE_YAML, help="the Space settings (default: space.yaml)"
+    )
+    parser.add_argument("--private", action="store_true", help="create the Space private")
+    parser.add_argument(
+        "--dry-run", type=Path, metavar="DIR", help="write the folder to DIR (new or empty) and upload nothing"
+    )
+    parser.add_argument("--commit-message", default="Update the AffectVLM Space", help="the commit's title")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        check_repo_id(args.repo_id)
+        if args.dry_run is not None:
+            return _run(args, prepare_output_dir(args.dry_run))
+        with tempfile.TemporaryDirectory(prefix="affectvlm-space-") as tmp:
+            return _run(args, Path(tmp))
+    except PublishError as err:
+        print(f"space.py: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
+    report = build_space_folder(out, model_dir=args.model_dir, settings_path=args.space_yaml)
+    if report["checkpoint"] is None:
+        print(f"no checkpoint in {DEMO_CHECKPOINT}: the Space will run a small random model (it says so)")
+    elif report["left_out"]:
+        print(f"left out of the bundled checkpoint: {', '.join(report['left_out'])}")
+    files = list_files(out)
+    if args.dry_run is not None:
+        print(f"dry run: {len(files)} files in {out} (nothing uploaded)")
+        for name in files:
+            print(f"  {name}")
+        return 0
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        info = upload(
+            out, args.repo_id, repo_type="space", space_sdk=report["settings"]["sdk"],
+            commit_message=args.commit_message, private=args.private,
+        )
+    except (HfHubHTTPError, ValueError) as err:  # ValueError: the Hub rejected the README metadata
+        print(f"space.py: error: the Hub refused the upload: {err}", file=sys.stderr)
+        return 1
+    print(f"uploaded {len(files)} files to https://huggingface.co/spaces/{args.repo_id} in one commit: {info.commit_url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -362,7 +362,7 @@ def model_card(
     data = ModelCardData(
         license=license,
         # The Hub wants a name for an "other" licence; the only "other" this project ships is the SFM's.
-        license_name=SFM_LICENSE_NAME if license == "other" else None,
+        license_name=SFM_LICENSE_NAME if license == "other" and sfm_notice else None,
         library_name="transformers",
         pipeline_tag=TASK,
         tags=TAGS,

@@ -92,6 +92,14 @@ def build_model_folder(
     base_model: str | None = None,
 ) -> dict:
     """Assemble the model repo in `out`; returns what happened (files left out, remote code status)."""
+    # The card must not say two things: the SFM notice means non-commercial, whatever the metadata says.
+    if sfm_notice and license != "other":
+        raise PublishError(
+            f"--license {license} contradicts the Surrey Face Model notice (non-commercial weights); "
+            "add --no-sfm-notice if this checkpoint was trained on no SFM-derived data"
+        )
+    if not sfm_notice and license == "other":
+        raise PublishError("--no-sfm-notice needs the weights' licence: give --license (an SPDX id)")
     config = check_checkpoint(checkpoint)
     cv = load_results(results) if results is not None else None  # fail on bad results before copying
     left_out = copy_checkpoint(checkpoint, out)

@@ -268,6 +268,16 @@ def test_push_without_results_and_with_another_licence(checkpoint, tmp_path):
     assert "No cross-validation results" in card.text and "Surrey Face Model" not in card.text
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--license", "mit"], "contradicts the Surrey Face Model notice"), (["--no-sfm-notice"], "give --license")],
+)
+def test_push_refuses_a_card_that_contradicts_itself(checkpoint, tmp_path, capsys, flags, message):
+    args = [str(checkpoint), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "out"), "--no-verify", *flags]
+    assert push.main(args) == 2
+    assert message in capsys.readouterr().err
+
+
 _LOAD_HEADER = """
 import sys
 sys.modules["affectvlm"] = None  # the local package cannot be imported: only the folder's files are used

@@ -111,6 +111,8 @@ def drop_nonfinite(scan: Scan) -> Scan:
     where = f" ({scan.path})" if scan.path else ""
     if scan.num_vertices == 0:
         raise ScanError(f"no vertices{where}")
+    if np.isfinite(scan.vertices).all():  # the common case, without a slow per-row reduction
+        return scan
     finite = np.isfinite(scan.vertices).all(axis=1)
     bad = int((~finite).sum())
     if bad == 0:

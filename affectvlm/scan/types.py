@@ -110,7 +110,8 @@ class Scan:
         remap = np.cumsum(keep, dtype=np.int64) - 1
         faces = None
         if self.faces is not None:
-            f = self.faces[keep[self.faces].all(axis=1)]
+            f = self.faces
+            f = f[keep[f[:, 0]] & keep[f[:, 1]] & keep[f[:, 2]]]
             faces = remap[f]
         return Scan(
             vertices=self.vertices[keep],

@@ -1,0 +1,112 @@
+"""4D sequences: approximate rank pooling (dynamic images, Bilen et al., CVPR 2016) of rendered views.
+
+The reference coefficients for frames t = 1..T are
+    alpha_t = 2 (T - t + 1) - (T + 1) (H_T - H_{t-1}),  H_t = sum_{i <= t} 1 / i,  H_0 = 0,
+which sum to zero; T = 1 gives the weight 1. (A popular Python port uses (2t - T) / t, which is a
+different, non-reference formula.) The dynamic image is sum_t alpha_t frame_t on the raw frames,
+min-max rescaled to 0-255 for display or for a network that expects images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .normalize import normalize_sequence
+from .render import render_views
+from .types import Scan
+
+__all__ = ["rank_pool_weights", "rank_pool", "to_uint8", "render_sequence"]
+
+
+def rank_pool_weights(num_frames: int) -> np.ndarray:
+    """(T,) float64 approximate rank pooling coefficients alpha_1..alpha_T (reference formula)."""
+    if int(num_frames) != num_frames or num_frames < 1:
+        raise ValueError(f"num_frames must be a positive integer, got {num_frames}")
+    if num_frames == 1:  # the formula gives 0; a single frame is its own dynamic image
+        return np.ones(1)
+    t = np.arange(1, int(num_frames) + 1, dtype=np.float64)
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / t)])  # H_0 .. H_T
+    return 2.0 * (num_frames - t + 1) - (num_frames + 1) * (harmonic[-1] - harmonic[:-1])
+
+
+def rank_pool(frames):
+    """The raw dynamic image sum_t alpha_t frames[t].
+
+    Args:
+        frames: (T, ...) numpy array or torch tensor (any dtype; integers are pooled in float).
+
+    Returns:
+        (...) float64 numpy array, or a float32 tensor on the input's device for tensor input.
+    """
+    if isinstance(frames, torch.Tensor):
+        x = frames if frames.is_floating_point() else frames.float()
+        w = torch.as_tensor(rank_pool_weights(x.shape[0]), dtype=x.dtype, device=x.device)
+        return torch.tensordot(w, x, dims=1)
+    x = np.asarray(frames)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError("frames must have a leading time axis with at least one frame")
+    return np.tensordot(rank_pool_weights(x.shape[0]), x.astype(np.float64, copy=False), axes=1)
+
+
+def to_uint8(image, axis=None) -> np.ndarray:
+    """Min-max rescale to 0-255 uint8.
+
+    Args:
+        image: float array (or tensor).
+        axis: axes to take the min and max over (None = the whole array); e.g. (-3, -2, -1) rescales
+            each (H, W, C) image of a stack separately. A constant image (up to rounding) maps to 0.
+    """
+    x = (
+        image.detach().cpu().numpy()
+        if isinstance(image, torch.Tensor)
+        else np.asarray(image, dtype=np.float64)
+    )
+    lo = x.min(axis=axis, keepdims=True)
+    hi = x.max(axis=axis, keepdims=True)
+    # the weights sum to zero only up to rounding: a motionless sequence leaves ~1e-13 noise, which
+    # must stay black instead of being stretched to full contrast
+    tol = 1e-9 * max(1.0, float(np.abs(x).max(initial=0.0)))
+    varies = (hi - lo) > tol
+    scale = np.where(varies, 255.0 / np.where(varies, hi - lo, 1.0), 0.0)
+    return np.clip(np.rint((x - lo) * scale), 0, 255).astype(np.uint8)
+
+
+def render_sequence(
+    scans: list[Scan],
+    views=None,
+    size: int = 224,
+    mode: str = "normal",
+    *,
+    normalize: bool | dict = True,
+    chunk: int = 16,
+    **render_kwargs,
+) -> np.ndarray:
+    """Dynamic images of a 4D sequence, one per view.
+
+    Args:
+        scans: the T frames in time order (a single frame is allowed: its dynamic image is the
+            rescaled frame).
+        views, size, mode, render_kwargs: as in `render_views`.
+        normalize: True to put every frame in the first frame's frame (`normalize_sequence`: one
+            nose tip and one scale for the whole sequence, so the head's motion is kept); a dict
+            of `normalize_scan` arguments does the same with them; False renders the scans as given.
+        chunk: frames rendered per batch (bounds memory for long sequences).
+
+    Returns:
+        (V, H, W, 3) uint8: each view's dynamic image, min-max rescaled separately.
+    """
+    scans = list(scans)
+    if not scans:
+        raise ValueError("render_sequence needs at least one frame")
+    if normalize:
+        scans = normalize_sequence(scans, **(normalize if isinstance(normalize, dict) else {}))
+    weights = rank_pool_weights(len(scans))
+    acc = None
+    for start in range(0, len(scans), chunk):
+        frames = render_views(
+            scans[start : start + chunk], views, size, mode, **render_kwargs
+        )  # (t, V, H, W, 3)
+        part = np.tensordot(weights[start : start + chunk], frames.astype(np.float64), axes=1)
+        acc = part if acc is None else acc + part
+    return to_uint8(acc, axis=(1, 2, 3))

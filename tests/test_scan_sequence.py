@@ -1,0 +1,86 @@
+"""Approximate rank pooling: reference test vectors, pooling, dynamic images of a 4D sequence."""
+
+import numpy as np
+import pytest
+import torch
+
+from affectvlm.scan import (
+    Scan,
+    normalize_sequence,
+    rank_pool,
+    rank_pool_weights,
+    render_sequence,
+    render_views,
+)
+from affectvlm.scan.sequence import to_uint8
+
+
+def test_reference_vectors():
+    np.testing.assert_allclose(rank_pool_weights(1), [1.0])
+    np.testing.assert_allclose(rank_pool_weights(2), [-0.5, 0.5])
+    np.testing.assert_allclose(rank_pool_weights(5), [-3.7, 0.3, 1.3, 1.3, 0.8], atol=1e-12)
+    np.testing.assert_allclose(rank_pool_weights(10)[:5], [-12.219, -3.219, 0.281, 1.948, 2.698], atol=5e-4)
+    for t in (2, 3, 17, 100):
+        assert abs(rank_pool_weights(t).sum()) < 1e-9
+    # the equivalent form fw(i) = sum_{t=i..T} (2t - T - 1) / t
+    T = 7
+    fw = [sum((2 * t - T - 1) / t for t in range(i, T + 1)) for i in range(1, T + 1)]
+    np.testing.assert_allclose(rank_pool_weights(T), fw, atol=1e-12)
+    with pytest.raises(ValueError):
+        rank_pool_weights(0)
+
+
+def test_rank_pool_numpy_and_torch():
+    frames = np.random.default_rng(0).uniform(size=(5, 4, 6, 3))
+    expected = sum(w * f for w, f in zip([-3.7, 0.3, 1.3, 1.3, 0.8], frames))
+    np.testing.assert_allclose(rank_pool(frames), expected, atol=1e-12)
+    got = rank_pool(torch.from_numpy(frames).float())
+    assert isinstance(got, torch.Tensor)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(rank_pool(frames[:1]), frames[0])  # T = 1
+    # a brightening sequence pools to a positive image
+    ramp = np.arange(6, dtype=np.float64)[:, None] * np.ones((6, 3))
+    assert (rank_pool(ramp) > 0).all()
+
+
+def test_to_uint8():
+    x = np.array([[-1.0, 0.0], [1.0, 3.0]])
+    np.testing.assert_array_equal(to_uint8(x), [[0, 64], [128, 255]])
+    np.testing.assert_array_equal(to_uint8(np.ones((2, 2))), 0)
+    per = to_uint8(np.stack([x, 2 * x]), axis=(1, 2))
+    np.testing.assert_array_equal(per[0], per[1])
+
+
+@pytest.fixture(scope="module")
+def smile(sfm_dir):
+    data = np.load(sfm_dir / "sfm_3448.npz")
+    k = list(data["expression_names"]).index("happiness")
+    return [
+        Scan(vertices=data["mean"] + w * data["expressions"][k], faces=data["triangles"])
+        for w in np.linspace(0.0, 1.0, 6)
+    ]
+
+
+def test_render_sequence_dynamic_images(smile):
+    dyn = render_sequence(smile, size=64)
+    assert dyn.shape == (3, 64, 64, 3) and dyn.dtype == np.uint8
+    assert dyn.min() == 0 and dyn.max() == 255
+    # chunking does not change the result
+    np.testing.assert_array_equal(render_sequence(smile, size=64, chunk=4), dyn)
+    # a static sequence has no motion: every frame the same gives a constant (all-zero) image
+    still = render_sequence([smile[0]] * 4, size=32)
+    assert still.max() == 0
+    # T = 1: the rescaled frame itself
+    one = render_sequence(smile[:1], size=32, mode="depth")
+    frame = render_views(normalize_sequence(smile[:1]), size=32, mode="depth")[0].astype(float)
+    np.testing.assert_array_equal(one, to_uint8(frame, axis=(1, 2, 3)))
+
+
+def test_normalize_sequence_uses_one_transform(smile):
+    frames = normalize_sequence(smile)
+    moved = Scan(vertices=smile[0].vertices + np.array([0, 0, 5], np.float32), faces=smile[0].faces)
+    a, b = normalize_sequence([smile[0], moved], crop_radius=None)
+    # the second frame keeps its 5 mm shift (in the first frame's scale) instead of being re-centred
+    shift = (b.vertices - a.vertices)[:, 2]
+    assert np.allclose(shift, shift[0]) and shift[0] > 0.03
+    assert len(frames) == len(smile)

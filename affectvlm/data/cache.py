@@ -4,7 +4,7 @@
     ds = RenderCacheDataset("/cache/bu3dfe-1a2b3c4d5e6f")
     batch = ds[[0, 5, 9]]  # {"pixel_values": (3, V, H, W, 3) uint8, "labels": (3,) int64, "index": (3,)}
 
-Layout of a cache folder ``<out>/<dataset>-<settings hash>/`` (``synth-<config hash>-<settings hash>`` for
+Layout of a cache folder ``<out>/<dataset>-<settings hash>/`` (``synth<kind>-<config hash>-<settings hash>`` for
 SynthFER-3D, whose data depends on its generator config too)::
 
     cache.json          format, dataset, render settings, label vocabulary, the plan (items, shard size)
@@ -241,8 +241,10 @@ class _Renderer:
         from ..scan import render_sequence
 
         try:
-            frames = [self._normalize(s) for s in self.sequence_scans(item)]
-            return render_sequence(frames, **self._views_kwargs())  # (V, H, W, 3) dynamic image
+            # one nose tip and scale for the whole sequence (render_sequence's normalize), so the head
+            # motion that rank pooling should see is kept rather than re-centred away frame by frame
+            norm = {"crop_radius": self.settings.crop_radius, "align": self.settings.align}
+            return render_sequence(self.sequence_scans(item), normalize=norm, **self._views_kwargs())  # (V, H, W, 3)
         except _RENDER_ERRORS as err:
             return err
 
@@ -323,7 +325,7 @@ def prepare_cache(
             `synth_config`, no mesh files; `synth_kind` ``3d``, ``4d`` or ``both``).
         root: the dataset folder (not used for ``synth``).
         out: the parent folder; the cache is ``<out>/<dataset>-<settings.key()>`` (for ``synth``:
-            ``<out>/synth-<hash of the SynthConfig>-<settings.key()>``).
+            ``<out>/synth<kind>-<hash of the SynthConfig and kind>-<settings.key()>``).
         settings: render settings (default :class:`RenderSettings`).
         samples: an explicit sample list (e.g. a protocol selection) instead of the whole dataset.
         shard_size: samples per shard (also the unit of resumption).
@@ -355,7 +357,7 @@ def prepare_cache(
     name = f"{dataset}-{settings.key()}"
     if dataset == "synth":
         # the data itself is a function of the generator config: another seed or preset is another cache
-        name = f"synth-{_hash(synth_config.to_dict())[:8]}-{settings.key()}"
+        name = f"synth{synth_kind}-{_hash([synth_config.to_dict(), synth_kind])[:8]}-{settings.key()}"
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
     # the plan: what is rendered, in which shards; resuming a folder with another plan would mix data

@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from affectvlm.data.cache import RenderCacheDataset, RenderSettings, prepare_cache
+from affectvlm.data.datasets import read_bu3dfe
+from affectvlm.data.sfm import load_sfm
+from affectvlm.data.synth import SynthConfig, write_synth_tree
+
+CFG = SynthConfig(seed=2, num_subjects=2, subdivision_prob=0.0)  # coarse meshes: fast renders
+SETTINGS = RenderSettings(size=32, frames=3, batch=10)
+
+
+@pytest.fixture(scope="module")
+def synth_cache(tmp_path_factory, sfm_dir):
+    out = tmp_path_factory.mktemp("cache")
+    return prepare_cache("synth", out=out, settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=16, progress=False)
+
+
+def test_synth_cache_contents(synth_cache):
+    doc = json.loads((synth_cache / "cache.json").read_text())
+    assert doc["settings_key"] == SETTINGS.key() and synth_cache.name.endswith(f"-{SETTINGS.key()}")
+    ds = RenderCacheDataset(synth_cache)
+    assert len(ds) == 2 * 25 + 2 * 6 and ds.report() == {"rendered": 62, "bad": []}
+    item = ds[0]
+    assert item["pixel_values"].shape == (3, 32, 32, 3) and item["pixel_values"].dtype == torch.uint8
+    assert item["pixel_values"].float().mean() > 5  # a face, not a black image
+    batch = ds[[5, 0, 40]]
+    assert torch.equal(batch["pixel_values"][1], item["pixel_values"]) and batch["labels"].shape == (3,)
+    seq = [i for i, e in enumerate(ds.entries) if e["sequence"]]
+    assert len(seq) == 12 and ds.entries[seq[0]]["dataset"] == "synth4d"
+    assert {ds.labels[int(ds[i]["labels"])] for i in seq} == {"anger", "disgust", "fear", "happiness", "sadness", "surprise"}
+    assert all("gender" in e["metadata"] for e in ds.entries)
+    # a fold's subjects restrict the dataset; a DataLoader reads batched dicts
+    one = RenderCacheDataset(synth_cache, subjects=[ds.entries[0]["subject"]])
+    assert 0 < len(one) < len(ds)
+    loader = DataLoader(ds, batch_size=8, shuffle=True, collate_fn=RenderCacheDataset.collate)
+    seen = sum(len(b["labels"]) for b in loader)
+    assert seen == len(ds)
+
+
+def test_resume_skips_done_shards_and_is_deterministic(tmp_path, synth_cache, sfm_dir):
+    kwargs = dict(out=tmp_path, settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=16, progress=False)
+    folder = prepare_cache("synth", **kwargs, max_shards=2)  # "interrupted" after two shards
+    assert not (folder / "index.json").exists()
+    with pytest.raises(FileNotFoundError, match="not complete"):
+        RenderCacheDataset(folder)
+    first = (folder / "shards" / "00000.npy").stat().st_mtime_ns
+    prepare_cache("synth", **kwargs)
+    assert (folder / "shards" / "00000.npy").stat().st_mtime_ns == first  # not rendered again
+    a, b = RenderCacheDataset(folder), RenderCacheDataset(synth_cache)
+    assert len(a) == len(b)
+    assert np.array_equal(a.read(range(len(a))), b.read(range(len(b))))  # same seed, same pixels
+    with pytest.raises(ValueError, match="different sample list"):
+        prepare_cache("synth", **{**kwargs, "shard_size": 8})
+
+
+def test_bad_scan_is_reported_not_dropped(tmp_path, sfm_dir):
+    root = tmp_path / "bu3dfe"
+    write_synth_tree(root, "bu3dfe", CFG, load_sfm(sfm_dir), subjects=[0], labels=("neutral", "happiness"), intensities=(4,), progress=False)
+    bad = sorted(root.glob("*/*_NE00*_F3D.wrl"))[0]
+    bad.write_text("#VRML V2.0 utf8\nTransform { children [ Shape { geometry IndexedFaceSet { coord Coordinate { point [ 1 2")
+    folder = prepare_cache("bu3dfe", root, tmp_path / "cache", RenderSettings(size=32), progress=False)
+    report = json.loads((folder / "report.json").read_text())
+    assert report["rendered"] == 1 and len(report["bad"]) == 1
+    assert report["bad"][0]["paths"] == [str(bad)] and report["bad"][0]["error"]
+    ds = RenderCacheDataset(folder)
+    assert [e["label"] for e in ds.entries] == ["happiness"]
+    assert read_bu3dfe(root)  # the reader itself lists both: the bad file is only found when loaded
+
+
+def test_settings_key_separates_caches():
+    assert RenderSettings(size=32).key() != RenderSettings(size=64).key()
+    assert RenderSettings(batch=1).key() == RenderSettings(batch=50).key()  # batching does not change pixels
+    assert RenderSettings(views=[[0, 0], [30, 0]]).key() == RenderSettings(views=((0, 0), (30, 0))).key()
+    with pytest.raises(ValueError):
+        RenderSettings(size=0)

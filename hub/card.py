@@ -117,7 +117,17 @@ def _fold_entries(data: Mapping) -> list:
             for e in entries
         ):
             return entries
+    # A single training run's results.json (train/train.py): one held-out fold, metrics under "test".
+    if isinstance(data.get("test"), Mapping) and _number(data["test"].get("accuracy")) is not None:
+        return [data]
     return []
+
+
+def _fold_name(entry: Mapping, i: int) -> str:
+    fold = entry.get("fold", entry.get("index", i))
+    if isinstance(fold, Mapping):  # a Fold.to_dict() (index + subject lists)
+        fold = fold.get("index", i)
+    return str(fold)
 
 
 def parse_results(data) -> CrossValidation:
@@ -135,7 +145,7 @@ def parse_results(data) -> CrossValidation:
         count = _number(_find(entry, ("num_samples", "n_test", "num_test")))
         folds.append(
             FoldResult(
-                fold=str(entry.get("fold", i)),
+                fold=_fold_name(entry, i),
                 accuracy=accuracy,
                 macro_f1=_number(_find(entry, ("macro_f1", "f1_macro"))),
                 num_samples=None if count is None else int(count),

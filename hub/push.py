@@ -61,7 +61,7 @@ def verify_model_folder(folder: Path, timeout: float = 600) -> dict:
     """
     folder = Path(folder).resolve()
     with tempfile.TemporaryDirectory(prefix="affectvlm-verify-") as tmp:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env = dict(os.environ)
         # A private modules cache: a stale copy of the remote code from an earlier run is never reused.
         env.update(HF_MODULES_CACHE=str(Path(tmp) / "modules"), HF_HUB_OFFLINE="1", PYTHONNOUSERSITE="1")
         proc = subprocess.run(
@@ -90,8 +90,15 @@ def build_model_folder(
     license: str = "other",
     sfm_notice: bool = True,
     base_model: str | None = None,
+    dataset: str | None = None,
+    protocol: str | None = None,
 ) -> dict:
-    """Assemble the model repo in `out`; returns what happened (files left out, remote code status)."""
+    """Assemble the model repo in `out`; returns what happened (files left out, remote code status).
+
+    `dataset` / `protocol` override those of the results file (a single run's results.json names neither).
+    """
+    if (dataset or protocol) and results is None:
+        raise PublishError("--dataset and --protocol describe the --results file: give it too")
     # The card must not say two things: the SFM notice means non-commercial, whatever the metadata says.
     if sfm_notice and license != "other":
         raise PublishError(
@@ -102,6 +109,8 @@ def build_model_folder(
         raise PublishError("--no-sfm-notice needs the weights' licence: give --license (an SPDX id)")
     config = check_checkpoint(checkpoint)
     cv = load_results(results) if results is not None else None  # fail on bad results before copying
+    if cv is not None:
+        cv.dataset, cv.protocol = dataset or cv.dataset, protocol or cv.protocol
     left_out = copy_checkpoint(checkpoint, out)
     remote_code = copy_remote_code(checkpoint, out)
     card = model_card(repo_id, config, cv, license=license, sfm_notice=sfm_notice, base_model=base_model)
@@ -136,6 +145,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="results.json of train/cross_validate.py: dataset, protocol, accuracy per fold, mean and std "
         "go into the card and its model-index",
     )
+    parser.add_argument("--dataset", help="dataset name for the card, instead of the one in --results")
+    parser.add_argument("--protocol", help="evaluation protocol for the card, instead of the one in --results")
     parser.add_argument(
         "--dry-run", type=Path, metavar="DIR",
         help="write the folder to DIR (new or empty) and upload nothing",
@@ -175,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, out: Path) -> int:
     report = build_model_folder(
         args.checkpoint, out, args.repo_id, results=args.results, license=args.license,
-        sfm_notice=args.sfm_notice, base_model=args.base_model,
+        sfm_notice=args.sfm_notice, base_model=args.base_model, dataset=args.dataset, protocol=args.protocol,
     )
     for name, status in report["remote_code"].items():
         if status != "unchanged":

@@ -257,6 +257,19 @@ def test_model_card_metadata_results_and_usage(model_folder):
         assert needed in text, needed
 
 
+def test_dataset_and_protocol_flags_override_the_results(checkpoint, results_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = [str(checkpoint), "--repo-id", REPO_ID, "--results", str(results_file), "--no-verify",
+            "--dataset", "SynthFER-4D", "--protocol", "leave-one-subject-out"]
+    assert push.main([*args, "--dry-run", str(out)]) == 0
+    result = ModelCard.load(out / "README.md").data.eval_results[0]
+    assert (result.dataset_name, result.dataset_type, result.dataset_config) == (
+        "SynthFER-4D", "synthfer-4d", "leave-one-subject-out")
+    no_results = [str(checkpoint), "--repo-id", REPO_ID, "--dataset", "x", "--dry-run", str(tmp_path / "o2")]
+    assert push.main(no_results) == 2
+    assert "give it too" in capsys.readouterr().err
+
+
 def test_push_without_results_and_with_another_licence(checkpoint, tmp_path):
     out = tmp_path / "out"
     args = [str(checkpoint), "--repo-id", REPO_ID, "--dry-run", str(out), "--no-verify",
@@ -484,6 +497,15 @@ def test_results_reader_is_lenient_about_shape_and_missing_keys():
     plain = parse_results({"folds": [0.5, 0.7], "per_class_f1": {"fear": {"mean": 0.4, "std": 0.1}}})
     assert plain.mean_accuracy == pytest.approx(0.6) and plain.per_class_f1 == {"fear": 0.4}
     assert plain.protocol == "2-fold cross-validation"
+
+    # train/train.py's results.json of one run: one fold, its index from the Fold dict, metrics under "test"
+    run = parse_results({"name": "tiny", "fold": {"index": 3, "train": ["a"], "val": [], "test": ["b"]},
+                         "test": {"accuracy": 0.5, "macro_f1": 0.4, "per_class_f1": {"anger": 0.4}}})
+    assert [(f.fold, f.accuracy) for f in run.folds] == [("3", 0.5)]
+    assert (run.mean_accuracy, run.std_accuracy, run.macro_f1) == (0.5, 0.0, 0.4)
+    cv = parse_results({"folds": [{"fold": {"index": 0, "test": ["s1"]}, "test": {"accuracy": 0.6}},
+                                  {"fold": {"index": 1, "test": ["s2"]}, "test": {"accuracy": 0.8}}]})
+    assert [f.fold for f in cv.folds] == ["0", "1"]
 
     # percent throughout: a std below 1 is still percent
     percent = parse_results({"folds": [80, 82], "mean_accuracy": 81, "std_accuracy": 0.8, "macro_f1": 79})

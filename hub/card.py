@@ -153,7 +153,7 @@ def parse_results(data) -> CrossValidation:
             )
         )
 
-    summary = data.get("accuracy") if isinstance(data.get("accuracy"), Mapping) else {}
+    summary = data.get("accuracy") if isinstance(data.get("accuracy"), Mapping) else {"mean": data.get("accuracy")}
     mean = _number(data.get("mean_accuracy", data.get("accuracy_mean", summary.get("mean"))))
     std = _number(data.get("std_accuracy", data.get("accuracy_std", summary.get("std"))))
     if mean is None and not folds:

@@ -1,0 +1,175 @@
+"""Training configs: YAML files in `train/configs/` deep-merged over `DEFAULTS`, plus `--set key=value` overrides.
+
+Every number a run uses is in the resolved config, which is written next to the run's outputs
+(`<output_dir>/config.yaml`), so a run can be repeated from its own folder.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+DEFAULTS: dict[str, Any] = {
+    "name": "custom",
+    "seed": 0,
+    "model": {
+        # "scratch": a CLIP built from `clip` sizes with random weights and the offline char-level tokenizer
+        # (no download); "clip": start from the pretrained CLIP `clip_name_or_path`.
+        "init": "scratch",
+        "clip_name_or_path": None,
+        "clip": {
+            "hidden_size": 32,
+            "num_layers": 2,
+            "num_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+            "projection_dim": 32,
+            "max_position_embeddings": 77,
+        },
+        # AffectVLMConfig fields (loss weights, margin, fusion, ...); label_names/view_names come from `data`.
+        "affectvlm": {},
+    },
+    "data": {
+        # "toy": in-memory synthetic views (tests); "cache": a render cache from `python -m affectvlm.data
+        # prepare` (`cache_dir`), e.g. SynthFER-3D.
+        "source": "toy",
+        "cache_dir": None,
+        # Keep only cache entries whose `dataset` field is one of these (e.g. ["synth3d"] or ["synth4d"]).
+        "datasets": None,
+        "labels": ["anger", "disgust", "fear", "happiness", "sadness", "surprise"],
+        "views": ["frontal", "left", "right"],
+        # Subject-independent folds: from `folds_file` (affectvlm.data.save_folds JSON) or made here.
+        "folds_file": None,
+        "k": 5,
+        "fold": 0,
+        "fold_seed": 0,
+        "val_fraction": 0.15,
+        "num_workers": 0,
+        "toy": {"num_subjects": 10, "image_size": 32, "noise": 0.25, "intensities": 2},
+    },
+    "prompts": {
+        # "class": C x P metadata-free prompts resampled every step (one set per view with
+        # `per_view`); "sample": a prompt for every (sample, view, class) carrying that sample's metadata,
+        # i.e. class embeddings (B, V, C, D); "fixed": one inference template, never resampled.
+        "mode": "class",
+        "num_prompts": 4,
+        "per_view": True,
+        # Fields of affectvlm.prompts.PromptConfig (seed and view_names are filled in from the run).
+        "config": {},
+    },
+    # Fields of affectvlm.augment.MixedViewAugmentConfig (seed and view_names are filled in from the run).
+    "augment": {"enabled": True},
+    "train": {
+        "batch_size": 16,  # global samples per forward pass (split over processes)
+        "grad_accum": 1,
+        "max_steps": 20,  # optimizer steps
+        "lr": 5e-4,
+        "weight_decay": 0.05,
+        "betas": [0.9, 0.98],
+        "warmup_steps": 2,
+        "min_lr_ratio": 0.1,
+        "max_grad_norm": 1.0,
+        # "no", "bf16", "fp16", or "auto": bf16 on a GPU that supports it, otherwise full precision.
+        "mixed_precision": "no",
+        "eval_batch_size": 32,
+        "eval_every": 10,
+        "save_every": 10,
+        "keep_checkpoints": 2,
+        "log_every": 1,
+    },
+}
+
+
+def deep_merge(base: dict, override: dict, path: str = "") -> dict:
+    """`override` merged into a copy of `base`; keys unknown to `base` raise, except in free-form sections."""
+    out = copy.deepcopy(base)
+    free_form = {"model.affectvlm", "prompts.config", "augment"}
+    for key, value in override.items():
+        where = f"{path}.{key}" if path else key
+        if key not in out and path not in free_form:
+            raise ValueError(f"unknown config key {where!r}")
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and where not in free_form:
+            out[key] = deep_merge(out[key], value, where)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **copy.deepcopy(value)}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A config name (`tiny`, `synth-cpu`, `paper`) or a path to a YAML/JSON file."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for ext in (".yaml", ".yml", ".json"):
+        candidate = CONFIG_DIR / f"{name_or_path}{ext}"
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"config {name_or_path!r} is neither a file nor one of {known}")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`train.lr=1e-3` -> (["train", "lr"], 0.001); the value is parsed as YAML (numbers, lists, null)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {item!r} must look like section.key=value")
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def apply_overrides(config: dict, overrides: list[str]) -> dict:
+    nested: dict = {}
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = nested
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return deep_merge(config, nested)
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> dict:
+    """DEFAULTS <- the config file (if any) <- `overrides`, checked."""
+    config = copy.deepcopy(DEFAULTS)
+    if name_or_path:
+        path = resolve_config_path(name_or_path)
+        loaded = yaml.safe_load(path.read_text()) or {}
+        config = deep_merge(config, loaded)
+    config = apply_overrides(config, overrides or [])
+    check_config(config)
+    return config
+
+
+def check_config(config: dict) -> None:
+    t, d, p = config["train"], config["data"], config["prompts"]
+    if config["model"]["init"] not in ("scratch", "clip"):
+        raise ValueError(f"model.init must be 'scratch' or 'clip', got {config['model']['init']!r}")
+    if config["model"]["init"] == "clip" and not config["model"]["clip_name_or_path"]:
+        raise ValueError("model.init=clip needs model.clip_name_or_path")
+    if d["source"] not in ("toy", "cache"):
+        raise ValueError(f"data.source must be 'toy' or 'cache', got {d['source']!r}")
+    if d["source"] == "cache" and not d["cache_dir"]:
+        raise ValueError("data.source=cache needs data.cache_dir (python -m affectvlm.data prepare ...)")
+    if p["mode"] not in ("class", "sample", "fixed"):
+        raise ValueError(f"prompts.mode must be 'class', 'sample' or 'fixed', got {p['mode']!r}")
+    for name in ("batch_size", "grad_accum", "eval_batch_size", "eval_every", "save_every", "log_every"):
+        if not isinstance(t[name], int) or t[name] < 1:
+            raise ValueError(f"train.{name} must be a positive integer, got {t[name]!r}")
+    if not isinstance(t["max_steps"], int) or t["max_steps"] < 0:
+        raise ValueError(f"train.max_steps must be an integer >= 0, got {t['max_steps']!r}")
+    if t["mixed_precision"] not in ("no", "bf16", "fp16", "auto"):
+        raise ValueError(f"train.mixed_precision must be no/bf16/fp16/auto, got {t['mixed_precision']!r}")
+    if not 0 <= t["min_lr_ratio"] <= 1:
+        raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {t['min_lr_ratio']}")
+    if not d["views"] or len(set(d["views"])) != len(d["views"]):
+        raise ValueError(f"data.views must be distinct view names, got {d['views']}")
+
+
+def dump_config(config: dict, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))

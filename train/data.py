@@ -1,0 +1,273 @@
+"""Data plumbing for training: datasets of uint8 views, subject-independent splits, the epoch batch sampler.
+
+A dataset here is a `torch.utils.data.Dataset` with batched reads: `ds.__getitems__(indices)` returns
+
+    {"views": (b, V, H, W, 3) uint8, "view_mask": (b, V) bool, "labels": (b,) int64, "index": (b,) int64,
+     "metadata": list of b dicts (gender, age_group, ethnicity, intensity, ... when known)}
+
+and it knows each item's subject (`subjects`), its `label_names` and `view_names`. Two sources:
+`CacheViews` over a render cache (`python -m affectvlm.data prepare ...`, e.g. SynthFER-3D) and `ToyViews`,
+small in-memory synthetic views for tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+# ----------------------------------------------------------------------------------------------------------
+# Datasets
+# ----------------------------------------------------------------------------------------------------------
+
+
+class ViewsDataset(Dataset):
+    """Base: subclasses set `label_names`, `view_names`, `subjects` (per item) and implement `_read`."""
+
+    label_names: list[str]
+    view_names: list[str]
+    subjects: list[str]
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def _read(self, idx: np.ndarray) -> dict:
+        raise NotImplementedError
+
+    def __getitems__(self, indices) -> dict:
+        return self._read(np.asarray(indices, dtype=np.int64))
+
+    def __getitem__(self, i: int) -> dict:
+        batch = self._read(np.asarray([i], dtype=np.int64))
+        return {k: v[0] for k, v in batch.items()}
+
+    def subset(self, keep: Sequence[int]) -> ViewsDataset:
+        return SubsetViews(self, keep)
+
+    def labels_array(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+class SubsetViews(ViewsDataset):
+    def __init__(self, base: ViewsDataset, keep: Sequence[int]):
+        self.base = base
+        self.keep = np.asarray(keep, dtype=np.int64)
+        self.label_names, self.view_names = base.label_names, base.view_names
+        self.subjects = [base.subjects[i] for i in self.keep]
+
+    def _read(self, idx: np.ndarray) -> dict:
+        batch = self.base._read(self.keep[idx])
+        batch["index"] = torch.from_numpy(idx.copy())
+        return batch
+
+    def labels_array(self) -> np.ndarray:
+        return self.base.labels_array()[self.keep]
+
+
+def collate_batched(batch):
+    """`collate_fn` for loaders over these datasets: `__getitems__` already returns the batched dict."""
+    if isinstance(batch, dict):
+        return batch
+    keys = batch[0].keys()
+    return {k: [b[k] for b in batch] if k == "metadata" else torch.stack([b[k] for b in batch]) for k in keys}
+
+
+class ToyViews(ViewsDataset):
+    """Small synthetic multiview data, deterministic from `seed`, for tests and smoke runs.
+
+    Each class has a random smooth pattern, each subject its own pattern (identity), and the expression
+    strength grows with an intensity 1..`intensities`. The left view is the frontal one shifted sideways and
+    the right view is the mirror image of the left, so a flip that swaps left and right stays consistent.
+    """
+
+    def __init__(
+        self,
+        label_names: Sequence[str],
+        view_names: Sequence[str] = ("frontal", "left", "right"),
+        num_subjects: int = 10,
+        image_size: int = 32,
+        noise: float = 0.25,
+        intensities: int = 2,
+        seed: int = 0,
+    ):
+        self.label_names, self.view_names = list(label_names), list(view_names)
+        rng = np.random.default_rng(seed)
+        size, num_classes = image_size, len(self.label_names)
+
+        def smooth(n: int) -> np.ndarray:  # (n, size, size, 3) in [0, 1]: low-frequency random images
+            coarse = rng.random((n, 3, 4, 4)).astype(np.float32)
+            up = torch.nn.functional.interpolate(torch.from_numpy(coarse), size=(size, size), mode="bicubic")
+            return up.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+        class_pattern, subject_pattern = smooth(num_classes), smooth(num_subjects)
+        views, labels, subjects, metadata = [], [], [], []
+        ethnicities, genders = ("WH", "AE", "BL", "LA"), ("female", "male")
+        for s in range(num_subjects):
+            meta = {"gender": genders[s % 2], "ethnicity": ethnicities[s % 4], "age_group": "30-39"}
+            for c in range(num_classes):
+                for level in range(1, intensities + 1):
+                    strength = 0.4 + 0.6 * level / intensities
+                    front = 0.45 * subject_pattern[s] + 0.55 * strength * class_pattern[c]
+                    front = front + noise * rng.standard_normal(front.shape).astype(np.float32)
+                    left = np.roll(front, size // 8, axis=1)
+                    sample = {"frontal": front, "left": left, "right": left[:, ::-1]}
+                    views.append(np.stack([sample.get(v, front) for v in self.view_names]))
+                    labels.append(c)
+                    subjects.append(f"S{s:03d}")
+                    metadata.append({**meta, "intensity": level})
+        self._views = (np.clip(np.stack(views), 0, 1) * 255).round().astype(np.uint8)  # (N, V, H, W, 3)
+        self._labels = np.asarray(labels, dtype=np.int64)
+        self.subjects, self._metadata = subjects, metadata
+
+    def _read(self, idx: np.ndarray) -> dict:
+        return {
+            "views": torch.from_numpy(self._views[idx]),
+            "view_mask": torch.ones(len(idx), len(self.view_names), dtype=torch.bool),
+            "labels": torch.from_numpy(self._labels[idx]),
+            "index": torch.from_numpy(idx.copy()),
+            "metadata": [dict(self._metadata[i]) for i in idx],
+        }
+
+    def labels_array(self) -> np.ndarray:
+        return self._labels
+
+
+class CacheViews(ViewsDataset):
+    """A render cache (`affectvlm.data.RenderCacheDataset`) seen through the run's labels and views.
+
+    label_names: the classes of the model, in logit order; cache entries with other labels are left out
+        (e.g. "neutral" for the six-emotion task) and the cache's label ids are mapped to these.
+    view_names: which of the cache's views to use (e.g. ["frontal"] for the single-view runs); the cache's
+        views are named by `cache_view_names` (default frontal, left, right, the renderer's default order).
+    datasets: keep entries whose `dataset` is one of these (a "both" SynthFER-3D cache holds "synth3d" and
+        "synth4d").
+    """
+
+    def __init__(
+        self,
+        cache_dir,
+        label_names: Sequence[str],
+        view_names: Sequence[str] = ("frontal", "left", "right"),
+        datasets: Sequence[str] | None = None,
+        cache_view_names: Sequence[str] = ("frontal", "left", "right"),
+    ):
+        from affectvlm.data.cache import RenderCacheDataset
+
+        self.label_names, self.view_names = list(label_names), list(view_names)
+        self.cache = RenderCacheDataset(cache_dir, labels=self.label_names)
+        keep = [
+            i
+            for i, e in enumerate(self.cache.entries)
+            if datasets is None or e.get("dataset") in set(datasets)
+        ]
+        if not keep:
+            raise ValueError(
+                f"no cache entries in {cache_dir} with labels {self.label_names} and datasets {datasets}"
+            )
+        self._keep = np.asarray(keep, dtype=np.int64)
+        entries = [self.cache.entries[i] for i in keep]
+        label_index = {name: i for i, name in enumerate(self.label_names)}
+        self._labels = np.asarray([label_index[e["label"]] for e in entries], dtype=np.int64)
+        self.subjects = [e["subject"] for e in entries]
+        self._metadata = [{**e.get("metadata", {}), "intensity": e.get("intensity")} for e in entries]
+        missing = [v for v in self.view_names if v not in cache_view_names]
+        if missing:
+            raise ValueError(f"views {missing} are not in the cache's views {list(cache_view_names)}")
+        self._view_index = [list(cache_view_names).index(v) for v in self.view_names]
+
+    def _read(self, idx: np.ndarray) -> dict:
+        views = self.cache.read(self._keep[idx])[:, self._view_index]  # (b, V, H, W, 3) uint8
+        return {
+            "views": torch.from_numpy(np.ascontiguousarray(views)),
+            "view_mask": torch.ones(len(idx), len(self.view_names), dtype=torch.bool),
+            "labels": torch.from_numpy(self._labels[idx]),
+            "index": torch.from_numpy(idx.copy()),
+            "metadata": [dict(self._metadata[i]) for i in idx],
+        }
+
+    def labels_array(self) -> np.ndarray:
+        return self._labels
+
+
+def build_dataset(config: dict) -> ViewsDataset:
+    d = config["data"]
+    if d["source"] == "toy":
+        toy = d["toy"]
+        return ToyViews(
+            d["labels"],
+            d["views"],
+            num_subjects=toy["num_subjects"],
+            image_size=toy["image_size"],
+            noise=toy["noise"],
+            intensities=toy["intensities"],
+            seed=config["seed"],
+        )
+    return CacheViews(d["cache_dir"], d["labels"], d["views"], datasets=d["datasets"])
+
+
+def fold_of(config: dict, subjects: Sequence[str]):
+    """The run's `Fold` (train/val/test subjects): from `data.folds_file`, else made from the subjects."""
+    from affectvlm.data.folds import load_folds, subject_folds
+
+    d = config["data"]
+    folds = (
+        load_folds(d["folds_file"])
+        if d["folds_file"]
+        else subject_folds(
+            sorted(set(subjects)), k=d["k"], seed=d["fold_seed"], val_fraction=d["val_fraction"]
+        )
+    )
+    if not 0 <= d["fold"] < len(folds):
+        raise ValueError(f"data.fold={d['fold']} but there are {len(folds)} folds")
+    return folds[d["fold"]]
+
+
+def split_dataset(ds: ViewsDataset, fold) -> tuple[ViewsDataset, ViewsDataset, ViewsDataset]:
+    sides = {"train": [], "val": [], "test": []}
+    for i, subject in enumerate(ds.subjects):
+        side = fold.side(subject)
+        if side is not None:
+            sides[side].append(i)
+    return ds.subset(sides["train"]), ds.subset(sides["val"]), ds.subset(sides["test"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sampling
+# ----------------------------------------------------------------------------------------------------------
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Global training batches: a seeded permutation per epoch, cut into full batches of `batch_size`.
+
+    The order is a pure function of (seed, epoch), and `set_position(epoch, start)` skips the first `start`
+    batches, so a resumed run reads exactly the batches the interrupted one would have (this state is the
+    data position in a checkpoint). Batches per epoch are rounded down to a multiple of `multiple_of` (the
+    gradient-accumulation steps), so an epoch always ends on an optimizer step. Under accelerate with
+    `split_batches=True` every process iterates the same global batches and takes its own slice.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, multiple_of: int = 1):
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.batches_per_epoch = (num_samples // batch_size) // multiple_of * multiple_of
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"{num_samples} training samples do not fill {multiple_of} batch(es) of {batch_size}: "
+                "lower train.batch_size or train.grad_accum"
+            )
+        self.epoch, self.start = 0, 0
+        self.drop_last = True  # read by accelerate's BatchSamplerShard: every batch is full
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start
+
+    def __iter__(self):
+        order = torch.randperm(
+            self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch)
+        )
+        for b in range(self.start, self.batches_per_epoch):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()

@@ -1,0 +1,773 @@
+"""Train AffectVLM with Accelerate: augmented prompts, mixed-view augmentation, resumable checkpoints.
+
+    python train/train.py --config tiny --output-dir /tmp/run                  # one process, seconds
+    accelerate launch train/train.py --config synth-cpu --output-dir runs/synth-cpu \
+        --set data.cache_dir=/tmp/cache/synth-1a2b3c4d5e6f
+    python train/launch.py --multi_gpu --num_processes 8 train/train.py --config paper ...   # free port picked
+    python train/train.py --config tiny --output-dir /tmp/run --resume auto   # continue after a crash
+
+The run reads a config (`train/configs/<name>.yaml`, see `train/config.py` for every field), trains on the
+training subjects of one subject-independent fold, evaluates on the fold's validation subjects with the
+leakage-free inference prompt bank every `train.eval_every` steps, keeps the best model on those subjects in
+`<output_dir>/model` (`save_pretrained` + processor: loads with `AffectVLMModel.from_pretrained`), and finally
+scores the held-out test subjects with it (`<output_dir>/results.json`).
+
+Batch sizes are global (`split_batches=True`): the same config gives the same optimisation on 1 or N
+processes, and every random draw (prompts, augmentation, data order) is made for the global batch on every
+process, which then takes its own slice. That is why a 2-process run equals a 1-process run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# `python train/train.py` puts train/ (not the repository) on sys.path; the package imports need the root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from accelerate import Accelerator, DataLoaderConfiguration  # noqa: E402
+from accelerate.tracking import GeneralTracker  # noqa: E402
+from accelerate.utils import ProjectConfiguration, gather_object, set_seed  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from affectvlm import AffectVLMConfig, AffectVLMModel, AffectVLMProcessor  # noqa: E402
+from affectvlm.augment import MixedViewAugment, MixedViewAugmentConfig, MixedViewParams  # noqa: E402
+from affectvlm.prompts import PromptBank, PromptConfig  # noqa: E402
+from train.config import dump_config, load_config  # noqa: E402
+from train.data import (  # noqa: E402
+    EpochBatchSampler,
+    build_dataset,
+    collate_batched,
+    fold_of,
+    split_dataset,
+)
+from train.metrics import classification_metrics  # noqa: E402
+
+CHECKPOINT_PREFIX = "step_"
+TRAINER_STATE = "trainer_state.json"
+
+# ----------------------------------------------------------------------------------------------------------
+# Model, processor, prompts
+# ----------------------------------------------------------------------------------------------------------
+
+
+def build_model_and_processor(config: dict, render_settings: dict | None = None):
+    """The model (seeded before this call) and its processor, from `config["model"]` and the data's views."""
+    m, d = config["model"], config["data"]
+    overrides = {
+        **m["affectvlm"],
+        "label_names": list(d["labels"]),
+        "view_names": list(d["views"]),
+        "num_views": len(d["views"]),
+    }
+    if m["init"] == "clip":
+        model = AffectVLMModel.from_clip(m["clip_name_or_path"], **overrides)
+        processor = AffectVLMProcessor.from_clip(
+            m["clip_name_or_path"], view_names=list(d["views"]), render_settings=render_settings
+        )
+    else:
+        from affectvlm.testing import tiny_clip_config, tiny_processor
+
+        model = AffectVLMModel(AffectVLMConfig(clip_config=tiny_clip_config(**m["clip"]), **overrides))
+        processor = tiny_processor(image_size=m["clip"]["image_size"], view_names=list(d["views"]))
+        processor.render_settings = dict(render_settings) if render_settings else None
+    return model, processor
+
+
+class TrainModule(nn.Module):
+    """The model plus the text encoding of per-sample prompts, in one `forward`.
+
+    Per-sample prompts (prompts.mode="sample") are encoded inside `forward` so that DDP sees one forward and
+    one backward over every parameter; the parameters keep the model's names under `model.`.
+    """
+
+    def __init__(self, model: AffectVLMModel):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, pixel_values, view_mask, labels=None, sample_input_ids=None, sample_attention_mask=None, **kw
+    ):
+        if sample_input_ids is not None:
+            lead = sample_input_ids.shape[:-1]  # (b, V, C)
+            flat = self.model.encode_text(
+                sample_input_ids.reshape(-1, sample_input_ids.shape[-1]),
+                sample_attention_mask.reshape(-1, sample_attention_mask.shape[-1]),
+            )
+            kw["class_embeds"] = flat.reshape(*lead, -1)  # (b, V, C, D)
+        return self.model(pixel_values=pixel_values, view_mask=view_mask, labels=labels, **kw)
+
+
+class PromptSource:
+    """Training prompts for each step, drawn from the seeded `PromptBank` (its state is checkpointed).
+
+    - "class" (default on CPU): P metadata-free prompts per class, resampled every step (a different set per
+      view with `per_view`): input_ids (V, C, P, L) or (C, P, L). The text cost, V*C*P prompts, does not grow
+      with the batch.
+    - "sample": a prompt for every (sample, view, class) with that sample's metadata (gender, age, ethnicity,
+      intensity), so each view gets its own prompt as in the paper and every class of a sample shares its
+      metadata (nothing about the label leaks): class embeddings (b, V, C, D), b*V*C prompts per step.
+    - "fixed": the first inference template only (the "without augmented prompts" ablation, equal to
+      prompts.config.enabled=false but without resampling cost).
+    """
+
+    def __init__(
+        self, config: dict, label_names: list[str], view_names: list[str], tokenizer, max_length: int
+    ):
+        p = config["prompts"]
+        pc = {**p["config"], "seed": config["seed"], "view_names": tuple(view_names)}
+        self.bank = PromptBank(PromptConfig.from_dict(pc))
+        self.mode, self.num_prompts, self.per_view = p["mode"], p["num_prompts"], p["per_view"]
+        self.labels, self.num_views = list(label_names), len(view_names)
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self._ids: dict[
+            str, list[int]
+        ] = {}  # prompt -> token ids: the prompt pools are finite, tokenise once
+
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,) prompts -> input_ids, attention_mask (N, L), padded to the longest, truncated keeping EOS."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self._ids]
+        if todo:
+            for text, ids in zip(todo, self.tokenizer(todo)["input_ids"]):
+                if len(ids) > self.max_length:
+                    ids = ids[: self.max_length - 1] + ids[-1:]
+                self._ids[text] = ids
+        rows = [self._ids[t] for t in texts]
+        length = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(rows), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        return ids, mask
+
+    def step_inputs(
+        self, metadata: list[dict], global_metadata: list[dict] | None, rank_slice: slice
+    ) -> dict:
+        """Model inputs for this step's prompts; every process draws the same (global) prompts."""
+        C, V = len(self.labels), self.num_views
+        if self.mode == "fixed":
+            prompts = [self.bank.inference_prompts([label])[label][0] for label in self.labels]
+            ids, mask = self.tokenize(prompts)
+            return {"input_ids": ids, "attention_mask": mask}  # (C, L)
+        if self.mode == "class":
+            if self.per_view:
+                per_view = self.bank.class_prompts_per_view(self.labels, self.num_prompts, V)
+                texts = [t for view in per_view for label in self.labels for t in view[label]]
+                shape = (V, C, self.num_prompts)
+            else:
+                prompts = self.bank.class_prompts(self.labels, self.num_prompts)
+                texts = [t for label in self.labels for t in prompts[label]]
+                shape = (C, self.num_prompts)
+            ids, mask = self.tokenize(texts)
+            return {"input_ids": ids.reshape(*shape, -1), "attention_mask": mask.reshape(*shape, -1)}
+        # "sample": prompts for the global batch (same draws on every process), then this process's rows.
+        meta = [prompt_metadata(m) for m in (global_metadata if global_metadata is not None else metadata)]
+        per_class = [
+            self.bank.sample([label] * len(meta), meta, num_views=V) for label in self.labels
+        ]  # C x (B, V)
+        local = range(len(meta))[rank_slice]
+        texts = [per_class[c][b][v] for b in local for v in range(V) for c in range(C)]
+        ids, mask = self.tokenize(texts)
+        return {
+            "sample_input_ids": ids.reshape(len(local), V, C, -1),
+            "sample_attention_mask": mask.reshape(len(local), V, C, -1),
+        }
+
+
+_AGE_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def prompt_metadata(meta: dict | None) -> dict:
+    """Dataset metadata in the form `PromptBank` reads.
+
+    SynthFER-3D (and BU-3DFE) write age groups as year ranges ("30-39"), which the prompt vocabulary does
+    not know; the range's midpoint in years is understood (it maps to young/adult/middle-aged/elderly).
+    """
+    meta = dict(meta or {})
+    for key in ("age_group", "age"):
+        match = _AGE_RANGE.match(str(meta.get(key, "")))
+        if match:
+            meta.pop("age_group", None)
+            meta["age"] = (int(match.group(1)) + int(match.group(2))) / 2
+    return meta
+
+
+def build_augment(config: dict, view_names: list[str]) -> MixedViewAugment:
+    a = {"enabled": True, **config["augment"], "seed": config["seed"], "view_names": tuple(view_names)}
+    if "mirror_pairs" not in config["augment"]:
+        # Keep the left/right swap only when both views are in use; a lone frontal view may simply be flipped.
+        a["mirror_pairs"] = tuple(p for p in (("left", "right"),) if set(p) <= set(view_names))
+        if not a["mirror_pairs"] and a.get("flip_mode", "swap") == "swap":
+            a["flip_mode"] = "frontal"
+    return MixedViewAugment(MixedViewAugmentConfig.from_dict(a))
+
+
+def slice_params(params: MixedViewParams, rows: slice) -> MixedViewParams:
+    return MixedViewParams(*(getattr(params, f.name)[rows] for f in fields(MixedViewParams)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Optimiser and schedule
+# ----------------------------------------------------------------------------------------------------------
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, embeddings, the logit scale and the margin (CLIP/open_clip practice)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        skip = param.ndim < 2 or "embedding" in name or "logit_scale" in name or "margin" in name
+        (no_decay if skip else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(warmup: int, total: int, min_ratio: float):
+    """Linear warmup to the base lr, then cosine decay to `min_ratio` x base at `total` steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Logging
+# ----------------------------------------------------------------------------------------------------------
+
+
+class JSONLTracker(GeneralTracker):
+    """Appends `{"step": ..., **values}` lines to `<logging_dir>/metrics.jsonl` (always on: the curves and the
+    cross-validation report read it; TensorBoard is added when it is installed)."""
+
+    name = "jsonl"
+    requires_logging_directory = True
+    main_process_only = True
+
+    def __init__(self, logging_dir: str | os.PathLike):
+        super().__init__()
+        self.path = Path(logging_dir) / "metrics.jsonl"  # no accelerate state touched here (ecosystem note)
+        self._file = None
+
+    def start(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a")  # noqa: SIM115 - closed in finish()
+
+    @property
+    def tracker(self):
+        return self._file
+
+    def store_init_configuration(self, values: dict):
+        pass
+
+    def log(self, values: dict, step: int | None = None, **kwargs):
+        record = {"step": step, "time": round(time.time(), 3), **{k: _plain(v) for k, v in values.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def finish(self):
+        if self._file is not None:
+            self._file.close()
+
+
+def _plain(value):
+    return value.item() if isinstance(value, torch.Tensor) else value
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Drop log lines past the resumed step: they belong to the interrupted part that is run again."""
+    if not path.is_file():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line and (json.loads(line).get("step") or 0) <= last_step
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------
+
+
+def checkpoint_dirs(root: Path) -> list[Path]:
+    """Complete checkpoints (those with a trainer state), oldest first; half-written temp dirs never count."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / TRAINER_STATE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def save_checkpoint(
+    accelerator: Accelerator, root: Path, state: dict, keep: int, crash_in_save: bool = False
+):
+    """`save_state` into a temp folder, then one rename: an interrupted write never replaces a good checkpoint.
+
+    The trainer state (step, data position, best model so far) is written last inside the temp folder, so a
+    folder named `step_*` is complete by construction. Older checkpoints beyond `keep` are deleted only after
+    the new one is in place.
+    """
+    step = state["global_step"]
+    final = root / f"{CHECKPOINT_PREFIX}{step:08d}"
+    tmp = root / f".tmp-{CHECKPOINT_PREFIX}{step:08d}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    # Our own folder names, not ProjectConfiguration(automatic_checkpoint_naming=True): its rotation deletes
+    # before writing and its iteration counter must be patched after load_state (ecosystem notes).
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if crash_in_save:  # testing: die after the weights are written but before the folder is complete
+        os._exit(3)
+    if accelerator.is_main_process:
+        _write_json_durably(tmp / TRAINER_STATE, state)
+        if final.exists():  # the same step saved again (e.g. the final step): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in checkpoint_dirs(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in root.glob(f".tmp-{CHECKPOINT_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _write_json_durably(path: Path, doc: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_model_atomically(model: AffectVLMModel, processor, target: Path, info: dict) -> None:
+    """save_pretrained + processor into a temp folder, then swap it in (an old copy exists until the new one
+    is complete)."""
+    tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    _write_json_durably(tmp / "selection.json", info)
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(accelerator, module, loader, processor, tokenizer, label_names) -> dict:
+    """Accuracy, F1 and NLL on `loader`, scoring with the inference prompt bank (no metadata, no label words
+    beyond the class name: nothing about a test sample leaks into the class embeddings)."""
+    from affectvlm.prompts import inference_prompts
+
+    model = accelerator.unwrap_model(module).model
+    was_training = module.training
+    module.eval()
+    class_embeds = model.encode_prompts(inference_prompts(label_names), tokenizer)  # (C, D)
+    all_logits, all_labels = [], []
+    for batch in loader:
+        pixel_values = processor.normalize_views(batch["views"])
+        out = module(pixel_values=pixel_values, view_mask=batch["view_mask"], class_embeds=class_embeds)
+        logits, labels = accelerator.gather_for_metrics((out.logits.float(), batch["labels"]))
+        all_logits.append(logits.cpu())
+        all_labels.append(labels.cpu())
+    module.train(was_training)
+    if not all_logits:
+        return {}
+    logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+    metrics = classification_metrics(logits.argmax(-1).numpy(), labels.numpy(), label_names, logits.numpy())
+    metrics["predictions"] = logits.argmax(-1).tolist()
+    metrics["labels"] = labels.tolist()
+    return metrics
+
+
+def _is_better(candidate: dict, best: dict | None) -> bool:
+    """Higher validation accuracy wins; ties go to the lower validation NLL."""
+    if best is None:
+        return True
+    return (candidate["accuracy"], -candidate.get("nll", 0.0)) > (best["accuracy"], -best.get("nll", 0.0))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------
+
+
+def get_dataloaders(config: dict, dataset):
+    """Train/val/test loaders over one fold, and the fold itself."""
+    d, t = config["data"], config["train"]
+    fold = fold_of(config, dataset.subjects)
+    train_ds, val_ds, test_ds = split_dataset(dataset, fold)
+    sampler = EpochBatchSampler(len(train_ds), t["batch_size"], config["seed"], multiple_of=t["grad_accum"])
+    common = {"collate_fn": collate_batched, "num_workers": d["num_workers"]}
+    train_loader = DataLoader(train_ds, batch_sampler=sampler, **common)
+    val_loader = DataLoader(val_ds, batch_size=t["eval_batch_size"], shuffle=False, **common)
+    test_loader = DataLoader(test_ds, batch_size=t["eval_batch_size"], shuffle=False, **common)
+    return train_loader, val_loader, test_loader, sampler, fold
+
+
+def _mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _render_settings(config: dict) -> dict | None:
+    """The cache's render settings, saved with the processor so the app renders scans the same way."""
+    if config["data"]["source"] != "cache":
+        return None
+    info = Path(config["data"]["cache_dir"]) / "cache.json"
+    if not info.is_file():
+        return None
+    settings = json.loads(info.read_text()).get("settings") or {}
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def training_function(config: dict, args) -> dict:
+    t = config["train"]
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=t["grad_accum"],
+        mixed_precision=_mixed_precision(t["mixed_precision"]),
+        # Global batches split over processes: the config means the same thing on any number of processes.
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        log_with=[JSONLTracker(output_dir / "logs")] + (["tensorboard"] if tensorboard_available() else []),
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / "logs")
+        ),
+        cpu=args.cpu,
+    )
+    if t["batch_size"] % accelerator.num_processes or t["eval_batch_size"] % accelerator.num_processes:
+        raise ValueError(
+            f"train.batch_size={t['batch_size']} and train.eval_batch_size={t['eval_batch_size']} are global and "
+            f"must divide by the {accelerator.num_processes} processes"
+        )
+    ckpt_root = output_dir / "checkpoints"
+    resume_from = _resume_dir(args.resume, ckpt_root)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(config, output_dir / "config.yaml")
+        if resume_from is None:
+            (output_dir / "logs" / "metrics.jsonl").unlink(missing_ok=True)
+
+    # Seed before building the model: every process builds the same initial weights.
+    set_seed(config["seed"])
+    dataset = build_dataset(config)
+    label_names, view_names = list(config["data"]["labels"]), list(config["data"]["views"])
+    model, processor = build_model_and_processor(config, _render_settings(config))
+    tokenizer = processor.tokenizer
+    train_loader, val_loader, test_loader, sampler, fold = get_dataloaders(config, dataset)
+    max_length = model.config.clip_config.text_config.max_position_embeddings
+    prompts = PromptSource(config, label_names, view_names, tokenizer, max_length)
+    augment = build_augment(config, view_names).train()
+
+    module = TrainModule(model)
+    optimizer = torch.optim.AdamW(
+        param_groups(module, t["weight_decay"]), lr=t["lr"], betas=tuple(t["betas"])
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(t["warmup_steps"], t["max_steps"], t["min_lr_ratio"])
+    )
+    module, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
+        module, optimizer, train_loader, val_loader, test_loader, scheduler
+    )
+    # The prompt sampler's and the augmentation generator's states go into every checkpoint.
+    accelerator.register_for_checkpointing(prompts.bank, augment)
+
+    state = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "history": []}
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        state = json.loads((resume_from / TRAINER_STATE).read_text())
+        accelerator.print(f"resumed from {resume_from} at step {state['global_step']}")
+        if accelerator.is_main_process:
+            truncate_jsonl(output_dir / "logs" / "metrics.jsonl", state["global_step"])
+    accelerator.init_trackers("affectvlm", config={"name": config["name"], "seed": config["seed"]})
+
+    unwrapped = accelerator.unwrap_model(module).model
+    logit_scale_max = math.log(unwrapped.config.logit_scale_max)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    local_b = t["batch_size"] // world
+    rows = slice(rank * local_b, (rank + 1) * local_b)  # this process's slice of every global batch
+    if accelerator.is_main_process:
+        accelerator.print(
+            f"fold {fold.index}: {len(train_loader.dataset)} train / {len(val_loader.dataset)} val / "
+            f"{len(test_loader.dataset)} test samples; {t['max_steps']} steps of {t['batch_size']} x "
+            f"{t['grad_accum']} on {world} process(es)"
+        )
+
+    bar = tqdm(
+        total=t["max_steps"], initial=state["global_step"], desc="train",
+        disable=not accelerator.is_local_main_process or args.no_progress,
+    )  # fmt: skip
+    running: dict[str, float] = {}
+    micro = 0
+    start_time, start_step, samples_seen = time.perf_counter(), state["global_step"], 0
+    module.train()
+    epoch = state["epoch"]
+    while state["global_step"] < t["max_steps"]:
+        sampler.set_position(epoch, state["batch_in_epoch"] if epoch == state["epoch"] else 0)
+        state["epoch"] = epoch
+        for batch in train_loader:
+            views = (
+                batch["views"].permute(0, 1, 4, 2, 3).float() / 255.0
+            )  # (b, V, H, W, 3) -> (b, V, 3, H, W)
+            # Augmentation drawn for the global batch (same generator on every process), applied to our rows.
+            global_mask = torch.ones(t["batch_size"], len(view_names), dtype=torch.bool)
+            global_mask[rows] = batch["view_mask"].cpu()
+            params = augment.draw_params(t["batch_size"], global_mask) if not augment.is_identity else None
+            view_mask = batch["view_mask"]
+            if params is not None:
+                views, view_mask = augment.apply(views, slice_params(params, rows), view_mask)
+            pixel_values = processor.normalize_views(views)
+            global_meta = gather_object(batch["metadata"]) if prompts.mode == "sample" and world > 1 else None
+            prompt_inputs = {
+                k: v.to(accelerator.device)
+                for k, v in prompts.step_inputs(batch["metadata"], global_meta, rows).items()
+            }
+            with accelerator.accumulate(module):
+                out = module(
+                    pixel_values=pixel_values, view_mask=view_mask, labels=batch["labels"], **prompt_inputs
+                )
+                accelerator.backward(out.loss)
+                grad_norm = None
+                if accelerator.sync_gradients and t["max_grad_norm"]:
+                    grad_norm = accelerator.clip_grad_norm_(module.parameters(), t["max_grad_norm"])
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            micro += 1
+            samples_seen += t["batch_size"]
+            _accumulate_logs(running, out, batch["labels"])
+            state["batch_in_epoch"] += 1
+            if not accelerator.sync_gradients:
+                continue
+
+            # -- one optimizer step done --
+            with torch.no_grad():  # CLIP's clamp: the temperature never exceeds logit_scale_max (open_clip)
+                unwrapped.clip.logit_scale.clamp_(0, logit_scale_max)
+            state["global_step"] += 1
+            step = state["global_step"]
+            bar.update(1)
+            if step % t["log_every"] == 0 or step == t["max_steps"]:
+                logs = _reduce_logs(accelerator, running, micro)
+                logs["lr"] = scheduler.get_last_lr()[0]
+                logs["margin"] = unwrapped.margin.item()
+                logs["logit_scale"] = unwrapped.logit_scale.item()
+                if grad_norm is not None:
+                    logs["grad_norm"] = float(grad_norm)
+                logs["samples_per_s"] = samples_seen / max(time.perf_counter() - start_time, 1e-9)
+                accelerator.log(logs, step=step)
+                bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['accuracy']:.2f}")
+                running, micro = {}, 0
+            if step % t["eval_every"] == 0 or step == t["max_steps"]:
+                _validate(
+                    accelerator,
+                    module,
+                    val_loader,
+                    processor,
+                    tokenizer,
+                    label_names,
+                    state,
+                    output_dir,
+                    step,
+                )
+            if step % t["save_every"] == 0 or step == t["max_steps"]:
+                save_checkpoint(
+                    accelerator, ckpt_root, state, t["keep_checkpoints"], args.crash_in_save_at == step
+                )
+            if args.crash_after_steps is not None and step >= args.crash_after_steps:
+                os._exit(17)  # testing: a hard crash, no cleanup, no checkpoint beyond the last saved one
+            if step >= t["max_steps"]:
+                break
+        if state["global_step"] < t["max_steps"]:
+            epoch += 1
+            state["batch_in_epoch"] = 0
+    bar.close()
+    elapsed = time.perf_counter() - start_time
+
+    # Zero-shot / no-training runs still get a model folder and a test score.
+    if state["best"] is None:
+        _validate(
+            accelerator,
+            module,
+            val_loader,
+            processor,
+            tokenizer,
+            label_names,
+            state,
+            output_dir,
+            state["global_step"],
+        )
+    accelerator.wait_for_everyone()
+    _load_selected(accelerator, module, output_dir / "model")
+    test = evaluate(accelerator, module, test_loader, processor, tokenizer, label_names)
+    accelerator.log(
+        {f"test/{k}": v for k, v in test.items() if isinstance(v, float)}, step=state["global_step"]
+    )
+    trained_steps = state["global_step"] - start_step
+    result = {
+        "name": config["name"],
+        "fold": fold.to_dict(),
+        "selected": state["best"],
+        "test": test,
+        "history": state["history"],
+        "num_train_samples": len(train_loader.dataset),
+        "train_time_s": elapsed,
+        "train_samples_per_s": (trained_steps * t["batch_size"] * t["grad_accum"]) / elapsed
+        if trained_steps
+        else None,
+        "num_processes": world,
+    }
+    if accelerator.is_main_process:
+        (output_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+        accelerator.print(
+            f"test accuracy {test.get('accuracy', float('nan')):.4f} (model of step {state['best']['step']}, "
+            f"val accuracy {state['best']['accuracy']:.4f})"
+        )
+    accelerator.end_training()
+    return result
+
+
+def _accumulate_logs(running: dict, out, labels) -> None:
+    running["loss"] = running.get("loss", 0.0) + out.loss.detach().float()
+    for name, value in out.loss_terms.items():
+        running[f"loss/{name}"] = running.get(f"loss/{name}", 0.0) + value.detach().float()
+    acc = (out.logits.detach().argmax(-1) == labels).float().mean()
+    running["accuracy"] = running.get("accuracy", 0.0) + acc
+
+
+def _reduce_logs(accelerator, running: dict, micro: int) -> dict:
+    """Mean over the micro-batches since the last log, and over processes (one collective for all terms)."""
+    names = sorted(running)
+    values = (
+        torch.stack([torch.as_tensor(running[n], device=accelerator.device).float() for n in names]) / micro
+    )
+    values = accelerator.reduce(values, reduction="mean")
+    return {n: v.item() for n, v in zip(names, values)}
+
+
+def _validate(
+    accelerator, module, loader, processor, tokenizer, label_names, state, output_dir, step
+) -> None:
+    metrics = evaluate(accelerator, module, loader, processor, tokenizer, label_names)
+    if not metrics:  # no validation subjects: keep the latest model
+        metrics = {"accuracy": float(step), "nll": 0.0}
+    record = {"step": step, **{k: metrics[k] for k in ("accuracy", "macro_f1", "nll") if k in metrics}}
+    state["history"].append(record)
+    accelerator.log({f"val/{k}": v for k, v in record.items() if k != "step"}, step=step)
+    if _is_better(record, state["best"]):
+        state["best"] = record
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(module).model
+            save_model_atomically(
+                unwrapped, processor, output_dir / "model", {"selected_on": "validation subjects", **record}
+            )
+    accelerator.wait_for_everyone()
+
+
+def _load_selected(accelerator, module, model_dir: Path) -> None:
+    """Load the model chosen on the validation subjects (every process) before scoring the test subjects."""
+    from safetensors.torch import load_file
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    state = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    missing, unexpected = accelerator.unwrap_model(module).model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if "position_ids" not in k]:
+        raise RuntimeError(f"{model_dir}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def _resume_dir(resume: str | None, root: Path) -> Path | None:
+    if not resume:
+        return None
+    if resume in ("auto", "latest"):
+        found = checkpoint_dirs(root)
+        return found[-1] if found else None  # auto with nothing saved yet: a fresh start
+    path = Path(resume)
+    if not (path / TRAINER_STATE).is_file():
+        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {TRAINER_STATE})")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train/train.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", default="tiny",
+        help="config name in train/configs (tiny, synth-cpu, paper) or a YAML/JSON file (default: tiny)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output-dir", required=True, help="run folder: config, logs, checkpoints, model, results"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.lr=1e-4 --set data.fold=3 (values parsed as YAML)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--resume", default=None, metavar="auto|DIR",
+        help="continue from the latest complete checkpoint in <output-dir>/checkpoints (auto) or from DIR: "
+        "step counter, data position, optimizer, schedule and every random state",
+    )  # fmt: skip
+    parser.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is visible")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
+    testing = parser.add_argument_group("crash simulation (for the resume tests)")
+    testing.add_argument(
+        "--crash-after-steps", type=int, default=None, metavar="N",
+        help="hard-exit (os._exit, no cleanup) right after optimizer step N",
+    )  # fmt: skip
+    testing.add_argument(
+        "--crash-in-save-at", type=int, default=None, metavar="N",
+        help="hard-exit while writing the checkpoint of step N (after the weights, before it is complete)",
+    )  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    config = load_config(args.config, args.set)
+    return training_function(config, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -28,12 +28,14 @@ _LAZY = {
     "DATASETS": "datasets",
     "DatasetError": "datasets",
     "Sample": "datasets",
+    "cross_dataset": "datasets",
     "read_dataset": "datasets",
     "select_protocol": "datasets",
     # folds
     "Fold": "folds",
     "load_folds": "folds",
     "save_folds": "folds",
+    "split_samples": "folds",
     "subject_folds": "folds",
     # render cache
     "RenderCacheDataset": "cache",

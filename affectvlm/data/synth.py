@@ -503,7 +503,7 @@ class SynthFER3D:
         return np.clip(tone, 0, 255).astype(np.uint8)
 
     def _uv(self, subdivide: bool) -> np.ndarray:
-        return self._densify(np.concatenate([self.sfm.texcoords, np.zeros((self.sfm.num_vertices, 1), np.float32)], 1), subdivide)[:, :2]
+        return self._densify(self.sfm.texcoords, subdivide)  # (N, 2): midpoints interpolate uv too
 
     # --- samples --------------------------------------------------------------------------------------------
 
@@ -521,11 +521,11 @@ class SynthFER3D:
         cfg = self.config
         if label != "neutral" and not 1 <= intensity <= len(cfg.intensity_levels):
             raise ValueError(f"intensity must be in 1..{len(cfg.intensity_levels)}, got {intensity}")
-        intensity = 0 if label == "neutral" else int(intensity)
-        label_index = -1 if label == "neutral" else EMOTIONS.index(label) if label in EMOTIONS else -2
-        if label_index == -2:
+        if label != "neutral" and label not in EMOTIONS:
             raise ValueError(f"label {label!r} is not 'neutral' or one of {EMOTIONS}")
-        rng = np.random.default_rng([cfg.seed, _KIND_SCAN, subject, label_index + 1, intensity])
+        intensity = 0 if label == "neutral" else int(intensity)
+        label_number = 0 if label == "neutral" else 1 + EMOTIONS.index(label)
+        rng = np.random.default_rng([cfg.seed, _KIND_SCAN, subject, label_number, intensity])
         s = self.subject(subject)
         strength = 0.0 if intensity == 0 else cfg.intensity_levels[intensity - 1] * math.exp(rng.normal(0, cfg.intensity_jitter))
         weights = self.expression_weights(s, label, strength, rng)
@@ -584,8 +584,10 @@ class SynthFER3D:
         cfg = self.config
         weights_all, phases = self.sequence_timing(subject, label)
         total = len(weights_all)
-        if frame_indices is None:
-            frame_indices = np.arange(total) if num_frames is None or num_frames >= total else np.round(np.linspace(0, total - 1, num_frames)).astype(int)
+        if frame_indices is None and (num_frames is None or num_frames >= total):
+            frame_indices = np.arange(total)
+        elif frame_indices is None:
+            frame_indices = np.round(np.linspace(0, total - 1, num_frames)).astype(int)
         frame_indices = np.asarray(frame_indices, dtype=int)
         if len(frame_indices) and (frame_indices.min() < 0 or frame_indices.max() >= total):
             raise IndexError(f"frame indices out of range [0, {total})")
@@ -607,7 +609,9 @@ class SynthFER3D:
         rots = _rotations(base + motion[frame_indices, :3])  # (T, 3, 3)
         frames = np.einsum("tnj,tij->tni", frames - _HEAD_CENTRE, rots) + _HEAD_CENTRE + shift + motion[frame_indices, None, 3:]
         # per-frame noise from per-frame streams, so a frame's noise does not depend on which frames are drawn
-        frames = np.stack([self._scanner_noise(f.astype(np.float32), self._sequence_rng(subject, label, 100 + int(i))) for i, f in zip(frame_indices, frames)]) if len(frame_indices) else frames.astype(np.float32)
+        frames = frames.astype(np.float32)
+        for k, i in enumerate(frame_indices):
+            frames[k] = self._scanner_noise(frames[k], self._sequence_rng(subject, label, 100 + int(i)))
         colors = self._colors(s, frames.shape[1], rng)
         frames, faces, colors, uv = _subset(keep, frames, faces, colors, self._uv(subdivide))
         return SynthSequence(

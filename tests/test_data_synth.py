@@ -104,3 +104,34 @@ def test_nuisances_vary_mesh(model):
     assert len(counts) > 2  # crop, holes and density change the vertex count
     easy = SynthFER3D(SynthConfig.preset("easy", num_subjects=1), model).scan(0, "sadness", 3)
     assert easy.faces.shape[0] > 3000
+
+
+def test_head_motion_is_small_and_smooth(model):
+    gen = SynthFER3D(SynthConfig(seed=4, num_subjects=1, noise=0.0, outlier_fraction=0.0), model)
+    seq = gen.sequence(0, "happiness")
+    centre = seq.frames.mean(axis=1)  # (T, 3)
+    step = np.linalg.norm(np.diff(centre, axis=0), axis=1)
+    assert 0 < step.max() < 2.0  # moves, but a little per frame at 25 fps
+    assert np.ptp(centre, axis=0).max() < 15.0
+
+
+def test_range_grid_rasterises_a_plane():
+    from affectvlm.data.synth import range_grid
+
+    v = np.array([[0, 0, 0], [20, 0, 20], [20, 10, 20], [0, 10, 0]], np.float32)  # z = x
+    g = range_grid(v, np.array([[0, 1, 2], [0, 2, 3]]), spacing=1.0)
+    ok = ~np.isnan(g["z"])
+    assert ok.sum() >= 19 * 9 and np.allclose(g["z"][ok], g["x"][ok], atol=1e-6)
+    assert g["y"][0, 0] < g["y"][-1, 0]  # row 0 is the lowest y (the chin), as in Bosphorus
+
+
+def test_bnt_tree_loads_as_the_face(tmp_path, model):
+    from affectvlm.data.synth import write_synth_tree
+    from affectvlm.scan import load_scan
+
+    cfg = SynthConfig.preset("easy", seed=1, num_subjects=1)
+    write_synth_tree(tmp_path, "bosphorus", cfg, model, labels=("surprise",), progress=False)
+    scan = load_scan(next(tmp_path.glob("bs000/bs000_E_SURPRISE_0.bnt")))
+    ref = SynthFER3D(cfg, model).scan(0, "surprise", 4)
+    assert scan.num_vertices > 5000 and scan.texture is not None
+    assert abs(scan.vertices[:, 2].max() - ref.vertices[:, 2].max()) < 1.0  # the nose tip survives rasterising

@@ -1,0 +1,168 @@
+"""`python -m affectvlm render`: render scans to PNG views, or a 4D sequence to dynamic images.
+
+python -m affectvlm render face.obj --out views/                 # views/face_frontal.png, ...
+python -m affectvlm render F001/Happy/ --out dyn/ --mode depth   # dynamic images of a sequence
+python -m affectvlm render 000.wrl 001.wrl 002.wrl --out dyn/    # a list of frames, likewise
+python -m affectvlm render face.ply --views=0,-45,45:10 --size 256 --out views/
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser", "run", "parse_views", "collect_frames"]
+
+
+def _say(message: str, err: bool = False) -> None:
+    print(message, file=sys.stderr if err else sys.stdout)  # noqa: T201 (the command line talks to people)
+
+
+def parse_views(spec: str) -> list[tuple[float, float]]:
+    """'0,20,-20:10' -> [(0, 0), (20, 0), (-20, 10)]: comma-separated yaw[:pitch] in degrees."""
+    views = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        parts = item.split(":")
+        if len(parts) > 2:
+            raise argparse.ArgumentTypeError(f"view {item!r} is not yaw or yaw:pitch")
+        try:
+            yaw = float(parts[0])
+            pitch = float(parts[1]) if len(parts) == 2 else 0.0
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"view {item!r} is not yaw or yaw:pitch in degrees") from None
+        views.append((yaw, pitch))
+    if not views:
+        raise argparse.ArgumentTypeError("no views given")
+    return views
+
+
+def _natural_key(path: Path):
+    # frame 10 after frame 9: compare digit runs as numbers
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", path.name)]
+
+
+def collect_frames(folder: Path) -> list[Path]:
+    """The scan files directly inside `folder`, in natural order (000, 001, ..., 010)."""
+    from .io import SUPPORTED_EXTENSIONS
+
+    # .txt files are rarely frames (READMEs, landmark lists): only take them when nothing else is there
+    frames = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS]
+    real = [p for p in frames if p.suffix.lower() != ".txt"]
+    return sorted(real or frames, key=_natural_key)
+
+
+def _view_names(views) -> list[str]:
+    from .render import DEFAULT_VIEWS, VIEW_NAMES
+
+    if list(views) == list(DEFAULT_VIEWS):
+        return list(VIEW_NAMES)
+    return [f"yaw{yaw:+g}_pitch{pitch:+g}" for yaw, pitch in views]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the `render` command to a `python -m affectvlm` subparsers object."""
+    from .render import DEFAULT_VIEWS, MODES
+
+    default = ",".join(f"{y:g}:{p:g}" if p else f"{y:g}" for y, p in DEFAULT_VIEWS)
+    parser = subparsers.add_parser(
+        "render",
+        help="render a scan's views (or a sequence's dynamic images) to PNG",
+        description=(
+            "Render one scan file to one PNG per view; a folder of frames, or several files, to one "
+            "dynamic image per view (approximate rank pooling over the frames)."
+        ),
+    )
+    parser.add_argument(
+        "scans", nargs="+", metavar="SCAN", help="a scan file, a folder of frames, or several frame files"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
+    parser.add_argument(
+        "--views",
+        type=parse_views,
+        default=None,
+        help=f"comma-separated yaw[:pitch] in degrees; write --views=-30,0,30 when the first is negative (default {default})",
+    )
+    parser.add_argument(
+        "--mode", choices=MODES, default="normal", help="what the pixels show (default normal)"
+    )
+    parser.add_argument("--size", type=int, default=224, help="image height and width (default 224)")
+    parser.add_argument(
+        "--crop-radius", type=float, default=90.0, help="crop around the nose tip, mm; 0 = none"
+    )
+    parser.add_argument("--align", action="store_true", help="PCA pose alignment before rendering")
+    parser.add_argument(
+        "--no-normalize", action="store_true", help="render the scan as stored (window: --extent)"
+    )
+    parser.add_argument("--extent", type=float, default=None, help="half-width of the image in scan units")
+    parser.add_argument(
+        "--point-radius", type=float, default=None, help="splat radius in pixels for point clouds"
+    )
+    parser.add_argument("--device", default=None, help="torch device, e.g. cuda")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Render what `args` names; 0 on success, 1 when a scan cannot be read."""
+    from PIL import Image
+
+    from .io import load_scan
+    from .normalize import normalize_scan
+    from .render import DEFAULT_EXTENT, DEFAULT_VIEWS, render_views
+    from .sequence import render_sequence
+    from .types import ScanError
+
+    paths = [Path(p) for p in args.scans]
+    views = args.views or list(DEFAULT_VIEWS)
+    names = _view_names(views)
+    norm = {"crop_radius": args.crop_radius or None, "align": args.align}
+    render_kw = {"point_radius": args.point_radius, "device": args.device}
+    if args.extent is not None:
+        render_kw["extent"] = args.extent
+    elif args.no_normalize:
+        render_kw["extent"] = DEFAULT_EXTENT * 100.0  # a raw face in millimetres: a 110 mm window
+    if args.no_normalize:
+        render_kw["pivot"] = (0.0, 0.0, 0.0)
+    try:
+        if len(paths) == 1 and paths[0].is_dir():
+            frames = collect_frames(paths[0])
+            if not frames:
+                _say(f"error: no scan files in {paths[0]}", err=True)
+                return 1
+            stem = paths[0].resolve().name
+        elif len(paths) > 1:
+            frames, stem = paths, paths[0].stem + "_seq"
+        else:
+            frames, stem = None, paths[0].stem
+        args.out.mkdir(parents=True, exist_ok=True)
+        if frames is None:
+            scan = load_scan(paths[0])
+            if not args.no_normalize:
+                scan = normalize_scan(scan, **norm)
+            images = render_views(scan, views, args.size, args.mode, **render_kw)[0]
+            suffix = ""
+        else:
+            scans = [load_scan(p) for p in frames]
+            images = render_sequence(
+                scans,
+                views,
+                args.size,
+                args.mode,
+                normalize=False if args.no_normalize else norm,
+                **render_kw,
+            )
+            suffix = "_dynamic"
+            _say(f"{len(scans)} frames -> {len(views)} dynamic images")
+    except ScanError as exc:
+        _say(f"error: {exc}", err=True)
+        return 1
+    for name, image in zip(names, images):
+        out = args.out / f"{stem}{suffix}_{name}.png"
+        Image.fromarray(image).save(out)
+        _say(str(out))
+    return 0

@@ -1,0 +1,112 @@
+"""Benchmark the scan renderer: per-scan time for three 224x224 views, normalisation included.
+
+Meshes: the Surrey Face Model mean face (about 7k faces) and its 1x and 2x subdivisions (about 27k
+and 108k faces). On a shared machine the minimum over repeats is the figure to compare (it is the
+run least disturbed by other processes); the median is printed beside it.
+
+    python bench/render.py                       # CPU, per-scan times
+    python bench/render.py --device cuda         # also scans/s in batches of 64 on the GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from affectvlm.scan import Scan, normalize_scan, render_views  # noqa: E402
+
+
+def sfm_meshes(sfm_dir: Path, levels) -> dict[int, Scan]:
+    """The SFM mean face subdivided 0, 1, 2... times (trimesh: each subdivision gives 4x faces)."""
+    import trimesh
+
+    data = np.load(sfm_dir / "sfm_3448.npz")
+    mesh = trimesh.Trimesh(data["mean"], data["triangles"], process=False)
+    out = {}
+    for level in range(max(levels) + 1):
+        if level in levels:
+            out[level] = Scan(vertices=np.asarray(mesh.vertices, np.float32), faces=np.asarray(mesh.faces))
+        mesh = mesh.subdivide()
+    return out
+
+
+def time_cpu(scan: Scan, size: int, mode: str, repeats: int, warmup: int) -> list[float]:
+    """Seconds per call of normalize_scan + render_views (3 default views)."""
+    for _ in range(warmup):
+        render_views(normalize_scan(scan), size=size, mode=mode)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        render_views(normalize_scan(scan), size=size, mode=mode)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_gpu(scan: Scan, size: int, mode: str, batch: int, repeats: int, device: str) -> float:
+    """Scans per second rendered (3 views each) in batches on the GPU; normalisation excluded (CPU)."""
+    scans = [normalize_scan(scan)] * batch
+    for _ in range(3):
+        render_views(scans, size=size, mode=mode, device=device, as_tensor=True)
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        render_views(scans, size=size, mode=mode, device=device, as_tensor=True)
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return batch / best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    default_sfm = os.environ.get("AFFECTVLM_SFM_DIR", str(ROOT.parent / "shared" / "sfm"))
+    parser.add_argument(
+        "--sfm-dir",
+        type=Path,
+        default=Path(default_sfm),
+        help=f"Surrey Face Model folder (default {default_sfm})",
+    )
+    parser.add_argument(
+        "--levels", type=int, nargs="+", default=[0, 1, 2], help="subdivision levels (default 0 1 2)"
+    )
+    parser.add_argument("--size", type=int, default=224, help="image size (default 224)")
+    parser.add_argument("--mode", default="normal", help="render mode (default normal)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed runs per mesh (default 50)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda to add the batched GPU figure")
+    parser.add_argument("--batch", type=int, default=64, help="GPU batch size (default 64)")
+    args = parser.parse_args(argv)
+    if not (args.sfm_dir / "sfm_3448.npz").is_file():
+        parser.error(f"no sfm_3448.npz in {args.sfm_dir}: pass --sfm-dir or set AFFECTVLM_SFM_DIR")
+    meshes = sfm_meshes(args.sfm_dir, set(args.levels))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; {args.size}x{args.size}, 3 views, mode={args.mode}"
+    )
+    print(
+        f"{'faces':>8} {'vertices':>9} {'CPU min ms':>11} {'median ms':>10}"
+        + ("  GPU scans/s" if args.device != "cpu" else "")
+    )
+    for level in sorted(meshes):
+        scan = meshes[level]
+        times = time_cpu(scan, args.size, args.mode, args.repeats, args.warmup)
+        line = f"{scan.num_faces:>8} {scan.num_vertices:>9} {min(times) * 1e3:>11.2f} {statistics.median(times) * 1e3:>10.2f}"
+        if args.device != "cpu":
+            line += f"  {time_gpu(scan, args.size, args.mode, args.batch, max(3, args.repeats // 5), args.device):>11.0f}"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -197,7 +197,8 @@ with gr.Blocks(title="AffectVLM") as demo:
         x_label_angle=-30, render=False,
     )
     views_gallery = gr.Gallery(
-        label="What the model saw", columns=3, height=280, elem_id="views-gallery", render=False
+        label="What the model saw", columns=3, height=280, object_fit="contain", elem_id="views-gallery",
+        render=False,
     )
     scan_preview = gr.Model3D(label="Normalised scan", render=False)
 

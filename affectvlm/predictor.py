@@ -210,12 +210,15 @@ class AffectVLMPredictor:
 
     # -- inputs -> views ------------------------------------------------------------------------------------
 
-    def _render_kwargs(self) -> tuple[dict, dict]:
-        settings = self.processor.render_settings or {}
-        normalize = dict(settings.get("normalize", {}))
-        render = dict(settings.get("render", {}))
+    def _render_kwargs(self) -> tuple[dict, dict, int | None]:
+        """(normalize_scan kwargs, render_views kwargs, frames per dynamic image) from the processor's
+        `render_settings` (the render cache's settings the model was trained on: views, size, mode,
+        crop_radius, align, frames), defaulting to the scan pipeline's own defaults."""
+        settings = dict(self.processor.render_settings or {})
+        normalize = {k: settings[k] for k in ("crop_radius", "align") if k in settings}
+        render = {k: settings[k] for k in ("views", "size", "mode") if k in settings and settings[k] is not None}
         render.setdefault("size", max(self.processor.image_size))
-        return normalize, render
+        return normalize, render, settings.get("frames", 16)
 
     def _check_file(self, path: Path) -> None:
         if not path.is_file():
@@ -228,11 +231,11 @@ class AffectVLMPredictor:
                 f"{path.name}: {size / 1024**2:.1f} MB is larger than the {self.limits.max_file_bytes / 1024**2:.0f} MB limit"
             )
 
-    def load_scan(self, scan):
-        """A path or a Scan -> a normalised Scan (ScanError from the reader becomes InputError)."""
+    def load_scan(self, scan, normalize: bool = True):
+        """A path or a Scan -> a Scan, normalised unless `normalize=False` (reader errors become InputError)."""
         from .scan import Scan, ScanError, load_scan, normalize_scan
 
-        normalize, _ = self._render_kwargs()
+        normalize_kwargs, _, _ = self._render_kwargs()
         try:
             if not isinstance(scan, Scan):
                 path = Path(scan)
@@ -243,7 +246,7 @@ class AffectVLMPredictor:
                     max_faces=self.limits.max_faces,
                     max_file_bytes=self.limits.max_file_bytes,
                 )
-            return normalize_scan(scan, **normalize)
+            return normalize_scan(scan, **normalize_kwargs) if normalize else scan
         except ScanError as err:
             raise InputError(str(err)) from err
 
@@ -251,7 +254,7 @@ class AffectVLMPredictor:
         """A path or a Scan -> (V, H, W, 3) uint8 views, rendered as the model's training data was."""
         from .scan import render_views
 
-        _, render = self._render_kwargs()
+        _, render, _ = self._render_kwargs()
         return render_views([self.load_scan(scan)], **render)[0]
 
     def _sequence_paths(self, sequence, workdir: Path) -> list:
@@ -318,11 +321,18 @@ class AffectVLMPredictor:
         """A folder, zip, or list of frames -> (V, H, W, 3) uint8 dynamic images (approximate rank pooling)."""
         from .scan import render_sequence
 
-        _, render = self._render_kwargs()
+        normalize, render, num_frames = self._render_kwargs()
         with tempfile.TemporaryDirectory(prefix="affectvlm-seq-") as tmp:
             frames = self._sequence_paths(sequence, Path(tmp))
-            scans = [self.load_scan(frame) for frame in frames]
-        return render_sequence(scans, **render)
+            if num_frames and len(frames) > num_frames:
+                # Evenly spaced frames, as the render cache did for the training data.
+                frames = [frames[i] for i in np.round(np.linspace(0, len(frames) - 1, num_frames)).astype(int)]
+            scans = [self.load_scan(frame, normalize=False) for frame in frames]
+        try:
+            # One nose tip and scale for the whole sequence, so the head motion is kept for rank pooling.
+            return render_sequence(scans, normalize=normalize or True, **render)
+        except ValueError as err:  # ScanError included
+            raise InputError(str(err)) from err
 
     def _load_image(self, image, view: str):
         if image is None:

@@ -44,10 +44,10 @@ class AffectVLMProcessor(ProcessorMixin):
         image_processor: a `CLIPImageProcessorPil`.
         tokenizer: a CLIP tokenizer.
         view_names: the view order of the model (default frontal, left, right).
-        render_settings: how scans were turned into views for this model (keyword arguments of
-            `affectvlm.normalize_scan` / `affectvlm.render_views`, e.g. `{"mode": "normal", "views": [[0, 0],
-            [-30, 0], [30, 0]], "size": 224}`), saved with the processor so a scan given at inference is rendered
-            the way the training data was. `None`: the scan pipeline's defaults.
+        render_settings: how scans were turned into views for the training data: the render cache's settings
+            (`affectvlm.data.cache.RenderSettings.to_dict()`: views, size, mode, crop_radius, align, frames).
+            Saved with the processor so a scan given at inference is rendered the way the training data was.
+            `None`: the scan pipeline's defaults.
     """
 
     def __init__(

@@ -62,6 +62,12 @@ def test_upload_a_scan_and_see_scores_and_views(url, scan_file):
             scores = page.locator("#scores")
             scores.get_by_text("surprise").first.wait_for(timeout=30_000)
             assert gallery_images.count() >= 3
+            # The rendered views have arrived and decoded (not just their <img> placeholders).
+            page.wait_for_function(
+                "() => { const imgs = [...document.querySelectorAll('#views-gallery img')];"
+                " return imgs.length >= 3 && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+                timeout=60_000,
+            )
             text = scores.inner_text()
             assert all(label in text for label in ("anger", "happiness", "surprise"))
             page.screenshot(path=str(ARTIFACTS / "app_scan.png"), full_page=True)

@@ -208,3 +208,13 @@ def test_cli_predict_json_and_errors(scan_file, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
     assert "Traceback" not in bad.stderr
+
+
+def test_render_settings_saved_with_the_processor_are_used(predictor, scan_file, frames_dir):
+    import copy
+
+    processor = copy.deepcopy(predictor.processor)
+    processor.render_settings = {"size": 40, "mode": "depth", "crop_radius": 80.0, "align": False, "frames": 3}
+    custom = AffectVLMPredictor(predictor.model, processor)
+    assert custom(scan=str(scan_file)).views.shape == (3, 40, 40, 3)
+    assert custom(sequence=str(frames_dir)).views.shape == (3, 40, 40, 3)

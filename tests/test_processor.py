@@ -91,11 +91,11 @@ def test_tensor_fast_path_matches_pil_path_at_native_size(processor):
 
 def test_save_and_reload(tmp_path, processor):
     custom = tiny_processor(view_names=["frontal", "left", "right", "top"])
-    custom.render_settings = {"mode": "depth", "size": 64}
+    custom.render_settings = {"mode": "depth", "size": 64, "frames": 8}
     custom.save_pretrained(tmp_path)
     loaded = AffectVLMProcessor.from_pretrained(tmp_path)
     assert loaded.view_names == ["frontal", "left", "right", "top"]
-    assert loaded.render_settings == {"mode": "depth", "size": 64}
+    assert loaded.render_settings == {"mode": "depth", "size": 64, "frames": 8}
     assert type(loaded.image_processor).__name__ == "CLIPImageProcessorPil"
     assert loaded.image_size == (32, 32)
     assert loaded.tokenizer("a face")["input_ids"] == custom.tokenizer("a face")["input_ids"]

@@ -154,8 +154,6 @@ def check_config(config: dict) -> None:
         raise ValueError("model.init=clip needs model.clip_name_or_path")
     if d["source"] not in ("toy", "cache"):
         raise ValueError(f"data.source must be 'toy' or 'cache', got {d['source']!r}")
-    if d["source"] == "cache" and not d["cache_dir"]:
-        raise ValueError("data.source=cache needs data.cache_dir (python -m affectvlm.data prepare ...)")
     if p["mode"] not in ("class", "sample", "fixed"):
         raise ValueError(f"prompts.mode must be 'class', 'sample' or 'fixed', got {p['mode']!r}")
     for name in ("batch_size", "grad_accum", "eval_batch_size", "eval_every", "save_every", "log_every"):

@@ -204,6 +204,10 @@ def build_dataset(config: dict) -> ViewsDataset:
             intensities=toy["intensities"],
             seed=config["seed"],
         )
+    if not d["cache_dir"]:
+        raise ValueError(
+            "data.source=cache needs --set data.cache_dir=<folder> (python -m affectvlm.data prepare ...)"
+        )
     return CacheViews(d["cache_dir"], d["labels"], d["views"], datasets=d["datasets"])
 
 

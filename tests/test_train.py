@@ -1,0 +1,302 @@
+"""train/train.py: outputs and logging, exact resume after a crash, and 2 processes == 1 process.
+
+The end-to-end tests run the `tiny` config (2-layer 32-wide CLIP from scratch, in-memory synthetic views,
+6 steps) as real subprocesses, the way a user runs it: each takes a few seconds, mostly imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from affectvlm import AffectVLMModel, AffectVLMProcessor
+from train.config import load_config
+from train.data import EpochBatchSampler, ToyViews, split_dataset
+from train.launch import build_command, free_port
+from train.metrics import classification_metrics
+from train.train import (
+    TRAINER_STATE,
+    PromptSource,
+    build_augment,
+    build_parser,
+    checkpoint_dirs,
+    prompt_metadata,
+    warmup_cosine,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "train" / "train.py"
+MAX_STEPS = 6  # tiny.yaml: save every 2 steps, keep 2
+
+
+def _env(**extra) -> dict:
+    # One thread per process: deterministic reductions, and the shared CPU is not oversubscribed.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **extra}
+
+
+def run_train(out: Path, *extra: str, expect: int = 0) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(SCRIPT), "--config", "tiny", "--output-dir", str(out), "--no-progress", *extra]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "checkpoints" / f"step_{MAX_STEPS:08d}" / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted one-process tiny run."""
+    out = tmp_path_factory.mktemp("reference")
+    run_train(out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# End to end
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_run_writes_results_logs_rotated_checkpoints_and_a_loadable_model(reference):
+    result = json.loads((reference / "results.json").read_text())
+    assert result["test"]["num_samples"] > 0 and 0 <= result["test"]["accuracy"] <= 1
+    assert set(result["fold"]) == {"index", "train", "val", "test"}
+    assert not set(result["fold"]["test"]) & set(result["fold"]["train"] + result["fold"]["val"])
+    assert [h["step"] for h in result["history"]] == [3, 6]
+    assert result["selected"]["step"] in (3, 6)
+
+    records = [json.loads(line) for line in (reference / "logs" / "metrics.jsonl").read_text().splitlines()]
+    train_keys = set().union(*(r for r in records if "loss" in r))
+    # Every loss term, the margin, the accuracy and the learning rate are logged.
+    for key in (
+        "loss",
+        "loss/itc",
+        "loss/view_itc",
+        "loss/contrastive",
+        "loss/triplet",
+        "margin",
+        "accuracy",
+        "lr",
+    ):
+        assert key in train_keys, key
+    assert sorted(r["step"] for r in records if "loss" in r) == list(range(1, MAX_STEPS + 1))
+    assert any("val/accuracy" in r for r in records) and any("test/accuracy" in r for r in records)
+
+    # Rotation keeps the two newest complete checkpoints; no temp folder is left behind.
+    assert [p.name for p in checkpoint_dirs(reference / "checkpoints")] == ["step_00000004", "step_00000006"]
+    assert not list((reference / "checkpoints").glob(".tmp-*"))
+
+    model = AffectVLMModel.from_pretrained(reference / "model")
+    processor = AffectVLMProcessor.from_pretrained(reference / "model")
+    assert model.config.view_names == ["frontal", "left", "right"]
+    views = np.zeros((2, 3, 32, 32, 3), np.uint8)
+    class_embeds = model.encode_prompts(
+        {"happiness": "a happy face", "anger": "an angry face"}, processor.tokenizer
+    )
+    scores = model.score(processor.normalize_views(views), class_embeds)
+    assert scores.probs.shape == (2, 2)
+    selection = json.loads((reference / "model" / "selection.json").read_text())
+    assert selection["selected_on"] == "validation subjects"
+
+
+def test_crash_then_resume_gives_the_same_weights_as_an_uninterrupted_run(reference, tmp_path):
+    # A hard crash (os._exit, no cleanup) after step 3: the last checkpoint is step 2.
+    run_train(tmp_path, "--crash-after-steps", "3", expect=17)
+    assert [p.name for p in checkpoint_dirs(tmp_path / "checkpoints")] == ["step_00000002"]
+    # Resume, and die again while writing the step-4 checkpoint: that half-written folder must not count.
+    run_train(tmp_path, "--resume", "auto", "--crash-in-save-at", "4", expect=3)
+    assert (tmp_path / "checkpoints" / ".tmp-step_00000004" / "model.safetensors").is_file()
+    assert not (tmp_path / "checkpoints" / ".tmp-step_00000004" / TRAINER_STATE).exists()
+    assert [p.name for p in checkpoint_dirs(tmp_path / "checkpoints")] == ["step_00000002"]
+    proc = run_train(tmp_path, "--resume", "auto")
+    assert "resumed from" in proc.stdout and "step_00000002" in proc.stdout
+
+    expected, got = final_weights(reference), final_weights(tmp_path)
+    assert expected.keys() == got.keys()
+    for name in expected:  # bit-exact: step counter, data position, prompt and augmentation RNG all restored
+        assert torch.equal(expected[name], got[name]), name
+    a = json.loads((reference / "results.json").read_text())
+    b = json.loads((tmp_path / "results.json").read_text())
+    assert a["history"] == b["history"] and a["test"]["accuracy"] == b["test"]["accuracy"]
+    # The log has exactly one record per step, the re-run steps replacing the interrupted ones.
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert sorted(s for s in steps if s is not None) == sorted(
+        json.loads(line)["step"] for line in (reference / "logs" / "metrics.jsonl").read_text().splitlines()
+    )
+
+
+def test_two_cpu_processes_equal_one_process_with_the_same_global_batch(reference, tmp_path):
+    # Real processes and gloo via the launcher's torchrun path (accelerate launch --cpu would start one).
+    cmd, env = build_command(
+        [
+            "--num_processes",
+            "2",
+            "--cpu-processes",
+            str(SCRIPT),
+            "--config",
+            "tiny",
+            "--output-dir",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    proc = subprocess.run(cmd, env=_env(**env), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["num_processes"] == 2
+    expected, got = final_weights(reference), final_weights(tmp_path)
+    for name in expected:  # equal up to the order of float reductions
+        torch.testing.assert_close(got[name], expected[name], atol=2e-3, rtol=1e-3, msg=name)
+    ref = json.loads((reference / "results.json").read_text())
+    for a, b in zip(ref["history"], result["history"]):
+        assert a["accuracy"] == b["accuracy"] and a["nll"] == pytest.approx(b["nll"], abs=1e-3)
+    assert ref["test"]["num_samples"] == result["test"]["num_samples"]  # no padded duplicates counted
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pieces
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_help_explains_the_options():
+    text = build_parser().format_help()
+    for option in ("--config", "--output-dir", "--resume", "--set", "--crash-after-steps"):
+        assert option in text
+
+
+def test_config_overrides_and_unknown_keys():
+    config = load_config(
+        "tiny", ["train.lr=0.01", "data.views=[frontal]", "model.affectvlm.triplet_weight=0"]
+    )
+    assert config["train"]["lr"] == 0.01 and config["data"]["views"] == ["frontal"]
+    assert config["model"]["affectvlm"]["triplet_weight"] == 0
+    with pytest.raises(ValueError, match="unknown config key"):
+        load_config("tiny", ["train.learning_rate=1"])
+    with pytest.raises(ValueError, match="prompts.mode"):
+        load_config("tiny", ["prompts.mode=bogus"])
+    for name in ("tiny", "synth-cpu", "paper"):
+        load_config(name)
+
+
+def test_epoch_batch_sampler_resumes_mid_epoch_and_ends_on_an_accumulation_boundary():
+    sampler = EpochBatchSampler(num_samples=50, batch_size=8, seed=3, multiple_of=4)
+    assert sampler.batches_per_epoch == 4  # 6 full batches, rounded down to a multiple of 4
+    sampler.set_position(epoch=1)
+    full = list(sampler)
+    assert all(len(b) == 8 for b in full) and len({i for b in full for i in b}) == 32
+    sampler.set_position(epoch=1, start=3)
+    assert list(sampler) == full[3:]
+    sampler.set_position(epoch=2)
+    assert list(sampler) != full
+
+
+def test_warmup_then_cosine_to_the_floor():
+    f = warmup_cosine(warmup=4, total=20, min_ratio=0.1)
+    assert [round(f(s), 3) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(20) == pytest.approx(0.1) and f(12) == pytest.approx(0.55)
+    assert all(f(s) >= f(s + 1) for s in range(4, 25))
+
+
+def test_incomplete_checkpoints_are_never_picked(tmp_path):
+    for name, complete in (("step_00000002", True), ("step_00000010", True), ("step_00000012", False)):
+        (tmp_path / name).mkdir()
+        if complete:
+            (tmp_path / name / TRAINER_STATE).write_text("{}")
+    (tmp_path / ".tmp-step_00000014").mkdir()
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_00000002", "step_00000010"]
+
+
+def _prompt_source(mode: str, **prompts) -> PromptSource:
+    from affectvlm.testing import tiny_tokenizer
+
+    config = load_config("tiny", [f"prompts.mode={mode}"] + [f"prompts.{k}={v}" for k, v in prompts.items()])
+    return PromptSource(config, config["data"]["labels"], config["data"]["views"], tiny_tokenizer(), 96)
+
+
+def test_prompt_modes_give_the_model_input_shapes():
+    meta = [{"gender": "female", "age_group": "30-39", "ethnicity": "WH", "intensity": 2}] * 4
+    per_view = _prompt_source("class", num_prompts=3).step_inputs(meta, None, slice(0, 4))
+    assert per_view["input_ids"].shape[:3] == (3, 6, 3)  # (V, C, P, L)
+    shared = _prompt_source("class", num_prompts=3, per_view=False).step_inputs(meta, None, slice(0, 4))
+    assert shared["input_ids"].shape[:2] == (6, 3)  # (C, P, L)
+    fixed = _prompt_source("fixed").step_inputs(meta, None, slice(0, 4))
+    assert fixed["input_ids"].shape[0] == 6  # (C, L)
+    sample = _prompt_source("sample").step_inputs(meta, None, slice(0, 4))
+    assert sample["sample_input_ids"].shape[:3] == (4, 3, 6)  # (b, V, C, L)
+    assert sample["sample_attention_mask"].shape == sample["sample_input_ids"].shape
+    assert sample["sample_input_ids"].shape[-1] <= 96
+
+
+def test_sample_prompts_of_a_rank_slice_are_the_rows_of_the_global_draw():
+    from affectvlm.testing import tiny_tokenizer
+
+    meta = [
+        {"gender": g, "age": 20 + 10 * i, "intensity": 1 + i % 4}
+        for i, g in enumerate(["female", "male"] * 3)
+    ]
+    whole = _prompt_source("sample").step_inputs(meta, None, slice(0, 6))
+    rank1 = _prompt_source("sample").step_inputs(meta[3:], meta, slice(3, 6))
+    ids_a, mask_a = whole["sample_input_ids"][3:], whole["sample_attention_mask"][3:]
+    ids_b, mask_b = rank1["sample_input_ids"], rank1["sample_attention_mask"]
+    tok = tiny_tokenizer()
+    decode = lambda ids, mask: tok.decode(ids[mask.bool()])  # noqa: E731 - padding lengths may differ
+    for a, ma, b, mb in zip(
+        ids_a.flatten(0, 2), mask_a.flatten(0, 2), ids_b.flatten(0, 2), mask_b.flatten(0, 2)
+    ):
+        assert decode(a, ma) == decode(b, mb)
+
+
+def test_prompt_metadata_turns_year_ranges_into_ages():
+    assert prompt_metadata({"age_group": "30-39", "gender": "male"}) == {"age": 34.5, "gender": "male"}
+    assert prompt_metadata({"age_group": "adult"}) == {"age_group": "adult"}
+    assert prompt_metadata(None) == {}
+
+
+def test_single_frontal_view_augmentation_flips_without_a_mirror_pair():
+    config = load_config("tiny", ["data.views=[frontal]"])
+    augment = build_augment(config, ["frontal"])
+    assert augment.config.mirror_pairs == () and augment.config.flip_mode == "frontal"
+    out = augment.train()(torch.rand(4, 1, 3, 16, 16))
+    assert out.pixel_values.shape == (4, 1, 3, 16, 16)
+
+
+def test_toy_views_split_by_subject():
+    from affectvlm.data.folds import subject_folds
+
+    ds = ToyViews(["anger", "happiness"], num_subjects=6, image_size=16, intensities=1)
+    fold = subject_folds(sorted(set(ds.subjects)), k=3, seed=0, val_fraction=0.25)[0]
+    train, val, test = split_dataset(ds, fold)
+    assert len(train) + len(val) + len(test) == len(ds)
+    assert not {*train.subjects} & {*test.subjects}
+    batch = train.__getitems__([0, 1])
+    assert batch["views"].shape == (2, 3, 16, 16, 3) and batch["views"].dtype == torch.uint8
+    assert torch.equal(batch["views"][0, 2], batch["views"][0, 1].flip(1))  # right = mirrored left
+
+
+def test_metrics():
+    m = classification_metrics(
+        [0, 1, 1, 2], [0, 1, 2, 2], ["a", "b", "c"], logits=np.eye(3)[[0, 1, 1, 2]] * 5
+    )
+    assert m["accuracy"] == 0.75 and m["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert m["per_class_f1"]["b"] == pytest.approx(2 / 3) and m["nll"] > 0
+
+
+def test_launcher_picks_a_free_port_unless_given():
+    cmd, _ = build_command(["--multi_gpu", "--num_processes", "8", "train/train.py"])
+    port = int(cmd[cmd.index("--main_process_port") + 1])
+    assert 0 < port < 65536 and free_port() > 0
+    cmd, _ = build_command(["--main_process_port", "1234", "train/train.py"])
+    assert cmd.count("--main_process_port") == 1 and "1234" in cmd
+    with pytest.raises(SystemExit, match="main_process_port"):
+        build_command(["--multi_gpu", "--num_machines", "2", "--machine_rank", "0", "train/train.py"])

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="medium", choices=["easy", "medium", "hard"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=224, help="image side (default 224)")
-    p.add_argument("--frames", type=int, default=16, help="frames per sequence for the dynamic image (default 16)")
+    p.add_argument("--frames", type=int, default=12, help="frames per sequence for the dynamic image (default 12)")
     p.add_argument("--batch", type=int, default=25, help="static scans per render call (default 25)")
     p.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
     p.add_argument("--kind", default="both", choices=["3d", "4d", "both"])

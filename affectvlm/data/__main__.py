@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", help="views as JSON, passed to render_views (default: the pipeline's three views)")
     p.add_argument("--crop-radius", type=float, default=90.0, help="crop about the nose tip in mm (0: none)")
     p.add_argument("--align", action="store_true", help="PCA-align scans before rendering")
-    p.add_argument("--frames", type=int, default=16, help="4D: frames sampled per sequence for its dynamic image")
+    p.add_argument("--frames", type=int, default=12, help="4D: frames evenly sampled per sequence for its dynamic image (default: 12)")
     p.add_argument("--batch", type=int, default=25, help="static scans per render call")
     p.add_argument("--shard-size", type=int, default=250, help="samples per shard, the unit of resumption")
     p.add_argument("--workers", type=int, default=1, help="rendering processes (default: 1)")

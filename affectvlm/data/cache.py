@@ -60,8 +60,8 @@ class RenderSettings:
         mode: the render mode (``normal``, ``depth``, ...).
         crop_radius: :func:`affectvlm.scan.normalize_scan` crop about the nose tip, mm (None: no crop).
         align: PCA-align each scan before rendering.
-        frames: 4D: frames evenly sampled from each sequence for its dynamic image (rank pooling over ~16
-            frames of a 100-frame sequence keeps the onset/apex/offset shape at a sixth of the cost).
+        frames: 4D: frames evenly sampled from each sequence for its dynamic image (rank pooling over 12
+            frames of a 100-frame sequence keeps the onset/apex/offset shape at an eighth of the cost).
         batch: static scans rendered per call (the renderer is batched).
     """
 
@@ -70,7 +70,7 @@ class RenderSettings:
     mode: str = "normal"
     crop_radius: float | None = 90.0
     align: bool = False
-    frames: int = 16
+    frames: int = 12
     batch: int = 25
 
     def __post_init__(self) -> None:

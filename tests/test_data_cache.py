@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -58,15 +59,17 @@ def test_resume_skips_done_shards_and_is_deterministic(tmp_path, synth_cache, sf
         prepare_cache("synth", **{**kwargs, "shard_size": 8})
 
 
-def test_bad_scan_is_reported_not_dropped(tmp_path, sfm_dir):
+def test_bad_scan_is_reported_not_dropped(tmp_path, sfm_dir, caplog):
     root = tmp_path / "bu3dfe"
     write_synth_tree(root, "bu3dfe", CFG, load_sfm(sfm_dir), subjects=[0], labels=("neutral", "happiness"), intensities=(4,), progress=False)
     bad = sorted(root.glob("*/*_NE00*_F3D.wrl"))[0]
     bad.write_text("#VRML V2.0 utf8\nTransform { children [ Shape { geometry IndexedFaceSet { coord Coordinate { point [ 1 2")
-    folder = prepare_cache("bu3dfe", root, tmp_path / "cache", RenderSettings(size=32), progress=False)
+    with caplog.at_level(logging.WARNING):
+        folder = prepare_cache("bu3dfe", root, tmp_path / "cache", RenderSettings(size=32), progress=False)
+    assert "skipping" in caplog.text and bad.name in caplog.text
     report = json.loads((folder / "report.json").read_text())
     assert report["rendered"] == 1 and len(report["bad"]) == 1
-    assert report["bad"][0]["paths"] == [str(bad)] and report["bad"][0]["error"]
+    assert report["bad"][0]["paths"] == [str(bad)] and report["bad"][0]["error"].startswith("ScanError")
     ds = RenderCacheDataset(folder)
     assert [e["label"] for e in ds.entries] == ["happiness"]
     assert read_bu3dfe(root)  # the reader itself lists both: the bad file is only found when loaded

@@ -262,19 +262,22 @@ def _render_shard(job: dict) -> dict:
     images, entries, bad = [], [], []
     statics = [(i, it) for i, it in enumerate(items) if not it.sequence]
     results: list = [None] * len(items)
+    progress = job.get("progress") or (lambda n: None)
     b = renderer.settings.batch
     for start in range(0, len(statics), b):
         chunk = statics[start : start + b]
         for (i, _), res in zip(chunk, renderer.render_static([it for _, it in chunk])):
             results[i] = res
-        job["progress"](len(chunk)) if job.get("progress") else None
+        progress(len(chunk))
     for i, it in enumerate(items):
         if it.sequence:
             results[i] = renderer.render_sequence(it)
-            job["progress"](1) if job.get("progress") else None
+            progress(1)
     for it, res in zip(items, results):
-        if isinstance(res, BaseException):
-            bad.append({**it.entry(), "paths": list(it.paths), "error": f"{type(res).__name__}: {res}"})
+        if isinstance(res, Exception):
+            error = f"{type(res).__name__}: {res}"
+            logger.warning("skipping %s (%s): %s", it.key, it.paths[0] if it.paths else "synth", error)
+            bad.append({**it.entry(), "paths": list(it.paths), "error": error})
             continue
         entries.append({**it.entry(), "shard": job["shard"], "row": len(images)})
         images.append(np.asarray(res, dtype=np.uint8))

@@ -68,6 +68,13 @@ def cmd_prepare(args) -> int:
         align=args.align, frames=args.frames, batch=args.batch,
     )  # fmt: skip
     samples = None
+    if args.dataset == "synth" and args.root:
+        print(
+            "--dataset synth generates scans in memory and takes no --root; to render a tree written by "
+            "`synth --layout L`, use --dataset L --root TREE",
+            file=sys.stderr,
+        )
+        return 2
     if args.dataset != "synth":
         from .datasets import read_dataset, select_protocol
 

@@ -81,3 +81,12 @@ def test_settings_key_separates_caches():
     assert RenderSettings(views=[[0, 0], [30, 0]]).key() == RenderSettings(views=((0, 0), (30, 0))).key()
     with pytest.raises(ValueError):
         RenderSettings(size=0)
+
+
+def test_bu4dfe_tree_renders_dynamic_images(tmp_path, sfm_dir):
+    root = tmp_path / "bu4dfe"
+    write_synth_tree(root, "bu4dfe", CFG, load_sfm(sfm_dir), subjects=[1], labels=("fear", "surprise"), num_frames=4, progress=False)
+    folder = prepare_cache("bu4dfe", root, tmp_path / "cache", RenderSettings(size=32, frames=3), progress=False)
+    ds = RenderCacheDataset(folder)
+    assert [e["label"] for e in ds.entries] == ["fear", "surprise"] and all(e["sequence"] for e in ds.entries)
+    assert ds[1]["pixel_values"].shape == (3, 32, 32, 3) and ds.report()["bad"] == []

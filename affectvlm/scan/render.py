@@ -59,7 +59,7 @@ DEFAULT_EXTENT = 1.1
 # views rotate about a point half a face radius behind the nose tip (about the face's centre), so
 # that the face stays centred in side views instead of swinging around its nose
 DEFAULT_PIVOT = (0.0, 0.0, -0.5)
-DEFAULT_LIGHT = (0.0, 0.3, 1.0)  # from slightly above, symmetric in x (the mirror test relies on it)
+DEFAULT_LIGHT = (0.0, 0.6, 1.0)  # from above, symmetric in x (the mirror test relies on it)
 
 _EPS = 1e-5  # barycentric tolerance: pixel centres on a shared edge are inside both triangles
 _BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # candidate grid sizes, in pixels per side
@@ -150,12 +150,12 @@ _VALID = 1 << 32  # keys at or above this hold a surface; smaller ones are backg
 _EXACT, _HIDDEN = len(_BUCKETS), len(_BUCKETS) + 1  # classes after the buckets
 
 
-def _rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """table[:, idx] for an (R, T) table: one 1D gather per row (several times faster on CPU than a
-    2D index_select along dim 1)."""
-    out = torch.empty(table.shape[0], len(idx), dtype=table.dtype, device=table.device)
-    for r in range(table.shape[0]):
-        torch.index_select(table[r], 0, idx, out=out[r])
+def _rows(table, idx: torch.Tensor) -> torch.Tensor:
+    """table[:, idx] for an (R, T) table or a list of R contiguous tensors of T elements: one 1D
+    gather per row (several times faster on CPU than a 2D index_select along dim 1), no stacking."""
+    out = torch.empty(len(table), len(idx), dtype=table[0].dtype, device=table[0].device)
+    for r, row in enumerate(table):
+        torch.index_select(row.reshape(-1), 0, idx, out=out[r])
     return out
 
 
@@ -203,9 +203,8 @@ class _Batch:
             self.face_scan = torch.repeat_interleave(
                 torch.tensor(self.mesh_scans, device=device), torch.tensor(fcounts, device=device)
             )  # (F,) scan index of each face
-            # triangle ids pack (view << shift | face) into the low 31 bits of a z-buffer key
-            self.shift = max(1, int(self.nf - 1).bit_length())
-            if (self.nv << self.shift) >= 2**31:
+            # triangle ids (view * F + face) live in the low 31 bits of a z-buffer key
+            if self.nv * self.nf >= 2**31:
                 raise ValueError(
                     f"too many faces x views in one call ({self.nf} x {self.nv}): split the batch"
                 )
@@ -242,8 +241,8 @@ class _Batch:
 def _mesh_zbuffer(b: _Batch, zb: torch.Tensor) -> torch.Tensor:
     """Rasterise every mesh face in every view into `zb` ((B*V*H*W,) int64 keys).
 
-    Returns the (6, V*F) rows x0, y0, a1, a2, b1, b2 that recover barycentrics at a pixel; row
-    index view * F + face.
+    Returns the rows x0, y0, a1, a2, b1, b2 (each (V, F)) that recover barycentrics at a pixel;
+    the triangle id in a key is view * F + face.
     """
     dev, size, nv, nf = b.device, b.size, b.nv, b.nf
     p = torch.matmul(b.pixel_rot, b.corners).view(nv, 3, 3, nf)  # (V, xyz, corner, F)
@@ -268,26 +267,27 @@ def _mesh_zbuffer(b: _Batch, zb: torch.Tensor) -> torch.Tensor:
     side = torch.maximum(ext[:, 0], ext[:, 1]) + 1
     cls = torch.index_select(lut, 0, side.clamp(0, 33).long().view(-1)).view(nv, nf)
     s = torch.index_select(side_of, 0, cls.long().view(-1)).view(nv, nf)
-    visible = (area != 0) & (ext.amin(1) >= 0) & (j1.amin(1) >= 0) & (j0.amax(1) <= size - 1)
+    j0min, j0max = j0.amin(1), j0.amax(1)
+    visible = (area != 0) & (ext.amin(1) >= 0) & (j1.amin(1) >= 0) & (j0max <= size - 1)
     # the whole s x s window must lie in the image for the broadcast path
-    fits = (j0.amin(1) >= 0) & (j0.amax(1) + s <= size)
-    cls = cls * fits + _EXACT * ~fits
-    cls = (cls * visible + _HIDDEN * ~visible).to(torch.uint8).view(-1)
+    fits = (j0min >= 0) & (j0max + s <= size)
+    cls = torch.where(fits, cls, _EXACT)
+    cls = torch.where(visible, cls, _HIDDEN).view(-1)
     order = torch.argsort(cls)  # uint8 keys sort fast
     counts = torch.bincount(cls, minlength=_HIDDEN + 1).tolist()
     nvis = sum(counts[:_HIDDEN])
     order = order[:nvis]
 
     img = torch.arange(nv, device=dev)[:, None] + b.face_scan[None, :] * nv  # (V, F) image of each triangle
-    tid = (torch.arange(nv, device=dev)[:, None] << b.shift) | torch.arange(nf, device=dev)[None, :]
     # per-triangle rows in class order, with barycentrics and depth at the window's first pixel centre
     bx, by = j0[:, 0] - half - x0, j0[:, 1] - half - y0
-    pbase = img * (size * size) + j0[:, 1].long() * size + j0[:, 0].long()
-    table = torch.stack(
-        [a1 * bx + b1 * by, a2 * bx + b2 * by, z0 + az * bx + bz * by, a1, a2, az, b1, b2, bz]
-    )
-    table = _rows(table.view(9, -1), order)  # (9, Tvis)
-    ints = _rows(torch.stack([pbase, tid]).view(2, -1), order)  # (2, Tvis) int64
+    pbase = (img * (size * size)).add_(j0[:, 1].long() * size).add_(j0[:, 0].long())
+    w1o = torch.addcmul(a1 * bx, b1, by)
+    w2o = torch.addcmul(a2 * bx, b2, by)
+    zo = torch.addcmul(torch.addcmul(z0, az, bx), bz, by)
+    table = _rows([w1o, w2o, zo, a1, a2, az, b1, b2, bz], order)  # (9, Tvis)
+    pbase = torch.index_select(pbase.view(-1), 0, order)
+    tid = order  # the linear id view * F + face
     start = 0
     for k, s in enumerate(_BUCKETS):
         cnt = counts[k]
@@ -303,8 +303,8 @@ def _mesh_zbuffer(b: _Batch, zb: torch.Tensor) -> torch.Tensor:
         # rejected candidates get depth 0 and so a key below _VALID that never beats a surface
         key = (w[2] * inside).view(torch.int32).long()
         key <<= 32
-        key |= ints[1, None, sl]
-        pix = ints[0, None, sl] + poff
+        key |= tid[None, sl]
+        pix = pbase[None, sl] + poff
         zb.scatter_reduce_(0, pix.view(-1), key.view(-1), reduce="amax")
     cnt = counts[_EXACT]
     if cnt:  # border and large triangles: enumerate exactly the candidates inside their clipped box
@@ -323,15 +323,15 @@ def _mesh_zbuffer(b: _Batch, zb: torch.Tensor) -> torch.Tensor:
         t = torch.index_select(sel, 0, which)
         gx = torch.index_select(cj0x, 0, which) + ox
         gy = torch.index_select(cj0y, 0, which) + oy
-        rows = _rows(torch.stack([x0, y0, z0, a1, a2, az, b1, b2, bz]).view(9, -1), t)
+        rows = _rows([x0.contiguous(), y0.contiguous(), z0, a1, a2, az, b1, b2, bz], t)
         dx, dy = gx - half - rows[0], gy - half - rows[1]
         w1, w2 = rows[3] * dx + rows[6] * dy, rows[4] * dx + rows[7] * dy
         z = rows[2] + rows[5] * dx + rows[8] * dy
         inside = (torch.minimum(w1, w2) >= -_EPS) & (w1 + w2 <= 1.0 + _EPS)
-        key = ((z * inside).view(torch.int32).long() << 32) | torch.index_select(tid.view(-1), 0, t)
+        key = ((z * inside).view(torch.int32).long() << 32) | t
         pix = torch.index_select(img.reshape(-1), 0, t) * (size * size) + gy.long() * size + gx.long()
         zb.scatter_reduce_(0, pix, key, reduce="amax")
-    return torch.stack([x0, y0, a1, a2, b1, b2]).view(6, -1)
+    return [x0.contiguous(), y0.contiguous(), a1, a2, b1, b2]
 
 
 def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None) -> float:
@@ -410,8 +410,8 @@ def _rasterize_flat(b: _Batch, point_radius, fill_holes) -> dict:
     """Z-buffer every scan in every view; return the covered pixels as flat (P,) lists.
 
     Keys: pix (flat index img * H * W + i * W + j), img (scan * V + view), row, col, depth
-    (view-space z), is_tri; for triangles face (global face index), view, lin (view * F + face) and
-    bary (3, P); for points point (global vertex index).
+    (view-space z), is_tri; for triangles face (global face index), view and bary (3, P); for
+    points point (global vertex index).
     """
     dev, size, nv = b.device, b.size, b.nv
     n_img = len(b.scans) * nv
@@ -437,11 +437,10 @@ def _rasterize_flat(b: _Batch, point_radius, fill_holes) -> dict:
     out["is_tri"] = is_tri
     if bary_rows is not None:
         t = ident if not b.point_scans else ident * is_tri
-        view = t >> b.shift
-        face = t & ((1 << b.shift) - 1)
-        lin = view * b.nf + face
+        view = _floor_div(t, b.nf)
+        face = t - view * b.nf
         half = size / 2.0 - 0.5
-        rows = _rows(bary_rows, lin)  # (6, P): x0, y0, a1, a2, b1, b2
+        rows = _rows(bary_rows, t)  # (6, P): x0, y0, a1, a2, b1, b2
         dx = col.float() - half - rows[0]
         dy = row.float() - half - rows[1]
         w1 = (rows[2] * dx + rows[4] * dy).clamp_(0.0, 1.0)
@@ -449,7 +448,7 @@ def _rasterize_flat(b: _Batch, point_radius, fill_holes) -> dict:
         # pixels on an edge may sit slightly outside: clamp, then make the weights sum to one
         w0 = (1.0 - w1 - w2).clamp_(min=0.0)
         norm = 1.0 / (w0 + w1 + w2)
-        out.update(bary=torch.stack([w0 * norm, w1 * norm, w2 * norm]), view=view, face=face, lin=lin)
+        out.update(bary=torch.stack([w0 * norm, w1 * norm, w2 * norm]), view=view, face=face)
     if b.point_scans:
         g = (ident - 2**31) * ~is_tri
         out["point"] = torch.remainder(g, b.nverts)
@@ -564,7 +563,7 @@ def render_views(
     extent: float = DEFAULT_EXTENT,
     pivot=DEFAULT_PIVOT,
     light=DEFAULT_LIGHT,
-    ambient: float = 0.15,
+    ambient: float = 0.1,
     point_radius: float | None = None,
     fill_holes: int = 3,
     device=None,
@@ -635,7 +634,7 @@ def render_views(
         # the norm by components: torch's norm over a length-3 dim is a slow strided reduction
         inv = torch.rsqrt((nx * nx + ny * ny + nz * nz).clamp_min(1e-24))
         # two-sided: a surface seen from behind (open scans, ears) is lit like its front
-        inv = torch.where(nz < 0, -inv, inv)
+        inv = torch.copysign(inv, nz)
         if mode == "normal":
             lvec = np.asarray(light, dtype=np.float64)
             lx, ly, lz = (lvec / np.linalg.norm(lvec) * (1.0 - ambient)).tolist()

@@ -107,17 +107,18 @@ class Scan:
         keep = np.asarray(keep, dtype=bool)
         if keep.all():
             return self
+        # np.compress and take: several times faster than boolean and fancy indexing on (N, 3) arrays
         remap = np.cumsum(keep, dtype=np.int64) - 1
         faces = None
         if self.faces is not None:
             f = self.faces
-            f = f[keep[f[:, 0]] & keep[f[:, 1]] & keep[f[:, 2]]]
-            faces = remap[f]
+            kept = keep.take(f[:, 0]) & keep.take(f[:, 1]) & keep.take(f[:, 2])
+            faces = remap.take(np.compress(kept, f, axis=0))
         return Scan(
-            vertices=self.vertices[keep],
+            vertices=np.compress(keep, self.vertices, axis=0),
             faces=faces,
-            colors=None if self.colors is None else self.colors[keep],
-            uv=None if self.uv is None else self.uv[keep],
+            colors=None if self.colors is None else np.compress(keep, self.colors, axis=0),
+            uv=None if self.uv is None else np.compress(keep, self.uv, axis=0),
             texture=self.texture,
             path=self.path,
         )

@@ -277,3 +277,37 @@ def test_few_nonfinite_vertices_are_dropped(tmp_path):
     back = load_scan(tmp_path / "n.ply")
     assert back.num_vertices == 9 and back.num_faces == 2
     assert np.isfinite(back.vertices).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        ("a.obj", b"v 0 0 0\n" * 50 + b"f 1 2 3\n"),
+        (
+            "a.stl",
+            b"solid x\n"
+            + b"facet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\nvertex 0 1 0\nendloop\nendfacet\n"
+            * 30,
+        ),
+        ("a.xyz", b"0 0 0\n" * 200),
+        ("a.wrl", b"#VRML V2.0 utf8\ncoord Coordinate { point [ " + b"1 2 3 " * 40 + b"] }"),
+    ],
+)
+def test_caps_are_checked_before_parsing(tmp_path, name, payload):
+    (tmp_path / name).write_bytes(payload)
+    with pytest.raises(ScanError, match="cap"):
+        load_scan(tmp_path / name, max_vertices=20, max_faces=20)
+
+
+def test_hostile_wrl_is_fast(tmp_path):
+    import time
+
+    # many unterminated ImageTexture nodes: an unbounded lazy regex would take quadratic time
+    payload = (
+        b"#VRML V2.0 utf8\ncoord Coordinate { point [ 0 0 0, 1 0 0, 0 1 0 ] }\n"
+        + b"ImageTexture { " * 200_000
+    )
+    (tmp_path / "a.wrl").write_bytes(payload)
+    start = time.perf_counter()
+    scan = load_scan(tmp_path / "a.wrl")
+    assert scan.num_vertices == 3 and time.perf_counter() - start < 5.0

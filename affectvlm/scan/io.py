@@ -158,6 +158,9 @@ def _load_npy(data: bytes, path: str, max_vertices: int) -> Scan:
 
 
 def _load_points_text(data: bytes, path: str, max_vertices: int) -> Scan:
+    # count lines in C before splitting: a list of lines costs ~50 bytes each
+    if data.count(b"\n") > 2 * max_vertices + 1024:
+        raise ScanError(f"point file has more lines than twice the cap of {max_vertices} points ({path})")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -265,6 +268,19 @@ def _check_stl(data: bytes, path: str, max_faces: int) -> None:
         raise ScanError(f"truncated or corrupt binary STL: size does not match its triangle count ({path})")
 
 
+def _check_text_counts(data: bytes, path: str, ext: str, max_vertices: int, max_faces: int) -> None:
+    """OBJ and ASCII STL have no header: count their records in C before trimesh parses them."""
+    if ext == ".obj":
+        nv = data.count(b"\nv ") + data.startswith(b"v ")
+        nf = data.count(b"\nf ") + data.startswith(b"f ")
+    else:
+        nv, nf = 0, data.count(b"facet normal")
+    if nv > max_vertices:
+        raise ScanError(f"{nv} vertex records, more than the cap of {max_vertices} ({path})")
+    if nf > max_faces:
+        raise ScanError(f"{nf} face records, more than the cap of {max_faces} ({path})")
+
+
 def _check_glb(data: bytes, path: str, max_vertices: int) -> None:
     if len(data) < 20 or data[:4] != b"glTF":
         raise ScanError(f"not a GLB file: no 'glTF' magic ({path})")
@@ -293,6 +309,10 @@ def _load_trimesh(
         _check_off_header(data, path, max_vertices, max_faces)
     elif ext == ".stl":
         _check_stl(data, path, max_faces)
+        if data.lstrip().startswith(b"solid"):
+            _check_text_counts(data, path, ext, max_vertices, max_faces)
+    elif ext == ".obj":
+        _check_text_counts(data, path, ext, max_vertices, max_faces)
     elif ext == ".glb":
         _check_glb(data, path, max_vertices)
     import trimesh

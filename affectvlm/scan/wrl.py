@@ -10,6 +10,7 @@ at identity). Nodes may come in any order, numbers may be separated by spaces, c
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,24 +30,44 @@ _BLOCKS = {
     "texCoordIndex": re.compile(r"(?<![A-Za-z])texCoordIndex\s*\["),
     "color": re.compile(r"(?<![A-Za-z])color\s+" + _DEF + r"Color\s*\{\s*color\s*\["),
 }
-_URL = re.compile(r'ImageTexture\s*\{[^}]*?url\s*\[?\s*"([^"]+)"', re.S)
+# the first `url "..."` (BU-3DFE's only url is the ImageTexture's); a literal start keeps the search
+# linear, where "ImageTexture {[^}]*? url" rescans from every ImageTexture of a hostile file
+_URL = re.compile(r'(?<![A-Za-z])url\s*\[?\s*"([^"\n]{1,1024})"')
+
+
+_PIECE = 1 << 22  # characters parsed per numpy call
 
 
 def _numbers(text: str, start: int, what: str, path: str, limit: int, dtype) -> tuple[np.ndarray, int]:
-    """Numbers between `start` (just after '[') and the matching ']'; returns (array, end index)."""
+    """Numbers between `start` (just after '[') and the matching ']'; returns (array, end index).
+
+    numpy parses the text in C, piece by piece, and parsing stops as soon as more than `limit`
+    numbers were seen, so a list longer than the cap is refused without holding much more than the
+    cap in memory (a Python token list would take ~50 bytes per number first).
+    """
     end = text.find("]", start)
     if end < 0:
         raise ScanError(f"truncated VRML file: '{what}' list is never closed with ']' ({path})")
-    tokens = text[start:end].replace(",", " ").split()
-    # the token count bounds the array size: check the cap before converting anything
-    if len(tokens) > limit:
-        raise ScanError(
-            f"VRML '{what}' list has {len(tokens)} numbers, more than the cap of {limit} ({path})"
-        )
-    try:
-        values = np.array(tokens, dtype=dtype) if tokens else np.zeros(0, dtype)
-    except (ValueError, OverflowError) as exc:
-        raise ScanError(f"corrupt number in VRML '{what}' list: {exc} ({path})") from None
+    pieces, total, pos = [], 0, start
+    while pos < end:
+        stop = min(end, pos + _PIECE)
+        if stop < end:  # cut at whitespace or a comma, never inside a number
+            stop = max(text.rfind(c, pos, stop) for c in " \n\t\r,")
+            if stop <= pos:
+                raise ScanError(f"corrupt VRML '{what}' list: a token longer than {_PIECE} characters ({path})")
+        with warnings.catch_warnings():
+            # numpy reports unparsable text as a DeprecationWarning in some versions, ValueError in others
+            warnings.simplefilter("error", DeprecationWarning)
+            try:
+                part = np.fromstring(text[pos:stop].replace(",", " "), dtype=dtype, sep=" ")
+            except (ValueError, DeprecationWarning):
+                raise ScanError(f"corrupt number in VRML '{what}' list ({path})") from None
+        total += len(part)
+        if total > limit:
+            raise ScanError(f"VRML '{what}' list has more than {limit} numbers, the cap ({path})")
+        pieces.append(part)
+        pos = stop + 1 if stop < end else end
+    values = np.concatenate(pieces) if len(pieces) > 1 else (pieces[0] if pieces else np.zeros(0, dtype))
     return values, end + 1
 
 

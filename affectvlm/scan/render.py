@@ -180,8 +180,9 @@ class _Batch:
         self.vstart = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.nverts = int(self.vstart[-1])
         verts = np.concatenate([s.vertices for s in scans]) if len(scans) > 1 else scans[0].vertices
-        verts = torch.from_numpy(verts).to(device) - torch.tensor(pivot, dtype=torch.float32, device=device)
-        self.verts = verts.T.contiguous()  # (3, N): coordinate rows keep every op on long contiguous rows
+        # (3, N): coordinate rows keep every op on long contiguous rows (numpy transposes ~5x faster)
+        verts = np.ascontiguousarray(verts.T) - np.asarray(pivot, dtype=np.float32)[:, None]
+        self.verts = torch.from_numpy(verts).to(device)
         rot = torch.tensor(np.stack([view_rotation(*v) for v in views]), dtype=torch.float32, device=device)
         scale = size / (2.0 * extent)
         self.rot = rot  # (V, 3, 3) scan -> view space
@@ -194,10 +195,10 @@ class _Batch:
         self.normals = None
         self.nf = 0
         if self.mesh_scans:
-            faces = [torch.from_numpy(scans[i].faces) + int(self.vstart[i]) for i in self.mesh_scans]
-            faces = (torch.cat(faces) if len(faces) > 1 else faces[0]).to(device)
+            faces = [scans[i].faces + self.vstart[i] for i in self.mesh_scans]
+            faces = np.concatenate(faces) if len(faces) > 1 else faces[0]
             self.nf = len(faces)
-            self.faces_t = faces.T.contiguous()  # (3, F) global vertex ids, corner-major
+            self.faces_t = torch.from_numpy(np.ascontiguousarray(faces.T)).to(device)  # (3, F) global ids
             fcounts = [scans[i].num_faces for i in self.mesh_scans]
             self.fstart = np.concatenate([[0], np.cumsum(fcounts)]).astype(np.int64)
             self.face_scan = torch.repeat_interleave(
@@ -221,11 +222,10 @@ class _Batch:
         fn = torch.stack(
             [e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]]
         )  # (3, F), length = 2 * area
-        # one index_add over all coordinates and corners: (3 xyz, 3 corners, F) targets xyz * N + vertex
-        target = self.faces_t[None] + torch.arange(3, device=self.device)[:, None, None] * self.nverts
-        n = torch.zeros(3 * self.nverts, device=self.device)
-        n.index_add_(0, target.reshape(-1), fn[:, None, :].expand(3, 3, nf).reshape(-1))
-        return n.view(3, self.nverts)
+        n = torch.zeros(3, self.nverts, device=self.device)
+        for k in range(3):  # each corner receives its face's normal
+            n.index_add_(1, self.faces_t[k], fn)
+        return n
 
     def point_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Point-cloud vertices in every view: (V, 3, P) pixel units, and (P,) their global ids."""
@@ -406,7 +406,7 @@ def _prepare(scans, views, size, extent, pivot, device, need_normals):
     return _Batch(scans, views, int(size), float(extent), pivot, device, need_normals)
 
 
-def _rasterize_flat(b: _Batch, point_radius, fill_holes) -> dict:
+def _rasterize_flat(b: _Batch, point_radius, fill_holes, need_depth: bool = True, need_bary: bool = True) -> dict:
     """Z-buffer every scan in every view; return the covered pixels as flat (P,) lists.
 
     Keys: pix (flat index img * H * W + i * W + j), img (scan * V + view), row, col, depth
@@ -425,8 +425,10 @@ def _rasterize_flat(b: _Batch, point_radius, fill_holes) -> dict:
     pix = _flatnonzero(zb >= _VALID)
     key = torch.index_select(zb, 0, pix)
     ident = key & 0xFFFFFFFF
-    # the key's high half is the float bit pattern of the shifted depth: decode it exactly
-    depth = (key >> 32).to(torch.int32).view(torch.float32) - b.zshift
+    depth = None
+    if need_depth or b.point_scans:
+        # the key's high half is the float bit pattern of the shifted depth: decode it exactly
+        depth = (key >> 32).to(torch.int32).view(torch.float32) - b.zshift
     hw = size * size
     img = _floor_div(pix, hw)
     rem = pix - img * hw
@@ -435,7 +437,7 @@ def _rasterize_flat(b: _Batch, point_radius, fill_holes) -> dict:
     out = {"pix": pix, "id": ident, "depth": depth, "img": img, "row": row, "col": col}
     is_tri = ident < 2**31
     out["is_tri"] = is_tri
-    if bary_rows is not None:
+    if bary_rows is not None and need_bary:
         t = ident if not b.point_scans else ident * is_tri
         view = _floor_div(t, b.nf)
         face = t - view * b.nf
@@ -595,7 +597,7 @@ def render_views(
             if not s.has_texture:
                 raise ScanError(f"mode='texture' needs a texture image with uv or vertex colours ({s.path})")
     b = _prepare(scans, views, size, extent, pivot, device, need_normals=mode in ("normal", "normal_map"))
-    flat = _rasterize_flat(b, point_radius, fill_holes)
+    flat = _rasterize_flat(b, point_radius, fill_holes, need_depth=mode == "depth", need_bary=mode != "depth")
     dev, nv, size = b.device, b.nv, b.size
     n_img = len(b.scans) * nv
     n_pix = n_img * size * size
@@ -612,8 +614,9 @@ def render_views(
     elif mode in ("normal", "normal_map"):
         normals = torch.zeros(3, len(pix), device=dev)
         if b.mesh_scans:
-            # vertex normals rotated into every view once: (V, 3, N) -> rows (3, V * N)
-            nrm = torch.matmul(b.rot, b.normals).permute(1, 0, 2).reshape(3, -1)
+            # vertex normals rotated into every view once, as rows (3, V * N): stacking the rotations
+            # as (3 * V, 3) puts row i * V + v = (R_v n)_i, so no permuted copy is needed
+            nrm = torch.matmul(b.rot.permute(1, 0, 2).reshape(3 * nv, 3), b.normals).view(3, -1)
             base = flat["view"] * b.nverts
             w = flat["bary"]
             for k in range(3):

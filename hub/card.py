@@ -1,20 +1,26 @@
 """The model card: cross-validation results read from `results.json`, and the README.md written from them.
 
-`results.json` is what `train/cross_validate.py` writes. The reader is lenient, because the card must not
-break when that file gains or loses a key; what it understands:
+`results.json` is what `train/cross_validate.py` writes: one summary per variant (the full model, ablations,
+baselines), the fold lists and the command. The card uses one variant (default "full"):
 
     {
-      "dataset": "SynthFER-3D",                      # or {"name": ...}; default "unknown dataset"
-      "protocol": "subject-independent 10-fold",     # str or dict; default "<k>-fold cross-validation"
-      "folds": [                                     # also "per_fold" / "fold_results" / "fold_metrics"
-        {"fold": 0, "accuracy": 0.81, "macro_f1": 0.80, "per_class_f1": {...}, "num_samples": 120},
-        ...                                          # accuracy may sit under "test"/"metrics"/"eval"
-      ],
-      "mean_accuracy": 0.80, "std_accuracy": 0.02,   # or "accuracy": {"mean", "std"}; else computed
-      "per_class_f1": {"anger": 0.7, ...}            # or {label: {"mean", "std"}}; else the fold mean
+      "config": "synth-cpu", "task": "3d", "k": 3, "folds_run": [0, 1, 2], "fold_lists": [...],
+      "variants": {
+        "full": {"folds": [0, 1, 2], "accuracy_per_fold": [0.81, 0.79, 0.83],
+                 "accuracy_mean": 0.81, "accuracy_std": 0.02,           # std over folds (sample, ddof=1)
+                 "macro_f1_mean": 0.80, "per_class_f1": {"anger": 0.7, ...},   # pooled over all test samples
+                 "pooled_accuracy": 0.81, "confusion_matrix": [...], ...},
+        ...
+      }
     }
 
-A file in percent (any accuracy above 1) is read as percent throughout: every score becomes a fraction.
+The reader is lenient, because the card must not break when that file gains or loses a key. It also takes
+a flat file ({"dataset", "protocol", "folds": [{"fold", "accuracy", "macro_f1", "per_class_f1"}],
+"mean_accuracy", "std_accuracy", "per_class_f1"}; accuracy may sit under "test"/"metrics") and a single
+run's results.json from `train/train.py` (metrics under "test"). What is missing is filled in: the mean and
+the sample std from the folds, the dataset ("SynthFER-3D" for cross_validate.py's tasks, which run only on
+SynthFER-3D), the protocol from k, the folds run and the task. A file in percent (any accuracy above 1) is
+read as percent throughout: every score becomes a fraction.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ INTRO = (
 )
 
 _FOLD_KEYS = ("folds", "per_fold", "fold_results", "fold_metrics")
+# cross_validate.py's tasks, all on SynthFER-3D (its TASKS: 3d -> synth3d, 4d -> synth4d, all -> both)
+_TASKS = {"3d": "static 3D scans", "4d": "4D sequences (dynamic images)", "all": "3D scans and 4D sequences"}
 _NESTED = ("test", "metrics", "eval", "evaluation")
 
 
@@ -67,8 +75,10 @@ class CrossValidation:
     mean_accuracy: float
     std_accuracy: float
     per_class_f1: dict[str, float] = field(default_factory=dict)
+    per_class_f1_note: str = ""  # how the per-class F1 were computed
     macro_f1: float | None = None
-    std_computed: bool = False  # True when std came from the folds, not from the file
+    variant: str | None = None
+    std_computed: bool = False  # True when the std came from the folds, not from the file
 
 
 def _number(value) -> float | None:
@@ -108,54 +118,88 @@ def _text(value) -> str | None:
     return str(value)
 
 
-def _fold_entries(data: Mapping) -> list:
-    """The per-fold results: the first candidate list whose items carry an accuracy (not subject lists)."""
-    for key in _FOLD_KEYS:
-        entries = data.get(key)
-        if isinstance(entries, list) and entries and all(
-            _number(e) is not None or (isinstance(e, Mapping) and _find(e, ("accuracy", "acc")) is not None)
-            for e in entries
-        ):
-            return entries
-    # A single training run's results.json (train/train.py): one held-out fold, metrics under "test".
-    if isinstance(data.get("test"), Mapping) and _number(data["test"].get("accuracy")) is not None:
-        return [data]
-    return []
-
-
-def _fold_name(entry: Mapping, i: int) -> str:
-    fold = entry.get("fold", entry.get("index", i))
-    if isinstance(fold, Mapping):  # a Fold.to_dict() (index + subject lists)
-        fold = fold.get("index", i)
-    return str(fold)
-
-
-def parse_results(data) -> CrossValidation:
-    """Results dict (see the module docstring) -> CrossValidation; raises PublishError if unusable."""
-    if not isinstance(data, Mapping):
-        raise PublishError("results must be a JSON object")
+def _fold_results(section: Mapping) -> list[FoldResult]:
+    """The per-fold results of one summary: cross_validate.py's parallel lists, or a list of fold dicts."""
+    accuracies = section.get("accuracy_per_fold")
+    if isinstance(accuracies, list) and accuracies:
+        if not all(_number(a) is not None for a in accuracies):
+            raise PublishError("accuracy_per_fold must hold numbers")
+        names = section.get("folds")
+        names = names if isinstance(names, list) and len(names) == len(accuracies) else range(len(accuracies))
+        return [FoldResult(fold=str(name), accuracy=float(a)) for name, a in zip(names, accuracies)]
+    entries = next(
+        (section[k] for k in _FOLD_KEYS if isinstance(section.get(k), list) and section[k]
+         and all(isinstance(e, Mapping) and _find(e, ("accuracy", "acc")) is not None for e in section[k])),
+        None,
+    )
+    if entries is None and isinstance(section.get("test"), Mapping) and "accuracy" in section["test"]:
+        entries = [section]  # a single training run's results.json (train/train.py): one held-out fold
     folds = []
-    for i, entry in enumerate(_fold_entries(data)):
-        if not isinstance(entry, Mapping):
-            folds.append(FoldResult(fold=str(i), accuracy=float(entry)))
-            continue
+    for i, entry in enumerate(entries or []):
         accuracy = _number(_find(entry, ("accuracy", "acc")))
         if accuracy is None:
             raise PublishError(f"fold {i} of the results has a non-numeric accuracy")
+        name = entry.get("fold", entry.get("index", i))
+        if isinstance(name, Mapping):  # a Fold.to_dict() (index + subject lists)
+            name = name.get("index", i)
         count = _number(_find(entry, ("num_samples", "n_test", "num_test")))
         folds.append(
             FoldResult(
-                fold=_fold_name(entry, i),
+                fold=str(name),
                 accuracy=accuracy,
                 macro_f1=_number(_find(entry, ("macro_f1", "f1_macro"))),
                 num_samples=None if count is None else int(count),
                 per_class_f1=_label_scores(_find(entry, ("per_class_f1",))),
             )
         )
+    return folds
 
-    summary = data.get("accuracy") if isinstance(data.get("accuracy"), Mapping) else {"mean": data.get("accuracy")}
-    mean = _number(data.get("mean_accuracy", data.get("accuracy_mean", summary.get("mean"))))
-    std = _number(data.get("std_accuracy", data.get("accuracy_std", summary.get("std"))))
+
+def _pick_variant(data: Mapping, variant: str | None) -> tuple[Mapping, str | None]:
+    """cross_validate.py's file: the summary of `variant` (default "full", or the only one)."""
+    variants = data.get("variants")
+    if not isinstance(variants, Mapping) or not variants:
+        if variant is not None:
+            raise PublishError(f"--variant {variant}: the results have no per-variant summaries")
+        return data, None
+    if variant is None:
+        variant = "full" if "full" in variants else (next(iter(variants)) if len(variants) == 1 else None)
+    if variant not in variants or not isinstance(variants[variant], Mapping):
+        raise PublishError(
+            f"choose the variant this checkpoint is (--variant): the results have {', '.join(variants)}"
+            + (f", not {variant!r}" if variant else "")
+        )
+    return variants[variant], variant
+
+
+def _protocol(data: Mapping, k: int, variant: str | None) -> str:
+    """'subject-independent 10-fold cross-validation, static 3D scans' from cross_validate.py's keys."""
+    total = data.get("k") if isinstance(data.get("k"), int) else k
+    if total == 1:  # a single training run: one fold's test subjects, not a cross-validation
+        text = "subject-independent train/test split (one fold)"
+    else:
+        text = f"subject-independent {total}-fold cross-validation"
+    run = data.get("folds_run")
+    if isinstance(run, list) and isinstance(total, int) and 0 < len(run) < total:
+        text += f" (folds {', '.join(map(str, run))} run)"
+    if data.get("task") in _TASKS:
+        text += f", {_TASKS[data['task']]}"
+    if variant not in (None, "full"):
+        text += f", variant {variant}"
+    return text
+
+
+def parse_results(data, variant: str | None = None) -> CrossValidation:
+    """Results dict (see the module docstring) -> CrossValidation; raises PublishError if unusable."""
+    if not isinstance(data, Mapping):
+        raise PublishError("results must be a JSON object")
+    section, variant = _pick_variant(data, variant)
+    folds = _fold_results(section)
+
+    summary = section.get("accuracy")
+    summary = summary if isinstance(summary, Mapping) else {"mean": summary}
+    mean = _number(section.get("mean_accuracy", section.get("accuracy_mean", summary.get("mean"))))
+    std = _number(section.get("std_accuracy", section.get("accuracy_std", summary.get("std"))))
     if mean is None and not folds:
         raise PublishError("results have neither per-fold accuracies nor a mean accuracy")
     # One scale for the whole file, decided on the accuracies: a per-value guess would misread a std of
@@ -168,32 +212,39 @@ def parse_results(data) -> CrossValidation:
     accuracies = [f.accuracy for f in folds]
     std_computed = std is None
     mean = mean * scale if mean is not None else statistics.fmean(accuracies)
-    # Population std (ddof=0, numpy's default) when the file does not give one.
-    std = std * scale if std is not None else (statistics.pstdev(accuracies) if len(accuracies) > 1 else 0.0)
+    # The sample std (ddof=1) over folds when the file gives none, as cross_validate.py computes it.
+    std = std * scale if std is not None else (statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0)
 
-    per_class = {label: v * scale for label, v in _label_scores(data.get("per_class_f1")).items()}
+    per_class = {label: v * scale for label, v in _label_scores(section.get("per_class_f1")).items()}
+    note = "over the test predictions of all folds together" if "pooled_accuracy" in section else ""
     if not per_class and folds and all(f.per_class_f1 for f in folds):
         per_class = {
             label: statistics.fmean(f.per_class_f1.get(label, 0.0) for f in folds) for label in folds[0].per_class_f1
         }
-    macro = _number(data.get("mean_macro_f1", data.get("macro_f1")))
+        note = "averaged over the folds"
+    macro = _number(section.get("macro_f1_mean", section.get("mean_macro_f1", section.get("macro_f1"))))
     macro = macro * scale if macro is not None else None
     if macro is None and folds and all(f.macro_f1 is not None for f in folds):
         macro = statistics.fmean(f.macro_f1 for f in folds)
 
+    dataset = _text(data.get("dataset", data.get("dataset_name")))
+    if dataset is None and data.get("task") in _TASKS:
+        dataset = "SynthFER-3D"
     return CrossValidation(
-        dataset=_text(data.get("dataset", data.get("dataset_name"))) or "unknown dataset",
-        protocol=_text(data.get("protocol")) or f"{len(folds) or 'k'}-fold cross-validation",
+        dataset=dataset or "unknown dataset",
+        protocol=_text(data.get("protocol")) or _protocol(data, len(folds), variant),
         folds=folds,
         mean_accuracy=mean,
         std_accuracy=std,
         per_class_f1=per_class,
+        per_class_f1_note=note,
         macro_f1=macro,
+        variant=variant,
         std_computed=std_computed,
     )
 
 
-def load_results(path: Path) -> CrossValidation:
+def load_results(path: Path, variant: str | None = None) -> CrossValidation:
     """Read and parse `results.json`; every failure is a PublishError naming the file."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -202,7 +253,7 @@ def load_results(path: Path) -> CrossValidation:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PublishError(f"results file {path} is not valid JSON: {err}") from None
     try:
-        return parse_results(data)
+        return parse_results(data, variant)
     except PublishError as err:
         raise PublishError(f"results file {path}: {err}") from None
 
@@ -279,14 +330,15 @@ def _results_section(results: CrossValidation | None) -> str:
         for f in results.folds:
             lines.append(f"| {f.fold} | {_pct(f.accuracy)} |" + (f" {_pct(f.macro_f1)} |" if with_f1 else ""))
         lines.append("")
-    std_note = " (population std of the fold accuracies)" if results.std_computed else ""
+    std_note = " (sample std of the fold accuracies)" if results.std_computed else " (std over the folds)"
     lines.append(
         f"**Mean accuracy: {_pct(results.mean_accuracy)} ± {_pct(results.std_accuracy)}**{std_note}"
         + (f"; mean macro F1: {_pct(results.macro_f1)}" if results.macro_f1 is not None else "")
         + "."
     )
     if results.per_class_f1:
-        lines += ["", "Per-class F1 (%), averaged over the folds:", "",
+        how = f", {results.per_class_f1_note}" if results.per_class_f1_note else ""
+        lines += ["", f"Per-class F1 (%){how}:", "",
                   "| " + " | ".join(results.per_class_f1) + " |",
                   "|" + "---|" * len(results.per_class_f1),
                   "| " + " | ".join(_pct(v) for v in results.per_class_f1.values()) + " |"]

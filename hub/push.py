@@ -92,13 +92,15 @@ def build_model_folder(
     base_model: str | None = None,
     dataset: str | None = None,
     protocol: str | None = None,
+    variant: str | None = None,
 ) -> dict:
     """Assemble the model repo in `out`; returns what happened (files left out, remote code status).
 
-    `dataset` / `protocol` override those of the results file (a single run's results.json names neither).
+    `variant` picks the summary of cross_validate.py's results (default "full"); `dataset` / `protocol`
+    override what the results file says or implies.
     """
-    if (dataset or protocol) and results is None:
-        raise PublishError("--dataset and --protocol describe the --results file: give it too")
+    if (dataset or protocol or variant) and results is None:
+        raise PublishError("--dataset, --protocol and --variant describe the --results file: give it too")
     # The card must not say two things: the SFM notice means non-commercial, whatever the metadata says.
     if sfm_notice and license != "other":
         raise PublishError(
@@ -108,7 +110,7 @@ def build_model_folder(
     if not sfm_notice and license == "other":
         raise PublishError("--no-sfm-notice needs the weights' licence: give --license (an SPDX id)")
     config = check_checkpoint(checkpoint)
-    cv = load_results(results) if results is not None else None  # fail on bad results before copying
+    cv = load_results(results, variant) if results is not None else None  # fail on bad results before copying
     if cv is not None:
         cv.dataset, cv.protocol = dataset or cv.dataset, protocol or cv.protocol
     left_out = copy_checkpoint(checkpoint, out)
@@ -144,6 +146,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--results", type=Path, metavar="RESULTS_JSON",
         help="results.json of train/cross_validate.py: dataset, protocol, accuracy per fold, mean and std "
         "go into the card and its model-index",
+    )
+    parser.add_argument(
+        "--variant", help="which variant of cross_validate.py's results this checkpoint is (default: full)"
     )
     parser.add_argument("--dataset", help="dataset name for the card, instead of the one in --results")
     parser.add_argument("--protocol", help="evaluation protocol for the card, instead of the one in --results")
@@ -187,6 +192,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     report = build_model_folder(
         args.checkpoint, out, args.repo_id, results=args.results, license=args.license,
         sfm_notice=args.sfm_notice, base_model=args.base_model, dataset=args.dataset, protocol=args.protocol,
+        variant=args.variant,
     )
     for name, status in report["remote_code"].items():
         if status != "unchanged":
@@ -195,6 +201,8 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         print(f"left out of the upload: {', '.join(report['left_out'])}")
     if report["results"] is None:
         print("no --results: the card says no evaluation results were given")
+    elif report["results"].dataset == "unknown dataset":
+        print("the results name no dataset: the card says 'unknown dataset' (give --dataset)")
     if not args.no_verify:
         loaded = verify_model_folder(out)
         print(f"checked: the folder loads as {loaded['model']} + {loaded['processor']} with remote code only")

@@ -45,7 +45,45 @@ MODEL_FILES = {
     "tokenizer_config.json",
     *REMOTE_CODE_FILES,
 }
-RESULTS = {
+LABELS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+# The shape train/cross_validate.py writes (one summary per variant; the card uses "full").
+CV_RESULTS = {
+    "config": "synth-cpu",
+    "task": "3d",
+    "cache_dir": "/tmp/cache/synth-0123456789ab",
+    "k": 3,
+    "folds_run": [0, 1, 2],
+    "fold_lists": [{"index": i, "train": ["s9"], "val": ["s8"], "test": [f"s{i}"]} for i in range(3)],
+    "overrides": ["data.cache_dir=/tmp/cache/synth-0123456789ab"],
+    "variant_overrides": {"full": [], "zero_shot": ["train.max_steps=0"]},
+    "command": "python train/cross_validate.py --k 3",
+    "variants": {
+        "full": {
+            "folds": [0, 1, 2],
+            "accuracy_per_fold": [0.81, 0.79, 0.83],
+            "accuracy_mean": 0.81,
+            "accuracy_std": 0.02,
+            "macro_f1_mean": 0.80,
+            "pooled_accuracy": 0.81,
+            "per_class_f1": dict(zip(LABELS, [0.65, 0.70, 0.75, 0.93, 0.80, 0.95])),
+            "confusion_matrix": [[20 if i == j else 0 for j in range(6)] for i in range(6)],
+            "num_test_samples": 120,
+            "selected_step_per_fold": [40, 40, 30],
+            "train_samples_per_s": [50.0, 51.0, 49.0],
+        },
+        "zero_shot": {
+            "folds": [0, 1, 2],
+            "accuracy_per_fold": [0.2, 0.15, 0.25],
+            "accuracy_mean": 0.2,
+            "accuracy_std": 0.05,
+            "macro_f1_mean": 0.1,
+            "pooled_accuracy": 0.2,
+            "per_class_f1": dict.fromkeys(LABELS, 0.1),
+        },
+    },
+}
+# A flat file, as an earlier draft of the schema had it.
+FLAT_RESULTS = {
     "dataset": "SynthFER-3D",
     "protocol": "subject-independent 3-fold, 6 classes",
     "folds": [
@@ -57,6 +95,7 @@ RESULTS = {
     "std_accuracy": 0.0163,
     "per_class_f1": {"anger": 0.65, "happiness": 0.93},
 }
+PROTOCOL = "subject-independent 3-fold cross-validation, static 3D scans"
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------
@@ -86,17 +125,17 @@ def checkpoint(tiny) -> Path:
 @pytest.fixture
 def results_file(tmp_path) -> Path:
     path = tmp_path / "results.json"
-    path.write_text(json.dumps(RESULTS))
+    path.write_text(json.dumps(CV_RESULTS))
     return path
 
 
 @pytest.fixture(scope="module")
 def model_folder(checkpoint, tmp_path_factory) -> Path:
-    """push.py's dry run on the tiny checkpoint, with results (the model check is left to the tests)."""
+    """push.py's dry run on the tiny checkpoint, with results; exit 0 includes push.py's own model check."""
     results = tmp_path_factory.mktemp("results") / "results.json"
-    results.write_text(json.dumps(RESULTS))
+    results.write_text(json.dumps(CV_RESULTS))
     out = tmp_path_factory.mktemp("model-folder") / "out"
-    args = [str(checkpoint), "--repo-id", REPO_ID, "--results", str(results), "--dry-run", str(out), "--no-verify"]
+    args = [str(checkpoint), "--repo-id", REPO_ID, "--results", str(results), "--dry-run", str(out)]
     assert push.main(args) == 0
     return out
 
@@ -236,13 +275,15 @@ def test_model_card_metadata_results_and_usage(model_folder):
     assert {"affectvlm", "facial-expression-recognition"} <= set(data.tags)
     assert data.model_name == REPO_ID
     results = {(r.dataset_split, r.metric_type): r for r in data.eval_results}
-    for fold in RESULTS["folds"]:
-        r = results[f"fold-{fold['fold']}", "accuracy"]
-        assert r.metric_value == pytest.approx(fold["accuracy"])
-        assert (r.dataset_name, r.dataset_config) == ("SynthFER-3D", RESULTS["protocol"])
+    full = CV_RESULTS["variants"]["full"]
+    for fold, accuracy in zip(full["folds"], full["accuracy_per_fold"]):
+        r = results[f"fold-{fold}", "accuracy"]
+        assert r.metric_value == pytest.approx(accuracy)
+        assert (r.dataset_name, r.dataset_type, r.dataset_config) == ("SynthFER-3D", "synthfer-3d", PROTOCOL)
     assert results["3-fold-cv", "accuracy"].metric_value == pytest.approx(0.81)
-    assert results["3-fold-cv", "accuracy_std"].metric_value == pytest.approx(0.0163)
+    assert results["3-fold-cv", "accuracy_std"].metric_value == pytest.approx(0.02)
     assert results["3-fold-cv", "f1"].metric_value == pytest.approx(0.80)
+    assert len(data.eval_results) == 3 + 3
     text = card.text
     for needed in (
         f'AutoModel.from_pretrained("{REPO_ID}", trust_remote_code=True)',
@@ -251,10 +292,23 @@ def test_model_card_metadata_results_and_usage(model_folder):
         "model.score(",
         "Surrey Face Model",
         "non-commercial use only",
-        "| 1 | 79.00 | 78.00 |",
-        "**Mean accuracy: 81.00 ± 1.63**",
+        f"protocol: {PROTOCOL}",
+        "| 1 | 79.00 |",
+        "**Mean accuracy: 81.00 ± 2.00** (std over the folds); mean macro F1: 80.00.",
+        "Per-class F1 (%), over the test predictions of all folds together:",
+        "| 65.00 | 70.00 | 75.00 | 93.00 | 80.00 | 95.00 |",
     ):
         assert needed in text, needed
+
+
+def test_variant_flag_picks_the_summary(checkpoint, results_file, tmp_path, capsys):
+    base = [str(checkpoint), "--repo-id", REPO_ID, "--results", str(results_file), "--no-verify"]
+    assert push.main([*base, "--variant", "zero_shot", "--dry-run", str(tmp_path / "zs")]) == 0
+    card = ModelCard.load(tmp_path / "zs" / "README.md")
+    mean = next(r for r in card.data.eval_results if r.dataset_split == "3-fold-cv" and r.metric_type == "accuracy")
+    assert mean.metric_value == pytest.approx(0.2) and mean.dataset_config == PROTOCOL + ", variant zero_shot"
+    assert push.main([*base, "--variant", "nope", "--dry-run", str(tmp_path / "x")]) == 2
+    assert "the results have full, zero_shot, not 'nope'" in capsys.readouterr().err
 
 
 def test_dataset_and_protocol_flags_override_the_results(checkpoint, results_file, tmp_path, capsys):
@@ -340,12 +394,9 @@ def test_model_folder_loads_with_remote_code_only(model_folder, tiny, tmp_path):
     np.testing.assert_allclose(np.array(remote["probs"]), local.numpy(), atol=1e-5)
 
 
-def test_push_checks_the_folder_loads_and_refuses_weights_that_do_not_fit(checkpoint, tmp_path, capsys):
+def test_push_refuses_weights_that_do_not_fit_the_current_code(checkpoint, tmp_path, capsys):
+    """push.py's model check (it passed for `model_folder`) catches a checkpoint saved by older code."""
     from safetensors.torch import load_file, save_file
-
-    out = tmp_path / "ok"
-    assert push.main([str(checkpoint), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 0
-    assert "loads as transformers_modules." in capsys.readouterr().out
 
     # A checkpoint from "older code": one weight renamed, so the current remote code misses it.
     bad = _copy_checkpoint(checkpoint, tmp_path / "old-ckpt")
@@ -462,9 +513,37 @@ def test_dry_run_refuses_a_folder_with_files(checkpoint, tmp_path, capsys):
 # -- results.json: the lenient reader ---------------------------------------------------------------------
 
 
-def test_results_reader_accepts_the_documented_schema(results_file):
+def test_results_reader_accepts_cross_validate_output(results_file):
     cv = load_results(results_file)
-    assert (cv.dataset, cv.protocol) == ("SynthFER-3D", RESULTS["protocol"])
+    assert (cv.dataset, cv.protocol, cv.variant) == ("SynthFER-3D", PROTOCOL, "full")
+    assert [(f.fold, f.accuracy) for f in cv.folds] == [("0", 0.81), ("1", 0.79), ("2", 0.83)]
+    assert (cv.mean_accuracy, cv.std_accuracy, cv.std_computed, cv.macro_f1) == (0.81, 0.02, False, 0.80)
+    assert cv.per_class_f1 == CV_RESULTS["variants"]["full"]["per_class_f1"]
+    four_d = parse_results({**CV_RESULTS, "task": "4d", "k": 10})
+    assert four_d.protocol == "subject-independent 10-fold cross-validation (folds 0, 1, 2 run), 4D sequences (dynamic images)"
+
+
+def test_results_reader_matches_what_cross_validate_summarise_writes():
+    """Built with train/cross_validate.py's own summarise(), so a change of its keys shows up here."""
+    cross_validate = pytest.importorskip("train.cross_validate")
+    labels = ["anger", "happiness"]
+
+    def run(index, preds, truth):
+        correct = sum(p == t for p, t in zip(preds, truth)) / len(truth)
+        return {"fold": {"index": index, "train": [], "val": [], "test": []}, "selected": {"step": 1},
+                "test": {"accuracy": correct, "macro_f1": correct, "predictions": preds, "labels": truth}}
+
+    runs = {"full": [run(0, [0, 1, 1, 1], [0, 1, 0, 1]), run(1, [0, 1, 0, 1], [0, 1, 0, 1])]}
+    report = {"task": "3d", "k": 2, "folds_run": [0, 1], "variants": cross_validate.summarise(runs, labels)}
+    cv = parse_results(json.loads(json.dumps(report)))
+    assert [(f.fold, f.accuracy) for f in cv.folds] == [("0", 0.75), ("1", 1.0)]
+    assert cv.mean_accuracy == pytest.approx(0.875) and cv.std_accuracy == pytest.approx(0.1767767)
+    assert set(cv.per_class_f1) == set(labels) and cv.macro_f1 == pytest.approx(0.875)
+
+
+def test_results_reader_accepts_a_flat_file():
+    cv = parse_results(FLAT_RESULTS)
+    assert (cv.dataset, cv.protocol, cv.variant) == ("SynthFER-3D", FLAT_RESULTS["protocol"], None)
     assert [f.accuracy for f in cv.folds] == [0.81, 0.79, 0.83]
     assert (cv.mean_accuracy, cv.std_accuracy, cv.std_computed) == (0.81, 0.0163, False)
     assert cv.per_class_f1 == {"anger": 0.65, "happiness": 0.93}
@@ -487,28 +566,22 @@ def test_results_reader_is_lenient_about_shape_and_missing_keys():
     assert (cv.dataset, cv.protocol) == ("BU-3DFE", "k=2, subjects=60")
     assert [(f.fold, f.accuracy) for f in cv.folds] == [("a", 0.8), ("b", 0.9)]
     assert cv.mean_accuracy == pytest.approx(0.85)
-    assert cv.std_accuracy == pytest.approx(0.05) and cv.std_computed  # population std of the folds
+    assert cv.std_accuracy == pytest.approx(0.0707107) and cv.std_computed  # sample std of the folds
     assert cv.per_class_f1 == {"anger": pytest.approx(0.8)}
 
     summary_only = parse_results({"accuracy": {"mean": 0.7, "std": 0.1}})
     assert (summary_only.mean_accuracy, summary_only.std_accuracy, summary_only.folds) == (0.7, 0.1, [])
     assert summary_only.dataset == "unknown dataset"
 
-    plain = parse_results({"folds": [0.5, 0.7], "per_class_f1": {"fear": {"mean": 0.4, "std": 0.1}}})
-    assert plain.mean_accuracy == pytest.approx(0.6) and plain.per_class_f1 == {"fear": 0.4}
-    assert plain.protocol == "2-fold cross-validation"
-
     # train/train.py's results.json of one run: one fold, its index from the Fold dict, metrics under "test"
     run = parse_results({"name": "tiny", "fold": {"index": 3, "train": ["a"], "val": [], "test": ["b"]},
                          "test": {"accuracy": 0.5, "macro_f1": 0.4, "per_class_f1": {"anger": 0.4}}})
     assert [(f.fold, f.accuracy) for f in run.folds] == [("3", 0.5)]
     assert (run.mean_accuracy, run.std_accuracy, run.macro_f1) == (0.5, 0.0, 0.4)
-    cv = parse_results({"folds": [{"fold": {"index": 0, "test": ["s1"]}, "test": {"accuracy": 0.6}},
-                                  {"fold": {"index": 1, "test": ["s2"]}, "test": {"accuracy": 0.8}}]})
-    assert [f.fold for f in cv.folds] == ["0", "1"]
+    assert run.protocol == "subject-independent train/test split (one fold)"
 
     # percent throughout: a std below 1 is still percent
-    percent = parse_results({"folds": [80, 82], "mean_accuracy": 81, "std_accuracy": 0.8, "macro_f1": 79})
+    percent = parse_results({"accuracy_per_fold": [80, 82], "accuracy_mean": 81, "accuracy_std": 0.8, "macro_f1": 79})
     assert (percent.mean_accuracy, percent.std_accuracy, percent.macro_f1) == pytest.approx((0.81, 0.008, 0.79))
 
 

@@ -220,6 +220,29 @@ def slice_params(params: MixedViewParams, rows: slice) -> MixedViewParams:
     return MixedViewParams(*(getattr(params, f.name)[rows] for f in fields(MixedViewParams)))
 
 
+def model_inputs(
+    batch, augment, processor, prompts, global_batch: int, rows: slice, world: int, device
+) -> dict:
+    """One training micro-batch -> the TrainModule's inputs: augmented, normalised views and this step's
+    prompts. Random draws are made for the global batch on every process; this process uses `rows`."""
+    views = batch["views"].permute(0, 1, 4, 2, 3).float() / 255.0  # (b, V, H, W, 3) -> (b, V, 3, H, W)
+    view_mask = batch["view_mask"]
+    if not augment.is_identity:
+        global_mask = torch.ones(global_batch, view_mask.shape[1], dtype=torch.bool)
+        global_mask[rows] = view_mask.cpu()  # rows are drawn independently: the others' masks don't matter
+        params = augment.draw_params(global_batch, global_mask)
+        views, view_mask = augment.apply(views, slice_params(params, rows), view_mask)
+    pixel_values = processor.normalize_views(views)
+    global_meta = gather_object(batch["metadata"]) if prompts.mode == "sample" and world > 1 else None
+    prompt_inputs = prompts.step_inputs(batch["metadata"], global_meta, rows)
+    return {
+        "pixel_values": pixel_values,
+        "view_mask": view_mask,
+        "labels": batch["labels"],
+        **{k: v.to(device) for k, v in prompt_inputs.items()},
+    }
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Optimiser and schedule
 # ----------------------------------------------------------------------------------------------------------
@@ -540,26 +563,11 @@ def training_function(config: dict, args) -> dict:
         sampler.set_position(epoch, state["batch_in_epoch"] if epoch == state["epoch"] else 0)
         state["epoch"] = epoch
         for batch in train_loader:
-            views = (
-                batch["views"].permute(0, 1, 4, 2, 3).float() / 255.0
-            )  # (b, V, H, W, 3) -> (b, V, 3, H, W)
-            # Augmentation drawn for the global batch (same generator on every process), applied to our rows.
-            global_mask = torch.ones(t["batch_size"], len(view_names), dtype=torch.bool)
-            global_mask[rows] = batch["view_mask"].cpu()
-            params = augment.draw_params(t["batch_size"], global_mask) if not augment.is_identity else None
-            view_mask = batch["view_mask"]
-            if params is not None:
-                views, view_mask = augment.apply(views, slice_params(params, rows), view_mask)
-            pixel_values = processor.normalize_views(views)
-            global_meta = gather_object(batch["metadata"]) if prompts.mode == "sample" and world > 1 else None
-            prompt_inputs = {
-                k: v.to(accelerator.device)
-                for k, v in prompts.step_inputs(batch["metadata"], global_meta, rows).items()
-            }
+            inputs = model_inputs(
+                batch, augment, processor, prompts, t["batch_size"], rows, world, accelerator.device
+            )
             with accelerator.accumulate(module):
-                out = module(
-                    pixel_values=pixel_values, view_mask=view_mask, labels=batch["labels"], **prompt_inputs
-                )
+                out = module(**inputs)
                 accelerator.backward(out.loss)
                 grad_norm = None
                 if accelerator.sync_gradients and t["max_grad_norm"]:

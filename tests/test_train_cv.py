@@ -1,0 +1,100 @@
+"""train/cross_validate.py end to end on a small render cache of synthetic views, and its report pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from train.cross_validate import VARIANTS, markdown_table, plot_confusion, plot_curves, summarise
+from train.data import CacheViews, ToyViews
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["anger", "happiness"]
+
+
+def write_cache(folder: Path, num_subjects: int = 6) -> Path:
+    """A render cache in the real shard/index format, holding ToyViews images (no rendering needed)."""
+    from affectvlm.data.cache import _write_index, _write_shard, label_vocabulary
+
+    toy = ToyViews(LABELS, num_subjects=num_subjects, image_size=32, intensities=2)
+    batch = toy.__getitems__(list(range(len(toy))))
+    entries = [
+        {"key": f"synth3d/{s}/{i}", "label": LABELS[int(y)], "subject": s, "intensity": m["intensity"],
+         "dataset": "synth3d", "sequence": False, "metadata": {"gender": m["gender"], "age_group": "30-39"},
+         "shard": 0, "row": i}
+        for i, (s, y, m) in enumerate(zip(toy.subjects, batch["labels"], batch["metadata"]))
+    ]  # fmt: skip
+    _write_shard(folder, 0, list(batch["views"].numpy()), entries, [])
+    _write_index(folder, 1, label_vocabulary(LABELS))
+    (folder / "cache.json").write_text(
+        json.dumps({"settings": {"size": 32, "mode": "normal", "views": None}})
+    )
+    return folder
+
+
+def test_cache_views_map_labels_and_select_views(tmp_path):
+    cache = write_cache(tmp_path / "cache")
+    ds = CacheViews(cache, LABELS, ["frontal"], datasets=["synth3d"])
+    batch = ds.__getitems__([0, 3])
+    assert batch["views"].shape == (2, 1, 32, 32, 3)
+    assert set(np.unique(ds.labels_array())) == {0, 1}
+    assert batch["metadata"][0]["intensity"] in (1, 2)
+    with pytest.raises(ValueError, match="no cache entries"):
+        CacheViews(cache, LABELS, datasets=["synth4d"])
+
+
+def test_cross_validate_end_to_end(tmp_path):
+    cache = write_cache(tmp_path / "cache")
+    out = tmp_path / "cv"
+    cmd = [
+        sys.executable, str(ROOT / "train" / "cross_validate.py"), "--config", "tiny", "--output-dir", str(out),
+        "--cache-dir", str(cache), "--k", "3", "--folds", "0", "--variants", "full,zero_shot",
+        "--set", "data.source=cache", "--set", f"data.labels={json.dumps(LABELS)}", "--set", "train.max_steps=2",
+        "--set", "train.eval_every=2",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    report = json.loads((out / "results.json").read_text())
+    assert report["folds_run"] == [0] and report["k"] == 3
+    folds = report["fold_lists"]
+    assert all(not set(f["test"]) & set(f["train"] + f["val"]) for f in folds)
+    for variant in ("full", "zero_shot"):
+        s = report["variants"][variant]
+        assert len(s["accuracy_per_fold"]) == 1 and 0 <= s["accuracy_mean"] <= 1
+        assert set(s["per_class_f1"]) == set(LABELS)
+        # Every test sample of the two folds is scored exactly once.
+        assert s["num_test_samples"] == len(folds[0]["test"]) * 2 * 2
+    assert report["variants"]["zero_shot"]["selected_step_per_fold"] == [0]
+    assert "| full |" in (out / "results.md").read_text()
+    for name in ("confusion_full.png", "confusion_zero_shot.png", "curves.png"):
+        assert (out / name).stat().st_size > 1000
+    # Run again: the fold is done, nothing is retrained, and the report is the same.
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0 and "full fold 0:" not in proc.stdout
+    assert json.loads((out / "results.json").read_text())["variants"] == report["variants"]
+
+
+def test_report_pieces(tmp_path):
+    def fake(index, preds, labels):
+        acc = float(np.mean(np.asarray(preds) == np.asarray(labels)))
+        return {"fold": {"index": index}, "selected": {"step": 5},
+                "test": {"accuracy": acc, "macro_f1": acc, "predictions": preds, "labels": labels}}  # fmt: skip
+
+    runs = {"full": [fake(0, [0, 1, 1], [0, 1, 1]), fake(1, [0, 0], [0, 1])]}
+    summary = summarise(runs, LABELS)
+    assert summary["full"]["accuracy_per_fold"] == [1.0, 0.5]
+    assert summary["full"]["accuracy_mean"] == 0.75 and summary["full"]["pooled_accuracy"] == 0.8
+    assert summary["full"]["confusion_matrix"] == [[2, 0], [1, 2]]
+    assert "0.750 ± 0.354" in markdown_table(summary, LABELS)
+    plot_confusion(summary["full"]["confusion_matrix"], LABELS, "t", tmp_path / "c.png")
+    plot_curves({"full": [tmp_path / "missing"]}, tmp_path / "curves.png")
+    assert (tmp_path / "c.png").is_file() and (tmp_path / "curves.png").is_file()
+    assert set(VARIANTS) >= {"full", "zero_shot", "single_view_clip", "no_triplet", "single_view"}

@@ -1,0 +1,348 @@
+"""Subject-independent k-fold cross-validation, ablations and baselines, end to end, with a report.
+
+    python train/cross_validate.py --config synth-cpu --output-dir runs/cv-synth3d --task 3d \
+        --prepare-synth 36 --size 48 --k 3 --variants all
+    python train/cross_validate.py --config paper --output-dir runs/cv-bu3dfe --cache-dir /data/cache/bu3dfe-<hash> \
+        --k 10 --launch "--multi_gpu --num_processes 8"
+
+For every variant and fold, `train/train.py` runs in its own process on the fold's training subjects, picks
+its model on the fold's validation subjects and scores the held-out test subjects. The fold lists are made
+once from the cache's subjects and saved (`folds.json`), so every variant sees exactly the same folds. A run
+whose `results.json` exists is skipped and an interrupted one resumes from its last checkpoint, so the whole
+command can simply be run again after a crash.
+
+Writes to the output folder: `results.json` (per variant: per-fold accuracy, mean and std, macro F1, per-class
+F1 over all test predictions, the summed confusion matrix; the fold lists; the commands), `results.md` (a
+markdown table), `confusion_<variant>.png` and `curves.png` (training loss and validation accuracy).
+
+Variants (`--variants`, comma-separated, or `all`): the full model; the paper's ablations (Figure 3)
+no_augmented_prompts, no_mixed_view_aug, no_contrastive, no_triplet, fixed_margin, single_view (frontal);
+and the baselines zero_shot (the initial model, no fine-tuning) and single_view_clip (plain CLIP fine-tuning
+of the frontal view: one prompt per class, image-text loss only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train.config import load_config  # noqa: E402
+
+VARIANTS: dict[str, list[str]] = {
+    "full": [],
+    "no_augmented_prompts": ["prompts.mode=fixed"],
+    "no_mixed_view_aug": ["augment.enabled=false"],
+    "no_contrastive": ["model.affectvlm.contrastive_weight=0"],
+    "no_triplet": ["model.affectvlm.triplet_weight=0"],
+    "fixed_margin": ["model.affectvlm.learnable_margin=false"],
+    "single_view": ["data.views=[frontal]"],
+    "zero_shot": ["train.max_steps=0"],
+    "single_view_clip": [
+        "data.views=[frontal]",
+        "prompts.mode=fixed",
+        "model.affectvlm.contrastive_weight=0",
+        "model.affectvlm.triplet_weight=0",
+        "model.affectvlm.view_itc_weight=0",
+    ],
+}
+TASKS = {"3d": ["synth3d"], "4d": ["synth4d"], "all": None}
+
+
+def prepare_synth_cache(out: Path, subjects: int, size: int, frames: int, preset: str, seed: int) -> Path:
+    """Render SynthFER-3D (static scans and 4D sequences) into a cache under `out` (resumable, reused)."""
+    from affectvlm.data.cache import RenderSettings, prepare_cache
+    from affectvlm.data.synth import SynthConfig
+
+    settings = RenderSettings(size=size, frames=frames)
+    config = SynthConfig.preset(preset, num_subjects=subjects, seed=seed)
+    return prepare_cache("synth", out=out, settings=settings, synth_config=config, synth_kind="both")
+
+
+def make_folds(cache_dir: Path, config: dict, datasets, k: int, seed: int, path: Path):
+    """Subject folds over the subjects of the task's samples, saved to `path` (or read back if present)."""
+    from affectvlm.data.folds import load_folds, save_folds, subject_folds
+    from train.data import CacheViews
+
+    if path.is_file():
+        return load_folds(path)
+    d = config["data"]
+    subjects = sorted(set(CacheViews(cache_dir, d["labels"], d["views"], datasets=datasets).subjects))
+    folds = subject_folds(subjects, k=k, seed=seed, val_fraction=d["val_fraction"])
+    save_folds(
+        path, folds, k=k, seed=seed, val_fraction=d["val_fraction"], cache=str(cache_dir), datasets=datasets
+    )
+    return folds
+
+
+def run_one(args, variant: str, fold: int, run_dir: Path, common: list[str]) -> dict:
+    """Train and test one (variant, fold) in its own process; returns its results.json."""
+    result_path = run_dir / "results.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    overrides = [*common, f"data.fold={fold}", *VARIANTS[variant]]
+    script = [str(Path(__file__).resolve().parent / "train.py"), "--config", args.config]
+    script += ["--output-dir", str(run_dir), "--resume", "auto", "--no-progress"]
+    for item in overrides:
+        script += ["--set", item]
+    if args.launch:
+        launcher = [
+            sys.executable,
+            str(Path(__file__).resolve().parent / "launch.py"),
+            *shlex.split(args.launch),
+        ]
+        cmd = [*launcher, *script]
+    else:
+        cmd = [sys.executable, *script]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {variant} fold {fold}: {shlex.join(cmd)}", flush=True)
+    with open(run_dir / "stdout.log", "a") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise RuntimeError(f"{variant} fold {fold} failed (exit {code}); see {run_dir / 'stdout.log'}")
+    return json.loads(result_path.read_text())
+
+
+def summarise(runs: dict[str, list[dict]], label_names: list[str]) -> dict:
+    """Per variant: per-fold accuracy, mean/std, macro F1, and per-class F1 + confusion over all test samples."""
+    from train.metrics import classification_metrics
+
+    out = {}
+    for variant, results in runs.items():
+        accs = [r["test"]["accuracy"] for r in results]
+        f1s = [r["test"]["macro_f1"] for r in results]
+        preds = [p for r in results for p in r["test"]["predictions"]]
+        labels = [y for r in results for y in r["test"]["labels"]]
+        pooled = classification_metrics(preds, labels, label_names)
+        out[variant] = {
+            "folds": [r["fold"]["index"] for r in results],
+            "accuracy_per_fold": accs,
+            "accuracy_mean": statistics.fmean(accs),
+            "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "macro_f1_mean": statistics.fmean(f1s),
+            "pooled_accuracy": pooled["accuracy"],
+            "per_class_f1": pooled["per_class_f1"],
+            "confusion_matrix": pooled["confusion_matrix"],
+            "num_test_samples": pooled["num_samples"],
+            "selected_step_per_fold": [r["selected"]["step"] for r in results],
+            "train_samples_per_s": [r.get("train_samples_per_s") for r in results],
+        }
+    return out
+
+
+def markdown_table(summary: dict, label_names: list[str]) -> str:
+    short = [name[:3] for name in label_names]
+    head = (
+        "| variant | accuracy (mean ± std) | per fold | macro F1 | "
+        + " | ".join(f"F1 {s}" for s in short)
+        + " |"
+    )
+    rule = "|" + "---|" * (4 + len(short))
+    rows = [head, rule]
+    for variant, s in summary.items():
+        folds = ", ".join(f"{a:.3f}" for a in s["accuracy_per_fold"])
+        f1 = " | ".join(f"{s['per_class_f1'][n]:.2f}" for n in label_names)
+        rows.append(
+            f"| {variant} | {s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f} | {folds} | {s['macro_f1_mean']:.3f} | {f1} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def plot_confusion(matrix, label_names: list[str], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(matrix, dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(label_names)), label_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(label_names)), label_names)
+    for i in range(len(label_names)):
+        for j in range(len(label_names)):
+            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def read_curves(run_dir: Path) -> tuple[list, list, list, list]:
+    steps, losses, val_steps, val_accs = [], [], [], []
+    log = run_dir / "logs" / "metrics.jsonl"
+    if not log.is_file():
+        return steps, losses, val_steps, val_accs
+    for line in log.read_text().splitlines():
+        r = json.loads(line)
+        if "loss" in r:
+            steps.append(r["step"])
+            losses.append(r["loss"])
+        if "val/accuracy" in r:
+            val_steps.append(r["step"])
+            val_accs.append(r["val/accuracy"])
+    return steps, losses, val_steps, val_accs
+
+
+def plot_curves(run_dirs: dict[str, list[Path]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = plt.get_cmap("tab10")
+    for i, (variant, dirs) in enumerate(run_dirs.items()):
+        for j, run_dir in enumerate(dirs):
+            steps, losses, val_steps, val_accs = read_curves(run_dir)
+            label = variant if j == 0 else None
+            if steps:
+                ax_loss.plot(steps, losses, color=colors(i % 10), alpha=0.6, lw=1, label=label)
+            if val_steps:
+                ax_acc.plot(
+                    val_steps, val_accs, color=colors(i % 10), alpha=0.7, lw=1, marker=".", label=label
+                )
+    ax_loss.set_xlabel("optimizer step")
+    ax_loss.set_ylabel("training loss (weighted sum)")
+    ax_loss.set_title("training loss, every fold")
+    ax_acc.set_xlabel("optimizer step")
+    ax_acc.set_ylabel("validation accuracy")
+    ax_acc.set_title("validation-subject accuracy, every fold")
+    ax_acc.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train/cross_validate.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", default="synth-cpu", help="training config name or file (default: synth-cpu)"
+    )
+    parser.add_argument("--output-dir", required=True, help="folder for runs, folds and the report")
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--cache-dir", default=None, help="a prepared render cache (python -m affectvlm.data prepare)"
+    )
+    data.add_argument("--prepare-synth", type=int, default=None, metavar="SUBJECTS",
+                      help="render SynthFER-3D with this many subjects first (into <output-dir>/cache unless "
+                      "--cache-root), reused when already rendered")  # fmt: skip
+    data.add_argument(
+        "--cache-root", default=None, help="where --prepare-synth renders (default: <output-dir>/cache)"
+    )
+    data.add_argument(
+        "--size", type=int, default=48, help="--prepare-synth: view size in pixels (default: 48)"
+    )
+    data.add_argument(
+        "--frames", type=int, default=8, help="--prepare-synth: frames per 4D dynamic image (default: 8)"
+    )
+    data.add_argument(
+        "--preset", default="medium", help="--prepare-synth: SynthFER-3D difficulty (default: medium)"
+    )
+    data.add_argument("--task", default="3d", choices=sorted(TASKS), help="3d: static scans; 4d: sequences")
+    cv = parser.add_argument_group("cross-validation")
+    cv.add_argument("--k", type=int, default=10, help="number of subject folds (default: 10)")
+    cv.add_argument("--folds", default=None, help="run only these fold indices, e.g. 0,1,2 (default: all k)")
+    cv.add_argument("--fold-seed", type=int, default=0, help="seed of the subject partition (default: 0)")
+    cv.add_argument("--variants", default="full,single_view_clip,zero_shot",
+                    help=f"comma-separated from {', '.join(VARIANTS)}, or all")  # fmt: skip
+    cv.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run"
+    )
+    cv.add_argument("--report-suffix", default="",
+                    help="write results<suffix>.json/.md, so reports over different fold subsets sit side by side")  # fmt: skip
+    cv.add_argument("--launch", default=None,
+                    help="run each fold through train/launch.py with these accelerate arguments, e.g. "
+                    "'--multi_gpu --num_processes 8'")  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    variants = (
+        list(VARIANTS)
+        if args.variants == "all"
+        else [v.strip() for v in args.variants.split(",") if v.strip()]
+    )
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+
+    if args.cache_dir:
+        cache_dir = Path(args.cache_dir)
+    elif args.prepare_synth:
+        root = Path(args.cache_root) if args.cache_root else out / "cache"
+        cache_dir = prepare_synth_cache(root, args.prepare_synth, args.size, args.frames, args.preset, seed=0)
+    else:
+        raise SystemExit("give --cache-dir or --prepare-synth SUBJECTS")
+    datasets = TASKS[args.task]
+    datasets_override = "null" if datasets is None else "[" + ",".join(datasets) + "]"
+    common = [f"data.cache_dir={cache_dir}", f"data.datasets={datasets_override}", *args.set]
+    config = load_config(args.config, common)
+    folds = make_folds(cache_dir, config, datasets, args.k, args.fold_seed, out / "folds.json")
+    common.append(f"data.folds_file={out / 'folds.json'}")
+    fold_ids = [int(f) for f in args.folds.split(",")] if args.folds else list(range(len(folds)))
+
+    label_names = config["data"]["labels"]
+    runs: dict[str, list[dict]] = {}
+    run_dirs: dict[str, list[Path]] = {}
+    for variant in variants:
+        for fold in fold_ids:
+            run_dir = out / variant / f"fold_{fold:02d}"
+            runs.setdefault(variant, []).append(run_one(args, variant, fold, run_dir, common))
+            run_dirs.setdefault(variant, []).append(run_dir)
+
+    summary = summarise(runs, label_names)
+    report = {
+        "config": args.config,
+        "task": args.task,
+        "cache_dir": str(cache_dir),
+        "k": len(folds),
+        "folds_run": fold_ids,
+        "fold_lists": [f.to_dict() for f in folds],
+        "overrides": common,
+        "variant_overrides": {v: VARIANTS[v] for v in variants},
+        "command": shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv),
+        "variants": summary,
+    }
+    (out / f"results{args.report_suffix}.json").write_text(json.dumps(report, indent=1) + "\n")
+    table = markdown_table(summary, label_names)
+    header = f"SynthFER cross-validation: config `{args.config}`, task `{args.task}`, folds {fold_ids} of k={len(folds)}\n\n"
+    (out / f"results{args.report_suffix}.md").write_text(header + table)
+    for variant, s in summary.items():
+        title = f"{variant}: {s['pooled_accuracy']:.3f} accuracy over {s['num_test_samples']} test samples"
+        plot_confusion(
+            s["confusion_matrix"], label_names, title, out / f"confusion_{variant}{args.report_suffix}.png"
+        )
+    plot_curves(
+        {v: d for v, d in run_dirs.items() if v != "zero_shot"}, out / f"curves{args.report_suffix}.png"
+    )
+    print(table)
+    return report
+
+
+if __name__ == "__main__":
+    if os.environ.get("OMP_NUM_THREADS") is None:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1)))
+    main()

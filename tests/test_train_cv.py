@@ -49,6 +49,7 @@ def test_cache_views_map_labels_and_select_views(tmp_path):
         CacheViews(cache, LABELS, datasets=["synth4d"])
 
 
+@pytest.mark.slow  # two training subprocesses and two CV processes: ~15 s of CPU, minutes on a shared machine
 def test_cross_validate_end_to_end(tmp_path):
     cache = write_cache(tmp_path / "cache")
     out = tmp_path / "cv"

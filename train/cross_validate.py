@@ -223,7 +223,8 @@ def plot_curves(run_dirs: dict[str, list[Path]], path: Path) -> None:
     ax_acc.set_xlabel("optimizer step")
     ax_acc.set_ylabel("validation accuracy")
     ax_acc.set_title("validation-subject accuracy, every fold")
-    ax_acc.legend(fontsize=7, loc="best")
+    if ax_acc.get_legend_handles_labels()[0]:
+        ax_acc.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -238,11 +238,19 @@ class _Batch:
         return torch.matmul(self.pixel_rot, _rows(self.verts, idx)), idx
 
 
-def _mesh_zbuffer(b: _Batch, zb: torch.Tensor) -> torch.Tensor:
+def _mesh_zbuffer(b: _Batch, zb: torch.Tensor, vattr: torch.Tensor | None = None):
     """Rasterise every mesh face in every view into `zb` ((B*V*H*W,) int64 keys).
 
-    Returns the rows x0, y0, a1, a2, b1, b2 (each (V, F)) that recover barycentrics at a pixel;
-    the triangle id in a key is view * F + face.
+    Args:
+        vattr: optional (C, V * N) per-view vertex attributes (row c, column view * N + vertex) to
+            turn into per-triangle planes, so a pixel's linearly interpolated value costs three
+            gathers and two multiply-adds, with no barycentrics (Gouraud-style interpolation).
+
+    Returns:
+        (bary_rows, planes): the rows x0, y0, a1, a2, b1, b2 (each (V*F,)) that recover
+        barycentrics at a pixel, and None or (c0, ca, cb) each (C, V*F) with value = c0 + ca * px
+        + cb * py at pixel centre (px, py) = (col - half, row - half). A key's triangle id is
+        view * F + face.
     """
     dev, size, nv, nf = b.device, b.size, b.nv, b.nf
     p = torch.matmul(b.pixel_rot, b.corners).view(nv, 3, 3, nf)  # (V, xyz, corner, F)
@@ -331,7 +339,17 @@ def _mesh_zbuffer(b: _Batch, zb: torch.Tensor) -> torch.Tensor:
         key = ((z * inside).view(torch.int32).long() << 32) | t
         pix = torch.index_select(img.reshape(-1), 0, t) * (size * size) + gy.long() * size + gx.long()
         zb.scatter_reduce_(0, pix, key, reduce="amax")
-    return [x0.contiguous(), y0.contiguous(), a1, a2, b1, b2]
+    x0, y0 = x0.reshape(-1), y0.reshape(-1)
+    a1, a2, b1, b2 = a1.view(-1), a2.view(-1), b1.view(-1), b2.view(-1)
+    planes = None
+    if vattr is not None:
+        views = torch.arange(nv, device=dev)[:, None] * b.nverts
+        att = [_rows(vattr, (b.faces_t[k][None, :] + views).view(-1)) for k in range(3)]  # (C, V*F) each
+        d1, d2 = att[1] - att[0], att[2] - att[0]
+        ca = a1 * d1 + a2 * d2
+        cb = b1 * d1 + b2 * d2
+        planes = (att[0] - ca * x0 - cb * y0, ca, cb)
+    return [x0, y0, a1, a2, b1, b2], planes
 
 
 def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None) -> float:
@@ -406,7 +424,9 @@ def _prepare(scans, views, size, extent, pivot, device, need_normals):
     return _Batch(scans, views, int(size), float(extent), pivot, device, need_normals)
 
 
-def _rasterize_flat(b: _Batch, point_radius, fill_holes, need_depth: bool = True, need_bary: bool = True) -> dict:
+def _rasterize_flat(
+    b: _Batch, point_radius, fill_holes, need_depth: bool = True, need_bary: bool = True, vattr=None
+) -> dict:
     """Z-buffer every scan in every view; return the covered pixels as flat (P,) lists.
 
     Keys: pix (flat index img * H * W + i * W + j), img (scan * V + view), row, col, depth
@@ -416,7 +436,7 @@ def _rasterize_flat(b: _Batch, point_radius, fill_holes, need_depth: bool = True
     dev, size, nv = b.device, b.size, b.nv
     n_img = len(b.scans) * nv
     zb = torch.zeros(n_img * size * size, dtype=torch.long, device=dev)
-    bary_rows = _mesh_zbuffer(b, zb) if b.mesh_scans else None
+    bary_rows, planes = _mesh_zbuffer(b, zb, vattr) if b.mesh_scans else (None, None)
     if b.point_scans:
         _point_zbuffer(b, zb, point_radius)
         if fill_holes:
@@ -437,6 +457,13 @@ def _rasterize_flat(b: _Batch, point_radius, fill_holes, need_depth: bool = True
     out = {"pix": pix, "id": ident, "depth": depth, "img": img, "row": row, "col": col}
     is_tri = ident < 2**31
     out["is_tri"] = is_tri
+    if planes is not None:
+        t = ident if not b.point_scans else ident * is_tri
+        half = size / 2.0 - 0.5
+        px, py = col.float() - half, row.float() - half
+        nc = planes[0].shape[0]
+        rows = _rows([planes[j][c] for c in range(nc) for j in range(3)], t)  # (3C, P)
+        out["attr"] = torch.addcmul(torch.addcmul(rows[0::3], rows[1::3], px), rows[2::3], py)  # (C, P)
     if bary_rows is not None and need_bary:
         t = ident if not b.point_scans else ident * is_tri
         view = _floor_div(t, b.nf)
@@ -597,7 +624,21 @@ def render_views(
             if not s.has_texture:
                 raise ScanError(f"mode='texture' needs a texture image with uv or vertex colours ({s.path})")
     b = _prepare(scans, views, size, extent, pivot, device, need_normals=mode in ("normal", "normal_map"))
-    flat = _rasterize_flat(b, point_radius, fill_holes, need_depth=mode == "depth", need_bary=mode != "depth")
+    vattr = None
+    if b.normals is not None:
+        # unit vertex normals rotated into every view, as rows (3, V * N): stacking the rotations as
+        # (3 * V, 3) puts row i * V + v = (R_v n)_i, so no permuted copy is needed
+        n = b.normals * torch.rsqrt((b.normals * b.normals).sum(0).clamp_min(1e-24))
+        vattr = torch.matmul(b.rot.permute(1, 0, 2).reshape(3 * b.nv, 3), n).view(3, -1)
+        if mode == "normal":  # shade at the vertices, interpolate the shade (Gouraud)
+            lvec = np.asarray(light, dtype=np.float64)
+            lx, ly, lz = (lvec / np.linalg.norm(lvec) * (1.0 - ambient)).tolist()
+            nx, ny, nz = vattr
+            shade = (nx * lx + ny * ly + nz * lz).mul_(torch.sign(nz) + (nz == 0))
+            vattr = shade.clamp_(min=0.0).add_(ambient).mul_(255.0)[None]
+    flat = _rasterize_flat(
+        b, point_radius, fill_holes, need_depth=mode == "depth", need_bary=mode == "texture", vattr=vattr
+    )
     dev, nv, size = b.device, b.nv, b.size
     n_img = len(b.scans) * nv
     n_pix = n_img * size * size
@@ -612,16 +653,15 @@ def render_views(
         g = (255.0 * 0.1) + (255.0 * 0.9) * (z - lo_p) / (hi_p - lo_p).clamp_min(1e-12)
         planes = [g]
     elif mode in ("normal", "normal_map"):
-        normals = torch.zeros(3, len(pix), device=dev)
-        if b.mesh_scans:
-            # vertex normals rotated into every view once, as rows (3, V * N): stacking the rotations
-            # as (3 * V, 3) puts row i * V + v = (R_v n)_i, so no permuted copy is needed
-            nrm = torch.matmul(b.rot.permute(1, 0, 2).reshape(3 * nv, 3), b.normals).view(3, -1)
-            base = flat["view"] * b.nverts
-            w = flat["bary"]
-            for k in range(3):
-                corner = torch.index_select(b.faces_t[k], 0, flat["face"]) + base
-                normals.addcmul_(_rows(nrm, corner), w[k])
+        lvec = np.asarray(light, dtype=np.float64)
+        lx, ly, lz = (lvec / np.linalg.norm(lvec) * (1.0 - ambient)).tolist()
+
+        def lambert(nx, ny, nz):
+            # two-sided: a surface seen from behind (open scans, ears) is lit like its front
+            inv = torch.copysign(torch.rsqrt((nx * nx + ny * ny + nz * nz).clamp_min(1e-24)), nz)
+            return (nx * lx + ny * ly + nz * lz).mul_(inv).clamp_(min=0.0).add_(ambient).mul_(255.0)
+
+        vals = flat.get("attr")  # (C, P): interpolated shade (normal) or normal (normal_map)
         if has_points:
             pc = torch.tensor([i * nv + v for i in b.point_scans for v in range(nv)], device=dev)
             dimg = torch.zeros(n_pix, device=dev).index_copy_(0, pix, flat["depth"])
@@ -631,19 +671,14 @@ def render_views(
             )
             full = torch.zeros(n_img, size, size, 3, device=dev)
             full[pc] = sn
-            sn = torch.index_select(full.view(-1, 3), 0, pix).T
-            normals = torch.where(is_tri[None], normals, sn)
-        nx, ny, nz = normals
-        # the norm by components: torch's norm over a length-3 dim is a slow strided reduction
-        inv = torch.rsqrt((nx * nx + ny * ny + nz * nz).clamp_min(1e-24))
-        # two-sided: a surface seen from behind (open scans, ears) is lit like its front
-        inv = torch.copysign(inv, nz)
+            sn = torch.index_select(full.view(-1, 3), 0, pix).T  # (3, P)
+            pvals = lambert(*sn)[None] if mode == "normal" else sn
+            vals = pvals if vals is None else torch.where(is_tri[None], vals, pvals)
         if mode == "normal":
-            lvec = np.asarray(light, dtype=np.float64)
-            lx, ly, lz = (lvec / np.linalg.norm(lvec) * (1.0 - ambient)).tolist()
-            diffuse = (nx * lx + ny * ly + nz * lz) * inv
-            planes = [diffuse.clamp_(min=0.0).add_(ambient).mul_(255.0)]
+            planes = [vals[0]]
         else:
+            nx, ny, nz = vals
+            inv = torch.copysign(torch.rsqrt((nx * nx + ny * ny + nz * nz).clamp_min(1e-24)), nz)
             planes = [(c * inv + 1.0) * 127.5 for c in (nx, ny, nz)]
     else:  # texture
         colour = torch.zeros(len(pix), 3, device=dev)

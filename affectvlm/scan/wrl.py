@@ -54,7 +54,9 @@ def _numbers(text: str, start: int, what: str, path: str, limit: int, dtype) -> 
         if stop < end:  # cut at whitespace or a comma, never inside a number
             stop = max(text.rfind(c, pos, stop) for c in " \n\t\r,")
             if stop <= pos:
-                raise ScanError(f"corrupt VRML '{what}' list: a token longer than {_PIECE} characters ({path})")
+                raise ScanError(
+                    f"corrupt VRML '{what}' list: a token longer than {_PIECE} characters ({path})"
+                )
         with warnings.catch_warnings():
             # numpy reports unparsable text as a DeprecationWarning in some versions, ValueError in others
             warnings.simplefilter("error", DeprecationWarning)

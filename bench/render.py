@@ -87,7 +87,12 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda to add the batched GPU figure")
     parser.add_argument("--batch", type=int, default=64, help="GPU batch size (default 64)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)"
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not (args.sfm_dir / "sfm_3448.npz").is_file():
         parser.error(f"no sfm_3448.npz in {args.sfm_dir}: pass --sfm-dir or set AFFECTVLM_SFM_DIR")
     meshes = sfm_meshes(args.sfm_dir, set(args.levels))

@@ -83,3 +83,20 @@ def test_bad_input_is_an_error_not_a_traceback(tmp_path, capsys):
     assert "cap" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["render", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 1
+
+
+def test_bench_script_runs(sfm_dir, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "render.py"
+    spec = importlib.util.spec_from_file_location("bench_render", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert (
+        bench.main(
+            ["--sfm-dir", str(sfm_dir), "--levels", "0", "--repeats", "2", "--warmup", "1", "--size", "32"]
+        )
+        == 0
+    )
+    assert "6736" in capsys.readouterr().out

@@ -3,7 +3,9 @@
 The same code runs on CPU and, batched, on a GPU: there is no Python loop over triangles or pixels.
 
 How a frame is rasterised (all scans x views of a call at once):
-1. Vertices (and normals) are rotated into each view: one (V, 3, 3) @ (3, N) matmul.
+1. Triangle corners are gathered once in scan space and rotated into every view by one
+   (V, 3, 3) @ (3, 3F) matmul; all per-triangle arrays are laid out (V, F) so every op runs on long
+   contiguous rows.
 2. Each triangle's pixel bounding box is computed. Triangles are bucketed by its size (1, 2, 3, 4,
    6, ... pixels square); within a bucket every triangle tests the same fixed grid of candidate
    pixels by broadcasting, so no per-candidate gather is needed. Triangles at the image border or
@@ -12,8 +14,9 @@ How a frame is rasterised (all scans x views of a call at once):
    on a shared edge belong to both triangles and no pinhole appears) gives an int64 key
    `float_bits(depth) << 32 | triangle id`; one `scatter_reduce_(amax)` per bucket keeps the nearest
    triangle per pixel (positive floats compare like their bit patterns).
-4. Only the winning pixels are shaded: barycentrics of the winning triangle are recomputed there and
-   interpolate depth, normals, uv or colours.
+4. Only the winning pixels are shaded. Depth is decoded from the key itself; shades and normals are
+   interpolated through per-triangle planes (value = c0 + ca x + cb y); textures and colours through
+   barycentrics of the winning triangle, recomputed at the pixel.
 Point clouds are splatted as discs of a configurable pixel radius into the same z-buffer, then holes
 (empty pixels surrounded by splats) are filled from their nearest neighbour.
 

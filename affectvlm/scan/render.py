@@ -586,6 +586,15 @@ def _screen_normals(depth: torch.Tensor, mask: torch.Tensor, step: float) -> tor
     return n / n.norm(dim=-1, keepdim=True)
 
 
+def _lambert(nx, ny, nz, light, ambient: float) -> torch.Tensor:
+    """Grey level 0-255 of normals (any length) lit from `light`; two-sided: a surface seen from
+    behind (open scans, ears) is lit like its front."""
+    lvec = np.asarray(light, dtype=np.float64)
+    lx, ly, lz = (lvec / np.linalg.norm(lvec) * (1.0 - ambient)).tolist()
+    inv = torch.copysign(torch.rsqrt((nx * nx + ny * ny + nz * nz).clamp_min(1e-24)), nz)
+    return (nx * lx + ny * ly + nz * lz).mul_(inv).clamp_(min=0.0).add_(ambient).mul_(255.0)
+
+
 def render_views(
     scans,
     views=None,
@@ -634,11 +643,7 @@ def render_views(
         n = b.normals * torch.rsqrt((b.normals * b.normals).sum(0).clamp_min(1e-24))
         vattr = torch.matmul(b.rot.permute(1, 0, 2).reshape(3 * b.nv, 3), n).view(3, -1)
         if mode == "normal":  # shade at the vertices, interpolate the shade (Gouraud)
-            lvec = np.asarray(light, dtype=np.float64)
-            lx, ly, lz = (lvec / np.linalg.norm(lvec) * (1.0 - ambient)).tolist()
-            nx, ny, nz = vattr
-            shade = (nx * lx + ny * ly + nz * lz).mul_(torch.sign(nz) + (nz == 0))
-            vattr = shade.clamp_(min=0.0).add_(ambient).mul_(255.0)[None]
+            vattr = _lambert(*vattr, light, ambient)[None]
     flat = _rasterize_flat(
         b, point_radius, fill_holes, need_depth=mode == "depth", need_bary=mode == "texture", vattr=vattr
     )
@@ -656,14 +661,6 @@ def render_views(
         g = (255.0 * 0.1) + (255.0 * 0.9) * (z - lo_p) / (hi_p - lo_p).clamp_min(1e-12)
         planes = [g]
     elif mode in ("normal", "normal_map"):
-        lvec = np.asarray(light, dtype=np.float64)
-        lx, ly, lz = (lvec / np.linalg.norm(lvec) * (1.0 - ambient)).tolist()
-
-        def lambert(nx, ny, nz):
-            # two-sided: a surface seen from behind (open scans, ears) is lit like its front
-            inv = torch.copysign(torch.rsqrt((nx * nx + ny * ny + nz * nz).clamp_min(1e-24)), nz)
-            return (nx * lx + ny * ly + nz * lz).mul_(inv).clamp_(min=0.0).add_(ambient).mul_(255.0)
-
         vals = flat.get("attr")  # (C, P): interpolated shade (normal) or normal (normal_map)
         if has_points:
             pc = torch.tensor([i * nv + v for i in b.point_scans for v in range(nv)], device=dev)
@@ -675,7 +672,7 @@ def render_views(
             full = torch.zeros(n_img, size, size, 3, device=dev)
             full[pc] = sn
             sn = torch.index_select(full.view(-1, 3), 0, pix).T  # (3, P)
-            pvals = lambert(*sn)[None] if mode == "normal" else sn
+            pvals = _lambert(*sn, light, ambient)[None] if mode == "normal" else sn
             vals = pvals if vals is None else torch.where(is_tri[None], vals, pvals)
         if mode == "normal":
             planes = [vals[0]]

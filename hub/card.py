@@ -46,8 +46,8 @@ SFM_NOTICE = (
 
 INTRO = (
     "An AffectVLM checkpoint: a multiview CLIP that recognises facial expressions from 3D and 4D face "
-    "scans. A scan is rendered into views, each view is embedded by CLIP's vision tower, the views are fused, "
-    "and the result is scored against text prompts, so any label can be scored."
+    "scans. A scan is rendered into views, each view is embedded by the vision backbone, the views are "
+    "fused, and the result is scored against CLIP text embeddings of prompts, so any label can be scored."
 )
 
 _FOLD_KEYS = ("folds", "per_fold", "fold_results", "fold_metrics")
@@ -345,24 +345,31 @@ def _results_section(results: CrossValidation | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _model_section(config: Mapping) -> str:
+def _model_section(config: Mapping, processor_config: Mapping) -> str:
     clip = config.get("clip_config") or {}
-    vision = clip.get("vision_config") or {}
-    backbone = config.get("vision_backbone", "clip")
-    if backbone == "clip" and vision:
+    vision, text = clip.get("vision_config") or {}, clip.get("text_config") or {}
+    crop = (processor_config.get("image_processor") or {}).get("crop_size") or {}
+    size = f"{crop['height']}x{crop['width']} px views" if "height" in crop and "width" in crop else "views"
+    if config.get("vision_backbone", "clip") == "resnet":
+        resnet = config.get("resnet_config") or {}
+        widths = resnet.get("hidden_sizes") or []
         tower = (
-            f"CLIP ViT ({vision.get('num_hidden_layers')} layers, width {vision.get('hidden_size')}, "
-            f"{vision.get('image_size')}px images, patch {vision.get('patch_size')})"
+            f"a ResNet ({resnet.get('layer_type', 'bottleneck')} blocks, depths {resnet.get('depths')}, "
+            f"{widths[0] if widths else '?'}-{widths[-1] if widths else '?'} channels) on {size}, projected "
+            "into CLIP's text embedding space"
         )
     else:
-        tower = f"{backbone} vision backbone"
-    labels = ", ".join(config.get("label_names") or [])
-    views = ", ".join(config.get("view_names") or [])
+        tower = (
+            f"CLIP's ViT ({vision.get('num_hidden_layers')} layers, width {vision.get('hidden_size')}, "
+            f"patch {vision.get('patch_size')}) on {size}"
+        )
     return (
         "## Model\n\n"
-        f"- Vision: {tower}, applied to each rendered view; views fused by `{config.get('fusion', 'mean')}`.\n"
-        f"- Views, in order: {views}.\n"
-        f"- Labels it was trained on: {labels}. Any other label or prompt can be scored (zero-shot).\n"
+        f"- Views: {', '.join(config.get('view_names') or [])}, each embedded by {tower}; fused by "
+        f"`{config.get('fusion', 'mean')}`.\n"
+        f"- Text: CLIP's text tower ({text.get('num_hidden_layers')} layers, width {text.get('hidden_size')}).\n"
+        f"- Labels it was trained on: {', '.join(config.get('label_names') or [])}. Any other label or prompt "
+        "can be scored (zero-shot).\n"
     )
 
 
@@ -412,6 +419,7 @@ print(predictor(scan="face.obj").scores())
 def model_card(
     repo_id: str,
     config: Mapping,
+    processor_config: Mapping,
     results: CrossValidation | None = None,
     *,
     license: str = "other",
@@ -441,5 +449,5 @@ def model_card(
     ]
     if sfm_notice:
         body += [SFM_NOTICE, ""]
-    body += [_model_section(config), _usage_section(repo_id, config), _results_section(results)]
+    body += [_model_section(config, processor_config), _usage_section(repo_id, config), _results_section(results)]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))

@@ -115,7 +115,10 @@ def build_model_folder(
         cv.dataset, cv.protocol = dataset or cv.dataset, protocol or cv.protocol
     left_out = copy_checkpoint(checkpoint, out)
     remote_code = copy_remote_code(checkpoint, out)
-    card = model_card(repo_id, config, cv, license=license, sfm_notice=sfm_notice, base_model=base_model)
+    processor_config = json.loads((Path(out) / "processor_config.json").read_text(encoding="utf-8"))
+    card = model_card(
+        repo_id, config, processor_config, cv, license=license, sfm_notice=sfm_notice, base_model=base_model
+    )
     card.save(Path(out) / "README.md")
     return {"left_out": left_out, "remote_code": remote_code, "results": cv}
 

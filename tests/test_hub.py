@@ -290,6 +290,7 @@ def test_model_card_metadata_results_and_usage(model_folder):
         f'AutoProcessor.from_pretrained("{REPO_ID}", trust_remote_code=True)',
         "model.encode_prompts(",
         "model.score(",
+        "each embedded by CLIP's ViT (2 layers, width 32, patch 8) on 32x32 px views; fused by `mean`",
         "Surrey Face Model",
         "non-commercial use only",
         f"protocol: {PROTOCOL}",
@@ -361,6 +362,22 @@ assert type(model).__module__.startswith("transformers_modules."), type(model)._
 assert type(processor).__module__.startswith("transformers_modules."), type(processor).__module__
 print(json.dumps({"model": type(model).__module__, "probs": scores.probs.tolist()}))
 """
+
+
+def test_resnet_checkpoint_is_published_and_loads(tmp_path, capsys):
+    """The demo config (synth-cpu) uses the ResNet view backbone: that checkpoint must load from the Hub too."""
+    from affectvlm import AffectVLMModel
+    from affectvlm.testing import tiny_config, tiny_processor
+
+    resnet = {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "layer_type": "basic"}
+    ckpt = tmp_path / "resnet-ckpt"
+    AffectVLMModel(tiny_config(vision_backbone="resnet", resnet_config=resnet)).save_pretrained(ckpt)
+    tiny_processor().save_pretrained(ckpt)
+    out = tmp_path / "out"
+    assert push.main([str(ckpt), "--repo-id", REPO_ID, "--dry-run", str(out)]) == 0  # with the model check
+    assert "loads as transformers_modules." in capsys.readouterr().out
+    text = ModelCard.load(out / "README.md").text
+    assert "each embedded by a ResNet (basic blocks, depths [1, 1], 8-16 channels) on 32x32 px views" in text
 
 
 def test_model_folder_loads_with_remote_code_only(model_folder, tiny, tmp_path):

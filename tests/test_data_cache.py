@@ -11,25 +11,26 @@ from affectvlm.data.datasets import read_bu3dfe
 from affectvlm.data.sfm import load_sfm
 from affectvlm.data.synth import SynthConfig, write_synth_tree
 
-CFG = SynthConfig(seed=2, num_subjects=2, subdivision_prob=0.0)  # coarse meshes: fast renders
+# coarse meshes and one intensity level (7 scans a subject): fast renders
+CFG = SynthConfig(seed=2, num_subjects=2, subdivision_prob=0.0, intensity_levels=(1.0,))
 SETTINGS = RenderSettings(size=32, frames=3, batch=10)
 
 
 @pytest.fixture(scope="module")
 def synth_cache(tmp_path_factory, sfm_dir):
     out = tmp_path_factory.mktemp("cache")
-    return prepare_cache("synth", out=out, settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=16, progress=False)
+    return prepare_cache("synth", out=out, settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=8, progress=False)
 
 
 def test_synth_cache_contents(synth_cache):
     doc = json.loads((synth_cache / "cache.json").read_text())
     assert doc["settings_key"] == SETTINGS.key() and synth_cache.name.endswith(f"-{SETTINGS.key()}")
     ds = RenderCacheDataset(synth_cache)
-    assert len(ds) == 2 * 25 + 2 * 6 and ds.report() == {"rendered": 62, "bad": []}
+    assert len(ds) == 2 * 7 + 2 * 6 and ds.report() == {"rendered": 26, "bad": []}
     item = ds[0]
     assert item["pixel_values"].shape == (3, 32, 32, 3) and item["pixel_values"].dtype == torch.uint8
     assert item["pixel_values"].float().mean() > 5  # a face, not a black image
-    batch = ds[[5, 0, 40]]
+    batch = ds[[5, 0, 20]]
     assert torch.equal(batch["pixel_values"][1], item["pixel_values"]) and batch["labels"].shape == (3,)
     seq = [i for i, e in enumerate(ds.entries) if e["sequence"]]
     assert len(seq) == 12 and ds.entries[seq[0]]["dataset"] == "synth4d"
@@ -44,7 +45,7 @@ def test_synth_cache_contents(synth_cache):
 
 
 def test_resume_skips_done_shards_and_is_deterministic(tmp_path, synth_cache, sfm_dir):
-    kwargs = dict(out=tmp_path, settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=16, progress=False)
+    kwargs = dict(out=tmp_path, settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=8, progress=False)
     folder = prepare_cache("synth", **kwargs, max_shards=2)  # "interrupted" after two shards
     assert not (folder / "index.json").exists()
     with pytest.raises(FileNotFoundError, match="not complete"):
@@ -56,12 +57,12 @@ def test_resume_skips_done_shards_and_is_deterministic(tmp_path, synth_cache, sf
     assert len(a) == len(b)
     assert np.array_equal(a.read(range(len(a))), b.read(range(len(b))))  # same seed, same pixels
     with pytest.raises(ValueError, match="different sample list"):
-        prepare_cache("synth", **{**kwargs, "shard_size": 8})
+        prepare_cache("synth", **{**kwargs, "shard_size": 4})
 
 
 def test_bad_scan_is_reported_not_dropped(tmp_path, sfm_dir, caplog):
     root = tmp_path / "bu3dfe"
-    write_synth_tree(root, "bu3dfe", CFG, load_sfm(sfm_dir), subjects=[0], labels=("neutral", "happiness"), intensities=(4,), progress=False)
+    write_synth_tree(root, "bu3dfe", CFG, load_sfm(sfm_dir), subjects=[0], labels=("neutral", "happiness"), intensities=(1,), progress=False)
     bad = sorted(root.glob("*/*_NE00*_F3D.wrl"))[0]
     bad.write_text("#VRML V2.0 utf8\nTransform { children [ Shape { geometry IndexedFaceSet { coord Coordinate { point [ 1 2")
     with caplog.at_level(logging.WARNING):

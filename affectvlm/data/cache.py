@@ -368,7 +368,7 @@ def prepare_cache(
     header = {
         "format": CACHE_FORMAT, "dataset": dataset, "settings": settings.to_dict(), "settings_key": settings.key(),
         "labels": label_vocabulary(it.label for it in items), "plan": {"items": len(items), "shard_size": shard_size, "hash": plan},
-        "source": source,
+        "source": source, "views": _resolved_views(settings),
     }  # fmt: skip
     info = folder / "cache.json"
     if info.is_file():
@@ -407,6 +407,16 @@ def prepare_cache(
     if all(all(p.is_file() for p in _shard_paths(folder, k)) for k in range(len(shards))):
         _write_index(folder, len(shards), header["labels"])
     return folder
+
+
+def _resolved_views(settings: RenderSettings) -> list:
+    """The (yaw, pitch) views actually rendered, with names when they are the pipeline's defaults, so that
+    readers of the cache (training, the processor) know which image is which view."""
+    from ..scan import DEFAULT_VIEWS, VIEW_NAMES
+
+    if settings.views is None:
+        return [{"name": n, "yaw": y, "pitch": p} for n, (y, p) in zip(VIEW_NAMES, DEFAULT_VIEWS)]
+    return [{"name": None, "view": list(v) if isinstance(v, tuple) else v} for v in settings.views]
 
 
 def _init_worker() -> None:

@@ -40,7 +40,7 @@ def read_image(path) -> np.ndarray:
         with Image.open(path) as img:
             if img.width * img.height > _MAX_TEXTURE_PIXELS:
                 raise ScanError(f"texture {img.width} x {img.height} is larger than the cap ({path})")
-            return np.asarray(img.convert("RGB"))
+            return np.array(img.convert("RGB"))  # a writable copy (torch warns on read-only arrays)
     except (OSError, Image.DecompressionBombError) as exc:
         raise ScanError(f"cannot read texture image: {exc} ({path})") from None
 

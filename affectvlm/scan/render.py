@@ -162,6 +162,11 @@ def _rows(table, idx: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _tensor(array: np.ndarray, device) -> torch.Tensor:
+    """torch view of a numpy array (copied first when read-only, e.g. an image decoded by PIL)."""
+    return torch.from_numpy(array if array.flags.writeable else array.copy()).to(device)
+
+
 def _flatnonzero(mask: torch.Tensor) -> torch.Tensor:
     """Indices of the True entries of a 1D bool tensor (numpy's is ~10x faster on CPU)."""
     if mask.device.type == "cpu":
@@ -695,11 +700,11 @@ def render_views(
                 ids = [torch.index_select(b.faces_t[k], 0, f) - int(b.vstart[i]) for k in range(3)]
                 w = torch.index_select(flat["bary"], 1, sel).T  # (S, 3)
             if s.uv is not None and s.texture is not None:
-                uv_t = torch.from_numpy(s.uv).to(dev)
+                uv_t = _tensor(s.uv, dev)
                 uv = sum(torch.index_select(uv_t, 0, ids[k]) * w[:, k : k + 1] for k in range(len(ids)))
-                col = _sample_texture(torch.from_numpy(s.texture).to(dev), uv)
+                col = _sample_texture(_tensor(s.texture, dev), uv)
             else:
-                col_t = torch.from_numpy(s.colors).to(dev).float()
+                col_t = _tensor(s.colors, dev).float()
                 col = sum(torch.index_select(col_t, 0, ids[k]) * w[:, k : k + 1] for k in range(len(ids)))
             colour.index_copy_(0, sel, col)
         planes = list(colour.T)

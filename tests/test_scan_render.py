@@ -200,3 +200,14 @@ def test_gpu_matches_cpu(face):
     cpu = render_views([face] * 4, size=64).astype(int)
     gpu = render_views([face] * 4, size=64, device="cuda").astype(int)
     assert (np.abs(cpu - gpu) > 2).mean() < 0.001
+
+
+def test_unrenderable_scans_raise(face):
+    v = face.vertices.copy()
+    v[0] = np.nan
+    with pytest.raises(ScanError, match="NaN"):
+        render_views(face.replace(vertices=v), size=16)
+    with pytest.raises(TypeError):
+        render_views([], size=16)
+    with pytest.raises(ValueError, match="size"):
+        render_views(face, size=1)

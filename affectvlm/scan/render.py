@@ -429,6 +429,8 @@ def _prepare(scans, views, size, extent, pivot, device, need_normals):
     for s in scans:
         if s.num_vertices == 0:
             raise ScanError(f"cannot render a scan without vertices ({s.path})")
+        if not np.isfinite(s.vertices).all():
+            raise ScanError(f"cannot render NaN/Inf vertices; normalize_scan drops them ({s.path})")
     return _Batch(scans, views, int(size), float(extent), pivot, device, need_normals)
 
 

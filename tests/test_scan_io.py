@@ -311,3 +311,11 @@ def test_hostile_wrl_is_fast(tmp_path):
     start = time.perf_counter()
     scan = load_scan(tmp_path / "a.wrl")
     assert scan.num_vertices == 3 and time.perf_counter() - start < 5.0
+
+
+@pytest.mark.parametrize("wrong", ["obj", "stl", "off", "wrl", "bnt", "glb", "npy"])
+def test_content_that_does_not_match_the_extension(tmp_path, sfm, wrong):
+    write_ply(tmp_path / "real.ply", sfm)
+    (tmp_path / f"fake.{wrong}").write_bytes((tmp_path / "real.ply").read_bytes())
+    with pytest.raises(ScanError, match="fake"):
+        load_scan(tmp_path / f"fake.{wrong}")

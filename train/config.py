@@ -59,6 +59,11 @@ DEFAULTS: dict[str, Any] = {
         "mode": "class",
         "num_prompts": 4,
         "per_view": True,
+        # "class" mode: add the inference bank's prompts (fixed templates filled with the class name only)
+        # to each class's drawn prompts every step. A text tower trained from scratch reads only phrasings
+        # it was trained on, so without them the validation/test prompts are foreign to it; a pretrained
+        # CLIP does not need this. Nothing about any sample enters either way.
+        "include_inference": False,
         # Fields of affectvlm.prompts.PromptConfig (seed and view_names are filled in from the run).
         "config": {},
     },

@@ -130,6 +130,7 @@ class PromptSource:
         pc = {**p["config"], "seed": config["seed"], "view_names": tuple(view_names)}
         self.bank = PromptBank(PromptConfig.from_dict(pc))
         self.mode, self.num_prompts, self.per_view = p["mode"], p["num_prompts"], p["per_view"]
+        self.include_inference = p["include_inference"]
         self.labels, self.num_views = list(label_names), len(view_names)
         self.tokenizer, self.max_length = tokenizer, max_length
         self._ids: dict[
@@ -164,14 +165,22 @@ class PromptSource:
             ids, mask = self.tokenize(prompts)
             return {"input_ids": ids, "attention_mask": mask}  # (C, L)
         if self.mode == "class":
+            # With include_inference the inference bank's fixed prompts join each class's drawn ones (see the
+            # `prompts` defaults in train/config.py): P + I prompts per class.
+            extra = (
+                self.bank.inference_prompts(self.labels)
+                if self.include_inference
+                else dict.fromkeys(self.labels, [])
+            )
+            per_class = self.num_prompts + len(extra[self.labels[0]])
             if self.per_view:
                 per_view = self.bank.class_prompts_per_view(self.labels, self.num_prompts, V)
-                texts = [t for view in per_view for label in self.labels for t in view[label]]
-                shape = (V, C, self.num_prompts)
+                texts = [t for view in per_view for label in self.labels for t in view[label] + extra[label]]
+                shape = (V, C, per_class)
             else:
                 prompts = self.bank.class_prompts(self.labels, self.num_prompts)
-                texts = [t for label in self.labels for t in prompts[label]]
-                shape = (C, self.num_prompts)
+                texts = [t for label in self.labels for t in prompts[label] + extra[label]]
+                shape = (C, per_class)
             ids, mask = self.tokenize(texts)
             return {"input_ids": ids.reshape(*shape, -1), "attention_mask": mask.reshape(*shape, -1)}
         # "sample": prompts for the global batch (same draws on every process), then this process's rows.

@@ -230,6 +230,8 @@ def test_prompt_modes_give_the_model_input_shapes():
     assert per_view["input_ids"].shape[:3] == (3, 6, 3)  # (V, C, P, L)
     shared = _prompt_source("class", num_prompts=3, per_view=False).step_inputs(meta, None, slice(0, 4))
     assert shared["input_ids"].shape[:2] == (6, 3)  # (C, P, L)
+    with_inference = _prompt_source("class", num_prompts=3, per_view=False, include_inference=True)
+    assert with_inference.step_inputs(meta, None, slice(0, 4))["input_ids"].shape[:2] == (6, 3 + 8)  # + the bank
     fixed = _prompt_source("fixed").step_inputs(meta, None, slice(0, 4))
     assert fixed["input_ids"].shape[0] == 6  # (C, L)
     sample = _prompt_source("sample").step_inputs(meta, None, slice(0, 4))

@@ -92,3 +92,12 @@ def test_bu4dfe_tree_renders_dynamic_images(tmp_path, sfm_dir):
     ds = RenderCacheDataset(folder)
     assert [e["label"] for e in ds.entries] == ["fear", "surprise"] and all(e["sequence"] for e in ds.entries)
     assert ds[1]["pixel_values"].shape == (3, 32, 32, 3) and ds.report()["bad"] == []
+
+
+@pytest.mark.slow
+def test_worker_processes_render_the_same_pixels(tmp_path, synth_cache, sfm_dir):
+    folder = prepare_cache(
+        "synth", out=tmp_path, settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=8, workers=2, progress=False
+    )
+    a, b = RenderCacheDataset(folder), RenderCacheDataset(synth_cache)
+    assert np.array_equal(a.read(range(len(a))), b.read(range(len(b))))

@@ -1,7 +1,5 @@
 import json
 
-import pytest
-
 from affectvlm.data.__main__ import main
 from affectvlm.data.folds import load_folds
 
@@ -32,5 +30,17 @@ def test_synth_then_folds(tmp_path, sfm_dir, capsys):
 def test_errors_are_one_line(tmp_path, capsys):
     assert main(["folds", "--dataset", "bu3dfe", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "f.json")]) == 1
     assert "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["folds", "--out", "x.json"])  # needs a source
+    assert main(["folds", "--out", "x.json"]) == 2  # needs a source
+    assert "needs --cache" in capsys.readouterr().err
+
+
+def test_registers_under_the_package_cli():
+    import argparse
+
+    from affectvlm.data.__main__ import add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["data", "folds", "--out", "x.json", "--k", "5"])
+    assert args.k == 5 and callable(args.func)
+    assert parser.parse_args(["data"]).func(None) == 2

@@ -101,6 +101,10 @@ def cmd_prepare(args) -> int:
 def cmd_folds(args) -> int:
     from .folds import save_folds, subject_folds
 
+    if not args.cache and not (args.dataset and args.root):
+        print("folds needs --cache, or --dataset and --root", file=sys.stderr)
+        return 2
+
     if args.cache:
         from .cache import RenderCacheDataset
 
@@ -129,10 +133,36 @@ def cmd_sfm(args) -> int:
     return 0
 
 
+def _friendly(func):
+    """Dataset and model errors become one line on stderr and exit code 1, not a traceback."""
+
+    def run(args) -> int:
+        from .datasets import DatasetError
+        from .sfm import SFMError
+
+        try:
+            return int(func(args) or 0)
+        except (DatasetError, SFMError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m affectvlm.data", description=_DESCRIPTION)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    return parser
 
+
+def add_parser(subparsers) -> None:
+    """Register ``data`` (with these commands under it) in the ``python -m affectvlm`` dispatcher."""
+    p = subparsers.add_parser("data", help="SynthFER-3D, render caches, folds, the face model", description=_DESCRIPTION)
+    _add_commands(p.add_subparsers(dest="data_command", metavar="COMMAND"))
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def _add_commands(sub) -> None:
     p = sub.add_parser("synth", help="write SynthFER-3D scans as files in a real dataset's layout",
                        description="Write SynthFER-3D as files laid out like a real dataset, so the readers and the whole pipeline run on them.")  # fmt: skip
     p.add_argument("--out", required=True, help="root folder to write")
@@ -140,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=12, help="frames per 4D sequence, evenly spread (0: all ~100; large)")
     p.add_argument("--texture-size", type=int, default=32, help="side of the texture images beside the meshes")
     _synth_args(p)
-    p.set_defaults(func=cmd_synth)
+    p.set_defaults(func=_friendly(cmd_synth))
 
     p = sub.add_parser("prepare", help="render a dataset (or SynthFER-3D directly) into a cache of uint8 shards",
                        description="Render every sample's views once into memory-mapped uint8 shards keyed by a hash of the render "
@@ -162,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="rendering processes (default: 1)")
     p.add_argument("--max-shards", type=int, default=None, help="stop after this many shards (testing resumption)")
     _synth_args(p)
-    p.set_defaults(func=cmd_prepare)
+    p.set_defaults(func=_friendly(cmd_prepare))
 
     p = sub.add_parser("folds", help="subject-independent k-fold splits exported to JSON",
                        description="Seeded subject-independent k folds, each with validation subjects carved from its training side.")  # fmt: skip
@@ -175,13 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=0, help="repetition number: a new random partition per repeat")
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of training subjects held out for validation")
     p.add_argument("--out", required=True, help="JSON file to write")
-    p.set_defaults(func=cmd_folds)
+    p.set_defaults(func=_friendly(cmd_folds))
 
     p = sub.add_parser("sfm", help="locate (or download) the Surrey Face Model", description=cmd_sfm.__doc__)
     p.add_argument("--dir", default=None, help="folder to use or download into")
     p.add_argument("--download", action="store_true", help="download the two eos files (sha256-checked)")
-    p.set_defaults(func=cmd_sfm)
-    return parser
+    p.set_defaults(func=_friendly(cmd_sfm))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,16 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    if args.command == "folds" and not args.cache and not (args.dataset and args.root):
-        parser.error("folds needs --cache, or --dataset and --root")
-    from .datasets import DatasetError
-    from .sfm import SFMError
-
-    try:
-        return int(args.func(args) or 0)
-    except (DatasetError, SFMError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

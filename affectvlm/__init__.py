@@ -1,7 +1,7 @@
 """AffectVLM: a multiview CLIP for 3D and 4D facial expression recognition.
 
-Public names are imported lazily so that `import affectvlm` stays cheap (no trimesh, no gradio)
-until a part of the package is used.
+Public names are imported lazily (no trimesh, no gradio until a part of the package is used). Importing
+the package does import transformers, to register the AffectVLM classes with the Auto classes.
 """
 
 from __future__ import annotations

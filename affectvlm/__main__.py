@@ -14,6 +14,7 @@ import sys
 _COMMANDS = {
     "render": ".scan.cli",
     "predict": ".predict_cli",
+    "data": ".data.__main__",
 }
 
 

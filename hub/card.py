@@ -320,7 +320,10 @@ def _results_section(results: CrossValidation | None) -> str:
     lines = [
         "## Evaluation",
         "",
-        f"Cross-validation on **{results.dataset}**, protocol: {results.protocol}. Accuracy in %.",
+        (
+            f"Cross-validation of this checkpoint's training configuration on **{results.dataset}**, "
+            f"protocol: {results.protocol}. Accuracy in %."
+        ),
         "",
     ]
     if results.folds:
@@ -425,8 +428,15 @@ def model_card(
     license: str = "other",
     sfm_notice: bool = True,
     base_model: str | None = None,
+    base_card: str | None = None,
 ):
-    """The `ModelCard` (README.md) of a checkpoint: YAML metadata with the model-index, then the text."""
+    """The `ModelCard` (README.md) of a checkpoint: YAML metadata with the model-index, then the text.
+
+    `base_card`: the checkpoint's own README.md, written by whoever trained it. Its text is kept as the
+    body (it knows the checkpoint best) and its metadata as the base; the card adds what the Hub needs
+    and it lacks: library_name, pipeline_tag, tags, the model-index from `results`, the remote-code usage,
+    the results section and the licence note.
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(
@@ -440,6 +450,8 @@ def model_card(
         model_name=repo_id,
         eval_results=eval_results(results) if results is not None else None,
     )
+    if base_card is not None:
+        return _merged_card(ModelCard(base_card), data, repo_id, config, results, sfm_notice)
     name = repo_id.split("/")[-1]
     body = [
         f"# {name}",
@@ -451,3 +463,25 @@ def model_card(
         body += [SFM_NOTICE, ""]
     body += [_model_section(config, processor_config), _usage_section(repo_id, config), _results_section(results)]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def _merged_card(base, data, repo_id: str, config: Mapping, results: CrossValidation | None, sfm_notice: bool):
+    """The checkpoint's own card, completed: its metadata and text win; ours fills what is missing."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    ours, theirs = data.to_dict(), base.data.to_dict()
+    merged = {**ours, **{k: v for k, v in theirs.items() if v is not None and k != "model-index"}}
+    merged["tags"] = list(dict.fromkeys([*(theirs.get("tags") or []), *TAGS]))
+    if "license" in theirs:  # a licence name belongs to the licence it names
+        merged.pop("license_name", None)
+        merged.update({k: theirs[k] for k in ("license_name", "license_link") if k in theirs})
+    merged["model_name"] = repo_id
+    merged["eval_results"] = data.eval_results
+    merged.pop("model-index", None)
+    text = base.text.rstrip() + "\n"
+    if sfm_notice and "Surrey Face Model" not in text:
+        text += "\n" + SFM_NOTICE + "\n"
+    text += "\n" + _usage_section(repo_id, config).replace("## Usage", "## Usage from the Hub", 1)
+    if results is not None:
+        text += "\n" + _results_section(results).replace("## Evaluation", "## Cross-validation results", 1)
+    return ModelCard(f"---\n{ModelCardData(**merged).to_yaml()}\n---\n\n" + text.lstrip("\n"))

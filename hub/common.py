@@ -31,9 +31,12 @@ REMOTE_CODE_IMPORTS = {"torch", "transformers", "numpy"}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 # The files of a `model.save_pretrained(folder)` + `processor.save_pretrained(folder)` checkpoint that
-# belong on the Hub (besides the weights, `*.safetensors`). Anything else (training logs, resolved run
-# configs, optimizer state) stays local.
+# belong on the Hub (besides the weights, `*.safetensors`), plus the two records train/ leaves beside a
+# model it selected (the resolved run config and which step was kept), which make it reproducible. Anything
+# else (logs, optimizer state) stays local. README.md is not copied: push.py writes the card.
 CHECKPOINT_FILES = (
+    "training_config.yaml",
+    "selection.json",
     "config.json",
     "generation_config.json",
     "model.safetensors.index.json",

@@ -93,11 +93,13 @@ def build_model_folder(
     dataset: str | None = None,
     protocol: str | None = None,
     variant: str | None = None,
+    fresh_card: bool = False,
 ) -> dict:
     """Assemble the model repo in `out`; returns what happened (files left out, remote code status).
 
     `variant` picks the summary of cross_validate.py's results (default "full"); `dataset` / `protocol`
-    override what the results file says or implies.
+    override what the results file says or implies. A README.md in the checkpoint is the base of the card
+    (its text kept, the metadata, usage and results completed) unless `fresh_card`.
     """
     if (dataset or protocol or variant) and results is None:
         raise PublishError("--dataset, --protocol and --variant describe the --results file: give it too")
@@ -116,11 +118,15 @@ def build_model_folder(
     left_out = copy_checkpoint(checkpoint, out)
     remote_code = copy_remote_code(checkpoint, out)
     processor_config = json.loads((Path(out) / "processor_config.json").read_text(encoding="utf-8"))
+    own_card = Path(checkpoint) / "README.md"
+    base_card = own_card.read_text(encoding="utf-8") if own_card.is_file() and not fresh_card else None
     card = model_card(
-        repo_id, config, processor_config, cv, license=license, sfm_notice=sfm_notice, base_model=base_model
+        repo_id, config, processor_config, cv, license=license, sfm_notice=sfm_notice, base_model=base_model,
+        base_card=base_card,
     )
     card.save(Path(out) / "README.md")
-    return {"left_out": left_out, "remote_code": remote_code, "results": cv}
+    left_out = [name for name in left_out if not (name == "README.md" and base_card is not None)]
+    return {"left_out": left_out, "remote_code": remote_code, "results": cv, "own_card": base_card is not None}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -172,6 +178,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base-model", help="Hub id of the CLIP the training started from, for the card")
     parser.add_argument("--commit-message", default=None, help="default: 'Upload AffectVLM checkpoint <name>'")
     parser.add_argument(
+        "--fresh-card", action="store_true",
+        help="ignore the checkpoint's own README.md (by default its text is kept and completed)",
+    )
+    parser.add_argument(
         "--no-verify", action="store_true", help="skip loading the assembled folder before uploading"
     )
     return parser.parse_args(argv)
@@ -195,8 +205,10 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     report = build_model_folder(
         args.checkpoint, out, args.repo_id, results=args.results, license=args.license,
         sfm_notice=args.sfm_notice, base_model=args.base_model, dataset=args.dataset, protocol=args.protocol,
-        variant=args.variant,
+        variant=args.variant, fresh_card=args.fresh_card,
     )
+    if report["own_card"]:
+        print("model card: the checkpoint's README.md, completed (metadata, remote-code usage, results)")
     for name, status in report["remote_code"].items():
         if status != "unchanged":
             print(f"remote code {name}: {status} (current affectvlm/{name})")

@@ -325,6 +325,31 @@ def test_dataset_and_protocol_flags_override_the_results(checkpoint, results_fil
     assert "give it too" in capsys.readouterr().err
 
 
+def test_the_checkpoint_own_card_is_kept_and_completed(checkpoint, results_file, tmp_path, capsys):
+    own = _copy_checkpoint(checkpoint, tmp_path / "ckpt")
+    body = "# my demo\n\nTrained on SynthFER-3D from the Surrey Face Model: non-commercial use only.\n\n## Use\n\nSee below.\n"
+    (own / "README.md").write_text(f"---\nlicense: other\nlicense_name: my-licence\ntags:\n- synthetic-data\n---\n\n{body}")
+    (own / "training_config.yaml").write_text("name: synth-cpu\n")
+    (own / "selection.json").write_text('{"step": 125}')
+    out = tmp_path / "out"
+    args = [str(own), "--repo-id", REPO_ID, "--results", str(results_file), "--no-verify"]
+    assert push.main([*args, "--dry-run", str(out)]) == 0
+    assert "the checkpoint's README.md, completed" in capsys.readouterr().out
+    assert set(list_files(out)) == MODEL_FILES | {"training_config.yaml", "selection.json"}
+    card = ModelCard.load(out / "README.md")
+    assert card.text.lstrip("\n").startswith(body)  # the author's words first, untouched
+    assert card.text.count("Surrey Face Model") == 1  # their licence note is enough
+    assert "## Usage from the Hub" in card.text and "## Cross-validation results" in card.text
+    assert (card.data.license, card.data.license_name) == ("other", "my-licence")
+    assert card.data.tags[0] == "synthetic-data" and "affectvlm" in card.data.tags
+    assert (card.data.library_name, card.data.pipeline_tag) == ("transformers", "zero-shot-image-classification")
+    assert len(card.data.eval_results) == 3 + 3
+
+    assert push.main([*args, "--fresh-card", "--dry-run", str(tmp_path / "fresh")]) == 0
+    fresh = ModelCard.load(tmp_path / "fresh" / "README.md")
+    assert "# my demo" not in fresh.text and fresh.data.license_name == "surrey-face-model-non-commercial"
+
+
 def test_push_without_results_and_with_another_licence(checkpoint, tmp_path):
     out = tmp_path / "out"
     args = [str(checkpoint), "--repo-id", REPO_ID, "--dry-run", str(out), "--no-verify",

@@ -107,16 +107,26 @@ def _upload_path(file, allowed: list[str], what: str) -> Path:
     return path
 
 
+PREVIEW_DIR = Path(tempfile.mkdtemp(prefix="affectvlm-previews-"))
+MAX_PREVIEWS = 64
+
+
 def _preview(scan) -> str | None:
-    """The normalised scan as a GLB in a fresh temporary file (never a path derived from the upload)."""
+    """The normalised scan as a GLB in a fresh temporary file (never a path derived from the upload).
+
+    Only the newest MAX_PREVIEWS files are kept, so a long-running app does not fill the disk.
+    """
     import trimesh
 
     if scan.faces is None or len(scan.faces) == 0:
         return None
     mesh = trimesh.Trimesh(scan.vertices, scan.faces, vertex_colors=scan.colors, process=False)
-    fd, name = tempfile.mkstemp(prefix="affectvlm-preview-", suffix=".glb")
+    fd, name = tempfile.mkstemp(prefix="preview-", suffix=".glb", dir=PREVIEW_DIR)
     os.close(fd)
     mesh.export(name)
+    old = sorted(PREVIEW_DIR.glob("preview-*.glb"), key=lambda p: p.stat().st_mtime)[:-MAX_PREVIEWS]
+    for path in old:
+        path.unlink(missing_ok=True)
     return name
 
 
@@ -183,7 +193,8 @@ EXAMPLE_SCANS = make_examples(Path(tempfile.gettempdir()) / "affectvlm-examples"
 
 # -- layout ---------------------------------------------------------------------------------------------------
 
-with gr.Blocks(title="AffectVLM") as demo:
+# delete_cache: uploads and outputs older than an hour are removed every 30 minutes.
+with gr.Blocks(title="AffectVLM", delete_cache=(1800, 3600)) as demo:
     gr.Markdown(
         "# AffectVLM\nRecognise facial expressions from 3D and 4D face scans with a multiview CLIP. "
         "Give three views, a 3D scan or a 4D sequence, and any labels: each label is scored by prompts.\n\n"

@@ -50,15 +50,12 @@ def random_batch(batch: int, views: int, size: int, num_classes: int, seed: int 
 def build(config: dict, device: torch.device, random_init: bool):
     if random_init and config["model"]["init"] == "clip":
         # Same architecture as the pretrained checkpoint, random weights: a speed test needs no download.
-        from transformers import CLIPConfig
-
         from affectvlm import AffectVLMConfig, AffectVLMModel
-        from affectvlm.testing import tiny_processor, tiny_tokenizer
+        from affectvlm.testing import tiny_processor, vit_b32_clip_config
 
-        clip_config = CLIPConfig(
-            text_config={"vocab_size": len(tiny_tokenizer())},
-            vision_config={"image_size": 224, "patch_size": 16},
-        )
+        # ViT-B/32's config with the offline tokenizer's vocabulary and special tokens, at patch 16: ViT-B/16.
+        clip_config = vit_b32_clip_config()
+        clip_config.vision_config.patch_size = 16
         d = config["data"]
         model = AffectVLMModel(
             AffectVLMConfig(

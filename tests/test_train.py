@@ -25,6 +25,7 @@ from train.metrics import classification_metrics
 from train.train import (
     TRAINER_STATE,
     PromptSource,
+    _is_better,
     build_augment,
     build_parser,
     checkpoint_dirs,
@@ -208,6 +209,14 @@ def test_warmup_then_cosine_to_the_floor():
     assert all(f(s) >= f(s + 1) for s in range(4, 25))
 
 
+def test_model_selection_on_validation_accuracy_then_nll():
+    assert _is_better({"accuracy": 0.5, "nll": 2.0}, {"accuracy": 0.4, "nll": 1.0})
+    assert _is_better({"accuracy": 0.5, "nll": 1.0}, {"accuracy": 0.5, "nll": 1.5})
+    assert not _is_better({"accuracy": 0.5, "nll": 1.5}, {"accuracy": 0.5, "nll": 1.0})
+    # No validation subjects: nothing to choose on, so the latest model is kept.
+    assert _is_better({"accuracy": None}, {"accuracy": None})
+
+
 def test_incomplete_checkpoints_are_never_picked(tmp_path):
     for name, complete in (("step_00000002", True), ("step_00000010", True), ("step_00000012", False)):
         (tmp_path / name).mkdir()
@@ -231,7 +240,10 @@ def test_prompt_modes_give_the_model_input_shapes():
     shared = _prompt_source("class", num_prompts=3, per_view=False).step_inputs(meta, None, slice(0, 4))
     assert shared["input_ids"].shape[:2] == (6, 3)  # (C, P, L)
     with_inference = _prompt_source("class", num_prompts=3, per_view=False, include_inference=True)
-    assert with_inference.step_inputs(meta, None, slice(0, 4))["input_ids"].shape[:2] == (6, 3 + 8)  # + the bank
+    assert with_inference.step_inputs(meta, None, slice(0, 4))["input_ids"].shape[:2] == (
+        6,
+        3 + 8,
+    )  # + the bank
     fixed = _prompt_source("fixed").step_inputs(meta, None, slice(0, 4))
     assert fixed["input_ids"].shape[0] == 6  # (C, L)
     sample = _prompt_source("sample").step_inputs(meta, None, slice(0, 4))

@@ -447,7 +447,9 @@ def evaluate(accelerator, module, loader, processor, tokenizer, label_names) -> 
 
 def _is_better(candidate: dict, best: dict | None) -> bool:
     """Higher validation accuracy wins; ties go to the lower validation NLL."""
-    if best is None:
+    if (
+        best is None or candidate["accuracy"] is None
+    ):  # None: no validation subjects, the latest model is kept
         return True
     return (candidate["accuracy"], -candidate.get("nll", 0.0)) > (best["accuracy"], -best.get("nll", 0.0))
 
@@ -671,7 +673,7 @@ def training_function(config: dict, args) -> dict:
         (output_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
         accelerator.print(
             f"test accuracy {test.get('accuracy', float('nan')):.4f} (model of step {state['best']['step']}, "
-            f"val accuracy {state['best']['accuracy']:.4f})"
+            f"val accuracy {state['best']['accuracy']})"
         )
     accelerator.end_training()
     return result
@@ -699,11 +701,13 @@ def _validate(
     accelerator, module, loader, processor, tokenizer, label_names, state, output_dir, step
 ) -> None:
     metrics = evaluate(accelerator, module, loader, processor, tokenizer, label_names)
-    if not metrics:  # no validation subjects: keep the latest model
-        metrics = {"accuracy": float(step), "nll": 0.0}
+    if not metrics:  # no validation subjects (data.val_fraction=0): nothing to choose on, keep the latest
+        metrics = {"accuracy": None}
     record = {"step": step, **{k: metrics[k] for k in ("accuracy", "macro_f1", "nll") if k in metrics}}
     state["history"].append(record)
-    accelerator.log({f"val/{k}": v for k, v in record.items() if k != "step"}, step=step)
+    logged = {f"val/{k}": v for k, v in record.items() if k != "step" and v is not None}
+    if logged:
+        accelerator.log(logged, step=step)
     if _is_better(record, state["best"]):
         state["best"] = record
         if accelerator.is_main_process:

@@ -770,6 +770,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from the latest complete checkpoint in <output-dir>/checkpoints (auto) or from DIR: "
         "step counter, data position, optimizer, schedule and every random state",
     )  # fmt: skip
+    parser.add_argument(
+        "--mixed-precision", choices=["no", "bf16", "fp16", "auto"], default=None,
+        help="override train.mixed_precision (auto: bf16 where the GPU supports it, else full precision)",
+    )  # fmt: skip
     parser.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is visible")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
     testing = parser.add_argument_group("crash simulation (for the resume tests)")
@@ -786,7 +790,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    config = load_config(args.config, args.set)
+    overrides = list(args.set)
+    if args.mixed_precision:
+        overrides.append(f"train.mixed_precision={args.mixed_precision}")
+    config = load_config(args.config, overrides)
     return training_function(config, args)
 
 

@@ -56,7 +56,7 @@ def test_cross_validate_end_to_end(tmp_path):
     cmd = [
         sys.executable, str(ROOT / "train" / "cross_validate.py"), "--config", "tiny", "--output-dir", str(out),
         "--cache-dir", str(cache), "--k", "3", "--folds", "0", "--variants", "full,zero_shot",
-        "--set", "data.source=cache", "--set", f"data.labels={json.dumps(LABELS)}", "--set", "train.max_steps=2",
+        "--set", "data.source=cache", "--set", f"data.labels={json.dumps(LABELS)}", "--set", "train.max_steps=2", "--set", "train.batch_size=8",
         "--set", "train.eval_every=2",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}

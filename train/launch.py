@@ -67,7 +67,10 @@ def build_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cmd, env = build_command(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)  # then accelerate's own options
+    cmd, env = build_command(argv)
     print("+", " ".join(cmd), flush=True)
     return subprocess.call(cmd, env={**os.environ, **env})
 

@@ -548,6 +548,9 @@ class PromptBank:
         age = raw["age"]
         if isinstance(age, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*", age):
             age = float(age)
+        elif isinstance(age, str) and (span := re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", age)):
+            # Datasets write age groups as year ranges ("30-39"): the midpoint picks the group.
+            age = (int(span.group(1)) + int(span.group(2))) / 2
         if isinstance(age, int | float) and not isinstance(age, bool) and not _is_missing(age):
             if not 0 <= age <= 130:
                 raise ValueError(f"age must be in [0, 130] years; got {age}")

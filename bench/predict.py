@@ -97,7 +97,7 @@ def affectvlm_route(predictor: AffectVLMPredictor):
 def stage_breakdown(predictor: AffectVLMPredictor, path: Path) -> dict[str, float]:
     from affectvlm.scan import load_scan, normalize_scan, render_views
 
-    normalize, render = predictor._render_kwargs()
+    normalize, render, _ = predictor._render_kwargs()
     t0 = time.perf_counter()
     scan = load_scan(path)
     t1 = time.perf_counter()
@@ -119,7 +119,9 @@ def report(name: str, predictor: AffectVLMPredictor, paths: list[Path], baseline
     stages = stage_breakdown(predictor, paths[0])
     print("  stages (one scan): " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in stages.items()))
     print(f"  AffectVLM end to end:            median {med * 1e3:8.1f} ms/scan  ({1 / med:6.2f} scans/s)")
-    if baseline:
+    if baseline and predictor.model.clip.vision_model is None:
+        print("  (no CLIP vision tower in this model: the zero-shot pipeline baseline does not apply)")
+    elif baseline:
         theirs = time_per_scan(pipeline_route(predictor), paths)
         med_b = statistics.median(theirs)
         print(f"  zero-shot pipeline, per view:    median {med_b * 1e3:8.1f} ms/scan  ({1 / med_b:6.2f} scans/s)")

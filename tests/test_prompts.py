@@ -229,3 +229,10 @@ def test_metadata_dropout_mixes_prompts_with_and_without_metadata():
     with_woman = sum("woman" in p or "female" in p for p in prompts)
     person = sum(re.search(r"\b(person|individual)\b", p) is not None for p in prompts)
     assert with_woman > 0 and person > 0
+
+
+def test_age_year_ranges_pick_the_group_of_their_midpoint():
+    bank = PromptBank(PromptConfig(seed=0))
+    ranged = bank.all_prompts("happiness", {"age_group": "50-70"})
+    assert ranged == bank.all_prompts("happiness", {"age": 60})
+    assert any("elderly" in p or "older" in p for p in ranged)

@@ -29,7 +29,6 @@ from train.train import (
     build_augment,
     build_parser,
     checkpoint_dirs,
-    prompt_metadata,
     warmup_cosine,
 )
 
@@ -269,12 +268,6 @@ def test_sample_prompts_of_a_rank_slice_are_the_rows_of_the_global_draw():
         ids_a.flatten(0, 2), mask_a.flatten(0, 2), ids_b.flatten(0, 2), mask_b.flatten(0, 2)
     ):
         assert decode(a, ma) == decode(b, mb)
-
-
-def test_prompt_metadata_turns_year_ranges_into_ages():
-    assert prompt_metadata({"age_group": "30-39", "gender": "male"}) == {"age": 34.5, "gender": "male"}
-    assert prompt_metadata({"age_group": "adult"}) == {"age_group": "adult"}
-    assert prompt_metadata(None) == {}
 
 
 def test_single_frontal_view_augmentation_flips_without_a_mirror_pair():

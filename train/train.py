@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -184,7 +183,7 @@ class PromptSource:
             ids, mask = self.tokenize(texts)
             return {"input_ids": ids.reshape(*shape, -1), "attention_mask": mask.reshape(*shape, -1)}
         # "sample": prompts for the global batch (same draws on every process), then this process's rows.
-        meta = [prompt_metadata(m) for m in (global_metadata if global_metadata is not None else metadata)]
+        meta = [dict(m or {}) for m in (global_metadata if global_metadata is not None else metadata)]
         per_class = [
             self.bank.sample([label] * len(meta), meta, num_views=V) for label in self.labels
         ]  # C x (B, V)
@@ -195,24 +194,6 @@ class PromptSource:
             "sample_input_ids": ids.reshape(len(local), V, C, -1),
             "sample_attention_mask": mask.reshape(len(local), V, C, -1),
         }
-
-
-_AGE_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
-
-
-def prompt_metadata(meta: dict | None) -> dict:
-    """Dataset metadata in the form `PromptBank` reads.
-
-    SynthFER-3D (and BU-3DFE) write age groups as year ranges ("30-39"), which the prompt vocabulary does
-    not know; the range's midpoint in years is understood (it maps to young/adult/middle-aged/elderly).
-    """
-    meta = dict(meta or {})
-    for key in ("age_group", "age"):
-        match = _AGE_RANGE.match(str(meta.get(key, "")))
-        if match:
-            meta.pop("age_group", None)
-            meta["age"] = (int(match.group(1)) + int(match.group(2))) / 2
-    return meta
 
 
 def build_augment(config: dict, view_names: list[str]) -> MixedViewAugment:

@@ -374,3 +374,17 @@ def test_encode_prompts_rejects_empty(processor):
 def test_encode_prompts_without_tokenizer_says_what_to_do():
     with pytest.raises(ValueError, match="tokenizer="):
         make_model().encode_prompts(["a face"])
+
+
+def test_shipped_demo_checkpoint_carries_the_current_remote_code():
+    """The demo checkpoint's copies of the model files are what `trust_remote_code` loads: keep them current."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    demo = root / "checkpoints" / "affectvlm-synth-cpu"
+    if not (demo / "config.json").is_file():
+        pytest.fail(f"the demo checkpoint is missing from {demo}")
+    for name in ("configuration_affectvlm.py", "modeling_affectvlm.py", "processing_affectvlm.py"):
+        assert (demo / name).read_text() == (root / "affectvlm" / name).read_text(), (
+            f"{demo / name} is stale: copy affectvlm/{name} over it (or re-save the checkpoint)"
+        )

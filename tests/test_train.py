@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import CLIPModel
 
-from affectvlm import AffectVLMModel, AffectVLMProcessor
+from affectvlm import AffectVLMConfig, AffectVLMModel, AffectVLMProcessor
+from affectvlm.testing import tiny_clip_config, tiny_processor
 from train.config import load_config
 from train.data import EpochBatchSampler, ToyViews, split_dataset
 from train.launch import build_command, free_port
@@ -25,16 +27,19 @@ from train.metrics import classification_metrics
 from train.train import (
     TRAINER_STATE,
     PromptSource,
+    TrainModule,
     _is_better,
     build_augment,
     build_parser,
     checkpoint_dirs,
+    sync_batchnorm,
     warmup_cosine,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train" / "train.py"
 MAX_STEPS = 6  # tiny.yaml: save every 2 steps, keep 2
+TINY_RESNET = {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "layer_type": "basic"}
 
 
 def _env(**extra) -> dict:
@@ -164,9 +169,85 @@ def test_two_cpu_processes_equal_one_process_with_the_same_global_batch(referenc
     assert ref["test"]["num_samples"] == result["test"]["num_samples"]  # no padded duplicates counted
 
 
+def test_paper_config_fine_tunes_a_clip_checkpoint_and_saves_a_loadable_model(tmp_path):
+    """The paper path end to end and offline: `init: clip` (weights, tokenizer and image processor read from a
+    CLIP checkpoint folder), per-sample metadata prompts, three views, `mixed_precision: auto`. A tiny CLIP
+    saved locally stands in for openai/clip-vit-base-patch16 and the toy views for the render cache."""
+    torch.manual_seed(0)
+    clip_dir = tmp_path / "clip"
+    CLIPModel(tiny_clip_config()).save_pretrained(clip_dir)
+    saved = tiny_processor()
+    saved.tokenizer.save_pretrained(clip_dir)
+    saved.image_processor.save_pretrained(clip_dir)
+    initial = load_file(str(clip_dir / "model.safetensors"))
+    out = tmp_path / "run"
+    overrides = {
+        "model.clip_name_or_path": str(clip_dir),
+        "data.source": "toy",
+        "data.num_workers": "0",
+        "train.batch_size": "8",
+        "train.eval_batch_size": "8",
+        "train.max_steps": "2",
+        "train.warmup_steps": "1",
+        "train.eval_every": "2",
+        "train.save_every": "2",
+    }
+    cmd = [sys.executable, str(SCRIPT), "--config", "paper", "--output-dir", str(out), "--no-progress"]
+    cmd += [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    config = load_config(str(out / "config.yaml"))
+    assert config["model"]["init"] == "clip" and config["prompts"]["mode"] == "sample"
+    assert config["prompts"]["config"]["use_metadata"] is True
+    assert json.loads((out / "results.json").read_text())["test"]["num_samples"] > 0
+    model = AffectVLMModel.from_pretrained(out / "model")
+    tuned = model.clip.state_dict()
+    # Fine-tuned from the checkpoint: two steps at lr 1e-5 move the weights a little, never back to random.
+    for key in (
+        "text_model.embeddings.token_embedding.weight",
+        "vision_model.embeddings.patch_embedding.weight",
+    ):
+        change = (tuned[key] - initial[key]).abs().max().item()
+        assert 0 < change < 1e-3, (key, change)
+    processor = AffectVLMProcessor.from_pretrained(out / "model")
+    assert processor.tokenizer("a happy face")["input_ids"] == saved.tokenizer("a happy face")["input_ids"]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Pieces
 # ----------------------------------------------------------------------------------------------------------
+
+
+def test_batchnorm_is_synchronised_across_gpu_processes_only():
+    class FakeAccelerator:
+        def __init__(self, device, num_processes):
+            self.device, self.num_processes, self.printed = torch.device(device), num_processes, []
+
+        def print(self, *args):
+            self.printed.append(" ".join(map(str, args)))
+
+    def resnet_module():
+        config = AffectVLMConfig(
+            clip_config=tiny_clip_config(), vision_backbone="resnet", resnet_config=TINY_RESNET
+        )
+        return TrainModule(AffectVLMModel(config))
+
+    def count(module, kind):
+        return sum(isinstance(m, kind) for m in module.modules())
+
+    gpus = FakeAccelerator("cuda", 2)
+    module = resnet_module()
+    keys = set(module.state_dict())
+    synced = sync_batchnorm(module, gpus)
+    assert count(synced, torch.nn.SyncBatchNorm) > 0 and count(synced, torch.nn.BatchNorm2d) == 0
+    assert set(synced.state_dict()) == keys  # the saved model loads as the plain model
+    assert "synchronised" in gpus.printed[0]
+    cpus = FakeAccelerator("cpu", 2)
+    kept = sync_batchnorm(resnet_module(), cpus)
+    assert count(kept, torch.nn.SyncBatchNorm) == 0 and "per process" in cpus.printed[0]
+    one = FakeAccelerator("cuda", 1)
+    assert count(sync_batchnorm(resnet_module(), one), torch.nn.SyncBatchNorm) == 0 and not one.printed
 
 
 def test_help_explains_the_options():

@@ -453,6 +453,26 @@ def get_dataloaders(config: dict, dataset):
     return train_loader, val_loader, test_loader, sampler, fold
 
 
+def sync_batchnorm(module: nn.Module, accelerator) -> nn.Module:
+    """Synchronise BatchNorm statistics (the ResNet view backbone has BatchNorm) across processes.
+
+    With per-process statistics N processes would normalise by N different batch statistics and stop matching
+    the one-process run. torch's SyncBatchNorm runs on GPUs only: on CPU processes (gloo) the statistics stay
+    per process, and the run says so.
+    """
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    if not has_bn or accelerator.num_processes == 1:
+        return module
+    if accelerator.device.type == "cuda":
+        accelerator.print(f"BatchNorm statistics synchronised across {accelerator.num_processes} processes")
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    accelerator.print(
+        f"warning: BatchNorm statistics are per process on {accelerator.device.type} (torch's SyncBatchNorm "
+        f"needs GPUs), so {accelerator.num_processes} processes do not reproduce the one-process run exactly"
+    )
+    return module
+
+
 def _mixed_precision(setting: str) -> str:
     if setting != "auto":
         return setting
@@ -508,7 +528,7 @@ def training_function(config: dict, args) -> dict:
     prompts = PromptSource(config, label_names, view_names, tokenizer, max_length)
     augment = build_augment(config, view_names).train()
 
-    module = TrainModule(model)
+    module = sync_batchnorm(TrainModule(model), accelerator)
     optimizer = torch.optim.AdamW(
         param_groups(module, t["weight_decay"]), lr=t["lr"], betas=tuple(t["betas"])
     )

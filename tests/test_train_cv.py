@@ -95,6 +95,12 @@ def test_report_pieces(tmp_path):
     assert summary["full"]["accuracy_mean"] == 0.75 and summary["full"]["pooled_accuracy"] == 0.8
     assert summary["full"]["confusion_matrix"] == [[2, 0], [1, 2]]
     assert "0.750 ± 0.354" in markdown_table(summary, LABELS)
+    # A second variant on the same folds: its per-fold differences from the full model.
+    runs["single_view"] = [fake(0, [0, 0, 1], [0, 1, 1]), fake(1, [0, 1], [0, 1])]
+    paired = summarise(runs, LABELS)["single_view"]["vs_full"]
+    assert paired["mean_difference"] == pytest.approx((-1 / 3 + 0.5) / 2)
+    assert paired["folds_lower"] == 1 and paired["folds_higher"] == 1 and paired["folds"] == 2
+    assert "+0.083 ± 0.589 (1/1)" in markdown_table(summarise(runs, LABELS), LABELS)
     plot_confusion(summary["full"]["confusion_matrix"], LABELS, "t", tmp_path / "c.png")
     plot_curves({"full": [tmp_path / "missing"]}, tmp_path / "curves.png")
     assert (tmp_path / "c.png").is_file() and (tmp_path / "curves.png").is_file()

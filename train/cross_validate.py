@@ -137,7 +137,31 @@ def summarise(runs: dict[str, list[dict]], label_names: list[str]) -> dict:
             "selected_step_per_fold": [r["selected"]["step"] for r in results],
             "train_samples_per_s": [r.get("train_samples_per_s") for r in results],
         }
+    add_paired_differences(out)
     return out
+
+
+def add_paired_differences(summary: dict, reference: str = "full") -> None:
+    """Each variant's accuracy minus the reference's on the same folds: mean and std of the per-fold
+    differences, and on how many folds it is lower or higher. Fold-to-fold spread (some folds' subjects are
+    harder for every variant) cancels in the difference, so it resolves smaller effects than the two means."""
+    ref = summary.get(reference)
+    if ref is None:
+        return
+    ref_acc = dict(zip(ref["folds"], ref["accuracy_per_fold"]))
+    for variant, s in summary.items():
+        if variant == reference:
+            continue
+        diffs = [a - ref_acc[f] for f, a in zip(s["folds"], s["accuracy_per_fold"]) if f in ref_acc]
+        if not diffs:
+            continue
+        s[f"vs_{reference}"] = {
+            "folds": len(diffs),
+            "mean_difference": statistics.fmean(diffs),
+            "std_difference": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+            "folds_lower": sum(d < 0 for d in diffs),
+            "folds_higher": sum(d > 0 for d in diffs),
+        }
 
 
 def markdown_table(summary: dict, label_names: list[str]) -> str:
@@ -147,13 +171,24 @@ def markdown_table(summary: dict, label_names: list[str]) -> str:
         + " | ".join(f"F1 {s}" for s in short)
         + " |"
     )
-    rule = "|" + "---|" * (4 + len(short))
+    paired = any("vs_full" in s for s in summary.values())
+    if paired:
+        head = head.replace(" | per fold |", " | minus full, paired (folds lower/higher) | per fold |")
+    rule = "|" + "---|" * (4 + paired + len(short))
     rows = [head, rule]
     for variant, s in summary.items():
         folds = ", ".join(f"{a:.3f}" for a in s["accuracy_per_fold"])
         f1 = " | ".join(f"{s['per_class_f1'][n]:.2f}" for n in label_names)
+        diff = ""
+        if paired:
+            d = s.get("vs_full")
+            diff = (
+                f" {d['mean_difference']:+.3f} ± {d['std_difference']:.3f} ({d['folds_lower']}/{d['folds_higher']}) |"
+                if d
+                else " |"
+            )
         rows.append(
-            f"| {variant} | {s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f} | {folds} | {s['macro_f1_mean']:.3f} | {f1} |"
+            f"| {variant} | {s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f} |{diff} {folds} | {s['macro_f1_mean']:.3f} | {f1} |"
         )
     return "\n".join(rows) + "\n"
 

@@ -1,7 +1,7 @@
 """Subject-independent k-fold cross-validation, ablations and baselines, end to end, with a report.
 
     python train/cross_validate.py --config synth-cpu --output-dir runs/cv-synth3d --task 3d \
-        --prepare-synth 36 --size 48 --k 3 --variants all
+        --prepare-synth 100 --size 48 --k 10 --variants all
     python train/cross_validate.py --config paper --output-dir runs/cv-bu3dfe --cache-dir /data/cache/bu3dfe-<hash> \
         --k 10 --launch "--multi_gpu --num_processes 8"
 

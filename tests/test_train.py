@@ -169,6 +169,47 @@ def test_two_cpu_processes_equal_one_process_with_the_same_global_batch(referenc
     assert ref["test"]["num_samples"] == result["test"]["num_samples"]  # no padded duplicates counted
 
 
+def test_two_machines_with_the_multi_node_flags_equal_one_process(reference, tmp_path):
+    """accelerate's own multi-node command, as a user types it on each machine (`--multi_gpu --num_machines 2
+    --machine_rank R --main_process_ip ... --main_process_port ...`), run as two "machines" of one process
+    each on this host's loopback: two launchers, a c10d rendezvous, gloo (the script's --cpu)."""
+    port = str(free_port())
+    launchers = []
+    for machine_rank in ("0", "1"):
+        cmd, env = build_command(
+            [
+                "--multi_gpu", "--num_machines", "2", "--machine_rank", machine_rank,
+                "--main_process_ip", "127.0.0.1", "--main_process_port", port, "--num_processes", "2",
+                "--mixed_precision", "no", "--dynamo_backend", "no",
+                str(SCRIPT), "--cpu", "--config", "tiny", "--output-dir", str(tmp_path), "--no-progress",
+            ]
+        )  # fmt: skip
+        assert cmd.count(port) == 1  # the given port is passed on unchanged, never replaced by a free one
+        launchers.append(
+            subprocess.Popen(
+                cmd, env=_env(**env), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+    outputs = []
+    try:
+        for launcher in launchers:
+            outputs.append(launcher.communicate(timeout=300)[0])
+    finally:
+        for launcher in launchers:
+            launcher.kill()
+    for launcher, output in zip(launchers, outputs):
+        assert launcher.returncode == 0, output[-3000:]
+    assert "on 2 process(es)" in outputs[0]  # one world of two processes, not two one-process runs
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["num_processes"] == 2
+    expected, got = final_weights(reference), final_weights(tmp_path)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=2e-3, rtol=1e-3, msg=name)
+    assert result["test"]["num_samples"] == json.loads((reference / "results.json").read_text())["test"][
+        "num_samples"
+    ]
+
+
 def test_paper_config_fine_tunes_a_clip_checkpoint_and_saves_a_loadable_model(tmp_path):
     """The paper path end to end and offline: `init: clip` (weights, tokenizer and image processor read from a
     CLIP checkpoint folder), per-sample metadata prompts, three views, `mixed_precision: auto`. A tiny CLIP

@@ -205,9 +205,10 @@ def test_two_machines_with_the_multi_node_flags_equal_one_process(reference, tmp
     expected, got = final_weights(reference), final_weights(tmp_path)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=2e-3, rtol=1e-3, msg=name)
-    assert result["test"]["num_samples"] == json.loads((reference / "results.json").read_text())["test"][
-        "num_samples"
-    ]
+    assert (
+        result["test"]["num_samples"]
+        == json.loads((reference / "results.json").read_text())["test"]["num_samples"]
+    )
 
 
 def test_paper_config_fine_tunes_a_clip_checkpoint_and_saves_a_loadable_model(tmp_path):

@@ -83,6 +83,45 @@ def test_cross_validate_end_to_end(tmp_path):
     assert json.loads((out / "results.json").read_text())["variants"] == report["variants"]
 
 
+def test_cross_validate_prepares_a_real_dataset_layout_and_reports_it(tmp_path, sfm_dir):
+    """--prepare bu3dfe --root: read the tree with the BU-3DFE reader, render it, make subject folds over its
+    subjects, train and test, and title the report with the dataset. The tree is SynthFER-3D written in
+    BU-3DFE's layout (F0001/F0001_AN01AE_F3D.wrl, ...), 4 subjects x 2 emotions x 2 intensities."""
+    from affectvlm.data.sfm import load_sfm
+    from affectvlm.data.synth import SynthConfig, write_synth_tree
+
+    tree = tmp_path / "BU-3DFE"
+    config = SynthConfig(seed=1, num_subjects=4, subdivision_prob=0.0)
+    write_synth_tree(tree, "bu3dfe", config, load_sfm(sfm_dir), labels=LABELS, intensities=(1, 4), progress=False)
+    out = tmp_path / "cv"
+    cmd = [
+        sys.executable, str(ROOT / "train" / "cross_validate.py"), "--config", "tiny", "--output-dir", str(out),
+        "--prepare", "bu3dfe", "--root", str(tree), "--k", "4", "--folds", "0", "--variants", "full",
+        "--set", "data.source=cache", "--set", f"data.labels={json.dumps(LABELS)}", "--set", "train.max_steps=2",
+        "--set", "train.batch_size=4", "--set", "train.eval_batch_size=4", "--set", "train.eval_every=2",
+        "--set", "train.warmup_steps=1",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    report = json.loads((out / "results.json").read_text())
+    assert report["dataset"] == "bu3dfe" and report["task"] == "3d"
+    caches = list((out / "cache" / "all").glob("bu3dfe-*"))
+    assert len(caches) == 1 and report["cache_dir"] == str(caches[0])
+    # The folds are over the tree's subjects (its folders), each tested in exactly one fold.
+    tested = [s for f in report["fold_lists"] for s in f["test"]]
+    assert sorted(tested) == sorted(p.name for p in tree.iterdir() if p.is_dir()) and len(tested) == 4
+    run = report["variants"]["full"]
+    assert run["num_test_samples"] == len(report["fold_lists"][0]["test"]) * len(LABELS) * 2
+    assert (out / "results.md").read_text().startswith("BU-3DFE cross-validation: config `tiny`, task `3d`")
+    # A BU-3DFE cache holds static scans only: asking for the 4D task is an error that says so.
+    at = cmd.index("--prepare")
+    bad = [*cmd[:at], "--cache-dir", str(caches[0]), "--task", "4d", *cmd[at + 4 :]]
+    proc = subprocess.run(bad, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode != 0 and "BU-3DFE cache holds 3d data only" in proc.stderr
+
+
 def test_report_pieces(tmp_path):
     def fake(index, preds, labels):
         acc = float(np.mean(np.asarray(preds) == np.asarray(labels)))

@@ -1,9 +1,15 @@
-"""Subject-independent k-fold cross-validation, ablations and baselines, end to end, with a report.
+r"""Subject-independent k-fold cross-validation, ablations and baselines, end to end, with a report.
 
     python train/cross_validate.py --config synth-cpu --output-dir runs/cv-synth3d --task 3d \
         --prepare-synth 100 --size 48 --k 10 --variants all
-    python train/cross_validate.py --config paper --output-dir runs/cv-bu3dfe --cache-dir /data/cache/bu3dfe-<hash> \
-        --k 10 --launch "--multi_gpu --num_processes 8"
+    python train/cross_validate.py --config paper --output-dir runs/cv-bu3dfe --prepare bu3dfe \
+        --root /data/BU-3DFE --protocol bu3dfe-subset1 --k 10 --launch "--multi_gpu --num_processes 8"
+    python train/cross_validate.py --config paper --output-dir runs/cv-bu4dfe --cache-dir /data/cache/bu4dfe-<hash>
+
+The data: `--prepare-synth SUBJECTS` renders SynthFER-3D, `--prepare DATASET --root DIR [--protocol P]` renders
+a real dataset (BU-3DFE, Bosphorus, BU-4DFE, BP4D, read in its own layout) and `--cache-dir` takes a cache
+made by `python -m affectvlm.data prepare`; a cache already rendered is reused. `--task` picks static scans
+(3d) or sequences (4d) of a SynthFER-3D cache; a real dataset's cache holds its own kind.
 
 For every variant and fold, `train/train.py` runs in its own process on the fold's training subjects, picks
 its model on the fold's validation subjects and scores the held-out test subjects. The fold lists are made
@@ -56,7 +62,12 @@ VARIANTS: dict[str, list[str]] = {
         "model.affectvlm.view_itc_weight=0",
     ],
 }
+# The task picks the cache entries to train and test on: a SynthFER-3D "both" cache holds static scans
+# (synth3d) and sequences (synth4d); a real dataset's cache holds one kind, its own.
 TASKS = {"3d": ["synth3d"], "4d": ["synth4d"], "all": None}
+DATASET_TASK = {"bu3dfe": "3d", "bosphorus": "3d", "bu4dfe": "4d", "bp4d": "4d"}
+DATASET_TITLE = {"synth": "SynthFER-3D", "bu3dfe": "BU-3DFE", "bosphorus": "Bosphorus", "bu4dfe": "BU-4DFE",
+                 "bp4d": "BP4D"}  # fmt: skip
 
 
 def prepare_synth_cache(out: Path, subjects: int, size: int, frames: int, preset: str, seed: int) -> Path:
@@ -67,6 +78,39 @@ def prepare_synth_cache(out: Path, subjects: int, size: int, frames: int, preset
     settings = RenderSettings(size=size, frames=frames)
     config = SynthConfig.preset(preset, num_subjects=subjects, seed=seed)
     return prepare_cache("synth", out=out, settings=settings, synth_config=config, synth_kind="both")
+
+
+def prepare_dataset_cache(
+    out: Path, dataset: str, root: Path, protocol: str | None, size: int, frames: int, workers: int
+) -> Path:
+    """Render a real dataset (or a SynthFER-3D tree in its layout) from `root` into a cache under
+    `out/<protocol or all>` (resumable, reused): one folder per sample selection, so two protocols of the same
+    dataset never share a cache."""
+    from affectvlm.data.cache import RenderSettings, prepare_cache
+    from affectvlm.data.datasets import read_dataset, select_protocol
+
+    samples = read_dataset(dataset, root)
+    if protocol:
+        samples = select_protocol(samples, protocol)
+    settings = RenderSettings(size=size, frames=frames)
+    return prepare_cache(
+        dataset, root, out=out / (protocol or "all"), settings=settings, samples=samples, workers=workers
+    )
+
+
+def resolve_task(cache_dir: Path, task: str | None) -> tuple[str, str, list[str] | None]:
+    """(dataset, task, the cache `dataset` values to keep) for a cache and the --task asked for."""
+    info = cache_dir / "cache.json"
+    if not info.is_file():
+        raise SystemExit(f"{cache_dir} is not a render cache (no cache.json): python -m affectvlm.data prepare")
+    dataset = json.loads(info.read_text()).get("dataset", "synth")
+    if dataset == "synth":
+        task = task or "3d"
+        return dataset, task, TASKS[task]
+    own = DATASET_TASK.get(dataset)
+    if task not in (None, "all", own):
+        raise SystemExit(f"--task {task}: a {DATASET_TITLE.get(dataset, dataset)} cache holds {own} data only")
+    return dataset, own or "all", None
 
 
 def make_folds(cache_dir: Path, config: dict, datasets, k: int, seed: int, path: Path):
@@ -282,19 +326,31 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--prepare-synth", type=int, default=None, metavar="SUBJECTS",
                       help="render SynthFER-3D with this many subjects first (into <output-dir>/cache unless "
                       "--cache-root), reused when already rendered")  # fmt: skip
+    data.add_argument("--prepare", default=None, choices=sorted(DATASET_TASK), metavar="DATASET",
+                      help="render this dataset from --root first (bu3dfe, bosphorus, bu4dfe, bp4d; into "
+                      "<output-dir>/cache unless --cache-root), reused when already rendered")  # fmt: skip
+    data.add_argument("--root", default=None, help="--prepare: the dataset folder")
     data.add_argument(
-        "--cache-root", default=None, help="where --prepare-synth renders (default: <output-dir>/cache)"
+        "--protocol", default=None, help="--prepare: only this protocol's samples, e.g. bu3dfe-subset1"
     )
     data.add_argument(
-        "--size", type=int, default=48, help="--prepare-synth: view size in pixels (default: 48)"
+        "--cache-root", default=None, help="where --prepare(-synth) renders (default: <output-dir>/cache)"
+    )
+    data.add_argument("--size", type=int, default=None,
+                      help="--prepare(-synth): view size in pixels (default: the config's image size: 48 for "
+                      "synth-cpu, 224 for paper)")  # fmt: skip
+    data.add_argument(
+        "--frames", type=int, default=8, help="--prepare(-synth): frames per 4D dynamic image (default: 8)"
     )
     data.add_argument(
-        "--frames", type=int, default=8, help="--prepare-synth: frames per 4D dynamic image (default: 8)"
+        "--render-workers", type=int, default=1, help="--prepare: rendering processes (default: 1)"
     )
     data.add_argument(
         "--preset", default="medium", help="--prepare-synth: SynthFER-3D difficulty (default: medium)"
     )
-    data.add_argument("--task", default="3d", choices=sorted(TASKS), help="3d: static scans; 4d: sequences")
+    data.add_argument("--task", default=None, choices=sorted(TASKS),
+                      help="3d: static scans; 4d: sequences; all: both (default: 3d for SynthFER-3D, a real "
+                      "dataset's own kind)")  # fmt: skip
     cv = parser.add_argument_group("cross-validation")
     cv.add_argument("--k", type=int, default=10, help="number of subject folds (default: 10)")
     cv.add_argument("--folds", default=None, help="run only these fold indices, e.g. 0,1,2 (default: all k)")
@@ -312,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_view_size(config: dict) -> int:
+    """The side the model sees: a from-scratch config's image size, else 224 (CLIP ViT-B/16 and L/14)."""
+    m = config["model"]
+    return int(m["clip"]["image_size"]) if m["init"] == "scratch" else 224
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     out = Path(args.output_dir)
@@ -325,14 +387,21 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
 
+    if sum(bool(x) for x in (args.cache_dir, args.prepare_synth, args.prepare)) != 1:
+        raise SystemExit("give one of --cache-dir, --prepare-synth SUBJECTS or --prepare DATASET --root DIR")
+    size = args.size or default_view_size(load_config(args.config, args.set))
+    cache_root = Path(args.cache_root) if args.cache_root else out / "cache"
     if args.cache_dir:
         cache_dir = Path(args.cache_dir)
     elif args.prepare_synth:
-        root = Path(args.cache_root) if args.cache_root else out / "cache"
-        cache_dir = prepare_synth_cache(root, args.prepare_synth, args.size, args.frames, args.preset, seed=0)
+        cache_dir = prepare_synth_cache(cache_root, args.prepare_synth, size, args.frames, args.preset, seed=0)
     else:
-        raise SystemExit("give --cache-dir or --prepare-synth SUBJECTS")
-    datasets = TASKS[args.task]
+        if not args.root:
+            raise SystemExit(f"--prepare {args.prepare} needs --root (the dataset folder)")
+        cache_dir = prepare_dataset_cache(
+            cache_root, args.prepare, Path(args.root), args.protocol, size, args.frames, args.render_workers
+        )
+    dataset, task, datasets = resolve_task(cache_dir, args.task)
     datasets_override = "null" if datasets is None else "[" + ",".join(datasets) + "]"
     common = [f"data.cache_dir={cache_dir}", f"data.datasets={datasets_override}", *args.set]
     config = load_config(args.config, common)
@@ -352,7 +421,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary = summarise(runs, label_names)
     report = {
         "config": args.config,
-        "task": args.task,
+        "dataset": dataset,
+        "task": task,
         "cache_dir": str(cache_dir),
         "k": len(folds),
         "folds_run": fold_ids,
@@ -364,7 +434,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     (out / f"results{args.report_suffix}.json").write_text(json.dumps(report, indent=1) + "\n")
     table = markdown_table(summary, label_names)
-    header = f"SynthFER cross-validation: config `{args.config}`, task `{args.task}`, folds {fold_ids} of k={len(folds)}\n\n"
+    title = DATASET_TITLE.get(dataset, dataset)
+    header = f"{title} cross-validation: config `{args.config}`, task `{task}`, folds {fold_ids} of k={len(folds)}\n\n"
     (out / f"results{args.report_suffix}.md").write_text(header + table)
     for variant, s in summary.items():
         title = f"{variant}: {s['pooled_accuracy']:.3f} accuracy over {s['num_test_samples']} test samples"

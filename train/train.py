@@ -1,4 +1,4 @@
-"""Train AffectVLM with Accelerate: augmented prompts, mixed-view augmentation, resumable checkpoints.
+r"""Train AffectVLM with Accelerate: augmented prompts, mixed-view augmentation, resumable checkpoints.
 
     python train/train.py --config tiny --output-dir /tmp/run                  # one process, seconds
     accelerate launch train/train.py --config synth-cpu --output-dir runs/synth-cpu \
@@ -676,6 +676,14 @@ def training_function(config: dict, args) -> dict:
             f"test accuracy {test.get('accuracy', float('nan')):.4f} (model of step {state['best']['step']}, "
             f"val accuracy {state['best']['accuracy']})"
         )
+    # Free the DDP wrapper while the process group is still registered, then destroy the group. Were DDP's
+    # reducer left to drop the group's last reference (when this function's locals go), the gloo group would
+    # be destroyed with the GIL held while its worker thread waits for the GIL to free a gathered tensor:
+    # a hang at exit, seen with two processes (torch's bindings release the GIL for the group, not the
+    # reducer; pytorch/pytorch#56297).
+    accelerator.wait_for_everyone()
+    del module, optimizer, scheduler, train_loader, val_loader, test_loader
+    accelerator.free_memory()
     accelerator.end_training()
     return result
 

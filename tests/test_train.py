@@ -77,6 +77,9 @@ def test_run_writes_results_logs_rotated_checkpoints_and_a_loadable_model(refere
     assert set(result["fold"]) == {"index", "train", "val", "test"}
     assert not set(result["fold"]["test"]) & set(result["fold"]["train"] + result["fold"]["val"])
     assert [h["step"] for h in result["history"]] == [3, 6]
+    env = result["environment"]  # what a rerun elsewhere must match to be bit-identical
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["torch_threads"] == 1
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert result["selected"]["step"] in (3, 6)
 
     records = [json.loads(line) for line in (reference / "logs" / "metrics.jsonl").read_text().splitlines()]

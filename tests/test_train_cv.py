@@ -107,6 +107,7 @@ def test_cross_validate_prepares_a_real_dataset_layout_and_reports_it(tmp_path, 
 
     report = json.loads((out / "results.json").read_text())
     assert report["dataset"] == "bu3dfe" and report["task"] == "3d"
+    assert [e["device"] for e in report["environments"]] == ["cpu"]
     caches = list((out / "cache" / "all").glob("bu3dfe-*"))
     assert len(caches) == 1 and report["cache_dir"] == str(caches[0])
     # The folds are over the tree's subjects (its folders), each tested in exactly one fold.

@@ -431,6 +431,11 @@ def main(argv: list[str] | None = None) -> dict:
         "variant_overrides": {v: VARIANTS[v] for v in variants},
         "command": shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv),
         "variants": summary,
+        # every distinct library/hardware setting the runs were made with (one, unless runs were moved)
+        "environments": [
+            dict(e) for e in {json.dumps(r.get("environment"), sort_keys=True): r.get("environment")
+                              for rs in runs.values() for r in rs if r.get("environment")}.values()
+        ],  # fmt: skip
     }
     (out / f"results{args.report_suffix}.json").write_text(json.dumps(report, indent=1) + "\n")
     table = markdown_table(summary, label_names)

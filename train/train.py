@@ -669,6 +669,7 @@ def training_function(config: dict, args) -> dict:
         if trained_steps
         else None,
         "num_processes": world,
+        "environment": run_environment(accelerator.device),
     }
     if accelerator.is_main_process:
         (output_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -686,6 +687,31 @@ def training_function(config: dict, args) -> dict:
     accelerator.free_memory()
     accelerator.end_training()
     return result
+
+
+def run_environment(device: torch.device) -> dict:
+    """What a result depends on beyond the code and the config: library versions and the hardware's kernels.
+    The same machine and versions give bit-identical runs; another CPU (its vector kernels) or library version
+    gives a run that drifts from it within the fold noise (docs/RESULTS.md, reproducibility)."""
+    import platform
+
+    import accelerate
+    import numpy
+    import transformers
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "numpy": numpy.__version__,
+        "device": str(device),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
 
 
 def _accumulate_logs(running: dict, out, labels) -> None:

@@ -32,6 +32,7 @@ View phrases, when on, multiply these by 3.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
@@ -234,6 +235,7 @@ _METADATA_KEYS = {
     "ethnicity": ("ethnicity", "race"),
     "intensity": ("intensity",),
 }
+_METADATA_FIELDS = frozenset(k for keys in _METADATA_KEYS.values() for k in keys)
 _EMOTION_SLOTS = frozenset({"adj", "noun", "action"})
 _TRAIN_SLOTS = _EMOTION_SLOTS | {"person"}
 _LEXICON_FIELDS = {"aliases", "adjectives", "nouns", "actions", "graded"}
@@ -406,8 +408,10 @@ def _article(match: re.Match) -> str:
     return (new.capitalize() if article[0].isupper() else new) + " " + word
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _clean(text: str) -> str:
-    """One space between words, none before punctuation, and 'a'/'an' matching the next word."""
+    """One space between words, none before punctuation, and 'a'/'an' matching the next word (memoised: a
+    training step cleans a thousand prompts, drawn from a finite set of fillings)."""
     text = " ".join(text.split())
     text = re.sub(r"\s+([,.;:!?])", r"\1", text)
     return re.sub(r"\b([Aa]n?) ([A-Za-z][\w-]*)", _article, text)
@@ -506,6 +510,13 @@ class PromptBank:
         }
         self._view_phrases = _merge_words(VIEW_PHRASES, cfg.extra_view_phrases)
         self._pool_cache: dict[str, tuple[str, ...]] = {}
+        # Memos of pure lookups (nothing random: the draws and their order are unchanged). A paper-setting step
+        # draws B x V x C prompts (64 x 3 x 6 = 1,152), each of which needs these.
+        self._label_memo: dict[str, str | None] = {}
+        self._meta_memo: dict[tuple, dict[str, Any]] = {}
+        self._slot_memo: dict[tuple, dict[str, list[str]]] = {}
+        self._compatible_memo: dict[str, list[tuple[str, frozenset]]] = {}
+        self._view_memo: dict[str | None, tuple[str | None, ...]] = {}
 
     # -- lookups -------------------------------------------------------------------------------------------
 
@@ -516,7 +527,11 @@ class PromptBank:
 
     def canonical_label(self, label: str) -> str | None:
         """The lexicon label that `label` spells (case, '_'/'-' and aliases ignored), or None."""
-        return self._alias.get(_norm_key(_check_label(label)))
+        if isinstance(label, str) and label in self._label_memo:
+            return self._label_memo[label]
+        found = self._alias.get(_norm_key(_check_label(label)))
+        self._label_memo[label] = found
+        return found
 
     @staticmethod
     def _lookup(value: Any, words: dict, alias: dict, what: str, config_field: str) -> tuple[str, ...] | None:
@@ -532,11 +547,27 @@ class PromptBank:
         return words[key]
 
     def _resolve_metadata(self, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Metadata -> {"gender"/"age"/"ethnicity": word tuple, "intensity": 1-4}, known fields only."""
+        """Metadata -> {"gender"/"age"/"ethnicity": word tuple, "intensity": 1-4}, known fields only.
+        The result is shared by equal metadata: read it, never change it."""
         if metadata is None or not self.config.use_metadata:
             return {}
         if not isinstance(metadata, Mapping):
             raise ValueError(f"metadata must be a mapping (or None); got {metadata!r}")
+        try:
+            # The value's type too: True == 1 as a key, but True is no intensity and must still raise.
+            key = tuple(
+                sorted((k, type(v).__name__, v) for k, v in metadata.items() if k in _METADATA_FIELDS)
+            )
+            hash(key)
+        except TypeError:  # an unhashable value: resolve it every time
+            return self._resolve_metadata_uncached(metadata)
+        if key not in self._meta_memo:
+            if len(self._meta_memo) > 4096:  # bounded: NaN values never compare equal, so never hit
+                self._meta_memo.clear()
+            self._meta_memo[key] = self._resolve_metadata_uncached(metadata)
+        return self._meta_memo[key]
+
+    def _resolve_metadata_uncached(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
         raw = {}
         for name, keys in _METADATA_KEYS.items():
             values = [metadata[k] for k in keys if k in metadata and not _is_missing(metadata[k])]
@@ -578,7 +609,13 @@ class PromptBank:
         return out
 
     def _slot_options(self, emotion: _Emotion, meta: Mapping[str, Any]) -> dict[str, list[str]]:
-        """Every filling of every slot for this emotion and resolved metadata."""
+        """Every filling of every slot for this emotion and resolved metadata (memoised; read only)."""
+        key = (emotion.label, tuple(sorted(meta.items())))
+        if key not in self._slot_memo:
+            self._slot_memo[key] = self._slot_options_uncached(emotion, meta)
+        return self._slot_memo[key]
+
+    def _slot_options_uncached(self, emotion: _Emotion, meta: Mapping[str, Any]) -> dict[str, list[str]]:
         level = meta.get("intensity") if emotion.graded else None
         advs = INTENSITY_ADVERBS[level] if level else ("",)
         adjs = INTENSITY_ADJECTIVES[level] if level else ("",)
@@ -597,6 +634,11 @@ class PromptBank:
         }
 
     def _compatible(self, emotion: _Emotion) -> list[tuple[str, frozenset]]:
+        if emotion.label not in self._compatible_memo:
+            self._compatible_memo[emotion.label] = self._compatible_uncached(emotion)
+        return self._compatible_memo[emotion.label]
+
+    def _compatible_uncached(self, emotion: _Emotion) -> list[tuple[str, frozenset]]:
         have = {
             "person",
             *(
@@ -614,7 +656,9 @@ class PromptBank:
     def _view_phrases_for(self, view: str | None) -> tuple[str | None, ...]:
         if view is None or not self.config.use_view_phrases:
             return (None,)
-        return self._view_phrases.get(_norm_key(view), (None,))
+        if view not in self._view_memo:
+            self._view_memo[view] = self._view_phrases.get(_norm_key(view), (None,))
+        return self._view_memo[view]
 
     # -- training ------------------------------------------------------------------------------------------
 

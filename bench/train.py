@@ -141,6 +141,15 @@ def main() -> None:
         sync()
         times.append(time.perf_counter() - start)
     per_step = statistics.median(times)
+    # The CPU side of a step on its own: augmentation draws, prompt drawing and tokenising (in `sample` mode
+    # B x V x C prompts). On a GPU it overlaps the kernels of the step before unless it is longer than them.
+    prep = []
+    for _ in range(max(3, args.steps)):
+        start = time.perf_counter()
+        model_inputs(batch, augment, processor, prompts, batch_size, rows, 1, device)
+        sync()
+        prep.append(time.perf_counter() - start)
+    prep_ms = 1000 * statistics.median(prep)
     samples_per_s = batch_size / per_step
     params = sum(p.numel() for p in module.parameters())
     print(
@@ -152,6 +161,7 @@ def main() -> None:
     print(
         f"training step: median {per_step * 1000:.0f} ms over {args.steps} steps -> {samples_per_s:.1f} samples/s"
     )
+    print(f"inputs (augmentation, prompts, tokens): median {prep_ms:.1f} ms a step")
     tflops = flops_per_step / per_step / 1e12
     print(f"model FLOPs per step {flops_per_step / 1e9:.1f} GFLOP -> {tflops:.3f} TFLOP/s", end="")
     if device.type == "cuda":

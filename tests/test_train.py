@@ -377,6 +377,25 @@ def test_prompt_modes_give_the_model_input_shapes():
     assert sample["sample_input_ids"].shape[-1] <= 96
 
 
+def test_prompt_tokens_are_padded_masked_truncated_and_the_memo_is_bounded(monkeypatch):
+    source = _prompt_source("sample")
+    texts = ["a happy face.", "a face", "x" * 200, "a happy face."]
+    ids, mask = source.tokenize(texts)
+    raw = source.tokenizer(texts)["input_ids"]
+    assert ids.shape == mask.shape == (4, 96) and ids.dtype == mask.dtype == torch.long
+    for row, (tokens, m) in enumerate(zip(raw, mask)):
+        n = min(len(tokens), 96)
+        assert m.sum() == n and bool(m[:n].all())
+        expected = tokens if len(tokens) <= 96 else tokens[:95] + tokens[-1:]  # truncated, EOS kept
+        assert ids[row, :n].tolist() == expected
+        assert (ids[row, n:] == source.tokenizer.pad_token_id).all()
+    short_ids, _ = source.tokenize(texts[:2])  # padded to this call's longest prompt only
+    assert short_ids.shape[1] == max(len(t) for t in raw[:2])
+    monkeypatch.setattr(PromptSource, "MAX_CACHED", 2)
+    again, again_mask = source.tokenize(texts)  # the memo is cleared first: same tokens
+    assert torch.equal(again, ids) and torch.equal(again_mask, mask) and len(source._ids) <= 3
+
+
 def test_sample_prompts_of_a_rank_slice_are_the_rows_of_the_global_draw():
     from affectvlm.testing import tiny_tokenizer
 

@@ -121,6 +121,10 @@ def test_cross_validate_prepares_a_real_dataset_layout_and_reports_it(tmp_path, 
     bad = [*cmd[:at], "--cache-dir", str(caches[0]), "--task", "4d", *cmd[at + 4 :]]
     proc = subprocess.run(bad, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode != 0 and "BU-3DFE cache holds 3d data only" in proc.stderr
+    # A folder that is not the dataset: one line naming the problem, no traceback.
+    missing = [*cmd[:at], "--prepare", "bu3dfe", "--root", str(tmp_path / "nowhere"), *cmd[at + 4 :]]
+    proc = subprocess.run(missing, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode != 0 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_report_pieces(tmp_path):

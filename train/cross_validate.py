@@ -87,11 +87,14 @@ def prepare_dataset_cache(
     `out/<protocol or all>` (resumable, reused): one folder per sample selection, so two protocols of the same
     dataset never share a cache."""
     from affectvlm.data.cache import RenderSettings, prepare_cache
-    from affectvlm.data.datasets import read_dataset, select_protocol
+    from affectvlm.data.datasets import DatasetError, read_dataset, select_protocol
 
-    samples = read_dataset(dataset, root)
-    if protocol:
-        samples = select_protocol(samples, protocol)
+    try:
+        samples = read_dataset(dataset, root)
+        if protocol:
+            samples = select_protocol(samples, protocol)
+    except DatasetError as e:  # a wrong folder or protocol: say so, no traceback
+        raise SystemExit(f"--prepare {dataset}: {e}") from None
     settings = RenderSettings(size=size, frames=frames)
     return prepare_cache(
         dataset, root, out=out / (protocol or "all"), settings=settings, samples=samples, workers=workers

@@ -699,12 +699,11 @@ def training_function(config: dict, args) -> dict:
 
 def run_environment(device: torch.device) -> dict:
     """What a result depends on beyond the code and the config: library versions and the hardware's kernels.
-    The same machine and versions give bit-identical runs; another CPU (its vector kernels) or library version
-    gives a run that drifts from it within the fold noise (docs/RESULTS.md, reproducibility)."""
+    The same machine and versions give bit-identical runs; another machine's CPU kernels gave runs that drift
+    from them within the fold noise (docs/RESULTS.md, reproducibility)."""
     import platform
 
     import accelerate
-    import numpy
     import transformers
 
     env = {
@@ -712,7 +711,7 @@ def run_environment(device: torch.device) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "accelerate": accelerate.__version__,
-        "numpy": numpy.__version__,
+        "numpy": np.__version__,
         "device": str(device),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),

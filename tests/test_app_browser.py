@@ -56,9 +56,12 @@ def test_upload_a_scan_and_see_scores_and_views(url, scan_file):
             page.get_by_role("tab", name="3D scan").click()
             page.locator("#scan-file").wait_for(state="visible", timeout=60_000)
             # On a loaded machine the tab's components can still be mounting when the file is set, and that
-            # file is dropped: set it again (at most 3 times) until the upload shows its name.
+            # file is dropped: set it again (at most 3 times) until the upload shows its name. A file that was
+            # taken but is still uploading has replaced the input: then only wait for its name.
             for attempt in range(3):
-                page.locator("#scan-file input[type=file]").set_input_files(str(scan_file))
+                file_input = page.locator("#scan-file input[type=file]")
+                if file_input.count():
+                    file_input.set_input_files(str(scan_file))
                 try:
                     page.locator("#scan-file").get_by_text("surprised_face.obj").first.wait_for(timeout=40_000)
                     break

@@ -172,6 +172,33 @@ def test_two_cpu_processes_equal_one_process_with_the_same_global_batch(referenc
     assert ref["test"]["num_samples"] == result["test"]["num_samples"]  # no padded duplicates counted
 
 
+def test_two_processes_crash_and_resume_to_the_uninterrupted_weights(reference, tmp_path):
+    """Resume with two processes: every rank's RNG state and the data position come back from the checkpoint,
+    so a run killed after step 3 and resumed from step 2 ends where an uninterrupted run ends."""
+
+    def launch(out, *extra, expect=0):
+        cmd, env = build_command(
+            ["--num_processes", "2", "--cpu-processes", str(SCRIPT), "--config", "tiny", "--output-dir", str(out),
+             "--no-progress", *extra]
+        )  # fmt: skip
+        proc = subprocess.run(cmd, env=_env(**env), capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert (proc.returncode == 0) == (expect == 0), proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    launch(tmp_path / "whole")
+    crashed = tmp_path / "crashed"
+    launch(crashed, "--crash-after-steps", "3", expect=17)  # every rank exits hard after step 3
+    assert [p.name for p in checkpoint_dirs(crashed / "checkpoints")] == ["step_00000002"]
+    assert len(list((crashed / "checkpoints" / "step_00000002").glob("random_states_*.pkl"))) == 2
+    proc = launch(crashed, "--resume", "auto")
+    assert "resumed from" in proc.stdout + proc.stderr
+    expected, got = final_weights(tmp_path / "whole"), final_weights(crashed)
+    for name in expected:  # same world, same reductions: bit-exact
+        assert torch.equal(expected[name], got[name]), name
+    for name in expected:  # and the two-process run is the one-process run, up to reduction order
+        torch.testing.assert_close(got[name], final_weights(reference)[name], atol=2e-3, rtol=1e-3, msg=name)
+
+
 def test_two_machines_with_the_multi_node_flags_equal_one_process(reference, tmp_path):
     """accelerate's own multi-node command, as a user types it on each machine (`--multi_gpu --num_machines 2
     --machine_rank R --main_process_ip ... --main_process_port ...`), run as two "machines" of one process

@@ -71,6 +71,19 @@ def build(config: dict, device: torch.device, random_init: bool):
     return TrainModule(model).to(device), processor
 
 
+def _median_ms(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -95,6 +108,11 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="a render cache: also time the data loader over it")
     parser.add_argument("--workers", type=int, default=None, help="data loader workers for --cache")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--inputs-only", action="store_true",
+        help="time only the CPU-side step inputs (prompt drawing and tokenising; with augmentation and "
+        "normalisation), no model step: e.g. the paper setting's batch-64 prompts on a CPU",
+    )  # fmt: skip
     args = parser.parse_args()
 
     if args.threads:
@@ -115,6 +133,18 @@ def main() -> None:
     batch = random_batch(batch_size, len(d["views"]), size, len(d["labels"]))
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     rows = slice(0, batch_size)
+
+    if args.inputs_only:
+        prompt_ms = _median_ms(lambda: prompts.step_inputs(batch["metadata"], None, rows), max(5, args.steps))
+        all_ms = _median_ms(
+            lambda: model_inputs(batch, augment, processor, prompts, batch_size, rows, 1, device),
+            max(3, args.steps),
+        )
+        n = {"sample": batch_size * len(d["views"]) * len(d["labels"])}.get(prompts.mode, "C x P")
+        print(f"config {name}, batch {batch_size}, prompts mode {prompts.mode} ({n} prompts a step), {device}")
+        print(f"prompts (draw + tokenise): median {prompt_ms:.1f} ms a step")
+        print(f"all inputs (+ augmentation and normalisation on {device}): median {all_ms:.1f} ms a step")
+        return
 
     def step() -> None:
         inputs = model_inputs(batch, augment, processor, prompts, batch_size, rows, 1, device)

@@ -281,7 +281,18 @@ def read_curves(run_dir: Path) -> tuple[list, list, list, list]:
     return steps, losses, val_steps, val_accs
 
 
+def _mean_curve(curves: list[tuple[list, list]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and std over folds at the steps every fold logged."""
+    common = sorted(set.intersection(*(set(steps) for steps, _ in curves))) if curves else []
+    rows = np.array([[dict(zip(steps, values))[s] for s in common] for steps, values in curves], dtype=float)
+    if not common:
+        return np.array([]), np.array([]), np.array([])
+    return np.array(common), rows.mean(0), rows.std(0)
+
+
 def plot_curves(run_dirs: dict[str, list[Path]], path: Path) -> None:
+    """Training loss and validation accuracy against the step: each fold faint, the mean over folds bold (with
+    a +-1 std band for accuracy), one colour per variant."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -290,23 +301,33 @@ def plot_curves(run_dirs: dict[str, list[Path]], path: Path) -> None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     colors = plt.get_cmap("tab10")
     for i, (variant, dirs) in enumerate(run_dirs.items()):
-        for j, run_dir in enumerate(dirs):
-            steps, losses, val_steps, val_accs = read_curves(run_dir)
-            label = variant if j == 0 else None
+        color = colors(i % 10)
+        losses, accs = [], []
+        for run_dir in dirs:
+            steps, loss, val_steps, val_accs = read_curves(run_dir)
             if steps:
-                ax_loss.plot(steps, losses, color=colors(i % 10), alpha=0.6, lw=1, label=label)
+                ax_loss.plot(steps, loss, color=color, alpha=0.15, lw=0.6)
+                losses.append((steps, loss))
             if val_steps:
-                ax_acc.plot(
-                    val_steps, val_accs, color=colors(i % 10), alpha=0.7, lw=1, marker=".", label=label
-                )
+                ax_acc.plot(val_steps, val_accs, color=color, alpha=0.15, lw=0.6)
+                accs.append((val_steps, val_accs))
+        folds = f"{variant} ({len(dirs)} fold{'s' if len(dirs) != 1 else ''})"
+        x, mean, _ = _mean_curve(losses)
+        if len(x):
+            ax_loss.plot(x, mean, color=color, lw=1.8, label=folds)
+        x, mean, std = _mean_curve(accs)
+        if len(x):
+            ax_acc.plot(x, mean, color=color, lw=1.8, marker=".", label=folds)
+            ax_acc.fill_between(x, mean - std, mean + std, color=color, alpha=0.12, lw=0)
     ax_loss.set_xlabel("optimizer step")
     ax_loss.set_ylabel("training loss (weighted sum)")
-    ax_loss.set_title("training loss, every fold")
+    ax_loss.set_title("training loss: mean over folds (bold), each fold (faint)")
     ax_acc.set_xlabel("optimizer step")
     ax_acc.set_ylabel("validation accuracy")
-    ax_acc.set_title("validation-subject accuracy, every fold")
-    if ax_acc.get_legend_handles_labels()[0]:
-        ax_acc.legend(fontsize=7, loc="best")
+    ax_acc.set_title("validation-subject accuracy: mean +- std over folds")
+    for ax in (ax_loss, ax_acc):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

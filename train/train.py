@@ -699,8 +699,8 @@ def training_function(config: dict, args) -> dict:
 
 def run_environment(device: torch.device) -> dict:
     """What a result depends on beyond the code and the config: library versions and the hardware's kernels.
-    The same machine and versions give bit-identical runs; another machine's CPU kernels gave runs that drift
-    from them within the fold noise (docs/RESULTS.md, reproducibility)."""
+    The same machine and versions give bit-identical runs; on another machine runs drifted from them within
+    the fold noise (docs/RESULTS.md, reproducibility), so a result is matched to its environment."""
     import platform
 
     import accelerate

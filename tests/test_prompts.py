@@ -236,3 +236,35 @@ def test_age_year_ranges_pick_the_group_of_their_midpoint():
     ranged = bank.all_prompts("happiness", {"age_group": "50-70"})
     assert ranged == bank.all_prompts("happiness", {"age": 60})
     assert any("elderly" in p or "older" in p for p in ranged)
+
+
+def test_memoised_lookups_draw_exactly_the_prompts_of_uncached_ones():
+    """The bank memoises its pure lookups (metadata resolution, slot fillings, templates) for speed; the
+    random draws, and so every prompt, must be those of the plain computation."""
+
+    class Uncached(PromptBank):
+        _slot_options = PromptBank._slot_options_uncached
+        _compatible = PromptBank._compatible_uncached
+
+        def _resolve_metadata(self, metadata):
+            if metadata is None or not self.config.use_metadata:
+                return {}
+            return self._resolve_metadata_uncached(metadata)
+
+    config = PromptConfig(seed=5, metadata_dropout=0.3, view_names=("frontal", "left", "right"))
+    labels = ["happiness", "Anger", "fear", "a made-up label", "sadness", "surprise"] * 3
+    metadata = [
+        {"gender": "female", "age": 25, "ethnicity": "WH", "intensity": 3},
+        {"sex": "M", "age_group": "40-49", "race": "BL", "intensity": "2"},
+        None,
+        {"gender": None, "age": float("nan"), "intensity": 0, "other": "ignored"},
+        {"gender": "female", "age": 25, "ethnicity": "WH", "intensity": 3},  # equal to the first: a memo hit
+        {"intensity": 4},
+    ] * 3
+    memoised, plain = PromptBank(config), Uncached(config)
+    for _ in range(3):
+        assert memoised.sample(labels, metadata, num_views=3) == plain.sample(labels, metadata, num_views=3)
+    assert memoised.state_dict() == plain.state_dict()
+    memoised.sample(["anger"], [{"intensity": 1}])
+    with pytest.raises(ValueError, match="intensity"):  # True == 1 as a dict key, yet it is no intensity
+        memoised.sample(["anger"], [{"intensity": True}])

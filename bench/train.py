@@ -71,15 +71,15 @@ def build(config: dict, device: torch.device, random_init: bool):
     return TrainModule(model).to(device), processor
 
 
-def _median_ms(fn, repeats: int, warmup: int = 2) -> float:
+def _median_ms(fn, repeats: int, sync, warmup: int = 2) -> float:
+    """Median wall time of `fn()` in ms, the device synchronised after each call."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 
@@ -133,13 +133,16 @@ def main() -> None:
     batch = random_batch(batch_size, len(d["views"]), size, len(d["labels"]))
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     rows = slice(0, batch_size)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def inputs():
+        return model_inputs(batch, augment, processor, prompts, batch_size, rows, 1, device)
 
     if args.inputs_only:
-        prompt_ms = _median_ms(lambda: prompts.step_inputs(batch["metadata"], None, rows), max(5, args.steps))
-        all_ms = _median_ms(
-            lambda: model_inputs(batch, augment, processor, prompts, batch_size, rows, 1, device),
-            max(3, args.steps),
+        prompt_ms = _median_ms(
+            lambda: prompts.step_inputs(batch["metadata"], None, rows), max(5, args.steps), sync
         )
+        all_ms = _median_ms(inputs, max(3, args.steps), sync)
         n = {"sample": batch_size * len(d["views"]) * len(d["labels"])}.get(prompts.mode, "C x P")
         print(f"config {name}, batch {batch_size}, prompts mode {prompts.mode} ({n} prompts a step), {device}")
         print(f"prompts (draw + tokenise): median {prompt_ms:.1f} ms a step")
@@ -147,15 +150,13 @@ def main() -> None:
         return
 
     def step() -> None:
-        inputs = model_inputs(batch, augment, processor, prompts, batch_size, rows, 1, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = module(**inputs)
+            out = module(**inputs())
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
@@ -171,15 +172,9 @@ def main() -> None:
         sync()
         times.append(time.perf_counter() - start)
     per_step = statistics.median(times)
-    # The CPU side of a step on its own: augmentation draws, prompt drawing and tokenising (in `sample` mode
-    # B x V x C prompts). On a GPU it overlaps the kernels of the step before unless it is longer than them.
-    prep = []
-    for _ in range(max(3, args.steps)):
-        start = time.perf_counter()
-        model_inputs(batch, augment, processor, prompts, batch_size, rows, 1, device)
-        sync()
-        prep.append(time.perf_counter() - start)
-    prep_ms = 1000 * statistics.median(prep)
+    # The input side of a step on its own: augmentation, prompt drawing and tokenising (in `sample` mode
+    # B x V x C prompts), part of the step time above.
+    prep_ms = _median_ms(inputs, max(3, args.steps), sync, warmup=0)
     samples_per_s = batch_size / per_step
     params = sum(p.numel() for p in module.parameters())
     print(

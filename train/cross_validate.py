@@ -284,9 +284,9 @@ def read_curves(run_dir: Path) -> tuple[list, list, list, list]:
 def _mean_curve(curves: list[tuple[list, list]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and std over folds at the steps every fold logged."""
     common = sorted(set.intersection(*(set(steps) for steps, _ in curves))) if curves else []
-    rows = np.array([[dict(zip(steps, values))[s] for s in common] for steps, values in curves], dtype=float)
     if not common:
         return np.array([]), np.array([]), np.array([])
+    rows = np.array([[dict(zip(steps, values))[s] for s in common] for steps, values in curves], dtype=float)
     return np.array(common), rows.mean(0), rows.std(0)
 
 

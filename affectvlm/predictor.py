@@ -15,7 +15,6 @@ import os
 import re
 import tempfile
 import warnings
-import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,14 +25,14 @@ import torch
 
 from .modeling_affectvlm import AffectVLMModel
 from .processing_affectvlm import AffectVLMProcessor
+from .scan.archive import IMAGE_EXTENSIONS, ZipLimits
+from .scan.io import SUPPORTED_EXTENSIONS
+from .scan.types import InputError, Scan
 
 # Where the demo checkpoint lives in a checkout (and in the Space folder built from it).
 DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "affectvlm-synth-cpu"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
-class InputError(ValueError):
-    """An input the predictor cannot use; the message names the problem (and is safe to show a user)."""
+# A top score under this many times the uniform one (1 / number of labels) gets a low-confidence note.
+LOW_CONFIDENCE = 1.5
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,14 @@ class InputLimits:
     max_frames: int = 300
     max_zip_bytes: int = 1024**3  # uncompressed total
     max_zip_entries: int = 2_000
+    max_zip_ratio: float = 200.0
     max_image_pixels: int = 4096 * 4096
+    max_labels: int = 64
+    max_label_chars: int = 200  # per label and per prompt
+    max_prompts_per_label: int = 32
+
+    def zip_limits(self) -> ZipLimits:
+        return ZipLimits(self.max_zip_entries, self.max_file_bytes, self.max_zip_bytes, self.max_zip_ratio)
 
 
 @dataclass
@@ -58,6 +64,8 @@ class Prediction:
     view_probs: (V, C) probabilities from each view alone (zero rows for missing views).
     view_mask: (V,) which views were available. views: (V, H, W, 3) uint8 views the model saw (rendered views
     or dynamic images for scans and sequences; the given images otherwise; black where missing).
+    notes: what a person should know about the answer (missing views, not a face, low confidence).
+    scan: for a scan, the normalised Scan the views were rendered from (the app's 3D preview).
     """
 
     labels: list[str]
@@ -68,6 +76,7 @@ class Prediction:
     view_mask: np.ndarray
     views: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    scan: Scan | None = None
 
     @property
     def label(self) -> str:
@@ -104,14 +113,12 @@ class Prediction:
         for label, prob in self.scores().items():
             c = self.labels.index(label)
             cells = "".join(
-                f"{self.view_contributions[v, c]:>10.3f}" for v in range(len(self.view_names)) if self.view_mask[v]
+                f"{self.view_contributions[v, c]:>10.3f}"
+                for v in range(len(self.view_names))
+                if self.view_mask[v]
             )
             rows.append(f"{label:<{width}}{prob:>8.3f}{cells}")
         return "\n".join(rows)
-
-
-def _natural_key(name: str):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
 def random_demo_model(seed: int = 0) -> tuple[AffectVLMModel, AffectVLMProcessor]:
@@ -119,9 +126,30 @@ def random_demo_model(seed: int = 0) -> tuple[AffectVLMModel, AffectVLMProcessor
     from .testing import tiny_clip_config, tiny_config, tiny_processor
 
     torch.manual_seed(seed)
-    clip = tiny_clip_config(hidden_size=64, num_layers=2, num_heads=4, image_size=64, patch_size=16, projection_dim=64)
+    clip = tiny_clip_config(
+        hidden_size=64, num_layers=2, num_heads=4, image_size=64, patch_size=16, projection_dim=64
+    )
     model = AffectVLMModel(tiny_config(clip_config=clip)).eval()
     return model, tiny_processor(image_size=64)
+
+
+def parse_labels(text: str, limits: InputLimits | None = None) -> list[str] | dict[str, list[str]]:
+    """Labels typed by a person: one per comma or line (`happy, sad`), or one `label: prompt; prompt` per line.
+
+    Text longer than the caps allow is refused before it is split (a 1 MB label must not cost memory).
+    """
+    limits = limits or InputLimits()
+    budget = limits.max_labels * (limits.max_label_chars + 2) * (limits.max_prompts_per_label + 1)
+    if len(text) > budget:
+        raise InputError(f"the labels are {len(text)} characters long; at most {budget} are read")
+    if ":" not in text:
+        return [x.strip() for x in re.split(r"[,\n]", text) if x.strip()]
+    prompts = {}
+    for line in text.splitlines():
+        label, _, rest = line.partition(":")
+        if label.strip():
+            prompts[label.strip()] = [p.strip() for p in rest.split(";") if p.strip()]
+    return prompts
 
 
 class AffectVLMPredictor:
@@ -175,26 +203,39 @@ class AffectVLMPredictor:
         return list(self.model.config.label_names)
 
     def _prompts(self, labels) -> dict[str, list[str]]:
+        """Labels (a list, a dict label -> prompts, or text for `parse_labels`) -> label -> prompts, capped."""
         from .prompts import inference_prompts
 
         if labels is None:
             labels = self.default_labels
         if isinstance(labels, str):
-            labels = [s for s in re.split(r"[,\n]", labels)]
-        if isinstance(labels, Mapping):
-            prompts = {}
-            for label, value in labels.items():
-                items = [value] if isinstance(value, str) else list(value or [])
-                items = [p.strip() for p in items if isinstance(p, str) and p.strip()]
-                prompts[str(label).strip()] = items or inference_prompts([str(label).strip()])[str(label).strip()]
-        else:
-            names = [str(x).strip() for x in labels if str(x).strip()]
-            prompts = inference_prompts(names) if names else {}
-        if "" in prompts:
-            del prompts[""]
+            labels = parse_labels(labels, self.limits)
+        if not isinstance(labels, Mapping):
+            labels = {str(x).strip(): [] for x in list(labels)[: self.limits.max_labels + 1]}
+        prompts = {}
+        for label, value in list(labels.items())[: self.limits.max_labels + 1]:
+            items = [value] if isinstance(value, str) else list(value or [])
+            prompts[str(label).strip()] = [p.strip() for p in items if isinstance(p, str) and p.strip()]
+        prompts.pop("", None)
+        self._check_label_caps(prompts)
         if len(prompts) < 2:
             raise InputError("give at least two distinct, non-empty labels to score against")
-        return prompts
+        missing = [label for label, items in prompts.items() if not items]
+        defaults = inference_prompts(missing) if missing else {}
+        return {label: items or defaults[label] for label, items in prompts.items()}
+
+    def _check_label_caps(self, prompts: dict[str, list[str]]) -> None:
+        caps = self.limits
+        if len(prompts) > caps.max_labels:
+            raise InputError(f"more than {caps.max_labels} labels: score at most {caps.max_labels} at a time")
+        for label, items in prompts.items():
+            if len(items) > caps.max_prompts_per_label:
+                raise InputError(f"label {label[:40]!r}: more than {caps.max_prompts_per_label} prompts")
+            for text in (label, *items):
+                if len(text) > caps.max_label_chars:
+                    raise InputError(
+                        f"a label or prompt is {len(text)} characters long (at most {caps.max_label_chars})"
+                    )
 
     def class_embeddings(self, labels=None) -> tuple[list[str], torch.Tensor]:
         """(label names, (C, D) class embeddings), cached per label set."""
@@ -210,15 +251,12 @@ class AffectVLMPredictor:
 
     # -- inputs -> views ------------------------------------------------------------------------------------
 
-    def _render_kwargs(self) -> tuple[dict, dict, int | None]:
-        """(normalize_scan kwargs, render_views kwargs, frames per dynamic image) from the processor's
-        `render_settings` (the render cache's settings the model was trained on: views, size, mode,
-        crop_radius, align, frames), defaulting to the scan pipeline's own defaults."""
-        settings = dict(self.processor.render_settings or {})
-        normalize = {k: settings[k] for k in ("crop_radius", "align") if k in settings}
-        render = {k: settings[k] for k in ("views", "size", "mode") if k in settings and settings[k] is not None}
-        render.setdefault("size", max(self.processor.image_size))
-        return normalize, render, settings.get("frames", 16)
+    @property
+    def recipe(self):
+        """The model's `ScanRecipe` (saved with its processor): how its training scans became views."""
+        from .scan.recipe import ScanRecipe
+
+        return ScanRecipe.from_settings(self.processor.render_settings, size=max(self.processor.image_size))
 
     def _check_file(self, path: Path) -> None:
         if not path.is_file():
@@ -231,108 +269,79 @@ class AffectVLMPredictor:
                 f"{path.name}: {size / 1024**2:.1f} MB is larger than the {self.limits.max_file_bytes / 1024**2:.0f} MB limit"
             )
 
-    def load_scan(self, scan, normalize: bool = True):
-        """A path or a Scan -> a Scan, normalised unless `normalize=False` (reader errors become InputError)."""
-        from .scan import Scan, ScanError, load_scan, normalize_scan
+    def load_scan(self, scan):
+        """A path (or a Scan, returned as it is) -> the Scan as read, under the predictor's caps."""
+        from .scan import Scan, load_scan
 
-        normalize_kwargs, _, _ = self._render_kwargs()
-        try:
-            if not isinstance(scan, Scan):
-                path = Path(scan)
-                self._check_file(path)
-                scan = load_scan(
-                    path,
-                    max_vertices=self.limits.max_vertices,
-                    max_faces=self.limits.max_faces,
-                    max_file_bytes=self.limits.max_file_bytes,
-                )
-            return normalize_scan(scan, **normalize_kwargs) if normalize else scan
-        except ScanError as err:
-            raise InputError(str(err)) from err
+        if isinstance(scan, Scan):
+            return scan
+        path = Path(scan)
+        self._check_file(path)
+        return load_scan(
+            path,
+            max_vertices=self.limits.max_vertices,
+            max_faces=self.limits.max_faces,
+            max_file_bytes=self.limits.max_file_bytes,
+        )
+
+    def prepare_scan(self, scan):
+        """A path or a Scan -> (the normalised Scan, (V, H, W, 3) uint8 views tensor, notes), by the recipe."""
+        from .scan.recipe import check_face
+
+        recipe = self.recipe
+        normalized = recipe.normalize(self.load_scan(scan))
+        views = recipe.views_of([normalized], device=self.model.device)[0].cpu()
+        return normalized, views, check_face(normalized, views).notes
 
     def render_scan(self, scan) -> np.ndarray:
         """A path or a Scan -> (V, H, W, 3) uint8 views, rendered as the model's training data was."""
-        from .scan import render_views
-
-        _, render, _ = self._render_kwargs()
-        return render_views([self.load_scan(scan)], **render)[0]
+        return self.prepare_scan(scan)[1].numpy()
 
     def _sequence_paths(self, sequence, workdir: Path) -> list:
-        """Frames from a folder, a zip file or a list of paths/Scans, in natural order."""
-        from .scan import SUPPORTED_EXTENSIONS
+        """Frames from a folder, a zip file or a list of paths/Scans, in time order."""
+        from .scan.archive import collect_frames, extract_frames
 
-        exts = tuple(SUPPORTED_EXTENSIONS)
         if isinstance(sequence, str | os.PathLike):
             path = Path(sequence)
             if path.is_dir():
-                frames = sorted(
-                    (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in exts),
-                    key=lambda p: _natural_key(p.name),
-                )
+                frames = collect_frames(path)
             elif path.suffix.lower() == ".zip":
                 self._check_file(path)
-                frames = self._unzip_frames(path, workdir, exts)
+                frames = extract_frames(path, workdir, self.limits.zip_limits())
             else:
                 raise InputError(f"{path.name}: a sequence is a folder, a .zip file or a list of frame files")
-        elif isinstance(sequence, Sequence):
+        elif isinstance(sequence, Sequence) and not isinstance(sequence, str):
             frames = list(sequence)
         else:
             raise InputError("a sequence is a folder, a .zip file or a list of frame files")
         if not frames:
-            raise InputError(f"no 3D frames found (expected files ending in {', '.join(exts)})")
+            raise InputError(
+                f"no 3D frames found (expected files ending in {', '.join(SUPPORTED_EXTENSIONS)})"
+            )
         if len(frames) > self.limits.max_frames:
             raise InputError(f"{len(frames)} frames is more than the limit of {self.limits.max_frames}")
         return frames
 
-    def _unzip_frames(self, path: Path, workdir: Path, exts: tuple[str, ...]) -> list[Path]:
-        """Extract the frames (and their textures) of a zip safely: names flattened, sizes capped first."""
-        try:
-            archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as err:
-            raise InputError(f"{path.name}: not a valid zip file") from err
-        with archive:
-            infos = [i for i in archive.infolist() if not i.is_dir()]
-            if len(infos) > self.limits.max_zip_entries:
-                raise InputError(f"{path.name}: {len(infos)} files is more than the limit of {self.limits.max_zip_entries}")
-            total = sum(i.file_size for i in infos)
-            if total > self.limits.max_zip_bytes:
-                raise InputError(f"{path.name}: {total / 1024**2:.0f} MB uncompressed is more than the limit")
-            keep = [
-                i for i in infos
-                if Path(i.filename).suffix.lower() in exts + IMAGE_EXTENSIONS + (".mtl",)
-                and not Path(i.filename).name.startswith(".")
-                and "__MACOSX" not in i.filename
-            ]
-            names = [Path(i.filename).name for i in keep]
-            if len(set(names)) != len(names):
-                raise InputError(f"{path.name}: two files share a name in different folders; put one sequence per zip")
-            frames = []
-            for info, name in zip(keep, names):
-                # Only the base name is used: no path from the archive reaches the file system.
-                target = workdir / name
-                with archive.open(info) as src, open(target, "wb") as dst:
-                    dst.write(src.read(info.file_size + 1)[: info.file_size])
-                if target.suffix.lower() in exts:
-                    frames.append(target)
-        frames.sort(key=lambda p: _natural_key(p.name))
-        return frames
+    def prepare_sequence(self, sequence):
+        """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes), by the recipe.
+
+        Only the frames the recipe picks are read."""
+        from .scan.recipe import pick_frames
+
+        recipe = self.recipe
+        with tempfile.TemporaryDirectory(prefix="affectvlm-seq-") as tmp:
+            frames = self._sequence_paths(sequence, Path(tmp))
+            scans = [self.load_scan(frames[i]) for i in pick_frames(len(frames), recipe.frames)]
+        dynamic = recipe.dynamic_images(scans, device=self.model.device).cpu()
+        if not bool((dynamic > 0).any()):
+            raise InputError(
+                "the frames do not move: every dynamic image is blank (a 4D sequence needs motion)"
+            )
+        return dynamic, []
 
     def render_sequence(self, sequence) -> np.ndarray:
         """A folder, zip, or list of frames -> (V, H, W, 3) uint8 dynamic images (approximate rank pooling)."""
-        from .scan import render_sequence
-
-        normalize, render, num_frames = self._render_kwargs()
-        with tempfile.TemporaryDirectory(prefix="affectvlm-seq-") as tmp:
-            frames = self._sequence_paths(sequence, Path(tmp))
-            if num_frames and len(frames) > num_frames:
-                # Evenly spaced frames, as the render cache did for the training data.
-                frames = [frames[i] for i in np.round(np.linspace(0, len(frames) - 1, num_frames)).astype(int)]
-            scans = [self.load_scan(frame, normalize=False) for frame in frames]
-        try:
-            # One nose tip and scale for the whole sequence, so the head motion is kept for rank pooling.
-            return render_sequence(scans, normalize=normalize or True, **render)
-        except ValueError as err:  # ScanError included
-            raise InputError(str(err)) from err
+        return self.prepare_sequence(sequence)[0].numpy()
 
     def _load_image(self, image, view: str):
         if image is None:
@@ -366,48 +375,74 @@ class AffectVLMPredictor:
 
     # -- predict --------------------------------------------------------------------------------------------
 
+    def _image_views(self, images) -> tuple[list, list[str]]:
+        """Given views (list or dict, paths, PIL images or arrays) -> (V images or None, notes)."""
+        view_names = list(self.processor.view_names)
+        if isinstance(images, Mapping):
+            unknown = [k for k in images if k not in view_names]
+            if unknown:
+                raise InputError(f"unknown view name(s) {unknown}; expected {view_names}")
+            images = [images.get(v) for v in view_names]
+        images = list(images)
+        if len(images) != len(view_names):
+            raise InputError(
+                f"give {len(view_names)} views ({', '.join(view_names)}); use None for a missing one"
+            )
+        images = [self._load_image(im, v) for im, v in zip(images, view_names)]
+        if all(im is None for im in images):
+            raise InputError("every view is missing: give at least one image")
+        for v, image in zip(view_names, images):
+            if image is not None and np.ptp(self.processor._to_rgb_array(image, f"{v} view")) == 0:
+                raise InputError(f"{v} view: the image is blank (one colour everywhere)")
+        missing = [v for v, im in zip(view_names, images) if im is None]
+        return images, [f"missing view(s): {', '.join(missing)}; scored on the others"] if missing else []
+
+    def _inputs(self, images, scan, sequence) -> tuple[dict, np.ndarray, object, list[str]]:
+        """(processor inputs, the (V, H, W, 3) views shown, the normalised scan or None, notes)."""
+        if images is not None:
+            images, notes = self._image_views(images)
+            return self.processor(images=[images]), self._thumbnails(images), None, notes
+        if scan is not None:
+            normalized, views, notes = self.prepare_scan(scan)
+        else:
+            (views, notes), normalized = self.prepare_sequence(sequence), None
+        return self.processor(images=views[None]), views.numpy(), normalized, notes
+
     def __call__(self, images=None, scan=None, sequence=None, labels=None) -> Prediction:
         """Score one sample given as `images` (list front/left/right or dict view -> image, None for missing;
-        paths, PIL images or arrays), a `scan` (path or Scan) or a `sequence` (folder, zip or list of frames)."""
-        given = [x is not None for x in (images, scan, sequence)]
-        if sum(given) != 1:
+        paths, PIL images or arrays), a `scan` (path or Scan) or a `sequence` (folder, zip or list of frames).
+
+        Every input that cannot be used raises `InputError` (a ValueError) naming the problem."""
+        if sum(x is not None for x in (images, scan, sequence)) != 1:
             raise InputError("give exactly one of images=, scan= or sequence=")
         names, class_embeds = self.class_embeddings(labels)
-        notes = ["RANDOM untrained model: the scores mean nothing"] if self.is_random else []
-        view_names = list(self.processor.view_names)
-        if images is not None:
-            if isinstance(images, Mapping):
-                unknown = [k for k in images if k not in view_names]
-                if unknown:
-                    raise InputError(f"unknown view name(s) {unknown}; expected {view_names}")
-                images = [images.get(v) for v in view_names]
-            images = [self._load_image(im, v) for im, v in zip(list(images), view_names)]
-            if len(images) != len(view_names):
-                raise InputError(f"give {len(view_names)} views ({', '.join(view_names)}); use None for a missing one")
-            missing = [v for v, im in zip(view_names, images) if im is None]
-            if missing:
-                notes.append(f"missing view(s): {', '.join(missing)}; scored on the others")
-            try:
-                inputs = self.processor(images=[images])
-            except ValueError as err:
-                raise InputError(str(err)) from err
-            views = self._thumbnails(images)
-        else:
-            views = self.render_scan(scan) if scan is not None else self.render_sequence(sequence)
-            inputs = self.processor(images=views[None])
+        try:
+            inputs, views, normalized, notes = self._inputs(images, scan, sequence)
+        except InputError:
+            raise
+        except ValueError as err:  # the processor's checks on given images
+            raise InputError(str(err)) from None
         device = self.model.device
         scores = self.model.score(
-            inputs["pixel_values"].to(device), class_embeds.to(device), view_mask=inputs["view_mask"].to(device)
+            inputs["pixel_values"].to(device),
+            class_embeds.to(device),
+            view_mask=inputs["view_mask"].to(device),
         )
+        probs = scores.probs[0].float().cpu().numpy()
+        if self.is_random:
+            notes.insert(0, "RANDOM untrained model: the scores mean nothing")
+        if probs.max() < LOW_CONFIDENCE / len(probs):
+            notes.append(f"low confidence: no label stands out (the top score is {probs.max():.2f})")
         return Prediction(
             labels=names,
-            probs=scores.probs[0].float().cpu().numpy(),
-            view_names=view_names,
+            probs=probs,
+            view_names=list(self.processor.view_names),
             view_contributions=scores.view_contributions[0].float().cpu().numpy(),
             view_probs=scores.view_probs[0].float().cpu().numpy(),
             view_mask=inputs["view_mask"][0].cpu().numpy(),
             views=views,
             notes=notes,
+            scan=normalized,
         )
 
 
@@ -421,4 +456,13 @@ def predict(images=None, scan=None, sequence=None, labels=None, model: str | Non
 
 _PREDICTORS: dict[str, AffectVLMPredictor] = {}
 
-__all__ = ["DEMO_CHECKPOINT", "AffectVLMPredictor", "InputError", "InputLimits", "Prediction", "predict"]
+__all__ = [
+    "DEMO_CHECKPOINT",
+    "IMAGE_EXTENSIONS",
+    "AffectVLMPredictor",
+    "InputError",
+    "InputLimits",
+    "Prediction",
+    "parse_labels",
+    "predict",
+]

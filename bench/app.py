@@ -1,11 +1,14 @@
 """Load test of the Gradio app on loopback: N concurrent clients x M requests each.
 
-    AFFECTVLM_SFM_DIR=../shared/sfm python bench/app.py                  # 16 clients x 10 requests, scan tab
+    python bench/app.py                                   # 16 clients x 10 requests, scan tab, then hostile files
     python bench/app.py --endpoint views --clients 4 --requests 5
 
 Starts `python app.py` on a free 127.0.0.1 port in a subprocess, drives it with gradio_client from threads,
 and prints p50/p95 latency, the error count (target 0), throughput and the server's peak resident memory.
-Nothing leaves this machine: the server listens on loopback only and the loop is bounded.
+Then it sends a batch of hostile inputs (bench/hostile.py: each must be refused with a message, or scored with
+a note) and prints the server's resident memory before and after them (it must come back down).
+The inputs are the committed examples (examples/). Nothing leaves this machine: the server listens on loopback
+only and the loop is bounded.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,27 +33,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident memory of a process (VmHWM), in MB."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process now (VmRSS) or at its peak (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def make_inputs(folder: Path) -> dict[str, Path]:
-    from PIL import Image
+def example_inputs() -> dict:
+    views = [next((ROOT / "examples").glob(f"views_*_{v}.png")) for v in ("frontal", "left", "right")]
+    return {
+        "scan": ([next((ROOT / "examples").glob("scan_*.ply"))], "/predict_scan"),
+        "views": (views, "/predict_views"),
+        "sequence": ([[next((ROOT / "examples").glob("sequence_*.zip"))]], "/predict_sequence"),
+    }
 
-    sfm = Path(os.environ.get("AFFECTVLM_SFM_DIR", ROOT.parent / "shared" / "sfm"))
-    data = np.load(sfm / "sfm_3448.npz")
-    scan = folder / "face.obj"
-    with open(scan, "w") as f:
-        f.writelines(f"v {x:.3f} {y:.3f} {z:.3f}\n" for x, y, z in data["mean"] + data["expressions"][3])
-        f.writelines(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in data["triangles"])
-    rng = np.random.default_rng(0)
-    image = folder / "view.png"
-    Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(image)
-    return {"scan": scan, "image": image}
+
+def call(client, files: list, labels: str, api_name: str):
+    from gradio_client import handle_file
+
+    args = [[handle_file(str(f)) for f in x] if isinstance(x, list) else handle_file(str(x)) for x in files]
+    return client.predict(*args, labels, api_name=api_name)
 
 
 def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
@@ -70,68 +72,97 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> N
     raise SystemExit(f"the app did not answer on {url} within {timeout:.0f} s")
 
 
+def load(url: str, args) -> tuple[list[float], list[str], float]:
+    """`args.clients` threads x `args.requests` calls: (latencies of the successes, errors, wall seconds)."""
+    from gradio_client import Client
+
+    files, api_name = example_inputs()[args.endpoint]
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client_loop() -> None:
+        client = Client(url, verbose=False, download_files=False)
+        for _ in range(args.requests):
+            start = time.perf_counter()
+            try:
+                call(client, files, "", api_name)
+                ok, err = True, ""
+            except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
+                ok, err = False, f"{type(exc).__name__}: {exc}"
+            with lock:
+                (latencies.append(time.perf_counter() - start) if ok else errors.append(err))
+
+    threads = [threading.Thread(target=client_loop) for _ in range(args.clients)]
+    wall = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors, time.perf_counter() - wall
+
+
+def hostile(url: str, pid: int, folder: Path) -> None:
+    """Send every hostile input once; print what came back and the server's memory around the batch."""
+    from gradio_client import Client
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from hostile import hostile_inputs
+
+    client = Client(url, verbose=False, download_files=False)
+    before = rss_mb(pid)
+    for name, (files, labels, api_name) in hostile_inputs(folder).items():
+        start = time.perf_counter()
+        try:
+            out = call(client, files, labels, api_name)
+            answer = f"scored: {out[3].splitlines()[0]} {'(with a note)' if '- ' in out[3] else '(NO NOTE)'}"
+        except Exception as exc:  # noqa: BLE001 - a refusal is the expected answer
+            answer = f"refused: {str(exc)[:100]}"
+        print(f"  {name:<28} {time.perf_counter() - start:6.2f} s  {answer}")
+    time.sleep(2)
+    print(f"server resident memory: {before:.0f} MB before the hostile batch, {rss_mb(pid):.0f} MB after "
+          f"(peak {rss_mb(pid, 'VmHWM'):.0f} MB)")  # fmt: skip
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     parser.add_argument("--requests", type=int, default=10, help="requests per client (default 10)")
-    parser.add_argument("--endpoint", choices=["scan", "views"], default="scan", help="which tab to call")
+    parser.add_argument("--endpoint", choices=["scan", "views", "sequence"], default="scan", help="which tab")
+    parser.add_argument("--no-hostile", action="store_true", help="skip the hostile batch")
     args = parser.parse_args()
-
-    from gradio_client import Client, handle_file
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
-               GRADIO_ANALYTICS_ENABLED="False")
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs = make_inputs(Path(tmp))
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_until_up(url, proc)
-            latencies: list[float] = []
-            errors: list[str] = []
-            lock = threading.Lock()
-
-            def client_loop() -> None:
-                client = Client(url, verbose=False, download_files=False)
-                for _ in range(args.requests):
-                    start = time.perf_counter()
-                    try:
-                        if args.endpoint == "scan":
-                            client.predict(handle_file(inputs["scan"]), "", api_name="/predict_scan")
-                        else:
-                            image = handle_file(inputs["image"])
-                            client.predict(image, image, image, "", api_name="/predict_views")
-                        ok, err = True, ""
-                    except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
-                        ok, err = False, f"{type(exc).__name__}: {exc}"
-                    with lock:
-                        (latencies.append(time.perf_counter() - start) if ok else errors.append(err))
-
-            threads = [threading.Thread(target=client_loop) for _ in range(args.clients)]
-            wall = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - wall
-            peak = peak_rss_mb(proc.pid)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-
-    total = args.clients * args.requests
-    print(f"{args.clients} clients x {args.requests} requests = {total} requests to /predict_{args.endpoint}")
-    if latencies:
-        q = statistics.quantiles(latencies, n=20)
-        print(f"latency p50 {statistics.median(latencies) * 1e3:.0f} ms, p95 {q[18] * 1e3:.0f} ms, "
-              f"max {max(latencies) * 1e3:.0f} ms")
-    print(f"errors: {len(errors)} (target 0)")
-    for err in sorted(set(errors))[:5]:
-        print(f"  {err}")
-    print(f"throughput: {len(latencies) / wall:.2f} requests/s over {wall:.1f} s")
-    print(f"server peak resident memory: {peak:.0f} MB")
+               GRADIO_ANALYTICS_ENABLED="False")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_until_up(url, proc)
+        latencies, errors, wall = load(url, args)
+        peak = rss_mb(proc.pid, "VmHWM")
+        total = args.clients * args.requests
+        print(
+            f"{args.clients} clients x {args.requests} requests = {total} requests to /predict_{args.endpoint}"
+        )
+        if latencies:
+            q = statistics.quantiles(latencies, n=20)
+            print(f"latency p50 {statistics.median(latencies) * 1e3:.0f} ms, p95 {q[18] * 1e3:.0f} ms, "
+                  f"max {max(latencies) * 1e3:.0f} ms")  # fmt: skip
+        print(f"errors: {len(errors)} (target 0)")
+        for err in sorted(set(errors))[:5]:
+            print(f"  {err}")
+        print(f"throughput: {len(latencies) / wall:.2f} requests/s over {wall:.1f} s")
+        print(f"server peak resident memory: {peak:.0f} MB")
+        if not args.no_hostile:
+            with tempfile.TemporaryDirectory() as tmp:
+                hostile(url, proc.pid, Path(tmp))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def test_views_endpoint_with_a_missing_view(client, files):
 
 
 def test_scan_endpoint(client, files):
-    scores, contributions, gallery, preview, status = client.predict(
+    scores, contributions, gallery, status, preview = client.predict(
         handle_file(files["scan"]), "anger, disgust, fear, happiness, sadness, surprise", api_name="/predict_scan"
     )
     assert sum(scores_of(scores).values()) == pytest.approx(1.0, abs=1e-3)
@@ -119,10 +119,10 @@ def test_sequence_endpoint(client, files):
     ("endpoint", "make_args", "message"),
     [
         ("/predict_scan", lambda f: (handle_file(f["corrupt"]), ""), "obj"),
-        ("/predict_scan", lambda f: (handle_file(f["wrong_ext"]), ""), "invalid file type|not a supported 3D scan type"),
+        ("/predict_scan", lambda f: (handle_file(f["wrong_ext"]), ""), "invalid file type|not a supported 3D scan type|corrupt number"),
         ("/predict_sequence", lambda f: ([handle_file(f["empty_zip"])], ""), "no 3D frames"),
         ("/predict_views", lambda f: (handle_file(f["wrong_mode"]), None, None, ""), "image mode"),
-        ("/predict_views", lambda f: (None, None, None, ""), "at least one view"),
+        ("/predict_views", lambda f: (None, None, None, ""), "at least one"),
         ("/predict_views", lambda f: (handle_file(f["front"]), None, None, "onlyone"), "at least two"),
     ],
     ids=["corrupt-mesh", "wrong-extension", "empty-zip", "wrong-image-mode", "no-views", "one-label"],

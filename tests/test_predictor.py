@@ -181,12 +181,11 @@ def test_sequence_errors(predictor, frames_dir, tmp_path):
 
 
 def test_zip_paths_never_escape(predictor, tmp_path, face):
-    mean, faces, _ = face
+    mean, faces, expressions = face
     archive = tmp_path / "evil.zip"
-    obj = write_obj(tmp_path / "f.obj", mean, faces).read_text()
     with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("../../escaped.obj", obj)
-        z.writestr("/abs/000.obj", obj)
+        z.writestr("../../escaped.obj", write_obj(tmp_path / "f.obj", mean, faces).read_text())
+        z.writestr("/abs/000.obj", write_obj(tmp_path / "g.obj", mean + expressions[3], faces).read_text())
     predictor(sequence=str(archive))
     assert not (tmp_path.parent / "escaped.obj").exists()
 

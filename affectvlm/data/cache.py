@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..scan.recipe import ScanRecipe, pick_frames
 from .synth import EMOTIONS
 
 __all__ = [
@@ -50,39 +51,21 @@ _RENDER_ERRORS = (ValueError, OSError, RuntimeError, IndexError)  # ScanError is
 
 
 @dataclass(frozen=True)
-class RenderSettings:
-    """How samples are rendered; the cache folder is keyed by a hash of these.
+class RenderSettings(ScanRecipe):
+    """How samples are rendered: a :class:`affectvlm.scan.ScanRecipe` (views, size, mode, crop_radius, align,
+    frames: the recipe a model trained on the cache saves with its processor) plus `batch`, the static scans
+    rendered per call (batching does not change the pixels). The cache folder is keyed by a hash of the recipe."""
 
-    Attributes:
-        views: the views passed to :func:`affectvlm.scan.render_views` (None: the pipeline's default
-            three views), as JSON-able values.
-        size: image side in pixels.
-        mode: the render mode (``normal``, ``depth``, ...).
-        crop_radius: :func:`affectvlm.scan.normalize_scan` crop about the nose tip, mm (None: no crop).
-        align: PCA-align each scan before rendering.
-        frames: 4D: frames evenly sampled from each sequence for its dynamic image (rank pooling over 12
-            frames of a 100-frame sequence keeps the onset/apex/offset shape at an eighth of the cost).
-        batch: static scans rendered per call (the renderer is batched).
-    """
-
-    views: tuple | None = None
-    size: int = 224
-    mode: str = "normal"
-    crop_radius: float | None = 90.0
-    align: bool = False
-    frames: int = 12
     batch: int = 25
 
     def __post_init__(self) -> None:
-        if self.size < 8 or self.frames < 1 or self.batch < 1:
-            raise ValueError(f"size >= 8, frames >= 1 and batch >= 1 required, got {self}")
-        if self.views is not None:
-            object.__setattr__(self, "views", _freeze(self.views))
+        super().__post_init__()
+        if self.batch < 1:
+            raise ValueError(f"batch >= 1 required, got {self}")
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("batch")  # batching does not change the pixels
-        return d
+    @property
+    def recipe(self) -> ScanRecipe:
+        return ScanRecipe(**self.to_dict())
 
     def key(self) -> str:
         """12 hex digits of the sha256 of the settings that change the pixels."""
@@ -91,10 +74,6 @@ class RenderSettings:
 
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=list).encode()).hexdigest()
-
-
-def _freeze(x):
-    return tuple(_freeze(v) for v in x) if isinstance(x, list | tuple) else x
 
 
 @dataclass(frozen=True)
@@ -122,8 +101,14 @@ def plan_dataset(samples) -> list[WorkItem]:
     """Work items for reader samples (:class:`affectvlm.data.datasets.Sample`)."""
     return [
         WorkItem(
-            key=s.key, label=s.label, subject=s.subject, intensity=s.intensity, dataset=s.dataset,
-            sequence=s.is_sequence, paths=tuple(s.paths), metadata=dict(s.metadata),
+            key=s.key,
+            label=s.label,
+            subject=s.subject,
+            intensity=s.intensity,
+            dataset=s.dataset,
+            sequence=s.is_sequence,
+            paths=tuple(s.paths),
+            metadata=dict(s.metadata),
         )  # fmt: skip
         for s in samples
     ]
@@ -144,9 +129,14 @@ def plan_synth(config, kind: str = "both", sfm_dir=None) -> list[WorkItem]:
             s = gen.subject(it["subject_index"])
             items.append(
                 WorkItem(
-                    key=f"synth3d/{s.subject_id}/{it['label']}{it['intensity']}", label=it["label"], subject=s.subject_id,
-                    intensity=it["intensity"], dataset="synth3d", sequence=False,
-                    synth=(s.index, it["label"], it["intensity"]), metadata=s.metadata,
+                    key=f"synth3d/{s.subject_id}/{it['label']}{it['intensity']}",
+                    label=it["label"],
+                    subject=s.subject_id,
+                    intensity=it["intensity"],
+                    dataset="synth3d",
+                    sequence=False,
+                    synth=(s.index, it["label"], it["intensity"]),
+                    metadata=s.metadata,
                 )  # fmt: skip
             )
     if kind in ("4d", "both"):
@@ -154,8 +144,14 @@ def plan_synth(config, kind: str = "both", sfm_dir=None) -> list[WorkItem]:
             s = gen.subject(it["subject_index"])
             items.append(
                 WorkItem(
-                    key=f"synth4d/{s.bu4dfe_id}/{it['label']}", label=it["label"], subject=s.bu4dfe_id, intensity=None,
-                    dataset="synth4d", sequence=True, synth=(s.index, it["label"], None), metadata=s.metadata,
+                    key=f"synth4d/{s.bu4dfe_id}/{it['label']}",
+                    label=it["label"],
+                    subject=s.bu4dfe_id,
+                    intensity=None,
+                    dataset="synth4d",
+                    sequence=True,
+                    synth=(s.index, it["label"], None),
+                    metadata=s.metadata,
                 )  # fmt: skip
             )
     return items
@@ -182,18 +178,6 @@ class _Renderer:
 
             self.gen = SynthFER3D(synth_config, load_sfm(sfm_dir))
 
-    def _normalize(self, scan):
-        from ..scan import normalize_scan
-
-        return normalize_scan(scan, crop_radius=self.settings.crop_radius, align=self.settings.align)
-
-    def _views_kwargs(self) -> dict:
-        s = self.settings
-        kwargs = {"size": s.size, "mode": s.mode}
-        if s.views is not None:
-            kwargs["views"] = [list(v) if isinstance(v, tuple) else v for v in s.views]
-        return kwargs
-
     def static_scans(self, item: WorkItem):
         if item.synth is not None:
             subject, label, level = item.synth
@@ -209,42 +193,36 @@ class _Renderer:
             return self.gen.sequence(subject, label, num_frames=n).to_scans(path_prefix=item.key)
         from ..scan import load_scan
 
-        paths = item.paths
-        pick = np.round(np.linspace(0, len(paths) - 1, min(n, len(paths)))).astype(int)
-        return [load_scan(paths[i]) for i in pick]
+        return [load_scan(item.paths[i]) for i in pick_frames(len(item.paths), n)]
 
     def render_static(self, items: list[WorkItem]) -> list:
         """Render static items in one batch; per-item failures come back as exceptions in the list."""
-        from ..scan import render_views
-
+        recipe = self.settings.recipe
         scans, out = [], [None] * len(items)
         for i, item in enumerate(items):
             try:
-                scans.append((i, self._normalize(self.static_scans(item))))
+                scans.append((i, recipe.normalize(self.static_scans(item))))
             except _RENDER_ERRORS as err:
                 out[i] = err
         if scans:
             try:
-                images = render_views([s for _, s in scans], **self._views_kwargs())  # (B, V, H, W, 3)
+                images = recipe.views_of([s for _, s in scans]).numpy()  # (B, V, H, W, 3)
                 for (i, _), img in zip(scans, images):
                     out[i] = img
             except _RENDER_ERRORS:
                 # one bad scan should not take its batch down: retry one by one to find it
                 for i, scan in scans:
                     try:
-                        out[i] = render_views([scan], **self._views_kwargs())[0]
+                        out[i] = recipe.views_of([scan])[0].numpy()
                     except _RENDER_ERRORS as err:
                         out[i] = err
         return out
 
     def render_sequence(self, item: WorkItem):
-        from ..scan import render_sequence
-
         try:
-            # one nose tip and scale for the whole sequence (render_sequence's normalize), so the head
-            # motion that rank pooling should see is kept rather than re-centred away frame by frame
-            norm = {"crop_radius": self.settings.crop_radius, "align": self.settings.align}
-            return render_sequence(self.sequence_scans(item), normalize=norm, **self._views_kwargs())  # (V, H, W, 3)
+            # one nose tip and scale for the whole sequence, so the head motion that rank pooling should see is
+            # kept rather than re-centred away frame by frame
+            return self.settings.recipe.dynamic_images(self.sequence_scans(item)).numpy()  # (V, H, W, 3)
         except _RENDER_ERRORS as err:
             return err
 
@@ -385,11 +363,20 @@ def prepare_cache(
     if max_shards is not None:
         todo = todo[:max_shards]
     jobs = [
-        {"settings": settings, "synth_config": synth_config, "sfm_dir": sfm_dir, "items": shards[k], "shard": k, "folder": str(folder)}
+        {
+            "settings": settings,
+            "synth_config": synth_config,
+            "sfm_dir": sfm_dir,
+            "items": shards[k],
+            "shard": k,
+            "folder": str(folder),
+        }
         for k in todo
     ]
     t0 = time.perf_counter()
-    with tqdm(total=len(items), initial=done_items, desc=f"render {dataset}", unit="sample", disable=not progress) as bar:
+    with tqdm(
+        total=len(items), initial=done_items, desc=f"render {dataset}", unit="sample", disable=not progress
+    ) as bar:
         if workers <= 1:
             for job in jobs:
                 _render_shard({**job, "progress": bar.update})
@@ -398,7 +385,9 @@ def prepare_cache(
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             # spawn: a forked child of a process that has started torch's thread pool can deadlock
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+            with ProcessPoolExecutor(
+                workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
+            ) as pool:
                 futures = {pool.submit(_render_shard, job): len(job["items"]) for job in jobs}
                 for fut in as_completed(futures):
                     fut.result()

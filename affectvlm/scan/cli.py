@@ -9,9 +9,10 @@ python -m affectvlm render face.ply --views=0,-45,45:10 --size 256 --out views/
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
+
+from .archive import collect_frames
 
 __all__ = ["add_parser", "run", "parse_views", "collect_frames"]
 
@@ -39,21 +40,6 @@ def parse_views(spec: str) -> list[tuple[float, float]]:
     if not views:
         raise argparse.ArgumentTypeError("no views given")
     return views
-
-
-def _natural_key(path: Path):
-    # frame 10 after frame 9: compare digit runs as numbers
-    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", path.name)]
-
-
-def collect_frames(folder: Path) -> list[Path]:
-    """The scan files directly inside `folder`, in natural order (000, 001, ..., 010)."""
-    from .io import SUPPORTED_EXTENSIONS
-
-    # .txt files are rarely frames (READMEs, landmark lists): only take them when nothing else is there
-    frames = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS]
-    real = [p for p in frames if p.suffix.lower() != ".txt"]
-    return sorted(real or frames, key=_natural_key)
 
 
 def _view_names(views) -> list[str]:

@@ -3,10 +3,13 @@
 The frame: the nose tip at the origin, +y up, +z towards the viewer, and lengths divided by the
 scan's robust radius (the 99th percentile of the vertices' distance to the nose tip after cropping),
 so that a 90 mm crop of a large face and of a small one both fill the unit sphere and the renderer's
-fixed window alike. Scans stored in metres are detected and converted to millimetres first.
+fixed window alike. The units (mm, cm, m, or none) are read from the scan's size and converted to millimetres
+first. Normalising is done once: a scan `normalize_scan` returned (`Scan.normalized`) comes back unchanged.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -15,16 +18,36 @@ from .types import Scan, ScanError
 
 __all__ = ["normalize_scan", "normalize_sequence", "find_nose_tip", "detect_units_scale"]
 
-# a face measures 120-250 mm across; anything below this many units across was stored in metres
-_METRES_MAX_EXTENT = 2.0
+# A face or head scan measures 60-600 mm across its largest side. The file's units are the factor (mm, cm, m)
+# that puts the scan in that range; the range spans exactly a factor of ten, so at most one of mm and cm fits.
+# A scan that fits none (a normalised or unitless model, a toy) is scaled to a typical face's size instead.
+_FACE_EXTENT_MM = (60.0, 600.0)
+_UNITLESS_EXTENT_MM = 200.0
+_UNIT_SCALES = (("mm", 1.0), ("cm", 10.0), ("m", 1000.0))
 _FIT_PERCENTILE = 99.0
 
 
-def detect_units_scale(vertices: np.ndarray) -> float:
-    """1000 when the vertices look like metres (bounding box under 2 units across), else 1."""
+def _extent(vertices: np.ndarray) -> float:
+    """The bounding box's largest side, in float64 (1e30 coordinates must not overflow)."""
     # per column: numpy's reductions along axis 0 of an (N, 3) array are ~20x slower
-    extent = max(float(vertices[:, i].max() - vertices[:, i].min()) for i in range(3))
-    return 1000.0 if 0.0 < extent < _METRES_MAX_EXTENT else 1.0
+    return max(float(np.float64(vertices[:, i].max()) - np.float64(vertices[:, i].min())) for i in range(3))
+
+
+def detect_units_scale(vertices: np.ndarray) -> float:
+    """The factor to millimetres: 1 (mm), 10 (cm) or 1000 (m) when one of them puts the scan 60-600 mm across,
+    else the factor that makes it 200 mm across (a unitless model of any size).
+
+    Raises:
+        ScanError: when every vertex is at the same place (no size to measure).
+    """
+    extent = _extent(vertices) if len(vertices) else 0.0
+    if not extent > 0.0 or not np.isfinite(extent):
+        raise ScanError("the scan has no extent: all its vertices are at one point")
+    lo, hi = _FACE_EXTENT_MM
+    for _, scale in _UNIT_SCALES:
+        if lo <= extent * scale < hi:
+            return scale
+    return _UNITLESS_EXTENT_MM / extent
 
 
 def find_nose_tip(
@@ -100,15 +123,18 @@ def normalize_scan(
             that the data means to keep).
         fit: divide by the robust radius so the face fills the unit sphere (the renderer's default
             window expects this); False keeps millimetres.
-        units: "auto" (detect metres), "mm" or "m".
+        units: "auto" (from the size: mm, cm, m or unitless), "mm", "cm" or "m".
 
     Returns:
-        A new Scan; vertices float32 in the normalised frame. Texture, uv and colours follow the
-        kept vertices.
+        A new Scan with `normalized=True`; vertices float32 in the normalised frame. Texture, uv and colours
+        follow the kept vertices. A scan that is already `normalized` is returned as it is (normalising is
+        done once).
 
     Raises:
         ScanError: when no vertex is left after removing invalid points or cropping.
     """
+    if scan.normalized:
+        return scan
     return _normalize(scan, crop_radius=crop_radius, landmark=landmark, align=align, fit=fit, units=units)[0]
 
 
@@ -119,11 +145,13 @@ def normalize_sequence(frames: list[Scan], **kwargs) -> list[Scan]:
     normalisation would re-centre every frame on its own nose tip). Takes `normalize_scan`'s
     arguments; `landmark` applies to the first frame.
     """
-    first, tip, rotation, radius = _normalize(frames[0], **kwargs)
+    first, (scale, tip, rotation, radius) = _normalize(frames[0], **kwargs)
+    if all(frame.normalized for frame in frames):
+        return list(frames)
     rest = dict(kwargs, landmark=None)
     out = [first]
     for frame in frames[1:]:
-        out.append(_normalize(frame, **rest, _tip=tip, _rotation=rotation, _radius=radius)[0])
+        out.append(_normalize(frame, **rest, _transform=(scale, tip, rotation, radius))[0])
     return out
 
 
@@ -135,19 +163,21 @@ def _normalize(
     align: bool | str = False,
     fit: bool = True,
     units: str = "auto",
-    _tip=None,
-    _rotation=None,
-    _radius=None,
+    _transform=None,
 ):
-    """normalize_scan, also returning the transform (tip in mm, rotation or None, radius or None);
-    the underscored arguments impose a transform instead of estimating it."""
+    """normalize_scan, also returning the transform (units scale, tip in mm, rotation or None, radius or None);
+    `_transform` imposes one instead of estimating it (the later frames of a sequence)."""
+    _scale, _tip, _rotation, _radius = _transform or (None, None, None, None)
     scan = drop_nonfinite(scan)
     v = scan.vertices
-    if units not in ("auto", "mm", "m"):
-        raise ValueError(f"units must be 'auto', 'mm' or 'm', got {units!r}")
+    if units != "auto" and units not in dict(_UNIT_SCALES):
+        raise ValueError(f"units must be 'auto', 'mm', 'cm' or 'm', got {units!r}")
     if align not in (False, True, "pca"):
         raise ValueError(f"align must be False, True or 'pca', got {align!r}")
-    scale = {"auto": detect_units_scale(v), "mm": 1.0, "m": 1000.0}[units]
+    if _scale is not None:
+        scale = _scale
+    else:
+        scale = detect_units_scale(v) if units == "auto" else dict(_UNIT_SCALES)[units]
     if scale != 1.0:
         v = v * np.float32(scale)
     if _tip is not None:
@@ -163,7 +193,7 @@ def _normalize(
     if crop_radius is not None:
         keep = np.einsum("ij,ij->i", v, v) <= np.float32(crop_radius) ** 2
         if not keep.any():
-            raise ScanError(f"no vertex within {crop_radius} mm of the nose tip ({scan.path})")
+            raise ScanError(f"no vertex within {crop_radius} mm of the nose tip ({_name(scan)})")
     out = scan.replace(vertices=v).subset(keep) if keep is not None else scan.replace(vertices=v)
     v = out.vertices
     rotation = _rotation
@@ -176,4 +206,10 @@ def _normalize(
         radius = float(np.sqrt(np.percentile(np.einsum("ij,ij->i", v, v), _FIT_PERCENTILE)))
     if fit and radius and radius > 0:
         v = v * np.float32(1.0 / radius)
-    return out.replace(vertices=np.ascontiguousarray(v, dtype=np.float32)), tip, rotation, radius
+    out = out.replace(vertices=np.ascontiguousarray(v, dtype=np.float32), normalized=bool(fit))
+    return out, (scale, tip, rotation, radius)
+
+
+def _name(scan: Scan) -> str:
+    """The scan's file name without its folder (messages never show server paths)."""
+    return os.path.basename(scan.path) if scan.path else "scan"

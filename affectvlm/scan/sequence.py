@@ -58,18 +58,26 @@ def to_uint8(image, axis=None) -> np.ndarray:
             each (H, W, C) image of a stack separately. A constant image (up to rounding) maps to 0.
     """
     x = (
-        image.detach().cpu().numpy()
+        image.detach().cpu().double()
         if isinstance(image, torch.Tensor)
         else np.asarray(image, dtype=np.float64)
     )
-    lo = x.min(axis=axis, keepdims=True)
-    hi = x.max(axis=axis, keepdims=True)
+    return _rescale(torch.as_tensor(x), axis).numpy()
+
+
+def _rescale(x: torch.Tensor, axis=None) -> torch.Tensor:
+    """`to_uint8` in torch, on the tensor's device: float (any shape) -> uint8."""
+    dims = tuple(range(x.dim())) if axis is None else ((axis,) if isinstance(axis, int) else tuple(axis))
+    lo = x.amin(dim=dims, keepdim=True)
+    hi = x.amax(dim=dims, keepdim=True)
     # the weights sum to zero only up to rounding: a motionless sequence leaves ~1e-13 noise, which
     # must stay black instead of being stretched to full contrast
-    tol = 1e-9 * max(1.0, float(np.abs(x).max(initial=0.0)))
+    tol = 1e-9 * max(1.0, float(x.abs().max())) if x.numel() else 1.0
     varies = (hi - lo) > tol
-    scale = np.where(varies, 255.0 / np.where(varies, hi - lo, 1.0), 0.0)
-    return np.clip(np.rint((x - lo) * scale), 0, 255).astype(np.uint8)
+    scale = torch.where(
+        varies, 255.0 / torch.where(varies, hi - lo, torch.ones_like(hi)), torch.zeros_like(hi)
+    )
+    return torch.round((x - lo) * scale).clamp_(0, 255).to(torch.uint8)
 
 
 def render_sequence(
@@ -80,8 +88,9 @@ def render_sequence(
     *,
     normalize: bool | dict = True,
     chunk: int = 16,
+    as_tensor: bool = False,
     **render_kwargs,
-) -> np.ndarray:
+):
     """Dynamic images of a 4D sequence, one per view.
 
     Args:
@@ -92,6 +101,7 @@ def render_sequence(
             nose tip and one scale for the whole sequence, so the head's motion is kept); a dict
             of `normalize_scan` arguments does the same with them; False renders the scans as given.
         chunk: frames rendered per batch (bounds memory for long sequences).
+        as_tensor: return a torch uint8 tensor on the render device instead of a numpy array.
 
     Returns:
         (V, H, W, 3) uint8: each view's dynamic image, min-max rescaled separately.
@@ -101,12 +111,14 @@ def render_sequence(
         raise ValueError("render_sequence needs at least one frame")
     if normalize:
         scans = normalize_sequence(scans, **(normalize if isinstance(normalize, dict) else {}))
-    weights = rank_pool_weights(len(scans))
+    weights = torch.as_tensor(rank_pool_weights(len(scans)))
     acc = None
     for start in range(0, len(scans), chunk):
         frames = render_views(
-            scans[start : start + chunk], views, size, mode, **render_kwargs
-        )  # (t, V, H, W, 3)
-        part = np.tensordot(weights[start : start + chunk], frames.astype(np.float64), axes=1)
+            scans[start : start + chunk], views, size, mode, as_tensor=True, **render_kwargs
+        )
+        w = weights[start : start + chunk].to(frames.device)
+        part = torch.tensordot(w, frames.double(), dims=1)  # (V, H, W, 3)
         acc = part if acc is None else acc + part
-    return to_uint8(acc, axis=(1, 2, 3))
+    out = _rescale(acc, axis=(1, 2, 3))
+    return out if as_tensor else out.cpu().numpy()

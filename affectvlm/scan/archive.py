@@ -1,0 +1,113 @@
+"""4D sequences from a zip file: frames (and their textures) extracted safely, then sorted in time order.
+
+Everything about an upload is checked before it is trusted: the declared sizes and entry count before anything
+is read, then every entry is streamed in chunks and counted as it is written, so a zip bomb (sizes that lie, or
+a huge compression ratio) stops at the cap instead of after filling memory or disk. Only base names are used:
+no path from the archive reaches the file system.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .io import SUPPORTED_EXTENSIONS
+from .types import InputError
+
+__all__ = ["IMAGE_EXTENSIONS", "ZipLimits", "collect_frames", "extract_frames", "frame_order"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """Caps on one uploaded zip: entries, bytes per entry and in all, and the compression ratio."""
+
+    max_entries: int = 2_000
+    max_entry_bytes: int = 100 * 1024**2
+    max_total_bytes: int = 1024**3
+    max_ratio: float = 200.0  # uncompressed / compressed: meshes compress ~3-10x, bombs 1000x
+
+
+def frame_order(name: str):
+    """Natural sort key: frame2 before frame10."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def collect_frames(folder: Path) -> list[Path]:
+    """The scan files directly inside `folder`, in natural order (000, 001, ..., 010)."""
+    # .txt files are rarely frames (READMEs, landmark lists): only take them when nothing else is there
+    frames = [p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS]
+    real = [p for p in frames if p.suffix.lower() != ".txt"]
+    return sorted(real or frames, key=lambda p: frame_order(p.name))
+
+
+def _wanted(info: zipfile.ZipInfo) -> bool:
+    name = Path(info.filename).name
+    ext = Path(name).suffix.lower()
+    return (
+        not info.is_dir()
+        and not name.startswith(".")
+        and "__MACOSX" not in info.filename
+        and ext in (*SUPPORTED_EXTENSIONS, *IMAGE_EXTENSIONS, ".mtl")
+    )
+
+
+def _check_declared(infos: list[zipfile.ZipInfo], name: str, limits: ZipLimits) -> None:
+    if len(infos) > limits.max_entries:
+        raise InputError(f"{name}: {len(infos)} files is more than the limit of {limits.max_entries}")
+    total = sum(i.file_size for i in infos)
+    if total > limits.max_total_bytes:
+        raise InputError(f"{name}: {total / 1024**2:.0f} MB uncompressed is more than the limit")
+    for info in infos:
+        if info.file_size > limits.max_ratio * max(info.compress_size, 1) and info.file_size > _CHUNK:
+            raise InputError(
+                f"{name}: {Path(info.filename).name} is compressed too well to be a scan (a zip bomb?)"
+            )
+
+
+def _copy_capped(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int, limits: ZipLimits
+):
+    """Stream one entry to `target`, counting real bytes against the per-entry, total and ratio caps."""
+    entry_cap = min(
+        limits.max_entry_bytes, budget, int(limits.max_ratio * max(info.compress_size, 1)) + _CHUNK
+    )
+    written = 0
+    with archive.open(info) as src, open(target, "wb") as dst:
+        while chunk := src.read(_CHUNK):
+            written += len(chunk)
+            if written > entry_cap:
+                raise InputError(
+                    f"{Path(info.filename).name}: unpacks to more than its size allows (a zip bomb?)"
+                )
+            dst.write(chunk)
+    return written
+
+
+def extract_frames(path: Path, workdir: Path, limits: ZipLimits | None = None) -> list[Path]:
+    """Extract the frames of a zip into `workdir` under the caps; the frame files in time (natural) order."""
+    limits = limits or ZipLimits()
+    name = Path(path).name
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = [i for i in archive.infolist() if _wanted(i)]
+            _check_declared(infos, name, limits)
+            names = [Path(i.filename).name for i in infos]
+            if len(set(names)) != len(names):
+                raise InputError(
+                    f"{name}: two files share a name in different folders; put one sequence per zip"
+                )
+            budget = limits.max_total_bytes
+            for info, base in zip(infos, names):
+                budget -= _copy_capped(archive, info, workdir / base, budget, limits)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError) as err:
+        raise InputError(f"{name}: not a valid zip file ({type(err).__name__})") from None
+    except (OSError, RuntimeError) as err:  # encrypted entries, truncated files
+        raise InputError(f"{name}: the zip cannot be read ({type(err).__name__})") from None
+    frames = [workdir / n for n in names if Path(n).suffix.lower() in SUPPORTED_EXTENSIONS]
+    return sorted(frames, key=lambda p: frame_order(p.name))

@@ -1,0 +1,173 @@
+"""`ScanRecipe`: the one owner of scan -> model input.
+
+A scan flows load -> normalise (once) -> render -> processor, and a 4D sequence load -> pick frames -> normalise
+(one transform for the whole sequence) -> render -> rank pool. The render cache that makes the training data, the
+predictor, the app and the CLI all go through a recipe, so a scan at inference is turned into views exactly as
+the training scans were. A model's recipe is saved with its processor (`render_settings`).
+
+    recipe = ScanRecipe.from_settings(processor.render_settings)
+    views = recipe.views([load_scan("face.obj")])                  # (1, V, H, W, 3) uint8 tensor
+    dynamic = recipe.dynamic_images([load_scan(p) for p in paths])  # (V, H, W, 3) uint8 tensor
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .normalize import normalize_scan, normalize_sequence
+from .render import render_views
+from .sequence import render_sequence
+from .types import InputError, Scan
+
+__all__ = ["ScanRecipe", "FaceCheck", "check_face", "pick_frames"]
+
+
+def pick_frames(num_frames: int, keep: int | None) -> np.ndarray:
+    """Indices of `keep` frames evenly spaced over `num_frames` (all of them when `keep` is None or larger)."""
+    if keep is None or num_frames <= keep:
+        return np.arange(num_frames)
+    return np.round(np.linspace(0, num_frames - 1, keep)).astype(int)
+
+
+def _freeze(x):
+    return tuple(_freeze(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+@dataclass(frozen=True)
+class ScanRecipe:
+    """How a scan becomes the views a model sees; saved with a model's processor as `render_settings`.
+
+    Attributes:
+        views: (yaw, pitch) pairs in degrees, or None for the pipeline's frontal, left and right views.
+        size: rendered image side in pixels.
+        mode: render mode (``normal``, ``depth``, ``normal_map``, ``texture``).
+        crop_radius: `normalize_scan`'s crop about the nose tip, mm (None: no crop).
+        align: PCA-align each scan before rendering.
+        frames: 4D: frames evenly picked from a sequence for its dynamic image.
+    """
+
+    views: tuple | None = None
+    size: int = 224
+    mode: str = "normal"
+    crop_radius: float | None = 90.0
+    align: bool = False
+    frames: int = 12
+
+    def __post_init__(self) -> None:
+        if self.size < 8 or self.frames < 1:
+            raise ValueError(f"size >= 8 and frames >= 1 required, got {self}")
+        if self.views is not None:
+            object.__setattr__(self, "views", _freeze(self.views))
+
+    @classmethod
+    def from_settings(cls, settings: Mapping | None, **defaults) -> ScanRecipe:
+        """A recipe from saved `render_settings` (unknown keys ignored), `defaults` filling what they lack."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        given = {k: v for k, v in dict(settings or {}).items() if k in names and v is not None}
+        return cls(**{**defaults, **given})
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ScanRecipe)}
+
+    def _render_kwargs(self) -> dict:
+        views = None if self.views is None else [list(v) if isinstance(v, tuple) else v for v in self.views]
+        return {"views": views, "size": self.size, "mode": self.mode}
+
+    def normalize(self, scan: Scan) -> Scan:
+        """The scan in the renderer's canonical frame; a scan that is already normalised comes back unchanged."""
+        return normalize_scan(scan, crop_radius=self.crop_radius, align=self.align)
+
+    def views_of(self, scans: Sequence[Scan], device=None) -> torch.Tensor:
+        """(B, V, H, W, 3) uint8 views of B scans, each normalised once."""
+        scans = [self.normalize(s) for s in scans]
+        return render_views(scans, **self._render_kwargs(), device=device, as_tensor=True)
+
+    def dynamic_images(self, frames: Sequence[Scan], device=None) -> torch.Tensor:
+        """(V, H, W, 3) uint8 dynamic images of a sequence (frames in time order; `frames` of them are picked)."""
+        frames = [frames[i] for i in pick_frames(len(frames), self.frames)]
+        frames = normalize_sequence(frames, crop_radius=self.crop_radius, align=self.align)
+        return render_sequence(
+            frames, **self._render_kwargs(), normalize=False, device=device, as_tensor=True
+        )
+
+
+# --- is it a face? ----------------------------------------------------------------------------------------------
+
+# A face keeps thousands of vertices within the crop about its nose tip; a cube or a toy keeps a handful.
+MIN_POINTS = 50
+# The frontal view of a normalised face covers ~40-70 % of the image; a dot or a sliver covers almost nothing.
+MIN_COVERAGE = 0.05
+# The nose stands out of the face: the surface 11-18 mm (0.12-0.2 normalised radii) around the tip lies on
+# average at least this far (in normalised radii) behind it. Faces of both face models and real scans measure
+# 0.1-0.3; a plane, a box's side or a large sphere measure under 0.03.
+MIN_NOSE_PROMINENCE = 0.05
+# ... and the face surrounds it: surface in (nearly) every direction around the tip, near it and further out.
+MIN_SURROUNDED = 0.75
+NOT_A_FACE_NOTE = (
+    "this does not look like a face seen from the front (no nose stands out of the surface): "
+    "the scores are not reliable"
+)
+
+
+@dataclass
+class FaceCheck:
+    """What the recipe can tell about whether a normalised scan is a face: `notes` for a person to read."""
+
+    points: int
+    coverage: float
+    nose_prominence: float
+    surrounded: float
+
+    @property
+    def notes(self) -> list[str]:
+        if self.nose_prominence < MIN_NOSE_PROMINENCE or self.surrounded < MIN_SURROUNDED:
+            return [NOT_A_FACE_NOTE]
+        return []
+
+
+def _nearest_by_direction(v: np.ndarray, inner: float, outer: float, bins: int) -> np.ndarray:
+    """(bins,) depth of the nearest surface point in each direction around the nose tip (the origin), at a
+    lateral distance in [inner, outer] normalised radii; -inf where no surface lies in that direction."""
+    lateral = np.hypot(v[:, 0], v[:, 1])
+    ring = np.flatnonzero((lateral >= inner) & (lateral <= outer))
+    angle = np.arctan2(v[ring, 1], v[ring, 0])
+    which = np.minimum(((angle + np.pi) / (2 * np.pi) * bins).astype(int), bins - 1)
+    nearest = np.full(bins, -np.inf)
+    np.maximum.at(nearest, which, v[ring, 2])
+    return nearest
+
+
+def nose_prominence(scan: Scan, bins: int = 16) -> float:
+    """How far the visible surface 0.12-0.2 normalised radii around the nose tip lies behind it: the median over
+    directions of the nearest surface point's depth (the back of a closed shape is hidden behind its front)."""
+    nearest = _nearest_by_direction(scan.vertices, 0.12, 0.2, bins)
+    return float(-np.median(nearest[np.isfinite(nearest)])) if np.isfinite(nearest).any() else 0.0
+
+
+def surrounded(scan: Scan, bins: int = 16) -> float:
+    """The fraction of directions around the nose tip with surface both near it and half a radius out: a face
+    surrounds its nose; the rim of a face scan seen from behind (its highest point) has surface on one side."""
+    near = _nearest_by_direction(scan.vertices, 0.12, 0.2, bins)
+    far = _nearest_by_direction(scan.vertices, 0.4, 0.6, bins)
+    return float(np.mean(np.isfinite(near) & np.isfinite(far)))
+
+
+def check_face(scan: Scan, views: torch.Tensor) -> FaceCheck:
+    """Check a normalised scan and its rendered (V, H, W, 3) views; raise InputError for what cannot be a face.
+
+    Too few points or an (almost) empty frontal render are errors; a surface without a nose gets a note.
+    """
+    if scan.num_vertices < MIN_POINTS:
+        raise InputError(
+            f"not a face: only {scan.num_vertices} vertices lie within the face crop around the nose tip "
+            f"(a face scan has thousands)"
+        )
+    coverage = float((views[0] > 0).any(-1).float().mean())
+    if coverage < MIN_COVERAGE:
+        raise InputError(f"not a face: the frontal view is {coverage:.1%} covered (almost nothing to see)")
+    return FaceCheck(scan.num_vertices, coverage, nose_prominence(scan), surrounded(scan))

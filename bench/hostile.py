@@ -1,0 +1,97 @@
+"""Hostile inputs for the app and the predictor, written into a folder: each must be refused with a message that
+names the problem (an InputError) or scored with an explicit note, in bounded time and memory.
+
+Used by bench/app.py (server memory before and after the batch) and tests/test_hostile.py (each category).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+EMOTIONS = "anger, disgust, fear, happiness, sadness, surprise"
+SCAN, VIEWS, SEQUENCE = "/predict_scan", "/predict_views", "/predict_sequence"
+
+
+def write_obj(path: Path, vertices, faces=()) -> Path:
+    with open(path, "w") as f:
+        f.writelines(f"v {x:.6g} {y:.6g} {z:.6g}\n" for x, y, z in np.asarray(vertices, float))
+        f.writelines(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in np.asarray(faces, int).reshape(-1, 3))
+    return path
+
+
+def cube(size: float = 1.0, subdivisions: int = 0):
+    import trimesh
+
+    mesh = trimesh.creation.box((size, size, size))
+    for _ in range(subdivisions):
+        mesh = mesh.subdivide()
+    return mesh.vertices, mesh.faces
+
+
+def large_triangles(count: int = 20_000, seed: int = 0):
+    """`count` triangles each spanning most of a 200 mm window (render cost grows with covered pixels)."""
+    rng = np.random.default_rng(seed)
+    vertices = rng.uniform(-100, 100, (3 * count, 3))
+    return vertices, np.arange(3 * count).reshape(-1, 3)
+
+
+def zip_bomb(path: Path, megabytes: int = 600) -> Path:
+    """A ~0.6 MB zip whose one frame unpacks to `megabytes` MB of zeros."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        with z.open("frame_000.obj", "w", force_zip64=True) as f:
+            block = b"\0" * (1 << 20)
+            for _ in range(megabytes):
+                f.write(block)
+    return path
+
+
+def motionless(folder: Path) -> Path:
+    """A zip of six identical frames of a face-like surface: no motion to pool."""
+    x, y = np.meshgrid(np.linspace(-80, 80, 60), np.linspace(-100, 100, 70))
+    z = 40 * np.exp(-(x**2 + y**2) / 600) - 0.004 * (x**2 + y**2)
+    vertices = np.stack([x.ravel(), y.ravel(), z.ravel()], 1)
+    idx = np.arange(60 * 70).reshape(70, 60)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    frame = write_obj(
+        folder / "still.obj", vertices, np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
+    )
+    with zipfile.ZipFile(folder / "motionless.zip", "w") as z:
+        for t in range(6):
+            z.write(frame, f"frame_{t:03d}.obj")
+    return folder / "motionless.zip"
+
+
+def hostile_inputs(folder: Path) -> dict[str, tuple[list, str, str]]:
+    """name -> (files, labels text, api name) for the app's endpoints."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    face = next((Path(__file__).resolve().parents[1] / "examples").glob("scan_*.ply"))
+    blank = folder / "blank.png"
+    Image.new("RGB", (224, 224)).save(blank)
+    return {
+        "unit cube": ([write_obj(folder / "cube.obj", *cube())], EMOTIONS, SCAN),
+        "subdivided cube (no nose)": ([write_obj(folder / "cube4.obj", *cube(150, 4))], EMOTIONS, SCAN),
+        "one triangle": ([write_obj(folder / "tri.obj", np.eye(3) * 50, [[0, 1, 2]])], EMOTIONS, SCAN),
+        "one point": ([write_obj(folder / "dot.obj", [[1, 2, 3]])], EMOTIONS, SCAN),
+        "identical vertices": (
+            [write_obj(folder / "same.obj", np.ones((100, 3)), [[0, 1, 2]] * 30)],
+            EMOTIONS,
+            SCAN,
+        ),
+        "zero-area triangles": (
+            [write_obj(folder / "flat.obj", np.zeros((3, 3)), [[0, 1, 2]])],
+            EMOTIONS,
+            SCAN,
+        ),
+        "1e30 coordinates": ([write_obj(folder / "huge.obj", np.eye(3) * 1e30, [[0, 1, 2]])], EMOTIONS, SCAN),
+        "20k large triangles": ([write_obj(folder / "big.obj", *large_triangles())], EMOTIONS, SCAN),
+        "zip bomb (600 MB frame)": ([[zip_bomb(folder / "bomb.zip")]], EMOTIONS, SEQUENCE),
+        "motionless sequence": ([[motionless(folder)]], EMOTIONS, SEQUENCE),
+        "blank views": ([blank, blank, blank], EMOTIONS, VIEWS),
+        "10,000 labels": ([face], ", ".join(f"label{i}" for i in range(10_000)), SCAN),
+        "a 1 MB label": ([face], "x" * 1_000_000 + ", sad", SCAN),
+    }

@@ -1,0 +1,57 @@
+"""Write the app's example inputs from the Surrey Face Model (SynthFER-3D faces; non-commercial, see README.md).
+
+    AFFECTVLM_SFM_DIR=/path/to/sfm python examples/make.py
+
+Three 3D scans, one 4D sequence (a zip of frames) and the three rendered views of one scan, all of held-out
+identities (subjects of a seed the demo checkpoint was not trained on). The files are committed; this script
+says how they were made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import zipfile
+from pathlib import Path
+
+from PIL import Image
+
+from affectvlm.data.synth import SynthConfig, SynthFER3D
+from affectvlm.predictor import DEMO_CHECKPOINT
+from affectvlm.processing_affectvlm import AffectVLMProcessor
+from affectvlm.scan import write_ply
+from affectvlm.scan.recipe import ScanRecipe
+
+HERE = Path(__file__).resolve().parent
+SCANS = [(0, "happiness"), (1, "surprise"), (2, "anger")]
+SEQUENCE = (3, "happiness")
+VIEWS_OF = (1, "disgust")
+SEED = 2024  # not the training data's seed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=HERE, help="folder to write into (default: examples/)")
+    args = parser.parse_args()
+    # no subdivision: the files stay small (~100 KB a scan)
+    gen = SynthFER3D(SynthConfig(seed=SEED, num_subjects=4, subdivision_prob=0.0))
+    for subject, label in SCANS:
+        write_ply(args.out / f"scan_subject{subject}_{label}.ply", gen.scan(subject, label, 4).to_scan())
+    subject, label = SEQUENCE
+    recipe = ScanRecipe.from_settings(AffectVLMProcessor.from_pretrained(DEMO_CHECKPOINT).render_settings)
+    frames = gen.sequence(subject, label, num_frames=recipe.frames).to_scans()
+    zip_path = args.out / f"sequence_subject{subject}_{label}.zip"
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
+        for t, frame in enumerate(frames):
+            write_ply(Path(tmp) / "frame.ply", frame)
+            z.write(Path(tmp) / "frame.ply", f"frame_{t:03d}.ply")
+    subject, label = VIEWS_OF
+    views = ScanRecipe(size=224).views_of([gen.scan(subject, label, 4).to_scan()])[0].numpy()
+    for name, image in zip(("frontal", "left", "right"), views):
+        Image.fromarray(image).save(args.out / f"views_subject{subject}_{label}_{name}.png", optimize=True)
+
+
+if __name__ == "__main__":
+    main()

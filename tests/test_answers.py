@@ -1,0 +1,155 @@
+"""The answer itself, through every door: the library, the CLI, each app endpoint (and the pipeline, in
+tests/test_pipeline.py; the browser, in tests/test_app_browser.py) give the same, right label on faces of known
+expression scored by the shipped demo checkpoint.
+
+Faces: the committed examples (SynthFER-3D faces of identities the demo model never saw) and, when the Surrey
+Face Model is installed, its mean face with each expression blendshape at full strength. A random model or a
+broken path (a scan normalised twice, views in the wrong order, a wrong crop) fails these tests.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectvlm.predictor import DEMO_CHECKPOINT, AffectVLMPredictor
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+EXAMPLE_SCANS = sorted(EXAMPLES.glob("scan_*.ply"))
+EXAMPLE_VIEWS = [next(EXAMPLES.glob(f"views_*_{v}.png")) for v in ("frontal", "left", "right")]
+EXAMPLE_SEQUENCE = next(EXAMPLES.glob("sequence_*.zip"))
+
+pytestmark = pytest.mark.skipif(not (DEMO_CHECKPOINT / "config.json").is_file(), reason="no demo checkpoint")
+
+
+def truth_of(path: Path) -> str:
+    """The expression named in an example's file name (scan_subject0_happiness.ply -> happiness)."""
+    return next(e for e in EMOTIONS if e in path.stem)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return AffectVLMPredictor.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def sfm_faces(tmp_path_factory):
+    """The Surrey Face Model's mean face with each expression at full strength, as OBJ files (None: no SFM)."""
+    folder = Path(os.environ.get("AFFECTVLM_SFM_DIR", ROOT.parent / "shared" / "sfm"))
+    if not (folder / "sfm_3448.npz").is_file():
+        pytest.skip("the Surrey Face Model is not installed (see docs/data.md): SFM faces not checked")
+    data = np.load(folder / "sfm_3448.npz")
+    out = tmp_path_factory.mktemp("sfm-faces")
+    paths = []
+    for name, delta in zip(data["expression_names"], data["expressions"]):
+        path = out / f"sfm_mean_{name}.obj"
+        with open(path, "w") as fh:
+            fh.writelines(f"v {x:.4f} {y:.4f} {z:.4f}\n" for x, y, z in data["mean"] + delta)
+            fh.writelines(f"f {a} {b} {c}\n" for a, b, c in data["triangles"] + 1)
+        paths.append(path)
+    return paths
+
+
+def test_examples_cover_every_tab():
+    assert len(EXAMPLE_SCANS) >= 3 and len(EXAMPLE_VIEWS) == 3 and EXAMPLE_SEQUENCE.is_file()
+    assert len({truth_of(p) for p in EXAMPLE_SCANS}) == len(EXAMPLE_SCANS)  # different expressions
+
+
+@pytest.mark.parametrize("path", EXAMPLE_SCANS, ids=lambda p: p.stem)
+def test_library_names_the_expression_of_each_example_scan(predictor, path):
+    result = predictor(scan=path, labels=EMOTIONS)
+    assert result.label == truth_of(path), result.scores()
+    assert result.probs.max() > 0.5 and not result.notes
+
+
+def test_library_names_the_expression_of_each_sfm_face(predictor, sfm_faces):
+    got = {truth_of(p): predictor(scan=p, labels=EMOTIONS).label for p in sfm_faces}
+    assert got == {e: e for e in got}
+
+
+def test_library_names_the_expression_of_the_example_views(predictor):
+    result = predictor(images=[str(p) for p in EXAMPLE_VIEWS], labels=EMOTIONS)
+    assert result.label == truth_of(EXAMPLE_VIEWS[0]), result.scores()
+
+
+def test_a_normalised_scan_scores_as_its_file(predictor):
+    """Normalising is done once: handing the predictor an already normalised scan changes nothing."""
+    path = EXAMPLE_SCANS[0]
+    from_file = predictor(scan=path, labels=EMOTIONS)
+    again = predictor(scan=from_file.scan, labels=EMOTIONS)
+    np.testing.assert_allclose(again.probs, from_file.probs, atol=1e-6)
+    np.testing.assert_array_equal(again.views, from_file.views)
+
+
+def cli_label(*args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "affectvlm", "predict", *args, "--labels", *EMOTIONS, "--json"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=True,
+    ).stdout  # fmt: skip
+    return json.loads(out)["label"]
+
+
+def test_cli_gives_the_library_answer_for_a_scan_views_and_a_sequence(predictor):
+    scan = EXAMPLE_SCANS[1]
+    assert cli_label(str(scan)) == truth_of(scan)
+    assert cli_label(*map(str, EXAMPLE_VIEWS)) == truth_of(EXAMPLE_VIEWS[0])
+    assert cli_label(str(EXAMPLE_SEQUENCE)) == predictor(sequence=EXAMPLE_SEQUENCE, labels=EMOTIONS).label
+
+
+# -- the app, through gradio_client -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client():
+    gradio_client = pytest.importorskip("gradio_client")
+    import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                    **app.LAUNCH_KWARGS)  # fmt: skip
+    try:
+        yield gradio_client.Client(app.demo.local_url, verbose=False, download_files=False)
+    finally:
+        app.demo.close()
+
+
+def app_label(outputs) -> str:
+    scores, _plot, _gallery, answer = outputs[:4]
+    assert f"**{scores['label']}**" in answer  # the answer line names the label the scores put first
+    return scores["label"]
+
+
+def test_app_scan_endpoint_names_the_expression(client, sfm_faces):
+    from gradio_client import handle_file
+
+    for path in [*EXAMPLE_SCANS, *sfm_faces]:
+        outputs = client.predict(handle_file(str(path)), ", ".join(EMOTIONS), api_name="/predict_scan")
+        assert app_label(outputs) == truth_of(path), path.name
+        assert outputs[4] is not None  # the normalised scan's preview
+
+
+def test_app_views_endpoint_names_the_expression(client):
+    from gradio_client import handle_file
+
+    outputs = client.predict(*[handle_file(str(p)) for p in EXAMPLE_VIEWS], ", ".join(EMOTIONS),
+                             api_name="/predict_views")  # fmt: skip
+    assert app_label(outputs) == truth_of(EXAMPLE_VIEWS[0])
+
+
+def test_app_sequence_endpoint_gives_the_library_answer(client, predictor):
+    """The demo model never trained on dynamic images (docs/RESULTS.md): the door must agree with the library."""
+    from gradio_client import handle_file
+
+    outputs = client.predict(
+        [handle_file(str(EXAMPLE_SEQUENCE))], ", ".join(EMOTIONS), api_name="/predict_sequence"
+    )
+    assert app_label(outputs) == predictor(sequence=EXAMPLE_SEQUENCE, labels=EMOTIONS).label

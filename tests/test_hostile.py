@@ -1,0 +1,149 @@
+"""Inputs that are not a face, or that attack the server, through the predictor: each is refused with an
+InputError naming the problem (and no server path), or scored with an explicit note, never a confident label.
+
+Reader-level hostile files (bytes, formats, texture bombs, .wrl URLs) are in tests/test_scan_hostile.py; render
+memory in tests/test_scan_render_memory.py; checkpoints in tests/test_checkpoint_load.py.
+"""
+
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectvlm.predictor import AffectVLMPredictor, InputError, InputLimits, parse_labels
+from affectvlm.scan import Scan, normalize_scan
+from affectvlm.scan.archive import ZipLimits, extract_frames
+from affectvlm.scan.recipe import NOT_A_FACE_NOTE
+from bench import hostile
+
+ROOT = Path(__file__).resolve().parents[1]
+FACE = sorted((ROOT / "examples").glob("scan_*.ply"))[0]
+EMOTIONS = hostile.EMOTIONS.split(", ")
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return AffectVLMPredictor.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return hostile.hostile_inputs(tmp_path_factory.mktemp("hostile"))
+
+
+def refusal(predictor, name, inputs) -> str:
+    files, labels, api = inputs[name]
+    kind = {hostile.SCAN: "scan", hostile.SEQUENCE: "sequence", hostile.VIEWS: "images"}[api]
+    value = files if kind == "images" else files[0][0] if kind == "sequence" else files[0]
+    with pytest.raises(InputError) as err:
+        predictor(**{kind: value}, labels=labels)
+    assert "/" not in str(err.value).replace(" / ", ""), "a server path leaked into the message"
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("unit cube", "not a face"),
+        ("one triangle", "not a face"),
+        ("one point", "one point"),
+        ("identical vertices", "no usable vertices"),
+        ("zero-area triangles", "no usable vertices"),
+        ("1e30 coordinates", "not a face"),
+        ("blank views", "blank"),
+        ("motionless sequence", "do not move"),
+        ("10,000 labels", "labels"),
+        ("a 1 MB label", "characters"),
+    ],
+)
+def test_garbage_is_refused_with_a_message_naming_the_problem(predictor, inputs, name, words):
+    assert words in refusal(predictor, name, inputs)
+
+
+def test_a_surface_without_a_nose_gets_a_note_not_a_confident_label(predictor, inputs):
+    result = predictor(scan=inputs["subdivided cube (no nose)"][0][0], labels=EMOTIONS)
+    assert NOT_A_FACE_NOTE in result.notes
+
+
+def test_a_face_turned_away_from_the_viewer_gets_the_note(predictor, tmp_path):
+    """A face looking along -z shows the renderer its back: noted, never a confident label without a note."""
+    face = predictor.load_scan(FACE)
+    turned = Scan(face.vertices * np.array([-1, 1, -1], np.float32), face.faces)
+    assert NOT_A_FACE_NOTE in predictor(scan=turned, labels=EMOTIONS).notes
+    assert not predictor(scan=face, labels=EMOTIONS).notes
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.1, 0.001, 1 / 90.0, 37.0])
+def test_units_and_size_do_not_change_the_answer(predictor, scale):
+    """mm, cm, m, a unitless model under 2 units across (once taken for metres and cropped to a dot), a giant."""
+    face = predictor.load_scan(FACE)
+    base = predictor(scan=face, labels=EMOTIONS)
+    scaled = predictor(scan=Scan(face.vertices * np.float32(scale), face.faces), labels=EMOTIONS)
+    assert scaled.label == base.label and not scaled.notes
+    # a unitless model is scaled to a typical face's size, so its crop keeps about, not exactly, the same part
+    assert scaled.scan.num_vertices > 0.75 * base.scan.num_vertices
+
+
+def test_normalising_twice_is_a_no_op():
+    from affectvlm.scan import load_scan
+
+    once = normalize_scan(load_scan(FACE))
+    assert once.normalized and normalize_scan(once) is once
+
+
+def test_label_text_caps_come_before_splitting():
+    with pytest.raises(InputError, match="characters"):
+        parse_labels("a, " * 1_000_000)
+    assert parse_labels("happy: a smiling face; a grin\nsad: a frown") == {
+        "happy": ["a smiling face", "a grin"],
+        "sad": ["a frown"],
+    }
+    assert parse_labels("happy, sad\nangry") == ["happy", "sad", "angry"]
+
+
+def test_zip_bomb_stops_at_the_cap_without_using_the_memory(tmp_path):
+    """Streamed under the ratio cap: refused after a few MB, in a subprocess whose peak memory is measured."""
+    bomb = hostile.zip_bomb(tmp_path / "bomb.zip", megabytes=300)
+    code = textwrap.dedent(f"""
+        import resource, sys
+        from pathlib import Path
+        from affectvlm.scan.archive import extract_frames
+        from affectvlm.scan.types import InputError
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            extract_frames(Path({str(bomb)!r}), Path({str(tmp_path)!r}))
+            sys.exit("not refused")
+        except InputError as err:
+            print(err)
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    message, grown_mb = out.stdout.strip().splitlines()
+    assert "zip bomb" in message and int(grown_mb) < 100, out.stdout + out.stderr
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) < 10 * 2**20  # not written to disk either
+
+
+def test_zip_caps_entries_sizes_and_corrupt_archives(tmp_path):
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as z:
+        for i in range(5):
+            z.writestr(f"{i}.obj", "v 0 0 0\n")
+    with pytest.raises(InputError, match="limit"):
+        extract_frames(many, tmp_path, ZipLimits(max_entries=4))
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    with pytest.raises(InputError, match="not a valid zip"):
+        extract_frames(tmp_path / "bad.zip", tmp_path)
+    truncated = tmp_path / "trunc.zip"
+    truncated.write_bytes(many.read_bytes()[:-30])
+    with pytest.raises(InputError):
+        extract_frames(truncated, tmp_path)
+
+
+def test_caps_from_the_limits_reach_the_predictor(predictor):
+    small = AffectVLMPredictor(predictor.model, predictor.processor, limits=InputLimits(max_labels=3))
+    with pytest.raises(InputError, match="more than 3 labels"):
+        small(scan=FACE, labels=["a", "b", "c", "d"])

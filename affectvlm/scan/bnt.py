@@ -8,12 +8,14 @@ k % ncols; u, v are normalised image coordinates into the PNG with v from the to
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from .types import Scan, ScanError
+from .io import confined_file, read_image
+from .types import Scan, ScanError, file_tag
 
 __all__ = ["parse_bnt", "read_bnt_grid", "write_bnt", "grid_to_faces"]
 
@@ -25,23 +27,24 @@ def read_bnt_grid(data: bytes, path: str = "<bytes>") -> dict:
         dict with nrows, ncols, zmin, image_name and `xyzuv` (nrows * ncols, 5) float64 (a read-only
         view of `data`).
     """
+    where = file_tag(path)
     if len(data) < 18:
-        raise ScanError(f"truncated .bnt file: {len(data)} bytes, the header alone needs 18 ({path})")
+        raise ScanError(f"truncated .bnt file: {len(data)} bytes, the header alone needs 18{where}")
     nrows, ncols, zmin, name_len = struct.unpack_from("<HHdH", data, 0)
     if len(data) < 18 + name_len:
-        raise ScanError(f"truncated .bnt file: image name of {name_len} bytes runs past the end ({path})")
+        raise ScanError(f"truncated .bnt file: image name of {name_len} bytes runs past the end{where}")
     name = data[14 : 14 + name_len].decode("latin-1")
     (count,) = struct.unpack_from("<I", data, 14 + name_len)
     if count != 5 * nrows * ncols:
         raise ScanError(
             f"corrupt .bnt header: N = {count} but 5 * nrows * ncols = {5 * nrows * ncols} "
-            f"({nrows} x {ncols} grid) ({path})"
+            f"({nrows} x {ncols} grid){where}"
         )
     expected = 18 + name_len + 8 * count
     if len(data) < expected:
-        raise ScanError(f"truncated .bnt file: {len(data)} bytes, the header promises {expected} ({path})")
+        raise ScanError(f"truncated .bnt file: {len(data)} bytes, the header promises {expected}{where}")
     if len(data) > expected:
-        raise ScanError(f"corrupt .bnt file: {len(data) - expected} bytes after the data ({path})")
+        raise ScanError(f"corrupt .bnt file: {len(data) - expected} bytes after the data{where}")
     xyzuv = np.frombuffer(data, "<f8", count=count, offset=18 + name_len).reshape(5, -1).T
     return {"nrows": nrows, "ncols": ncols, "zmin": zmin, "image_name": name, "xyzuv": xyzuv}
 
@@ -69,27 +72,26 @@ def parse_bnt(
     data: bytes, path: str = "<bytes>", *, max_vertices: int = 2_000_000, load_texture: bool = True
 ) -> Scan:
     """Parse `.bnt` bytes into a mesh Scan: valid grid points (z != zmin) joined into triangles."""
+    where = file_tag(path)
     grid = read_bnt_grid(data, path)
     nrows, ncols, xyzuv = grid["nrows"], grid["ncols"], grid["xyzuv"]
     if nrows * ncols > max_vertices:
-        raise ScanError(f"{nrows * ncols} grid points, more than the cap of {max_vertices} ({path})")
+        raise ScanError(f"{nrows * ncols} grid points, more than the cap of {max_vertices}{where}")
     z = xyzuv[:, 2]
     # background points have z == zmin; values far below it are treated the same way
     valid = (z > grid["zmin"]) & np.isfinite(xyzuv[:, :3]).all(axis=1)
     if not valid.any():
-        raise ScanError(f"no valid points: every z equals zmin = {grid['zmin']} ({path})")
+        raise ScanError(f"no valid points: every z equals zmin = {grid['zmin']}{where}")
     faces = grid_to_faces(valid.reshape(nrows, ncols))
     remap = np.cumsum(valid) - 1
     uv = np.stack([xyzuv[valid, 3], 1.0 - xyzuv[valid, 4]], axis=1)  # v from the top -> from the bottom
     texture = None
     if load_texture and grid["image_name"] and path != "<bytes>":
-        from .io import read_image
-
-        tex_path = Path(path).parent / Path(grid["image_name"]).name
-        if not tex_path.is_file():  # the name inside is often the capture name; try the png beside it
-            tex_path = Path(path).with_suffix(".png")
-        if tex_path.is_file():
-            texture = read_image(tex_path)
+        # the name inside is often a path on the capture machine: its last part, in the scan's folder,
+        # else the png beside the scan
+        folder, last = Path(path).parent, re.split(r"[\\/]", grid["image_name"])[-1]
+        found = confined_file(folder, last) or confined_file(folder, Path(path).with_suffix(".png").name)
+        texture = None if found is None else read_image(found)
     return Scan(
         vertices=xyzuv[valid, :3].astype(np.float32),
         faces=remap[faces] if len(faces) else None,

@@ -4,6 +4,11 @@ Formats: VRML 2.0 `.wrl` and Bosphorus `.bnt` (own parsers); OBJ, PLY, STL, OFF,
 trimesh (after our own header checks, so that a header that lies about sizes fails before anything
 is allocated); point clouds in PLY, `.xyz`/`.pts`/`.txt` (x y z [r g b] per line) and `.npy`
 ((N, 3) or (N, 6) with colours).
+
+Hostile files: every failure is a `ScanError` that names the problem and the file's base name (never
+its folder); text may hold any byte (UTF-8, else Latin-1); files beside the scan (textures, MTL, GLTF
+buffers) are read only from the scan's own folder, and images only up to `MAX_TEXTURE_PIXELS`, checked
+from their header before anything is decoded.
 """
 
 from __future__ import annotations
@@ -14,35 +19,131 @@ import logging
 import os
 import re
 import struct
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from .types import Scan, ScanError
+from .types import Scan, ScanError, file_tag
 
-__all__ = ["load_scan", "read_image", "SUPPORTED_EXTENSIONS", "DEFAULT_MAX_FILE_BYTES"]
+__all__ = [
+    "load_scan",
+    "read_image",
+    "decode_text",
+    "confined_file",
+    "drop_nonfinite",
+    "SUPPORTED_EXTENSIONS",
+    "DEFAULT_MAX_FILE_BYTES",
+    "MAX_TEXTURE_PIXELS",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_FILE_BYTES = 1 << 30  # 1 GiB: a 2 M-vertex ASCII scan with texture coordinates is ~300 MB
+MAX_TEXTURE_PIXELS = 4096 * 4096  # larger textures are ignored unread (the predictor's image cap too)
 _MAX_NONFINITE_FRACTION = 0.5  # drop NaN/Inf vertices when they are few, refuse the scan when they are most
-_MAX_TEXTURE_PIXELS = 64 * 1024 * 1024
 _TRIMESH = {".obj", ".ply", ".stl", ".off", ".glb", ".gltf"}
 _POINTS = {".xyz", ".pts", ".txt"}
+_PIECE = 1 << 22  # characters parsed per numpy call
+_MAX_INSTANCES = 4096  # meshes placed in a GLB/GLTF scene: flattening copies each, ~0.3 ms apiece
 SUPPORTED_EXTENSIONS = tuple(sorted({".wrl", ".vrml", ".bnt", ".npy", *_TRIMESH, *_POINTS}))
 
+# PIL's own bomb check, lowered to the texture cap: Image.open refuses images of more than twice
+# MAX_IMAGE_PIXELS, so trimesh (which opens textures itself) never holds a larger one, and ours are
+# checked against MAX_TEXTURE_PIXELS before they are decoded.
+if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > MAX_TEXTURE_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_TEXTURE_PIXELS
 
-def read_image(path) -> np.ndarray:
-    """Read a texture image as (H, W, 3) uint8, refusing decompression bombs."""
-    from PIL import Image
 
+# ---------------------------------------------------------------------------------------------
+# text, files beside the scan, texture images
+
+
+def decode_text(data: bytes) -> str:
+    """A text scan file's characters: UTF-8 when it is, else Latin-1 (any byte is a character)."""
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > _MAX_TEXTURE_PIXELS:
-                raise ScanError(f"texture {img.width} x {img.height} is larger than the cap ({path})")
-            return np.array(img.convert("RGB"))  # a writable copy (torch warns on read-only arrays)
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise ScanError(f"cannot read texture image: {exc} ({path})") from None
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _as_utf8(data: bytes) -> bytes:
+    """Text bytes as UTF-8 for trimesh, whose decoder needs charset_normalizer for anything else."""
+    return data if data.isascii() else decode_text(data).encode("utf-8")
+
+
+# a URL scheme ("http:", "file:", "data:") or a Windows drive ("C:"): never a file beside the scan
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def confined_file(folder, name: str) -> Path | None:
+    """The regular file that `name` (a reference written in a scan file) names inside `folder`, or None.
+
+    References that could leave the folder are refused before the disk is touched: absolute paths,
+    '..', anything with a URL scheme or drive letter; a symlink that resolves outside is refused too.
+    A name that differs only in case is accepted (datasets copied from Windows disagree on case).
+    """
+    parts = name.strip().replace("\\", "/").split("/")
+    if parts[0] == "" or "\0" in name or ".." in parts or _SCHEME.match(parts[0]):
+        return None
+    parts = [p for p in parts if p not in ("", ".")]
+    if not parts:
+        return None
+    root = Path(folder).resolve()
+    candidate = root.joinpath(*parts)
+    if not candidate.is_file() and candidate.parent.is_dir():
+        lower = candidate.name.lower()
+        candidate = next((e for e in candidate.parent.iterdir() if e.name.lower() == lower), candidate)
+    real = candidate.resolve()
+    return real if real.is_relative_to(root) and real.is_file() else None
+
+
+def read_image(path) -> np.ndarray | None:
+    """Read a texture image as (H, W, 3) uint8, or None (with a warning) when it has more than
+    MAX_TEXTURE_PIXELS pixels: the size comes from the header, before anything is decoded."""
+    label = os.path.basename(os.fsdecode(path))
+    try:
+        img = Image.open(path)
+    except Image.DecompressionBombError:  # PIL's own check, at twice the cap
+        logger.warning("ignoring texture %s: more than twice the cap of %d pixels", label, MAX_TEXTURE_PIXELS)
+        return None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ScanError(f"cannot read texture image {label}: {_scrub(str(exc))}") from None
+    with img:
+        return _texture_pixels(img, label)
+
+
+def _texture_pixels(img, label: str) -> np.ndarray | None:
+    """An opened (not yet decoded) PIL image as (H, W, 3) uint8, or None when it is over the cap."""
+    if img.width * img.height > MAX_TEXTURE_PIXELS:
+        logger.warning(
+            "ignoring texture %s: %d x %d pixels, more than the cap of %d",
+            label,
+            img.width,
+            img.height,
+            MAX_TEXTURE_PIXELS,
+        )
+        return None
+    try:
+        return np.array(img.convert("RGB"))  # a writable copy (torch warns on read-only arrays)
+    except (OSError, SyntaxError, ValueError, zlib.error) as exc:
+        raise ScanError(f"cannot decode texture image {label}: {_scrub(str(exc))}") from None
+
+
+# a folder inside an exception's text (up to the last separator), removed so that no server path shows
+_FOLDER = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"]*)*[\\/]")
+
+
+def _scrub(text: str, limit: int = 200) -> str:
+    text = _FOLDER.sub("", text[: 4 * limit])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# load_scan
 
 
 def load_scan(
@@ -60,30 +161,66 @@ def load_scan(
         max_vertices, max_faces: caps checked against the header (or token count) before arrays are
             allocated; the defaults fit real scanners (BU-4DFE ~35 k vertices, Artec ~1 M).
         max_file_bytes: files larger than this are refused before being read.
-        load_texture: read the texture image that a `.wrl`, `.bnt` or `.obj` refers to.
+        load_texture: read the texture image that the scan refers to or embeds (ignored, with a
+            warning, when it is larger than `MAX_TEXTURE_PIXELS` or outside the scan's folder).
 
     Returns:
-        The Scan, with NaN/Inf vertices dropped (and the faces using them); a scan where most
-        vertices are NaN/Inf is refused.
+        The Scan, with NaN/Inf vertices (and coordinates beyond float32) dropped, and the faces
+        using them; a scan where most vertices are NaN/Inf is refused.
 
     Raises:
-        ScanError: for every file that cannot be used, naming the problem and the file.
+        ScanError: for every file that cannot be used, naming the problem and the file's base name.
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)
+    name = os.path.basename(path)
+    try:
+        scan = _read(path, max_vertices, max_faces, max_file_bytes, load_texture)
+        return _require_triangle_corners(drop_nonfinite(scan))
+    except ScanError as exc:
+        if name in str(exc):
+            raise
+        raise ScanError(f"{exc} ({name})") from None
+    except Exception as exc:  # the readers, numpy, PIL and trimesh raise many types on malformed files
+        logger.debug("cannot read %s", name, exc_info=True)
+        raise ScanError(_failure_message(exc, Path(path).suffix, name)) from exc
+
+
+# what an exception escaping a reader says about the file (the first match counts)
+_FAILURES = (
+    (RecursionError, "it is nested too deeply"),
+    (MemoryError, "it needs more memory than is available"),
+    ((zipfile.BadZipFile, zlib.error), "corrupt compressed data"),
+    (UnicodeError, "text in an unknown encoding"),
+    (json.JSONDecodeError, "corrupt JSON"),
+    (struct.error, "truncated binary data"),
+)
+
+
+def _failure_message(exc: Exception, ext: str, name: str) -> str:
+    what = next((text for kinds, text in _FAILURES if isinstance(exc, kinds)), "malformed file")
+    detail = _scrub(f"{type(exc).__name__}: {exc}")
+    return f"cannot read {ext[1:].upper() or 'the'} file, {what} ({detail}) ({name})"
+
+
+def _read(path: str, max_vertices: int, max_faces: int, max_file_bytes: int, load_texture: bool) -> Scan:
+    """The reader for the file's extension, after the checks every file passes; messages leave out
+    the file's name (load_scan adds it)."""
     ext = Path(path).suffix.lower()
     if ext not in SUPPORTED_EXTENSIONS:
         raise ScanError(
-            f"unknown scan extension {ext or '(none)'!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)} ({path})"
+            f"unknown scan extension {ext or '(none)'!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)}"
         )
     if not os.path.isfile(path):
-        raise ScanError(f"no such file ({path})")
+        raise ScanError("no such file")
     size = os.path.getsize(path)
     if size == 0:
-        raise ScanError(f"empty file ({path})")
+        raise ScanError("empty file")
     if size > max_file_bytes:
-        raise ScanError(f"file of {size} bytes is larger than the cap of {max_file_bytes} ({path})")
+        raise ScanError(f"file of {size} bytes is larger than the cap of {max_file_bytes}")
     with open(path, "rb") as fh:
-        data = fh.read()
+        data = fh.read(max_file_bytes + 1)
+    if len(data) > max_file_bytes:  # it grew since
+        raise ScanError(f"file is larger than the cap of {max_file_bytes} bytes")
     caps = {"max_vertices": max_vertices, "max_faces": max_faces}
     if ext in (".wrl", ".vrml"):
         from .wrl import parse_wrl
@@ -94,40 +231,56 @@ def load_scan(
 
         scan = parse_bnt(data, path, max_vertices=max_vertices, load_texture=load_texture)
     elif ext == ".npy":
-        scan = _load_npy(data, path, max_vertices)
+        scan = _load_npy(data, max_vertices)
     elif ext in _POINTS:
-        scan = _load_points_text(data, path, max_vertices)
+        scan = _load_points_text(data, max_vertices)
     else:
-        scan = _load_trimesh(data, path, ext, load_texture=load_texture, **caps)
+        resolver = _FolderResolver(path, max_file_bytes)
+        scan = _load_trimesh(data, ext, resolver, load_texture=load_texture, **caps)
     if scan.num_vertices > max_vertices:
-        raise ScanError(f"{scan.num_vertices} vertices, more than the cap of {max_vertices} ({path})")
+        raise ScanError(f"{scan.num_vertices} vertices, more than the cap of {max_vertices}")
     if scan.num_faces > max_faces:
-        raise ScanError(f"{scan.num_faces} faces, more than the cap of {max_faces} ({path})")
-    return drop_nonfinite(scan)
+        raise ScanError(f"{scan.num_faces} faces, more than the cap of {max_faces}")
+    scan.path = path
+    return scan
 
 
 def drop_nonfinite(scan: Scan) -> Scan:
     """Drop NaN/Inf vertices (and faces using them) when they are few; refuse the scan when most are."""
-    where = f" ({scan.path})" if scan.path else ""
+    where = file_tag(scan.path)
     if scan.num_vertices == 0:
-        raise ScanError(f"no vertices{where}")
+        raise ScanError(f"no usable vertices: the scan has none{where}")
     if np.isfinite(scan.vertices).all():  # the common case, without a slow per-row reduction
         return scan
     finite = np.isfinite(scan.vertices).all(axis=1)
     bad = int((~finite).sum())
-    if bad == 0:
-        return scan
     if bad > _MAX_NONFINITE_FRACTION * len(finite):
-        raise ScanError(f"{bad} of {len(finite)} vertices are NaN or Inf{where}")
+        raise ScanError(f"{bad} of {len(finite)} vertices are NaN or Inf (or beyond float32){where}")
     logger.warning("dropping %d NaN/Inf vertices of %d%s", bad, len(finite), where)
     return scan.subset(finite)
+
+
+def _require_triangle_corners(scan: Scan) -> Scan:
+    """Refuse a mesh whose vertices are fewer than 3 distinct points (its triangles have no area,
+    no normal): whether the rest looks like a face is for later checks to say."""
+    if scan.is_point_cloud:
+        return scan
+    v = scan.vertices
+    differ = (v != v[0]).any(axis=1)  # from the first point
+    second = int(differ.argmax())
+    if not differ[second] or not (differ & (v != v[second]).any(axis=1)).any():
+        count = 1 + int(differ[second])
+        raise ScanError(
+            f"no usable vertices: only {count} distinct point(s), a triangle needs 3{file_tag(scan.path)}"
+        )
+    return scan
 
 
 # ---------------------------------------------------------------------------------------------
 # point clouds
 
 
-def _load_npy(data: bytes, path: str, max_vertices: int) -> Scan:
+def _load_npy(data: bytes, max_vertices: int) -> Scan:
     try:
         # read the header first: its shape must pass the cap before np.load allocates anything
         fh = io.BytesIO(data)
@@ -137,54 +290,80 @@ def _load_npy(data: bytes, path: str, max_vertices: int) -> Scan:
         )
         shape, _, dtype = read_header(fh)
     except ValueError as exc:
-        raise ScanError(f"not a valid .npy file: {exc} ({path})") from None
+        raise ScanError(f"not a valid .npy file: {exc}") from None
     if len(shape) != 2 or shape[1] not in (3, 6):
-        raise ScanError(f".npy point cloud must have shape (N, 3) or (N, 6), got {shape} ({path})")
+        raise ScanError(f".npy point cloud must have shape (N, 3) or (N, 6), got {shape}")
     if shape[0] > max_vertices:
-        raise ScanError(f"{shape[0]} points, more than the cap of {max_vertices} ({path})")
+        raise ScanError(f"{shape[0]} points, more than the cap of {max_vertices}")
     if dtype.hasobject or dtype.kind not in "fiu":
-        raise ScanError(f".npy point cloud must be numeric, got dtype {dtype} ({path})")
+        raise ScanError(f".npy point cloud must be numeric, got dtype {dtype}")
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as exc:
-        raise ScanError(f"truncated or corrupt .npy file: {exc} ({path})") from None
-    colors = arr[:, 3:6] if arr.shape[1] == 6 else None
-    if colors is not None:
-        colors = np.clip(np.nan_to_num(colors), 0, 255)
-        if colors.max(initial=0) <= 1.0:  # colours stored as floats in [0, 1]
-            colors = colors * 255.0
-        colors = colors.round().astype(np.uint8)
-    return Scan(vertices=arr[:, :3], colors=colors, path=path)
+        raise ScanError(f"truncated or corrupt .npy file: {exc}") from None
+    return Scan(vertices=arr[:, :3], colors=_point_colors(arr))
 
 
-def _load_points_text(data: bytes, path: str, max_vertices: int) -> Scan:
+def _load_points_text(data: bytes, max_vertices: int) -> Scan:
     # count lines in C before splitting: a list of lines costs ~50 bytes each
     if data.count(b"\n") > 2 * max_vertices + 1024:
-        raise ScanError(f"point file has more lines than twice the cap of {max_vertices} points ({path})")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ScanError(f"point cloud text file is not text ({path})") from None
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(("#", "//"))]
+        raise ScanError(f"point file has more lines than twice the cap of {max_vertices} points")
+    # split at '\n' only, as counted above (splitlines also splits at Latin-1 bytes such as 0x85)
+    lines = [
+        ln for ln in decode_text(data).split("\n") if ln.strip() and not ln.lstrip().startswith(("#", "//"))
+    ]
     if not lines:
-        raise ScanError(f"no vertices: the point file has no data lines ({path})")
+        raise ScanError("no vertices: the point file has no data lines")
     if len(lines) > max_vertices:
-        raise ScanError(f"{len(lines)} points, more than the cap of {max_vertices} ({path})")
-    ncols = len(re.split(r"[\s,;]+", lines[0].strip()))
+        raise ScanError(f"{len(lines)} points, more than the cap of {max_vertices}")
+    if len(lines[0]) > 4096:
+        raise ScanError("the first point line is longer than 4096 characters")
+    ncols = len(lines[0].replace(",", " ").replace(";", " ").split())
     if ncols < 3:
-        raise ScanError(f"point lines need at least 3 numbers (x y z), got {ncols} ({path})")
-    try:
-        arr = np.array(re.split(r"[\s,;]+", " ".join(lines).strip()), dtype=np.float64)
-    except ValueError as exc:
-        raise ScanError(f"corrupt number in point file: {exc} ({path})") from None
+        raise ScanError(f"point lines need at least 3 numbers (x y z), got {ncols}")
+    what = f"point file of {len(lines)} lines with {ncols} columns"
+    arr = parse_numbers("\n".join(lines).replace(";", " "), what, ncols * len(lines))
     if arr.size != ncols * len(lines):
-        raise ScanError(f"point lines have different numbers of columns (first has {ncols}) ({path})")
+        raise ScanError(f"point lines have different numbers of columns (first has {ncols})")
     arr = arr.reshape(len(lines), ncols)
-    colors = None
-    if ncols >= 6:
-        c = np.clip(np.nan_to_num(arr[:, 3:6]), 0, 255)
-        colors = (c * 255.0 if c.max(initial=0) <= 1.0 else c).round().astype(np.uint8)
-    return Scan(vertices=arr[:, :3], colors=colors, path=path)
+    return Scan(vertices=arr[:, :3], colors=_point_colors(arr))
+
+
+def _point_colors(arr: np.ndarray) -> np.ndarray | None:
+    """Columns 3:6 as uint8 RGB (floats in [0, 1] scaled to 0-255), or None without them."""
+    if arr.shape[1] < 6:
+        return None
+    c = np.clip(np.nan_to_num(arr[:, 3:6].astype(np.float64)), 0, 255)
+    return (c * 255.0 if c.max(initial=0) <= 1.0 else c).round().astype(np.uint8)
+
+
+def parse_numbers(text: str, what: str, limit: int, dtype=np.float64) -> np.ndarray:
+    """All the numbers in `text` (separated by whitespace or commas), parsed in C piece by piece.
+
+    Parsing stops as soon as more than `limit` numbers were seen, so a list longer than the cap is
+    refused without holding much more than the cap in memory (a Python token list would take ~50
+    bytes per number first).
+    """
+    pieces, total, pos, end = [], 0, 0, len(text)
+    while pos < end:
+        stop = min(end, pos + _PIECE)
+        if stop < end:  # cut at whitespace or a comma, never inside a number
+            stop = max(text.rfind(c, pos, stop) for c in " \n\t\r,")
+            if stop <= pos:
+                raise ScanError(f"corrupt {what}: a token longer than {_PIECE} characters")
+        with warnings.catch_warnings():
+            # numpy reports unparsable text as a DeprecationWarning in some versions, ValueError in others
+            warnings.simplefilter("error", DeprecationWarning)
+            try:
+                part = np.fromstring(text[pos:stop].replace(",", " "), dtype=dtype, sep=" ")
+            except (ValueError, DeprecationWarning):
+                raise ScanError(f"corrupt number in {what}") from None
+        total += len(part)
+        if total > limit:
+            raise ScanError(f"{what} has more than {limit} numbers, the cap")
+        pieces.append(part)
+        pos = stop + 1
+    return np.concatenate(pieces) if len(pieces) > 1 else (pieces[0] if pieces else np.zeros(0, dtype))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,159 +375,292 @@ _PLY_SIZES = {
 }  # fmt: skip
 
 
-def _check_ply_header(data: bytes, path: str, max_vertices: int, max_faces: int) -> None:
-    end = data.find(b"end_header", 0, 1 << 16)
-    if not data.startswith(b"ply") or end < 0:
-        raise ScanError(f"not a PLY file: no 'ply' magic or no 'end_header' in the first 64 KiB ({path})")
-    lines = data[:end].decode("latin-1").splitlines()
+def _ply_elements(header: str) -> tuple[str, list[list]]:
+    """The format and [name, count, min bytes per item] of each element declared in a PLY header."""
+    lines = header.split("\n")  # as trimesh reads it (splitlines also splits at Latin-1 bytes such as 0x85)
     fmt = next((ln.split()[1] for ln in lines if ln.startswith("format") and len(ln.split()) > 1), None)
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
-        raise ScanError(f"PLY header has no valid 'format' line ({path})")
-    elements: list[list] = []  # [name, count, min bytes per item]
+        raise ScanError("PLY header has no valid 'format' line")
+    elements: list[list] = []
     for ln in lines:
         parts = ln.split()
         if not parts:
             continue
         if parts[0] == "element":
-            if len(parts) != 3 or not parts[2].isdigit():
-                raise ScanError(f"corrupt PLY header line {ln!r} ({path})")
+            if len(parts) != 3 or not parts[2].isdecimal():
+                raise ScanError(f"corrupt PLY header line {ln[:100]!r}")
             elements.append([parts[1], int(parts[2]), 0])
         elif parts[0] == "property" and elements:
             if parts[1] == "list" and len(parts) == 5:
                 count_size = _PLY_SIZES.get(parts[2])
                 if count_size is None:
-                    raise ScanError(f"unknown PLY type in {ln!r} ({path})")
+                    raise ScanError(f"unknown PLY type in {ln[:100]!r}")
                 elements[-1][2] += count_size
             elif len(parts) == 3 and parts[1] in _PLY_SIZES:
                 elements[-1][2] += _PLY_SIZES[parts[1]]
             else:
-                raise ScanError(f"corrupt PLY property line {ln!r} ({path})")
+                raise ScanError(f"corrupt PLY property line {ln[:100]!r}")
+    return fmt, elements
+
+
+def _check_ply_header(data: bytes, max_vertices: int, max_faces: int) -> int:
+    """Check a PLY header against the caps and the file's size; returns where its body starts."""
+    end = data.find(b"end_header", 0, 1 << 16)
+    if not data.startswith(b"ply") or end < 0:
+        raise ScanError("not a PLY file: no 'ply' magic or no 'end_header' in the first 64 KiB")
+    fmt, elements = _ply_elements(data[:end].decode("latin-1"))
     counts = {name: count for name, count, _ in elements}
     if counts.get("vertex", 0) > max_vertices:
-        raise ScanError(
-            f"PLY header claims {counts['vertex']} vertices, more than the cap of {max_vertices} ({path})"
-        )
+        raise ScanError(f"PLY header claims {counts['vertex']} vertices, more than the cap of {max_vertices}")
     if counts.get("face", 0) > max_faces:
-        raise ScanError(
-            f"PLY header claims {counts['face']} faces, more than the cap of {max_faces} ({path})"
-        )
-    body = len(data) - end - len(b"end_header")
+        raise ScanError(f"PLY header claims {counts['face']} faces, more than the cap of {max_faces}")
+    start = data.find(b"\n", end) + 1 or len(data)
+    body = len(data) - start
     # every item takes at least its fixed-size bytes (binary) or two characters per property (ascii)
     need = sum(count * (size if fmt != "ascii" else 2) for _, count, size in elements)
     if need > body:
         raise ScanError(
-            f"truncated PLY file: the header promises at least {need} bytes of data, {body} remain ({path})"
+            f"truncated PLY file: the header promises at least {need} bytes of data, {body} remain"
         )
+    # trimesh makes an array of every ASCII line: no more lines than the header declares items
+    items = sum(counts.values())
+    if fmt == "ascii" and data.count(b"\n", start) > items + 1024:
+        raise ScanError(f"ASCII PLY file has more lines than the {items} items its header declares")
+    return start
 
 
-def _check_off_header(data: bytes, path: str, max_vertices: int, max_faces: int) -> None:
-    tokens = re.sub(rb"#[^\n]*", b"", data[:4096]).split()
+def _check_off_header(data: bytes, max_vertices: int, max_faces: int) -> None:
+    tokens = re.sub(rb"#[^\n]*", b"", data[: 1 << 16]).split()
     if not tokens or not tokens[0].endswith(b"OFF"):
-        raise ScanError(f"not an OFF file: it does not start with 'OFF' ({path})")
+        raise ScanError("not an OFF file: no 'OFF' keyword before its data")
     try:
         nv, nf = int(tokens[1]), int(tokens[2])
     except (IndexError, ValueError):
-        raise ScanError(f"corrupt OFF header: no vertex and face counts ({path})") from None
+        raise ScanError("corrupt OFF header: no vertex and face counts") from None
+    if min(nv, nf) < 0:
+        raise ScanError(f"corrupt OFF header: negative counts {nv} and {nf}")
     if nv > max_vertices or nf > max_faces:
-        raise ScanError(f"OFF header claims {nv} vertices and {nf} faces, above the caps ({path})")
+        raise ScanError(f"OFF header claims {nv} vertices and {nf} faces, above the caps")
     if 6 * nv + 8 * nf > len(data):  # 'x y z\n' and '3 a b c\n' need at least that many characters
-        raise ScanError(f"truncated OFF file: the header claims {nv} vertices and {nf} faces ({path})")
+        raise ScanError(f"truncated OFF file: the header claims {nv} vertices and {nf} faces")
+    # trimesh makes a string of every line: no more lines than the header declares records
+    if data.count(b"\n") > 2 * (nv + nf) + 1024:
+        raise ScanError(
+            f"OFF file has far more lines than the {nv} vertices and {nf} faces its header declares"
+        )
 
 
-def _check_stl(data: bytes, path: str, max_faces: int) -> None:
+def _check_stl(data: bytes, max_faces: int) -> bool:
+    """Check an STL's size against its triangle count; True for binary, False for ASCII."""
     if len(data) < 84 and not data.lstrip().startswith(b"solid"):
-        raise ScanError(f"truncated STL file: {len(data)} bytes ({path})")
+        raise ScanError(f"truncated STL file: {len(data)} bytes")
     if len(data) >= 84:
         (count,) = struct.unpack_from("<I", data, 80)
         if 84 + 50 * count == len(data):
             if count > max_faces:
-                raise ScanError(f"STL has {count} triangles, more than the cap of {max_faces} ({path})")
-            return
+                raise ScanError(f"STL has {count} triangles, more than the cap of {max_faces}")
+            return True
     if not data.lstrip().startswith(b"solid"):
-        raise ScanError(f"truncated or corrupt binary STL: size does not match its triangle count ({path})")
+        raise ScanError("truncated or corrupt binary STL: size does not match its triangle count")
+    if data.count(b"facet normal") > max_faces:
+        raise ScanError(f"{data.count(b'facet normal')} facet records, more than the cap of {max_faces}")
+    return False
 
 
-def _check_text_counts(data: bytes, path: str, ext: str, max_vertices: int, max_faces: int) -> None:
-    """OBJ and ASCII STL have no header: count their records in C before trimesh parses them."""
-    if ext == ".obj":
-        nv = data.count(b"\nv ") + data.startswith(b"v ")
-        nf = data.count(b"\nf ") + data.startswith(b"f ")
-    else:
-        nv, nf = 0, data.count(b"facet normal")
-    if nv > max_vertices:
-        raise ScanError(f"{nv} vertex records, more than the cap of {max_vertices} ({path})")
-    if nf > max_faces:
-        raise ScanError(f"{nf} face records, more than the cap of {max_faces} ({path})")
+def _check_obj_counts(data: bytes, max_vertices: int, max_faces: int) -> None:
+    """OBJ has no header: count its records in C before trimesh parses them (one string each)."""
+
+    def records(key: bytes) -> int:
+        return data.count(b"\n" + key + b" ") + data.count(b"\n" + key + b"\t") + data.startswith(key + b" ")
+
+    corners = max(max_vertices, 3 * max_faces)  # at most one uv and one normal per face corner
+    for key, what, cap in (
+        (b"v", "vertex", max_vertices),
+        (b"f", "face", max_faces),
+        (b"vt", "texture coordinate", corners),
+        (b"vn", "normal", corners),
+    ):
+        count = records(key)
+        if count > cap:
+            raise ScanError(f"{count} {what} records, more than the cap of {cap}")
 
 
-def _check_glb(data: bytes, path: str, max_vertices: int) -> None:
-    if len(data) < 20 or data[:4] != b"glTF":
-        raise ScanError(f"not a GLB file: no 'glTF' magic ({path})")
-    _, _, total = struct.unpack_from("<4sII", data, 0)
-    json_len, json_type = struct.unpack_from("<II", data, 12)
-    if total != len(data) or 20 + json_len > len(data) or json_type != 0x4E4F534A:
-        raise ScanError(f"truncated or corrupt GLB file: header sizes do not match the file ({path})")
-    try:
-        doc = json.loads(data[20 : 20 + json_len])
-    except ValueError:
-        raise ScanError(f"corrupt GLB file: its JSON chunk does not parse ({path})") from None
+def _check_gltf(data: bytes, max_vertices: int, binary: bool) -> None:
+    """Check a GLB's chunk sizes and a GLB's or GLTF's accessor counts before trimesh reads them."""
+    doc = data
+    if binary:
+        if len(data) < 20 or data[:4] != b"glTF":
+            raise ScanError("not a GLB file: no 'glTF' magic")
+        _, _, total = struct.unpack_from("<4sII", data, 0)
+        json_len, json_type = struct.unpack_from("<II", data, 12)
+        if total != len(data) or 20 + json_len > len(data) or json_type != 0x4E4F534A:
+            raise ScanError("truncated or corrupt GLB file: header sizes do not match the file")
+        doc = data[20 : 20 + json_len]
+    doc = json.loads(doc)  # corrupt or deeply nested JSON: load_scan turns the error into a ScanError
+    if not isinstance(doc, dict):
+        raise ScanError("corrupt glTF: its JSON is not an object")
     for acc in doc.get("accessors", []):
         if int(acc.get("count", 0)) > 4 * max_vertices:
-            raise ScanError(f"GLB accessor claims {acc['count']} items, above the caps ({path})")
-    for view in doc.get("bufferViews", []):
+            raise ScanError(f"glTF accessor claims {acc['count']} items, above the caps")
+    for view in doc.get("bufferViews", []) if binary else []:
         if int(view.get("byteOffset", 0)) + int(view.get("byteLength", 0)) > len(data):
-            raise ScanError(f"truncated GLB file: a buffer view runs past the end ({path})")
+            raise ScanError("truncated GLB file: a buffer view runs past the end")
+
+
+# ---------------------------------------------------------------------------------------------
+# the formats trimesh reads
+
+
+class _FolderResolver:
+    """What trimesh may read beside a scan (MTL, textures, GLTF buffers): `confined_file`s of the
+    scan's folder (the name as written, else its last part, as trimesh's own resolver tries), up to
+    `max_bytes` each; MTL text made UTF-8 like the OBJ's, so that material names still match."""
+
+    def __init__(self, path: str, max_bytes: int):
+        self.folder = Path(path).parent
+        self.file_name = os.path.basename(path)  # trimesh names OBJ geometry after it
+        self.max_bytes = max_bytes
+
+    def get(self, name: str) -> bytes:
+        last = re.split(r"[\\/]", name.strip())[-1]
+        found = confined_file(self.folder, name) or confined_file(self.folder, last)
+        if found is None or found.stat().st_size > self.max_bytes:
+            raise FileNotFoundError(f"{last!r} is not a readable file in the scan's folder")
+        data = found.read_bytes()
+        return _as_utf8(data) if found.suffix.lower() == ".mtl" else data
+
+    __getitem__ = get
 
 
 def _load_trimesh(
-    data: bytes, path: str, ext: str, *, max_vertices: int, max_faces: int, load_texture: bool
+    data: bytes, ext: str, resolver: _FolderResolver, *, max_vertices: int, max_faces: int, load_texture: bool
 ) -> Scan:
-    if ext == ".ply":
-        _check_ply_header(data, path, max_vertices, max_faces)
-    elif ext == ".off":
-        _check_off_header(data, path, max_vertices, max_faces)
-    elif ext == ".stl":
-        _check_stl(data, path, max_faces)
-        if data.lstrip().startswith(b"solid"):
-            _check_text_counts(data, path, ext, max_vertices, max_faces)
-    elif ext == ".obj":
-        _check_text_counts(data, path, ext, max_vertices, max_faces)
-    elif ext == ".glb":
-        _check_glb(data, path, max_vertices)
     import trimesh
 
-    try:
-        # process=False keeps the file's vertex order and count (no merging, no removal)
-        loaded = trimesh.load(path, file_type=ext[1:], process=False, maintain_order=True)
-    except ScanError:
-        raise
-    except Exception as exc:  # trimesh raises many types (ValueError, KeyError, IndexError, struct.error...)
-        raise ScanError(f"cannot read {ext[1:].upper()} file: {type(exc).__name__}: {exc} ({path})") from None
+    data = _trimesh_input(data, ext, max_vertices, max_faces)
+    loaded = trimesh.load(
+        io.BytesIO(data),
+        file_type=ext[1:],
+        resolver=resolver,
+        process=False,  # keep the file's vertex order and count (no merging, no removal)
+        maintain_order=True,
+        skip_materials=not load_texture,
+    )
+    kind, label = ext[1:].upper(), f"of {resolver.file_name}"
     if isinstance(loaded, trimesh.Scene):
-        geoms = [g for g in loaded.dump() if hasattr(g, "vertices")] if loaded.geometry else []
-        if not geoms:
-            raise ScanError(f"no vertices: the {ext[1:].upper()} file holds no geometry ({path})")
-        meshes = [g for g in geoms if isinstance(g, trimesh.Trimesh)]
-        loaded = trimesh.util.concatenate(meshes) if meshes else geoms[0]
+        loaded = _scene_geometry(loaded, kind, label, max_vertices, max_faces)
+    return _scan_from_trimesh(loaded, kind, label, load_texture)
+
+
+_OBJ_RELATIVE = re.compile(rb"(?m)^[ \t]*f[ \t][^\n]*[ \t/]-[0-9]")  # a face line with a negative index
+
+
+def _trimesh_input(data: bytes, ext: str, max_vertices: int, max_faces: int) -> bytes:
+    """Check `data` against the caps before trimesh parses it; returns what trimesh should parse:
+    text as UTF-8, OBJ relative (negative) indices made absolute."""
+    if ext == ".ply":
+        start = _check_ply_header(data, max_vertices, max_faces)
+        return data if data[:start].isascii() else _as_utf8(data[:start]) + data[start:]
+    if ext == ".stl":
+        return data if _check_stl(data, max_faces) else _as_utf8(data)
+    if ext in (".glb", ".gltf"):
+        _check_gltf(data, max_vertices, binary=ext == ".glb")
+        return data
+    if ext == ".off":
+        _check_off_header(data, max_vertices, max_faces)
+        return _as_utf8(data)
+    _check_obj_counts(data, max_vertices, max_faces)
+    if _OBJ_RELATIVE.search(data) is None:
+        return _as_utf8(data)
+    return _absolute_obj_indices(decode_text(data)).encode("utf-8")
+
+
+def _absolute_obj_indices(text: str) -> str:
+    """OBJ text with relative face indices made absolute: -1 is the latest v (vt, vn) before the face.
+
+    trimesh counts them from the end of the file instead, which is right only when every vertex comes
+    before every face.
+    """
+    seen = {"v": 0, "vt": 0, "vn": 0}
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if words[0] in seen:
+            seen[words[0]] += 1
+        elif words[0] == "f" and "-" in line:
+            lines[i] = " ".join(["f", *(_absolute_corner(corner, seen) for corner in words[1:])])
+    return "\n".join(lines)
+
+
+def _absolute_corner(corner: str, seen: dict) -> str:
+    """'-3/-1' -> '7/12' given how many v and vt were seen; positive and empty fields stay."""
+    fields = corner.split("/")
+    for k, kind in enumerate(("v", "vt", "vn")[: len(fields)]):
+        if fields[k].startswith("-"):
+            fields[k] = str(seen[kind] + 1 + int(fields[k]))
+    return "/".join(fields)
+
+
+def _texture_image(visual):
+    """The (lazily opened, not decoded) PIL image of a trimesh TextureVisuals, or None."""
+    material = getattr(visual, "material", None)
+    return getattr(material, "image", None) or getattr(material, "baseColorTexture", None)
+
+
+def _scene_geometry(scene, kind: str, label: str, max_vertices: int, max_faces: int):
+    """A scene's instances as one geometry, its transforms applied.
+
+    Flattening copies every instance (a node graph can instance one mesh thousands of times) and
+    decodes a copy of its texture, and concatenating packs the textures into one atlas: the sizes are
+    checked first, and the textures dropped (with a warning) when together they are over the cap.
+    """
+    import trimesh
+
+    names = [scene.graph[node][1] for node in scene.graph.nodes_geometry]
+    instances = [scene.geometry[n] for n in names if hasattr(scene.geometry.get(n), "vertices")]
+    if not instances:
+        raise ScanError(f"no vertices: the {kind} file holds no geometry")
+    if len(instances) > _MAX_INSTANCES:
+        raise ScanError(f"the scene places {len(instances)} meshes, more than the cap of {_MAX_INSTANCES}")
+    nv = sum(len(g.vertices) for g in instances)
+    nf = sum(len(getattr(g, "faces", ())) for g in instances)
+    if nv > max_vertices or nf > max_faces:
+        raise ScanError(f"{len(instances)} instances of {nv} vertices and {nf} faces in all, above the caps")
+    images = [img for g in instances if (img := _texture_image(getattr(g, "visual", None))) is not None]
+    pixels = sum(img.width * img.height for img in images)
+    if pixels > MAX_TEXTURE_PIXELS:
+        logger.warning(
+            "ignoring the texture %s: %d pixels in all, more than the cap of %d",
+            label,
+            pixels,
+            MAX_TEXTURE_PIXELS,
+        )
+        for g in instances:
+            if _texture_image(getattr(g, "visual", None)) is not None:
+                g.visual = trimesh.visual.ColorVisuals()
+    geoms = [g for g in scene.dump() if hasattr(g, "vertices")]
+    meshes = [g for g in geoms if isinstance(g, trimesh.Trimesh)]
+    return trimesh.util.concatenate(meshes) if len(meshes) > 1 else (meshes or geoms)[0]
+
+
+def _scan_from_trimesh(loaded, kind: str, label: str, load_texture: bool) -> Scan:
+    import trimesh
+
     vertices = np.asarray(loaded.vertices)
     if len(vertices) == 0:
-        raise ScanError(f"no vertices in {ext[1:].upper()} file ({path})")
+        raise ScanError(f"no vertices in the {kind} file")
     faces = np.asarray(loaded.faces) if isinstance(loaded, trimesh.Trimesh) and len(loaded.faces) else None
     colors = uv = texture = None
     visual = getattr(loaded, "visual", None)
     if isinstance(loaded, trimesh.PointCloud):
-        c = np.asarray(loaded.colors) if loaded.colors is not None and len(loaded.colors) else None
-        colors = c if c is not None and len(c) == len(vertices) and np.ptp(c[:, :3]) > 0 else c
+        colors = np.asarray(loaded.colors) if loaded.colors is not None and len(loaded.colors) else None
     elif visual is not None and visual.kind == "texture":
-        if visual.uv is not None and len(visual.uv) == len(vertices):
-            uv = np.asarray(visual.uv)
-            image = getattr(visual.material, "image", None) or getattr(
-                visual.material, "baseColorTexture", None
-            )
-            if image is not None and load_texture:
-                texture = np.asarray(image.convert("RGB"))
+        image = _texture_image(visual)
+        if load_texture and image is not None and visual.uv is not None and len(visual.uv) == len(vertices):
+            texture = _texture_pixels(image, label)
+            uv = None if texture is None else np.asarray(visual.uv)
     elif visual is not None and visual.kind == "vertex":
         colors = np.asarray(visual.vertex_colors)
-    if uv is not None and texture is None:
-        uv = None
-    return Scan(vertices=vertices, faces=faces, colors=colors, uv=uv, texture=texture, path=path)
+    return Scan(vertices=vertices, faces=faces, colors=colors, uv=uv, texture=texture)

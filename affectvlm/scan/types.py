@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Scan", "ScanError"]
+__all__ = ["InputError", "Scan", "ScanError", "file_tag"]
 
 
-class ScanError(ValueError):
+class InputError(ValueError):
+    """An input that cannot be used (a file, an image, labels, a sequence); the message names the problem and is
+    safe to show a user (no server paths)."""
+
+
+class ScanError(InputError):
     """A scan file or array that cannot be used, with a message naming the problem and the file."""
+
+
+def file_tag(path) -> str:
+    """' (name)' to end a message with: the file's base name, never its folder (messages reach users)."""
+    return f" ({os.path.basename(os.fsdecode(path))})" if path else ""
 
 
 @dataclass(eq=False)
@@ -29,6 +40,8 @@ class Scan:
             every vertex has exactly one uv. None when the scan has no texture coordinates.
         texture: (H, W, 3) uint8 RGB image that `uv` indexes, row 0 at the top; or None.
         path: the file the scan was read from, or None.
+        normalized: True once `normalize_scan` has put the scan in the renderer's canonical frame; normalising
+            it again returns it unchanged.
     """
 
     vertices: np.ndarray
@@ -37,10 +50,12 @@ class Scan:
     uv: np.ndarray | None = None
     texture: np.ndarray | None = None
     path: str | None = None
+    normalized: bool = False
 
     def __post_init__(self) -> None:
-        where = f" ({self.path})" if self.path else ""
-        v = np.ascontiguousarray(self.vertices, dtype=np.float32)
+        where = file_tag(self.path)
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf: readers drop it
+            v = np.ascontiguousarray(self.vertices, dtype=np.float32)
         if v.ndim != 2 or v.shape[1] != 3:
             raise ScanError(f"vertices must have shape (N, 3), got {v.shape}{where}")
         self.vertices = v
@@ -68,6 +83,8 @@ class Scan:
             uv = np.ascontiguousarray(self.uv, dtype=np.float32)
             if uv.ndim != 2 or uv.shape != (n, 2):
                 raise ScanError(f"uv must have shape ({n}, 2), got {uv.shape}{where}")
+            if not np.isfinite(uv).all():  # NaN would index the texture out of bounds
+                uv = np.nan_to_num(uv, nan=0.0, posinf=1.0, neginf=0.0)
             self.uv = uv
         if self.texture is not None:
             t = np.asarray(self.texture)

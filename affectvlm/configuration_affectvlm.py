@@ -19,6 +19,13 @@ _FUSIONS = ("mean", "attention")
 _BACKBONES = ("clip", "resnet")
 _TRIPLET_MINING = ("all", "hard")
 
+# The transformers pipeline saved with the model (remote code, `pipeline_affectvlm.py`): config.json's
+# `custom_pipelines` is how `pipeline(model=folder, trust_remote_code=True)` finds it. The task is the one the
+# model card advertises, so `pipeline("zero-shot-image-classification", model=..., trust_remote_code=True)`
+# works too. Only the config names it: nothing is registered in transformers' global task registry.
+PIPELINE_TASK = "zero-shot-image-classification"
+CUSTOM_PIPELINES = {PIPELINE_TASK: {"impl": "pipeline_affectvlm.AffectVLMPipeline", "pt": ["AutoModel"]}}
+
 
 class AffectVLMConfig(PreTrainedConfig):
     r"""Configuration of [`AffectVLMModel`].
@@ -67,6 +74,8 @@ class AffectVLMConfig(PreTrainedConfig):
             Initial log of the logit scale; `None` keeps CLIP's (`clip_config.logit_scale_init_value`).
         logit_scale_max (`float`, defaults to 100.0):
             The exponentiated logit scale is clamped to at most this (CLIP's value).
+        custom_pipelines (`dict`, *optional*):
+            The transformers pipeline saved with the model; defaults to `CUSTOM_PIPELINES`.
     """
 
     model_type = "affectvlm"
@@ -96,6 +105,7 @@ class AffectVLMConfig(PreTrainedConfig):
     triplet_mining: str = "all"
     logit_scale_init: float | None = None
     logit_scale_max: float = 100.0
+    custom_pipelines: dict[str, Any] | None = None
 
     def __post_init__(self, **kwargs):
         if self.vision_backbone == "resnet" and self.resnet_config is None:
@@ -111,6 +121,10 @@ class AffectVLMConfig(PreTrainedConfig):
             self.label_names = list(DEFAULT_LABELS)
         self.view_names = list(self.view_names)
         self.label_names = list(self.label_names)
+        if self.custom_pipelines is None:
+            self.custom_pipelines = {
+                task: {**entry, "pt": list(entry["pt"])} for task, entry in CUSTOM_PIPELINES.items()
+            }
         self._check()
 
     def _check(self) -> None:
@@ -154,7 +168,7 @@ class AffectVLMConfig(PreTrainedConfig):
         return {name: i for i, name in enumerate(self.label_names)}
 
 
-__all__ = ["DEFAULT_LABELS", "DEFAULT_VIEW_NAMES", "AffectVLMConfig"]
+__all__ = ["CUSTOM_PIPELINES", "DEFAULT_LABELS", "DEFAULT_VIEW_NAMES", "PIPELINE_TASK", "AffectVLMConfig"]
 
 # Saving writes `auto_map` and copies this file, so the Hub can load it as remote code.
 AffectVLMConfig.register_for_auto_class()

@@ -32,9 +32,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import PublishError
+from .common import CUSTOM_PIPELINES, PublishError
 
-TASK = "zero-shot-image-classification"
+# The card's pipeline_tag is the task of the pipeline shipped with the weights (config.json's custom_pipelines):
+# `pipeline(TASK, model=repo_id, trust_remote_code=True)` is a call that works.
+TASK = next(iter(CUSTOM_PIPELINES))
 TAGS = ["affectvlm", "facial-expression-recognition", "3d", "4d", "multiview", "clip", "zero-shot"]
 SFM_LICENSE_NAME = "surrey-face-model-non-commercial"
 SFM_NOTICE = (
@@ -383,6 +385,7 @@ def _usage_section(repo_id: str, config: Mapping) -> str:
     prompts = ",\n    ".join(
         f"{json.dumps(label)}: [{json.dumps(f'a 3D scan of a face, expression: {label}.')}]" for label in labels
     )
+    view_files = json.dumps([f"{name}.png" for name in views])
     return f"""## Usage
 
 The model code ships with the weights (remote code: it needs only `torch` and `transformers>=5.23`).
@@ -407,10 +410,25 @@ print(scores.probs)               # (1, labels)
 print(scores.view_contributions)  # (1, views, labels): each view's additive share of the logit
 ```
 
-To score a 3D scan (obj, ply, stl, off, glb, wrl, bnt) or a 4D sequence directly, rendering included, use the
-`affectvlm` package from the project repository:
+The same as a `pipeline` (its code ships with the weights too). The answer is a list of
+`{{"label": ..., "score": ...}}`, highest score first; its `.notes` say what to know about it (missing views, ...):
 
 ```python
+from transformers import pipeline
+
+classifier = pipeline("{TASK}", model="{repo_id}", trust_remote_code=True)
+print(classifier(images={view_files}, candidate_labels={json.dumps(labels)}))
+```
+
+To score a 3D scan (obj, ply, stl, off, glb, wrl, bnt) or a 4D sequence directly, rendering included, install the
+`affectvlm` package from the project repository (`pip install affectvlm`). The pipeline then takes scans and
+sequences too, and scores everything exactly as the package's `AffectVLMPredictor` does (without it, views are
+scored with one prompt per label):
+
+```python
+print(classifier(scan="face.obj", candidate_labels=["happiness", "a person in pain"]))
+print(classifier(sequence="frames.zip"))  # a folder, a .zip or a list of frames; the model's own labels
+
 from affectvlm import AffectVLMPredictor
 
 predictor = AffectVLMPredictor.from_pretrained("{repo_id}")

@@ -16,11 +16,22 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = REPO_ROOT / "affectvlm"
 
-# The Hub remote code: `AutoModel.from_pretrained(..., trust_remote_code=True)` imports these from the repo.
-REMOTE_CODE_FILES = ("configuration_affectvlm.py", "modeling_affectvlm.py", "processing_affectvlm.py")
+# The Hub remote code: `AutoModel.from_pretrained(..., trust_remote_code=True)` imports these from the repo,
+# and `pipeline(model=repo, trust_remote_code=True)` the pipeline named by config.json's `custom_pipelines`.
+REMOTE_CODE_FILES = (
+    "configuration_affectvlm.py",
+    "modeling_affectvlm.py",
+    "processing_affectvlm.py",
+    "pipeline_affectvlm.py",
+)
 CONFIG_AUTO_MAP = {
     "AutoConfig": "configuration_affectvlm.AffectVLMConfig",
     "AutoModel": "modeling_affectvlm.AffectVLMModel",
+}
+# As `AffectVLMConfig` writes it (configuration_affectvlm.CUSTOM_PIPELINES; tests/test_pipeline.py checks
+# that the two agree): set here too for checkpoints saved before the pipeline existed.
+CUSTOM_PIPELINES = {
+    "zero-shot-image-classification": {"impl": "pipeline_affectvlm.AffectVLMPipeline", "pt": ["AutoModel"]}
 }
 PROCESSOR_AUTO_MAP = {"AutoProcessor": "processing_affectvlm.AffectVLMProcessor"}
 # Absolute imports the remote code may use: whoever loads it has transformers (and so torch and numpy)
@@ -132,15 +143,18 @@ def check_checkpoint(checkpoint: Path) -> dict:
     return config
 
 
-def _with_auto_map(path: Path, auto_map: dict[str, str]) -> None:
-    """Make sure `path` (a copied JSON config) points the Auto classes at the remote-code files."""
+def _with_remote_code(path: Path, auto_map: dict[str, str], custom_pipelines: dict | None = None) -> None:
+    """Make sure `path` (a copied JSON config) points the Auto classes (and the pipeline) at the remote code."""
     data = _read_json(path)
     current = data.get("auto_map") or {}
     # A config saved from a model that was itself loaded from a Hub repo can carry "owner/repo--module.Class"
     # entries that point at that other repo: always point at the files shipped next to it.
-    if all(current.get(key) == value for key, value in auto_map.items()):
+    wanted = {"auto_map": {**current, **auto_map}}
+    if custom_pipelines is not None:  # replaced, not merged: with two tasks `pipeline()` cannot pick one
+        wanted["custom_pipelines"] = custom_pipelines
+    if all(data.get(key) == value for key, value in wanted.items()):
         return
-    data["auto_map"] = {**current, **auto_map}
+    data.update(wanted)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -157,15 +171,39 @@ def copy_checkpoint(checkpoint: Path, out: Path) -> list[str]:
             shutil.copy2(src, out / src.name)
         elif src.name not in REMOTE_CODE_FILES:  # the remote code is copied by copy_remote_code
             left_out.append(src.name)
-    _with_auto_map(out / "config.json", CONFIG_AUTO_MAP)
-    _with_auto_map(out / "processor_config.json", PROCESSOR_AUTO_MAP)
+    _point_at_remote_code(out)
     return left_out
 
 
-def check_remote_code(path: Path) -> None:
-    """The remote code may import only torch/transformers/numpy, the standard library and its siblings."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+def _point_at_remote_code(folder: Path) -> None:
+    _with_remote_code(folder / "config.json", CONFIG_AUTO_MAP, CUSTOM_PIPELINES)
+    _with_remote_code(folder / "processor_config.json", PROCESSOR_AUTO_MAP)
+
+
+def _optional_imports(tree: ast.AST) -> set[ast.AST]:
+    """Import statements inside a `try:` that catches ImportError: optional, the code runs without them
+    (transformers' own check of remote code skips imports in `try:` blocks too)."""
+
+    def catches_import_error(handler: ast.ExceptHandler) -> bool:
+        types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        return any(isinstance(t, ast.Name) and t.id in ("ImportError", "ModuleNotFoundError") for t in types)
+
+    optional = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(catches_import_error(h) for h in node.handlers):
+            for statement in node.body:
+                optional.update(n for n in ast.walk(statement) if isinstance(n, ast.Import | ast.ImportFrom))
+    return optional
+
+
+def check_remote_code(path: Path) -> None:
+    """The remote code may import only torch/transformers/numpy, the standard library and its siblings
+    (anything else only optionally: inside a `try:` that catches ImportError)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    optional = _optional_imports(tree)
+    for node in ast.walk(tree):
+        if node in optional:
+            continue
         if isinstance(node, ast.Import):
             roots = [alias.name.split(".")[0] for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
@@ -176,7 +214,8 @@ def check_remote_code(path: Path) -> None:
             if root not in REMOTE_CODE_IMPORTS and root not in sys.stdlib_module_names:
                 raise PublishError(
                     f"{path.name} line {node.lineno} imports {root!r}: Hub remote code may import only "
-                    f"{', '.join(sorted(REMOTE_CODE_IMPORTS))}, the standard library and its sibling files"
+                    f"{', '.join(sorted(REMOTE_CODE_IMPORTS))}, the standard library and its sibling files "
+                    "(anything else only inside a `try:` that catches ImportError)"
                 )
 
 
@@ -199,6 +238,20 @@ def copy_remote_code(checkpoint: Path, out: Path) -> dict[str, str]:
         else:
             report[name] = "replaced"
         shutil.copy2(source, Path(out) / name)
+    return report
+
+
+def refresh_remote_code(checkpoint: Path) -> dict[str, str]:
+    """Bring a checkpoint folder's remote code up to date in place (weights untouched): the current files
+    from `affectvlm/`, and config.json / processor_config.json pointing at them (`auto_map`,
+    `custom_pipelines`). Returns `copy_remote_code`'s report.
+
+        python -c "from hub.common import refresh_remote_code; print(refresh_remote_code('checkpoints/affectvlm-synth-cpu'))"
+    """
+    checkpoint = Path(checkpoint)
+    check_checkpoint(checkpoint)
+    report = copy_remote_code(checkpoint, checkpoint)
+    _point_at_remote_code(checkpoint)
     return report
 
 

@@ -3,11 +3,12 @@
     python hub/push.py checkpoints/affectvlm-synth-cpu --repo-id USER/NAME --results results.json
     python hub/push.py checkpoints/affectvlm-synth-cpu --repo-id USER/NAME --dry-run /tmp/model-folder
 
-One folder is assembled: the safetensors weights, config.json (with `auto_map`), the processor and
-tokenizer files, the current remote-code files from `affectvlm/`, and a model card (README.md) with the
-cross-validation results. The folder is then loaded in a separate Python process with
-`AutoModel.from_pretrained(folder, trust_remote_code=True)` while the local `affectvlm` package is
-blocked, exactly as a Hub user would load it, and only then uploaded.
+One folder is assembled: the safetensors weights, config.json (with `auto_map` and `custom_pipelines`), the
+processor and tokenizer files, the current remote-code files from `affectvlm/` (the pipeline included), and
+a model card (README.md) with the cross-validation results. The folder is then loaded in a separate Python
+process with `AutoModel.from_pretrained(folder, trust_remote_code=True)` and `pipeline(model=folder,
+trust_remote_code=True)` while the local `affectvlm` package is blocked, exactly as a Hub user would load
+it, and only then uploaded.
 """
 
 from __future__ import annotations
@@ -44,11 +45,20 @@ _VERIFY_SCRIPT = textwrap.dedent(
     sys.modules["affectvlm"] = None
     from transformers import AutoModel, AutoProcessor
     folder = sys.argv[1]
-    model, info = AutoModel.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
+    try:
+        model, info = AutoModel.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
+    except ValueError as err:  # the model's CheckpointError: missing or non-finite weights, named
+        if type(err).__name__ != "CheckpointError":
+            raise
+        print(json.dumps({"refused": str(err)}))
+        raise SystemExit(0)
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     problems = {k: sorted(map(str, v)) for k, v in info.items() if k != "error_msgs" and v}
+    from transformers import pipeline
+    classifier = pipeline(model=folder, trust_remote_code=True, device="cpu")  # the card's pipeline call
     print(json.dumps({"model": type(model).__module__ + "." + type(model).__name__,
-                      "processor": type(processor).__name__, "problems": problems}))
+                      "processor": type(processor).__name__, "problems": problems,
+                      "pipeline": f"{classifier.task}: {type(classifier).__name__}"}))
     """
 )
 
@@ -56,8 +66,9 @@ _VERIFY_SCRIPT = textwrap.dedent(
 def verify_model_folder(folder: Path, timeout: float = 600) -> dict:
     """Load `folder` with the Auto classes and remote code only (separate process, temporary cwd and cache).
 
-    Returns {"model": class path, "processor": class name}; raises PublishError if loading fails or any
-    weight is missing, unexpected or of the wrong shape.
+    Returns {"model": class path, "processor": class name, "pipeline": "task: class name"}; raises
+    PublishError if loading fails (the pipeline included) or any weight is missing, unexpected, of the wrong
+    shape or not finite.
     """
     folder = Path(folder).resolve()
     with tempfile.TemporaryDirectory(prefix="affectvlm-verify-") as tmp:
@@ -73,6 +84,8 @@ def verify_model_folder(folder: Path, timeout: float = 600) -> dict:
             f"the assembled folder does not load with trust_remote_code=True:\n{proc.stderr.strip()[-3000:]}"
         )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "refused" in result:
+        raise PublishError(f"the weights do not fit the current remote code: {result['refused']}")
     if result["problems"]:
         raise PublishError(
             "the weights do not fit the current remote code (was the checkpoint saved by older code?): "
@@ -141,7 +154,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ),
         epilog=(
             "Before uploading, the folder is loaded with AutoModel/AutoProcessor.from_pretrained(folder, "
-            "trust_remote_code=True) in a separate process with the local affectvlm package blocked. "
+            "trust_remote_code=True) and pipeline(model=folder, trust_remote_code=True) in a separate process "
+            "with the local affectvlm package blocked. "
             "Example: python hub/push.py checkpoints/affectvlm-synth-cpu --repo-id me/affectvlm-synth-cpu "
             "--results runs/cv/results.json --dry-run /tmp/affectvlm-model"
         ),
@@ -220,7 +234,10 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         print("the results name no dataset: the card says 'unknown dataset' (give --dataset)")
     if not args.no_verify:
         loaded = verify_model_folder(out)
-        print(f"checked: the folder loads as {loaded['model']} + {loaded['processor']} with remote code only")
+        print(
+            f"checked: the folder loads as {loaded['model']} + {loaded['processor']} with remote code only, "
+            f"and as the pipeline {loaded['pipeline']}"
+        )
     files = list_files(out)
     if args.dry_run is not None:
         print(f"dry run: {len(files)} files in {out} (nothing uploaded)")

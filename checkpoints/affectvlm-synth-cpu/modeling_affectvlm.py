@@ -6,7 +6,8 @@ an expression is recognised by scoring the (fused) view embeddings against class
 label a user can write is a label the model can score.
 
 This file is copied next to the weights as Hub remote code: it imports only torch, transformers and its
-sibling `configuration_affectvlm` (relatively).
+siblings `configuration_affectvlm` and `pipeline_affectvlm` (relatively; the pipeline is imported so that
+saving the model always writes it next to the weights, where config.json's `custom_pipelines` points).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_affectvlm import AffectVLMConfig
+from .pipeline_affectvlm import AffectVLMPipeline  # noqa: F401  (saved with the model)
 
 # ----------------------------------------------------------------------------------------------------------
 # Cross-rank gather with gradient
@@ -217,6 +219,74 @@ class AffectVLMScores(ModelOutput):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Strict checkpoint loading
+# ----------------------------------------------------------------------------------------------------------
+
+# What transformers would unpickle when a folder has no safetensors weights; AffectVLM never loads them.
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that must not be loaded as it is (pickle weights, an empty or truncated weights file,
+    missing or non-finite weights): the message names the problem."""
+
+
+def _size(path: str) -> int | None:
+    """Size in bytes of a local file, or None where there is none. Plain `open`: the remote-code files keep
+    to torch, transformers and a few standard modules."""
+    try:
+        with open(path, "rb") as f:
+            return f.seek(0, 2)
+    except OSError:  # no such file, a folder, or not a local path at all (a Hub id)
+        return None
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _check_local_weights(folder: str, variant: str | None = None) -> None:
+    """Refuse a local checkpoint folder without safetensors weights, or with an empty weights file.
+
+    Anything that is not a local folder with a config.json (a Hub id) is left to transformers.
+    """
+    if _size(f"{folder}/config.json") is None:
+        return
+    suffix = f".{variant}" if variant else ""
+    name = f"model{suffix}.safetensors"
+    if _size(f"{folder}/model.safetensors.index{suffix}.json") is not None:
+        return  # sharded: transformers checks every shard its index names
+    size = _size(f"{folder}/{name}")
+    if size is None:
+        pickles = [p for p in _PICKLE_WEIGHTS if _size(f"{folder}/{p}") is not None]
+        why = f" (only {pickles[0]}: pickles are never loaded, unpickling runs code)" if pickles else ""
+        raise CheckpointError(
+            f"{folder} has no {name}{why}; AffectVLM loads safetensors weights only: save the model with "
+            "`model.save_pretrained(folder)`"
+        )
+    if size == 0:
+        raise CheckpointError(f"{folder}/{name} is empty (0 bytes): was the save interrupted?")
+
+
+def _check_loaded(model: nn.Module, missing_keys, source: str) -> None:
+    """Refuse a loaded model with weights the checkpoint lacked (left random) or NaN/Inf weights."""
+    missing = sorted(missing_keys or [])
+    if missing:
+        raise CheckpointError(
+            f"{source}: the weights lack {len(missing)} tensor(s) the model needs ({_some(missing)}), which would "
+            "start random; was the checkpoint cut short, or saved by other code?"
+        )
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    bad = [
+        name
+        for name, t in tensors
+        if t.is_floating_point() and t.device.type != "meta" and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise CheckpointError(f"{source}: NaN or Inf values in {len(bad)} weight tensor(s) ({_some(bad)})")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------------------
 
@@ -283,6 +353,31 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         self.post_init()
 
     # -- constructors ------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, strict: safetensors weights only, every weight there, all finite.
+
+        Where transformers would unpickle `pytorch_model.bin`, fail on an empty weights file or start missing
+        weights at random, this raises `CheckpointError` (a ValueError) naming the problem. Everything else
+        (Hub ids, subfolders, shards, dtype, device_map, `output_loading_info`) is transformers' own loading.
+        """
+        if kwargs.get("use_safetensors") is False:
+            raise CheckpointError("AffectVLM loads safetensors weights only: not use_safetensors=False")
+        kwargs["use_safetensors"] = True
+        source = pretrained_model_name_or_path
+        if source is not None:
+            subfolder = kwargs.get("subfolder") or ""
+            _check_local_weights(f"{source}/{subfolder}" if subfolder else str(source), kwargs.get("variant"))
+        want_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(source, *model_args, output_loading_info=True, **kwargs)
+        except Exception as err:
+            if type(err).__name__ != "SafetensorError":  # by name: safetensors is not a remote-code import
+                raise
+            raise CheckpointError(f"{source}: the weights cannot be read (cut short?): {err}") from err
+        _check_loaded(model, info.get("missing_keys"), str(source) if source is not None else "state_dict")
+        return (model, info) if want_info else model
 
     @classmethod
     def from_clip(
@@ -612,6 +707,7 @@ __all__ = [
     "AffectVLMOutput",
     "AffectVLMPreTrainedModel",
     "AffectVLMScores",
+    "CheckpointError",
     "gather_no_grad",
     "gather_with_grad",
     "multiview_contrastive_loss",

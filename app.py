@@ -196,15 +196,30 @@ def _examples(pattern: str) -> list[str]:
 
 
 def _result_panel(tab: str) -> list:
-    """One tab's own outputs: the answer, the scores, the contribution chart and what the model saw."""
-    answer = gr.Markdown(elem_id=f"{tab}-answer", elem_classes=["answer"])
+    """One tab's own outputs (made unrendered, so the tab's examples can name them before they are laid out):
+    the scores, the contribution chart, what the model saw, the answer."""
+    return [
+        gr.Label(label="Scores", num_top_classes=10, elem_id=f"{tab}-scores", render=False),
+        gr.Plot(label="Contribution of each view to the logit", elem_id=f"{tab}-plot", render=False),
+        gr.Gallery(
+            label="What the model saw",
+            columns=3,
+            height=240,
+            object_fit="contain",
+            elem_id=f"{tab}-gallery",
+            render=False,
+        ),  # fmt: skip
+        gr.Markdown(elem_id=f"{tab}-answer", elem_classes=["answer"], render=False),
+    ]
+
+
+def _lay_out(outputs: list) -> None:
+    scores, plot, gallery, answer = outputs[:4]
+    answer.render()
     with gr.Row():
-        scores = gr.Label(label="Scores", num_top_classes=10, elem_id=f"{tab}-scores")
-        plot = gr.Plot(label="Contribution of each view to the logit", elem_id=f"{tab}-plot")
-    gallery = gr.Gallery(
-        label="What the model saw", columns=3, height=240, object_fit="contain", elem_id=f"{tab}-gallery"
-    )
-    return [scores, plot, gallery, answer]
+        scores.render()
+        plot.render()
+    gallery.render()
 
 
 def _labels_box(tab: str) -> gr.Textbox:
@@ -241,6 +256,7 @@ def _views_tab() -> None:
             run_on_click=True,
             label="Rendered views of a synthetic face (SynthFER-3D)",
         )
+    _lay_out(outputs)
     button.click(predict_views, [*images, labels], outputs, api_name="predict_views")
 
 
@@ -262,6 +278,7 @@ def _scan_tab() -> None:
             run_on_click=True,
             label="Synthetic example scans (SynthFER-3D)",
         )
+    _lay_out(outputs)
     button.click(predict_scan, [file, labels], outputs, api_name="predict_scan")
 
 
@@ -285,6 +302,7 @@ def _sequence_tab() -> None:
             run_on_click=True,
             label="A synthetic 4D sequence (SynthFER-3D)",
         )
+    _lay_out(outputs)
     button.click(predict_sequence, [files, labels], outputs, api_name="predict_sequence")
 
 
@@ -296,11 +314,11 @@ with gr.Blocks(title="AffectVLM", delete_cache=(1800, 3600)) as demo:
         + MODEL_NOTE
     )
     with gr.Tabs():
-        with gr.Tab("3D scan", id="scan"):
+        with gr.Tab("3D scan", id="scan", elem_id="tab-scan"):
             _scan_tab()
-        with gr.Tab("Three views", id="views"):
+        with gr.Tab("Three views", id="views", elem_id="tab-views"):
             _views_tab()
-        with gr.Tab("4D sequence", id="sequence"):
+        with gr.Tab("4D sequence", id="sequence", elem_id="tab-sequence"):
             _sequence_tab()
 
 demo.queue(max_size=64, default_concurrency_limit=2)

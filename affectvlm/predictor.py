@@ -357,7 +357,7 @@ class AffectVLMPredictor:
                         raise InputError(f"{view} view: {im.width}x{im.height} pixels is more than the limit")
                     im.load()
                     return im.convert("RGB")
-            except (UnidentifiedImageError, OSError) as err:
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
                 raise InputError(f"{view} view: {path.name} is not an image file that can be read") from err
         return image
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import confined_file, read_image
+from .files import confined_file, read_image
 from .types import Scan, ScanError, file_tag
 
 __all__ = ["parse_bnt", "read_bnt_grid", "write_bnt", "grid_to_faces"]

@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import struct
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -27,7 +26,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .bnt import parse_bnt
+from .files import (
+    MAX_TEXTURE_PIXELS,
+    confined_file,
+    decode_text,
+    parse_numbers,
+    read_image,
+    scrub,
+    texture_pixels,
+)
 from .types import Scan, ScanError, file_tag
+from .wrl import parse_wrl
 
 __all__ = [
     "load_scan",
@@ -43,11 +53,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_FILE_BYTES = 1 << 30  # 1 GiB: a 2 M-vertex ASCII scan with texture coordinates is ~300 MB
-MAX_TEXTURE_PIXELS = 4096 * 4096  # larger textures are ignored unread (the predictor's image cap too)
 _MAX_NONFINITE_FRACTION = 0.5  # drop NaN/Inf vertices when they are few, refuse the scan when they are most
 _TRIMESH = {".obj", ".ply", ".stl", ".off", ".glb", ".gltf"}
 _POINTS = {".xyz", ".pts", ".txt"}
-_PIECE = 1 << 22  # characters parsed per numpy call
 _MAX_INSTANCES = 4096  # meshes placed in a GLB/GLTF scene: flattening copies each, ~0.3 ms apiece
 SUPPORTED_EXTENSIONS = tuple(sorted({".wrl", ".vrml", ".bnt", ".npy", *_TRIMESH, *_POINTS}))
 
@@ -62,88 +70,9 @@ if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > MAX_TEXTURE_PIXELS
 # text, files beside the scan, texture images
 
 
-def decode_text(data: bytes) -> str:
-    """A text scan file's characters: UTF-8 when it is, else Latin-1 (any byte is a character)."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
 def _as_utf8(data: bytes) -> bytes:
     """Text bytes as UTF-8 for trimesh, whose decoder needs charset_normalizer for anything else."""
     return data if data.isascii() else decode_text(data).encode("utf-8")
-
-
-# a URL scheme ("http:", "file:", "data:") or a Windows drive ("C:"): never a file beside the scan
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
-
-
-def confined_file(folder, name: str) -> Path | None:
-    """The regular file that `name` (a reference written in a scan file) names inside `folder`, or None.
-
-    References that could leave the folder are refused before the disk is touched: absolute paths,
-    '..', anything with a URL scheme or drive letter; a symlink that resolves outside is refused too.
-    A name that differs only in case is accepted (datasets copied from Windows disagree on case).
-    """
-    parts = name.strip().replace("\\", "/").split("/")
-    if parts[0] == "" or "\0" in name or ".." in parts or _SCHEME.match(parts[0]):
-        return None
-    parts = [p for p in parts if p not in ("", ".")]
-    if not parts:
-        return None
-    root = Path(folder).resolve()
-    candidate = root.joinpath(*parts)
-    if not candidate.is_file() and candidate.parent.is_dir():
-        lower = candidate.name.lower()
-        candidate = next((e for e in candidate.parent.iterdir() if e.name.lower() == lower), candidate)
-    real = candidate.resolve()
-    return real if real.is_relative_to(root) and real.is_file() else None
-
-
-def read_image(path) -> np.ndarray | None:
-    """Read a texture image as (H, W, 3) uint8, or None (with a warning) when it has more than
-    MAX_TEXTURE_PIXELS pixels: the size comes from the header, before anything is decoded."""
-    label = os.path.basename(os.fsdecode(path))
-    try:
-        img = Image.open(path)
-    except Image.DecompressionBombError:  # PIL's own check, at twice the cap
-        logger.warning("ignoring texture %s: more than twice the cap of %d pixels", label, MAX_TEXTURE_PIXELS)
-        return None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ScanError(f"cannot read texture image {label}: {_scrub(str(exc))}") from None
-    with img:
-        return _texture_pixels(img, label)
-
-
-def _texture_pixels(img, label: str) -> np.ndarray | None:
-    """An opened (not yet decoded) PIL image as (H, W, 3) uint8, or None when it is over the cap."""
-    if img.width * img.height > MAX_TEXTURE_PIXELS:
-        logger.warning(
-            "ignoring texture %s: %d x %d pixels, more than the cap of %d",
-            label,
-            img.width,
-            img.height,
-            MAX_TEXTURE_PIXELS,
-        )
-        return None
-    try:
-        return np.array(img.convert("RGB"))  # a writable copy (torch warns on read-only arrays)
-    except (OSError, SyntaxError, ValueError, zlib.error) as exc:
-        raise ScanError(f"cannot decode texture image {label}: {_scrub(str(exc))}") from None
-
-
-# a folder inside an exception's text (up to the last separator), removed so that no server path shows
-_FOLDER = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"]*)*[\\/]")
-
-
-def _scrub(text: str, limit: int = 200) -> str:
-    text = _FOLDER.sub("", text[: 4 * limit])
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# ---------------------------------------------------------------------------------------------
-# load_scan
 
 
 def load_scan(
@@ -198,7 +127,7 @@ _FAILURES = (
 
 def _failure_message(exc: Exception, ext: str, name: str) -> str:
     what = next((text for kinds, text in _FAILURES if isinstance(exc, kinds)), "malformed file")
-    detail = _scrub(f"{type(exc).__name__}: {exc}")
+    detail = scrub(f"{type(exc).__name__}: {exc}")
     return f"cannot read {ext[1:].upper() or 'the'} file, {what} ({detail}) ({name})"
 
 
@@ -223,12 +152,8 @@ def _read(path: str, max_vertices: int, max_faces: int, max_file_bytes: int, loa
         raise ScanError(f"file is larger than the cap of {max_file_bytes} bytes")
     caps = {"max_vertices": max_vertices, "max_faces": max_faces}
     if ext in (".wrl", ".vrml"):
-        from .wrl import parse_wrl
-
         scan = parse_wrl(data, path, load_texture=load_texture, **caps)
     elif ext == ".bnt":
-        from .bnt import parse_bnt
-
         scan = parse_bnt(data, path, max_vertices=max_vertices, load_texture=load_texture)
     elif ext == ".npy":
         scan = _load_npy(data, max_vertices)
@@ -335,35 +260,6 @@ def _point_colors(arr: np.ndarray) -> np.ndarray | None:
         return None
     c = np.clip(np.nan_to_num(arr[:, 3:6].astype(np.float64)), 0, 255)
     return (c * 255.0 if c.max(initial=0) <= 1.0 else c).round().astype(np.uint8)
-
-
-def parse_numbers(text: str, what: str, limit: int, dtype=np.float64) -> np.ndarray:
-    """All the numbers in `text` (separated by whitespace or commas), parsed in C piece by piece.
-
-    Parsing stops as soon as more than `limit` numbers were seen, so a list longer than the cap is
-    refused without holding much more than the cap in memory (a Python token list would take ~50
-    bytes per number first).
-    """
-    pieces, total, pos, end = [], 0, 0, len(text)
-    while pos < end:
-        stop = min(end, pos + _PIECE)
-        if stop < end:  # cut at whitespace or a comma, never inside a number
-            stop = max(text.rfind(c, pos, stop) for c in " \n\t\r,")
-            if stop <= pos:
-                raise ScanError(f"corrupt {what}: a token longer than {_PIECE} characters")
-        with warnings.catch_warnings():
-            # numpy reports unparsable text as a DeprecationWarning in some versions, ValueError in others
-            warnings.simplefilter("error", DeprecationWarning)
-            try:
-                part = np.fromstring(text[pos:stop].replace(",", " "), dtype=dtype, sep=" ")
-            except (ValueError, DeprecationWarning):
-                raise ScanError(f"corrupt number in {what}") from None
-        total += len(part)
-        if total > limit:
-            raise ScanError(f"{what} has more than {limit} numbers, the cap")
-        pieces.append(part)
-        pos = stop + 1
-    return np.concatenate(pieces) if len(pieces) > 1 else (pieces[0] if pieces else np.zeros(0, dtype))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -659,7 +555,7 @@ def _scan_from_trimesh(loaded, kind: str, label: str, load_texture: bool) -> Sca
     elif visual is not None and visual.kind == "texture":
         image = _texture_image(visual)
         if load_texture and image is not None and visual.uv is not None and len(visual.uv) == len(vertices):
-            texture = _texture_pixels(image, label)
+            texture = texture_pixels(image, label)
             uv = None if texture is None else np.asarray(visual.uv)
     elif visual is not None and visual.kind == "vertex":
         colors = np.asarray(visual.vertex_colors)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import confined_file, decode_text, parse_numbers, read_image
+from .files import confined_file, decode_text, parse_numbers, read_image
 from .types import Scan, ScanError, file_tag
 
 __all__ = ["parse_wrl", "triangulate_polygons"]

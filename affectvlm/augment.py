@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .configuration_affectvlm import DEFAULT_VIEW_NAMES
+
 _FLIP_MODES = ("swap", "frontal", "none")
 _PADDING_MODES = ("zeros", "border", "reflection")
 _INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
@@ -61,7 +63,7 @@ class MixedViewAugmentConfig:
     """
 
     enabled: bool = True
-    view_names: tuple[str, ...] = ("frontal", "left", "right")
+    view_names: tuple[str, ...] = tuple(DEFAULT_VIEW_NAMES)
     mirror_pairs: tuple[tuple[str, str], ...] = (("left", "right"),)
     flip_mode: str = "swap"
     flip_p: float = 0.5

@@ -42,6 +42,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .configuration_affectvlm import DEFAULT_VIEW_NAMES as _VIEW_NAMES
+
 # ----------------------------------------------------------------------------------------------------------
 # Built-in vocabulary
 # ----------------------------------------------------------------------------------------------------------
@@ -221,7 +223,7 @@ ETHNICITY_ALIASES: dict[str, str] = {
 }
 PERSON_WORDS: tuple[str, ...] = ("person", "individual")  # the noun when the gender is unknown
 
-DEFAULT_VIEW_NAMES: tuple[str, ...] = ("frontal", "left", "right")
+DEFAULT_VIEW_NAMES: tuple[str, ...] = tuple(_VIEW_NAMES)
 VIEW_PHRASES: dict[str, tuple[str, ...]] = {
     "frontal": ("seen from the front", "in a frontal view", "viewed head-on"),
     "left": ("seen from the left", "in a left view", "viewed from the left side"),

@@ -32,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from affectvlm.configuration_affectvlm import DEFAULT_VIEW_NAMES
+
 from .common import CUSTOM_PIPELINES, PublishError
 
 # The card's pipeline_tag is the task of the pipeline shipped with the weights (config.json's custom_pipelines):
@@ -380,7 +382,7 @@ def _model_section(config: Mapping, processor_config: Mapping) -> str:
 
 def _usage_section(repo_id: str, config: Mapping) -> str:
     labels = list(config.get("label_names") or ["happiness", "sadness"])
-    views = list(config.get("view_names") or ["frontal", "left", "right"])
+    views = list(config.get("view_names") or DEFAULT_VIEW_NAMES)
     view_list = json.dumps(views)  # a Python list literal with double quotes, like the rest of the snippet
     prompts = ",\n    ".join(
         f"{json.dumps(label)}: [{json.dumps(f'a 3D scan of a face, expression: {label}.')}]" for label in labels

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from affectvlm.configuration_affectvlm import DEFAULT_VIEW_NAMES
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 DEFAULTS: dict[str, Any] = {
@@ -42,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
         # Keep only cache entries whose `dataset` field is one of these (e.g. ["synth3d"] or ["synth4d"]).
         "datasets": None,
         "labels": ["anger", "disgust", "fear", "happiness", "sadness", "surprise"],
-        "views": ["frontal", "left", "right"],
+        "views": list(DEFAULT_VIEW_NAMES),
         # Subject-independent folds: from `folds_file` (affectvlm.data.save_folds JSON) or made here.
         "folds_file": None,
         "k": 5,

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from affectvlm.configuration_affectvlm import DEFAULT_VIEW_NAMES
+
 # ----------------------------------------------------------------------------------------------------------
 # Datasets
 # ----------------------------------------------------------------------------------------------------------
@@ -85,7 +87,7 @@ class ToyViews(ViewsDataset):
     def __init__(
         self,
         label_names: Sequence[str],
-        view_names: Sequence[str] = ("frontal", "left", "right"),
+        view_names: Sequence[str] = tuple(DEFAULT_VIEW_NAMES),
         num_subjects: int = 10,
         image_size: int = 32,
         noise: float = 0.25,
@@ -149,9 +151,9 @@ class CacheViews(ViewsDataset):
         self,
         cache_dir,
         label_names: Sequence[str],
-        view_names: Sequence[str] = ("frontal", "left", "right"),
+        view_names: Sequence[str] = tuple(DEFAULT_VIEW_NAMES),
         datasets: Sequence[str] | None = None,
-        cache_view_names: Sequence[str] = ("frontal", "left", "right"),
+        cache_view_names: Sequence[str] = tuple(DEFAULT_VIEW_NAMES),
     ):
         from affectvlm.data.cache import RenderCacheDataset
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BatchFeature, ProcessorMixin
 
-DEFAULT_VIEW_NAMES = ["frontal", "left", "right"]
+from .configuration_affectvlm import DEFAULT_VIEW_NAMES
 
 
 def _is_image(x) -> bool:

@@ -53,10 +53,17 @@ def _output_file(suffix: str, write) -> str:
     fd, name = tempfile.mkstemp(prefix="out-", suffix=suffix, dir=OUTPUT_DIR)
     os.close(fd)
     write(name)
-    old = sorted(OUTPUT_DIR.glob("out-*"), key=lambda p: p.stat().st_mtime)[:-MAX_OUTPUT_FILES]
-    for path in old:
+    files = sorted(OUTPUT_DIR.glob("out-*"), key=_age)
+    for path in files[:-MAX_OUTPUT_FILES]:
         path.unlink(missing_ok=True)
     return name
+
+
+def _age(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # pruned by a concurrent request
+        return 0.0
 
 
 def _contribution_plot(result: Prediction) -> Figure:

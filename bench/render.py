@@ -6,12 +6,18 @@ run least disturbed by other processes); the median is printed beside it.
 
     python bench/render.py                       # CPU, per-scan times
     python bench/render.py --device cuda         # also scans/s in batches of 64 on the GPU
+    python bench/render.py --large 200000        # time and peak memory of the worst input instead
+
+--large renders N triangles that each cover thousands of pixels (bench/hostile.py's hostile input scaled
+into the unit sphere, like normalize_scan output): render memory must not grow with covered pixels, time
+does (about 1 ms per triangle on one CPU thread, so 200k take minutes).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -24,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from affectvlm.scan import Scan, normalize_scan, render_views  # noqa: E402
+from bench.hostile import large_triangles  # noqa: E402
 
 
 def sfm_meshes(sfm_dir: Path, levels) -> dict[int, Scan]:
@@ -38,6 +45,23 @@ def sfm_meshes(sfm_dir: Path, levels) -> dict[int, Scan]:
             out[level] = Scan(vertices=np.asarray(mesh.vertices, np.float32), faces=np.asarray(mesh.faces))
         mesh = mesh.subdivide()
     return out
+
+
+def large_scan(count: int) -> Scan:
+    """`count` random triangles with corners in the cube inscribed in the unit sphere: each covers
+    thousands of pixels of every 224 x 224 view, and they all overlap."""
+    vertices, faces = large_triangles(count)
+    return Scan(vertices=(vertices / (100.0 * np.sqrt(3.0))).astype(np.float32), faces=faces)
+
+
+def measure(fn) -> tuple[float, float]:
+    """Seconds and peak RSS growth in MB (ru_maxrss, KB on Linux) of one call of `fn`: the growth over
+    the process's peak so far, so measure before anything larger has run."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - start
+    return seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
 
 
 def time_cpu(scan: Scan, size: int, mode: str, repeats: int, warmup: int) -> list[float]:
@@ -67,6 +91,21 @@ def time_gpu(scan: Scan, size: int, mode: str, batch: int, repeats: int, device:
     return batch / best
 
 
+def bench_large(count: int, size: int, mode: str, device: str) -> int:
+    """Print the time and peak memory growth of rendering `large_scan(count)` (3 views), first thing in
+    the process after a tiny warm-up render."""
+    scan = large_scan(count)
+    render_views(large_scan(3), size=size, mode=mode, device=device)
+    seconds, grown_mb = measure(lambda: render_views(scan, size=size, mode=mode, device=device))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {count} large triangles, "
+        f"{size}x{size}, 3 views, mode={mode}, {device}: {seconds:.2f} s, peak RSS +{grown_mb:.0f} MB"
+    )
+    if device != "cpu":
+        print(f"GPU peak allocated {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -88,11 +127,16 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, or cuda to add the batched GPU figure")
     parser.add_argument("--batch", type=int, default=64, help="GPU batch size (default 64)")
     parser.add_argument(
+        "--large", type=int, default=0, help="render this many large triangles once instead (time, memory)"
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)"
     )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.large:
+        return bench_large(args.large, args.size, args.mode, args.device)
     if not (args.sfm_dir / "sfm_3448.npz").is_file():
         parser.error(f"no sfm_3448.npz in {args.sfm_dir}: pass --sfm-dir or set AFFECTVLM_SFM_DIR")
     meshes = sfm_meshes(args.sfm_dir, set(args.levels))

@@ -9,11 +9,14 @@ How a frame is rasterised (all scans x views of a call at once):
 2. Each triangle's pixel bounding box is computed. Triangles are bucketed by its size (1, 2, 3, 4,
    6, ... pixels square); within a bucket every triangle tests the same fixed grid of candidate
    pixels by broadcasting, so no per-candidate gather is needed. Triangles at the image border or
-   larger than the largest bucket enumerate exactly their own candidates instead.
+   larger than the largest bucket enumerate exactly their own candidates instead. Either way
+   candidates are made and scattered in chunks of a bounded count, so memory does not grow with
+   the pixels that triangles (or point splats) cover.
 3. A candidate inside the triangle (barycentric test with a small tolerance, so that pixel centres
    on a shared edge belong to both triangles and no pinhole appears) gives an int64 key
-   `float_bits(depth) << 32 | triangle id`; one `scatter_reduce_(amax)` per bucket keeps the nearest
-   triangle per pixel (positive floats compare like their bit patterns).
+   `float_bits(depth) << 32 | triangle id`; one `scatter_reduce_(amax)` per chunk keeps the nearest
+   triangle per pixel (positive floats compare like their bit patterns; the order of chunks does not
+   matter).
 4. Only the winning pixels are shaded. Depth is decoded from the key itself; shades and normals are
    interpolated through per-triangle planes (value = c0 + ca x + cb y); textures and colours through
    barycentrics of the winning triangle, recomputed at the pixel.
@@ -151,6 +154,16 @@ def _bucket_lut(device: torch.device):
 _CACHE: dict = {}
 _VALID = 1 << 32  # keys at or above this hold a surface; smaller ones are background or rejected candidates
 _EXACT, _HIDDEN = len(_BUCKETS), len(_BUCKETS) + 1  # classes after the buckets
+# candidate pixels per scatter on CPU (about 100 bytes of working memory each): bounds the
+# rasteriser's memory whatever the triangles' or splats' size; cache-sized chunks are also faster
+# than larger ones on CPU
+_CHUNK = 1 << 17
+
+
+def _chunk(device: torch.device) -> int:
+    """Candidate pixels per scatter: _CHUNK on CPU, 32x more on accelerators (whose kernels need long
+    rows to fill the device)."""
+    return _CHUNK if device.type == "cpu" else _CHUNK << 5
 
 
 def _rows(table, idx: torch.Tensor) -> torch.Tensor:
@@ -246,8 +259,147 @@ class _Batch:
         return torch.matmul(self.pixel_rot, _rows(self.verts, idx)), idx
 
 
+@dataclass
+class _Triangles:
+    """Every triangle in every view, in pixel units, each (V, F) (the boxes (V, 2, F) for x, y).
+
+    j0, j1: bounding box of the pixel indices it may cover (pixel j has its centre at j - half);
+    x0, y0, z0: corner 0 (z shifted positive); area: twice the signed area. Barycentrics and depth
+    are linear in the offset (dx, dy) from corner 0: w1 = a1 dx + b1 dy, w2 = a2 dx + b2 dy,
+    z = z0 + az dx + bz dy.
+    """
+
+    j0: torch.Tensor
+    j1: torch.Tensor
+    x0: torch.Tensor
+    y0: torch.Tensor
+    z0: torch.Tensor
+    area: torch.Tensor
+    a1: torch.Tensor
+    b1: torch.Tensor
+    a2: torch.Tensor
+    b2: torch.Tensor
+    az: torch.Tensor
+    bz: torch.Tensor
+
+
+def _triangles(b: _Batch) -> _Triangles:
+    """Project every mesh face into every view."""
+    nv, nf, half = b.nv, b.nf, b.size / 2.0 - 0.5
+    p = torch.matmul(b.pixel_rot, b.corners).view(nv, 3, 3, nf)  # (V, xyz, corner, F)
+    xy = p[:, :2]
+    j0 = torch.ceil(torch.minimum(torch.minimum(xy[:, :, 0], xy[:, :, 1]), xy[:, :, 2]) + half)
+    j1 = torch.floor(torch.maximum(torch.maximum(xy[:, :, 0], xy[:, :, 1]), xy[:, :, 2]) + half)
+    e = p[:, :, 1:] - p[:, :, :1]  # (V, xyz, 2 edges, F): p1 - p0, p2 - p0
+    e1x, e2x, e1y, e2y = e[:, 0, 0], e[:, 0, 1], e[:, 1, 0], e[:, 1, 1]
+    x0, y0, z0 = p[:, 0, 0], p[:, 1, 0], p[:, 2, 0] + b.zshift
+    area = e1x * e2y - e1y * e2x
+    inv = 1.0 / area
+    a1, b1, a2, b2 = e2y * inv, -e2x * inv, -e1y * inv, e1x * inv
+    az, bz = a1 * e[:, 2, 0] + a2 * e[:, 2, 1], b1 * e[:, 2, 0] + b2 * e[:, 2, 1]
+    return _Triangles(j0, j1, x0, y0, z0, area, a1, b1, a2, b2, az, bz)
+
+
+def _classify(t: _Triangles, size: int) -> tuple[torch.Tensor, list[int]]:
+    """The visible triangles' linear ids (view * F + face) sorted by class, and each class's count."""
+    nv, nf = t.x0.shape
+    lut, side_of = _bucket_lut(t.x0.device)
+    ext = t.j1 - t.j0  # (V, 2, F) box side - 1
+    side = torch.maximum(ext[:, 0], ext[:, 1]) + 1
+    cls = torch.index_select(lut, 0, side.clamp(0, 33).long().view(-1)).view(nv, nf)
+    s = torch.index_select(side_of, 0, cls.long().view(-1)).view(nv, nf)
+    j0min, j0max = t.j0.amin(1), t.j0.amax(1)
+    visible = (t.area != 0) & (ext.amin(1) >= 0) & (t.j1.amin(1) >= 0) & (j0max <= size - 1)
+    # the whole s x s window must lie in the image for the broadcast path
+    fits = (j0min >= 0) & (j0max + s <= size)
+    cls = torch.where(fits, cls, _EXACT)
+    cls = torch.where(visible, cls, _HIDDEN).view(-1)
+    order = torch.argsort(cls)  # uint8 keys sort fast
+    counts = torch.bincount(cls, minlength=_HIDDEN + 1).tolist()
+    return order[: sum(counts[:_HIDDEN])], counts
+
+
+def _bucket_pass(zb, t: _Triangles, tid: torch.Tensor, counts: list[int], img: torch.Tensor, size: int):
+    """Rasterise the bucketed triangles `tid` (linear ids sorted by bucket, `counts[k]` in bucket k):
+    each tests the s x s candidate pixels of its bucket from its box's corner by broadcasting, in
+    scatters of at most `_chunk` candidates (or one triangle), so no per-candidate gather is needed."""
+    half = size / 2.0 - 0.5
+    # per-triangle rows with barycentrics and depth at the window's first pixel centre
+    bx, by = t.j0[:, 0] - half - t.x0, t.j0[:, 1] - half - t.y0
+    pbase = (img * (size * size)).add_(t.j0[:, 1].long() * size).add_(t.j0[:, 0].long())
+    w1o = torch.addcmul(t.a1 * bx, t.b1, by)
+    w2o = torch.addcmul(t.a2 * bx, t.b2, by)
+    zo = torch.addcmul(torch.addcmul(t.z0, t.az, bx), t.bz, by)
+    table = _rows([w1o, w2o, zo, t.a1, t.a2, t.az, t.b1, t.b2, t.bz], tid)  # (9, T)
+    pbase = torch.index_select(pbase.view(-1), 0, tid)
+    end = 0
+    for s, cnt in zip(_BUCKETS, counts):
+        start, end = end, end + cnt
+        ox, oy, poff = _bucket_offsets(s, size, zb.device)  # (s*s, 1) each
+        step = max(1, _chunk(zb.device) // (s * s))
+        for lo in range(start, end, step):
+            sl = slice(lo, min(lo + step, end))
+            r = table[:, None, sl]  # (9, 1, Tc)
+            # (3, s*s, Tc): w1, w2, depth at every candidate pixel; triangles stay the contiguous axis
+            w = torch.addcmul(torch.addcmul(r[0:3], r[3:6], ox), r[6:9], oy)
+            inside = (torch.minimum(w[0], w[1]) >= -_EPS) & (w[0] + w[1] <= 1.0 + _EPS)
+            # rejected candidates get depth 0 and so a key below _VALID that never beats a surface
+            key = (w[2] * inside).view(torch.int32).long()
+            key <<= 32
+            key |= tid[None, sl]
+            pix = pbase[None, sl] + poff
+            zb.scatter_reduce_(0, pix.view(-1), key.view(-1), reduce="amax")
+
+
+def _runs(per: torch.Tensor) -> list[tuple[int, int]]:
+    """Split items of `per` candidates each into consecutive runs [lo, hi) of the items whose first
+    candidate falls in one window of `_chunk` candidates: a run exceeds the chunk by less than its
+    last item's count."""
+    first = torch.cumsum(per, 0) - per
+    total = int(first[-1] + per[-1])
+    windows = torch.arange(0, total, _chunk(per.device), device=per.device)
+    cuts = [*torch.searchsorted(first, windows).tolist(), len(per)]
+    return [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
+
+
+def _exact_pass(zb, t: _Triangles, sel: torch.Tensor, img: torch.Tensor, size: int):
+    """Rasterise the triangles `sel` (linear ids; at the image border or larger than the last bucket)
+    by enumerating exactly the candidates in their boxes clipped to the image, in scatters of about
+    `_chunk` candidates (at most the chunk + H * W), whatever the triangles' size."""
+    dev, half = zb.device, size / 2.0 - 0.5
+    box = _rows(torch.cat([t.j0, t.j1], 1).permute(1, 0, 2).reshape(4, -1), sel)
+    cj0x, cj0y = box[0].clamp(min=0), box[1].clamp(min=0)
+    nx = (box[2].clamp(max=size - 1) - cj0x + 1).long()
+    ny = (box[3].clamp(max=size - 1) - cj0y + 1).long()
+    per = nx * ny
+    table = [t.x0.contiguous(), t.y0.contiguous(), t.z0, t.a1, t.a2, t.az, t.b1, t.b2, t.bz]
+    img = img.reshape(-1)
+    for lo, hi in _runs(per):
+        run = per[lo:hi]
+        which = torch.repeat_interleave(run)  # (C,) position in the run of each candidate
+        first = torch.cumsum(run, 0) - run
+        local = torch.arange(len(which), device=dev) - torch.index_select(first, 0, which)
+        which += lo
+        nxw = torch.index_select(nx, 0, which)
+        oy = torch.div(local, nxw, rounding_mode="floor")
+        ox = local - oy * nxw
+        tri = torch.index_select(sel, 0, which)
+        gx = torch.index_select(cj0x, 0, which) + ox
+        gy = torch.index_select(cj0y, 0, which) + oy
+        rows = _rows(table, tri)
+        dx, dy = gx - half - rows[0], gy - half - rows[1]
+        w1, w2 = rows[3] * dx + rows[6] * dy, rows[4] * dx + rows[7] * dy
+        z = rows[2] + rows[5] * dx + rows[8] * dy
+        inside = (torch.minimum(w1, w2) >= -_EPS) & (w1 + w2 <= 1.0 + _EPS)
+        key = ((z * inside).view(torch.int32).long() << 32) | tri
+        pix = torch.index_select(img, 0, tri) * (size * size) + gy.long() * size + gx.long()
+        zb.scatter_reduce_(0, pix, key, reduce="amax")
+
+
 def _mesh_zbuffer(b: _Batch, zb: torch.Tensor, vattr: torch.Tensor | None = None):
     """Rasterise every mesh face in every view into `zb` ((B*V*H*W,) int64 keys).
+
+    Working memory is bounded by `_chunk` candidate pixels per scatter, not by the triangles' size.
 
     Args:
         vattr: optional (C, V * N) per-view vertex attributes (row c, column view * N + vertex) to
@@ -260,95 +412,17 @@ def _mesh_zbuffer(b: _Batch, zb: torch.Tensor, vattr: torch.Tensor | None = None
         + cb * py at pixel centre (px, py) = (col - half, row - half). A key's triangle id is
         view * F + face.
     """
-    dev, size, nv, nf = b.device, b.size, b.nv, b.nf
-    p = torch.matmul(b.pixel_rot, b.corners).view(nv, 3, 3, nf)  # (V, xyz, corner, F)
-    half = size / 2.0 - 0.5
-    # bounding boxes in pixel-index space (pixel j has its centre at j - half): (V, 2, F) for x, y
-    xy = p[:, :2]
-    j0 = torch.ceil(torch.minimum(torch.minimum(xy[:, :, 0], xy[:, :, 1]), xy[:, :, 2]) + half)
-    j1 = torch.floor(torch.maximum(torch.maximum(xy[:, :, 0], xy[:, :, 1]), xy[:, :, 2]) + half)
-    e = p[:, :, 1:] - p[:, :, :1]  # (V, xyz, 2 edges, F): p1 - p0, p2 - p0
-    e1x, e2x, e1y, e2y = e[:, 0, 0], e[:, 0, 1], e[:, 1, 0], e[:, 1, 1]
-    x0, y0, z0 = p[:, 0, 0], p[:, 1, 0], p[:, 2, 0] + b.zshift
-    area = e1x * e2y - e1y * e2x  # twice the signed area, in pixels
-    inv = 1.0 / area
-    # barycentric weights as linear functions of the offset (dx, dy) from corner 0:
-    # w1 = a1 dx + b1 dy, w2 = a2 dx + b2 dy; depth z = z0 + az dx + bz dy
-    a1, b1, a2, b2 = e2y * inv, -e2x * inv, -e1y * inv, e1x * inv
-    az, bz = a1 * e[:, 2, 0] + a2 * e[:, 2, 1], b1 * e[:, 2, 0] + b2 * e[:, 2, 1]
-
-    # which class each triangle goes to: a bucket, the exact path, or nowhere
-    lut, side_of = _bucket_lut(dev)
-    ext = j1 - j0  # (V, 2, F) box side - 1
-    side = torch.maximum(ext[:, 0], ext[:, 1]) + 1
-    cls = torch.index_select(lut, 0, side.clamp(0, 33).long().view(-1)).view(nv, nf)
-    s = torch.index_select(side_of, 0, cls.long().view(-1)).view(nv, nf)
-    j0min, j0max = j0.amin(1), j0.amax(1)
-    visible = (area != 0) & (ext.amin(1) >= 0) & (j1.amin(1) >= 0) & (j0max <= size - 1)
-    # the whole s x s window must lie in the image for the broadcast path
-    fits = (j0min >= 0) & (j0max + s <= size)
-    cls = torch.where(fits, cls, _EXACT)
-    cls = torch.where(visible, cls, _HIDDEN).view(-1)
-    order = torch.argsort(cls)  # uint8 keys sort fast
-    counts = torch.bincount(cls, minlength=_HIDDEN + 1).tolist()
-    nvis = sum(counts[:_HIDDEN])
-    order = order[:nvis]
-
+    dev, size, nv = b.device, b.size, b.nv
+    t = _triangles(b)
+    order, counts = _classify(t, size)
     img = torch.arange(nv, device=dev)[:, None] + b.face_scan[None, :] * nv  # (V, F) image of each triangle
-    # per-triangle rows in class order, with barycentrics and depth at the window's first pixel centre
-    bx, by = j0[:, 0] - half - x0, j0[:, 1] - half - y0
-    pbase = (img * (size * size)).add_(j0[:, 1].long() * size).add_(j0[:, 0].long())
-    w1o = torch.addcmul(a1 * bx, b1, by)
-    w2o = torch.addcmul(a2 * bx, b2, by)
-    zo = torch.addcmul(torch.addcmul(z0, az, bx), bz, by)
-    table = _rows([w1o, w2o, zo, a1, a2, az, b1, b2, bz], order)  # (9, Tvis)
-    pbase = torch.index_select(pbase.view(-1), 0, order)
-    tid = order  # the linear id view * F + face
-    start = 0
-    for k, s in enumerate(_BUCKETS):
-        cnt = counts[k]
-        if cnt == 0:
-            continue
-        sl = slice(start, start + cnt)
-        start += cnt
-        r = table[:, None, sl]  # (9, 1, Tb)
-        ox, oy, poff = _bucket_offsets(s, size, dev)  # (s*s, 1) each
-        # (3, s*s, Tb): w1, w2, depth at every candidate pixel; triangles stay the contiguous axis
-        w = torch.addcmul(torch.addcmul(r[0:3], r[3:6], ox), r[6:9], oy)
-        inside = (torch.minimum(w[0], w[1]) >= -_EPS) & (w[0] + w[1] <= 1.0 + _EPS)
-        # rejected candidates get depth 0 and so a key below _VALID that never beats a surface
-        key = (w[2] * inside).view(torch.int32).long()
-        key <<= 32
-        key |= tid[None, sl]
-        pix = pbase[None, sl] + poff
-        zb.scatter_reduce_(0, pix.view(-1), key.view(-1), reduce="amax")
-    cnt = counts[_EXACT]
-    if cnt:  # border and large triangles: enumerate exactly the candidates inside their clipped box
-        sel = order[start : start + cnt]
-        box = _rows(torch.cat([j0, j1], 1).permute(1, 0, 2).reshape(4, -1), sel)
-        cj0x, cj0y = box[0].clamp(min=0), box[1].clamp(min=0)
-        nx = (box[2].clamp(max=size - 1) - cj0x + 1).long()
-        ny = (box[3].clamp(max=size - 1) - cj0y + 1).long()
-        per = nx * ny
-        which = torch.repeat_interleave(per)  # (C,) position in `sel` of each candidate
-        first = torch.cumsum(per, 0) - per
-        local = torch.arange(len(which), device=dev) - torch.index_select(first, 0, which)
-        nxw = torch.index_select(nx, 0, which)
-        oy = torch.div(local, nxw, rounding_mode="floor")
-        ox = local - oy * nxw
-        t = torch.index_select(sel, 0, which)
-        gx = torch.index_select(cj0x, 0, which) + ox
-        gy = torch.index_select(cj0y, 0, which) + oy
-        rows = _rows([x0.contiguous(), y0.contiguous(), z0, a1, a2, az, b1, b2, bz], t)
-        dx, dy = gx - half - rows[0], gy - half - rows[1]
-        w1, w2 = rows[3] * dx + rows[6] * dy, rows[4] * dx + rows[7] * dy
-        z = rows[2] + rows[5] * dx + rows[8] * dy
-        inside = (torch.minimum(w1, w2) >= -_EPS) & (w1 + w2 <= 1.0 + _EPS)
-        key = ((z * inside).view(torch.int32).long() << 32) | t
-        pix = torch.index_select(img.reshape(-1), 0, t) * (size * size) + gy.long() * size + gx.long()
-        zb.scatter_reduce_(0, pix, key, reduce="amax")
-    x0, y0 = x0.reshape(-1), y0.reshape(-1)
-    a1, a2, b1, b2 = a1.view(-1), a2.view(-1), b1.view(-1), b2.view(-1)
+    nb = sum(counts[:_EXACT])
+    if nb:
+        _bucket_pass(zb, t, order[:nb], counts[:_EXACT], img, size)
+    if counts[_EXACT]:
+        _exact_pass(zb, t, order[nb:], img, size)
+    x0, y0 = t.x0.reshape(-1), t.y0.reshape(-1)
+    a1, a2, b1, b2 = t.a1.view(-1), t.a2.view(-1), t.b1.view(-1), t.b2.view(-1)
     planes = None
     if vattr is not None:
         views = torch.arange(nv, device=dev)[:, None] * b.nverts
@@ -363,7 +437,8 @@ def _mesh_zbuffer(b: _Batch, zb: torch.Tensor, vattr: torch.Tensor | None = None
 def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None) -> float:
     """Splat every point-cloud scan as discs of `radius` pixels into `zb`; returns the radius used.
 
-    Point key ids are 2^31 + view * N + global vertex index (above every triangle id).
+    Point key ids are 2^31 + view * N + global vertex index (above every triangle id). Splats are
+    scattered at most `_chunk` candidate pixels at a time, whatever the radius.
     """
     dev, size, nv = b.device, b.size, b.nv
     if nv * b.nverts >= 2**31:
@@ -373,6 +448,8 @@ def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None) -> float:
         # pixels for normalised scans), at least one pixel so that a splat covers its 4-neighbours
         n_typical = float(np.median([b.scans[i].num_vertices for i in b.point_scans]))
         radius = float(np.clip(math.sqrt(math.pi * (size / 2.2) ** 2 / max(n_typical, 1.0)), 1.0, 8.0))
+    elif not 0.0 <= radius <= size:
+        raise ValueError(f"point_radius must be between 0 and the image size ({size}), got {radius}")
     r = int(math.ceil(radius))
     oy, ox = torch.meshgrid(
         torch.arange(-r, r + 1, device=dev), torch.arange(-r, r + 1, device=dev), indexing="ij"
@@ -381,16 +458,24 @@ def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None) -> float:
     ox, oy = ox[disc][:, None, None], oy[disc][:, None, None]  # (K, 1, 1)
     pos, idx = b.point_positions()  # (V, 3, P), (P,)
     half = size / 2.0 - 0.5
-    cx = torch.round(pos[:, 0] + half).long()[None] + ox  # (K, V, P)
-    cy = torch.round(pos[:, 1] + half).long()[None] + oy
-    ok = (cx >= 0) & (cx < size) & (cy >= 0) & (cy < size)
+    cx, cy = torch.round(pos[:, 0] + half).long(), torch.round(pos[:, 1] + half).long()  # (V, P)
     zbits = (pos[:, 2] + b.zshift).contiguous().view(torch.int32)  # (V, P)
     gid = torch.arange(nv, device=dev)[:, None] * b.nverts + idx[None, :] + 2**31
-    key = ((zbits.long() << 32) | gid)[None] * ok
+    key = (zbits.long() << 32) | gid
     scan_of = torch.from_numpy(np.searchsorted(b.vstart, idx.cpu().numpy(), side="right") - 1).to(dev)
-    img = scan_of[None, :] * nv + torch.arange(nv, device=dev)[:, None]  # (V, P)
-    pix = (img * (size * size))[None] + cy.clamp(0, size - 1) * size + cx.clamp(0, size - 1)
-    zb.scatter_reduce_(0, pix.reshape(-1), key.reshape(-1), reduce="amax")
+    base = (scan_of[None, :] * nv + torch.arange(nv, device=dev)[:, None]) * (size * size)  # (V, P)
+    chunk = _chunk(dev)
+    kstep = min(len(ox), max(1, chunk // nv))  # disc offsets per scatter
+    pstep = max(1, chunk // (kstep * nv))  # points per scatter
+    for k in range(0, len(ox), kstep):
+        dx, dy = ox[k : k + kstep], oy[k : k + kstep]
+        for q in range(0, len(idx), pstep):
+            x, y = cx[None, :, q : q + pstep] + dx, cy[None, :, q : q + pstep] + dy  # (Kc, V, Pc)
+            ok = (x >= 0) & (x < size) & (y >= 0) & (y < size)
+            pix = base[None, :, q : q + pstep] + y.clamp(0, size - 1) * size + x.clamp(0, size - 1)
+            zb.scatter_reduce_(
+                0, pix.reshape(-1), (key[None, :, q : q + pstep] * ok).reshape(-1), reduce="amax"
+            )
     return radius
 
 
@@ -514,7 +599,8 @@ def rasterize(
         extent: the image covers [-extent, extent] around the pivot, in the scan's units (1.1 for
             `normalize_scan` output; e.g. 110.0 for a scan kept in millimetres).
         pivot: (3,) point the views rotate about, in the scan's units.
-        point_radius: splat radius in pixels for point clouds; None estimates it from the density.
+        point_radius: splat radius in pixels for point clouds, from 0 to `size`; None estimates it
+            from the density.
         fill_holes: hole-filling passes for point clouds.
         device: torch device to render on (default CPU).
 

@@ -44,8 +44,7 @@ SPACE_CHECKPOINT = "checkpoints/affectvlm-synth-cpu"
 
 # What the app needs at run time, with the requirement used when the repo's requirements.txt does not list
 # the package (when it does, its line is used, so versions live in one place). Left out on purpose: the dev
-# tools (pytest, ruff), `-e .` (the package is copied instead), and accelerate and matplotlib (training
-# and plots only). gradio is added separately, pinned to space.yaml's sdk_version.
+# tools (pytest, ruff), `-e .` (the package is copied instead), and accelerate (training only). gradio is added separately, pinned to space.yaml's sdk_version.
 RUNTIME_REQUIREMENTS = {
     "torch": "torch==2.13.0",
     "transformers": "transformers>=5.23,<6",
@@ -56,6 +55,7 @@ RUNTIME_REQUIREMENTS = {
     "pandas": "pandas>=2",
     "trimesh": "trimesh>=4",
     "tqdm": "tqdm",
+    "matplotlib": "matplotlib",  # the app's contribution chart
 }
 REQUIRED_SETTINGS = ("title", "sdk", "sdk_version", "python_version", "app_file")
 

@@ -261,6 +261,7 @@ def _views_tab() -> None:
             outputs,
             fn=predict_views,
             run_on_click=True,
+            api_visibility="private",
             label="Rendered views of a synthetic face (SynthFER-3D)",
         )
     _lay_out(outputs)
@@ -283,6 +284,7 @@ def _scan_tab() -> None:
             outputs,
             fn=predict_scan,
             run_on_click=True,
+            api_visibility="private",
             label="Synthetic example scans (SynthFER-3D)",
         )
     _lay_out(outputs)
@@ -307,6 +309,7 @@ def _sequence_tab() -> None:
             outputs,
             fn=predict_sequence,
             run_on_click=True,
+            api_visibility="private",
             label="A synthetic 4D sequence (SynthFER-3D)",
         )
     _lay_out(outputs)

@@ -32,9 +32,11 @@ def cube(size: float = 1.0, subdivisions: int = 0):
 
 
 def large_triangles(count: int = 20_000, seed: int = 0):
-    """`count` triangles each spanning most of a 200 mm window (render cost grows with covered pixels)."""
+    """`count` triangles each spanning much of the face window (render cost grows with covered pixels), all
+    inside a 90 mm ball, so that the crop about the nose tip keeps every one."""
     rng = np.random.default_rng(seed)
-    vertices = rng.uniform(-100, 100, (3 * count, 3))
+    directions = rng.normal(size=(3 * count, 3))
+    vertices = 45 * directions / np.linalg.norm(directions, axis=1, keepdims=True)
     return vertices, np.arange(3 * count).reshape(-1, 3)
 
 

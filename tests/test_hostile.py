@@ -54,6 +54,7 @@ def refusal(predictor, name, inputs) -> str:
         ("identical vertices", "no usable vertices"),
         ("zero-area triangles", "no usable vertices"),
         ("1e30 coordinates", "not a face"),
+        ("20k large triangles", "cover the image"),
         ("blank views", "blank"),
         ("motionless sequence", "do not move"),
         ("10,000 labels", "labels"),

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .normalize import normalize_scan, normalize_sequence
-from .render import render_views
+from .render import DEFAULT_EXTENT, render_views
 from .sequence import render_sequence
 from .types import InputError, Scan
 
@@ -82,18 +82,40 @@ class ScanRecipe:
         """The scan in the renderer's canonical frame; a scan that is already normalised comes back unchanged."""
         return normalize_scan(scan, crop_radius=self.crop_radius, align=self.align)
 
+    def check_cost(self, scan: Scan) -> None:
+        """Refuse a normalised mesh whose triangles would cover more pixels than a face scan's many times over
+        (rasterising costs time per covered pixel: 200k image-sized triangles would take minutes)."""
+        if scan.is_point_cloud:
+            return
+        corners = scan.vertices[scan.faces][:, :, :2]  # (F, 3, 2), in the renderer's normalised units
+        box = corners.max(axis=1) - corners.min(axis=1)
+        pixels = float(np.prod(box, axis=1, dtype=np.float64).sum()) * (self.size / (2 * DEFAULT_EXTENT)) ** 2
+        if pixels > MAX_COVERAGE * self.size**2:
+            raise InputError(
+                f"not a face scan: its {scan.num_faces} triangles would cover the image {pixels / self.size**2:.0f} "
+                f"times over (a face scan covers it about once)"
+            )
+
     def views_of(self, scans: Sequence[Scan], device=None) -> torch.Tensor:
         """(B, V, H, W, 3) uint8 views of B scans, each normalised once."""
         scans = [self.normalize(s) for s in scans]
+        for scan in scans:
+            self.check_cost(scan)
         return render_views(scans, **self._render_kwargs(), device=device, as_tensor=True)
 
     def dynamic_images(self, frames: Sequence[Scan], device=None) -> torch.Tensor:
         """(V, H, W, 3) uint8 dynamic images of a sequence (frames in time order; `frames` of them are picked)."""
         frames = [frames[i] for i in pick_frames(len(frames), self.frames)]
         frames = normalize_sequence(frames, crop_radius=self.crop_radius, align=self.align)
+        for frame in frames:
+            self.check_cost(frame)
         return render_sequence(
             frames, **self._render_kwargs(), normalize=False, device=device, as_tensor=True
         )
+
+
+# A face mesh's triangles cover the image about once (their bounding boxes about twice); refuse beyond this.
+MAX_COVERAGE = 200
 
 
 # --- is it a face? ----------------------------------------------------------------------------------------------

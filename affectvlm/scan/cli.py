@@ -93,60 +93,61 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _frames(paths: list[Path]) -> tuple[list[Path] | None, str]:
+    """(the frames of a sequence, or None for one scan; the output file stem)."""
+    if len(paths) == 1 and paths[0].is_dir():
+        return collect_frames(paths[0]), paths[0].resolve().name
+    if len(paths) > 1:
+        return paths, paths[0].stem + "_seq"
+    return None, paths[0].stem
+
+
+def _render(args: argparse.Namespace, scans: list, sequence: bool):
+    """(V, H, W, 3) uint8 views or dynamic images: through the scan recipe (normalised once), or as stored."""
+    from .recipe import ScanRecipe
+    from .render import DEFAULT_EXTENT, render_views
+    from .sequence import render_sequence
+
+    render_kw = {"point_radius": args.point_radius, "device": args.device}
+    if args.extent is not None:
+        render_kw["extent"] = args.extent
+    if args.no_normalize:  # a raw face in millimetres: a 110 mm window about the origin
+        render_kw = {"extent": DEFAULT_EXTENT * 100.0, **render_kw, "pivot": (0.0, 0.0, 0.0)}
+        if sequence:
+            return render_sequence(scans, args.views, args.size, args.mode, normalize=False, **render_kw)
+        return render_views(scans[0], args.views, args.size, args.mode, **render_kw)[0]
+    recipe = ScanRecipe(
+        views=args.views, size=args.size, mode=args.mode, crop_radius=args.crop_radius or None,
+        align=args.align, frames=len(scans),
+    )  # fmt: skip
+    if sequence:
+        return recipe.dynamic_images(scans, **render_kw).cpu().numpy()
+    return recipe.views_of(scans, **render_kw)[0].cpu().numpy()
+
+
 def run(args: argparse.Namespace) -> int:
     """Render what `args` names; 0 on success, 1 when a scan cannot be read."""
     from PIL import Image
 
     from .io import load_scan
-    from .normalize import normalize_scan
-    from .render import DEFAULT_EXTENT, DEFAULT_VIEWS, render_views
-    from .sequence import render_sequence
-    from .types import ScanError
+    from .render import DEFAULT_VIEWS
+    from .types import InputError
 
     paths = [Path(p) for p in args.scans]
-    views = args.views or list(DEFAULT_VIEWS)
-    names = _view_names(views)
-    norm = {"crop_radius": args.crop_radius or None, "align": args.align}
-    render_kw = {"point_radius": args.point_radius, "device": args.device}
-    if args.extent is not None:
-        render_kw["extent"] = args.extent
-    elif args.no_normalize:
-        render_kw["extent"] = DEFAULT_EXTENT * 100.0  # a raw face in millimetres: a 110 mm window
-    if args.no_normalize:
-        render_kw["pivot"] = (0.0, 0.0, 0.0)
+    names = _view_names(args.views or list(DEFAULT_VIEWS))
     try:
-        if len(paths) == 1 and paths[0].is_dir():
-            frames = collect_frames(paths[0])
-            if not frames:
-                _say(f"error: no scan files in {paths[0]}", err=True)
-                return 1
-            stem = paths[0].resolve().name
-        elif len(paths) > 1:
-            frames, stem = paths, paths[0].stem + "_seq"
-        else:
-            frames, stem = None, paths[0].stem
-        args.out.mkdir(parents=True, exist_ok=True)
-        if frames is None:
-            scan = load_scan(paths[0])
-            if not args.no_normalize:
-                scan = normalize_scan(scan, **norm)
-            images = render_views(scan, views, args.size, args.mode, **render_kw)[0]
-            suffix = ""
-        else:
-            scans = [load_scan(p) for p in frames]
-            images = render_sequence(
-                scans,
-                views,
-                args.size,
-                args.mode,
-                normalize=False if args.no_normalize else norm,
-                **render_kw,
-            )
-            suffix = "_dynamic"
-            _say(f"{len(scans)} frames -> {len(views)} dynamic images")
-    except ScanError as exc:
+        frames, stem = _frames(paths)
+        if frames is not None and not frames:
+            raise InputError(f"no scan files in {paths[0].name}")
+        scans = [load_scan(p) for p in (frames or paths[:1])]
+        images = _render(args, scans, sequence=frames is not None)
+    except InputError as exc:
         _say(f"error: {exc}", err=True)
         return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    suffix = "_dynamic" if frames is not None else ""
+    if frames is not None:
+        _say(f"{len(scans)} frames -> {len(names)} dynamic images")
     for name, image in zip(names, images):
         out = args.out / f"{stem}{suffix}_{name}.png"
         Image.fromarray(image).save(out)

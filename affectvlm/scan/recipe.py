@@ -96,14 +96,15 @@ class ScanRecipe:
                 f"times over (a face scan covers it about once)"
             )
 
-    def views_of(self, scans: Sequence[Scan], device=None) -> torch.Tensor:
-        """(B, V, H, W, 3) uint8 views of B scans, each normalised once."""
+    def views_of(self, scans: Sequence[Scan], device=None, **render_kwargs) -> torch.Tensor:
+        """(B, V, H, W, 3) uint8 views of B scans, each normalised once (`render_kwargs`: `render_views`'s
+        extent, point_radius, ...)."""
         scans = [self.normalize(s) for s in scans]
         for scan in scans:
             self.check_cost(scan)
-        return render_views(scans, **self._render_kwargs(), device=device, as_tensor=True)
+        return render_views(scans, **self._render_kwargs(), device=device, as_tensor=True, **render_kwargs)
 
-    def dynamic_images(self, frames: Sequence[Scan], device=None) -> torch.Tensor:
+    def dynamic_images(self, frames: Sequence[Scan], device=None, **render_kwargs) -> torch.Tensor:
         """(V, H, W, 3) uint8 dynamic images of a sequence (frames in time order; `frames` of them are picked)."""
         frames = [frames[i] for i in pick_frames(len(frames), self.frames)]
         frames = normalize_sequence(frames, crop_radius=self.crop_radius, align=self.align)

@@ -70,7 +70,7 @@ def _contribution_plot(result: Prediction) -> Figure:
     """Grouped bars: each available view's share of each label's logit."""
     contributions = result.contributions()
     labels = list(result.scores())
-    fig = Figure(figsize=(6, 3), dpi=100, layout="constrained")
+    fig = Figure(figsize=(6, 2.6), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     width = 0.8 / max(len(contributions), 1)
     x = np.arange(len(labels))
@@ -83,7 +83,8 @@ def _contribution_plot(result: Prediction) -> Figure:
         )
     ax.axhline(0, color="0.6", linewidth=0.8)
     ax.set_xticks(x, labels, rotation=30, ha="right")
-    ax.set_ylabel("contribution to the logit")
+    ax.set_ylabel("share of the logit")
+    ax.set_title("What each view contributed to each label", fontsize="medium")
     ax.legend(fontsize="small", frameon=False)
     return fig
 
@@ -207,7 +208,7 @@ def _result_panel(tab: str) -> list:
     the scores, the contribution chart, what the model saw, the answer."""
     return [
         gr.Label(label="Scores", num_top_classes=10, elem_id=f"{tab}-scores", render=False),
-        gr.Plot(label="Contribution of each view to the logit", elem_id=f"{tab}-plot", render=False),
+        gr.Plot(label="Contribution of each view", show_label=False, elem_id=f"{tab}-plot", render=False),
         gr.Gallery(
             label="What the model saw",
             columns=3,

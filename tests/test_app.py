@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
+from faces import example_face  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 
@@ -38,10 +39,9 @@ def client(app_module):
 
 
 @pytest.fixture(scope="module")
-def files(sfm_dir, tmp_path_factory):
+def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("uploads")
-    data = np.load(sfm_dir / "sfm_3448.npz")
-    mean, faces, expressions = data["mean"], data["triangles"], data["expressions"]
+    mean, faces, apex = example_face()
 
     def obj(path, vertices):
         with open(path, "w") as f:
@@ -49,10 +49,10 @@ def files(sfm_dir, tmp_path_factory):
             f.writelines(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces)
         return path
 
-    paths = {"scan": obj(folder / "face.obj", mean + expressions[5])}
+    paths = {"scan": obj(folder / "face.obj", mean + apex)}
     with zipfile.ZipFile(folder / "sequence.zip", "w") as z:
         for t, w in enumerate(np.linspace(0, 1, 4)):
-            z.write(obj(folder / f"{t:03d}.obj", mean + w * expressions[0]), f"{t:03d}.obj")
+            z.write(obj(folder / f"{t:03d}.obj", mean + w * apex), f"{t:03d}.obj")
     paths["zip"] = folder / "sequence.zip"
     with zipfile.ZipFile(folder / "empty.zip", "w"):
         pass
@@ -83,8 +83,11 @@ def test_every_event_has_an_api_name(app_module):
 
 def test_views_endpoint(client, files):
     scores, contributions, gallery, status = client.predict(
-        handle_file(files["front"]), handle_file(files["left"]), handle_file(files["right"]),
-        "happiness, sadness, a person in pain", api_name="/predict_views",
+        handle_file(files["front"]),
+        handle_file(files["left"]),
+        handle_file(files["right"]),
+        "happiness, sadness, a person in pain",
+        api_name="/predict_views",
     )
     assert set(scores_of(scores)) == {"happiness", "sadness", "a person in pain"}
     assert len(gallery) == 3
@@ -100,7 +103,9 @@ def test_views_endpoint_with_a_missing_view(client, files):
 
 def test_scan_endpoint(client, files):
     scores, contributions, gallery, status, preview = client.predict(
-        handle_file(files["scan"]), "anger, disgust, fear, happiness, sadness, surprise", api_name="/predict_scan"
+        handle_file(files["scan"]),
+        "anger, disgust, fear, happiness, sadness, surprise",
+        api_name="/predict_scan",
     )
     assert sum(scores_of(scores).values()) == pytest.approx(1.0, abs=1e-3)
     assert len(gallery) == 3
@@ -108,9 +113,7 @@ def test_scan_endpoint(client, files):
 
 
 def test_sequence_endpoint(client, files):
-    scores, _, gallery, status = client.predict(
-        [handle_file(files["zip"])], "", api_name="/predict_sequence"
-    )
+    scores, _, gallery, status = client.predict([handle_file(files["zip"])], "", api_name="/predict_sequence")
     assert len(scores_of(scores)) == 6
     assert len(gallery) == 3
 
@@ -119,7 +122,11 @@ def test_sequence_endpoint(client, files):
     ("endpoint", "make_args", "message"),
     [
         ("/predict_scan", lambda f: (handle_file(f["corrupt"]), ""), "obj"),
-        ("/predict_scan", lambda f: (handle_file(f["wrong_ext"]), ""), "invalid file type|not a supported 3D scan type|corrupt number"),
+        (
+            "/predict_scan",
+            lambda f: (handle_file(f["wrong_ext"]), ""),
+            "invalid file type|not a supported 3D scan type|corrupt number",
+        ),
         ("/predict_sequence", lambda f: ([handle_file(f["empty_zip"])], ""), "no 3D frames"),
         ("/predict_views", lambda f: (handle_file(f["wrong_mode"]), None, None, ""), "image mode"),
         ("/predict_views", lambda f: (None, None, None, ""), "at least one"),

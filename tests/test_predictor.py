@@ -7,6 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from faces import example_face
 from PIL import Image
 
 from affectvlm.predictor import AffectVLMPredictor, InputError, InputLimits, random_demo_model
@@ -19,9 +20,8 @@ def predictor():
 
 
 @pytest.fixture(scope="module")
-def face(sfm_dir):
-    data = np.load(sfm_dir / "sfm_3448.npz")
-    return data["mean"], data["triangles"].astype(np.int64), data["expressions"]
+def face():
+    return example_face()
 
 
 def write_obj(path, vertices, faces):
@@ -42,7 +42,7 @@ def frames_dir(face, tmp_path_factory):
     mean, faces, expressions = face
     folder = tmp_path_factory.mktemp("frames")
     for t, w in enumerate(np.linspace(0, 1, 6)):
-        write_obj(folder / f"{t:03d}.obj", mean + w * expressions[3], faces)  # towards happiness
+        write_obj(folder / f"{t:03d}.obj", mean + w * expressions, faces)  # towards happiness
     return folder
 
 
@@ -76,14 +76,18 @@ def test_images_from_paths_dict_and_missing_views(predictor, tmp_path):
 def test_any_labels_and_prompt_dicts(predictor):
     result = predictor(images=[rgb(0), rgb(1), rgb(2)], labels=["joy", "a person in pain", "contempt"])
     assert result.labels == ["joy", "a person in pain", "contempt"]
-    result = predictor(images=[rgb(0), rgb(1), rgb(2)], labels={"joy": ["a smiling face"], "grief": "a crying face"})
+    result = predictor(
+        images=[rgb(0), rgb(1), rgb(2)], labels={"joy": ["a smiling face"], "grief": "a crying face"}
+    )
     assert result.labels == ["joy", "grief"]
 
 
 def test_class_embeddings_are_cached_per_label_set(predictor, monkeypatch):
     calls = []
     original = predictor.model.encode_prompts
-    monkeypatch.setattr(predictor.model, "encode_prompts", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(
+        predictor.model, "encode_prompts", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
     predictor._cache.clear()
     for _ in range(3):
         predictor(images=[rgb(0), rgb(1), rgb(2)], labels=["calm", "angry"])
@@ -181,11 +185,11 @@ def test_sequence_errors(predictor, frames_dir, tmp_path):
 
 
 def test_zip_paths_never_escape(predictor, tmp_path, face):
-    mean, faces, expressions = face
+    mean, faces, apex = face
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("../../escaped.obj", write_obj(tmp_path / "f.obj", mean, faces).read_text())
-        z.writestr("/abs/000.obj", write_obj(tmp_path / "g.obj", mean + expressions[3], faces).read_text())
+        z.writestr("/abs/000.obj", write_obj(tmp_path / "g.obj", mean + apex, faces).read_text())
     predictor(sequence=str(archive))
     assert not (tmp_path.parent / "escaped.obj").exists()
 
@@ -196,15 +200,21 @@ def test_zip_paths_never_escape(predictor, tmp_path, face):
 def test_cli_predict_json_and_errors(scan_file, tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "affectvlm", "predict", str(scan_file), "--labels", "happy", "sad", "--json"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     payload = json.loads(run.stdout)
     assert set(payload["scores"]) == {"happy", "sad"}
     assert payload["views_available"] == ["frontal", "left", "right"]
     (tmp_path / "x.obj").write_text("garbage")
-    bad = subprocess.run([sys.executable, "-m", "affectvlm", "predict", str(tmp_path / "x.obj")],
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "affectvlm", "predict", str(tmp_path / "x.obj")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2
     assert any(line.startswith("error: ") and "x.obj" in line for line in bad.stderr.splitlines())
     assert "Traceback" not in bad.stderr
@@ -214,7 +224,13 @@ def test_render_settings_saved_with_the_processor_are_used(predictor, scan_file,
     import copy
 
     processor = copy.deepcopy(predictor.processor)
-    processor.render_settings = {"size": 40, "mode": "depth", "crop_radius": 80.0, "align": False, "frames": 3}
+    processor.render_settings = {
+        "size": 40,
+        "mode": "depth",
+        "crop_radius": 80.0,
+        "align": False,
+        "frames": 3,
+    }
     custom = AffectVLMPredictor(predictor.model, processor)
     assert custom(scan=str(scan_file)).views.shape == (3, 40, 40, 3)
     assert custom(sequence=str(frames_dir)).views.shape == (3, 40, 40, 3)

@@ -1,0 +1,23 @@
+"""A face with a known expression change that the tests can use on any machine: the committed 4D example
+(examples/sequence_*.zip, a SynthFER-3D face; no face model needed to read it)."""
+
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@cache
+def example_face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first frame's vertices (N, 3) mm, triangles (M, 3), apex minus first frame (N, 3)): near neutral to
+    happiness, one topology."""
+    from affectvlm.scan import load_scan
+    from affectvlm.scan.archive import extract_frames
+
+    with tempfile.TemporaryDirectory() as tmp:
+        frames = extract_frames(next(EXAMPLES.glob("sequence_*.zip")), Path(tmp))
+        first, apex = load_scan(frames[0]), load_scan(frames[-1])
+    return first.vertices, first.faces, apex.vertices - first.vertices

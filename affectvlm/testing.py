@@ -1,13 +1,18 @@
-"""Tiny, offline-built models and tokenizers for tests, benchmarks and the no-checkpoint fallback.
+"""Tiny, offline-built models, tokenizers and face meshes for tests, benchmarks and the no-checkpoint fallback.
 
-Nothing here touches the network: the tokenizer is a character-level CLIP BPE built from an in-memory
-vocabulary, and the CLIP configs are small enough to run in milliseconds.
+Nothing here touches the network or needs a face model: the tokenizer is a character-level CLIP BPE built
+from an in-memory vocabulary, the CLIP configs are small enough to run in milliseconds, and `face_mesh` /
+`toy_face_model` build a face-like surface from a formula, where the Surrey Face Model (licence-restricted,
+not on a fresh machine) is not what is being tested.
 """
 
 from __future__ import annotations
 
+import struct
 from functools import lru_cache
+from pathlib import Path
 
+import numpy as np
 from transformers import CLIPConfig, CLIPTokenizer
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
@@ -19,7 +24,11 @@ _SPECIAL = ["<|startoftext|>", "<|endoftext|>"]
 
 def _bytes_to_unicode() -> list[str]:
     """The 256 printable stand-ins CLIP's byte-level BPE uses for bytes (as in GPT-2)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -109,14 +118,185 @@ def tiny_processor(image_size: int = 32, view_names: list[str] | None = None) ->
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
-    return AffectVLMProcessor(image_processor=image_processor, tokenizer=tiny_tokenizer(), view_names=view_names)
+    return AffectVLMProcessor(
+        image_processor=image_processor, tokenizer=tiny_tokenizer(), view_names=view_names
+    )
+
+
+# --- a procedural face ---------------------------------------------------------------------------------
+# Millimetres, +y up, +z towards the viewer, as the Surrey Face Model and BU-3DFE. The surface is a height
+# field z(x, y) over an elliptical patch (150 mm wide, 190 mm tall): an ellipsoidal cap plus Gaussian bumps.
+_FACE_HALF_WIDTH, _FACE_HALF_HEIGHT, _FACE_CENTRE_Y, _FACE_DEPTH = 75.0, 95.0, 10.0, 65.0
+# (centre x, centre y, sigma x, sigma y, height) in mm; a bump off the midline is mirrored to the other side.
+_FACE_FEATURES = (
+    (0.0, -2.0, 9.0, 13.0, 22.0),  # nose: its tip is the highest point of the face
+    (0.0, 22.0, 6.0, 16.0, 12.0),  # nose bridge
+    (32.0, 30.0, 13.0, 8.0, -10.0),  # eye socket
+    (30.0, 45.0, 16.0, 4.0, 5.0),  # brow
+    (36.0, -12.0, 18.0, 16.0, 6.0),  # cheek
+    (0.0, -42.0, 22.0, 7.0, 5.0),  # lips
+    (0.0, -42.0, 20.0, 2.5, -4.0),  # mouth groove
+    (0.0, -74.0, 14.0, 8.0, 7.0),  # chin
+)
+# Each expression at intensity 1: regions (centre x, centre y, sigma x, sigma y) moved by (dx, dy, dz) mm,
+# mirrored like the features (dx flips sign); roughly the FACS action units of each emotion.
+_FACE_EXPRESSIONS = {
+    "anger": ((14.0, 42.0, 10.0, 8.0, (3.0, -5.0, 2.0)), (0.0, -42.0, 18.0, 6.0, (0.0, 0.0, -3.0))),
+    "disgust": ((14.0, 8.0, 8.0, 8.0, (0.0, 4.0, 2.0)), (10.0, -36.0, 12.0, 6.0, (0.0, 5.0, 2.0))),
+    "fear": ((22.0, 45.0, 14.0, 6.0, (0.0, 6.0, 0.0)), (18.0, -45.0, 12.0, 8.0, (5.0, -2.0, -1.0))),
+    "happiness": ((24.0, -40.0, 10.0, 8.0, (4.0, 8.0, 3.0)), (36.0, -12.0, 14.0, 14.0, (0.0, 4.0, 3.0))),
+    "sadness": ((12.0, 44.0, 8.0, 6.0, (0.0, 5.0, 0.0)), (24.0, -42.0, 10.0, 8.0, (0.0, -6.0, -1.0))),
+    "surprise": ((26.0, 46.0, 20.0, 8.0, (0.0, 9.0, 1.0)), (0.0, -60.0, 24.0, 18.0, (0.0, -16.0, -4.0))),
+}
+
+
+def _bumps(x: np.ndarray, y: np.ndarray, regions) -> list[tuple[np.ndarray, float, object]]:
+    """(weight (N,), x side sign, payload) per region and its mirror image when off the midline."""
+    out = []
+    for cx, cy, sx, sy, payload in regions:
+        for side in (1.0, -1.0) if cx else (1.0,):
+            out.append((np.exp(-0.5 * (((x - side * cx) / sx) ** 2 + ((y - cy) / sy) ** 2)), side, payload))
+    return out
+
+
+@lru_cache(maxsize=4)
+def _face_grid(spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Vertices (N, 3) float32, faces (M, 3) int64, uv (N, 2) float32 and mirror pairs (N,) of the neutral face."""
+    cols, rows = int(_FACE_HALF_WIDTH / spacing), int(_FACE_HALF_HEIGHT / spacing)
+    xs = np.arange(-cols, cols + 1) * spacing  # symmetric about x = 0
+    ys = _FACE_CENTRE_Y + np.arange(-rows, rows + 1) * spacing
+    gx, gy = np.meshgrid(xs, ys)  # (rows = y, cols = x)
+    q = (gx / _FACE_HALF_WIDTH) ** 2 + ((gy - _FACE_CENTRE_Y) / _FACE_HALF_HEIGHT) ** 2
+    # the grid cells with all four corners on the patch, and the vertices those cells use (none is left alone)
+    cells = (q[:-1, :-1] <= 1) & (q[:-1, 1:] <= 1) & (q[1:, :-1] <= 1) & (q[1:, 1:] <= 1)
+    keep = np.zeros(q.shape, bool)
+    for di, dj in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        keep[di : di + cells.shape[0], dj : dj + cells.shape[1]] |= cells
+    index = np.full(keep.shape, -1, np.int64)
+    index[keep] = np.arange(keep.sum())
+    x, y = gx[keep], gy[keep]
+    z = -_FACE_DEPTH * (1.0 - np.sqrt(1.0 - 0.95 * q[keep]))  # the cap; 0.95: no vertical wall at the rim
+    z = z + sum(w * height for w, _, height in _bumps(x, y, _FACE_FEATURES))
+    # two counter-clockwise triangles (seen from +z) per cell
+    a, b, c, d = index[:-1, :-1][cells], index[:-1, 1:][cells], index[1:, :-1][cells], index[1:, 1:][cells]
+    faces = np.concatenate([np.stack([a, b, d], -1), np.stack([a, d, c], -1)])
+    uv = np.stack([(x - xs[0]) / (xs[-1] - xs[0]), (y - ys[0]) / (ys[-1] - ys[0])], -1)
+    mirror = index[:, ::-1][keep]  # the grid is symmetric: column j mirrors column -1 - j
+    vertices = np.stack([x, y, z], -1).astype(np.float32)
+    return vertices, faces, uv.astype(np.float32), mirror
+
+
+def _expression_field(vertices: np.ndarray, expression: str) -> np.ndarray:
+    """(N, 3) float32 displacement of `expression` at intensity 1."""
+    if expression not in _FACE_EXPRESSIONS:
+        raise ValueError(f"unknown expression {expression!r}; one of {sorted(_FACE_EXPRESSIONS)}")
+    field = np.zeros_like(vertices)
+    for w, side, (dx, dy, dz) in _bumps(vertices[:, 0], vertices[:, 1], _FACE_EXPRESSIONS[expression]):
+        field += w[:, None] * np.array([side * dx, dy, dz], np.float32)
+    return field
+
+
+def face_mesh(expression: str | None = None, intensity: float = 1.0, spacing: float = 2.5):
+    """A deterministic face-like triangle mesh, for tests that need "a face" and not a particular face model.
+
+    An elliptical patch 150 mm wide and 190 mm tall (3,565 vertices and 6,864 triangles at the default
+    2.5 mm grid spacing, about the size of the Surrey Face Model's 3,448 and 6,736), in millimetres, +y up, +z towards the viewer, mirror-symmetric in x: an
+    ellipsoidal cap with a nose (its tip, on the midline, is the highest-z vertex), nose bridge, eye
+    sockets, brows, cheeks, lips with a mouth groove and a chin. Triangles are counter-clockwise seen from
+    the front.
+
+    Args:
+        expression: None (neutral) or one of the six basic emotions ("happiness", "surprise", ...): a smooth
+            displacement of the brows, mouth and cheeks by a few millimetres.
+        intensity: scales the expression's displacement (0 is neutral).
+        spacing: grid spacing in mm (smaller: denser mesh).
+
+    Returns:
+        A `Scan` with vertices, faces and uv (per-vertex, in [0, 1]).
+    """
+    from .scan import Scan
+
+    vertices, faces, uv, _ = _face_grid(float(spacing))
+    if expression is not None:
+        vertices = vertices + np.float32(intensity) * _expression_field(vertices, expression)
+    return Scan(vertices=vertices.copy(), faces=faces.copy(), uv=uv.copy())
+
+
+@lru_cache(maxsize=1)
+def toy_face_model():
+    """A stand-in for the Surrey Face Model built on `face_mesh`, for tests of what the generator writes
+    (dataset layouts, readers, caches) rather than of the face model itself.
+
+    Four smooth identity modes (width, height, nose size, depth), orthonormalised, with variances that give
+    a few millimetres of identity variation as the SFM's first components do; the six expressions of
+    `face_mesh`; exact mirror pairs from the symmetric grid.
+
+    Returns:
+        An `affectvlm.data.sfm.SurreyFaceModel` (source: a dummy path naming this function).
+    """
+    from .data.sfm import EXPRESSION_NAMES, SurreyFaceModel
+
+    vertices, faces, uv, mirror = _face_grid(2.5)
+    x, y, z = vertices.T
+    nose = _bumps(x, y, _FACE_FEATURES[:1])[0][0]
+    zeros = np.zeros_like(x)
+    modes = [(x, zeros, zeros), (zeros, y - _FACE_CENTRE_Y, zeros), (zeros, zeros, nose), (zeros, zeros, z)]
+    basis, _ = np.linalg.qr(np.stack([np.stack(m, -1).reshape(-1) for m in modes], -1))  # (3N, 4)
+    return SurreyFaceModel(
+        mean=vertices,
+        basis=basis.astype(np.float32),
+        eigenvalues=np.array([60000.0, 30000.0, 10000.0, 7000.0], np.float32),
+        triangles=faces,
+        texcoords=uv,
+        expressions=np.stack([_expression_field(vertices, name) for name in EXPRESSION_NAMES]),
+        symmetry=mirror,
+        source=Path("affectvlm.testing.toy_face_model"),
+    )
+
+
+def _eigen(matrix: np.ndarray) -> bytes:
+    """An Eigen matrix as eos's cereal archive stores it: int32 rows, int32 cols, column-major float32."""
+    matrix = np.asarray(matrix, "<f4")
+    return struct.pack("<ii", *matrix.shape) + matrix.T.tobytes()
+
+
+def fake_sfm_files(num_vertices: int = 4, num_components: int = 2, seed: int = 0) -> dict[str, bytes]:
+    """The eos files of a tiny random morphable model, in the real formats: file name -> bytes.
+
+    ``sfm_shape_3448.bin`` (cereal MorphableModel version 1), ``expression_blendshapes_3448.bin`` (the six
+    expressions) and ``sfm_reference_symmetry.txt`` (vertices 1 and 2 mirror each other), for testing the
+    conversion and download route of `affectvlm.data.sfm` without the real, licence-restricted files.
+    """
+    from .data.sfm import EXPRESSION_NAMES, SYMMETRY_FILE
+
+    rng = np.random.default_rng(seed)
+    n3 = 3 * num_vertices
+    triangles = np.array([[0, 1, 2], [1, 3, 2]], "<i4")
+    shape = struct.pack("<I", 1)  # MorphableModel class version
+    shape += _eigen(rng.normal(size=(n3, 1))) + _eigen(rng.normal(size=(n3, num_components)))
+    shape += _eigen(rng.uniform(1, 9, size=(num_components, 1))) + struct.pack("<Q", len(triangles))
+    shape += triangles.tobytes()
+    empty_colour_model = b"".join(_eigen(np.zeros(size)) for size in ((0, 1), (0, 0), (0, 1))) + bytes(8)
+    shape += empty_colour_model  # mean, basis, eigenvalues, then a uint64 0 triangles
+    shape += struct.pack("<Q", num_vertices) + rng.uniform(size=(num_vertices, 2)).astype("<f8").tobytes()
+    blendshapes = struct.pack("<Q", len(EXPRESSION_NAMES))
+    for name in EXPRESSION_NAMES:
+        blendshapes += struct.pack("<Q", len(name)) + name.encode() + _eigen(rng.normal(size=(n3, 1)))
+    return {
+        "sfm_shape_3448.bin": shape,
+        "expression_blendshapes_3448.bin": blendshapes,
+        SYMMETRY_FILE: b"2 # 1-based: vertex 1 mirrors vertex 2\n1\n",
+    }
 
 
 __all__ = [
     "TINY_VOCAB_SIZE",
+    "face_mesh",
+    "fake_sfm_files",
     "tiny_clip_config",
     "tiny_config",
     "tiny_processor",
     "tiny_tokenizer",
+    "toy_face_model",
     "vit_b32_clip_config",
 ]

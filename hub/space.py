@@ -8,7 +8,7 @@ in `space.yaml`, and this script stamps them into the README it writes. The Spac
 
     README.md                          space.yaml as front matter + a short description
     app.py                             the Gradio app
-    requirements.txt                   the Space's own runtime requirements (not the repo's dev ones)
+    requirements.txt                   the repo's requirements.txt (run time only), gradio pinned, no `-e .`
     affectvlm/**.py                    the package, Python sources only (no tests, no caches)
     checkpoints/affectvlm-synth-cpu/   the demo checkpoint, where the app looks for it (if present)
 """
@@ -42,21 +42,6 @@ DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / "affectvlm-synth-cpu"
 # Where the app looks for the demo checkpoint, relative to app.py (affectvlm.predictor.DEMO_CHECKPOINT).
 SPACE_CHECKPOINT = "checkpoints/affectvlm-synth-cpu"
 
-# What the app needs at run time, with the requirement used when the repo's requirements.txt does not list
-# the package (when it does, its line is used, so versions live in one place). Left out on purpose: the dev
-# tools (pytest, ruff), `-e .` (the package is copied instead), and accelerate (training only). gradio is added separately, pinned to space.yaml's sdk_version.
-RUNTIME_REQUIREMENTS = {
-    "torch": "torch==2.13.0",
-    "transformers": "transformers>=5.23,<6",
-    "safetensors": "safetensors>=0.8",
-    "huggingface_hub": "huggingface_hub>=1.0",
-    "numpy": "numpy>=2",
-    "pillow": "pillow>=11",
-    "pandas": "pandas>=2",
-    "trimesh": "trimesh>=4",
-    "tqdm": "tqdm",
-    "matplotlib": "matplotlib",  # the app's contribution chart
-}
 REQUIRED_SETTINGS = ("title", "sdk", "sdk_version", "python_version", "app_file")
 
 
@@ -85,28 +70,36 @@ def load_space_settings(path: Path = SPACE_YAML) -> dict:
     # Unquoted, `python_version: 3.10` is the float 3.1 in YAML: the Hub then builds the wrong Python.
     for key in ("sdk_version", "python_version"):
         if not isinstance(settings[key], str):
-            raise PublishError(f"{path}: {key} must be a quoted string (e.g. \"3.11\"), got {settings[key]!r}")
+            raise PublishError(f'{path}: {key} must be a quoted string (e.g. "3.11"), got {settings[key]!r}')
     if not (REPO_ROOT / settings["app_file"]).is_file():
         raise PublishError(f"{path}: app_file {settings['app_file']!r} does not exist in {REPO_ROOT}")
     return settings
 
 
 def space_requirements(settings: dict, repo_requirements: Path = REPO_ROOT / "requirements.txt") -> str:
-    """The Space's requirements.txt: runtime packages only, gradio pinned to the SDK version."""
-    listed = {}
-    if repo_requirements.is_file():
-        for line in repo_requirements.read_text(encoding="utf-8").splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line and not line.startswith("-"):
-                listed[_dist_name(line)] = line
-    lines = [
-        "# Runtime requirements of the AffectVLM Space (written by hub/space.py from the repo's requirements).",
-        "# On a machine without a GPU, `pip install torch==2.13.0` from the CPU index first avoids the CUDA wheels.",
-    ]
-    lines += [listed.get(_dist_name(name), default) for name, default in RUNTIME_REQUIREMENTS.items()]
+    """The Space's requirements.txt: the repo's requirements.txt, which holds exactly what the app and the
+    library need at run time (training and test tools live in requirements-train.txt and
+    requirements-test.txt), without its pip options (`-e .`: the Space copies the package instead) and with
+    gradio pinned to the SDK version."""
+    try:
+        text = repo_requirements.read_text(encoding="utf-8")
+    except OSError as err:
+        raise PublishError(
+            f"cannot read the requirements {repo_requirements}: {err.strerror or err}"
+        ) from None
     # The Space SDK installs gradio==sdk_version itself; the same pin here makes a local
     # `pip install -r requirements.txt` run the very gradio the Space runs, and cannot conflict with it.
-    lines.append(f"gradio=={settings['sdk_version']}")
+    gradio = f"gradio=={settings['sdk_version']}"
+    lines = [
+        "# Runtime requirements of the AffectVLM Space (written by hub/space.py from the repo's requirements.txt).",
+        "# On a machine without a GPU, `pip install torch==2.13.0` from the CPU index first avoids the CUDA wheels.",
+    ]
+    for line in text.splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if requirement and not requirement.startswith("-"):
+            lines.append(gradio if _dist_name(requirement) == "gradio" else requirement)
+    if gradio not in lines:
+        lines.append(gradio)
     return "\n".join(lines) + "\n"
 
 
@@ -123,9 +116,9 @@ def space_readme(settings: dict, has_checkpoint: bool) -> str:
     return f"""---
 {front}---
 
-# {settings['title']}
+# {settings["title"]}
 
-{settings.get('short_description', 'Facial expression recognition from 3D/4D face scans with a multiview CLIP.')}
+{settings.get("short_description", "Facial expression recognition from 3D/4D face scans with a multiview CLIP.")}
 
 Give three rendered views of a face, a 3D scan (obj, ply, stl, off, glb, wrl, bnt) or a 4D sequence (a zip
 of frames), and any labels or prompts: AffectVLM renders the scan into views, embeds each view with CLIP,
@@ -142,16 +135,19 @@ def _copy_package(out: Path) -> None:
     """affectvlm/ as Python sources only: no tests, no caches, no data files."""
     for src in sorted(PACKAGE_DIR.rglob("*.py")):
         rel = src.relative_to(PACKAGE_DIR)
-        if "__pycache__" in rel.parts or "tests" in rel.parts or rel.name.startswith("test_") or rel.name == "conftest.py":
+        if (
+            "__pycache__" in rel.parts
+            or "tests" in rel.parts
+            or rel.name.startswith("test_")
+            or rel.name == "conftest.py"
+        ):
             continue
         dst = out / "affectvlm" / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
 
 
-def build_space_folder(
-    out: Path, *, model_dir: Path | None = None, settings_path: Path = SPACE_YAML
-) -> dict:
+def build_space_folder(out: Path, *, model_dir: Path | None = None, settings_path: Path = SPACE_YAML) -> dict:
     """Assemble the Space in `out`. `model_dir=None`: the demo checkpoint if it exists; a given folder must.
 
     Returns {"settings": ..., "checkpoint": the bundled folder or None, "left_out": checkpoint files left out}.
@@ -189,7 +185,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--repo-id", required=True, help="the Space, USER/NAME or ORG/NAME")
     parser.add_argument(
-        "--model-dir", type=Path, default=None,
+        "--model-dir",
+        type=Path,
+        default=None,
         help=f"checkpoint folder to bundle as {SPACE_CHECKPOINT} (default: the repo's {SPACE_CHECKPOINT} if it "
         "exists; without one the app runs a random model and says so)",
     )
@@ -198,7 +196,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--private", action="store_true", help="create the Space private")
     parser.add_argument(
-        "--dry-run", type=Path, metavar="DIR", help="write the folder to DIR (new or empty) and upload nothing"
+        "--dry-run",
+        type=Path,
+        metavar="DIR",
+        help="write the folder to DIR (new or empty) and upload nothing",
     )
     parser.add_argument("--commit-message", default="Update the AffectVLM Space", help="the commit's title")
     return parser.parse_args(argv)
@@ -233,13 +234,19 @@ def _run(args: argparse.Namespace, out: Path) -> int:
 
     try:
         info = upload(
-            out, args.repo_id, repo_type="space", space_sdk=report["settings"]["sdk"],
-            commit_message=args.commit_message, private=args.private,
+            out,
+            args.repo_id,
+            repo_type="space",
+            space_sdk=report["settings"]["sdk"],
+            commit_message=args.commit_message,
+            private=args.private,
         )
     except (HfHubHTTPError, ValueError) as err:  # ValueError: the Hub rejected the README metadata
         print(f"space.py: error: the Hub refused the upload: {err}", file=sys.stderr)
         return 1
-    print(f"uploaded {len(files)} files to https://huggingface.co/spaces/{args.repo_id} in one commit: {info.commit_url}")
+    print(
+        f"uploaded {len(files)} files to https://huggingface.co/spaces/{args.repo_id} in one commit: {info.commit_url}"
+    )
     return 0
 
 

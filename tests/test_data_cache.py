@@ -8,10 +8,12 @@ from torch.utils.data import DataLoader
 
 from affectvlm.data.cache import RenderCacheDataset, RenderSettings, prepare_cache
 from affectvlm.data.datasets import read_bu3dfe
-from affectvlm.data.sfm import load_sfm
-from affectvlm.data.synth import SynthConfig, write_synth_tree
+from affectvlm.data.synth import EMOTIONS, SynthConfig, write_synth_tree
+from affectvlm.testing import toy_face_model
 
-# coarse meshes and one intensity level (7 scans a subject): fast renders
+# coarse meshes and one intensity level (7 scans a subject): fast renders. The SynthFER-3D caches need the
+# Surrey Face Model (the `sfm_dir` fixture skips without it); the dataset-tree tests write their trees from
+# the stand-in face model, since what they test is reading and rendering a real dataset's layout.
 CFG = SynthConfig(seed=2, num_subjects=2, subdivision_prob=0.0, intensity_levels=(1.0,))
 SETTINGS = RenderSettings(size=32, frames=3, batch=10)
 
@@ -19,7 +21,9 @@ SETTINGS = RenderSettings(size=32, frames=3, batch=10)
 @pytest.fixture(scope="module")
 def synth_cache(tmp_path_factory, sfm_dir):
     out = tmp_path_factory.mktemp("cache")
-    return prepare_cache("synth", out=out, settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=8, progress=False)
+    return prepare_cache(
+        "synth", out=out, settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=8, progress=False
+    )
 
 
 def test_synth_cache_contents(synth_cache):
@@ -35,7 +39,7 @@ def test_synth_cache_contents(synth_cache):
     assert torch.equal(batch["pixel_values"][1], item["pixel_values"]) and batch["labels"].shape == (3,)
     seq = [i for i, e in enumerate(ds.entries) if e["sequence"]]
     assert len(seq) == 12 and ds.entries[seq[0]]["dataset"] == "synth4d"
-    assert {ds.labels[int(ds[i]["labels"])] for i in seq} == {"anger", "disgust", "fear", "happiness", "sadness", "surprise"}
+    assert {ds.labels[int(ds[i]["labels"])] for i in seq} == set(EMOTIONS)
     assert all("gender" in e["metadata"] for e in ds.entries)
     # a fold's subjects restrict the dataset; a DataLoader reads batched dicts
     one = RenderCacheDataset(synth_cache, subjects=[ds.entries[0]["subject"]])
@@ -46,7 +50,9 @@ def test_synth_cache_contents(synth_cache):
 
 
 def test_resume_skips_done_shards_and_is_deterministic(tmp_path, synth_cache, sfm_dir):
-    kwargs = dict(out=tmp_path, settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=8, progress=False)
+    kwargs = dict(
+        out=tmp_path, settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=8, progress=False
+    )
     folder = prepare_cache("synth", **kwargs, max_shards=2)  # "interrupted" after two shards
     assert not (folder / "index.json").exists()
     with pytest.raises(FileNotFoundError, match="not complete"):
@@ -61,11 +67,15 @@ def test_resume_skips_done_shards_and_is_deterministic(tmp_path, synth_cache, sf
         prepare_cache("synth", **{**kwargs, "shard_size": 4})
 
 
-def test_bad_scan_is_reported_not_dropped(tmp_path, sfm_dir, caplog):
+def test_bad_scan_is_reported_not_dropped(tmp_path, caplog):
     root = tmp_path / "bu3dfe"
-    write_synth_tree(root, "bu3dfe", CFG, load_sfm(sfm_dir), subjects=[0], labels=("neutral", "happiness"), intensities=(1,), progress=False)
+    labels = ("neutral", "happiness")
+    write_synth_tree(
+        root, "bu3dfe", CFG, toy_face_model(), subjects=[0], labels=labels, intensities=(1,), progress=False
+    )
     bad = sorted(root.glob("*/*_NE00*_F3D.wrl"))[0]
-    bad.write_text("#VRML V2.0 utf8\nTransform { children [ Shape { geometry IndexedFaceSet { coord Coordinate { point [ 1 2")
+    truncated = "Transform { children [ Shape { geometry IndexedFaceSet { coord Coordinate { point [ 1 2"
+    bad.write_text("#VRML V2.0 utf8\n" + truncated)
     with caplog.at_level(logging.WARNING):
         folder = prepare_cache("bu3dfe", root, tmp_path / "cache", RenderSettings(size=32), progress=False)
     assert "skipping" in caplog.text and bad.name in caplog.text
@@ -85,10 +95,14 @@ def test_settings_key_separates_caches():
         RenderSettings(size=0)
 
 
-def test_bu4dfe_tree_renders_dynamic_images(tmp_path, sfm_dir):
+def test_bu4dfe_tree_renders_dynamic_images(tmp_path):
     root = tmp_path / "bu4dfe"
-    write_synth_tree(root, "bu4dfe", CFG, load_sfm(sfm_dir), subjects=[1], labels=("fear", "surprise"), num_frames=4, progress=False)
-    folder = prepare_cache("bu4dfe", root, tmp_path / "cache", RenderSettings(size=32, frames=3), progress=False)
+    labels = ("fear", "surprise")
+    write_synth_tree(
+        root, "bu4dfe", CFG, toy_face_model(), subjects=[1], labels=labels, num_frames=4, progress=False
+    )
+    settings = RenderSettings(size=32, frames=3)
+    folder = prepare_cache("bu4dfe", root, tmp_path / "cache", settings, progress=False)
     ds = RenderCacheDataset(folder)
     assert [e["label"] for e in ds.entries] == ["fear", "surprise"] and all(e["sequence"] for e in ds.entries)
     assert ds[1]["pixel_values"].shape == (3, 32, 32, 3) and ds.report()["bad"] == []
@@ -96,8 +110,7 @@ def test_bu4dfe_tree_renders_dynamic_images(tmp_path, sfm_dir):
 
 @pytest.mark.slow
 def test_worker_processes_render_the_same_pixels(tmp_path, synth_cache, sfm_dir):
-    folder = prepare_cache(
-        "synth", out=tmp_path, settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=8, workers=2, progress=False
-    )
+    kwargs = dict(settings=SETTINGS, synth_config=CFG, sfm_dir=sfm_dir, shard_size=8, progress=False)
+    folder = prepare_cache("synth", out=tmp_path, workers=2, **kwargs)
     a, b = RenderCacheDataset(folder), RenderCacheDataset(synth_cache)
     assert np.array_equal(a.read(range(len(a))), b.read(range(len(b))))

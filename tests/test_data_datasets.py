@@ -14,21 +14,25 @@ from affectvlm.data.datasets import (
     read_dataset,
     select_protocol,
 )
-from affectvlm.data.sfm import load_sfm
 from affectvlm.data.synth import SynthConfig, write_synth_tree
+from affectvlm.testing import toy_face_model
 
-# Tiny trees written once per session by the SynthFER-3D writer, in each dataset's real layout.
+# Tiny trees written once per session by the SynthFER-3D writer, in each dataset's real layout. The readers
+# look at paths only, so the writer runs on the stand-in face model (no Surrey Face Model needed).
 CFG = SynthConfig.preset("easy", seed=5, num_subjects=3)
 
 
 @pytest.fixture(scope="module")
-def trees(tmp_path_factory, sfm_dir):
-    model = load_sfm(sfm_dir)
+def trees(tmp_path_factory):
+    model = toy_face_model()
     root = tmp_path_factory.mktemp("trees")
-    write_synth_tree(root / "bu3dfe", "bu3dfe", CFG, model, subjects=[0, 1], labels=("neutral", "anger", "fear"), intensities=(1, 4), progress=False)
-    write_synth_tree(root / "bosphorus", "bosphorus", CFG, model, subjects=[0, 1], progress=False)
-    write_synth_tree(root / "bu4dfe", "bu4dfe", CFG, model, subjects=[0], labels=("happiness", "surprise"), num_frames=3, progress=False)
-    write_synth_tree(root / "bp4d", "bp4d", CFG, model, subjects=[1], labels=("happiness", "disgust"), num_frames=3, progress=False)
+    for layout, subjects, kwargs in (
+        ("bu3dfe", [0, 1], dict(labels=("neutral", "anger", "fear"), intensities=(1, 4))),
+        ("bosphorus", [0, 1], {}),
+        ("bu4dfe", [0], dict(labels=("happiness", "surprise"), num_frames=3)),
+        ("bp4d", [1], dict(labels=("happiness", "disgust"), num_frames=3)),
+    ):
+        write_synth_tree(root / layout, layout, CFG, model, subjects=subjects, progress=False, **kwargs)
     return root
 
 
@@ -70,7 +74,9 @@ def test_missing_and_empty_roots_say_what(tmp_path):
         read_bu3dfe(tmp_path / "nope")
     (tmp_path / "F0001").mkdir()
     (tmp_path / "F0001" / "F0001_AN01WH_F3D.bnd").write_text("0 1 2 3\n")
-    with pytest.raises(DatasetError, match=r"(?s)no BU-3DFE samples.*F0001_AN01WH_F3D\.wrl.*no \*_F3D\.wrl scans"):
+    with pytest.raises(
+        DatasetError, match=r"(?s)no BU-3DFE samples.*F0001_AN01WH_F3D\.wrl.*no \*_F3D\.wrl scans"
+    ):
         read_bu3dfe(tmp_path)
     with pytest.raises(DatasetError, match="unknown dataset"):
         read_dataset("casme", tmp_path)

@@ -27,7 +27,11 @@ def test_seeded_repeatable_and_repeats_differ():
 
 
 def test_samples_split_by_subject_and_json_roundtrip(tmp_path):
-    samples = [Sample(paths=(f"{s}_{k}.wrl",), subject=s, label="anger", dataset="bu3dfe") for s in SUBJECTS for k in range(3)]
+    samples = [
+        Sample(paths=(f"{s}_{k}.wrl",), subject=s, label="anger", dataset="bu3dfe")
+        for s in SUBJECTS
+        for k in range(3)
+    ]
     folds = subject_folds(samples, k=5, seed=0, val_subjects=4)
     train, val, test = split_samples(samples, folds[2])
     assert len(train) + len(val) + len(test) == len(samples)

@@ -1,19 +1,55 @@
+"""The Surrey Face Model: the cereal reader, the npz conversion, locating and downloading (all offline).
+
+Tests marked by the `sfm_dir` fixture use the real model and are skipped without it; the conversion and the
+download route are tested on small fake eos files (`affectvlm.testing.fake_sfm_files`).
+"""
+
+import hashlib
+import io
 import urllib.error
 import urllib.request
+import zipfile
 
 import numpy as np
 import pytest
 
 from affectvlm.data import sfm as sfm_module
+from affectvlm.data.__main__ import main
 from affectvlm.data.sfm import (
     EXPRESSION_NAMES,
+    SFM_FILES,
+    SFM_NPZ,
+    SYMMETRY_FILE,
     SFMError,
+    convert_sfm,
     find_sfm_dir,
     load_sfm,
     read_cereal_blendshapes,
     read_cereal_shape_model,
     symmetry_pairs,
 )
+from affectvlm.testing import fake_sfm_files
+
+MODEL_KEYS = ("mean", "basis", "eigenvalues", "triangles", "texcoords", "expressions", "symmetry")
+
+
+def write_files(folder, files: dict[str, bytes]):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def serve(monkeypatch, files: dict[str, bytes]) -> None:
+    """urllib.request.urlopen answers each file's eos URL with its bytes, and any other URL as offline."""
+
+    def urlopen(url, timeout=None):
+        name = url.rsplit("/", 1)[-1]
+        if name not in files:
+            raise urllib.error.URLError("no network")
+        return io.BytesIO(files[name])
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
 
 
 def test_cereal_reader_matches_npz_exactly(sfm_dir):
@@ -48,6 +84,8 @@ def test_load_from_bin_only_folder_equals_npz(tmp_path, sfm_dir):
 
 
 def test_symmetry_file_with_trailing_comment(sfm_dir):
+    if not (sfm_dir / SYMMETRY_FILE).is_file():
+        pytest.skip(f"{SYMMETRY_FILE} not in the model folder (it is optional)")
     model = load_sfm(sfm_dir)
     first = (sfm_dir / "sfm_reference_symmetry.txt").read_text().splitlines()[0]
     assert "#" in first  # the first line carries a comment after the index
@@ -85,23 +123,60 @@ def test_offline_download_says_so(monkeypatch, tmp_path):
 
 
 def test_download_checks_sha256(monkeypatch, tmp_path):
-    class Fake:
-        def __init__(self, *a, **k):
-            self.data = [b"not the model"]
-
-        def read(self, n=-1):
-            return self.data.pop() if self.data else b""
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    monkeypatch.setattr(urllib.request, "urlopen", Fake)
+    serve(monkeypatch, dict.fromkeys(SFM_FILES, b"not the model"))
     with pytest.raises(SFMError, match="sha256"):
         sfm_module.download_sfm(tmp_path)
     assert not (tmp_path / "sfm_shape_3448.bin").exists()
+
+
+def test_documented_download_route_gives_the_folder_the_tests_use(monkeypatch, tmp_path, capsys):
+    """`python -m affectvlm.data sfm --download --dir DIR` (docs/data.md) leaves the originals, the symmetry
+    file and sfm_3448.npz in DIR, which is then a valid AFFECTVLM_SFM_DIR."""
+    files = fake_sfm_files()
+    serve(monkeypatch, files)
+    checked = {name: (url, hashlib.sha256(files[name]).hexdigest()) for name, (url, _) in SFM_FILES.items()}
+    monkeypatch.setattr(sfm_module, "SFM_FILES", checked)
+    folder = tmp_path / "sfm"
+    assert main(["sfm", "--download", "--dir", str(folder)]) == 0
+    assert str(folder) in capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*files, SFM_NPZ])
+    monkeypatch.setenv("AFFECTVLM_SFM_DIR", str(folder))
+    assert find_sfm_dir() == folder
+    from_npz, from_bin = load_sfm(), load_sfm(write_files(tmp_path / "originals", files))
+    for key in MODEL_KEYS:
+        assert np.array_equal(getattr(from_npz, key), getattr(from_bin, key)), key
+
+
+def test_convert_command_writes_the_npz_beside_the_originals(tmp_path, capsys):
+    src = write_files(tmp_path / "download", fake_sfm_files(seed=1))
+    out = tmp_path / "sfm"
+    assert main(["sfm-convert", str(src), "--out", str(out)]) == 0
+    assert f"AFFECTVLM_SFM_DIR={out}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == sorted([*fake_sfm_files(), SFM_NPZ])
+    with np.load(out / SFM_NPZ) as npz:
+        assert npz["triangles"].dtype == np.int32 and npz["basis"].flags.f_contiguous
+        assert tuple(npz["expression_names"]) == EXPRESSION_NAMES
+    a, b = load_sfm(out), load_sfm(src)
+    for key in MODEL_KEYS:
+        assert np.array_equal(getattr(a, key), getattr(b, key)), key
+    assert a.symmetry.tolist()[:2] == [1, 0]
+
+
+def test_convert_says_what_is_missing(tmp_path, capsys):
+    (tmp_path / "sfm_shape_3448.bin").write_bytes(fake_sfm_files()["sfm_shape_3448.bin"])
+    assert main(["sfm-convert", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "lacks expression_blendshapes_3448.bin" in err and "docs/data.md" in err
+
+
+def test_convert_reproduces_the_reference_npz(tmp_path, sfm_dir):
+    if not all((sfm_dir / name).is_file() for name in SFM_FILES):
+        pytest.skip("original .bin files not in the model folder")
+    npz = convert_sfm(sfm_dir, tmp_path)
+    with zipfile.ZipFile(npz) as ours, zipfile.ZipFile(sfm_dir / SFM_NPZ) as reference:
+        assert ours.namelist() == reference.namelist()
+        for name in reference.namelist():  # each .npy member, header (dtype, order) and data, byte for byte
+            assert ours.read(name) == reference.read(name), name
 
 
 def test_identity_draw(sfm_dir):

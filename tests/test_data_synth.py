@@ -134,4 +134,5 @@ def test_bnt_tree_loads_as_the_face(tmp_path, model):
     scan = load_scan(next(tmp_path.glob("bs000/bs000_E_SURPRISE_0.bnt")))
     ref = SynthFER3D(cfg, model).scan(0, "surprise", 4)
     assert scan.num_vertices > 5000 and scan.texture is not None
-    assert abs(scan.vertices[:, 2].max() - ref.vertices[:, 2].max()) < 1.0  # the nose tip survives rasterising
+    # the nose tip survives rasterising
+    assert abs(scan.vertices[:, 2].max() - ref.vertices[:, 2].max()) < 1.0

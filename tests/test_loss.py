@@ -73,7 +73,9 @@ def test_triplet_all_matches_brute_force(chunk_size):
     view_ids = torch.tensor([0, 1, 0, 1, 0, 1, 2, 2, 2, 1])
     margin = torch.tensor(0.3)
     loss = multiview_triplet_loss(embeds, labels, view_ids, margin, chunk_size=chunk_size)
-    torch.testing.assert_close(loss, brute_force_triplet(embeds, labels, view_ids, margin), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        loss, brute_force_triplet(embeds, labels, view_ids, margin), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_triplet_positive_must_come_from_another_view():
@@ -171,8 +173,9 @@ def test_loss_over_gathered_views_matches_single_process(monkeypatch):
 
     # Reference: one process holding the whole global batch.
     ref_embeds = torch.cat([local_embeds.detach(), other_embeds]).requires_grad_()
-    ref_loss, _ = model.compute_loss(ref_embeds, torch.ones(4, 3, dtype=torch.bool),
-                                     torch.cat([local_labels, other_labels]), None, None)
+    ref_loss, _ = model.compute_loss(
+        ref_embeds, torch.ones(4, 3, dtype=torch.bool), torch.cat([local_labels, other_labels]), None, None
+    )
     ref_loss.backward()
 
     fake = FakeTwoRanks(monkeypatch, 0, other_embeds)

@@ -164,8 +164,12 @@ def test_gradients_reach_clip_and_margin():
 def test_text_tower_gets_gradient_from_prompts(processor, prompts):
     model = make_model().train()
     tokens = processor(text=[ps[0] for ps in prompts.values()])
-    out = model(make_batch(), input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
-                labels=torch.tensor([0, 1, 2, 3]))
+    out = model(
+        make_batch(),
+        input_ids=tokens["input_ids"],
+        attention_mask=tokens["attention_mask"],
+        labels=torch.tensor([0, 1, 2, 3]),
+    )
     out.loss.backward()
     assert model.clip.text_model.embeddings.token_embedding.weight.grad.abs().sum() > 0
 
@@ -190,7 +194,9 @@ def test_per_view_prompts():
     class_embeds = torch.nn.functional.normalize(torch.randn(3, 6, 32), dim=-1)  # (V, C, D)
     out = model(make_batch(), class_embeds=class_embeds, labels=torch.tensor([0, 1, 2, 0]))
     assert out.logits.shape == (4, 6) and out.logits_per_view.shape == (4, 3, 6)
-    expected = out.logit_scale * torch.einsum("bd,bd->b", out.view_embeds[:, 1], class_embeds[1][[0, 1, 2, 0]])
+    expected = out.logit_scale * torch.einsum(
+        "bd,bd->b", out.view_embeds[:, 1], class_embeds[1][[0, 1, 2, 0]]
+    )
     torch.testing.assert_close(out.logits_per_view[torch.arange(4), 1, [0, 1, 2, 0]], expected)
 
 
@@ -282,7 +288,9 @@ def test_remote_code_load_from_outside_the_repo(tmp_path, processor):
         np.testing.assert_allclose(out, np.load({str(tmp_path / "expected.npy")!r}), atol=1e-6)
         print("REMOTE-OK")
     """)
-    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "REMOTE-OK" in run.stdout
 

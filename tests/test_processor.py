@@ -78,7 +78,8 @@ def test_text(processor):
 
 
 def test_tensor_fast_path_matches_pil_path_at_native_size(processor):
-    views = np.stack([np.stack([rgb(10 * b + v, (32, 32)) for v in range(3)]) for b in range(2)])  # (B, V, H, W, 3)
+    # (B, V, H, W, 3)
+    views = np.stack([np.stack([rgb(10 * b + v, (32, 32)) for v in range(3)]) for b in range(2)])
     fast = processor(images=views)
     slow = processor(images=[list(sample) for sample in views])
     torch.testing.assert_close(fast["pixel_values"], slow["pixel_values"], atol=1e-5, rtol=0)
@@ -86,7 +87,8 @@ def test_tensor_fast_path_matches_pil_path_at_native_size(processor):
     # Channels-first and other sizes are accepted too.
     chw = processor.normalize_views(torch.from_numpy(views).permute(0, 1, 4, 2, 3))
     torch.testing.assert_close(chw, fast["pixel_values"])
-    assert processor.normalize_views(torch.zeros(1, 3, 64, 64, 3, dtype=torch.uint8)).shape == (1, 3, 3, 32, 32)
+    normalized = processor.normalize_views(torch.zeros(1, 3, 64, 64, 3, dtype=torch.uint8))
+    assert normalized.shape == (1, 3, 3, 32, 32)
 
 
 def test_save_and_reload(tmp_path, processor):

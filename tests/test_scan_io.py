@@ -7,12 +7,12 @@ import pytest
 
 from affectvlm.scan import Scan, ScanError, load_scan, write_bnt, write_obj, write_ply, write_wrl
 from affectvlm.scan.wrl import triangulate_polygons
+from affectvlm.testing import face_mesh
 
 
 @pytest.fixture(scope="module")
-def sfm(sfm_dir):
-    data = np.load(sfm_dir / "sfm_3448.npz")
-    return Scan(vertices=data["mean"], faces=data["triangles"], uv=data["texcoords"])
+def face():
+    return face_mesh()
 
 
 def _small_textured():
@@ -38,9 +38,9 @@ def test_scan_validates_and_converts():
     assert issubclass(ScanError, ValueError)
 
 
-def test_wrl_round_trip_with_texture(tmp_path, sfm):
+def test_wrl_round_trip_with_texture(tmp_path, face):
     tex = np.random.default_rng(1).integers(0, 255, size=(32, 32, 3), dtype=np.uint8)
-    scan = sfm.replace(texture=tex)
+    scan = face.replace(texture=tex)
     write_wrl(tmp_path / "F0001_HA04WH_F3D.wrl", scan)
     assert (tmp_path / "F0001_HA04WH_F3D.bmp").is_file()
     back = load_scan(tmp_path / "F0001_HA04WH_F3D.wrl")
@@ -88,9 +88,9 @@ def test_triangulate_polygons_fan():
 
 
 @pytest.mark.parametrize("binary", [True, False])
-def test_ply_round_trip(tmp_path, sfm, binary):
-    colors = np.random.default_rng(2).integers(0, 255, size=(sfm.num_vertices, 3), dtype=np.uint8)
-    scan = Scan(vertices=sfm.vertices, faces=sfm.faces, colors=colors)
+def test_ply_round_trip(tmp_path, face, binary):
+    colors = np.random.default_rng(2).integers(0, 255, size=(face.num_vertices, 3), dtype=np.uint8)
+    scan = Scan(vertices=face.vertices, faces=face.faces, colors=colors)
     write_ply(tmp_path / "m.ply", scan, binary=binary)
     back = load_scan(tmp_path / "m.ply")
     np.testing.assert_allclose(back.vertices, scan.vertices, atol=1e-5)
@@ -121,24 +121,24 @@ def test_obj_round_trip_with_texture(tmp_path):
     np.testing.assert_array_equal(back.texture, scan.texture)
 
 
-def test_obj_vertex_colors_round_trip(tmp_path, sfm):
-    colors = np.random.default_rng(4).integers(0, 255, size=(sfm.num_vertices, 3), dtype=np.uint8)
-    write_obj(tmp_path / "c.obj", Scan(vertices=sfm.vertices, faces=sfm.faces, colors=colors))
+def test_obj_vertex_colors_round_trip(tmp_path, face):
+    colors = np.random.default_rng(4).integers(0, 255, size=(face.num_vertices, 3), dtype=np.uint8)
+    write_obj(tmp_path / "c.obj", Scan(vertices=face.vertices, faces=face.faces, colors=colors))
     back = load_scan(tmp_path / "c.obj")
-    np.testing.assert_array_equal(back.faces, sfm.faces)
+    np.testing.assert_array_equal(back.faces, face.faces)
     assert np.abs(back.colors.astype(int) - colors).max() <= 1
 
 
 @pytest.mark.parametrize("ext", ["stl", "off", "glb"])
-def test_trimesh_formats_round_trip(tmp_path, sfm, ext):
+def test_trimesh_formats_round_trip(tmp_path, face, ext):
     import trimesh
 
-    mesh = trimesh.Trimesh(sfm.vertices, sfm.faces, process=False)
+    mesh = trimesh.Trimesh(face.vertices, face.faces, process=False)
     mesh.export(tmp_path / f"m.{ext}")
     back = load_scan(tmp_path / f"m.{ext}")
-    assert back.num_faces == sfm.num_faces
+    assert back.num_faces == face.num_faces
     # STL stores corners, not shared vertices: compare the triangles' corner positions
-    np.testing.assert_allclose(back.vertices[back.faces], sfm.vertices[sfm.faces], atol=1e-4)
+    np.testing.assert_allclose(back.vertices[back.faces], face.vertices[face.faces], atol=1e-4)
 
 
 def test_bnt_round_trip(tmp_path):
@@ -314,8 +314,8 @@ def test_hostile_wrl_is_fast(tmp_path):
 
 
 @pytest.mark.parametrize("wrong", ["obj", "stl", "off", "wrl", "bnt", "glb", "npy"])
-def test_content_that_does_not_match_the_extension(tmp_path, sfm, wrong):
-    write_ply(tmp_path / "real.ply", sfm)
+def test_content_that_does_not_match_the_extension(tmp_path, face, wrong):
+    write_ply(tmp_path / "real.ply", face)
     (tmp_path / f"fake.{wrong}").write_bytes((tmp_path / "real.ply").read_bytes())
     with pytest.raises(ScanError, match="fake"):
         load_scan(tmp_path / f"fake.{wrong}")

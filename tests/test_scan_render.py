@@ -14,12 +14,12 @@ from affectvlm.scan import (
     render_depth,
     render_views,
 )
+from affectvlm.testing import face_mesh
 
 
 @pytest.fixture(scope="module")
-def face(sfm_dir):
-    data = np.load(sfm_dir / "sfm_3448.npz")
-    return normalize_scan(Scan(vertices=data["mean"], faces=data["triangles"]))
+def face():
+    return normalize_scan(face_mesh().replace(uv=None))
 
 
 def _grid_plane(n, lo=-0.9, hi=0.9, slope=(0.3, -0.2), offset=0.1, jitter=0.0, seed=0):

@@ -13,6 +13,7 @@ from affectvlm.scan import (
     render_views,
 )
 from affectvlm.scan.sequence import to_uint8
+from affectvlm.testing import face_mesh
 
 
 def test_reference_vectors():
@@ -52,13 +53,8 @@ def test_to_uint8():
 
 
 @pytest.fixture(scope="module")
-def smile(sfm_dir):
-    data = np.load(sfm_dir / "sfm_3448.npz")
-    k = list(data["expression_names"]).index("happiness")
-    return [
-        Scan(vertices=data["mean"] + w * data["expressions"][k], faces=data["triangles"])
-        for w in np.linspace(0.0, 1.0, 6)
-    ]
+def smile():
+    return [face_mesh("happiness", w).replace(uv=None) for w in np.linspace(0.0, 1.0, 6)]
 
 
 def test_render_sequence_dynamic_images(smile):

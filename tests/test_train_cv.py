@@ -83,16 +83,19 @@ def test_cross_validate_end_to_end(tmp_path):
     assert json.loads((out / "results.json").read_text())["variants"] == report["variants"]
 
 
-def test_cross_validate_prepares_a_real_dataset_layout_and_reports_it(tmp_path, sfm_dir):
+def test_cross_validate_prepares_a_real_dataset_layout_and_reports_it(tmp_path):
     """--prepare bu3dfe --root: read the tree with the BU-3DFE reader, render it, make subject folds over its
-    subjects, train and test, and title the report with the dataset. The tree is SynthFER-3D written in
-    BU-3DFE's layout (F0001/F0001_AN01AE_F3D.wrl, ...), 4 subjects x 2 emotions x 2 intensities."""
-    from affectvlm.data.sfm import load_sfm
+    subjects, train and test, and title the report with the dataset. The tree is written by the SynthFER-3D
+    writer in BU-3DFE's layout (F0001/F0001_AN01AE_F3D.wrl, ...), 4 subjects x 2 emotions x 2 intensities,
+    from the stand-in face model: the pipeline is under test here, not the Surrey Face Model."""
     from affectvlm.data.synth import SynthConfig, write_synth_tree
+    from affectvlm.testing import toy_face_model
 
     tree = tmp_path / "BU-3DFE"
     config = SynthConfig(seed=1, num_subjects=4, subdivision_prob=0.0)
-    write_synth_tree(tree, "bu3dfe", config, load_sfm(sfm_dir), labels=LABELS, intensities=(1, 4), progress=False)
+    write_synth_tree(
+        tree, "bu3dfe", config, toy_face_model(), labels=LABELS, intensities=(1, 4), progress=False
+    )
     out = tmp_path / "cv"
     cmd = [
         sys.executable, str(ROOT / "train" / "cross_validate.py"), "--config", "tiny", "--output-dir", str(out),

@@ -5,6 +5,7 @@
     python -m affectvlm.data prepare --dataset bu3dfe --root /data/BU-3DFE --out /tmp/cache
     python -m affectvlm.data folds --dataset bu3dfe --root /data/BU-3DFE --protocol bu3dfe-subset1 --out folds.json
     python -m affectvlm.data sfm            # where the Surrey Face Model is (downloads it when missing)
+    python -m affectvlm.data sfm-convert ~/Downloads/eos-share --out ~/sfm   # eos files fetched by hand -> npz
 """
 
 from __future__ import annotations
@@ -125,11 +126,22 @@ def cmd_folds(args) -> int:
 
 
 def cmd_sfm(args) -> int:
-    """Print where the Surrey Face Model is, downloading the two eos files (sha256-checked) when missing."""
+    """Print where the Surrey Face Model is, downloading the two eos files (sha256-checked) and converting them
+    to sfm_3448.npz when missing."""
     from .sfm import download_sfm, find_sfm_dir
 
     folder = download_sfm(args.dir) if args.download else find_sfm_dir(args.dir)
     print(f"Surrey Face Model: {folder}")
+    return 0
+
+
+def cmd_sfm_convert(args) -> int:
+    """Convert the two original eos files (sfm_shape_3448.bin, expression_blendshapes_3448.bin) in SRC into
+    sfm_3448.npz, written to --out (default SRC) with the originals copied beside it."""
+    from .sfm import convert_sfm
+
+    npz = convert_sfm(args.src, args.out)
+    print(f"wrote {npz}; use it with: export AFFECTVLM_SFM_DIR={npz.parent}")
     return 0
 
 
@@ -209,8 +221,13 @@ def _add_commands(sub) -> None:
 
     p = sub.add_parser("sfm", help="locate (or download) the Surrey Face Model", description=cmd_sfm.__doc__)
     p.add_argument("--dir", default=None, help="folder to use or download into")
-    p.add_argument("--download", action="store_true", help="download the two eos files (sha256-checked)")
+    p.add_argument("--download", action="store_true", help="download the two eos files (sha256-checked) and convert them")
     p.set_defaults(func=_friendly(cmd_sfm))
+
+    p = sub.add_parser("sfm-convert", help="convert the eos model files into sfm_3448.npz", description=cmd_sfm_convert.__doc__)
+    p.add_argument("src", help="folder holding sfm_shape_3448.bin and expression_blendshapes_3448.bin")
+    p.add_argument("--out", default=None, help="folder to write (default: SRC)")
+    p.set_defaults(func=_friendly(cmd_sfm_convert))
 
 
 def main(argv: list[str] | None = None) -> int:

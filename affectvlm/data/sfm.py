@@ -6,11 +6,12 @@ Where the model comes from, in order:
 2. ``$AFFECTVLM_SFM_DIR`` (CI and tests point it at ``../shared/sfm``);
 3. the user cache, ``$XDG_CACHE_HOME/affectvlm/sfm`` (default ``~/.cache/affectvlm/sfm``);
 4. a download of the two original cereal ``.bin`` files from the eos repository into that cache, each
-   checked against its published sha256 (:func:`download_sfm`).
+   checked against its published sha256, then converted to ``sfm_3448.npz`` (:func:`download_sfm`).
 
 A folder may hold ``sfm_3448.npz`` (plain numpy arrays) or the two original ``.bin`` files, which are read by
 :func:`read_cereal_shape_model` / :func:`read_cereal_blendshapes`, a pure-numpy reader of the cereal binary
-archive verified array-for-array against ``sfm_3448.npz``.
+archive verified array-for-array against ``sfm_3448.npz``. :func:`convert_sfm` writes the npz from the two
+files (``python -m affectvlm.data sfm-convert SRC --out DIR``), the same arrays, dtypes and layout.
 
 Licence: the model files are free for non-commercial use only (research and teaching). Never commit them,
 and say so wherever something derived from them (generated scans, checkpoints) is shipped.
@@ -22,7 +23,6 @@ import hashlib
 import os
 import shutil
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -34,8 +34,10 @@ import numpy as np
 __all__ = [
     "EXPRESSION_NAMES",
     "SFM_FILES",
+    "SFM_NPZ",
     "SFMError",
     "SurreyFaceModel",
+    "convert_sfm",
     "default_cache_dir",
     "download_sfm",
     "find_sfm_dir",
@@ -63,6 +65,8 @@ SFM_FILES = {
 SYMMETRY_FILE = "sfm_reference_symmetry.txt"
 # No published checksum for it: its content is range-checked when parsed instead.
 SYMMETRY_URL = _EOS_RAW + SYMMETRY_FILE
+# The plain-numpy form of the two files (what the tests load), written by `convert_sfm`.
+SFM_NPZ = "sfm_3448.npz"
 
 
 class SFMError(RuntimeError):
@@ -119,7 +123,11 @@ def default_cache_dir() -> Path:
 
 
 def _has_model(folder: Path) -> bool:
-    return (folder / "sfm_3448.npz").is_file() or all((folder / name).is_file() for name in SFM_FILES)
+    return (folder / SFM_NPZ).is_file() or _has_originals(folder)
+
+
+def _has_originals(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in SFM_FILES)
 
 
 def find_sfm_dir(sfm_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
@@ -133,9 +141,7 @@ def find_sfm_dir(sfm_dir: str | os.PathLike | None = None, download: bool = True
         if folder:
             folder = Path(folder).expanduser()
             if not _has_model(folder):
-                raise SFMError(
-                    f"{name}={folder} holds neither sfm_3448.npz nor both of {sorted(SFM_FILES)}"
-                )
+                raise SFMError(f"{name}={folder} holds neither {SFM_NPZ} nor both of {sorted(SFM_FILES)}")
             return folder
     cache = default_cache_dir()
     if _has_model(cache):
@@ -158,7 +164,8 @@ def _sha256(path: Path) -> str:
 
 def download_sfm(folder: str | os.PathLike | None = None, timeout: float = 60.0) -> Path:
     """Download the two original model files from the eos repository into `folder` (default: user cache),
-    checking each sha256; the symmetry file is fetched too when reachable (it is optional).
+    checking each sha256, and convert them to ``sfm_3448.npz`` there (:func:`convert_sfm`); the symmetry file
+    is fetched too when reachable (it is optional).
 
     Returns:
         The folder.
@@ -182,20 +189,75 @@ def download_sfm(folder: str | os.PathLike | None = None, timeout: float = 60.0)
             _fetch(SYMMETRY_URL, folder / SYMMETRY_FILE, timeout)
         except SFMError:
             pass  # optional: symmetry_pairs() falls back to mirrored nearest neighbours
+    if not (folder / SFM_NPZ).is_file():
+        convert_sfm(folder)
     return folder
 
 
+def _read_originals(folder: Path) -> dict[str, np.ndarray]:
+    """The arrays of the two cereal files in `folder`, keyed as in ``sfm_3448.npz`` (expression names checked)."""
+    arrays = read_cereal_shape_model(folder / "sfm_shape_3448.bin")
+    names, arrays["expressions"] = read_cereal_blendshapes(folder / "expression_blendshapes_3448.bin")
+    if tuple(names) != EXPRESSION_NAMES:
+        raise SFMError(f"{folder}: expression blendshapes are {names}, expected {list(EXPRESSION_NAMES)}")
+    arrays["expression_names"] = np.array(names)
+    return arrays
+
+
+def convert_sfm(src: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write ``sfm_3448.npz`` from the two original eos files in `src` into `out` (default `src`), and copy
+    the originals (and ``sfm_reference_symmetry.txt`` when `src` has it) beside it: `out` then holds what the
+    generator and the tests read.
+
+    The npz stores the arrays as eos holds them (the basis column-major, triangles int32, the expression
+    names as strings) with ``np.savez_compressed``: from the published files its members are byte for byte
+    those of the project's reference ``sfm_3448.npz`` (and with the reference zlib, so is the whole file).
+
+    Returns:
+        The path of the npz.
+
+    Raises:
+        SFMError: `src` lacks one of the two files, or they do not parse.
+    """
+    src = Path(src).expanduser()
+    out = Path(out).expanduser() if out is not None else src
+    if not _has_originals(src):
+        missing = [name for name in SFM_FILES if not (src / name).is_file()]
+        raise SFMError(f"{src} lacks {', '.join(missing)}: download them from {_EOS_RAW} (see docs/data.md)")
+    arrays = _read_originals(src)
+    order = ("mean", "basis", "eigenvalues", "triangles", "texcoords", "expression_names", "expressions")
+    arrays = {key: arrays[key] for key in order}
+    arrays["basis"] = np.asfortranarray(arrays["basis"])  # column-major, as cereal stores Eigen matrices
+    arrays["triangles"] = arrays["triangles"].astype(np.int32)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (*SFM_FILES, SYMMETRY_FILE):
+        if (src / name).is_file() and (src / name).resolve() != (out / name).resolve():
+            shutil.copyfile(src / name, out / name)
+    _write_atomically(out / SFM_NPZ, lambda f: np.savez_compressed(f, **arrays))
+    return out / SFM_NPZ
+
+
+def _write_atomically(target: Path, write) -> None:
+    """`write(file)` into a temporary file beside `target`, then rename it into place, so that an interrupted
+    download or conversion never looks like a model file (and the file gets the umask's permissions)."""
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        with open(part, "wb") as f:
+            write(f)
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+
+
 def _fetch(url: str, target: Path, timeout: float) -> None:
-    # Download to a temporary file first so that an interrupted download never looks like a model file.
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-                shutil.copyfileobj(response, tmp)
-        os.replace(tmp.name, target)
+            _write_atomically(target, lambda f: shutil.copyfileobj(response, f))
     except (urllib.error.URLError, OSError) as err:
         raise SFMError(
-            f"could not download {url} ({err}). Are you offline? Download the eos files "
-            f"{sorted(SFM_FILES)} by hand into a folder and set AFFECTVLM_SFM_DIR to it."
+            f"could not download {url} ({err}). Are you offline? Download the eos files {sorted(SFM_FILES)} by "
+            "hand into a folder, convert them with `python -m affectvlm.data sfm-convert FOLDER` and set "
+            "AFFECTVLM_SFM_DIR to it (docs/data.md)."
         ) from err
 
 
@@ -338,16 +400,17 @@ def symmetry_pairs(mean: np.ndarray, path: str | os.PathLike | None = None) -> n
 
 @lru_cache(maxsize=4)
 def _load(folder: Path) -> SurreyFaceModel:
-    npz = folder / "sfm_3448.npz"
+    npz = folder / SFM_NPZ
     if npz.is_file():
         with np.load(npz) as d:
-            arrays = {k: d[k] for k in ("mean", "basis", "eigenvalues", "triangles", "texcoords", "expressions")}
+            arrays = {
+                k: d[k] for k in ("mean", "basis", "eigenvalues", "triangles", "texcoords", "expressions")
+            }
             names = [str(n) for n in d["expression_names"]]
+        if tuple(names) != EXPRESSION_NAMES:
+            raise SFMError(f"{npz}: expression blendshapes are {names}, expected {list(EXPRESSION_NAMES)}")
     else:
-        arrays = read_cereal_shape_model(folder / "sfm_shape_3448.bin")
-        names, arrays["expressions"] = read_cereal_blendshapes(folder / "expression_blendshapes_3448.bin")
-    if tuple(names) != EXPRESSION_NAMES:
-        raise SFMError(f"{folder}: expression blendshapes are {names}, expected {list(EXPRESSION_NAMES)}")
+        arrays = _read_originals(folder)
     mean = arrays["mean"].astype(np.float32)
     return SurreyFaceModel(
         mean=mean,

@@ -245,28 +245,28 @@ def examples_in_view_order(paths: list[str]) -> list[str]:
     return [next(p for p in paths if Path(p).stem.endswith(f"_{v}")) for v in VIEW_NAMES]
 
 
+def _wire(tab: str, inputs: list, outputs: list, fn, examples: list[list], what: str) -> None:
+    """A tab's button (its own labels box after `inputs`), its examples (run on click, kept out of the API),
+    its outputs laid out, and its named API endpoint."""
+    labels = _labels_box(tab)
+    button = gr.Button(f"Score {tab}", variant="primary", elem_id=f"{tab}-button")
+    if examples:
+        gr.Examples([[*row, DEFAULT_LABELS_TEXT] for row in examples], [*inputs, labels], outputs, fn=fn,
+                    run_on_click=True, api_visibility="private", label=what)  # fmt: skip
+    _lay_out(outputs)
+    button.click(fn, [*inputs, labels], outputs, api_name=fn.__name__)
+
+
 def _views_tab() -> None:
     with gr.Row():
         images = [
             gr.Image(label=v.capitalize(), type="pil", image_mode=None, elem_id=f"views-{v}")
             for v in VIEW_NAMES
         ]
-    labels = _labels_box("views")
-    button = gr.Button("Score views", variant="primary", elem_id="views-button")
-    outputs = _result_panel("views")
     examples = _examples("views_*.png")
-    if len(examples) == len(VIEW_NAMES):
-        gr.Examples(
-            [[*examples_in_view_order(examples), DEFAULT_LABELS_TEXT]],
-            [*images, labels],
-            outputs,
-            fn=predict_views,
-            run_on_click=True,
-            api_visibility="private",
-            label="Rendered views of a synthetic face (SynthFER-3D)",
-        )
-    _lay_out(outputs)
-    button.click(predict_views, [*images, labels], outputs, api_name="predict_views")
+    rows = [examples_in_view_order(examples)] if len(examples) == len(VIEW_NAMES) else []
+    _wire("views", images, _result_panel("views"), predict_views, rows,
+          "Rendered views of a synthetic face (SynthFER-3D)")  # fmt: skip
 
 
 def _scan_tab() -> None:
@@ -275,21 +275,9 @@ def _scan_tab() -> None:
             label="3D scan", file_types=list(SUPPORTED_EXTENSIONS), type="filepath", elem_id="scan-file"
         )
         preview = gr.Model3D(label="Normalised scan (what was rendered)", elem_id="scan-preview")
-    labels = _labels_box("scan")
-    button = gr.Button("Score scan", variant="primary", elem_id="scan-button")
-    outputs = [*_result_panel("scan"), preview]
-    if examples := _examples("scan_*.ply"):
-        gr.Examples(
-            [[p, DEFAULT_LABELS_TEXT] for p in examples],
-            [file, labels],
-            outputs,
-            fn=predict_scan,
-            run_on_click=True,
-            api_visibility="private",
-            label="Synthetic example scans (SynthFER-3D)",
-        )
-    _lay_out(outputs)
-    button.click(predict_scan, [file, labels], outputs, api_name="predict_scan")
+    rows = [[p] for p in _examples("scan_*.ply")]
+    _wire("scan", [file], [*_result_panel("scan"), preview], predict_scan, rows,
+          "Synthetic example scans (SynthFER-3D)")  # fmt: skip
 
 
 def _sequence_tab() -> None:
@@ -300,21 +288,9 @@ def _sequence_tab() -> None:
         type="filepath",
         elem_id="sequence-files",
     )
-    labels = _labels_box("sequence")
-    button = gr.Button("Score sequence", variant="primary", elem_id="sequence-button")
-    outputs = _result_panel("sequence")
-    if examples := _examples("sequence_*.zip"):
-        gr.Examples(
-            [[[p], DEFAULT_LABELS_TEXT] for p in examples],
-            [files, labels],
-            outputs,
-            fn=predict_sequence,
-            run_on_click=True,
-            api_visibility="private",
-            label="A synthetic 4D sequence (SynthFER-3D)",
-        )
-    _lay_out(outputs)
-    button.click(predict_sequence, [files, labels], outputs, api_name="predict_sequence")
+    rows = [[[p]] for p in _examples("sequence_*.zip")]
+    _wire("sequence", [files], _result_panel("sequence"), predict_sequence, rows,
+          "A synthetic 4D sequence (SynthFER-3D)")  # fmt: skip
 
 
 # delete_cache: uploads and outputs older than an hour are removed every 30 minutes.

@@ -31,3 +31,24 @@ def sfm_dir() -> Path:
     if not (path / "sfm_3448.npz").is_file():
         pytest.skip(f"no sfm_3448.npz in {path}: {SFM_HOW_TO}")
     return path
+
+
+@pytest.fixture(scope="session")
+def app_url() -> str:
+    """The app, launched once for the whole session on a free loopback port, with a 2 MB upload limit (so the
+    oversized-upload test is cheap). Once: a closed demo deletes the example files gradio cached when the app
+    was built, so a relaunched one would fail on its examples."""
+    pytest.importorskip("gradio")
+    import socket
+
+    import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kwargs = dict(app.LAUNCH_KWARGS, max_file_size="2mb")
+    app.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kwargs)
+    try:
+        yield app.demo.local_url
+    finally:
+        app.demo.close()

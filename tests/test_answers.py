@@ -9,7 +9,6 @@ broken path (a scan normalised twice, views in the wrong order, a wrong crop) fa
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -107,19 +106,9 @@ def test_cli_gives_the_library_answer_for_a_scan_views_and_a_sequence(predictor)
 
 
 @pytest.fixture(scope="module")
-def client():
+def client(app_url):
     gradio_client = pytest.importorskip("gradio_client")
-    import app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                    **app.LAUNCH_KWARGS)  # fmt: skip
-    try:
-        yield gradio_client.Client(app.demo.local_url, verbose=False, download_files=False)
-    finally:
-        app.demo.close()
+    return gradio_client.Client(app_url, verbose=False, download_files=False)
 
 
 def app_label(outputs) -> str:

@@ -1,7 +1,6 @@
 """The Gradio app, used for real: launched on loopback and called through gradio_client."""
 
 import re
-import socket
 import zipfile
 
 import numpy as np
@@ -13,12 +12,6 @@ from faces import example_face  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_module():
     import app
@@ -27,15 +20,8 @@ def app_module():
 
 
 @pytest.fixture(scope="module")
-def client(app_module):
-    kwargs = dict(app_module.LAUNCH_KWARGS, max_file_size="2mb")  # small, so the oversized test is cheap
-    app_module.demo.launch(
-        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **kwargs
-    )
-    try:
-        yield Client(app_module.demo.local_url, verbose=False, download_files=False)
-    finally:
-        app_module.demo.close()
+def client(app_url):
+    return Client(app_url, verbose=False, download_files=False)
 
 
 @pytest.fixture(scope="module")

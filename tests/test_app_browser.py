@@ -3,7 +3,6 @@ example on every tab, and read the answer the page shows (the predicted label, c
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,19 +20,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def url():
-    import app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app.demo.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_KWARGS
-    )
-    try:
-        yield app.demo.local_url
-    finally:
-        app.demo.close()
+def url(app_url):
+    return app_url
 
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -250,11 +250,12 @@ def _wire(tab: str, inputs: list, outputs: list, fn, examples: list[list], what:
     its outputs laid out, and its named API endpoint."""
     labels = _labels_box(tab)
     button = gr.Button(f"Score {tab}", variant="primary", elem_id=f"{tab}-button")
+    # the button first, so that it owns the endpoint's name (the examples' event would take it otherwise)
+    button.click(fn, [*inputs, labels], outputs, api_name=fn.__name__)
     if examples:
         gr.Examples([[*row, DEFAULT_LABELS_TEXT] for row in examples], [*inputs, labels], outputs, fn=fn,
                     run_on_click=True, api_visibility="private", label=what)  # fmt: skip
     _lay_out(outputs)
-    button.click(fn, [*inputs, labels], outputs, api_name=fn.__name__)
 
 
 def _views_tab() -> None:

@@ -67,6 +67,12 @@ def test_every_event_has_an_api_name(app_module):
     assert {"predict_views", "predict_scan", "predict_sequence"} <= names
 
 
+def test_the_documented_api_is_the_three_buttons(client):
+    """Each tab's button owns its endpoint's name; the examples' events stay out of the API."""
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert set(endpoints) == {"/predict_views", "/predict_scan", "/predict_sequence"}
+
+
 def test_views_endpoint(client, files):
     scores, contributions, gallery, status = client.predict(
         handle_file(files["front"]),

@@ -35,6 +35,8 @@ SKIPPED = (
     (r"python -m pytest", "the test suite itself"),
     (r"refresh_remote_code|^cp .* checkpoints/", "rewrites the repository's demo checkpoint in place"),
     (r"sfm --download", "downloads the Surrey Face Model (network; tests/test_data_sfm.py runs it on fake files)"),
+    (r"git clone|affectvlm\.data ict\b",
+     "clones or reads the ICT FaceKit (network; or ../shared/ict): tests/test_data_ict.py runs both on a fake clone"),
     (r"--machine_rank", "one of several machines (or shells) that run together"),
     (r"--multi_gpu|--device cuda|bench/gpu\.sh|--mixed-precision bf16", "needs GPUs"),
     (r"--root /data|--dataset (bu3dfe|bosphorus|bu4dfe|bp4d)\b|--prepare bu3dfe",

@@ -6,6 +6,8 @@
     python -m affectvlm.data folds --dataset bu3dfe --root /data/BU-3DFE --protocol bu3dfe-subset1 --out folds.json
     python -m affectvlm.data sfm            # where the Surrey Face Model is (downloads it when missing)
     python -m affectvlm.data sfm-convert ~/Downloads/eos-share --out ~/sfm   # eos files fetched by hand -> npz
+    python -m affectvlm.data ict --info     # where the ICT FaceKit (MIT) is and what it holds
+    python -m affectvlm.data ict-convert ~/ICT-FaceKit   # a clone of the kit -> ict_facekit.npz (user cache)
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import sys
 _DESCRIPTION = """Data for AffectVLM: SynthFER-3D synthetic 3D/4D expression scans, render caches and
 subject-independent folds. The Surrey Face Model is found through $AFFECTVLM_SFM_DIR, else the user cache
 (~/.cache/affectvlm/sfm), else downloaded there from the eos repository. The model and everything generated
-from it are for non-commercial use only (research and teaching)."""
+from it are for non-commercial use only (research and teaching). The ICT FaceKit (MIT licence) is found
+through $AFFECTVLM_ICT_DIR, else ../shared/ict beside the checkout, else ~/.cache/affectvlm/ict, where
+`ict-convert` writes it from a clone of github.com/ICT-VGL/ICT-FaceKit."""
 
 
 def _synth_args(p: argparse.ArgumentParser) -> None:
@@ -145,16 +149,44 @@ def cmd_sfm_convert(args) -> int:
     return 0
 
 
+def cmd_ict(args) -> int:
+    """Print where the ICT FaceKit's ict_facekit.npz is: --dir, else $AFFECTVLM_ICT_DIR (only there when set),
+    else ../shared/ict beside the checkout, else the user cache (~/.cache/affectvlm/ict). With --info, load it
+    and say what it holds: vertices, triangles, identity modes, expression shapes, landmarks, units (mm once
+    loaded; the file stores cm) and the licence (MIT: keep the kit's LICENSE with any copy). Nothing is
+    downloaded: build the file with `ict-convert`."""
+    from .ict import find_ict, load_ict
+
+    print(load_ict(args.dir).summary() if args.info else f"ICT FaceKit: {find_ict(args.dir)}")
+    return 0
+
+
+def cmd_ict_convert(args) -> int:
+    """Build ict_facekit.npz from SRC, a clone of github.com/ICT-VGL/ICT-FaceKit (about 420 MB: `git clone
+    --depth 1 https://github.com/ICT-VGL/ICT-FaceKit`) or its FaceXModel/ folder. Reads
+    generic_neutral_mesh.obj, identity000.obj ... identity099.obj, the 53 expression OBJs named in
+    vertex_indices.json and its 68 landmarks; keeps the face, head/neck and eyeballs (what a scanner sees),
+    splits quads into triangles and stores float16 deltas in centimetres (8.8 MiB). Writes it to --out
+    (default: the user cache ~/.cache/affectvlm/ict, where it is found without settings) with the kit's
+    LICENSE (MIT) beside it."""
+    from .ict import convert_ict
+
+    npz = convert_ict(args.src, args.out)
+    print(f"wrote {npz}; use it with: export AFFECTVLM_ICT_DIR={npz.parent}")
+    return 0
+
+
 def _friendly(func):
     """Dataset and model errors become one line on stderr and exit code 1, not a traceback."""
 
     def run(args) -> int:
         from .datasets import DatasetError
+        from .ict import ICTError
         from .sfm import SFMError
 
         try:
             return int(func(args) or 0)
-        except (DatasetError, SFMError) as err:
+        except (DatasetError, SFMError, ICTError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
 
@@ -228,6 +260,26 @@ def _add_commands(sub) -> None:
     p.add_argument("src", help="folder holding sfm_shape_3448.bin and expression_blendshapes_3448.bin")
     p.add_argument("--out", default=None, help="folder to write (default: SRC)")
     p.set_defaults(func=_friendly(cmd_sfm_convert))
+
+    p = sub.add_parser(
+        "ict", help="locate the ICT FaceKit (MIT); --info: what it holds", description=cmd_ict.__doc__
+    )
+    p.add_argument("--dir", default=None, help="folder (or ict_facekit.npz) to use instead of the search")
+    p.add_argument(
+        "--info", action="store_true", help="load it and print vertices, shapes, units and licence"
+    )
+    p.set_defaults(func=_friendly(cmd_ict))
+
+    p = sub.add_parser(
+        "ict-convert",
+        help="build ict_facekit.npz from a clone of the ICT FaceKit",
+        description=cmd_ict_convert.__doc__,
+    )
+    p.add_argument("src", help="a clone of github.com/ICT-VGL/ICT-FaceKit, or its FaceXModel/ folder")
+    p.add_argument(
+        "--out", default=None, help="folder to write (default: the user cache, ~/.cache/affectvlm/ict)"
+    )
+    p.set_defaults(func=_friendly(cmd_ict_convert))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .sfm import _write_atomically
+from .sfm import default_cache_dir as sfm_cache_dir
+from .sfm import write_atomically
 
 __all__ = [
     "ICT_ENV",
@@ -224,8 +225,7 @@ class ICTModel:
 
 def default_cache_dir() -> Path:
     """The user cache folder: ``$XDG_CACHE_HOME/affectvlm/ict`` or ``~/.cache/affectvlm/ict``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "affectvlm" / "ict"
+    return sfm_cache_dir("ict")
 
 
 def ict_search_path() -> list[tuple[str, Path]]:
@@ -498,5 +498,5 @@ def convert_ict(
     licence = next((p for p in (folder / "LICENSE", folder.parent / "LICENSE") if p.is_file()), None)
     if licence is not None and licence.resolve() != (out / "LICENSE").resolve():
         shutil.copyfile(licence, out / "LICENSE")
-    _write_atomically(out / ICT_NPZ, lambda f: np.savez_compressed(f, **arrays))
+    write_atomically(out / ICT_NPZ, lambda f: np.savez_compressed(f, **arrays))
     return out / ICT_NPZ

@@ -116,10 +116,10 @@ class SurreyFaceModel:
         return self.mean + flat.reshape(*z.shape[:-1], -1, 3)
 
 
-def default_cache_dir() -> Path:
-    """The user cache folder for the model: ``$XDG_CACHE_HOME/affectvlm/sfm`` or ``~/.cache/affectvlm/sfm``."""
+def default_cache_dir(model: str = "sfm") -> Path:
+    """A face model's user cache folder: ``$XDG_CACHE_HOME/affectvlm/<model>`` or ``~/.cache/affectvlm/<model>``."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "affectvlm" / "sfm"
+    return Path(base) / "affectvlm" / model
 
 
 def _has_model(folder: Path) -> bool:
@@ -233,11 +233,11 @@ def convert_sfm(src: str | os.PathLike, out: str | os.PathLike | None = None) ->
     for name in (*SFM_FILES, SYMMETRY_FILE):
         if (src / name).is_file() and (src / name).resolve() != (out / name).resolve():
             shutil.copyfile(src / name, out / name)
-    _write_atomically(out / SFM_NPZ, lambda f: np.savez_compressed(f, **arrays))
+    write_atomically(out / SFM_NPZ, lambda f: np.savez_compressed(f, **arrays))
     return out / SFM_NPZ
 
 
-def _write_atomically(target: Path, write) -> None:
+def write_atomically(target: Path, write) -> None:
     """`write(file)` into a temporary file beside `target`, then rename it into place, so that an interrupted
     download or conversion never looks like a model file (and the file gets the umask's permissions)."""
     part = target.with_name(f".{target.name}.{os.getpid()}.part")
@@ -252,7 +252,7 @@ def _write_atomically(target: Path, write) -> None:
 def _fetch(url: str, target: Path, timeout: float) -> None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            _write_atomically(target, lambda f: shutil.copyfileobj(response, f))
+            write_atomically(target, lambda f: shutil.copyfileobj(response, f))
     except (urllib.error.URLError, OSError) as err:
         raise SFMError(
             f"could not download {url} ({err}). Are you offline? Download the eos files {sorted(SFM_FILES)} by "

@@ -19,6 +19,20 @@ Training templates are `str.format` strings with these slots (at least one of th
 Unknown metadata (missing key, None, NaN, "", "unknown") is left out of the phrase, and articles are fixed
 afterwards ("a angry" -> "an angry"), so no prompt reads "a None person" or has a double space.
 
+Action units: when a sample's metadata has "aus", its AU weights ({4: 0.8, 7: 0.5}, weights in [0, 1]), a
+share `PromptConfig.au_prompt_prob` (0.3) of its training prompts are drawn from AU_TRAIN_TEMPLATES instead,
+which describe the face by its 1 to `au_max_count` strongest active AUs in the plain words of
+affectvlm.data.aus.AU_CATALOGUE and still name the emotion: "an adult woman with brows lowered and drawn
+together and lips tightened and narrowed, looking furious." Without "aus" in the metadata the draws, and the
+sampler's state after them, are exactly those of the bank before AU prompts existed. The inference bank never
+sees AUs; `au_prompts()` gives separate, deterministic prompts per AU for scoring a scan against AU descriptions:
+
+    au_prompts([4])   # {"AU4 brow lowerer": ["a face with brows lowered and drawn together.", ...]}
+
+Open vocabulary: affectvlm.vocabulary.HELD_OUT_VOCABULARY lists, per emotion, words that no training prompt
+contains ("livid", "heartbroken", "flabbergasted", ...), for testing generalisation to unseen words; it lives
+outside this module so that evaluation code needs no training code, and tests/test_prompts.py enforces it.
+
 Inference templates have the single slot {label} and are filled with the label's own words only: no metadata,
 no lexicon synonym or facial-action description, no randomness. A label's inference prompts are therefore the
 same whatever the seed, the sampling history, the other labels asked for, or the samples being scored, and
@@ -27,7 +41,8 @@ any label a user writes ("contempt", "a person who just won the lottery") gets p
 Distinct prompts per built-in emotion with the default config (`PromptBank.num_prompts`): without metadata
 165-194; for one fully described sample (gender, age, ethnicity, intensity) 759-894 (neutral, which
 ignores intensity, 263); over all built-in metadata values together 217,195-254,804 (neutral 17,707).
-View phrases, when on, multiply these by 3.
+View phrases, when on, multiply these by 3. Three or more active AUs add 540-648 AU prompts to those of one
+fully described sample (neutral 180).
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import numbers
 import random
 import re
 import string
@@ -43,6 +59,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .configuration_affectvlm import DEFAULT_VIEW_NAMES as _VIEW_NAMES
+from .data.aus import AU_CATALOGUE, au_description
 
 # ----------------------------------------------------------------------------------------------------------
 # Built-in vocabulary
@@ -69,6 +86,29 @@ TRAIN_TEMPLATES: tuple[str, ...] = (
     "a 3D face with {action}, a sign of {noun}.",
     "{person} with {action}, looking {adj}.",
     "a face with {action} that looks {adj}.",
+)
+
+# Action-unit training templates: {aus} is the sample's strongest active AUs in plain words ("brows lowered and
+# drawn together and eyelids tightened, eyes narrowed", from affectvlm.data.aus.AU_CATALOGUE); {person}, {adj}
+# and {noun} are filled as in TRAIN_TEMPLATES. Every one names the emotion: in "sample" mode a sample gets a
+# prompt per class, so an AU-only prompt would describe the face, truly, under a wrong class's name.
+AU_TRAIN_TEMPLATES: tuple[str, ...] = (
+    "a face with {aus}, looking {adj}.",
+    "a {adj} face with {aus}.",
+    "{person} with {aus}, looking {adj}.",
+    "a 3D scan of a face with {aus}, a sign of {noun}.",
+    "{person} showing {noun}: {aus}.",
+    "a rendered face with {aus}, an expression of {noun}.",
+)
+
+# Inference templates of `au_prompts`, with the single slot {description} (an AU's plain description).
+AU_INFERENCE_TEMPLATES: tuple[str, ...] = (
+    "a face with {description}.",
+    "a photo of a face with {description}.",
+    "a 3D scan of a face with {description}.",
+    "a rendered 3D face with {description}.",
+    "facial action: {description}.",
+    "{description}.",
 )
 
 # Colon forms read correctly whether the label is a noun ("happiness"), an adjective ("happy") or a phrase.
@@ -239,6 +279,7 @@ _METADATA_KEYS = {
 }
 _METADATA_FIELDS = frozenset(k for keys in _METADATA_KEYS.values() for k in keys)
 _EMOTION_SLOTS = frozenset({"adj", "noun", "action"})
+_AU_KEY = "aus"  # the metadata key of a sample's AU weights: {AU number: weight in [0, 1]}
 _TRAIN_SLOTS = _EMOTION_SLOTS | {"person"}
 _LEXICON_FIELDS = {"aliases", "adjectives", "nouns", "actions", "graded"}
 # Words whose leading vowel letter is not a vowel sound, and the reverse.
@@ -271,6 +312,12 @@ class PromptConfig:
     extra_genders, extra_age_groups, extra_ethnicities: metadata value -> words, e.g. {"nonbinary":
         ["person"]} (gender words are nouns, the others adjectives).
     extra_view_phrases: view name -> phrases, e.g. {"top": ["seen from above"]}.
+    au_prompt_prob: probability in [0, 1] that a training prompt of a sample whose metadata has action-unit
+        weights ("aus": {AU number: weight}) describes the face by its strongest active AUs (AU_TRAIN_TEMPLATES)
+        instead of a TRAIN_TEMPLATES one. Metadata without "aus" draws exactly as it would with 0. Independent
+        of use_metadata; labels outside the lexicon never get AU prompts.
+    au_min_weight: an AU is active from this weight on (0.15: above the AU sampler's distractors, < 0.12).
+    au_max_count: an AU prompt names the 1 to au_max_count strongest active AUs (how many is drawn).
     """
 
     seed: int = 0
@@ -286,6 +333,9 @@ class PromptConfig:
     extra_age_groups: dict[str, list[str]] = field(default_factory=dict)
     extra_ethnicities: dict[str, list[str]] = field(default_factory=dict)
     extra_view_phrases: dict[str, list[str]] = field(default_factory=dict)
+    au_prompt_prob: float = 0.3
+    au_min_weight: float = 0.15
+    au_max_count: int = 3
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
@@ -293,8 +343,13 @@ class PromptConfig:
         for name in ("enabled", "use_metadata", "use_view_phrases"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool; got {getattr(self, name)!r}")
-        if not isinstance(self.metadata_dropout, int | float) or not 0.0 <= self.metadata_dropout <= 1.0:
-            raise ValueError(f"metadata_dropout must be in [0, 1]; got {self.metadata_dropout}")
+        for name in ("metadata_dropout", "au_prompt_prob"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]; got {value!r}")
+        if not isinstance(self.au_min_weight, int | float) or not 0.0 < self.au_min_weight <= 1.0:
+            raise ValueError(f"au_min_weight must be in (0, 1]; got {self.au_min_weight!r}")
+        _check_positive(self.au_max_count, "au_max_count")
         self.view_names = _str_tuple(self.view_names, "view_names")
         if not self.view_names or len(set(self.view_names)) != len(self.view_names):
             raise ValueError(f"view_names must be non-empty and unique; got {self.view_names}")
@@ -429,6 +484,53 @@ def _with_view(text: str, phrase: str | None) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Action units
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _au_number(key: Any) -> int:
+    """An AU key (4, "4", "AU4") -> 4; ValueError when it is not in affectvlm.data.aus.AU_CATALOGUE."""
+    number = None
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):  # numpy integers too
+        number = int(key)
+    elif isinstance(key, str) and (m := re.fullmatch(r"\s*(?:AU)?\s*(\d+)\s*", key, re.IGNORECASE)):
+        number = int(m.group(1))
+    if number not in AU_CATALOGUE:
+        raise ValueError(f"unknown action unit {key!r}: known {sorted(AU_CATALOGUE)} (as 4, '4' or 'AU4')")
+    return number
+
+
+def _strongest_aus(aus: Any, min_weight: float, max_count: int) -> tuple[int, ...]:
+    """The sample's metadata "aus" ({AU: weight in [0, 1]}) -> up to max_count AU numbers of weight >=
+    min_weight, strongest first (ties: lower AU number first); () when unknown (None, NaN, "unknown")."""
+    if _is_missing(aus):
+        return ()
+    if not isinstance(aus, Mapping):
+        raise ValueError(f"metadata 'aus' must be a mapping AU number -> weight in [0, 1]; got {aus!r}")
+    weights: dict[int, float] = {}
+    for key, weight in aus.items():
+        number = _au_number(key)
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0.0 <= weight <= 1.0:
+            raise ValueError(f"the weight of AU{number} in metadata 'aus' must be in [0, 1]; got {weight!r}")
+        if number in weights:
+            raise ValueError(f"AU{number} appears twice in metadata 'aus': {aus!r}")
+        weights[number] = float(weight)
+    ranked = sorted((au for au, w in weights.items() if w >= min_weight), key=lambda au: (-weights[au], au))
+    return tuple(ranked[:max_count])
+
+
+@functools.lru_cache(maxsize=4096)
+def _au_phrases(numbers: tuple[int, ...]) -> tuple[str, ...]:
+    """(4, 7) -> ("brows lowered and drawn together", "brows lowered and drawn together and eyelids
+    tightened, eyes narrowed"): the descriptions of the first 1, 2, ... AUs, joined."""
+    words = [au_description(au) for au in numbers]
+    return tuple(
+        words[0] if k == 1 else f"{', '.join(words[: k - 1])} and {words[k - 1]}"
+        for k in range(1, len(words) + 1)
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The bank
 # ----------------------------------------------------------------------------------------------------------
 
@@ -477,6 +579,7 @@ class PromptBank:
         self._templates = tuple(
             (t, frozenset(_template_slots(t))) for t in (*TRAIN_TEMPLATES, *cfg.extra_templates)
         )
+        self._au_templates = tuple((t, frozenset(_template_slots(t))) for t in AU_TRAIN_TEMPLATES)
         self._inference_templates = (*INFERENCE_TEMPLATES, *cfg.extra_inference_templates)
 
         self._alias = _builtin_alias_map()
@@ -517,7 +620,7 @@ class PromptBank:
         self._label_memo: dict[str, str | None] = {}
         self._meta_memo: dict[tuple, dict[str, Any]] = {}
         self._slot_memo: dict[tuple, dict[str, list[str]]] = {}
-        self._compatible_memo: dict[str, list[tuple[str, frozenset]]] = {}
+        self._compatible_memo: dict[tuple[str, bool], list[tuple[str, frozenset]]] = {}
         self._view_memo: dict[str | None, tuple[str | None, ...]] = {}
 
     # -- lookups -------------------------------------------------------------------------------------------
@@ -635,14 +738,17 @@ class PromptBank:
             "action": list(emotion.actions),
         }
 
-    def _compatible(self, emotion: _Emotion) -> list[tuple[str, frozenset]]:
-        if emotion.label not in self._compatible_memo:
-            self._compatible_memo[emotion.label] = self._compatible_uncached(emotion)
-        return self._compatible_memo[emotion.label]
+    def _compatible(self, emotion: _Emotion, au: bool = False) -> list[tuple[str, frozenset]]:
+        """The training templates (AU_TRAIN_TEMPLATES with `au`) whose slots this emotion can fill."""
+        key = (emotion.label, au)
+        if key not in self._compatible_memo:
+            self._compatible_memo[key] = self._compatible_uncached(emotion, au)
+        return self._compatible_memo[key]
 
-    def _compatible_uncached(self, emotion: _Emotion) -> list[tuple[str, frozenset]]:
+    def _compatible_uncached(self, emotion: _Emotion, au: bool = False) -> list[tuple[str, frozenset]]:
         have = {
             "person",
+            "aus",
             *(
                 s
                 for s, w in (
@@ -653,7 +759,16 @@ class PromptBank:
                 if w
             ),
         }
-        return [(t, slots) for t, slots in self._templates if slots <= have]
+        return [(t, slots) for t, slots in (self._au_templates if au else self._templates) if slots <= have]
+
+    def _au_options(self, metadata: Mapping[str, Any] | None) -> tuple[str, ...]:
+        """The {aus} fillings for a sample's metadata: its 1, 2, ... strongest active AUs described; () when
+        AU prompts are off, the metadata has no "aus" or no AU in it is active."""
+        cfg = self.config
+        if not cfg.enabled or cfg.au_prompt_prob <= 0 or not isinstance(metadata, Mapping):
+            return ()
+        numbers = _strongest_aus(metadata.get(_AU_KEY), cfg.au_min_weight, cfg.au_max_count)
+        return _au_phrases(numbers) if numbers else ()
 
     def _view_phrases_for(self, view: str | None) -> tuple[str | None, ...]:
         if view is None or not self.config.use_view_phrases:
@@ -664,7 +779,9 @@ class PromptBank:
 
     # -- training ------------------------------------------------------------------------------------------
 
-    def _draw(self, label: str, meta: Mapping[str, Any], view: str | None) -> str:
+    def _draw(
+        self, label: str, meta: Mapping[str, Any], view: str | None, au_options: Sequence[str] = ()
+    ) -> str:
         rng = self._rng
         emotion = self._emotions.get(self.canonical_label(label) or "")
         if not self.config.enabled:
@@ -677,9 +794,15 @@ class PromptBank:
             )
         if self.config.metadata_dropout > 0:
             meta = {k: v for k, v in meta.items() if rng.random() >= self.config.metadata_dropout}
+        # Without AU options nothing more is drawn: the draws are exactly those of a sample without "aus".
+        au_templates = self._compatible(emotion, au=True) if au_options else ()
+        if au_templates and rng.random() < self.config.au_prompt_prob:
+            templates = au_templates
         template, slots = rng.choice(templates)
         options = self._slot_options(emotion, meta)
-        text = template.format(**{slot: rng.choice(options[slot]) for slot in sorted(slots)})
+        text = template.format(
+            **{slot: rng.choice(au_options if slot == "aus" else options[slot]) for slot in sorted(slots)}
+        )
         return _clean(_with_view(text, phrase))
 
     def sample(
@@ -691,7 +814,8 @@ class PromptBank:
         """One training prompt per sample and view, drawn independently: (B,) labels -> (B, V) prompts.
 
         metadata: per sample a mapping with any of "gender" (or "sex"), "age" (years or a group name; or
-            "age_group"), "ethnicity" (or "race") and "intensity" (1-4; 0 = none); other keys are ignored,
+            "age_group"), "ethnicity" (or "race"), "intensity" (1-4; 0 = none) and "aus" (action-unit weights
+            {4: 0.8, 7: 0.5}, keys 4, "4" or "AU4": see `PromptConfig.au_prompt_prob`); other keys are ignored,
             unknown values (None, NaN, "", "unknown") are left out; an unrecognised value raises ValueError.
         num_views: V; view v is named `config.view_names[v]` for the optional view phrase.
         """
@@ -707,8 +831,8 @@ class PromptBank:
         ]
         out = []
         for label, meta in zip(labels, metadata):
-            resolved = self._resolve_metadata(meta)
-            out.append([self._draw(label, resolved, view) for view in views])
+            resolved, au_options = self._resolve_metadata(meta), self._au_options(meta)
+            out.append([self._draw(label, resolved, view, au_options) for view in views])
         return out
 
     def _pool(self, label: str) -> tuple[str, ...]:
@@ -754,17 +878,22 @@ class PromptBank:
     def all_prompts(
         self, label: str, metadata: Mapping[str, Any] | None = None, view: str | None = None
     ) -> list[str]:
-        """Every distinct training prompt `sample` can draw for this label, metadata and view (sorted)."""
+        """Every distinct training prompt `sample` can draw for this label, metadata and view (sorted); with
+        "aus" in the metadata, its action-unit prompts too."""
         emotion = self._emotions.get(self.canonical_label(label) or "")
         meta = self._resolve_metadata(metadata)
         phrases = self._view_phrases_for(view)
         templates = self._compatible(emotion) if emotion is not None else []
+        au_options = self._au_options(metadata)
         out: set[str] = set()
         if not templates:
             out.update(_with_view(p, ph) for p in self.inference_prompts([label])[label] for ph in phrases)
         else:
-            options = self._slot_options(emotion, meta)
-            for template, slots in templates:
+            au_templates = self._compatible(emotion, au=True) if au_options else []
+            if au_templates and self.config.au_prompt_prob >= 1:
+                templates = []  # every prompt is an AU prompt
+            options = {**self._slot_options(emotion, meta), "aus": list(au_options)}
+            for template, slots in (*templates, *au_templates):
                 names = sorted(slots)
                 for values in itertools.product(*(options[n] for n in names)):
                     text = template.format(**dict(zip(names, values)))
@@ -828,11 +957,35 @@ def inference_prompts(labels: Sequence[str], config: PromptConfig | None = None)
     return PromptBank(config).inference_prompts(labels)
 
 
+def au_label(au: int) -> str:
+    """The display label of an action unit: 4 -> "AU4 brow lowerer" (FACS name from the catalogue)."""
+    number = _au_number(au)
+    return f"AU{number} {AU_CATALOGUE[number].name}"
+
+
+def au_prompts(aus: Iterable[int | str] | None = None) -> dict[str, list[str]]:
+    """{"AU4 brow lowerer": ["a face with brows lowered and drawn together.", ...]} for scoring a scan
+    against action-unit descriptions: every AU of affectvlm.data.aus.AU_CATALOGUE in AU order, or the given
+    ones (4, "4" or "AU4") in the given order. AU_INFERENCE_TEMPLATES filled with the AU's plain description
+    only: deterministic, no metadata and no emotion word, every AU with the same number of prompts."""
+    if isinstance(aus, str):
+        raise ValueError(f"aus must be a list of action units, not the string {aus!r}")
+    numbers = sorted(AU_CATALOGUE) if aus is None else list(dict.fromkeys(_au_number(au) for au in aus))
+    return {
+        au_label(au): [_clean(t.format(description=au_description(au))) for t in AU_INFERENCE_TEMPLATES]
+        for au in numbers
+    }
+
+
 __all__ = [
+    "AU_INFERENCE_TEMPLATES",
+    "AU_TRAIN_TEMPLATES",
     "INFERENCE_TEMPLATES",
     "LEXICON",
     "TRAIN_TEMPLATES",
     "PromptBank",
     "PromptConfig",
+    "au_label",
+    "au_prompts",
     "inference_prompts",
 ]

@@ -1,8 +1,30 @@
+import ast
+import itertools
+import random
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from affectvlm.prompts import INFERENCE_TEMPLATES, LEXICON, PromptBank, PromptConfig, inference_prompts
+from affectvlm import vocabulary
+from affectvlm.data.aus import AU_CATALOGUE, au_description
+from affectvlm.prompts import (
+    AGE_ALIASES,
+    AGE_WORDS,
+    AU_INFERENCE_TEMPLATES,
+    ETHNICITY_ALIASES,
+    ETHNICITY_WORDS,
+    GENDER_ALIASES,
+    GENDER_WORDS,
+    INFERENCE_TEMPLATES,
+    LEXICON,
+    PromptBank,
+    PromptConfig,
+    au_prompts,
+    inference_prompts,
+)
+from affectvlm.vocabulary import HELD_OUT_VOCABULARY, find_held_out
 
 EMOTIONS = list(LEXICON)
 FULL = {"gender": "F", "age": 34, "ethnicity": "AE", "intensity": 4}
@@ -268,3 +290,175 @@ def test_memoised_lookups_draw_exactly_the_prompts_of_uncached_ones():
     memoised.sample(["anger"], [{"intensity": 1}])
     with pytest.raises(ValueError, match="intensity"):  # True == 1 as a dict key, yet it is no intensity
         memoised.sample(["anger"], [{"intensity": True}])
+
+
+# -- action units ------------------------------------------------------------------------------------------
+
+ANGRY_AUS = {4: 0.8, 7: 0.5, 23: 0.6, 14: 0.05, 12: 0.1}  # strongest first: 4, 23, 7; 14 and 12 inactive
+
+
+def _au_count(prompts, au):
+    return sum(au_description(au) in p for p in prompts)
+
+
+def test_au_prompts_appear_at_the_configured_rate_only_with_aus():
+    labels = ["anger"] * 400
+    for prob in (0.0, 0.3, 1.0):
+        bank = PromptBank(PromptConfig(seed=1, au_prompt_prob=prob))
+        with_aus = [p for row in bank.sample(labels, [{**FULL, "aus": ANGRY_AUS}] * 400, 3) for p in row]
+        rate = _au_count(with_aus, 4) / len(with_aus)  # AU4, the strongest, is in every AU prompt
+        assert abs(rate - prob) < 0.05, (prob, rate)
+        without = [p for row in bank.sample(labels, [FULL] * 400, 3) for p in row]
+        assert not any(au_description(au) in p for p in without for au in ANGRY_AUS)
+    # No active AU (all below au_min_weight), "aus" unknown, or AU prompts off: no AU prompt.
+    bank = PromptBank(PromptConfig(au_prompt_prob=1.0))
+    for aus in ({4: 0.1, 7: 0.0}, {}, None, float("nan"), "unknown"):
+        rows = bank.sample(["fear"] * 20, [{"aus": aus}] * 20, 3)
+        assert not any(au_description(au) in p for row in rows for p in row for au in AU_CATALOGUE)
+
+
+def test_au_prompts_name_the_strongest_aus_and_the_emotion():
+    bank = PromptBank(PromptConfig(seed=2, au_prompt_prob=1.0, au_max_count=2, use_view_phrases=True))
+    meta = {"gender": "male", "intensity": 2, "aus": ANGRY_AUS}
+    prompts = [p for row in bank.sample(["anger"] * 200, [meta] * 200, 3) for p in row]
+    assert not _bad(prompts) and all(p.endswith(".") for p in prompts)
+    assert _au_count(prompts, 4) == len(prompts)  # the strongest, always
+    assert 0 < _au_count(prompts, 23) < len(prompts)  # the second, in some (1 or 2 AUs named)
+    assert _au_count(prompts, 7) == _au_count(prompts, 14) == _au_count(prompts, 12) == 0  # not among the 2
+    assert all(p.index(au_description(4)) < p.index(au_description(23)) for p in prompts if "lips tight" in p)
+    # Every AU prompt still names the emotion (a sample's prompt for class c must be about c) ...
+    words = [w for key in ("adjectives", "nouns") for w in LEXICON["anger"][key]]
+    assert all(any(re.search(rf"\b{w}\b", p) for w in words) for p in prompts)
+    assert any(" man " in p for p in prompts)  # ... and can carry the other metadata
+    # `all_prompts` enumerates them; AU keys may be written 4, "4" or "AU4".
+    pool = set(bank.all_prompts("anger", meta, "left"))
+    assert set(prompts[1::3]) <= pool
+    spelled = {**meta, "aus": {"AU4": 0.8, "7": np.float32(0.5), np.int64(23): np.float32(0.6)}}
+    again = PromptBank(PromptConfig(seed=2, au_prompt_prob=1.0, au_max_count=2, use_view_phrases=True))
+    assert [p for row in again.sample(["anger"] * 200, [spelled] * 200, 3) for p in row] == prompts
+    # Labels outside the lexicon keep their inference-template prompts; enabled=False its one prompt.
+    assert all("contempt" in p for row in bank.sample(["contempt"] * 10, [meta] * 10, 3) for p in row)
+    off = PromptBank(PromptConfig(enabled=False, au_prompt_prob=1.0)).sample(["anger"], [meta], 2)
+    assert off == [["a photo of a face, expression: anger."] * 2]
+
+
+def test_no_aus_draws_exactly_as_without_au_prompts():
+    labels = (EMOTIONS + ["contempt"]) * 3
+    meta = [METADATA[i % len(METADATA)] for i in range(len(labels))]
+    unknown = [{**(m or {}), "aus": None} for m in meta]
+    for kwargs in ({}, {"metadata_dropout": 0.4, "use_view_phrases": True}):
+        on = PromptBank(PromptConfig(seed=4, au_prompt_prob=0.5, **kwargs))
+        off = PromptBank(PromptConfig(seed=4, au_prompt_prob=0.0, **kwargs))
+        for _ in range(3):
+            assert on.sample(labels, meta, 3) == off.sample(labels, meta, 3)
+            assert on.sample(labels, unknown, 3) == off.sample(labels, meta, 3)
+        assert on.state_dict()["rng"] == off.state_dict()["rng"]
+        assert on.all_prompts("anger", FULL) == off.all_prompts("anger", {**FULL, "aus": ANGRY_AUS})
+    # With au_prompt_prob=0 a sample's "aus" are ignored altogether.
+    off = PromptBank(PromptConfig(seed=4, au_prompt_prob=0.0))
+    plain = PromptBank(PromptConfig(seed=4, au_prompt_prob=0.0))
+    assert off.sample(["fear"] * 9, [{"aus": ANGRY_AUS}] * 9, 3) == plain.sample(["fear"] * 9, None, 3)
+
+
+@pytest.mark.parametrize(
+    "aus",
+    [{99: 0.5}, {4: 1.5}, {4: -0.1}, {4: "high"}, {4: True}, {"brow": 0.5}, [4, 7], {4: 0.5, "AU4": 0.2}],
+)
+def test_bad_aus_raise(aus):
+    with pytest.raises(ValueError):
+        PromptBank().sample(["anger"], [{"aus": aus}])
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"au_prompt_prob": 1.2}, {"au_prompt_prob": "0.3"}, {"au_min_weight": 0}, {"au_max_count": 0}]
+)
+def test_config_rejects_bad_au_settings(kwargs):
+    with pytest.raises(ValueError):
+        PromptConfig(**kwargs)
+
+
+def test_au_prompts_cover_the_catalogue_deterministically():
+    prompts = au_prompts()
+    assert list(prompts) == [f"AU{n} {AU_CATALOGUE[n].name}" for n in sorted(AU_CATALOGUE)]
+    assert prompts["AU4 brow lowerer"][0] == "a face with brows lowered and drawn together."
+    for texts, number in zip(prompts.values(), sorted(AU_CATALOGUE)):
+        assert len(texts) == len(AU_INFERENCE_TEMPLATES) == len(set(texts)) and not _bad(texts)
+        assert all(au_description(number) in t for t in texts)
+        assert f"{au_description(number)}." in texts
+    assert au_prompts() == prompts  # deterministic: no seed, no state
+    assert au_prompts([7, "AU4", "4"]) == {
+        "AU7 lid tightener": prompts["AU7 lid tightener"],
+        "AU4 brow lowerer": prompts["AU4 brow lowerer"],
+    }
+    assert list(au_prompts([7, 4])) == ["AU7 lid tightener", "AU4 brow lowerer"]
+    # No emotion word or metadata in them, and the inference bank has no AU text.
+    text = " ".join(t for texts in prompts.values() for t in texts)
+    for word in ("angry", "anger", "happy", "sad", "woman", "person", "very"):
+        assert not re.search(rf"\b{word}\b", text)
+    assert not any(
+        d.description in p for d in AU_CATALOGUE.values() for p in inference_prompts(EMOTIONS)[EMOTIONS[0]]
+    )
+    for bad in ([99], "AU4", ["brow"]):
+        with pytest.raises(ValueError):
+            au_prompts(bad)
+
+
+# -- open vocabulary ---------------------------------------------------------------------------------------
+
+
+def test_held_out_vocabulary_shape_and_matching():
+    assert set(HELD_OUT_VOCABULARY) == set(LEXICON)  # the six basic emotions and neutral
+    phrases = [p for words in HELD_OUT_VOCABULARY.values() for p in words]
+    assert all(5 <= len(words) <= 10 for words in HELD_OUT_VOCABULARY.values())
+    assert len(set(phrases)) == len(phrases)
+    for phrase in phrases:
+        assert find_held_out(f"A face, {phrase.upper()}.") == [phrase]
+    assert find_held_out("a deadpanned, unstunned face; Over  the moon") == ["over the moon"]
+    # Evaluation code can import it without the prompt sampler or the training code: it imports no project code.
+    tree = ast.parse(Path(vocabulary.__file__).read_text())
+    imported = [
+        n for node in ast.walk(tree) if isinstance(node, ast.Import) for n in (a.name for a in node.names)
+    ]
+    imported += [
+        node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and not node.level
+    ]
+    relative = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level]
+    assert not relative and not [m for m in imported if m.split(".")[0] in {"affectvlm", "train"}]
+
+
+def _training_prompts():
+    """A large sample of training prompts over every built-in label, metadata value and many AU sets."""
+    genders = [*GENDER_WORDS, *GENDER_ALIASES, None]
+    ages = [*AGE_WORDS, *AGE_ALIASES, 20, 40, 50, 80, None]
+    ethnicities = [*ETHNICITY_WORDS, *ETHNICITY_ALIASES, None]
+    numbers = sorted(AU_CATALOGUE)
+    rnd = random.Random(0)
+    aus = [dict(zip(pair, (0.9, 0.8))) for pair in itertools.permutations(numbers, 2)]  # every ordered pair
+    aus += [{au: rnd.uniform(0.2, 1.0) for au in rnd.sample(numbers, 4)} for _ in range(200)]
+    bank = PromptBank(PromptConfig(seed=0, au_prompt_prob=0.5, metadata_dropout=0.2, use_view_phrases=True))
+    prompts = set()
+    for i, au in enumerate(aus):
+        meta = {
+            "gender": genders[i % len(genders)],
+            "age": ages[i % len(ages)],
+            "ethnicity": ethnicities[i % len(ethnicities)],
+            "intensity": i % 5,
+            "aus": au,
+        }
+        rows = bank.sample(EMOTIONS, [meta] * len(EMOTIONS), num_views=3)
+        prompts.update(p for row in rows for p in row)
+    for label in EMOTIONS:  # the enumeration: bare, fully described, and with three AUs
+        prompts.update(bank.all_prompts(label))
+        prompts.update(bank.all_prompts(label, {**FULL, "aus": ANGRY_AUS}, "frontal"))
+        prompts.update(p for v in bank.class_prompts_per_view(EMOTIONS, 8) for ps in v.values() for p in ps)
+    return prompts
+
+
+def test_held_out_vocabulary_never_appears_in_training_prompts():
+    prompts = _training_prompts()
+    assert len(prompts) > 20_000
+    assert all(any(d in p for p in prompts) for d in (au_description(n) for n in AU_CATALOGUE))
+    leaks = {p: find_held_out(p) for p in prompts if find_held_out(p)}
+    assert not leaks, (
+        f"held-out words in training prompts (choose other held-out words): {list(leaks.items())[:5]}"
+    )

@@ -592,3 +592,11 @@ def test_messages_name_the_file_never_its_folder(tmp_path):
     with pytest.raises(ScanError) as info:
         Scan(vertices=np.zeros((3, 2)), path=str(folder / "b.obj"))
     assert "(b.obj)" in str(info.value) and "srv-private" not in str(info.value)
+
+
+def test_off_with_its_first_count_glued_to_the_keyword(tmp_path):
+    """`OFF8 6 12` (trimesh's models/whitespace.off does this, after a run of blank space): read as trimesh does."""
+    text = "\t   \n OFF4 1 0 # counts glued on\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 1 2\n"
+    (tmp_path / "glued.off").write_text(text)
+    scan = load_scan(tmp_path / "glued.off")
+    assert scan.num_vertices == 4 and scan.num_faces == 1

@@ -325,10 +325,24 @@ def _check_ply_header(data: bytes, max_vertices: int, max_faces: int) -> int:
     return start
 
 
-def _check_off_header(data: bytes, max_vertices: int, max_faces: int) -> None:
+def _off_text(data: bytes) -> bytes:
+    """The OFF file with blank lines, comments and a BOM before its keyword removed, and the keyword on a line of
+    its own: some writers glue the first count to it (`OFF8 6 12`), which trimesh's reader does not take."""
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        body = line.split(b"#", 1)[0].strip().removeprefix(b"\xef\xbb\xbf")
+        if body:
+            keyword = re.match(rb"([A-Z]*OFF)(.*)$", body, re.S)
+            if keyword is None:
+                break
+            return b"\n".join([keyword.group(1), keyword.group(2), *lines[i + 1 :]])
+    raise ScanError("not an OFF file: no 'OFF' keyword before its data")
+
+
+def _check_off_header(data: bytes, max_vertices: int, max_faces: int) -> bytes:
+    """Check an OFF file's counts against the caps and its size; returns the text for trimesh (`_off_text`)."""
+    data = _off_text(data)
     tokens = re.sub(rb"#[^\n]*", b"", data[: 1 << 16]).split()
-    if not tokens or not tokens[0].endswith(b"OFF"):
-        raise ScanError("not an OFF file: no 'OFF' keyword before its data")
     try:
         nv, nf = int(tokens[1]), int(tokens[2])
     except (IndexError, ValueError):
@@ -344,6 +358,7 @@ def _check_off_header(data: bytes, max_vertices: int, max_faces: int) -> None:
         raise ScanError(
             f"OFF file has far more lines than the {nv} vertices and {nf} faces its header declares"
         )
+    return data
 
 
 def _check_stl(data: bytes, max_faces: int) -> bool:
@@ -463,8 +478,7 @@ def _trimesh_input(data: bytes, ext: str, max_vertices: int, max_faces: int) -> 
         _check_gltf(data, max_vertices, binary=ext == ".glb")
         return data
     if ext == ".off":
-        _check_off_header(data, max_vertices, max_faces)
-        return _as_utf8(data)
+        return _as_utf8(_check_off_header(data, max_vertices, max_faces))
     _check_obj_counts(data, max_vertices, max_faces)
     if _OBJ_RELATIVE.search(data) is None:
         return _as_utf8(data)

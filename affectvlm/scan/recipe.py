@@ -111,7 +111,7 @@ class ScanRecipe:
         for frame in frames:
             self.check_cost(frame)
         return render_sequence(
-            frames, **self._render_kwargs(), normalize=False, device=device, as_tensor=True
+            frames, **self._render_kwargs(), normalize=False, device=device, as_tensor=True, **render_kwargs
         )
 
 
@@ -126,8 +126,8 @@ MIN_POINTS = 50
 # The frontal view of a normalised face covers ~40-70 % of the image; a dot or a sliver covers almost nothing.
 MIN_COVERAGE = 0.05
 # The nose stands out of the face: the surface 11-18 mm (0.12-0.2 normalised radii) around the tip lies on
-# average at least this far (in normalised radii) behind it. Faces of both face models and real scans measure
-# 0.1-0.3; a plane, a box's side or a large sphere measure under 0.03.
+# average at least this far (in normalised radii) behind it. Faces of both face models and the examples measure
+# 0.07-0.18; a plane, a box's side or a large sphere under 0.02.
 MIN_NOSE_PROMINENCE = 0.05
 # ... and the face surrounds it: surface in (nearly) every direction around the tip, near it and further out.
 MIN_SURROUNDED = 0.75

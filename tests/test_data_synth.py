@@ -136,3 +136,228 @@ def test_bnt_tree_loads_as_the_face(tmp_path, model):
     assert scan.num_vertices > 5000 and scan.texture is not None
     # the nose tip survives rasterising
     assert abs(scan.vertices[:, 2].max() - ref.vertices[:, 2].max()) < 1.0
+
+
+# --- SynthFER-3D v2: face models, action units, labels, realism --------------------------------------------
+
+# The v1 generator's output (recorded before v2 was written): vertex and face counts, sha256 of the faces,
+# the vertex sums and the colour sum of a few scans and one 6-frame sequence. v2 must not change a thing.
+V1_FINGERPRINTS = {
+    ("default", "scan", 0, "neutral", 0): (
+        2333,
+        4479,
+        "ddd610b7fccf",
+        (6214.39, -20269.71, -17555.92),
+        1255748,
+    ),
+    ("default", "scan", 1, "happiness", 4): (
+        2421,
+        4634,
+        "a8f2ba36ce47",
+        (-39161.59, -54992.88, 22705.67),
+        1257072,
+    ),
+    ("default", "scan", 2, "fear", 2): (
+        12635,
+        24851,
+        "3f58942a6f0d",
+        (-584328.09, -225914.18, -499783.04),
+        7385258,
+    ),
+    ("default", "seq", 1, "surprise", 6): (
+        2584,
+        4989,
+        "f4b364b1c975",
+        (-86051.93, -680435.77, 166558.74),
+        1342178,
+    ),
+    ("hard", "scan", 1, "happiness", 4): (
+        7497,
+        14453,
+        "bd643d84a7cb",
+        (101456.17, -92139.17, -341742.44),
+        3929357,
+    ),
+    ("hard", "seq", 1, "surprise", 6): (
+        2646,
+        5099,
+        "63117e07fc14",
+        (527767.83, -471323.7, -1025792.52),
+        1387100,
+    ),
+}
+V1_CONFIGS = {
+    "default": SynthConfig(seed=0, num_subjects=4),
+    "hard": SynthConfig.preset("hard", seed=7, num_subjects=3),
+}
+
+
+def _fingerprint(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> tuple:
+    import hashlib
+
+    n = vertices.shape[-2]
+    sums = vertices.astype(np.float64).reshape(-1, 3).sum(0)
+    return (
+        n,
+        len(faces),
+        hashlib.sha256(faces.tobytes()).hexdigest()[:12],
+        sums,
+        int(colors.astype(np.int64).sum()),
+    )
+
+
+def test_sfm_defaults_generate_what_v1_generated(model):
+    gens = {name: SynthFER3D(cfg, model) for name, cfg in V1_CONFIGS.items()}
+    for (name, what, subject, label, n), expected in V1_FINGERPRINTS.items():
+        if what == "scan":
+            s = gens[name].scan(subject, label, n)
+            got = _fingerprint(s.vertices, s.faces, s.colors)
+        else:
+            q = gens[name].sequence(subject, label, num_frames=n)
+            got = _fingerprint(q.frames, q.faces, q.colors)
+        assert got[:3] == expected[:3] and got[4] == expected[4], (name, what, subject, label)
+        assert np.allclose(got[3], expected[3], rtol=1e-6, atol=0.05), (name, what, subject, label)
+    # the config's dict (cache folder names, tree READMEs) and the listings are v1's
+    assert (
+        set(SynthConfig().to_dict()) == set(V1_CONFIGS["default"].to_dict())
+        and "face_model" not in SynthConfig().to_dict()
+    )
+    assert SynthConfig.preset("easy").to_dict().keys() == SynthConfig().to_dict().keys()
+    gen = gens["default"]
+    assert len(gen.static_items()) == 4 * 25 and len(gen.sequence_items()) == 4 * 6
+    meta = gen.scan(0, "anger", 3).metadata
+    assert meta["face_model"] == "sfm" and "non-commercial" in meta["licence"] and "aus" not in meta
+
+
+@pytest.fixture(scope="module")
+def ict_model():
+    from test_data_ict import ICT_HOW_TO, ict_folder
+
+    from affectvlm.data.ict import ICT_NPZ, load_ict
+
+    if not (ict_folder() / ICT_NPZ).is_file():
+        pytest.skip(f"no {ICT_NPZ} in {ict_folder()}: {ICT_HOW_TO}")
+    return load_ict(ict_folder())
+
+
+def test_v2_config_round_trips_and_validates():
+    from affectvlm.data.aus import AUSampleConfig
+
+    cfg = SynthConfig(
+        face_model="both",
+        expressions="aus",
+        neutral=True,
+        compound=True,
+        au_sampling=AUSampleConfig(distractors=0.0),
+    )
+    assert (
+        SynthConfig(**cfg.to_dict()) == cfg
+        and cfg.face_model_of(0) == "sfm"
+        and cfg.face_model_of(3) == "ict"
+    )
+    for bad in (dict(face_model="flame"), dict(expressions="shapes"), dict(blink_rate=-1.0)):
+        with pytest.raises(ValueError):
+            SynthConfig(**bad)
+
+
+def test_ict_and_both_are_deterministic_and_consistent(model, ict_model):
+    both = SynthConfig(seed=5, num_subjects=4, face_model="both")
+    a, b = SynthFER3D(both, model, ict_model), SynthFER3D(both, model, ict_model)
+    b.scan(3, "fear", 2)  # something else first changes nothing
+    s1, s2 = a.scan(1, "happiness", 3), b.scan(1, "happiness", 3)
+    assert (
+        s1.subject.face_model == "ict"
+        and np.array_equal(s1.vertices, s2.vertices)
+        and np.array_equal(s1.faces, s2.faces)
+    )
+    assert s1.metadata == s2.metadata == a.sample_metadata(1, "happiness", 3)
+    q1, q2 = a.sequence(1, "surprise", num_frames=6), b.sequence(1, "surprise")
+    assert np.array_equal(q1.frames, q2.frames[q1.frame_indices])
+    # a subject's data depends on its index and face model, not on the rest of the set
+    ict_only = SynthFER3D(both.replace(face_model="ict", num_subjects=2), None, ict_model).scan(
+        1, "happiness", 3
+    )
+    sfm_only = SynthFER3D(both.replace(face_model="sfm"), model).scan(0, "sadness", 4)
+    assert np.array_equal(ict_only.vertices, s1.vertices)
+    assert np.array_equal(sfm_only.vertices, a.scan(0, "sadness", 4).vertices)
+    c = SynthFER3D(both.replace(seed=6), model, ict_model).scan(1, "happiness", 3)
+    assert c.vertices.shape != s1.vertices.shape or not np.allclose(c.vertices, s1.vertices)
+
+
+def test_metadata_records_face_model_licence_and_aus(model, ict_model):
+    gen = SynthFER3D(
+        SynthConfig(seed=2, num_subjects=2, face_model="both", expressions="aus"), model, ict_model
+    )
+    ict = gen.scan(1, "surprise", 4).metadata
+    assert ict["face_model"] == "ict" and ict["licence"].startswith("MIT") and ict["expressions"] == "aus"
+    assert ict["aus"] and all(isinstance(au, int) and 0 < w <= 1 for au, w in ict["aus"].items())
+    assert (
+        set(ict["aus"]) == set(ict["au_left"]) | set(ict["au_right"]) and ict["au_code"] and "variant" in ict
+    )
+    sfm = gen.scan(0, "happiness", 4).metadata
+    assert sfm["face_model"] == "sfm" and sfm["aus_nominal"] and sfm["blendshapes"]["happiness"] > 0.5
+    assert all(0 < w <= 1 for w in sfm["aus"].values()) and 12 in sfm["aus"] and sfm["aus_requested"]
+
+
+def test_neutral_and_compound_options(model, ict_model, sfm_dir):
+    from affectvlm.data.aus import COMPOUND_LABELS
+    from affectvlm.data.cache import plan_synth
+
+    cfg = SynthConfig(seed=1, num_subjects=2, face_model="both", neutral=True, compound=True)
+    gen = SynthFER3D(cfg, model, ict_model)
+    assert len(gen.static_items()) == 2 * (25 + len(COMPOUND_LABELS))
+    assert len(gen.sequence_items()) == 2 * (6 + 1 + len(COMPOUND_LABELS))
+    compound = [it for it in gen.static_items() if it["evaluation_only"]]
+    assert {it["label"] for it in compound} == set(COMPOUND_LABELS) and all(
+        it["intensity"] == 4 for it in compound
+    )
+    scan = gen.scan(0, "happily_surprised", 4)  # an SFM subject: a compound goes through action units
+    assert scan.metadata["evaluation_only"] and scan.metadata["expressions"] == "aus"
+    seq = gen.sequence(1, "neutral", num_frames=4)
+    assert seq.frames.shape[0] == 4 and not seq.metadata["evaluation_only"]
+    items = plan_synth(cfg, "both", sfm_dir, ict_model.source)
+    assert {it.metadata["face_model"] for it in items} == {"sfm", "ict"}
+    assert sum(it.metadata["evaluation_only"] for it in items) == 2 * 2 * len(COMPOUND_LABELS)
+    assert all("aus" in it.metadata for it in items if it.metadata["face_model"] == "ict")
+
+
+def test_ict_sequence_moves_with_staggered_aus(ict_model):
+    cfg = SynthConfig.preset(
+        "easy", seed=3, num_subjects=1, face_model="ict", noise=0.0, head_motion=0.0, blink_rate=0.0
+    )
+    gen = SynthFER3D(cfg, None, ict_model)
+    seq = gen.sequence(0, "happiness")
+    apex = seq.phases["apex"]
+    move = np.linalg.norm(seq.frames - seq.frames[0], axis=2).max(axis=1)  # (T,) largest vertex motion
+    assert move[apex] > 5.0  # a smile moves the lip corners by several millimetres
+    onset = move[seq.phases["onset"] : apex + 1]
+    assert np.mean(np.diff(onset) >= -0.05) > 0.9 and onset[-1] > onset[0]  # rises through the onset
+    shifts = seq.metadata["au_shift_s"]
+    assert shifts and len(set(shifts.values())) == len(shifts)  # each AU on its own time
+    blinking = SynthFER3D(cfg.replace(blink_rate=3.0), None, ict_model).sequence(0, "neutral")
+    assert blinking.metadata["blinks"] >= 1
+
+
+def test_realism_is_seeded_and_counted(tmp_path, model, ict_model, sfm_dir):
+    realism = pytest.importorskip("affectvlm.data.realism")
+    from affectvlm.data.cache import RenderCacheDataset, RenderSettings, prepare_cache
+
+    cfg = SynthConfig(
+        seed=4,
+        num_subjects=2,
+        face_model="both",
+        realism=realism.RealismConfig.only("holes", "noise", "offset"),
+    )
+    gen = SynthFER3D(cfg, model, ict_model)
+    a, b = gen.scan(1, "anger", 2), SynthFER3D(cfg, model, ict_model).scan(1, "anger", 2)
+    assert a.realism == ("holes", "noise", "offset") and np.array_equal(a.vertices, b.vertices)
+    clean = SynthFER3D(cfg.replace(realism=None), model, ict_model).scan(1, "anger", 2)
+    assert len(a.vertices) < len(clean.vertices)
+    frames = gen.sequence(0, "fear", num_frames=3).to_scans()
+    shift = [f.vertices.mean(0) for f in frames]  # one offset for the whole take
+    assert np.allclose(shift[0], shift[2], atol=5.0)
+    small = cfg.replace(realism=realism.RealismConfig.only("holes"))
+    folder = prepare_cache("synth", out=tmp_path, settings=RenderSettings(size=16, batch=50), synth_config=small,
+                           synth_kind="4d", sfm_dir=sfm_dir, ict_dir=ict_model.source, progress=False)  # fmt: skip
+    counts = RenderCacheDataset(folder).report()["counts"]
+    assert counts["face_model"] == {"ict": 6, "sfm": 6} and counts["realism"] == {"holes": 12}

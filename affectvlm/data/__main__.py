@@ -1,13 +1,15 @@
 """`python -m affectvlm.data COMMAND ...`: generate SynthFER-3D, render caches, make folds, fetch the face model.
 
-    python -m affectvlm.data synth --out /tmp/synth-bu3dfe --layout bu3dfe --subjects 10
-    python -m affectvlm.data prepare --dataset synth --out /tmp/cache --subjects 100 --kind both
-    python -m affectvlm.data prepare --dataset bu3dfe --root /data/BU-3DFE --out /tmp/cache
-    python -m affectvlm.data folds --dataset bu3dfe --root /data/BU-3DFE --protocol bu3dfe-subset1 --out folds.json
-    python -m affectvlm.data sfm            # where the Surrey Face Model is (downloads it when missing)
-    python -m affectvlm.data sfm-convert ~/Downloads/eos-share --out ~/sfm   # eos files fetched by hand -> npz
-    python -m affectvlm.data ict --info     # where the ICT FaceKit (MIT) is and what it holds
-    python -m affectvlm.data ict-convert ~/ICT-FaceKit   # a clone of the kit -> ict_facekit.npz (user cache)
+python -m affectvlm.data synth --out /tmp/synth-bu3dfe --layout bu3dfe --subjects 10
+python -m affectvlm.data prepare --dataset synth --out /tmp/cache --subjects 100 --kind both
+python -m affectvlm.data prepare --dataset synth --out /tmp/cache --face-model both --neutral --realism on
+python -m affectvlm.data sheet --out docs/img/synthfer3d_sheet.png   # one row per emotion and face model
+python -m affectvlm.data prepare --dataset bu3dfe --root /data/BU-3DFE --out /tmp/cache
+python -m affectvlm.data folds --dataset bu3dfe --root /data/BU-3DFE --protocol bu3dfe-subset1 --out folds.json
+python -m affectvlm.data sfm            # where the Surrey Face Model is (downloads it when missing)
+python -m affectvlm.data sfm-convert ~/Downloads/eos-share --out ~/sfm   # eos files fetched by hand -> npz
+python -m affectvlm.data ict --info     # where the ICT FaceKit (MIT) is and what it holds
+python -m affectvlm.data ict-convert ~/ICT-FaceKit   # a clone of the kit -> ict_facekit.npz (user cache)
 """
 
 from __future__ import annotations
@@ -26,20 +28,63 @@ through $AFFECTVLM_ICT_DIR, else ../shared/ict beside the checkout, else ~/.cach
 
 def _synth_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("SynthFER-3D")
-    g.add_argument("--preset", default="medium", choices=["easy", "medium", "hard"], help="difficulty preset (default: medium)")
+    g.add_argument(
+        "--preset",
+        default="medium",
+        choices=["easy", "medium", "hard"],
+        help="difficulty preset (default: medium)",
+    )
     g.add_argument("--seed", type=int, default=0, help="master seed: same seed, same data (default: 0)")
-    g.add_argument("--subjects", type=int, default=100, help="number of subjects (default: 100, like BU-3DFE)")
+    g.add_argument(
+        "--subjects", type=int, default=100, help="number of subjects (default: 100, like BU-3DFE)"
+    )
     g.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE",
         help="override a SynthConfig field, e.g. --set noise=0.4 --set 'pose_jitter=[10,5,2]' (JSON values)",
     )  # fmt: skip
-    g.add_argument("--sfm-dir", default=None, help="folder with the face model (default: $AFFECTVLM_SFM_DIR / cache)")
+    g.add_argument(
+        "--sfm-dir", default=None, help="folder with the face model (default: $AFFECTVLM_SFM_DIR / cache)"
+    )
+    g.add_argument(
+        "--face-model", default="sfm", choices=["sfm", "ict", "both"],
+        help="face model: the Surrey Face Model (non-commercial), the ICT FaceKit (MIT), or both (even subjects "
+        "SFM, odd subjects ICT) (default: sfm)",
+    )  # fmt: skip
+    g.add_argument(
+        "--expressions", default="blendshapes", choices=["blendshapes", "aus"],
+        help="the SFM subjects' expressions: its six whole-emotion blendshapes, or facial action units (EMFACS "
+        "prototypes and variants); ICT subjects always use action units (default: blendshapes)",
+    )  # fmt: skip
+    g.add_argument(
+        "--neutral",
+        action="store_true",
+        help="neutral as a seventh class in 4D too: one neutral sequence per subject (3D always has its neutral scan)",
+    )
+    g.add_argument(
+        "--compound",
+        action="store_true",
+        help="add the 15 compound expressions (Du et al. 2014), flagged evaluation_only: one scan and one sequence each per subject",
+    )
+    g.add_argument(
+        "--realism", default="off", choices=["off", "on", "surface"],
+        help="scanner realism on every scan and frame: off; on (holes, boundary, density, noise, spikes, point "
+        "clouds, turned/z-up/off-centre frames, cm/m/unitless); surface (the first five only) (default: off)",
+    )  # fmt: skip
+    g.add_argument(
+        "--ict-dir",
+        default=None,
+        help="folder with ict_facekit.npz (default: $AFFECTVLM_ICT_DIR / ../shared/ict / cache)",
+    )
 
 
 def _synth_config(args):
-    from .synth import SynthConfig
+    from .synth import SynthConfig, realism_preset
 
-    overrides = {"seed": args.seed, "num_subjects": args.subjects}
+    overrides = {
+        "seed": args.seed, "num_subjects": args.subjects, "face_model": args.face_model,
+        "expressions": args.expressions, "neutral": args.neutral, "compound": args.compound,
+        "realism": realism_preset(args.realism),
+    }  # fmt: skip
     for item in args.set:
         name, _, value = item.partition("=")
         try:
@@ -53,12 +98,15 @@ def _synth_config(args):
 
 
 def cmd_synth(args) -> int:
-    from .sfm import load_sfm
     from .synth import write_synth_tree
 
     config = _synth_config(args)
+    if args.layout == "bosphorus" and config.realism is not None:
+        print("--realism with --layout bosphorus: a range grid is the scanner's own frame", file=sys.stderr)
+        return 2
     n = write_synth_tree(
-        args.out, args.layout, config, load_sfm(args.sfm_dir), num_frames=args.frames or None, texture_size=args.texture_size,
+        args.out, args.layout, config, args.sfm_dir, num_frames=args.frames or None, texture_size=args.texture_size,
+        ict=args.ict_dir,
     )  # fmt: skip
     print(f"wrote {n} scan files in the {args.layout} layout under {args.out}")
     return 0
@@ -92,14 +140,33 @@ def cmd_prepare(args) -> int:
     folder = prepare_cache(
         args.dataset, args.root, args.out, settings, samples=samples,
         synth_config=_synth_config(args) if args.dataset == "synth" else None, synth_kind=args.kind,
-        sfm_dir=args.sfm_dir, shard_size=args.shard_size, workers=args.workers, max_shards=args.max_shards,
+        sfm_dir=args.sfm_dir, ict_dir=args.ict_dir, shard_size=args.shard_size, workers=args.workers,
+        max_shards=args.max_shards,
     )  # fmt: skip
     report = folder / "report.json"
     if report.is_file():
         doc = json.loads(report.read_text())
         print(f"cache: {folder} ({doc['rendered']} samples rendered, {len(doc['bad'])} bad: see {report})")
+        counts = doc.get("counts", {})
+        for group in ("face_model", "realism"):
+            if counts.get(group):
+                print(f"  {group}: " + ", ".join(f"{k} {v}" for k, v in counts[group].items()))
     else:
         print(f"cache: {folder} (not finished: run the same command again to resume)")
+    return 0
+
+
+def cmd_sheet(args) -> int:
+    """Render the SynthFER-3D contact sheet: one row per label (neutral and the six emotions) and face model, each
+    one scan of that model's `--subject`-th subject at the top intensity in the pipeline's three views, then one
+    row of scanner realism; the title states the face models' licences (SFM: non-commercial; ICT FaceKit: MIT).
+    Look at it: each row should read as its label to a person."""
+    from .sheet import write_sheet
+    from .synth import SynthFER3D
+
+    gen = SynthFER3D(_synth_config(args), args.sfm_dir, args.ict_dir)
+    path = write_sheet(args.out, gen, size=args.size, subject=args.subject, intensity=args.intensity)
+    print(f"wrote {path}")
     return 0
 
 
@@ -123,8 +190,18 @@ def cmd_folds(args) -> int:
             samples = select_protocol(samples, args.protocol, seed=args.seed)
         subjects = sorted({s.subject for s in samples})
         source = {"dataset": args.dataset, "protocol": args.protocol}
-    folds = subject_folds(subjects, k=args.k, seed=args.seed, repeat=args.repeat, val_fraction=args.val_fraction)
-    save_folds(args.out, folds, k=args.k, seed=args.seed, repeat=args.repeat, val_fraction=args.val_fraction, **source)
+    folds = subject_folds(
+        subjects, k=args.k, seed=args.seed, repeat=args.repeat, val_fraction=args.val_fraction
+    )
+    save_folds(
+        args.out,
+        folds,
+        k=args.k,
+        seed=args.seed,
+        repeat=args.repeat,
+        val_fraction=args.val_fraction,
+        **source,
+    )
     print(f"wrote {len(folds)} folds over {len(subjects)} subjects to {args.out}")
     return 0
 
@@ -201,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_parser(subparsers) -> None:
     """Register ``data`` (with these commands under it) in the ``python -m affectvlm`` dispatcher."""
-    p = subparsers.add_parser("data", help="SynthFER-3D, render caches, folds, the face model", description=_DESCRIPTION)
+    p = subparsers.add_parser(
+        "data", help="SynthFER-3D, render caches, folds, the face model", description=_DESCRIPTION
+    )
     _add_commands(p.add_subparsers(dest="data_command", metavar="COMMAND"))
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -210,9 +289,18 @@ def _add_commands(sub) -> None:
     p = sub.add_parser("synth", help="write SynthFER-3D scans as files in a real dataset's layout",
                        description="Write SynthFER-3D as files laid out like a real dataset, so the readers and the whole pipeline run on them.")  # fmt: skip
     p.add_argument("--out", required=True, help="root folder to write")
-    p.add_argument("--layout", default="bu3dfe", choices=["bu3dfe", "bu4dfe", "bosphorus", "bp4d"], help="which dataset's layout (default: bu3dfe)")
-    p.add_argument("--frames", type=int, default=12, help="frames per 4D sequence, evenly spread (0: all ~100; large)")
-    p.add_argument("--texture-size", type=int, default=32, help="side of the texture images beside the meshes")
+    p.add_argument(
+        "--layout",
+        default="bu3dfe",
+        choices=["bu3dfe", "bu4dfe", "bosphorus", "bp4d"],
+        help="which dataset's layout (default: bu3dfe)",
+    )
+    p.add_argument(
+        "--frames", type=int, default=12, help="frames per 4D sequence, evenly spread (0: all ~100; large)"
+    )
+    p.add_argument(
+        "--texture-size", type=int, default=32, help="side of the texture images beside the meshes"
+    )
     _synth_args(p)
     p.set_defaults(func=_friendly(cmd_synth))
 
@@ -220,23 +308,59 @@ def _add_commands(sub) -> None:
                        description="Render every sample's views once into memory-mapped uint8 shards keyed by a hash of the render "
                        "settings. Resumable: run the same command again after an interruption. Samples that cannot be rendered are "
                        "listed in report.json.")  # fmt: skip
-    p.add_argument("--dataset", required=True, choices=["bu3dfe", "bosphorus", "bu4dfe", "bp4d", "synth"], help="dataset to render; synth generates in memory")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        choices=["bu3dfe", "bosphorus", "bu4dfe", "bp4d", "synth"],
+        help="dataset to render; synth generates in memory",
+    )
     p.add_argument("--root", help="the dataset folder (not for synth)")
-    p.add_argument("--out", required=True, help="parent folder of the cache (the cache is <out>/<dataset>-<settings hash>)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="parent folder of the cache (the cache is <out>/<dataset>-<settings hash>)",
+    )
     p.add_argument("--protocol", help="render only a protocol's samples (bu3dfe-subset1, bosphorus-six, ...)")
-    p.add_argument("--kind", default="both", choices=["3d", "4d", "both"], help="synth: static scans, sequences or both")
+    p.add_argument(
+        "--kind", default="both", choices=["3d", "4d", "both"], help="synth: static scans, sequences or both"
+    )
     p.add_argument("--size", type=int, default=224, help="image side (default: 224)")
     p.add_argument("--mode", default="normal", help="render mode of the scan pipeline (default: normal)")
-    p.add_argument("--views", help="views as JSON, passed to render_views (default: the pipeline's three views)")
+    p.add_argument(
+        "--views", help="views as JSON, passed to render_views (default: the pipeline's three views)"
+    )
     p.add_argument("--crop-radius", type=float, default=90.0, help="crop about the nose tip in mm (0: none)")
     p.add_argument("--align", action="store_true", help="PCA-align scans before rendering")
-    p.add_argument("--frames", type=int, default=12, help="4D: frames evenly sampled per sequence for its dynamic image (default: 12)")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=12,
+        help="4D: frames evenly sampled per sequence for its dynamic image (default: 12)",
+    )
     p.add_argument("--batch", type=int, default=25, help="static scans per render call")
     p.add_argument("--shard-size", type=int, default=250, help="samples per shard, the unit of resumption")
     p.add_argument("--workers", type=int, default=1, help="rendering processes (default: 1)")
-    p.add_argument("--max-shards", type=int, default=None, help="stop after this many shards (testing resumption)")
+    p.add_argument(
+        "--max-shards", type=int, default=None, help="stop after this many shards (testing resumption)"
+    )
     _synth_args(p)
     p.set_defaults(func=_friendly(cmd_prepare))
+
+    p = sub.add_parser(
+        "sheet",
+        help="a contact sheet PNG of SynthFER-3D: one row per emotion and face model",
+        description=cmd_sheet.__doc__,
+    )
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--size", type=int, default=128, help="side of each view in pixels (default: 128)")
+    p.add_argument(
+        "--subject", type=int, default=0, help="which subject of each face model (default: 0, its first)"
+    )
+    p.add_argument(
+        "--intensity", type=int, default=None, help="intensity level of the emotions (default: the top one)"
+    )
+    _synth_args(p)
+    p.set_defaults(func=_friendly(cmd_sheet), face_model="both", subjects=4)
 
     p = sub.add_parser("folds", help="subject-independent k-fold splits exported to JSON",
                        description="Seeded subject-independent k folds, each with validation subjects carved from its training side.")  # fmt: skip
@@ -246,17 +370,30 @@ def _add_commands(sub) -> None:
     p.add_argument("--protocol", help="restrict to a protocol's subjects (e.g. bu3dfe-subset1: 60 subjects)")
     p.add_argument("--k", type=int, default=10, help="number of folds (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="partition seed (default: 0)")
-    p.add_argument("--repeat", type=int, default=0, help="repetition number: a new random partition per repeat")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of training subjects held out for validation")
+    p.add_argument(
+        "--repeat", type=int, default=0, help="repetition number: a new random partition per repeat"
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="fraction of training subjects held out for validation",
+    )
     p.add_argument("--out", required=True, help="JSON file to write")
     p.set_defaults(func=_friendly(cmd_folds))
 
     p = sub.add_parser("sfm", help="locate (or download) the Surrey Face Model", description=cmd_sfm.__doc__)
     p.add_argument("--dir", default=None, help="folder to use or download into")
-    p.add_argument("--download", action="store_true", help="download the two eos files (sha256-checked) and convert them")
+    p.add_argument(
+        "--download", action="store_true", help="download the two eos files (sha256-checked) and convert them"
+    )
     p.set_defaults(func=_friendly(cmd_sfm))
 
-    p = sub.add_parser("sfm-convert", help="convert the eos model files into sfm_3448.npz", description=cmd_sfm_convert.__doc__)
+    p = sub.add_parser(
+        "sfm-convert",
+        help="convert the eos model files into sfm_3448.npz",
+        description=cmd_sfm_convert.__doc__,
+    )
     p.add_argument("src", help="folder holding sfm_shape_3448.bin and expression_blendshapes_3448.bin")
     p.add_argument("--out", default=None, help="folder to write (default: SRC)")
     p.set_defaults(func=_friendly(cmd_sfm_convert))

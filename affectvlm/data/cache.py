@@ -12,7 +12,9 @@ SynthFER-3D, whose data depends on its generator config too)::
     shards/00000.json   the rows' index entries and the shard's bad samples; written after the .npy, so
                         its presence marks the shard done (resuming skips it)
     index.json          all entries: key, shard, row, label, label_id, subject, intensity, dataset, metadata
-    report.json         every sample that could not be rendered, with the error (never silently dropped)
+    report.json         every sample that could not be rendered, with the error (never silently dropped); for
+                        SynthFER-3D v2 also `counts`: samples per dataset, label and face model, evaluation-only
+                        samples, realism kinds applied
 
 The folder name carries a hash of the render settings, so changing views, size or mode renders a new cache
 beside the old one instead of mixing them.
@@ -114,46 +116,40 @@ def plan_dataset(samples) -> list[WorkItem]:
     ]
 
 
-def plan_synth(config, kind: str = "both", sfm_dir=None) -> list[WorkItem]:
-    """Work items that generate SynthFER-3D samples in memory (no mesh files): ``3d`` the 25 static scans per
-    subject, ``4d`` the six sequences per subject, or ``both``."""
-    from .sfm import load_sfm
+def plan_synth(config, kind: str = "both", sfm_dir=None, ict_dir=None) -> list[WorkItem]:
+    """Work items that generate SynthFER-3D samples in memory (no mesh files): ``3d`` the static scans (25 per
+    subject, + the compounds with ``config.compound``), ``4d`` the sequences (six per subject, + neutral and the
+    compounds when asked), or ``both``. Each item's metadata is the sample's
+    (:meth:`affectvlm.data.synth.SynthFER3D.sample_metadata`: face model, licence, ``evaluation_only``, AU
+    weights, ...)."""
     from .synth import SynthFER3D
 
     if kind not in ("3d", "4d", "both"):
         raise ValueError(f"kind must be '3d', '4d' or 'both', got {kind!r}")
-    gen = SynthFER3D(config, load_sfm(sfm_dir))
-    items = []
+    gen = SynthFER3D(config, sfm_dir, ict_dir)
+    listed = []
     if kind in ("3d", "both"):
-        for it in gen.static_items():
-            s = gen.subject(it["subject_index"])
-            items.append(
-                WorkItem(
-                    key=f"synth3d/{s.subject_id}/{it['label']}{it['intensity']}",
-                    label=it["label"],
-                    subject=s.subject_id,
-                    intensity=it["intensity"],
-                    dataset="synth3d",
-                    sequence=False,
-                    synth=(s.index, it["label"], it["intensity"]),
-                    metadata=s.metadata,
-                )  # fmt: skip
-            )
+        listed += [(it, False) for it in gen.static_items()]
     if kind in ("4d", "both"):
-        for it in gen.sequence_items():
-            s = gen.subject(it["subject_index"])
-            items.append(
-                WorkItem(
-                    key=f"synth4d/{s.bu4dfe_id}/{it['label']}",
-                    label=it["label"],
-                    subject=s.bu4dfe_id,
-                    intensity=None,
-                    dataset="synth4d",
-                    sequence=True,
-                    synth=(s.index, it["label"], None),
-                    metadata=s.metadata,
-                )  # fmt: skip
-            )
+        listed += [(it, True) for it in gen.sequence_items()]
+    items = []
+    for it, sequence in listed:
+        s, label = gen.subject(it["subject_index"]), it["label"]
+        subject = s.bu4dfe_id if sequence else s.subject_id
+        items.append(
+            WorkItem(
+                key=f"synth4d/{subject}/{label}"
+                if sequence
+                else f"synth3d/{subject}/{label}{it['intensity']}",
+                label=label,
+                subject=subject,
+                intensity=it["intensity"],
+                dataset="synth4d" if sequence else "synth3d",
+                sequence=sequence,
+                synth=(s.index, label, it["intensity"]),
+                metadata=gen.sample_metadata(s.index, label, it["intensity"]),
+            )  # fmt: skip
+        )
     return items
 
 
@@ -169,19 +165,21 @@ def label_vocabulary(labels) -> list[str]:
 class _Renderer:
     """Turns work items into (V, H, W, 3) uint8 images with the scan pipeline; built once per process."""
 
-    def __init__(self, settings: RenderSettings, synth_config=None, sfm_dir=None):
+    def __init__(self, settings: RenderSettings, synth_config=None, sfm_dir=None, ict_dir=None):
         self.settings = settings
         self.gen = None
+        self.realism: dict[str, tuple] = {}  # item key -> realism kinds applied to its (first) scan
         if synth_config is not None:
-            from .sfm import load_sfm
             from .synth import SynthFER3D
 
-            self.gen = SynthFER3D(synth_config, load_sfm(sfm_dir))
+            self.gen = SynthFER3D(synth_config, sfm_dir, ict_dir)
 
     def static_scans(self, item: WorkItem):
         if item.synth is not None:
             subject, label, level = item.synth
-            return self.gen.scan(subject, label, level or 1).to_scan(path=item.key)
+            scan = self.gen.scan(subject, label, level or 1)
+            self.realism[item.key] = scan.realism
+            return scan.to_scan(path=item.key)
         from ..scan import load_scan
 
         return load_scan(item.paths[0])
@@ -190,7 +188,9 @@ class _Renderer:
         n = self.settings.frames
         if item.synth is not None:
             subject, label, _ = item.synth
-            return self.gen.sequence(subject, label, num_frames=n).to_scans(path_prefix=item.key)
+            sequence = self.gen.sequence(subject, label, num_frames=n)
+            self.realism[item.key] = sequence.realism
+            return sequence.to_scans(path_prefix=item.key)
         from ..scan import load_scan
 
         return [load_scan(item.paths[i]) for i in pick_frames(len(item.paths), n)]
@@ -232,7 +232,7 @@ _WORKER: dict = {}
 
 def _render_shard(job: dict) -> dict:
     """Render one shard and write it (worker entry point; also called in-process)."""
-    key = (job["settings"], job["synth_config"], job["sfm_dir"])
+    key = (job["settings"], job["synth_config"], job["sfm_dir"], job.get("ict_dir"))
     if _WORKER.get("key") != key:
         _WORKER["key"], _WORKER["renderer"] = key, _Renderer(*key)
     renderer: _Renderer = _WORKER["renderer"]
@@ -251,13 +251,18 @@ def _render_shard(job: dict) -> dict:
         if it.sequence:
             results[i] = renderer.render_sequence(it)
             progress(1)
+    realism = job["synth_config"] is not None and job["synth_config"].realism is not None
     for it, res in zip(items, results):
+        kinds = renderer.realism.pop(it.key, ())
         if isinstance(res, Exception):
             error = f"{type(res).__name__}: {res}"
             logger.warning("skipping %s (%s): %s", it.key, it.paths[0] if it.paths else "synth", error)
             bad.append({**it.entry(), "paths": list(it.paths), "error": error})
             continue
-        entries.append({**it.entry(), "shard": job["shard"], "row": len(images)})
+        entry = {**it.entry(), "shard": job["shard"], "row": len(images)}
+        if realism:  # the kinds applied to this sample (SynthFER-3D with realism), counted in report.json
+            entry["realism"] = list(kinds)
+        entries.append(entry)
         images.append(np.asarray(res, dtype=np.uint8))
     _write_shard(Path(job["folder"]), job["shard"], images, entries, bad)
     return {"shard": job["shard"], "rendered": len(entries), "bad": len(bad)}
@@ -293,6 +298,7 @@ def prepare_cache(
     synth_config=None,
     synth_kind: str = "both",
     sfm_dir=None,
+    ict_dir=None,
     shard_size: int = 250,
     workers: int = 1,
     progress: bool = True,
@@ -303,7 +309,8 @@ def prepare_cache(
     Args:
         dataset: ``bu3dfe``, ``bosphorus``, ``bu4dfe``, ``bp4d`` (read from `root` with
             :func:`affectvlm.data.datasets.read_dataset`) or ``synth`` (generated in memory from
-            `synth_config`, no mesh files; `synth_kind` ``3d``, ``4d`` or ``both``).
+            `synth_config`, no mesh files; `synth_kind` ``3d``, ``4d`` or ``both``; the face models from
+            `sfm_dir` and `ict_dir`, each loaded only when the config uses it).
         root: the dataset folder (not used for ``synth``).
         out: the parent folder; the cache is ``<out>/<dataset>-<settings.key()>`` (for ``synth``:
             ``<out>/synth<kind>-<hash of the SynthConfig and kind>-<settings.key()>``).
@@ -323,7 +330,7 @@ def prepare_cache(
         from .synth import SynthConfig
 
         synth_config = synth_config or SynthConfig()
-        items = plan_synth(synth_config, synth_kind, sfm_dir)
+        items = plan_synth(synth_config, synth_kind, sfm_dir, ict_dir)
         source = {"synth_config": synth_config.to_dict(), "synth_kind": synth_kind}
     else:
         from .datasets import read_dataset
@@ -367,6 +374,7 @@ def prepare_cache(
             "settings": settings,
             "synth_config": synth_config,
             "sfm_dir": sfm_dir,
+            "ict_dir": ict_dir,
             "items": shards[k],
             "shard": k,
             "folder": str(folder),
@@ -394,7 +402,9 @@ def prepare_cache(
                     bar.update(futures[fut])
     logger.info("rendered %d shards of %s in %.1f s", len(jobs), dataset, time.perf_counter() - t0)
     if all(all(p.is_file() for p in _shard_paths(folder, k)) for k in range(len(shards))):
-        _write_index(folder, len(shards), header["labels"])
+        # a SynthFER-3D v2 cache's report counts what it holds; every other report stays as it was
+        counted = dataset == "synth" and not synth_config.is_v1
+        _write_index(folder, len(shards), header["labels"], counted)
     return folder
 
 
@@ -418,7 +428,7 @@ def _init_worker() -> None:
         pass
 
 
-def _write_index(folder: Path, num_shards: int, labels: list[str]) -> None:
+def _write_index(folder: Path, num_shards: int, labels: list[str], counted: bool = False) -> None:
     entries, bad = [], []
     for k in range(num_shards):
         meta = json.loads(_shard_paths(folder, k)[1].read_text())
@@ -428,9 +438,31 @@ def _write_index(folder: Path, num_shards: int, labels: list[str]) -> None:
     for e in entries:
         e["label_id"] = ids[e["label"]]
     (folder / "index.json").write_text(json.dumps({"labels": labels, "entries": entries}) + "\n")
-    (folder / "report.json").write_text(json.dumps({"rendered": len(entries), "bad": bad}, indent=1) + "\n")
+    report = {"rendered": len(entries), "bad": bad, **({"counts": _counts(entries)} if counted else {})}
+    (folder / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     if bad:
         logger.warning("%d samples could not be rendered; see %s", len(bad), folder / "report.json")
+
+
+def _counts(entries: list[dict]) -> dict:
+    """What a cache holds, counted over its rendered entries: samples per dataset, label and face model,
+    evaluation-only samples, and how often each realism kind was applied (SynthFER-3D with realism)."""
+    counts: dict[str, dict] = {"dataset": {}, "label": {}, "face_model": {}, "realism": {}}
+
+    def add(group: str, key) -> None:
+        counts[group][key] = counts[group].get(key, 0) + 1
+
+    evaluation_only = 0
+    for e in entries:
+        add("dataset", e["dataset"])
+        add("label", e["label"])
+        meta = e.get("metadata") or {}
+        if "face_model" in meta:
+            add("face_model", meta["face_model"])
+        evaluation_only += bool(meta.get("evaluation_only"))
+        for kind in e.get("realism", ()):
+            add("realism", kind)
+    return {**{k: dict(sorted(v.items())) for k, v in counts.items()}, "evaluation_only": evaluation_only}
 
 
 # --- reading ----------------------------------------------------------------------------------------------
@@ -540,5 +572,6 @@ class RenderCacheDataset(_torch_dataset_base()):
         return {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
 
     def report(self) -> dict:
-        """The cache's report: ``{"rendered": n, "bad": [{key, paths, error, ...}]}``."""
+        """The cache's report: ``{"rendered": n, "bad": [{key, paths, error, ...}]}``, and for SynthFER-3D v2
+        ``"counts"`` (per dataset, label, face model, realism kind; evaluation-only samples)."""
         return json.loads((self.folder / "report.json").read_text())

@@ -1,0 +1,372 @@
+"""Scanner realism: seeded, switchable transforms that make a clean face scan look like a real scanner's file.
+
+A clean scan (millimetres, +y up, +z towards the viewer, as a face model's mesh) becomes what a scanner or a
+dataset hands over: holes where the scanner saw nothing (eyes, nostrils, an open mouth, random patches), an
+irregular boundary (more or less forehead, chin and cheeks; the neck and head where the mesh has them),
+another density (vertex clustering down to a few thousand vertices, midpoint subdivision up to ~100k faces),
+depth noise and spikes along the line of sight, a point cloud (sometimes only the half that faces the
+scanner), and the file's own frame: turned about the vertical (looking along -z, or any angle), z-up axes,
+off-centre, in centimetres, metres or unitless. `normalize_scan` must undo the frame and cope with the rest.
+
+    scan, kinds = apply_realism(face, np.random.default_rng(seed), RealismConfig())
+    scan, kinds = apply_realism(face, rng, RealismConfig.only("holes", "axes"), landmarks={"eyes": [i, j]})
+
+Each kind is drawn with its own probability, in the fixed order of `KINDS`, from the caller's generator (so a
+seed fixes the result); `kinds` lists those applied, for the caller to count. Nothing here knows a face model:
+`landmarks` (vertex indices of the clean scan: "eyes", "nostrils", "mouth", "nose") put holes where a
+scanner loses them; without them holes fall on random surface points and the nose is the frontmost vertex.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..scan.normalize import find_nose_tip
+from ..scan.types import Scan
+
+__all__ = ["KINDS", "RealismConfig", "apply_realism", "cluster_vertices", "subdivide"]
+
+# In the order they are applied: what the scanner sees first (on the clean scan, where the landmarks point),
+# then its sampling, then the file's frame.
+KINDS = (
+    "holes",
+    "boundary",
+    "density",
+    "noise",
+    "spikes",
+    "point_cloud",
+    "turn",
+    "axes",
+    "offset",
+    "units",
+)
+# Hole radii (mm) at each landmark kind; a mouth hole is an ellipse twice as wide as it is tall.
+_LANDMARK_HOLES = {"eyes": (6.0, 12.0), "nostrils": (3.0, 6.0), "mouth": (5.0, 12.0)}
+
+
+@dataclass(frozen=True)
+class RealismConfig:
+    """Which realism kinds to apply (`p_<kind>`: the probability of each) and their ranges.
+
+    Attributes:
+        enabled: False returns every scan unchanged.
+        hole_radius: random patches' radius range, mm; `random_holes` their count range (inclusive).
+        landmark_hole: the probability of a hole at each landmark given (an eye, a nostril, the mouth).
+        boundary_radius: the crop's radius range (mm) about the nose, drawn separately towards the forehead,
+            chin and each cheek (up to 150 mm keeps part of the neck and head of a mesh that has them).
+        faces: the density's range: from clustering to ~`faces[0] / 2` vertices up to subdividing to at
+            least `faces[1]` faces (log-uniform target).
+        noise: depth noise standard deviation range, mm.
+        spikes, spike_length: spike count and length ranges (vertices pushed along the line of sight).
+        partial: the probability that a point cloud keeps only the vertices that face the scanner.
+        turn_back: the probability that a turn is half a turn (the face looks along -z); else any angle.
+        offset: the largest distance (mm) of the scan from the origin.
+        unit_weights: relative weights of cm, m and unitless; `unitless_size`: a unitless model's largest
+            side range (log-uniform).
+    """
+
+    enabled: bool = True
+    p_holes: float = 0.5
+    p_boundary: float = 0.5
+    p_density: float = 0.3
+    p_noise: float = 0.5
+    p_spikes: float = 0.3
+    p_point_cloud: float = 0.15
+    p_turn: float = 0.3
+    p_axes: float = 0.3
+    p_offset: float = 0.3
+    p_units: float = 0.3
+    hole_radius: tuple[float, float] = (4.0, 12.0)
+    random_holes: tuple[int, int] = (1, 3)
+    landmark_hole: float = 0.5
+    boundary_radius: tuple[float, float] = (65.0, 150.0)
+    faces: tuple[int, int] = (6000, 100_000)
+    noise: tuple[float, float] = (0.05, 0.5)
+    spikes: tuple[int, int] = (1, 20)
+    spike_length: tuple[float, float] = (5.0, 50.0)
+    partial: float = 0.5
+    turn_back: float = 0.5
+    offset: float = 500.0
+    unit_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    unitless_size: tuple[float, float] = (0.01, 100.0)
+
+    def __post_init__(self) -> None:
+        for kind in KINDS:
+            if not 0.0 <= self.probability(kind) <= 1.0:
+                raise ValueError(f"p_{kind} must be in [0, 1], got {self.probability(kind)}")
+
+    def probability(self, kind: str) -> float:
+        return float(getattr(self, f"p_{kind}"))
+
+    @classmethod
+    def only(cls, *kinds: str, **changes) -> RealismConfig:
+        """A config that applies exactly `kinds` (probability 1) and nothing else."""
+        unknown = set(kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown realism kinds {sorted(unknown)}; known: {KINDS}")
+        return cls(**{f"p_{k}": float(k in kinds) for k in KINDS}, **changes)
+
+    def replace(self, **changes) -> RealismConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def apply_realism(
+    scan: Scan,
+    rng: np.random.Generator,
+    config: RealismConfig | None = None,
+    landmarks: Mapping[str, Sequence[int] | int] | None = None,
+) -> tuple[Scan, list[str]]:
+    """A clean scan (mm, +y up, +z towards the viewer) made to look like a scanner's output.
+
+    Args:
+        scan: the clean scan; not modified.
+        rng: the random stream: the same generator state and config give the same scan and kinds.
+        config: probabilities and ranges (default `RealismConfig()`).
+        landmarks: optional vertex indices of the clean scan by name: "eyes", "nostrils", "mouth" (holes),
+            "nose" (the boundary's centre; default: the frontmost vertex that is not a spike).
+
+    Returns:
+        (the new scan, the kinds applied in order).
+    """
+    config = config or RealismConfig()
+    if not config.enabled:
+        return scan, []
+    marks = {name: np.atleast_1d(np.asarray(idx, np.int64)) for name, idx in (landmarks or {}).items()}
+    applied = []
+    for kind in KINDS:
+        if rng.random() < config.probability(kind):
+            changed = _APPLY[kind](scan, rng, config, marks)
+            if changed is not None:
+                scan = changed
+                applied.append(kind)
+    return scan, applied
+
+
+# --- what the scanner sees ---------------------------------------------------------------------------------
+
+
+def _nose(scan: Scan, marks: dict) -> np.ndarray:
+    if "nose" in marks:
+        return scan.vertices[marks["nose"][0]]
+    return find_nose_tip(scan.vertices)
+
+
+def _holes(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
+    """Holes at the landmarks (each with probability `landmark_hole`) and at random surface points."""
+    v = scan.vertices
+    keep = np.ones(len(v), bool)
+    for name, (lo, hi) in _LANDMARK_HOLES.items():
+        for index in marks.get(name, ()):
+            if rng.random() < config.landmark_hole:
+                aspect = (2.0, 1.0) if name == "mouth" else (1.0, 1.0)
+                keep &= ~_in_ellipse(v, v[index], rng.uniform(lo, hi), aspect)
+    for _ in range(rng.integers(config.random_holes[0], config.random_holes[1] + 1)):
+        centre = v[rng.integers(len(v))]
+        keep &= ~_in_ellipse(v, centre, rng.uniform(*config.hole_radius), (1.0, 1.0))
+    return _subset(scan, keep)
+
+
+def _in_ellipse(v: np.ndarray, centre: np.ndarray, radius: float, aspect: tuple[float, float]) -> np.ndarray:
+    """(N,) bool: within `radius` of `centre`, the x and y distances divided by `aspect` (depth counts fully)."""
+    d = (v - centre) / np.array([aspect[0], aspect[1], 1.0], np.float32)
+    return np.einsum("ij,ij->i", d, d) <= radius * radius
+
+
+def _boundary(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
+    """Keep the vertices within a radius of the nose that changes smoothly with the direction in the image
+    plane: its own radius towards the forehead, each cheek and the chin, plus a small wobble."""
+    v = scan.vertices
+    d = v - _nose(scan, marks)
+    angle = np.arctan2(d[:, 1], d[:, 0])
+    right, top, left, bottom = rng.uniform(*config.boundary_radius, size=4)
+    # a smooth periodic curve through the four radii (at 0, 90, 180 and 270 degrees) ...
+    c, s = np.cos(angle), np.sin(angle)
+    radius = np.where(c > 0, right, left) * c * c + np.where(s > 0, top, bottom) * s * s
+    # ... and a wobble of a few per cent (harmonics 3 to 6, random phases)
+    for k in range(3, 7):
+        radius = radius * (1.0 + 0.02 * np.sin(k * angle + rng.uniform(0, 2 * np.pi)))
+    return _subset(scan, np.einsum("ij,ij->i", d, d) <= radius * radius)
+
+
+def _subset(scan: Scan, keep: np.ndarray) -> Scan | None:
+    """`scan.subset(keep)`, or None (nothing applied) when it would keep fewer than 3 vertices or all."""
+    if keep.sum() < 3 or keep.all():
+        return None
+    return scan.subset(keep)
+
+
+# --- density ------------------------------------------------------------------------------------------------
+
+
+def _density(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan | None:
+    """Cluster down or subdivide up to a log-uniform number of faces (a point cloud: vertices x 2)."""
+    lo, hi = config.faces
+    target = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    current = scan.num_faces if not scan.is_point_cloud else 2 * scan.num_vertices
+    if target < current:
+        return cluster_vertices(scan, _cell_for(scan, target / 2))
+    if scan.is_point_cloud:
+        return None
+    levels = max(1, int(np.floor(np.log(target / current) / np.log(4.0) + 0.5)))
+    for _ in range(min(levels, 4)):
+        scan = subdivide(scan)
+    return scan
+
+
+def _cell_for(scan: Scan, vertices: float) -> float:
+    """The cluster cell size (mm) that leaves about `vertices` of a surface: sqrt(area / vertices)."""
+    v = scan.vertices.astype(np.float64)
+    if scan.is_point_cloud:
+        extent = np.sort(v.max(0) - v.min(0))
+        area = extent[1] * extent[2]
+    else:
+        a, b, c = (v[scan.faces[:, i]] for i in range(3))
+        area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1).sum()
+    return float(np.sqrt(max(area, 1e-12) / max(vertices, 1.0)))
+
+
+def cluster_vertices(scan: Scan, cell: float) -> Scan:
+    """Decimate by vertex clustering: one vertex per occupied cube of side `cell` (mm) at the mean of its
+    vertices (colours and uv of the first); triangles that collapse or repeat are dropped."""
+    v = scan.vertices.astype(np.float64)
+    key = np.floor((v - v.min(0)) / cell).astype(np.int64)
+    span = key.max(0) + 1
+    flat = (key[:, 0] * span[1] + key[:, 1]) * span[2] + key[:, 2]
+    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    count = np.bincount(inverse)
+    mean = np.stack([np.bincount(inverse, weights=v[:, i]) for i in range(3)], -1) / count[:, None]
+    faces = None
+    if not scan.is_point_cloud:
+        f = inverse[scan.faces]
+        f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+        _, once = np.unique(np.sort(f, axis=1), axis=0, return_index=True)
+        faces = f[np.sort(once)]
+    pick = {name: getattr(scan, name)[first] for name in ("colors", "uv") if getattr(scan, name) is not None}
+    return Scan(vertices=mean.astype(np.float32), faces=faces, texture=scan.texture, path=scan.path, **pick)
+
+
+def subdivide(scan: Scan) -> Scan:
+    """Midpoint subdivision: each triangle becomes four; edge midpoints interpolate colours and uv."""
+    f = scan.faces
+    n = scan.num_vertices
+    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    unique, inverse = np.unique(edges, axis=0, return_inverse=True)
+    mid = n + inverse.reshape(3, -1).T  # (F, 3): the midpoints of edges 01, 12, 20
+    a, b, c = f.T
+    ab, bc, ca = mid.T
+    faces = np.concatenate([np.stack(t, -1) for t in ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))])
+
+    def extend(x: np.ndarray | None, dtype) -> np.ndarray | None:
+        if x is None:
+            return None
+        midpoint = 0.5 * (x[unique[:, 0]].astype(np.float32) + x[unique[:, 1]].astype(np.float32))
+        return np.concatenate([x, midpoint.astype(dtype)])
+
+    return scan.replace(
+        vertices=extend(scan.vertices, np.float32),
+        faces=faces,
+        colors=extend(scan.colors, np.uint8),
+        uv=extend(scan.uv, np.float32),
+    )
+
+
+# --- what the scanner measures -------------------------------------------------------------------------------
+
+
+def _noise(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
+    """Gaussian depth noise along the line of sight (z)."""
+    v = scan.vertices.copy()
+    v[:, 2] += rng.normal(0.0, rng.uniform(*config.noise), len(v)).astype(np.float32)
+    return scan.replace(vertices=v)
+
+
+def _spikes(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
+    """A few vertices pushed along the line of sight, towards or away from the scanner."""
+    v = scan.vertices.copy()
+    count = min(len(v), int(rng.integers(config.spikes[0], config.spikes[1] + 1)))
+    which = rng.choice(len(v), size=count, replace=False)
+    length = rng.choice([-1.0, 1.0], count) * rng.uniform(*config.spike_length, count)
+    v[which, 2] += length.astype(np.float32)
+    return scan.replace(vertices=v)
+
+
+def _point_cloud(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
+    """The vertices without triangles (and without uv); with probability `partial`, only those whose normal
+    faces the scanner (+z), as a single-view sensor records them."""
+    partial = rng.random() < config.partial
+    keep = None
+    if partial and not scan.is_point_cloud:
+        keep = vertex_normals(scan)[:, 2] > 0.0
+    cloud = scan.replace(faces=None, uv=None, texture=None)
+    return cloud.subset(keep) if keep is not None and keep.sum() >= 3 else cloud
+
+
+def vertex_normals(scan: Scan) -> np.ndarray:
+    """(N, 3) area-weighted vertex normals of a mesh (zero for vertices without triangles)."""
+    v = scan.vertices.astype(np.float64)
+    a, b, c = (v[scan.faces[:, i]] for i in range(3))
+    face_normals = np.cross(b - a, c - a)
+    normals = np.zeros_like(v)
+    for i in range(3):
+        np.add.at(normals, scan.faces[:, i], face_normals)
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+
+# --- the file's frame -----------------------------------------------------------------------------------------
+
+
+def _rotated(scan: Scan, rotation: np.ndarray) -> Scan:
+    return scan.replace(vertices=(scan.vertices.astype(np.float64) @ rotation.T).astype(np.float32))
+
+
+def _turn(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
+    """Turned about the vertical (y): half a turn with probability `turn_back` (looking along -z), else any
+    angle."""
+    back = rng.random() < config.turn_back
+    angle = np.pi if back else rng.uniform(-np.pi, np.pi)
+    c, s = np.cos(angle), np.sin(angle)
+    return _rotated(scan, np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]))
+
+
+# z-up: +y becomes +z and the face, looking along +z, looks along -y (Blender's and many CAD tools' frame)
+Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+
+def _axes(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
+    """The z-up convention."""
+    return _rotated(scan, Z_UP)
+
+
+def _offset(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
+    """Moved by up to `offset` mm in a random direction."""
+    direction = rng.normal(size=3)
+    shift = direction / np.linalg.norm(direction) * rng.uniform(0.0, config.offset)
+    return scan.replace(vertices=scan.vertices + shift.astype(np.float32))
+
+
+def _units(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
+    """Centimetres, metres or a unitless model whose largest side is log-uniform in `unitless_size`."""
+    weights = np.asarray(config.unit_weights, np.float64)
+    unit = rng.choice(["cm", "m", "unitless"], p=weights / weights.sum())
+    size = float(np.exp(rng.uniform(*np.log(config.unitless_size))))
+    v = scan.vertices.astype(np.float64)
+    factor = {"cm": 0.1, "m": 0.001, "unitless": size / float((v.max(0) - v.min(0)).max())}[unit]
+    return scan.replace(vertices=(v * factor).astype(np.float32))
+
+
+_APPLY = {
+    "holes": _holes,
+    "boundary": _boundary,
+    "density": _density,
+    "noise": _noise,
+    "spikes": _spikes,
+    "point_cloud": _point_cloud,
+    "turn": _turn,
+    "axes": _axes,
+    "offset": _offset,
+    "units": _units,
+}

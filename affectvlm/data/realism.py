@@ -25,10 +25,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..scan.normalize import find_nose_tip
+from ..scan.normalize import axis_rotation, find_nose_tip, rotate_points
 from ..scan.types import Scan
 
-__all__ = ["KINDS", "RealismConfig", "apply_realism", "cluster_vertices", "subdivide"]
+__all__ = [
+    "KINDS",
+    "Z_UP",
+    "RealismConfig",
+    "apply_realism",
+    "cluster_vertices",
+    "subdivide",
+    "vertex_normals",
+]
 
 # In the order they are applied: what the scanner sees first (on the clean scan, where the landmarks point),
 # then its sampling, then the file's frame.
@@ -44,6 +52,8 @@ KINDS = (
     "offset",
     "units",
 )
+# z-up: +y becomes +z and the face, looking along +z, looks along -y (Blender's and many CAD tools' frame)
+Z_UP = axis_rotation(0, 90)
 # Hole radii (mm) at each landmark kind; a mouth hole is an ellipse twice as wide as it is tall.
 _LANDMARK_HOLES = {"eyes": (6.0, 12.0), "nostrils": (3.0, 6.0), "mouth": (5.0, 12.0)}
 
@@ -58,8 +68,8 @@ class RealismConfig:
         landmark_hole: the probability of a hole at each landmark given (an eye, a nostril, the mouth).
         boundary_radius: the crop's radius range (mm) about the nose, drawn separately towards the forehead,
             chin and each cheek (up to 150 mm keeps part of the neck and head of a mesh that has them).
-        faces: the density's range: from clustering to ~`faces[0] / 2` vertices up to subdividing to at
-            least `faces[1]` faces (log-uniform target).
+        faces: the density's range in triangles: a log-uniform target in it; a denser scan is clustered to
+            about half as many vertices, a sparser mesh subdivided (4x the triangles a level) to about it.
         noise: depth noise standard deviation range, mm.
         spikes, spike_length: spike count and length ranges (vertices pushed along the line of sight).
         partial: the probability that a point cloud keeps only the vertices that face the scanner.
@@ -150,6 +160,7 @@ def apply_realism(
 
 
 def _nose(scan: Scan, marks: dict) -> np.ndarray:
+    """The "nose" landmark's position, else the frontmost vertex that is not a spike."""
     if "nose" in marks:
         return scan.vertices[marks["nose"][0]]
     return find_nose_tip(scan.vertices)
@@ -294,13 +305,13 @@ def _spikes(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
     return scan.replace(vertices=v)
 
 
-def _point_cloud(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
+def _point_cloud(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan | None:
     """The vertices without triangles (and without uv); with probability `partial`, only those whose normal
     faces the scanner (+z), as a single-view sensor records them."""
     partial = rng.random() < config.partial
-    keep = None
-    if partial and not scan.is_point_cloud:
-        keep = vertex_normals(scan)[:, 2] > 0.0
+    if scan.is_point_cloud:
+        return None
+    keep = vertex_normals(scan)[:, 2] > 0.0 if partial else None
     cloud = scan.replace(faces=None, uv=None, texture=None)
     return cloud.subset(keep) if keep is not None and keep.sum() >= 3 else cloud
 
@@ -319,26 +330,17 @@ def vertex_normals(scan: Scan) -> np.ndarray:
 # --- the file's frame -----------------------------------------------------------------------------------------
 
 
-def _rotated(scan: Scan, rotation: np.ndarray) -> Scan:
-    return scan.replace(vertices=(scan.vertices.astype(np.float64) @ rotation.T).astype(np.float32))
-
-
 def _turn(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
     """Turned about the vertical (y): half a turn with probability `turn_back` (looking along -z), else any
     angle."""
     back = rng.random() < config.turn_back
-    angle = np.pi if back else rng.uniform(-np.pi, np.pi)
-    c, s = np.cos(angle), np.sin(angle)
-    return _rotated(scan, np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]))
-
-
-# z-up: +y becomes +z and the face, looking along +z, looks along -y (Blender's and many CAD tools' frame)
-Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    degrees = 180.0 if back else rng.uniform(-180.0, 180.0)
+    return scan.replace(vertices=rotate_points(scan.vertices, axis_rotation(1, degrees)))
 
 
 def _axes(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
     """The z-up convention."""
-    return _rotated(scan, Z_UP)
+    return scan.replace(vertices=rotate_points(scan.vertices, Z_UP))
 
 
 def _offset(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:

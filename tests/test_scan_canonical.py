@@ -1,0 +1,204 @@
+"""normalize_scan finds the canonical frame from the face itself (`affectvlm.scan.normalize.find_face`).
+
+A face in each file convention (y-up or z-up, looking along +z or -z, turned about the vertical, rolled, upside
+down, off-centre, in mm, cm, m or unitless) must normalise to the clean face's frame. The faces: the procedural
+face of `affectvlm.testing` and, when installed, the Surrey Face Model's mean face and the ICT FaceKit's neutral
+face (with head, neck and eyeballs). Every vertex carries its index in its colour, so the two normalised scans are
+compared vertex by vertex, in normalised radii (the face's robust radius after the 90 mm crop):
+
+    the clean nose tip's vertex lands within 0.05 of the origin;
+    the vertices within 0.2 of the nose (the nose, about 18 mm) within 0.06 of their clean places;
+    the scale (RMS spread of the vertices both kept) within 1 % (a unit or a turn: exact up to rounding) or
+    10 % for a unitless model (its size is the face's estimated size or the 200 mm guess).
+
+Measured: the tip 0 and the nose within 0.002 for every convention but turned 135 degrees (SFM: tip 0.032, nose
+0.044; ICT: nose 0.052: the refined turn's half-degree error moves the tip by a vertex) and rolled 10 degrees
+(kept as the face's pose: nose 0.03); the scale exact but unitless (face_mesh +8.3 %, SFM +6.3 %, ICT -1.9 %).
+"""
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import affectvlm.scan.normalize as normalize_module
+from affectvlm.scan import Scan, normalize_scan, normalize_sequence
+from affectvlm.scan.normalize import axis_rotation, find_face
+from affectvlm.scan.recipe import NOT_A_FACE_NOTE, ScanRecipe, check_face
+from affectvlm.testing import face_mesh
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def turned(r: np.ndarray):
+    return lambda v: v @ r.T
+
+
+Z_UP = axis_rotation(0, 90)  # +y becomes +z; the face, looking along +z, looks along -y
+OFF_CENTRE = np.array([300.0, -400.0, 0.0])  # 500 mm
+# file convention -> (vertices in mm, +y up, +z forward -> the file's vertices; tolerance on the scale)
+CONVENTIONS = {
+    "y-up, looking along +z": (lambda v: v, 0.01),
+    "z-up": (turned(Z_UP), 0.01),
+    "looking along -z": (turned(axis_rotation(1, 180)), 0.01),
+    "turned 30 degrees": (turned(axis_rotation(1, 30)), 0.01),
+    "turned -30 degrees": (turned(axis_rotation(1, -30)), 0.01),
+    "turned 90 degrees": (turned(axis_rotation(1, 90)), 0.01),
+    "turned 135 degrees": (turned(axis_rotation(1, 135)), 0.01),
+    "rolled 10 degrees": (turned(axis_rotation(2, 10)), 0.01),
+    "upside down, looking along -z (a camera's y-down frame)": (turned(axis_rotation(0, 180)), 0.01),
+    "off-centre by 500 mm": (lambda v: v + OFF_CENTRE, 0.01),
+    "cm": (lambda v: v / 10.0, 0.01),
+    "m": (lambda v: v / 1000.0, 0.01),
+    "unitless, 1 unit across": (lambda v: v / np.ptp(v, axis=0).max(), 0.1),
+    "z-up, turned 60, off-centre, in m": (
+        lambda v: ((v @ axis_rotation(1, 60).T) @ Z_UP.T + OFF_CENTRE) / 1000.0,
+        0.01,
+    ),
+}
+
+
+def ict_file() -> Path:
+    """$AFFECTVLM_ICT_DIR/ict_facekit.npz when set, else ../shared/ict beside the checkout (as affectvlm.data)."""
+    folder = os.environ.get("AFFECTVLM_ICT_DIR")
+    return (Path(folder).expanduser() if folder else ROOT.parent / "shared" / "ict") / "ict_facekit.npz"
+
+
+@pytest.fixture(scope="module", params=["face_mesh", "sfm", "ict"])
+def face(request) -> Scan:
+    """A clean face in millimetres, +y up, +z towards the viewer."""
+    if request.param == "face_mesh":
+        return face_mesh().replace(uv=None)
+    if request.param == "sfm":
+        data = np.load(request.getfixturevalue("sfm_dir") / "sfm_3448.npz")
+        return Scan(vertices=data["mean"], faces=data["triangles"].astype(np.int64))
+    if not ict_file().is_file():
+        pytest.skip(f"no {ict_file()}: the ICT FaceKit face (MIT licence), ../shared/ict/README.md")
+    data = np.load(ict_file())
+    return Scan(vertices=data["neutral"] * float(data["to_mm"]), faces=data["triangles"].astype(np.int64))
+
+
+def tagged(scan: Scan) -> Scan:
+    """The scan with each vertex's index in its colour (subsets and crops carry colours along)."""
+    index = np.arange(scan.num_vertices)
+    return scan.replace(colors=np.stack([index & 255, (index >> 8) & 255, index >> 16], -1).astype(np.uint8))
+
+
+def by_index(scan: Scan, count: int) -> np.ndarray:
+    """(count, 3) the normalised position of each original vertex, NaN where cropped away."""
+    c = scan.colors.astype(np.int64)
+    out = np.full((count, 3), np.nan)
+    out[c[:, 0] + (c[:, 1] << 8) + (c[:, 2] << 16)] = scan.vertices
+    return out
+
+
+def compare(clean: Scan, transform) -> tuple[float, float, float]:
+    """(tip error, largest nose vertex error, relative scale error) of the transformed face against the clean one."""
+    clean = tagged(clean)
+    ref = normalize_scan(clean)
+    got = normalize_scan(
+        clean.replace(vertices=transform(clean.vertices.astype(np.float64)).astype(np.float32))
+    )
+    a, b = by_index(ref, clean.num_vertices), by_index(got, clean.num_vertices)
+    tip = np.nanargmin(np.linalg.norm(a, axis=1))
+    both = np.isfinite(a[:, 0]) & np.isfinite(b[:, 0])
+    nose = both & (np.linalg.norm(np.nan_to_num(a), axis=1) < 0.2)
+
+    def spread(p: np.ndarray) -> float:
+        return float(np.sqrt(((p - p.mean(0)) ** 2).sum(1).mean()))
+
+    nose_error = np.linalg.norm(b[nose] - a[nose], axis=1).max()
+    return float(np.linalg.norm(b[tip])), float(nose_error), spread(b[both]) / spread(a[both]) - 1.0
+
+
+@pytest.mark.parametrize("convention", list(CONVENTIONS))
+def test_each_file_convention_normalises_to_the_clean_frame(face, convention):
+    transform, scale_tolerance = CONVENTIONS[convention]
+    tip, nose, scale = compare(face, transform)
+    assert tip <= 0.05 and nose <= 0.06 and abs(scale) <= scale_tolerance, (tip, nose, scale)
+
+
+def test_a_frontal_face_comes_out_exactly_as_without_orientation(face):
+    """The shipped model's answers depend on it: a frontal face, or one within 20 degrees of the file's axes (its
+    pose is kept), normalises bit for bit as `orient="none"` does."""
+    for v in (
+        face.vertices,
+        (face.vertices @ axis_rotation(1, 12).T @ axis_rotation(0, -8).T).astype(np.float32),
+    ):
+        scan = face.replace(vertices=v)
+        np.testing.assert_array_equal(
+            normalize_scan(scan).vertices, normalize_scan(scan, orient="none").vertices
+        )
+    assert find_face(face.vertices)[0] is None
+
+
+def test_normalising_twice_is_a_no_op(face):
+    once = normalize_scan(face.replace(vertices=(face.vertices @ Z_UP.T).astype(np.float32) / 1000))
+    assert once.normalized and normalize_scan(once) is once
+
+
+def test_a_sequence_takes_the_first_frames_frame(monkeypatch):
+    """One search for the sequence (the first frame's), and the same transform for every frame: the turned
+    sequence normalises like the clean one, motion included."""
+    clean = [face_mesh("surprise", t).replace(uv=None) for t in np.linspace(0.0, 1.0, 4)]
+    turn = axis_rotation(0, 90) @ axis_rotation(1, 90)
+    files = [f.replace(vertices=(f.vertices @ turn.T).astype(np.float32) / 1000) for f in clean]
+    searches = []
+    monkeypatch.setattr(normalize_module, "find_face", lambda v: searches.append(1) or find_face(v))
+    for got, want in zip(normalize_sequence(files), normalize_sequence(clean)):
+        np.testing.assert_allclose(got.vertices, want.vertices, atol=1e-4)
+    assert len(searches) == 2  # the turned sequence's first frame, then the clean one's
+
+
+def test_a_landmark_position_is_in_the_files_axes(face):
+    idx = int(np.argmax(face.vertices[:, 1]))
+    file = face.replace(vertices=(face.vertices @ Z_UP.T).astype(np.float32))
+    got = normalize_scan(file, landmark=file.vertices[idx], crop_radius=None, fit=False)
+    want = normalize_scan(face, landmark=face.vertices[idx], crop_radius=None, fit=False)
+    np.testing.assert_allclose(got.vertices, want.vertices, atol=1e-3)
+
+
+def shapes() -> dict[str, Scan]:
+    import trimesh
+
+    from bench.hostile import cube
+
+    sphere = trimesh.creation.icosphere(4, 100.0)
+    grid = np.stack(np.meshgrid(np.linspace(-100, 100, 41), np.linspace(-100, 100, 41)), -1).reshape(-1, 2)
+    i = np.arange(40 * 41).reshape(40, 41)[:, :40].ravel()
+    quads = np.stack([i, i + 1, i + 42, i + 41], -1)
+    return {
+        "cube": Scan(*cube(150.0, 4)),
+        "sphere": Scan(sphere.vertices, sphere.faces),
+        "plane": Scan(np.c_[grid, np.zeros(len(grid))], np.concatenate([quads[:, :3], quads[:, [0, 2, 3]]])),
+    }
+
+
+@pytest.mark.parametrize("name", ["cube", "sphere", "plane"])
+def test_what_is_not_a_face_keeps_the_files_frame_and_gets_the_note(name):
+    scan = shapes()[name]
+    assert find_face(scan.vertices) == (None, None)
+    recipe = ScanRecipe(size=64)
+    normalised = recipe.normalize(scan)
+    np.testing.assert_array_equal(normalised.vertices, normalize_scan(scan, orient="none").vertices)
+    assert NOT_A_FACE_NOTE in check_face(normalised, recipe.views_of([scan])[0]).notes
+
+
+def test_orient_takes_auto_or_none():
+    with pytest.raises(ValueError, match="orient"):
+        normalize_scan(face_mesh(), orient="z-up")
+
+
+def test_the_search_costs_milliseconds_whatever_the_scans_size():
+    """A 90k-vertex face turned and z-up: `find_face` looks at a 2,000-4,000 point subsample (about 10 ms on
+    one core; the bound leaves room for a loaded machine)."""
+    face = face_mesh(spacing=0.5)
+    v = (face.vertices @ (Z_UP @ axis_rotation(1, 40)).T).astype(np.float32)
+    seconds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        find_face(v)
+        seconds.append(time.perf_counter() - start)
+    assert face.num_vertices > 80_000 and min(seconds) < 0.2

@@ -107,7 +107,7 @@ def hostile(url: str, pid: int, folder: Path) -> None:
     from gradio_client import Client
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from hostile import hostile_inputs
+    from hostile import EMOTIONS, SCAN, hostile_inputs, worst_within_caps
 
     client = Client(url, verbose=False, download_files=False)
     before = rss_mb(pid)
@@ -119,6 +119,11 @@ def hostile(url: str, pid: int, folder: Path) -> None:
         except Exception as exc:  # noqa: BLE001 - a refusal is the expected answer
             answer = f"refused: {str(exc)[:100]}"
         print(f"  {name:<28} {time.perf_counter() - start:6.2f} s  {answer}")
+    start = time.perf_counter()
+    out = call(client, [worst_within_caps(folder)], EMOTIONS, SCAN)
+    print(
+        f"  {'worst within caps (1.9 M tri)':<28} {time.perf_counter() - start:6.2f} s  scored: {out[3].splitlines()[0]}"
+    )
     time.sleep(2)
     print(f"server resident memory: {before:.0f} MB before the hostile batch, {rss_mb(pid):.0f} MB after "
           f"(peak {rss_mb(pid, 'VmHWM'):.0f} MB)")  # fmt: skip

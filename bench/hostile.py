@@ -50,16 +50,29 @@ def zip_bomb(path: Path, megabytes: int = 600) -> Path:
     return path
 
 
-def motionless(folder: Path) -> Path:
-    """A zip of six identical frames of a face-like surface: no motion to pool."""
-    x, y = np.meshgrid(np.linspace(-80, 80, 60), np.linspace(-100, 100, 70))
+def bump_grid(columns: int, rows: int):
+    """A face-sized grid (160 x 200 mm) with a nose-like bump: (vertices, triangles)."""
+    x, y = np.meshgrid(np.linspace(-80, 80, columns), np.linspace(-100, 100, rows))
     z = 40 * np.exp(-(x**2 + y**2) / 600) - 0.004 * (x**2 + y**2)
     vertices = np.stack([x.ravel(), y.ravel(), z.ravel()], 1)
-    idx = np.arange(60 * 70).reshape(70, 60)
+    idx = np.arange(columns * rows).reshape(rows, columns)
     a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
-    frame = write_obj(
-        folder / "still.obj", vertices, np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
-    )
+    return vertices, np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
+
+
+def worst_within_caps(folder: Path) -> Path:
+    """The largest scan the caps allow, near the 2 M-vertex cap: a 980 x 980 grid, 1.9 M triangles, a 35 MB
+    binary PLY (the memory figure for the worst input that is accepted)."""
+    from affectvlm.scan import Scan, write_ply
+
+    vertices, triangles = bump_grid(980, 980)
+    write_ply(folder / "dense.ply", Scan(vertices.astype(np.float32), triangles))
+    return folder / "dense.ply"
+
+
+def motionless(folder: Path) -> Path:
+    """A zip of six identical frames of a face-like surface: no motion to pool."""
+    frame = write_obj(folder / "still.obj", *bump_grid(60, 70))
     with zipfile.ZipFile(folder / "motionless.zip", "w") as z:
         for t in range(6):
             z.write(frame, f"frame_{t:03d}.obj")

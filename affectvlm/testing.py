@@ -123,6 +123,32 @@ def tiny_processor(image_size: int = 32, view_names: list[str] | None = None) ->
     )
 
 
+def tiny_text_encoder(folder, hidden_size: int = 32, num_layers: int = 2, seed: int = 0):
+    """Write a tiny random BERT text encoder and its WordPiece tokenizer (a small vocabulary of letters and
+    words) to `folder`, as Hugging Face files: a stand-in for a pretrained sentence encoder in tests, no
+    download. Returns the folder (a `text_model_name_or_path`)."""
+    from pathlib import Path
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    words = "a the of face photo person with expression happy sad angry fear surprise disgust neutral".split()
+    letters = list("abcdefghijklmnopqrstuvwxyz.,:'-")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{c}" for c in letters], *words]
+    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=64,
+    )  # fmt: skip
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 # --- a procedural face ---------------------------------------------------------------------------------
 # Millimetres, +y up, +z towards the viewer, as the Surrey Face Model and BU-3DFE. The surface is a height
 # field z(x, y) over an elliptical patch (150 mm wide, 190 mm tall): an ellipsoidal cap plus Gaussian bumps.
@@ -296,6 +322,7 @@ __all__ = [
     "tiny_clip_config",
     "tiny_config",
     "tiny_processor",
+    "tiny_text_encoder",
     "tiny_tokenizer",
     "toy_face_model",
     "vit_b32_clip_config",

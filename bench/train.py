@@ -32,6 +32,7 @@ from train.train import (  # noqa: E402
     build_augment,
     build_model_and_processor,
     model_inputs,
+    _mixed_precision,
     param_groups,
 )
 
@@ -97,7 +98,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed steps (default: 8)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
     parser.add_argument(
-        "--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on CUDA)"
+        "--bf16", action=argparse.BooleanOptionalAction, default=None,
+        help="bf16 autocast (default: on CUDA, and on CPUs with bf16 matrix units, AMX)",
     )
     parser.add_argument(
         "--peak-tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s for MFU (H100 SXM: 989)"
@@ -120,13 +122,13 @@ def main() -> None:
     device = torch.device(args.device)
     name = args.config or ("paper" if device.type == "cuda" else "synth-cpu")
     config = load_config(name, args.set)
-    bf16 = args.bf16 if args.bf16 is not None else device.type == "cuda"
+    bf16 = args.bf16 if args.bf16 is not None else _mixed_precision("auto") == "bf16"
     torch.manual_seed(0)
     module, processor = build(config, device, args.random_init)
     d = config["data"]
     size = processor.image_size[0]
     batch_size = args.batch or config["train"]["batch_size"]
-    max_length = module.model.config.clip_config.text_config.max_position_embeddings
+    max_length = module.model.max_text_length
     prompts = PromptSource(config, d["labels"], d["views"], processor.tokenizer, max_length)
     augment = build_augment(config, d["views"]).train()
     optimizer = torch.optim.AdamW(param_groups(module, 0.05), lr=1e-5, fused=device.type == "cuda")

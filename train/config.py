@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
         "cache_dir": None,
         # Keep only cache entries whose `dataset` field is one of these (e.g. ["synth3d"] or ["synth4d"]).
         "datasets": None,
+        # Keep only entries whose metadata's face_model is one of these (SynthFER-3D: ["sfm"], ["ict"]).
+        "face_models": None,
         "labels": ["anger", "disgust", "fear", "happiness", "sadness", "surprise"],
         "views": list(DEFAULT_VIEW_NAMES),
         # Subject-independent folds: from `folds_file` (affectvlm.data.save_folds JSON) or made here.
@@ -69,6 +71,9 @@ DEFAULTS: dict[str, Any] = {
         # Fields of affectvlm.prompts.PromptConfig (seed and view_names are filled in from the run).
         "config": {},
     },
+    # Action-unit term: each AU description (affectvlm.prompts.au_prompts) scored against the fused view
+    # embedding, binary cross-entropy on the sample's recorded AUs (active from `active_from`); 0 switches it off.
+    "au": {"weight": 0.0, "active_from": 0.15},
     # Fields of affectvlm.augment.MixedViewAugmentConfig (seed and view_names are filled in from the run).
     "augment": {"enabled": True},
     "train": {

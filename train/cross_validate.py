@@ -132,32 +132,34 @@ def make_folds(cache_dir: Path, config: dict, datasets, k: int, seed: int, path:
     return folds
 
 
-def run_one(args, variant: str, fold: int, run_dir: Path, common: list[str]) -> dict:
-    """Train and test one (variant, fold) in its own process; returns its results.json."""
+def train_run(config: str, run_dir: Path, overrides: list[str], what: str, launch: str | None = None) -> dict:
+    """Train and test one run of `train/train.py` in its own process (resumed if interrupted, skipped if
+    done); returns its results.json."""
     result_path = run_dir / "results.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    overrides = [*common, f"data.fold={fold}", *VARIANTS[variant]]
-    script = [str(Path(__file__).resolve().parent / "train.py"), "--config", args.config]
+    script = [str(Path(__file__).resolve().parent / "train.py"), "--config", config]
     script += ["--output-dir", str(run_dir), "--resume", "auto", "--no-progress"]
     for item in overrides:
         script += ["--set", item]
-    if args.launch:
-        launcher = [
-            sys.executable,
-            str(Path(__file__).resolve().parent / "launch.py"),
-            *shlex.split(args.launch),
-        ]
+    if launch:
+        launcher = [sys.executable, str(Path(__file__).resolve().parent / "launch.py"), *shlex.split(launch)]
         cmd = [*launcher, *script]
     else:
         cmd = [sys.executable, *script]
     run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"[{time.strftime('%H:%M:%S')}] {variant} fold {fold}: {shlex.join(cmd)}", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] {what}: {shlex.join(cmd)}", flush=True)
     with open(run_dir / "stdout.log", "a") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
     if code != 0:
-        raise RuntimeError(f"{variant} fold {fold} failed (exit {code}); see {run_dir / 'stdout.log'}")
+        raise RuntimeError(f"{what} failed (exit {code}); see {run_dir / 'stdout.log'}")
     return json.loads(result_path.read_text())
+
+
+def run_one(args, variant: str, fold: int, run_dir: Path, common: list[str]) -> dict:
+    """Train and test one (variant, fold) in its own process; returns its results.json."""
+    overrides = [*common, f"data.fold={fold}", *VARIANTS[variant]]
+    return train_run(args.config, run_dir, overrides, f"{variant} fold {fold}", args.launch)
 
 
 def summarise(runs: dict[str, list[dict]], label_names: list[str]) -> dict:

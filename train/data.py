@@ -145,6 +145,7 @@ class CacheViews(ViewsDataset):
         views are named by `cache_view_names` (default frontal, left, right, the renderer's default order).
     datasets: keep entries whose `dataset` is one of these (a "both" SynthFER-3D cache holds "synth3d" and
         "synth4d").
+    face_models: keep entries whose metadata's `face_model` is one of these (SynthFER-3D: "sfm", "ict").
     """
 
     def __init__(
@@ -154,6 +155,7 @@ class CacheViews(ViewsDataset):
         view_names: Sequence[str] = tuple(DEFAULT_VIEW_NAMES),
         datasets: Sequence[str] | None = None,
         cache_view_names: Sequence[str] = tuple(DEFAULT_VIEW_NAMES),
+        face_models: Sequence[str] | None = None,
     ):
         from affectvlm.data.cache import RenderCacheDataset
 
@@ -162,11 +164,13 @@ class CacheViews(ViewsDataset):
         keep = [
             i
             for i, e in enumerate(self.cache.entries)
-            if datasets is None or e.get("dataset") in set(datasets)
+            if (datasets is None or e.get("dataset") in set(datasets))
+            and (face_models is None or (e.get("metadata") or {}).get("face_model") in set(face_models))
         ]
         if not keep:
             raise ValueError(
-                f"no cache entries in {cache_dir} with labels {self.label_names} and datasets {datasets}"
+                f"no cache entries in {cache_dir} with labels {self.label_names}, datasets {datasets} and "
+                f"face models {face_models}"
             )
         self._keep = np.asarray(keep, dtype=np.int64)
         entries = [self.cache.entries[i] for i in keep]
@@ -210,7 +214,9 @@ def build_dataset(config: dict) -> ViewsDataset:
         raise ValueError(
             "data.source=cache needs --set data.cache_dir=<folder> (python -m affectvlm.data prepare ...)"
         )
-    return CacheViews(d["cache_dir"], d["labels"], d["views"], datasets=d["datasets"])
+    return CacheViews(
+        d["cache_dir"], d["labels"], d["views"], datasets=d["datasets"], face_models=d.get("face_models")
+    )
 
 
 def fold_of(config: dict, subjects: Sequence[str]):

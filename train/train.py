@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # `python train/train.py` puts train/ (not the repository) on sys.path; the package imports need the root.
@@ -42,9 +43,13 @@ from accelerate.tracking import GeneralTracker  # noqa: E402
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
+from transformers import AutoConfig, AutoTokenizer  # noqa: E402
 
 from affectvlm import AffectVLMConfig, AffectVLMModel, AffectVLMProcessor  # noqa: E402
 from affectvlm.augment import MixedViewAugment, MixedViewAugmentConfig, MixedViewParams  # noqa: E402
+from affectvlm.data.aus import AU_CATALOGUE  # noqa: E402
+from affectvlm.modeling_affectvlm import resolve_text_model  # noqa: E402
+from affectvlm.precision import cpu_has_bf16_matrix_units  # noqa: E402
 from affectvlm.prompts import PromptBank, PromptConfig  # noqa: E402
 from train.config import dump_config, load_config  # noqa: E402
 from train.data import (  # noqa: E402
@@ -81,10 +86,26 @@ def build_model_and_processor(config: dict, render_settings: dict | None = None)
     else:
         from affectvlm.testing import tiny_clip_config, tiny_processor
 
+        text = _pretrained_text(overrides)
         model = AffectVLMModel(AffectVLMConfig(clip_config=tiny_clip_config(**m["clip"]), **overrides))
         processor = tiny_processor(image_size=m["clip"]["image_size"], view_names=list(d["views"]))
         processor.render_settings = dict(render_settings) if render_settings else None
+        if text is not None:  # a pretrained text encoder (e.g. MiniLM): its weights and its tokenizer
+            model.load_text_weights()
+            processor.tokenizer = AutoTokenizer.from_pretrained(text)
     return model, processor
+
+
+def _pretrained_text(overrides: dict) -> str | None:
+    """With `text_backbone: pretrained`, fill in the encoder's config; return the folder it loads from."""
+    if overrides.get("text_backbone") != "pretrained":
+        return None
+    name = overrides.get("text_model_name_or_path")
+    if not name:
+        raise ValueError("model.affectvlm.text_backbone=pretrained needs model.affectvlm.text_model_name_or_path")
+    folder = resolve_text_model(name)
+    overrides.setdefault("text_config", AutoConfig.from_pretrained(folder).to_dict())
+    return folder
 
 
 class TrainModule(nn.Module):
@@ -94,12 +115,24 @@ class TrainModule(nn.Module):
     one backward over every parameter; the parameters keep the model's names under `model.`.
     """
 
-    def __init__(self, model: AffectVLMModel):
+    def __init__(self, model: AffectVLMModel, au_weight: float = 0.0, num_aus: int = 0):
         super().__init__()
         self.model = model
+        self.au_weight = au_weight
+        # Per-AU offsets of the action-unit term's logits (training only: scoring an AU ranks by similarity).
+        self.au_bias = nn.Parameter(torch.zeros(num_aus)) if au_weight > 0 else None
 
     def forward(
-        self, pixel_values, view_mask, labels=None, sample_input_ids=None, sample_attention_mask=None, **kw
+        self,
+        pixel_values,
+        view_mask,
+        labels=None,
+        sample_input_ids=None,
+        sample_attention_mask=None,
+        au_input_ids=None,
+        au_attention_mask=None,
+        au_targets=None,
+        **kw,
     ):
         if sample_input_ids is not None:
             lead = sample_input_ids.shape[:-1]  # (b, V, C)
@@ -108,7 +141,55 @@ class TrainModule(nn.Module):
                 sample_attention_mask.reshape(-1, sample_attention_mask.shape[-1]),
             )
             kw["class_embeds"] = flat.reshape(*lead, -1)  # (b, V, C, D)
-        return self.model(pixel_values=pixel_values, view_mask=view_mask, labels=labels, **kw)
+        out = self.model(pixel_values=pixel_values, view_mask=view_mask, labels=labels, **kw)
+        if au_targets is not None and self.au_bias is not None and out.loss is not None:
+            au = self.au_loss(out.fused_embeds, au_input_ids, au_attention_mask, au_targets)
+            out.loss = out.loss + self.au_weight * au
+            out.loss_terms["au"] = au
+        return out
+
+    def au_loss(self, fused, input_ids, attention_mask, targets) -> torch.Tensor:
+        """Action-unit term: each AU's description embedding (A, D) against the fused view embedding, a binary
+        cross-entropy per AU on the sample's recorded AU activity (samples without AU records are left out)."""
+        au_embeds = self.model.get_class_embeddings(input_ids, attention_mask)  # (A, D)
+        logits = self.model.logit_scale * fused @ au_embeds.T + self.au_bias
+        known = ~torch.isnan(targets).any(-1)
+        if not bool(known.any()):
+            return logits.sum() * 0.0
+        return F.binary_cross_entropy_with_logits(logits[known].float(), targets[known].float())
+
+
+class AUTargets:
+    """Each step's action-unit prompts (fixed: the inference AU descriptions, `au_prompts()`) and targets:
+    1 where a sample's recorded AU weight reaches `active_from`, else 0; NaN rows for samples without AUs."""
+
+    def __init__(self, tokenize, active_from: float):
+        from affectvlm.prompts import au_prompts
+
+        self.numbers = sorted(AU_CATALOGUE)
+        prompts = au_prompts(self.numbers)
+        per_au = [prompts[key] for key in prompts]
+        ids, mask = tokenize([p for group in per_au for p in group])
+        self.input_ids = ids.reshape(len(per_au), len(per_au[0]), -1)
+        self.attention_mask = mask.reshape(len(per_au), len(per_au[0]), -1)
+        self.active_from = active_from
+
+    def targets(self, metadata: list[dict]) -> torch.Tensor:
+        out = torch.full((len(metadata), len(self.numbers)), float("nan"))
+        for row, meta in enumerate(metadata):
+            aus = (meta or {}).get("aus")
+            if not isinstance(aus, dict):  # no AU record (e.g. SFM blendshape expressions): not scored
+                continue
+            weights = {int(str(k).upper().removeprefix("AU")): float(v) for k, v in aus.items()}  # {} neutral
+            out[row] = torch.tensor([float(weights.get(n, 0.0) >= self.active_from) for n in self.numbers])
+        return out
+
+    def inputs(self, metadata: list[dict], device) -> dict:
+        return {
+            "au_input_ids": self.input_ids.to(device),
+            "au_attention_mask": self.attention_mask.to(device),
+            "au_targets": self.targets(metadata).to(device),
+        }
 
 
 class PromptSource:
@@ -216,7 +297,7 @@ def slice_params(params: MixedViewParams, rows: slice) -> MixedViewParams:
 
 
 def model_inputs(
-    batch, augment, processor, prompts, global_batch: int, rows: slice, world: int, device
+    batch, augment, processor, prompts, global_batch: int, rows: slice, world: int, device, aus=None
 ) -> dict:
     """One training micro-batch -> the TrainModule's inputs: augmented, normalised views and this step's
     prompts. Random draws are made for the global batch on every process; this process uses `rows`."""
@@ -230,6 +311,8 @@ def model_inputs(
     pixel_values = processor.normalize_views(views)
     global_meta = gather_object(batch["metadata"]) if prompts.mode == "sample" and world > 1 else None
     prompt_inputs = prompts.step_inputs(batch["metadata"], global_meta, rows)
+    if aus is not None:
+        prompt_inputs.update(aus.inputs(batch["metadata"], device))
     return {
         "pixel_values": pixel_values,
         "view_mask": view_mask,
@@ -479,9 +562,12 @@ def sync_batchnorm(module: nn.Module, accelerator) -> nn.Module:
 
 
 def _mixed_precision(setting: str) -> str:
+    """`auto`: bf16 autocast on a GPU that supports it or a CPU with bf16 matrix units (AMX), else fp32."""
     if setting != "auto":
         return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if cpu_has_bf16_matrix_units() else "no"
 
 
 def _render_settings(config: dict) -> dict | None:
@@ -529,11 +615,13 @@ def training_function(config: dict, args) -> dict:
     model, processor = build_model_and_processor(config, _render_settings(config))
     tokenizer = processor.tokenizer
     train_loader, val_loader, test_loader, sampler, fold = get_dataloaders(config, dataset)
-    max_length = model.config.clip_config.text_config.max_position_embeddings
+    max_length = model.max_text_length
     prompts = PromptSource(config, label_names, view_names, tokenizer, max_length)
     augment = build_augment(config, view_names).train()
-
-    module = sync_batchnorm(TrainModule(model), accelerator)
+    au_cfg = config["au"]
+    aus = AUTargets(prompts.tokenize, au_cfg["active_from"]) if au_cfg["weight"] > 0 else None
+    module = TrainModule(model, au_cfg["weight"], len(aus.numbers) if aus else 0)
+    module = sync_batchnorm(module, accelerator)
     optimizer = torch.optim.AdamW(
         param_groups(module, t["weight_decay"]),
         lr=t["lr"],
@@ -584,7 +672,7 @@ def training_function(config: dict, args) -> dict:
         state["epoch"] = epoch
         for batch in train_loader:
             inputs = model_inputs(
-                batch, augment, processor, prompts, t["batch_size"], rows, world, accelerator.device
+                batch, augment, processor, prompts, t["batch_size"], rows, world, accelerator.device, aus
             )
             with accelerator.accumulate(module):
                 out = module(**inputs)
@@ -753,7 +841,13 @@ def _validate(
     if _is_better(record, state["best"]):
         state["best"] = record
         if accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(module).model
+            train_module = accelerator.unwrap_model(module)
+            unwrapped = train_module.model
+            if train_module.au_bias is not None:  # the AU term's per-AU biases: the model reads AUs with them
+                numbers = sorted(AU_CATALOGUE)
+                unwrapped.config.au_logit_bias = {
+                    str(n): round(float(b), 5) for n, b in zip(numbers, train_module.au_bias.detach())
+                }
             save_model_atomically(
                 unwrapped, processor, output_dir / "model", {"selected_on": "validation subjects", **record}
             )
@@ -768,8 +862,11 @@ def _load_selected(accelerator, module, model_dir: Path) -> None:
     state = {}
     for f in files:
         state.update(load_file(str(f)))
-    missing, unexpected = accelerator.unwrap_model(module).model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if "position_ids" not in k]:
+    model = accelerator.unwrap_model(module).model
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Frozen text-encoder weights are left out of saved models on purpose; they are already in place.
+    missing = [k for k in missing if "position_ids" not in k and not model._is_external_text_key(k)]
+    if unexpected or missing:
         raise RuntimeError(f"{model_dir}: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 

@@ -1,0 +1,299 @@
+"""Generalisation report of a trained model on held-out render caches: what docs/RESULTS.md's tables come from.
+
+    python train/evaluate.py --model checkpoints/affectvlm-cpu \
+        --cache realistic=/data/eval96/synthboth-... --cache clean=/data/evalclean96/synthboth-... \
+        --calibrate /data/train96/synthboth-... --calibrate-run runs/affectvlm-cpu/results.json \
+        --out docs/results/affectvlm-cpu-eval.json
+
+Each cache's views are embedded once; every measure below is a scoring of those embeddings:
+- **emotions**: accuracy over the model's labels per face model and kind (3D scans, 4D dynamic images), the
+  six-emotion accuracy without neutral, neutral recall, per cache (e.g. clean vs realistic scans);
+- **open vocabulary**: the same scans scored against words and phrases no training prompt contains
+  (`affectvlm.vocabulary.HELD_OUT_VOCABULARY`), each word alone and all of a class's words together, against
+  the plain emotion words;
+- **action units**: each AU description (`affectvlm.prompts.au_prompts`) scored against every scan with AU
+  records (ICT FaceKit subjects); ROC AUC per AU against the recorded AU activity (weight >= 0.15);
+- **compound expressions** (evaluation-only samples): scored against the 15 compound names plus a prompt from
+  their action-unit descriptions, never training labels; accuracy against chance;
+- **calibration**: temperature fitted on the training run's validation subjects (`--calibrate`), expected
+  calibration error before and after on the held-out scans, and accuracy against coverage when the model may
+  answer "unsure".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from affectvlm import AffectVLMModel, AffectVLMProcessor  # noqa: E402
+from affectvlm.configuration_affectvlm import DEFAULT_VIEW_NAMES  # noqa: E402
+from affectvlm.data.aus import AU_CATALOGUE, COMPOUND_LABELS, LABELS, PROTOTYPES, au_description  # noqa: E402
+from affectvlm.data.cache import RenderCacheDataset  # noqa: E402
+from affectvlm.precision import serving_dtype  # noqa: E402
+from affectvlm.prompts import au_prompts, inference_prompts  # noqa: E402
+from affectvlm.vocabulary import HELD_OUT_VOCABULARY  # noqa: E402
+from train.metrics_calibration import (  # noqa: E402
+    accuracy_at_coverage,
+    expected_calibration_error,
+    fit_temperature,
+    roc_auc,
+    softmax,
+)
+
+AU_ACTIVE_FROM = 0.15
+
+
+class Embedded:
+    """A cache's samples as fused view embeddings (N, D) plus their entries."""
+
+    def __init__(self, model, processor, cache_dir, subjects=None, batch: int = 64, desc: str = "embed"):
+        data = RenderCacheDataset(cache_dir, labels=list(LABELS))
+        keep = [i for i, e in enumerate(data.entries) if subjects is None or e["subject"] in subjects]
+        self.entries = [data.entries[i] for i in keep]
+        chunks = []
+        info = json.loads((Path(cache_dir) / "cache.json").read_text())
+        cache_views = [v["name"] for v in info.get("views") or []] or list(DEFAULT_VIEW_NAMES)
+        pick = [list(cache_views).index(v) for v in model.config.view_names]  # the model's views, in order
+        for start in tqdm(range(0, len(keep), batch), desc=desc, leave=False):
+            views = data.read(np.asarray(keep[start : start + batch]))[:, pick]
+            views = torch.from_numpy(np.ascontiguousarray(views))
+            chunks.append(embed_views(model, processor, views))
+        self.fused = torch.cat(chunks) if chunks else torch.zeros(0, model.config.projection_dim)
+        self.scale = float(model.logit_scale)
+
+    def where(self, **want) -> np.ndarray:
+        """Indices of entries matching every `field=value` (fields of the entry or of its metadata; a tuple
+        of values matches any of them)."""
+
+        def ok(e, key, value):
+            have = e.get(key, (e.get("metadata") or {}).get(key))
+            return have in value if isinstance(value, tuple) else have == value
+
+        return np.asarray([i for i, e in enumerate(self.entries) if all(ok(e, k, v) for k, v in want.items())])
+
+    def logits(self, class_embeds: torch.Tensor, rows) -> np.ndarray:
+        return (self.scale * self.fused[rows] @ class_embeds.T).numpy()
+
+
+@torch.no_grad()
+def embed_views(model, processor, views: torch.Tensor) -> torch.Tensor:
+    """(b, V, H, W, 3) uint8 views -> (b, D) fused, L2-normalised embeddings."""
+    pixel_values = processor.normalize_views(views).to(model.device, model.dtype)
+    mask = torch.ones(views.shape[:2], dtype=torch.bool, device=model.device)
+    fused, _ = model.fuse(model.get_view_embeddings(pixel_values, mask), mask)
+    return fused.float().cpu()
+
+
+def label_rows(emb: Embedded, labels: list[str], rows: np.ndarray) -> np.ndarray:
+    index = {name: i for i, name in enumerate(labels)}
+    return np.asarray([index[emb.entries[i]["label"]] for i in rows])
+
+
+def accuracy(logits: np.ndarray, truth: np.ndarray) -> float:
+    return float((logits.argmax(-1) == truth).mean()) if len(truth) else float("nan")
+
+
+def emotion_report(emb: Embedded, model, tokenizer) -> dict:
+    """Accuracy per face model and kind over the model's labels; six-emotion accuracy; neutral recall."""
+    labels = list(model.config.label_names)
+    six = [name for name in labels if name != "neutral"]
+    embeds = model.encode_prompts(inference_prompts(labels), tokenizer).float().cpu()
+    six_embeds = embeds[[labels.index(name) for name in six]]
+    out = {}
+    for face_model in ("sfm", "ict", None):
+        for kind, dataset in (("3d", "synth3d"), ("4d", "synth4d"), ("all", ("synth3d", "synth4d"))):
+            want = {"dataset": dataset, "label": tuple(labels)}
+            if face_model:
+                want["face_model"] = face_model
+            rows = emb.where(**want)
+            if not len(rows):
+                continue
+            truth = label_rows(emb, labels, rows)
+            logits = emb.logits(embeds, rows)
+            six_rows = emb.where(**{**want, "label": tuple(six)})
+            neutral = truth == labels.index("neutral") if "neutral" in labels else np.zeros(len(rows), bool)
+            intensity = np.asarray([emb.entries[i].get("intensity") or 0 for i in rows])
+            out[f"{face_model or 'both'}/{kind}"] = {
+                "n": len(rows),
+                "accuracy": accuracy(logits, truth),
+                "by_intensity": {
+                    int(k): accuracy(logits[intensity == k], truth[intensity == k]) for k in np.unique(intensity)
+                },
+                "six_emotion_accuracy": accuracy(emb.logits(six_embeds, six_rows), label_rows(emb, six, six_rows)),
+                "neutral_recall": accuracy(logits[neutral], truth[neutral]) if neutral.any() else None,
+            }
+    return out
+
+
+def open_vocabulary_report(emb: Embedded, model, tokenizer) -> dict:
+    """Plain emotion words against never-trained words: each held-out word alone, and all together."""
+    labels = [name for name in model.config.label_names if name in HELD_OUT_VOCABULARY]
+    rows = emb.where(dataset=("synth3d", "synth4d"), label=tuple(labels))
+    truth = label_rows(emb, labels, rows)
+    plain = accuracy(emb.logits(model.encode_prompts(inference_prompts(labels), tokenizer).cpu(), rows), truth)
+    words = min(len(HELD_OUT_VOCABULARY[name]) for name in labels)
+    alone = []
+    for j in range(words):
+        prompts = {name: inference_prompts([HELD_OUT_VOCABULARY[name][j]])[HELD_OUT_VOCABULARY[name][j]] for name in labels}
+        alone.append(accuracy(emb.logits(model.encode_prompts(prompts, tokenizer).cpu(), rows), truth))
+    together = {
+        name: [p for word in HELD_OUT_VOCABULARY[name] for p in inference_prompts([word])[word]] for name in labels
+    }
+    pooled = accuracy(emb.logits(model.encode_prompts(together, tokenizer).cpu(), rows), truth)
+    mean_alone = float(np.mean(alone))
+    return {
+        "n": len(rows),
+        "plain_words": plain,
+        "held_out_each_word_alone": alone,
+        "held_out_one_word_mean": mean_alone,
+        "held_out_all_words": pooled,
+        "ratio_one_word": mean_alone / plain if plain else None,
+        "ratio_all_words": pooled / plain if plain else None,
+    }
+
+
+def au_report(emb: Embedded, model, tokenizer) -> dict:
+    """ROC AUC of each AU description's score against the recorded AU activity (scans with AU records)."""
+    rows = np.asarray([i for i, e in enumerate(emb.entries) if isinstance((e.get("metadata") or {}).get("aus"), dict)])
+    if not len(rows):
+        return {}
+    numbers = sorted(AU_CATALOGUE)
+    prompts = au_prompts(numbers)
+    scores = emb.logits(model.encode_prompts(prompts, tokenizer).cpu(), rows)  # (N, A)
+    per_au = {}
+    for j, (name, number) in enumerate(zip(prompts, numbers)):
+        active = [float((emb.entries[i]["metadata"]["aus"]).get(str(number), (emb.entries[i]["metadata"]["aus"]).get(number, 0.0))) >= AU_ACTIVE_FROM for i in rows]
+        auc = roc_auc(scores[:, j], active)
+        if auc is not None:
+            per_au[name] = {"auc": auc, "positives": int(np.sum(active))}
+    values = sorted(per_au.items(), key=lambda kv: kv[1]["auc"])
+    return {
+        "n": len(rows),
+        "mean_auc": float(np.mean([v["auc"] for v in per_au.values()])) if per_au else None,
+        "worst": [(name, v["auc"]) for name, v in values[:3]],
+        "per_au": per_au,
+    }
+
+
+def compound_prompts() -> dict[str, list[str]]:
+    """Each compound expression's name (inference templates) plus one prompt from its first variant's AUs."""
+    out = {}
+    for name in COMPOUND_LABELS:
+        words = name.replace("_", " ")
+        code = PROTOTYPES[name].variants[0].code
+        described = ", ".join(au_description(int(au)) for au in code.split("+"))
+        out[name] = [*inference_prompts([words])[words], f"a face with {described}."]
+    return out
+
+
+def compound_report(emb: Embedded, model, tokenizer) -> dict:
+    rows = emb.where(label=tuple(COMPOUND_LABELS))
+    if not len(rows):
+        return {}
+    truth = label_rows(emb, list(COMPOUND_LABELS), rows)
+    logits = emb.logits(model.encode_prompts(compound_prompts(), tokenizer).cpu(), rows)
+    acc = accuracy(logits, truth)
+    chance = 1.0 / len(COMPOUND_LABELS)
+    return {"n": len(rows), "accuracy": acc, "chance": chance, "times_chance": acc / chance}
+
+
+def calibration_report(held_out: Embedded, calibration: Embedded | None, model, tokenizer) -> dict:
+    labels = list(model.config.label_names)
+    embeds = model.encode_prompts(inference_prompts(labels), tokenizer).float().cpu()
+    rows = held_out.where(label=tuple(labels))
+    logits, truth = held_out.logits(embeds, rows), label_rows(held_out, labels, rows)
+    out = {"ece_before": expected_calibration_error(softmax(logits), truth)}
+    temperature = 1.0
+    if calibration is not None:
+        cal_rows = calibration.where(label=tuple(labels))
+        temperature = fit_temperature(calibration.logits(embeds, cal_rows), label_rows(calibration, labels, cal_rows))
+        out.update(temperature=temperature, fitted_on=f"{len(cal_rows)} validation-subject samples")
+    probs = softmax(logits, temperature)
+    out["ece_after"] = expected_calibration_error(probs, truth)
+    out["accuracy_at_coverage"] = accuracy_at_coverage(probs, truth)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a saved model folder (or a shipped checkpoint's folder)")
+    p.add_argument("--cache", action="append", required=True, metavar="NAME=DIR",
+                   help="a held-out render cache to score, named (repeatable: e.g. clean=... realistic=...)")
+    p.add_argument("--calibrate", help="render cache of the training run, for the temperature fit")
+    p.add_argument("--calibrate-run", help="the training run's results.json: its validation subjects are used")
+    p.add_argument("--out", help="write the report here (JSON)")
+    return p  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    torch.set_grad_enabled(False)
+    model = AffectVLMModel.from_pretrained(args.model).to(dtype=serving_dtype("cpu")).eval()
+    processor = AffectVLMProcessor.from_pretrained(args.model)
+    tok = processor.tokenizer
+    calibration = None
+    if args.calibrate:
+        subjects = set(json.loads(Path(args.calibrate_run).read_text())["fold"]["val"]) if args.calibrate_run else None
+        calibration = Embedded(model, processor, args.calibrate, subjects, desc="calibration")
+    report = {"model": args.model, "dtype": str(model.dtype), "caches": {}}
+    for item in args.cache:
+        name, _, folder = item.partition("=")
+        emb = Embedded(model, processor, folder, desc=name)
+        report["caches"][name] = {
+            "cache": folder,
+            "emotions": emotion_report(emb, model, tok),
+            "open_vocabulary": open_vocabulary_report(emb, model, tok),
+            "action_units": au_report(emb, model, tok),
+            "compound": compound_report(emb, model, tok),
+            "calibration": calibration_report(emb, calibration, model, tok),
+        }
+    text = json.dumps(report, indent=1)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(summary(report))
+    return report
+
+
+def summary(report: dict) -> str:
+    lines = []
+    for name, r in report["caches"].items():
+        e = r["emotions"]
+        parts = [f"{k} {v['accuracy']:.3f}" for k, v in e.items()]
+        lines.append(f"[{name}] accuracy: " + ", ".join(parts))
+        six = [f"{k} {v['six_emotion_accuracy']:.3f}" for k, v in e.items() if not k.endswith("all")]
+        lines.append(f"[{name}] six emotions: " + ", ".join(six))
+        if "both/3d" in e:
+            by = e["both/3d"]["by_intensity"]
+            lines.append(f"[{name}] 3D by intensity: " + ", ".join(f"{k}: {v:.3f}" for k, v in by.items()))
+        neutral = e.get("both/all", {}).get("neutral_recall")
+        if neutral is not None:
+            lines.append(f"[{name}] neutral recall {neutral:.3f}")
+        ov = r["open_vocabulary"]
+        lines.append(
+            f"[{name}] open vocabulary: plain {ov['plain_words']:.3f}, one held-out word {ov['held_out_one_word_mean']:.3f}"
+            f" (x{ov['ratio_one_word']:.2f}), all held-out words {ov['held_out_all_words']:.3f} (x{ov['ratio_all_words']:.2f})"
+        )
+        au = r["action_units"]
+        if au:
+            lines.append(f"[{name}] AU AUC mean {au['mean_auc']:.3f}, worst {au['worst']}")
+        c = r["compound"]
+        if c:
+            lines.append(f"[{name}] compound zero-shot {c['accuracy']:.3f} ({c['times_chance']:.1f}x chance)")
+        cal = r["calibration"]
+        lines.append(
+            f"[{name}] ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f} (T={cal.get('temperature', 1.0):.2f}); "
+            + ", ".join(f"cov {k}: {v['accuracy']:.3f}" for k, v in cal["accuracy_at_coverage"].items())
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -29,8 +29,11 @@ from .scan.archive import IMAGE_EXTENSIONS, ZipLimits
 from .scan.io import SUPPORTED_EXTENSIONS
 from .scan.types import InputError, Scan
 
-# Where the demo checkpoint lives in a checkout (and in the Space folder built from it).
-DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "affectvlm-synth-cpu"
+# Where the shipped checkpoints live in a checkout (and in the Space folder built from it); a name below
+# selects one: `AffectVLMPredictor.from_pretrained("affectvlm-ict")`.
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+DEFAULT_MODEL = "affectvlm-synth-cpu"
+DEMO_CHECKPOINT = CHECKPOINTS / DEFAULT_MODEL
 # A top score under this many times the uniform one (1 / number of labels) gets a low-confidence note.
 LOW_CONFIDENCE = 1.5
 
@@ -66,6 +69,8 @@ class Prediction:
     or dynamic images for scans and sequences; the given images otherwise; black where missing).
     notes: what a person should know about the answer (missing views, not a face, low confidence).
     scan: for a scan, the normalised Scan the views were rendered from (the app's 3D preview).
+    action_units: "AU12 lip corner puller" -> probability that the action unit is active, for models trained
+    to read action units (None otherwise), in AU order.
     """
 
     labels: list[str]
@@ -77,6 +82,7 @@ class Prediction:
     views: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     scan: Scan | None = None
+    action_units: dict[str, float] | None = None
 
     @property
     def label(self) -> str:
@@ -102,6 +108,7 @@ class Prediction:
             "view_contributions": self.contributions(),
             "views_available": [v for v, ok in zip(self.view_names, self.view_mask) if ok],
             "notes": list(self.notes),
+            **({"action_units": dict(self.action_units)} if self.action_units is not None else {}),
         }
 
     def table(self) -> str:
@@ -119,6 +126,29 @@ class Prediction:
             )
             rows.append(f"{label:<{width}}{prob:>8.3f}{cells}")
         return "\n".join(rows)
+
+
+# Words with no bearing on a face's expression: where the model places them marks "not understood".
+UNRELATED_WORDS = ("table", "bicycle", "spreadsheet", "volcano", "the tax code", "a blue car", "seven", "gravel")
+
+
+@dataclass
+class LabelCheck:
+    """What the served model makes of one label: the nearest trained emotion or AU description (by the
+    model's text embeddings), the cosine similarity, whether it counts as understood, unknown words."""
+
+    label: str
+    nearest: str
+    similarity: float
+    understood: bool
+    unknown_words: list[str] = field(default_factory=list)
+
+    @property
+    def note(self) -> str:
+        if self.unknown_words:
+            return f"{self.label!r}: the tokenizer does not know {', '.join(self.unknown_words)}"
+        verdict = "reads as" if self.understood else "is far from anything the model was trained on; nearest"
+        return f"{self.label!r} {verdict} {self.nearest!r} (similarity {self.similarity:.2f})"
 
 
 def random_demo_model(seed: int = 0) -> tuple[AffectVLMModel, AffectVLMProcessor]:
@@ -180,10 +210,24 @@ class AffectVLMPredictor:
 
     @classmethod
     def from_pretrained(
-        cls, path_or_hub_id: str | os.PathLike | None = None, *, device: str | None = None, **kwargs
+        cls,
+        path_or_hub_id: str | os.PathLike | None = None,
+        *,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs,
     ) -> AffectVLMPredictor:
-        """Load a saved AffectVLM model and processor (a folder or a Hub id); None: the shipped demo model."""
+        """Load a saved AffectVLM model and processor: a folder, the name of a shipped checkpoint
+        (`shipped_models()`, e.g. "affectvlm-ict") or a Hub id; None: the shipped default model.
+
+        `dtype` defaults to bf16 where the hardware multiplies it natively (CPUs with AMX, recent GPUs), else
+        fp32 (`affectvlm.precision.serving_dtype`)."""
+        from .precision import serving_dtype
+
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = dtype or serving_dtype(device)
+        if path_or_hub_id is not None and (CHECKPOINTS / str(path_or_hub_id) / "config.json").is_file():
+            path_or_hub_id = CHECKPOINTS / str(path_or_hub_id)
         if path_or_hub_id is None and not (DEMO_CHECKPOINT / "config.json").is_file():
             warnings.warn(
                 f"no demo checkpoint in {DEMO_CHECKPOINT}: using a small RANDOM model; its scores mean nothing",
@@ -192,7 +236,7 @@ class AffectVLMPredictor:
             model, processor = random_demo_model()
             return cls(model.to(device), processor, source="random (untrained)", is_random=True, **kwargs)
         source = str(path_or_hub_id or DEMO_CHECKPOINT)
-        model = AffectVLMModel.from_pretrained(source).to(device)
+        model = AffectVLMModel.from_pretrained(source).to(device=device, dtype=dtype)
         processor = AffectVLMProcessor.from_pretrained(source)
         return cls(model, processor, source=source, **kwargs)
 
@@ -248,6 +292,43 @@ class AffectVLMPredictor:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return list(prompts), self._cache[key]
+
+    def check_labels(self, labels=None) -> list[LabelCheck]:
+        """What the model makes of each label before scoring: its nearest trained emotion or AU description
+        (by the model's own text embeddings) and how close, words its tokenizer does not know, and whether the
+        label is far from everything the model was trained against (then its score means little)."""
+        from .prompts import au_prompts, inference_prompts
+
+        names, embeds = self.class_embeddings(labels)
+        trained = inference_prompts(self.default_labels)
+        if self.model.config.au_logit_bias:
+            trained.update(au_prompts([int(n) for n in self.model.config.au_logit_bias]))
+        _, reference = self.class_embeddings(trained)
+        similarity = (embeds.float() @ reference.float().T).cpu().numpy()
+        known_floor = self._understood_floor(reference)
+        unk = getattr(self.processor.tokenizer, "unk_token", None)
+        out = []
+        for i, label in enumerate(names):
+            j = int(similarity[i].argmax())
+            unknown = [w for w in label.split() if unk and self.processor.tokenizer.tokenize(w) == [unk]]
+            close = float(similarity[i, j]) >= known_floor and not unknown
+            out.append(LabelCheck(label, list(trained)[j], float(similarity[i, j]), close, unknown))
+        return out
+
+    def _understood_floor(self, reference: torch.Tensor) -> float:
+        """The similarity from which a label counts as understood: half-way between words the model should
+        place (never-trained emotion words, `vocabulary.HELD_OUT_VOCABULARY`) and words with no bearing on a
+        face's expression (`UNRELATED_WORDS`), by their medians of nearest-reference similarity."""
+        if getattr(self, "_floor", None) is None:
+            from .vocabulary import HELD_OUT_VOCABULARY
+
+            def nearest(words):
+                _, e = self.class_embeddings({w: [w] for w in words})
+                return float((e.float() @ reference.float().T).max(-1).values.median())
+
+            held_out = [words[0] for words in HELD_OUT_VOCABULARY.values()]
+            self._floor = 0.5 * (nearest(held_out) + nearest(UNRELATED_WORDS))
+        return self._floor
 
     # -- inputs -> views ------------------------------------------------------------------------------------
 
@@ -429,6 +510,7 @@ class AffectVLMPredictor:
             view_mask=inputs["view_mask"].to(device),
         )
         probs = scores.probs[0].float().cpu().numpy()
+        action_units = self.action_units(scores.embeds)
         if self.is_random:
             notes.insert(0, "RANDOM untrained model: the scores mean nothing")
         if probs.max() < LOW_CONFIDENCE / len(probs):
@@ -443,7 +525,31 @@ class AffectVLMPredictor:
             views=views,
             notes=notes,
             scan=normalized,
+            action_units=action_units[0] if action_units else None,
         )
+
+    def action_units(self, embeds: torch.Tensor) -> list[dict[str, float]] | None:
+        """(B, D) fused embeddings -> per sample, AU name -> probability active (None: the model does not
+        read action units)."""
+        from .prompts import au_label, au_prompts
+
+        bias = self.model.config.au_logit_bias
+        if not bias:
+            return None
+        numbers = [int(n) for n in bias]
+        prompts = au_prompts(numbers)
+        key = ("__action_units__", tuple(numbers))
+        if key not in self._cache:
+            self._cache[key] = self.model.encode_prompts(prompts, tokenizer=self.processor.tokenizer)
+        probs = self.model.action_unit_probs(embeds, self._cache[key]).cpu().numpy()
+        names = [au_label(n) for n in numbers]
+        return [{name: float(p) for name, p in zip(names, row)} for row in probs]
+
+
+def shipped_models() -> list[str]:
+    """Names of the checkpoints shipped in `checkpoints/` (the default first)."""
+    names = sorted(p.parent.name for p in CHECKPOINTS.glob("*/config.json"))
+    return sorted(names, key=lambda name: name != DEFAULT_MODEL)
 
 
 def predict(images=None, scan=None, sequence=None, labels=None, model: str | None = None) -> Prediction:
@@ -457,12 +563,16 @@ def predict(images=None, scan=None, sequence=None, labels=None, model: str | Non
 _PREDICTORS: dict[str, AffectVLMPredictor] = {}
 
 __all__ = [
+    "CHECKPOINTS",
+    "DEFAULT_MODEL",
     "DEMO_CHECKPOINT",
     "IMAGE_EXTENSIONS",
     "AffectVLMPredictor",
     "InputError",
     "InputLimits",
+    "LabelCheck",
     "Prediction",
     "parse_labels",
     "predict",
+    "shipped_models",
 ]

@@ -14,6 +14,7 @@ EPILOG = """examples:
   python -m affectvlm predict F0001_HA04WH_F3D.wrl --labels happiness sadness "a person in pain"
   python -m affectvlm predict frames/            # a folder of 3D frames: a 4D sequence
   python -m affectvlm predict sequence.zip --json
+  python -m affectvlm predict scans/ --csv out.csv   # each scan of a folder or zip scored alone: one row each
   python -m affectvlm predict front.png left.png right.png   # three rendered views, in that order
 """
 
@@ -28,18 +29,25 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="one scan file, one folder or zip of frames, or three images (front left right)")
+                        help="one scan file, one folder or zip of frames, or three images (front left right); "
+                        "with --csv, one folder or zip of scans")
     parser.add_argument("--labels", nargs="+", default=None,
                         help="labels to score (default: the model's own labels); any words work")
     parser.add_argument("--model", default=None,
                         help="a saved model folder or Hub id (default: the demo checkpoint shipped with the repo)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output.add_argument("--csv", metavar="OUT.csv", default=None,
+                        help="score each scan of the folder or zip PATH separately (not as one 4D sequence) "
+                        "and write one row per scan to OUT.csv")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.paths]
+    if args.csv:
+        return run_batch(args, paths)
     try:
         predictor = AffectVLMPredictor.from_pretrained(args.model, device=args.device)
         if len(paths) == 3 and all(p.suffix.lower() in IMAGE_EXTENSIONS for p in paths):
@@ -61,4 +69,38 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         print(result.table())
         print(f"prediction: {result.label}")
+    return 0
+
+
+def run_batch(args: argparse.Namespace, paths: list[Path]) -> int:
+    """--csv: every scan of one folder or zip scored alone, one CSV row each; 2 when the batch cannot run."""
+    from tqdm import tqdm
+
+    from .batch import score_batch, write_csv
+
+    out = Path(args.csv)
+    try:
+        if len(paths) != 1 or not (paths[0].is_dir() or paths[0].suffix.lower() == ".zip"):
+            raise InputError("with --csv, give one folder or .zip file of scans")
+        if not out.parent.is_dir():
+            raise InputError(f"cannot write {out}: no folder {out.parent}")
+        predictor = AffectVLMPredictor.from_pretrained(args.model, device=args.device)
+        with tqdm(desc="scoring", unit="scan", file=sys.stderr, dynamic_ncols=True) as bar:
+
+            def progress(i: int, n: int, name: str) -> None:
+                bar.total = n
+                bar.set_postfix_str(name, refresh=False)
+                bar.update(1)
+
+            rows = score_batch(predictor, paths[0], labels=args.labels, progress=progress)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        write_csv(rows, out)
+    except OSError as err:
+        print(f"error: cannot write {out}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    errors = sum(bool(row["error"]) for row in rows)
+    print(f"{len(rows) - errors} scored, {errors} error{'s' * (errors != 1)}: {len(rows)} rows written to {out}")
     return 0

@@ -29,10 +29,10 @@ from train.config import load_config  # noqa: E402
 from train.train import (  # noqa: E402
     PromptSource,
     TrainModule,
+    _mixed_precision,
     build_augment,
     build_model_and_processor,
     model_inputs,
-    _mixed_precision,
     param_groups,
 )
 

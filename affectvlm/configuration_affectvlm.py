@@ -58,6 +58,11 @@ class AffectVLMConfig(PreTrainedConfig):
         text_trainable_layers (`int`, defaults to 0):
             How many of the text encoder's top layers train: 0 freezes it (only the projection learns), -1
             trains all of it.
+        text_projection (`str`, defaults to `"learned"`):
+            How pooled text features enter the shared space: `"learned"`, a trained linear projection;
+            `"identity"`, none (the shared space is the text encoder's own, `projection_dim` must equal its
+            width): with a frozen encoder the text side is locked and only the views learn to meet it, so words
+            never trained on keep the encoder's own neighbourhoods (LiT-style, "locked-text tuning").
         text_weights (`str`, defaults to `"external"`):
             `"external"`: checkpoints leave out the text encoder's frozen weights, which are loaded from
             `text_model_name_or_path` (layers that trained are saved); `"included"`: every weight is saved.
@@ -118,6 +123,7 @@ class AffectVLMConfig(PreTrainedConfig):
     text_model_name_or_path: str | None = None
     text_pooling: str = "mean"
     text_trainable_layers: int = 0
+    text_projection: str = "learned"
     text_weights: str = "external"
     num_views: int = 3
     view_names: list[str] | None = None
@@ -167,6 +173,17 @@ class AffectVLMConfig(PreTrainedConfig):
             raise ValueError(f"text_backbone must be one of {_TEXT_BACKBONES}, got {self.text_backbone!r}")
         if self.text_pooling not in _TEXT_POOLINGS:
             raise ValueError(f"text_pooling must be one of {_TEXT_POOLINGS}, got {self.text_pooling!r}")
+        if self.text_projection not in ("learned", "identity"):
+            raise ValueError(f"text_projection must be 'learned' or 'identity', got {self.text_projection!r}")
+        if (
+            self.text_backbone == "pretrained"
+            and self.text_projection == "identity"
+            and self.text_config.hidden_size != self.clip_config.projection_dim
+        ):
+            raise ValueError(
+                f"text_projection='identity' needs projection_dim ({self.clip_config.projection_dim}) equal to "
+                f"the text encoder's width ({self.text_config.hidden_size})"
+            )
         if self.text_weights not in _TEXT_WEIGHTS:
             raise ValueError(f"text_weights must be one of {_TEXT_WEIGHTS}, got {self.text_weights!r}")
         if self.text_backbone == "pretrained" and self.text_config is None:

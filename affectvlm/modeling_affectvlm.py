@@ -357,6 +357,8 @@ class AffectVLMPreTrainedModel(PreTrainedModel):
             for projection in (module.resnet_projection, module.text_projection):
                 if projection is not None:
                     init.normal_(projection.weight, std=projection.in_features**-0.5)
+            if module.text_projection is not None and self.config.text_projection == "identity":
+                init.eye_(module.text_projection.weight)
         elif isinstance(module, nn.Linear) and getattr(module, "_affectvlm_fusion", False):
             init.normal_(module.weight, std=0.02)
             init.zeros_(module.bias)
@@ -390,6 +392,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         if config.text_backbone == "pretrained":
             self.text_model = AutoModel.from_config(config.text_config)
             self.text_projection = nn.Linear(config.text_config.hidden_size, dim, bias=False)
+            self.text_projection.requires_grad_(config.text_projection == "learned")
             self.clip.text_model = None  # CLIP's text tower is never used: don't carry its weights
             self.clip.text_projection = None
             for name, param in self.text_model.named_parameters():

@@ -155,3 +155,18 @@ def test_remote_code_loads_an_external_text_checkpoint_offline(encoder, tmp_path
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "REMOTE-OK" in run.stdout
+
+
+def test_identity_projection_locks_the_text_side_to_the_encoders_own_space(encoder):
+    from affectvlm.testing import tiny_clip_config
+
+    model = _model(encoder, clip_config=tiny_clip_config(projection_dim=32), text_projection="identity").eval()
+    assert not model.text_projection.weight.requires_grad
+    tok = AutoTokenizer.from_pretrained(encoder)
+    t = tok(["a happy face", "a sad person"], padding=True, return_tensors="pt")
+    pooled = model._pooled_text(t["input_ids"], t["attention_mask"])
+    torch.testing.assert_close(
+        model.encode_text(t["input_ids"], t["attention_mask"]), torch.nn.functional.normalize(pooled, dim=-1)
+    )
+    with pytest.raises(ValueError, match="projection_dim"):
+        _model(encoder, clip_config=tiny_clip_config(projection_dim=16), text_projection="identity")

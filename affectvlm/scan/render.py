@@ -197,6 +197,7 @@ class _Batch:
 
     def __init__(self, scans, views, size, extent, pivot, device, need_normals):
         self.scans, self.size, self.nv, self.device = scans, size, len(views), device
+        self.extent = extent
         counts = [s.num_vertices for s in scans]
         self.vstart = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.nverts = int(self.vstart[-1])
@@ -247,16 +248,6 @@ class _Batch:
         for k in range(3):  # each corner receives its face's normal
             n.index_add_(1, self.faces_t[k], fn)
         return n
-
-    def point_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Point-cloud vertices in every view: (V, 3, P) pixel units, and (P,) their global ids."""
-        idx = torch.cat(
-            [
-                torch.arange(int(self.vstart[i]), int(self.vstart[i + 1]), device=self.device)
-                for i in self.point_scans
-            ]
-        )
-        return torch.matmul(self.pixel_rot, _rows(self.verts, idx)), idx
 
 
 @dataclass
@@ -434,49 +425,240 @@ def _mesh_zbuffer(b: _Batch, zb: torch.Tensor, vattr: torch.Tensor | None = None
     return [x0, y0, a1, a2, b1, b2], planes
 
 
-def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None) -> float:
-    """Splat every point-cloud scan as discs of `radius` pixels into `zb`; returns the radius used.
+# --- point clouds: surfels ---------------------------------------------------------------------------------
+# A point cloud is rendered as surfels: points closer than a pixel are merged (their mean), every surfel gets
+# a normal from a weighted PCA of its neighbours and a radius from their density, and is splatted as a disc
+# whose depth follows its tangent plane. A second pass blends the normals and depths of all the splats that
+# lie on the visible surface at a pixel (within a depth tolerance of the nearest), weighted by distance from
+# their centres, so the shading is smooth across splats instead of one flat disc per point.
+_MERGE_PIXELS = 1.0  # points in one voxel of this side (in pixels) are merged into one surfel
+_CELL_CAP = 8  # neighbours taken from one cell of the neighbour grid (a cell holds ~4 on average)
+_SPLAT_SCALE = 1.25  # splat radius / local point spacing: about 0.5 % of a random sampling left uncovered
+_BLEND_DEPTH = 1.5  # splats within this many splat radii behind the nearest surface are blended
+_MAX_SLOPE = 3.0  # a splat's depth changes by at most this many scan units per unit across the view
+_FIX = float(1 << 20)  # fixed-point scale of merged and blended sums: integer sums do not depend on order
+_ROW_BLOCK = 4096  # surfels per block of the neighbour search: a fixed size, so results never depend on it
+_HALF_GRID = 1 << 19  # grid cells are counted from -_HALF_GRID cells about the pivot, 20 bits per axis
 
-    Point key ids are 2^31 + view * N + global vertex index (above every triangle id). Splats are
-    scattered at most `_chunk` candidate pixels at a time, whatever the radius.
+
+@dataclass
+class _Surfels:
+    """The point clouds of a batch as surfels, each (M,) or (3, M) in scan space relative to the pivot."""
+
+    pos: torch.Tensor  # (3, M) positions
+    normal: torch.Tensor  # (3, M) unit normals, 0 where a surfel has too few neighbours for a plane
+    radius: torch.Tensor  # (M,) splat radii in the scan's units
+    member: torch.Tensor  # (M,) global vertex index of one point merged into each surfel
+    scan: torch.Tensor  # (M,) scan index in the batch
+
+
+def _grid(p: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cells of side h of (3, N) points: (3, N) float64 position in cells and (N,) int64 key of the cell."""
+    f = p.double().mul_(1.0 / h).add_(float(_HALF_GRID))
+    c = torch.floor(f).clamp_(0, 2 * _HALF_GRID - 1).long()
+    return f, (c[0] << 40) | (c[1] << 20) | c[2]
+
+
+def _merge(p: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points (3, N) merged per voxel of side h: (3, M) mean positions and (M,) index of a point of each."""
+    n = p.shape[1]
+    f, key = _grid(p, h)
+    uniq, inv, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    if len(uniq) == n:
+        return p, torch.arange(n, device=p.device)
+    cell = torch.stack([uniq >> 40, (uniq >> 20) & 0xFFFFF, uniq & 0xFFFFF])  # (3, M)
+    # offsets within the cell in fixed point: an exact integer sum, the same in any order and on any device
+    frac = (f - torch.floor(f)).clamp_(0.0, 1.0).mul_(_FIX).round_().long()
+    sums = torch.zeros(len(uniq), 3, dtype=torch.long, device=p.device).index_add_(0, inv, frac.T)
+    mean = cell.double() + sums.T.double() / (counts.double() * _FIX)
+    pos = ((mean - _HALF_GRID) * h).float()
+    first = torch.full((len(uniq),), n, device=p.device).scatter_reduce_(
+        0, inv, torch.arange(n, device=p.device), "amin"
+    )
+    return pos, first
+
+
+def _typical_spacing(p: torch.Tensor, h: float) -> float:
+    """The typical distance between neighbouring points (3, M) of a surface, from the area of the cells (of
+    side doubling from 2h) that they occupy: the first side at which cells hold 8 points on average."""
+    m, side = p.shape[1], 2.0 * h
+    for _ in range(24):
+        occupied = len(torch.unique(_grid(p, side)[1]))
+        if m >= 8 * occupied or occupied == 1:
+            break
+        side *= 2.0
+    return side * math.sqrt(occupied / m)
+
+
+# the 27 cells around a cell, as (3, 27) offsets
+_NEIGHBOUR_CELLS = torch.stack(torch.meshgrid(*[torch.arange(-1, 2)] * 3, indexing="ij")).reshape(3, -1)
+
+
+def _neighbour_table(cell, ukey, starts, counts, lo, hi):
+    """(B, 27 * cap) indices into the cell-sorted surfels of the neighbours of surfels lo:hi (in every cell
+    around theirs, at most `_CELL_CAP` of each), and the (B, 27 * cap) mask of the real ones."""
+    offs = _NEIGHBOUR_CELLS.to(cell.device)
+    c = cell[:, lo:hi, None] + offs[:, None, :]  # (3, B, 27)
+    key = (c[0] << 40) | (c[1] << 20) | c[2]
+    at = torch.searchsorted(ukey, key).clamp_(max=len(ukey) - 1)
+    found = ukey[at] == key
+    n = torch.where(found, counts[at].clamp(max=_CELL_CAP), 0)
+    slot = torch.arange(_CELL_CAP, device=cell.device)
+    idx = starts[at][..., None] + slot  # (B, 27, cap)
+    valid = slot < n[..., None]
+    return torch.where(valid, idx, 0).flatten(1), valid.flatten(1)
+
+
+def _local_frames(p: torch.Tensor, g: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normals and neighbour counts of surfels (3, M) from their neighbours within distance g.
+
+    Returns (3, M) unit normals (the least principal axis of the neighbours, weighted (1 - d^2 / g^2)^2;
+    0 where fewer than 3 neighbours) and (M,) the number of surfels within g, itself included.
+    """
+    m, dev = p.shape[1], p.device
+    f, key = _grid(p, g)
+    order = torch.argsort(key, stable=True)
+    skey, cell, sp = key[order], torch.floor(f[:, order]).long(), p[:, order]
+    ukey, counts = torch.unique_consecutive(skey, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    normal = torch.zeros(3, m, device=dev)
+    count = torch.zeros(m, dtype=torch.long, device=dev)
+    for lo in range(0, m, _ROW_BLOCK):
+        hi = min(lo + _ROW_BLOCK, m)
+        idx, valid = _neighbour_table(cell, ukey, starts, counts, lo, hi)
+        q = sp[:, idx] - sp[:, lo:hi, None]  # (3, B, K) offsets from the surfel
+        d2 = (q * q).sum(0)
+        near = valid & (d2 < g * g)
+        w = (1.0 - d2 / (g * g)).clamp_(min=0.0).square_() * near
+        q = q - (q * w).sum(2, keepdim=True) / w.sum(1).clamp(min=1e-30)[:, None]
+        cov = torch.einsum("ibk,jbk->bij", q * w, q)  # (B, 3, 3)
+        axes = torch.linalg.eigh(cov.double())[1][:, :, 0].float()  # least principal axis, (B, 3)
+        count[lo:hi] = near.sum(1)
+        normal[:, lo:hi] = axes.T * (count[lo:hi] >= 3)
+    out_n, out_c = torch.empty_like(normal), torch.empty_like(count)
+    out_n[:, order], out_c[order] = normal, count
+    return out_n, out_c
+
+
+def _surfels(b: _Batch, pixel: float) -> _Surfels:
+    """Every point-cloud scan of the batch as surfels, for pixels of side `pixel` (scan units)."""
+    parts = []
+    for i in b.point_scans:
+        lo, hi = int(b.vstart[i]), int(b.vstart[i + 1])
+        pos, member = _merge(b.verts[:, lo:hi], pixel * _MERGE_PIXELS)
+        spacing = _typical_spacing(pos, pixel)
+        # neighbours within twice the typical spacing: about 12 on a surface, enough for a robust plane
+        normal, count = _local_frames(pos, 2.0 * spacing)
+        # the spacing that the neighbour count implies (pi (2s)^2 / count), at most twice the typical one
+        local = (2.0 * spacing) * torch.sqrt(math.pi / count.double()).float()
+        radius = _SPLAT_SCALE * local.clamp_(max=2.0 * spacing)
+        scan = torch.full_like(member, i)
+        parts.append((pos, normal, radius, member + lo, scan))
+    return _Surfels(*[torch.cat(x, -1) if len(parts) > 1 else x[0] for x in zip(*parts)])
+
+
+def _splat_table(b: _Batch, s: _Surfels, radius: float | None, extent: float) -> dict:
+    """Every surfel in every view, each (V * M,) (item view * M + surfel): centre cx, cy in pixels, depth z
+    (shifted positive), its slopes sx, sy per pixel, radius r in pixels, depth tolerance tol, unit normal
+    nx, ny, nz facing the camera, the image's first pixel base, and each item's square side."""
+    nv, size, dev = b.nv, b.size, b.device
+    scale, half = size / (2.0 * extent), size / 2.0 - 0.5
+    pos = torch.matmul(b.pixel_rot, s.pos)  # (V, 3, M) pixel units
+    n = torch.matmul(b.rot, s.normal)  # (V, 3, M) view space
+    n = n * torch.where(n[:, 2:] < 0, -1.0, 1.0)  # towards the camera
+    n = torch.where((n * n).sum(1, keepdim=True) < 0.25, torch.tensor([[0.0], [0.0], [1.0]], device=dev), n)
+    nz = n[:, 2].clamp(min=1e-6)
+    gx = (-n[:, 0] / nz).clamp_(-_MAX_SLOPE, _MAX_SLOPE)  # dz/dx in scan units
+    gy = (-n[:, 1] / nz).clamp_(-_MAX_SLOPE, _MAX_SLOPE)
+    if radius is None:
+        r = (s.radius * scale).clamp(1.0, max(8.0, size / 8.0)).expand(nv, -1)
+    else:
+        r = torch.full(pos[:, 0].shape, max(float(radius), 0.71), device=dev)  # 0.71: the nearest pixel
+    base = (s.scan[None, :] * nv + torch.arange(nv, device=dev)[:, None]) * (size * size)
+    t = {
+        "cx": pos[:, 0] + half, "cy": pos[:, 1] + half, "z": pos[:, 2] + b.zshift,
+        "sx": gx / scale, "sy": -gy / scale, "r": r, "tol": _BLEND_DEPTH * r / scale,
+        "nx": n[:, 0], "ny": n[:, 1], "nz": n[:, 2], "base": base,
+    }  # fmt: skip
+    t = {k: v.reshape(-1).contiguous() for k, v in t.items()}
+    t["side"] = torch.floor(2.0 * t["r"]).long() + 1  # pixel centres within r of cx: at most this many
+    return t
+
+
+def _splat_chunks(t: dict, size: int):
+    """Yield (items, pix, inside, d2, z) per chunk of at most `_chunk` candidate pixels (or one item): the
+    items' (I,) ids, and per candidate (side^2, I) its flat pixel index, whether it lies in the disc and the
+    image, its squared distance from the centre over r^2, and the tangent-plane depth there."""
+    side = t["side"]
+    order = torch.argsort(side, stable=True)
+    sides, counts = torch.unique_consecutive(side[order], return_counts=True)
+    end = 0
+    for s, cnt in zip(sides.tolist(), counts.tolist()):
+        start, end = end, end + cnt
+        ox, oy, _ = _bucket_offsets(s, size, side.device)  # (s*s, 1)
+        step = max(1, _chunk(side.device) // (s * s))
+        for lo in range(start, end, step):
+            items = order[lo : min(lo + step, end)]
+            cx, cy, r, z, sx, sy = _rows([t[k] for k in ("cx", "cy", "r", "z", "sx", "sy")], items)
+            base = torch.index_select(t["base"], 0, items)
+            x, y = torch.ceil(cx - r) + ox, torch.ceil(cy - r) + oy  # (s*s, I) pixel indices
+            dx, dy = x - cx, y - cy
+            d2 = (dx * dx + dy * dy) / (r * r)
+            inside = (d2 <= 1.0) & (x >= 0) & (x < size) & (y >= 0) & (y < size)
+            zc = torch.addcmul(torch.addcmul(z, sx, dx), sy, dy).clamp_(min=1e-30)
+            pix = base + y.clamp(0, size - 1).long() * size + x.clamp(0, size - 1).long()
+            yield items, pix, inside, d2, zc
+
+
+def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None, extent: float) -> dict:
+    """Splat every point-cloud scan as surfels into `zb`; returns the splat table with "acc", the blended
+    sums per pixel: (B*V*H*W, 5) int64 fixed-point weight, weight x normal (3) and weight x depth offset
+    (pixels) behind the nearest splat, and "member", the global vertex index of each surfel.
+
+    Point key ids are 2^31 + view * M + surfel (above every triangle id); each pass scatters at most
+    `_chunk` candidate pixels at a time, whatever the radius.
     """
     dev, size, nv = b.device, b.size, b.nv
-    if nv * b.nverts >= 2**31:
-        raise ValueError(f"too many points x views in one call ({b.nverts} x {nv}): split the batch")
-    if radius is None:
-        # the spacing of N points spread over the face's projected area (about pi (size / 2.2)^2
-        # pixels for normalised scans), at least one pixel so that a splat covers its 4-neighbours
-        n_typical = float(np.median([b.scans[i].num_vertices for i in b.point_scans]))
-        radius = float(np.clip(math.sqrt(math.pi * (size / 2.2) ** 2 / max(n_typical, 1.0)), 1.0, 8.0))
-    elif not 0.0 <= radius <= size:
+    if radius is not None and not 0.0 <= radius <= size:
         raise ValueError(f"point_radius must be between 0 and the image size ({size}), got {radius}")
-    r = int(math.ceil(radius))
-    oy, ox = torch.meshgrid(
-        torch.arange(-r, r + 1, device=dev), torch.arange(-r, r + 1, device=dev), indexing="ij"
-    )
-    disc = (ox * ox + oy * oy) <= max(radius * radius, 0.25)
-    ox, oy = ox[disc][:, None, None], oy[disc][:, None, None]  # (K, 1, 1)
-    pos, idx = b.point_positions()  # (V, 3, P), (P,)
-    half = size / 2.0 - 0.5
-    cx, cy = torch.round(pos[:, 0] + half).long(), torch.round(pos[:, 1] + half).long()  # (V, P)
-    zbits = (pos[:, 2] + b.zshift).contiguous().view(torch.int32)  # (V, P)
-    gid = torch.arange(nv, device=dev)[:, None] * b.nverts + idx[None, :] + 2**31
-    key = (zbits.long() << 32) | gid
-    scan_of = torch.from_numpy(np.searchsorted(b.vstart, idx.cpu().numpy(), side="right") - 1).to(dev)
-    base = (scan_of[None, :] * nv + torch.arange(nv, device=dev)[:, None]) * (size * size)  # (V, P)
-    chunk = _chunk(dev)
-    kstep = min(len(ox), max(1, chunk // nv))  # disc offsets per scatter
-    pstep = max(1, chunk // (kstep * nv))  # points per scatter
-    for k in range(0, len(ox), kstep):
-        dx, dy = ox[k : k + kstep], oy[k : k + kstep]
-        for q in range(0, len(idx), pstep):
-            x, y = cx[None, :, q : q + pstep] + dx, cy[None, :, q : q + pstep] + dy  # (Kc, V, Pc)
-            ok = (x >= 0) & (x < size) & (y >= 0) & (y < size)
-            pix = base[None, :, q : q + pstep] + y.clamp(0, size - 1) * size + x.clamp(0, size - 1)
-            zb.scatter_reduce_(
-                0, pix.reshape(-1), (key[None, :, q : q + pstep] * ok).reshape(-1), reduce="amax"
-            )
-    return radius
+    s = _surfels(b, 2.0 * extent / size)
+    if nv * s.pos.shape[1] >= 2**31:
+        raise ValueError(f"too many points x views in one call ({s.pos.shape[1]} x {nv}): split the batch")
+    t = _splat_table(b, s, radius, extent)
+    for items, pix, inside, _, z in _splat_chunks(t, size):  # visibility: the nearest splat per pixel
+        key = (z * inside).view(torch.int32).long()
+        key <<= 32
+        key |= items + 2**31
+        zb.scatter_reduce_(0, pix.view(-1), key.view(-1), reduce="amax")
+    acc = torch.zeros(len(zb), 5, dtype=torch.long, device=dev)
+    scale = size / (2.0 * extent)
+    for items, pix, inside, d2, z in _splat_chunks(t, size):  # blend the splats on the visible surface
+        front = (torch.index_select(zb, 0, pix.view(-1)) >> 32).to(torch.int32).view(torch.float32)
+        front = front.view(pix.shape)
+        nx, ny, nz, tol = _rows([t[k] for k in ("nx", "ny", "nz", "tol")], items)
+        w = (1.0 - d2).clamp_(min=1.0 / 64) * (inside & (z >= front - tol))
+        vals = torch.stack([w, w * nx, w * ny, w * nz, w * (z - front) * scale], -1)
+        acc.index_add_(0, pix.view(-1), vals.mul_(_FIX).round_().long().view(-1, 5))
+    t.update(acc=acc, member=s.member, m=s.pos.shape[1], scale=scale)
+    return t
+
+
+def _point_values(out: dict, t: dict) -> None:
+    """Blended normals ("pnormal", (3, P), view space, 0 for triangles), depths and point ids ("point") of
+    the point pixels of `out` (from `_rasterize_flat`), from the splat table of `_point_zbuffer`."""
+    pts = _flatnonzero(~out["is_tri"])
+    item = torch.index_select(out["id"], 0, pts) - 2**31
+    surfel = item - _floor_div(item, t["m"]) * t["m"]
+    a = torch.index_select(t["acc"], 0, torch.index_select(out["pix"], 0, pts)).T.double()  # (5, S)
+    w = a[0]
+    blended = w > 0  # pixels that hole filling covered have only the winning splat
+    own = _rows([t[k] for k in ("nx", "ny", "nz")], item)
+    normal = torch.where(blended, (a[1:4] / w.clamp(min=1.0)).float(), own)
+    offset = torch.where(blended, a[4] / w.clamp(min=1.0), 0.0).float() / t["scale"]
+    out["depth"].index_add_(0, pts, offset)
+    out["pnormal"] = torch.zeros(3, len(out["pix"]), device=normal.device).index_copy_(1, pts, normal)
+    point = torch.zeros_like(out["id"])
+    out["point"] = point.index_copy_(0, pts, torch.index_select(t["member"], 0, surfel))
 
 
 def _fill_holes(zb: torch.Tensor, images: torch.Tensor, size: int, iterations: int, min_neighbours: int = 4):
@@ -532,8 +714,8 @@ def _rasterize_flat(
     n_img = len(b.scans) * nv
     zb = torch.zeros(n_img * size * size, dtype=torch.long, device=dev)
     bary_rows, planes = _mesh_zbuffer(b, zb, vattr) if b.mesh_scans else (None, None)
-    if b.point_scans:
-        _point_zbuffer(b, zb, point_radius)
+    splats = _point_zbuffer(b, zb, point_radius, b.extent) if b.point_scans else None
+    if splats is not None:
         if fill_holes:
             pc_imgs = torch.tensor([i * nv + v for i in b.point_scans for v in range(nv)], device=dev)
             _fill_holes(zb, pc_imgs, size, fill_holes)
@@ -573,9 +755,8 @@ def _rasterize_flat(
         w0 = (1.0 - w1 - w2).clamp_(min=0.0)
         norm = 1.0 / (w0 + w1 + w2)
         out.update(bary=torch.stack([w0 * norm, w1 * norm, w2 * norm]), view=view, face=face)
-    if b.point_scans:
-        g = (ident - 2**31) * ~is_tri
-        out["point"] = torch.remainder(g, b.nverts)
+    if splats is not None:
+        _point_values(out, splats)
     return out
 
 
@@ -662,23 +843,6 @@ def _sample_texture(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     ) * fy
 
 
-def _screen_normals(depth: torch.Tensor, mask: torch.Tensor, step: float) -> torch.Tensor:
-    """View-space normals (I, H, W, 3) from depth maps (I, H, W), for point clouds that have none.
-
-    The depth is box-smoothed over covered pixels first, because splats are flat discs.
-    """
-    m = mask.float()[:, None]
-    kernel = torch.ones(1, 1, 3, 3, device=depth.device)
-    num = torch.nn.functional.conv2d(depth[:, None] * m, kernel, padding=1)
-    den = torch.nn.functional.conv2d(m, kernel, padding=1)
-    d = torch.where(den > 0, num / den.clamp_min(1.0), 0.0)[:, 0]
-    dp = torch.nn.functional.pad(d[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
-    gx = (dp[:, 1:-1, 2:] - dp[:, 1:-1, :-2]) / (2 * step)
-    gy = (dp[:, :-2, 1:-1] - dp[:, 2:, 1:-1]) / (2 * step)  # rows grow downwards, y grows upwards
-    n = torch.stack([-gx, -gy, torch.ones_like(gx)], -1)
-    return n / n.norm(dim=-1, keepdim=True)
-
-
 def _lambert(nx, ny, nz, light, ambient: float) -> torch.Tensor:
     """Grey level 0-255 of normals (any length) lit from `light`; two-sided: a surface seen from
     behind (open scans, ears) is lit like its front."""
@@ -755,16 +919,8 @@ def render_views(
         planes = [g]
     elif mode in ("normal", "normal_map"):
         vals = flat.get("attr")  # (C, P): interpolated shade (normal) or normal (normal_map)
-        if has_points:
-            pc = torch.tensor([i * nv + v for i in b.point_scans for v in range(nv)], device=dev)
-            dimg = torch.zeros(n_pix, device=dev).index_copy_(0, pix, flat["depth"])
-            mimg = torch.zeros(n_pix, dtype=torch.bool, device=dev).index_fill_(0, pix, True)
-            sn = _screen_normals(
-                dimg.view(n_img, size, size)[pc], mimg.view(n_img, size, size)[pc], 2.0 * extent / size
-            )
-            full = torch.zeros(n_img, size, size, 3, device=dev)
-            full[pc] = sn
-            sn = torch.index_select(full.view(-1, 3), 0, pix).T  # (3, P)
+        if has_points:  # blended surfel normals, view space
+            sn = flat["pnormal"]
             pvals = _lambert(*sn, light, ambient)[None] if mode == "normal" else sn
             vals = pvals if vals is None else torch.where(is_tri[None], vals, pvals)
         if mode == "normal":

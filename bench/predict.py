@@ -3,8 +3,8 @@
     AFFECTVLM_SFM_DIR=../shared/sfm python bench/predict.py
     python bench/predict.py --scans 20 --skip-demo
 
-Two models are timed: the demo checkpoint shipped with the repo (skipped if missing) and a ViT-B/32-sized
-random AffectVLM. The baseline is what a user would otherwise do with the same rendered views: the
+Timed: every checkpoint shipped in checkpoints/, in fp32 and in bf16 (bf16 runs on the CPU's matrix units
+where it has them, AMX), and a ViT-B/32-sized random AffectVLM. The baseline is what a user would otherwise do with the same rendered views: the
 transformers `zero-shot-image-classification` pipeline with a CLIP of the same size, called once per view
 with the same prompts (it re-encodes the prompts on every call), its scores averaged over the views.
 The scans are the Surrey Face Model's mean face with each expression, written as OBJ files.
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from affectvlm import AffectVLMModel
-from affectvlm.predictor import DEMO_CHECKPOINT, AffectVLMPredictor
+from affectvlm.predictor import AffectVLMPredictor, shipped_models
 from affectvlm.scan import Scan, write_obj
 from affectvlm.testing import tiny_config, tiny_processor, vit_b32_clip_config
 
@@ -95,21 +95,30 @@ def affectvlm_route(predictor: AffectVLMPredictor):
 
 
 def stage_breakdown(predictor: AffectVLMPredictor, path: Path) -> dict[str, float]:
-    from affectvlm.scan import load_scan, normalize_scan, render_views
-
-    normalize, render, _ = predictor._render_kwargs()
+    """One scan through the predictor's own path, stage by stage (load, normalise + render, encode + score)."""
     t0 = time.perf_counter()
-    scan = load_scan(path)
+    scan = predictor.load_scan(path)
     t1 = time.perf_counter()
-    scan = normalize_scan(scan, **normalize)
+    views = predictor.recipe.views_of([scan])
     t2 = time.perf_counter()
-    views = render_views([scan], **render)
-    t3 = time.perf_counter()
     inputs = predictor.processor(images=views)
     _, class_embeds = predictor.class_embeddings({label: [TEMPLATE.format(label)] for label in LABELS})
     predictor.model.score(inputs["pixel_values"], class_embeds)
-    t4 = time.perf_counter()
-    return {"load": t1 - t0, "normalise": t2 - t1, "render": t3 - t2, "encode+score": t4 - t3}
+    t3 = time.perf_counter()
+    return {"load": t1 - t0, "normalise+render": t2 - t1, "encode+score": t3 - t2}
+
+
+def encoder_throughput(predictor: AffectVLMPredictor, batch: int = 32, repeats: int = 5) -> float:
+    """Samples (three views each) per second through the view encoder and scoring alone, batched."""
+    size = predictor.processor.image_size[0]
+    views = torch.randint(0, 255, (batch, len(predictor.processor.view_names), size, size, 3), dtype=torch.uint8)
+    pixel_values = predictor.processor(images=views)["pixel_values"]
+    _, class_embeds = predictor.class_embeddings({label: [TEMPLATE.format(label)] for label in LABELS})
+    predictor.model.score(pixel_values, class_embeds)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        predictor.model.score(pixel_values, class_embeds)
+    return batch * repeats / (time.perf_counter() - start)
 
 
 def report(name: str, predictor: AffectVLMPredictor, paths: list[Path], baseline: bool) -> None:
@@ -119,6 +128,7 @@ def report(name: str, predictor: AffectVLMPredictor, paths: list[Path], baseline
     stages = stage_breakdown(predictor, paths[0])
     print("  stages (one scan): " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in stages.items()))
     print(f"  AffectVLM end to end:            median {med * 1e3:8.1f} ms/scan  ({1 / med:6.2f} scans/s)")
+    print(f"  view encoder + scoring, batch 32: {encoder_throughput(predictor):8.1f} samples/s")
     if baseline and predictor.model.clip.vision_model is None:
         print("  (no CLIP vision tower in this model: the zero-shot pipeline baseline does not apply)")
     elif baseline:
@@ -131,7 +141,9 @@ def report(name: str, predictor: AffectVLMPredictor, paths: list[Path], baseline
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scans", type=int, default=12, help="scans timed per route (default 12)")
-    parser.add_argument("--skip-demo", action="store_true", help="skip the demo checkpoint")
+    parser.add_argument("--skip-demo", action="store_true", help="skip the shipped checkpoints")
+    parser.add_argument("--models", default=None, help="comma-separated shipped checkpoints (default: all)")
+    parser.add_argument("--skip-random", action="store_true", help="skip the ViT-B/32-sized random model")
     parser.add_argument("--no-baseline", action="store_true", help="skip the zero-shot pipeline baseline")
     args = parser.parse_args()
 
@@ -139,12 +151,16 @@ def main() -> None:
     print(f"CPU threads: {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         paths = make_scans(Path(tmp), args.scans)
-        if not args.skip_demo:
-            if (DEMO_CHECKPOINT / "config.json").is_file():
-                report(f"demo checkpoint ({DEMO_CHECKPOINT.name})", AffectVLMPredictor.from_pretrained(device="cpu"),
-                       paths, baseline=not args.no_baseline)
-            else:
-                print(f"\n(no demo checkpoint in {DEMO_CHECKPOINT}: skipped)")
+        names = [] if args.skip_demo else (args.models.split(",") if args.models else shipped_models())
+        for name in names:
+            for dtype in (torch.float32, torch.bfloat16):
+                predictor = AffectVLMPredictor.from_pretrained(name, device="cpu", dtype=dtype)
+                report(f"shipped checkpoint {name}, {str(dtype).removeprefix('torch.')}", predictor, paths,
+                       baseline=not args.no_baseline)  # fmt: skip
+        if not names:
+            print("\n(no shipped checkpoint timed)")
+        if args.skip_random:
+            return
         model = AffectVLMModel(tiny_config(clip_config=vit_b32_clip_config())).eval()
         predictor = AffectVLMPredictor(model, tiny_processor(image_size=224), source="ViT-B/32-sized random")
         report("ViT-B/32-sized random AffectVLM (224x224 views)", predictor, paths, baseline=not args.no_baseline)

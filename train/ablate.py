@@ -35,7 +35,10 @@ VARIANTS: dict[str, tuple[list[str], str, str]] = {
          "model.clip.num_heads=4"],
         "default", "default",
     ),  # fmt: skip
-    "text_tuned_top2": (["model.affectvlm.text_trainable_layers=2", "train.lr=5e-4"], "default", "default"),
+    "text_tuned_top2": (["model.affectvlm.text_trainable_layers=2"], "default", "default"),
+    "locked_text": (
+        ["model.clip.projection_dim=384", "model.affectvlm.text_projection=identity"], "default", "default"
+    ),
     "no_au_text": (["au.weight=0"], "default", "default"),
     "no_realism": ([], "clean", "default"),
     "px48": (["model.clip.image_size=48"], "px48", "px48"),

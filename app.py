@@ -33,12 +33,20 @@ LIMITS = InputLimits(max_file_bytes=MAX_FILE_MB * 1024**2, max_frames=200)
 PREDICTOR = AffectVLMPredictor.from_pretrained(os.environ.get("AFFECTVLM_MODEL") or None, limits=LIMITS)
 DEFAULT_LABELS_TEXT = ", ".join(PREDICTOR.default_labels)
 VIEW_NAMES = list(PREDICTOR.processor.view_names)
-MODEL_NOTE = (
-    "**Model:** a small *random, untrained* model (no demo checkpoint found): the scores mean nothing."
-    if PREDICTOR.is_random
-    else f"**Model:** `{Path(PREDICTOR.source).name if os.path.isdir(PREDICTOR.source) else PREDICTOR.source}` "
-    "(trained on SynthFER-3D, synthetic faces from the Surrey Face Model: non-commercial research use only)."
-)
+
+
+def _model_note(predictor: AffectVLMPredictor) -> str:
+    """The served model's name, what it was trained on and its licence, from its model card."""
+    if predictor.is_random:
+        return "**Model:** a small *random, untrained* model (no checkpoint found): the scores mean nothing."
+    name = Path(predictor.source).name if os.path.isdir(predictor.source) else predictor.source
+    card = predictor.card
+    summary = f" {card['summary']}" if card.get("summary") else ""
+    licence = card.get("license_name") or card.get("license")
+    return f"**Model:** `{name}`.{summary}" + (f" **Licence:** {licence}." if licence else "")
+
+
+MODEL_NOTE = _model_note(PREDICTOR)
 
 
 # -- handlers -------------------------------------------------------------------------------------------------
@@ -89,17 +97,51 @@ def _contribution_plot(result: Prediction) -> Figure:
     return fig
 
 
-def _outputs(result: Prediction, captions: list[str]) -> list:
-    """Scores, the contribution chart, what the model saw, and the answer with its notes."""
-    gallery = []
-    if result.views is not None:
-        for v, caption in enumerate(captions):
-            if result.view_mask[v]:
-                path = _output_file(".png", lambda name, v=v: Image.fromarray(result.views[v]).save(name))
-                gallery.append((path, caption))
+def _au_plot(result: Prediction, shown: int = 12) -> Figure | None:
+    """Horizontal bars: the probability of each action unit the model reads, the likeliest first."""
+    if not result.action_units:
+        return None
+    top = sorted(result.action_units.items(), key=lambda kv: -kv[1])[:shown][::-1]
+    fig = Figure(figsize=(6, 0.25 * len(top) + 0.9), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.barh([name for name, _ in top], [p for _, p in top], color="#4c72b0")
+    ax.set_xlim(0, 1)
+    ax.axvline(0.5, color="0.6", linewidth=0.8, linestyle="--")
+    ax.tick_params(axis="y", labelsize="small")
+    ax.set_xlabel("probability the action unit is active")
+    ax.set_title("Action units (FACS) the model reads", fontsize="medium")
+    return fig
+
+
+def _vocabulary(labels_text: str) -> str:
+    """What the model makes of each label: its nearest trained emotion or AU description, flagged when far."""
+    checks = PREDICTOR.check_labels(labels_text or DEFAULT_LABELS_TEXT)
+    lines = []
+    for c in checks:
+        line = f"- {'✅' if c.understood else '⚠️'} **{c.label}** → {c.nearest} ({c.similarity:.2f})"
+        if c.unknown_words:
+            line += f": the tokenizer does not know {', '.join(c.unknown_words)}"
+        elif not c.understood:
+            line += ": far from anything the model was trained on; its score means little"
+        lines.append(line)
+    return "**What the model makes of your labels** (nearest trained label, similarity):\n" + "\n".join(lines)
+
+
+def _gallery(images: np.ndarray, mask, captions: list[str]) -> list:
+    return [
+        (_output_file(".png", lambda name, v=v: Image.fromarray(images[v]).save(name)), caption)
+        for v, caption in enumerate(captions)
+        if mask[v]
+    ]
+
+
+def _outputs(result: Prediction, captions: list[str], labels_text: str) -> list:
+    """Scores, the contribution chart, what the model saw, the answer with its notes, the action units, and
+    what the model made of the labels."""
+    gallery = _gallery(result.views, result.view_mask, captions) if result.views is not None else []
     notes = "".join(f"\n- {note}" for note in result.notes)
     answer = f"Most likely: **{result.label}** ({result.probs.max():.2f}){notes}"
-    return [result.scores(), _contribution_plot(result), gallery, answer]
+    return [result.scores(), _contribution_plot(result), gallery, answer, _au_plot(result), _vocabulary(labels_text)]
 
 
 def _release_memory() -> None:
@@ -114,9 +156,9 @@ def _serve(handler):
     """Run a handler: bad inputs become a gr.Error that names the problem; nothing else leaks to the page."""
 
     @functools.wraps(handler)
-    def wrapper(*args):
+    def wrapper(*args, **kwargs):
         try:
-            return handler(*args)
+            return handler(*args, **kwargs)
         except gr.Error:
             raise
         except InputError as err:
@@ -158,7 +200,7 @@ def predict_views(front, left, right, labels_text):
     """Three images (any may be missing) -> scores, contribution chart, the views, the answer."""
     images = [_rgb(im, v) for im, v in zip((front, left, right), VIEW_NAMES)]
     result = PREDICTOR(images=images, labels=labels_text or DEFAULT_LABELS_TEXT)
-    return _outputs(result, VIEW_NAMES)
+    return _outputs(result, VIEW_NAMES, labels_text)
 
 
 def _preview(scan) -> str | None:
@@ -176,7 +218,34 @@ def predict_scan(file, labels_text):
     """A 3D scan -> scores, contribution chart, rendered views, the answer, a 3D preview."""
     path = _path(file, SUPPORTED_EXTENSIONS, "3D scan")
     result = PREDICTOR(scan=path, labels=labels_text or DEFAULT_LABELS_TEXT)
-    return [*_outputs(result, VIEW_NAMES), _preview(result.scan)]
+    outputs = _outputs(result, VIEW_NAMES, labels_text)
+    return [*outputs[:4], _preview(result.scan), *outputs[4:]]
+
+
+@_serve
+def explain_scan(file, labels_text):
+    """A 3D scan -> where on the face the top label came from: overlays on the views, the painted scan."""
+    path = _path(file, SUPPORTED_EXTENSIONS, "3D scan")
+    result = PREDICTOR(scan=path, labels=labels_text or DEFAULT_LABELS_TEXT, explain=True)
+    rel = result.relevance
+    captions = [f"{v}: where '{rel.label}' came from" for v in VIEW_NAMES]
+    painted = _output_file(".glb", rel.write_glb) if rel.scan is not None else None
+    return _gallery(rel.overlays, result.view_mask, captions), painted
+
+
+@_serve
+def predict_batch(file, labels_text, progress=gr.Progress()):  # noqa: B008 (gradio's progress pattern)
+    """A .zip of scans -> one row per scan (file, top label, each score, notes, error) and the table as CSV."""
+    from affectvlm.batch import score_batch, write_csv
+
+    path = _path(file, (".zip",), "zip of scans")
+
+    def step(i: int, n: int, name: str) -> None:
+        progress((i, n), desc=f"scored {name}")
+
+    rows = score_batch(PREDICTOR, path, labels=labels_text or DEFAULT_LABELS_TEXT, progress=step)
+    table = _output_file(".csv", lambda name: write_csv(rows, name))
+    return [list(row.values()) for row in rows], table
 
 
 @_serve
@@ -193,7 +262,7 @@ def predict_sequence(files, labels_text):
 
         sequence = sorted(paths, key=lambda p: frame_order(p.name))
     result = PREDICTOR(sequence=sequence, labels=labels_text or DEFAULT_LABELS_TEXT)
-    return _outputs(result, [f"{v} (dynamic image)" for v in VIEW_NAMES])
+    return _outputs(result, [f"{v} (dynamic image)" for v in VIEW_NAMES], labels_text)
 
 
 # -- layout ---------------------------------------------------------------------------------------------------
@@ -218,16 +287,21 @@ def _result_panel(tab: str) -> list:
             render=False,
         ),  # fmt: skip
         gr.Markdown(elem_id=f"{tab}-answer", elem_classes=["answer"], render=False),
+        gr.Plot(label="Action units", show_label=False, elem_id=f"{tab}-aus", render=False),
+        gr.Markdown(elem_id=f"{tab}-vocabulary", render=False),
     ]
 
 
-def _lay_out(outputs: list) -> None:
-    scores, plot, gallery, answer = outputs[:4]
+def _lay_out(panel: list) -> None:
+    scores, plot, gallery, answer, aus, vocabulary = panel
     answer.render()
     with gr.Row():
         scores.render()
+        aus.render()
+    with gr.Row():
+        gallery.render()
         plot.render()
-    gallery.render()
+    vocabulary.render()
 
 
 def _labels_box(tab: str) -> gr.Textbox:
@@ -245,17 +319,35 @@ def examples_in_view_order(paths: list[str]) -> list[str]:
     return [next(p for p in paths if Path(p).stem.endswith(f"_{v}")) for v in VIEW_NAMES]
 
 
-def _wire(tab: str, inputs: list, outputs: list, fn, examples: list[list], what: str) -> None:
+def _au_prompt_picker(labels: gr.Textbox, tab: str) -> None:
+    """Action-unit descriptions offered as ready-made labels: picking one adds it to the labels box."""
+    from affectvlm.prompts import au_prompts
+
+    if not PREDICTOR.model.config.au_logit_bias:
+        return
+    choices = {name: prompts[0].removesuffix(".") for name, prompts in au_prompts().items()}
+    picker = gr.Dropdown(list(choices), label="Add an action-unit description as a label", value=None,
+                         elem_id=f"{tab}-au-picker")  # fmt: skip
+
+    def add(name, text):
+        return (text.rstrip(", ") + f", {choices[name]}") if name else text
+
+    picker.input(add, [picker, labels], labels, api_visibility="private")
+
+
+def _wire(tab: str, inputs: list, outputs: list, fn, examples: list[list], what: str, panel=None) -> gr.Textbox:
     """A tab's button (its own labels box after `inputs`), its examples (run on click, kept out of the API),
-    its outputs laid out, and its named API endpoint."""
+    its result panel laid out, and its named API endpoint. Returns the labels box."""
     labels = _labels_box(tab)
+    _au_prompt_picker(labels, tab)
     button = gr.Button(f"Score {tab}", variant="primary", elem_id=f"{tab}-button")
     # the button first, so that it owns the endpoint's name (the examples' event would take it otherwise)
     button.click(fn, [*inputs, labels], outputs, api_name=fn.__name__)
     if examples:
         gr.Examples([[*row, DEFAULT_LABELS_TEXT] for row in examples], [*inputs, labels], outputs, fn=fn,
                     run_on_click=True, api_visibility="private", label=what)  # fmt: skip
-    _lay_out(outputs)
+    _lay_out(panel or outputs)
+    return labels
 
 
 def _views_tab() -> None:
@@ -277,8 +369,26 @@ def _scan_tab() -> None:
         )
         preview = gr.Model3D(label="Normalised scan (what was rendered)", elem_id="scan-preview")
     rows = [[p] for p in _examples("scan_*.ply")]
-    _wire("scan", [file], [*_result_panel("scan"), preview], predict_scan, rows,
-          "Synthetic example scans (SynthFER-3D)")  # fmt: skip
+    panel = _result_panel("scan")
+    labels = _wire("scan", [file], [*panel[:4], preview, *panel[4:]], predict_scan, rows,
+                   "Synthetic example scans (SynthFER-3D)", panel=panel)  # fmt: skip
+    with gr.Accordion("Where on the face did the answer come from?", open=False):
+        button = gr.Button("Explain the top label", elem_id="scan-explain-button")
+        with gr.Row():
+            overlays = gr.Gallery(label="Relevance on the views (red: hiding it lowers the score)", columns=3,
+                                  height=240, object_fit="contain", elem_id="scan-explain-gallery")  # fmt: skip
+            painted = gr.Model3D(label="Relevance on the scan", elem_id="scan-explain-model")
+    button.click(explain_scan, [file, labels], [overlays, painted], api_name="explain_scan")
+
+
+def _batch_tab() -> None:
+    gr.Markdown("Score every scan of a `.zip` on its own: one row per scan, and the table as a CSV to download.")
+    file = gr.File(label="A .zip of scans", file_types=[".zip"], type="filepath", elem_id="batch-file")
+    labels = _labels_box("batch")
+    button = gr.Button("Score batch", variant="primary", elem_id="batch-button")
+    table = gr.Dataframe(label="Scores", wrap=True, elem_id="batch-table", interactive=False)
+    csv = gr.File(label="Download the table (CSV)", elem_id="batch-csv")
+    button.click(predict_batch, [file, labels], [table, csv], api_name="predict_batch")
 
 
 def _sequence_tab() -> None:
@@ -308,6 +418,8 @@ with gr.Blocks(title="AffectVLM", delete_cache=(1800, 3600)) as demo:
             _views_tab()
         with gr.Tab("4D sequence", id="sequence", elem_id="tab-sequence"):
             _sequence_tab()
+        with gr.Tab("Batch", id="batch", elem_id="tab-batch"):
+            _batch_tab()
 
 demo.queue(max_size=64, default_concurrency_limit=2)
 

@@ -567,8 +567,12 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         out[view_mask] = features
         return out
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, L) token ids -> (N, D) L2-normalised text embeddings."""
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, projected: bool = True
+    ) -> torch.Tensor:
+        """(N, L) token ids -> (N, D) L2-normalised text embeddings. `projected=False` (pretrained text encoders):
+        the encoder's own pooled features, before the projection into the shared space (where words keep the
+        neighbourhoods the encoder learnt from real text)."""
         if self.text_model is None:
             out = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
             return F.normalize(out.float(), dim=-1)
@@ -578,6 +582,8 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             pooled = self._pooled_text_memo(input_ids, attention_mask)
         else:
             pooled = self._pooled_text(input_ids, attention_mask)
+        if not projected:
+            return F.normalize(pooled.float(), dim=-1)
         out = self.text_projection(pooled.to(self.text_projection.weight.dtype))
         return F.normalize(out.float(), dim=-1)
 
@@ -779,7 +785,11 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
 
     @torch.no_grad()
     def encode_prompts(
-        self, prompts: dict[str, list[str] | str] | list[str], tokenizer=None, batch_size: int = 256
+        self,
+        prompts: dict[str, list[str] | str] | list[str],
+        tokenizer=None,
+        batch_size: int = 256,
+        projected: bool = True,
     ) -> torch.Tensor:
         """Class embeddings (C, D) from prompts, in the order given; compute once, reuse for every `score`.
 
@@ -805,7 +815,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
                 max_length=max_length,
                 return_tensors="pt",
             ).to(self.device)
-            embeds.append(self.encode_text(tokens["input_ids"], tokens.get("attention_mask")))
+            embeds.append(self.encode_text(tokens["input_ids"], tokens.get("attention_mask"), projected))
         embeds = torch.cat(embeds)
         out, start = [], 0
         for g in groups:

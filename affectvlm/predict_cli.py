@@ -16,6 +16,8 @@ EPILOG = """examples:
   python -m affectvlm predict sequence.zip --json
   python -m affectvlm predict scans/ --csv out.csv   # each scan of a folder or zip scored alone: one row each
   python -m affectvlm predict front.png left.png right.png   # three rendered views, in that order
+  python -m affectvlm predict face.obj --explain relevance.glb  # where on the face the answer came from
+  python -m affectvlm predict face.obj --model affectvlm-ict    # a shipped checkpoint by name
 """
 
 
@@ -34,7 +36,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--labels", nargs="+", default=None,
                         help="labels to score (default: the model's own labels); any words work")
     parser.add_argument("--model", default=None,
-                        help="a saved model folder or Hub id (default: the demo checkpoint shipped with the repo)")
+                        help="a saved model folder, a Hub id, or the name of a checkpoint shipped in "
+                        "checkpoints/ (e.g. affectvlm-ict, MIT-licensed; default: the shipped default model)")
+    parser.add_argument("--explain", metavar="OUT.glb", default=None,
+                        help="also write the scan painted by where the top label came from (occlusion "
+                        "relevance, red = hiding it lowers the score) as a GLB; scans only")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -55,9 +61,13 @@ def run(args: argparse.Namespace) -> int:
         elif len(paths) == 1 and (paths[0].is_dir() or paths[0].suffix.lower() == ".zip"):
             result = predictor(sequence=str(paths[0]), labels=args.labels)
         elif len(paths) == 1:
-            result = predictor(scan=str(paths[0]), labels=args.labels)
+            result = predictor(scan=str(paths[0]), labels=args.labels, explain=bool(args.explain))
         else:
             raise InputError("give one scan, one folder or zip of frames, or exactly three images")
+        if args.explain:
+            if result.relevance is None or result.relevance.scan is None:
+                raise InputError("--explain paints a scan: give one scan file")
+            result.relevance.write_glb(args.explain)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -69,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         print(result.table())
         print(f"prediction: {result.label}")
+        if result.action_units:
+            top = sorted(result.action_units.items(), key=lambda kv: -kv[1])[:5]
+            print("action units: " + ", ".join(f"{name} {p:.2f}" for name, p in top))
+    if args.explain:
+        print(f"relevance of {result.relevance.label!r} written to {args.explain}", file=sys.stderr)
     return 0
 
 

@@ -71,6 +71,8 @@ class Prediction:
     scan: for a scan, the normalised Scan the views were rendered from (the app's 3D preview).
     action_units: "AU12 lip corner puller" -> probability that the action unit is active, for models trained
     to read action units (None otherwise), in AU order.
+    relevance: with `explain=True`, where on the face the top label came from (`affectvlm.explain.Explanation`:
+    per-pixel maps, overlays on the views and, for scans, per-vertex relevance with `.write_glb(path)`).
     """
 
     labels: list[str]
@@ -83,6 +85,7 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     scan: Scan | None = None
     action_units: dict[str, float] | None = None
+    relevance: object | None = None
 
     @property
     def label(self) -> str:
@@ -129,7 +132,8 @@ class Prediction:
 
 
 # Words with no bearing on a face's expression: where the model places them marks "not understood".
-UNRELATED_WORDS = ("table", "bicycle", "spreadsheet", "volcano", "the tax code", "a blue car", "seven", "gravel")
+UNRELATED_WORDS = ("table", "bicycle", "spreadsheet", "volcano", "the tax code", "a blue car", "seven", "gravel",
+                   "banana", "keyboard", "democracy", "a parking lot")  # fmt: skip
 
 
 @dataclass
@@ -240,6 +244,20 @@ class AffectVLMPredictor:
         processor = AffectVLMProcessor.from_pretrained(source)
         return cls(model, processor, source=source, **kwargs)
 
+    @property
+    def card(self) -> dict[str, str]:
+        """The model card's front matter (`license`, `license_name`, `summary`, ...) of a local checkpoint;
+        {} for Hub ids and random models. The app shows the model's name and licence from it."""
+        path = Path(self.source) / "README.md"
+        if not path.is_file():
+            return {}
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if not text.startswith("---"):
+            return {}
+        head = text[3 : text.find("\n---", 3)]
+        pairs = (line.split(":", 1) for line in head.splitlines() if ":" in line and not line.startswith(" "))
+        return {k.strip(): v.strip().strip("'\"") for k, v in pairs if v.strip()}
+
     # -- labels ---------------------------------------------------------------------------------------------
 
     @property
@@ -295,25 +313,43 @@ class AffectVLMPredictor:
 
     def check_labels(self, labels=None) -> list[LabelCheck]:
         """What the model makes of each label before scoring: its nearest trained emotion or AU description
-        (by the model's own text embeddings) and how close, words its tokenizer does not know, and whether the
+        (in the text encoder's own space, `_text_space`: the label as written against "a face showing <emotion>"
+        and "a face with <AU description>") and how close, words its tokenizer does not know, and whether the
         label is far from everything the model was trained against (then its score means little)."""
-        from .prompts import au_prompts, inference_prompts
-
-        names, embeds = self.class_embeddings(labels)
-        trained = inference_prompts(self.default_labels)
-        if self.model.config.au_logit_bias:
-            trained.update(au_prompts([int(n) for n in self.model.config.au_logit_bias]))
-        _, reference = self.class_embeddings(trained)
+        prompts = self._prompts(labels)
+        given = isinstance(labels, Mapping) or (isinstance(labels, str) and ":" in labels)
+        embeds = self._text_space(prompts if given else {label: [label] for label in prompts})
+        reference_names, reference = self._trained_reference()
         similarity = (embeds.float() @ reference.float().T).cpu().numpy()
-        known_floor = self._understood_floor(reference)
+        floor = self._understood_floor(reference)
         unk = getattr(self.processor.tokenizer, "unk_token", None)
         out = []
-        for i, label in enumerate(names):
+        for i, label in enumerate(prompts):
             j = int(similarity[i].argmax())
             unknown = [w for w in label.split() if unk and self.processor.tokenizer.tokenize(w) == [unk]]
-            close = float(similarity[i, j]) >= known_floor and not unknown
-            out.append(LabelCheck(label, list(trained)[j], float(similarity[i, j]), close, unknown))
+            close = float(similarity[i, j]) >= floor and not unknown
+            out.append(LabelCheck(label, reference_names[j], float(similarity[i, j]), close, unknown))
         return out
+
+    def _trained_reference(self) -> tuple[list[str], torch.Tensor]:
+        """The model's own labels and, for models that read them, its AU descriptions, in the text space."""
+        from .data.aus import au_description
+        from .prompts import au_label
+
+        reference = {label: [f"a face showing {label}."] for label in self.default_labels}
+        for n in self.model.config.au_logit_bias or {}:
+            reference[au_label(int(n))] = [f"a face with {au_description(int(n))}."]
+        return list(reference), self._text_space(reference)
+
+    def _text_space(self, prompts: dict[str, list[str]]) -> torch.Tensor:
+        """(C, D) embeddings of labels' prompts in the text encoder's own space (a pretrained encoder's pooled
+        features, where words keep their meaning; the shared space for CLIP's text tower), cached."""
+        key = ("__text_space__", *((label, tuple(p)) for label, p in prompts.items()))
+        if key not in self._cache:
+            self._cache[key] = self.model.encode_prompts(prompts, self.processor.tokenizer, projected=False)
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return self._cache[key]
 
     def _understood_floor(self, reference: torch.Tensor) -> float:
         """The similarity from which a label counts as understood: half-way between words the model should
@@ -323,10 +359,10 @@ class AffectVLMPredictor:
             from .vocabulary import HELD_OUT_VOCABULARY
 
             def nearest(words):
-                _, e = self.class_embeddings({w: [w] for w in words})
+                e = self._text_space({w: [w] for w in words})
                 return float((e.float() @ reference.float().T).max(-1).values.median())
 
-            held_out = [words[0] for words in HELD_OUT_VOCABULARY.values()]
+            held_out = [w for words in HELD_OUT_VOCABULARY.values() for w in words]
             self._floor = 0.5 * (nearest(held_out) + nearest(UNRELATED_WORDS))
         return self._floor
 
@@ -489,9 +525,12 @@ class AffectVLMPredictor:
             (views, notes), normalized = self.prepare_sequence(sequence), None
         return self.processor(images=views[None]), views.numpy(), normalized, notes
 
-    def __call__(self, images=None, scan=None, sequence=None, labels=None) -> Prediction:
+    def __call__(
+        self, images=None, scan=None, sequence=None, labels=None, explain: bool | str = False
+    ) -> Prediction:
         """Score one sample given as `images` (list front/left/right or dict view -> image, None for missing;
         paths, PIL images or arrays), a `scan` (path or Scan) or a `sequence` (folder, zip or list of frames).
+        `explain`: True (the top label) or a label: also compute `relevance`, where that label came from.
 
         Every input that cannot be used raises `InputError` (a ValueError) naming the problem."""
         if sum(x is not None for x in (images, scan, sequence)) != 1:
@@ -515,6 +554,14 @@ class AffectVLMPredictor:
             notes.insert(0, "RANDOM untrained model: the scores mean nothing")
         if probs.max() < LOW_CONFIDENCE / len(probs):
             notes.append(f"low confidence: no label stands out (the top score is {probs.max():.2f})")
+        relevance = None
+        if explain:
+            from .explain import explain_prepared
+
+            relevance = explain_prepared(
+                self, torch.as_tensor(views), names, class_embeds, scan=normalized,
+                label=explain if isinstance(explain, str) else None, view_mask=inputs["view_mask"][0],
+            )  # fmt: skip
         return Prediction(
             labels=names,
             probs=probs,
@@ -526,6 +573,7 @@ class AffectVLMPredictor:
             notes=notes,
             scan=normalized,
             action_units=action_units[0] if action_units else None,
+            relevance=relevance,
         )
 
     def action_units(self, embeds: torch.Tensor) -> list[dict[str, float]] | None:

@@ -1,5 +1,6 @@
 """The Gradio app, used for real: launched on loopback and called through gradio_client."""
 
+import json
 import re
 import zipfile
 
@@ -10,6 +11,11 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from faces import example_face  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
+
+from affectvlm.predictor import DEMO_CHECKPOINT  # noqa: E402
+
+# The served model's own labels (the default labels box): read from its config, without loading it.
+DEFAULT_LABELS = json.loads((DEMO_CHECKPOINT / "config.json").read_text())["label_names"]
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +70,19 @@ def scores_of(label_output):
 
 def test_every_event_has_an_api_name(app_module):
     names = {fn.api_name for fn in app_module.demo.fns.values() if fn.api_name}
-    assert {"predict_views", "predict_scan", "predict_sequence"} <= names
+    assert {"predict_views", "predict_scan", "predict_sequence", "explain_scan", "predict_batch"} <= names
 
 
-def test_the_documented_api_is_the_three_buttons(client):
-    """Each tab's button owns its endpoint's name; the examples' events stay out of the API."""
+def test_the_documented_api_is_the_buttons(client):
+    """Each button owns its endpoint's name; the examples' and pickers' events stay out of the API."""
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert set(endpoints) == {"/predict_views", "/predict_scan", "/predict_sequence"}
+    assert set(endpoints) == {
+        "/predict_views", "/predict_scan", "/predict_sequence", "/explain_scan", "/predict_batch"
+    }  # fmt: skip
 
 
 def test_views_endpoint(client, files):
-    scores, contributions, gallery, status = client.predict(
+    scores, contributions, gallery, status, aus, vocabulary = client.predict(
         handle_file(files["front"]),
         handle_file(files["left"]),
         handle_file(files["right"]),
@@ -83,18 +91,18 @@ def test_views_endpoint(client, files):
     )
     assert set(scores_of(scores)) == {"happiness", "sadness", "a person in pain"}
     assert len(gallery) == 3
-
+    assert "**a person in pain** → sadness" in vocabulary  # what the model makes of the label
 
 def test_views_endpoint_with_a_missing_view(client, files):
-    scores, _, gallery, status = client.predict(
+    scores, _, gallery, status, *_ = client.predict(
         handle_file(files["front"]), None, handle_file(files["right"]), "", api_name="/predict_views"
     )
-    assert len(scores_of(scores)) == 6
+    assert list(scores_of(scores)) and set(scores_of(scores)) == set(DEFAULT_LABELS)
     assert "missing view(s): left" in status
 
 
 def test_scan_endpoint(client, files):
-    scores, contributions, gallery, status, preview = client.predict(
+    scores, contributions, gallery, status, preview, aus, vocabulary = client.predict(
         handle_file(files["scan"]),
         "anger, disgust, fear, happiness, sadness, surprise",
         api_name="/predict_scan",
@@ -105,8 +113,8 @@ def test_scan_endpoint(client, files):
 
 
 def test_sequence_endpoint(client, files):
-    scores, _, gallery, status = client.predict([handle_file(files["zip"])], "", api_name="/predict_sequence")
-    assert len(scores_of(scores)) == 6
+    scores, _, gallery, status, *_ = client.predict([handle_file(files["zip"])], "", api_name="/predict_sequence")
+    assert set(scores_of(scores)) == set(DEFAULT_LABELS)
     assert len(gallery) == 3
 
 
@@ -132,7 +140,7 @@ def test_bad_inputs_get_clear_errors_and_the_app_keeps_serving(client, files, en
     assert re.search(message, str(info.value), re.IGNORECASE), str(info.value)
     # Still serving.
     scores, *_ = client.predict(handle_file(files["front"]), None, None, "", api_name="/predict_views")
-    assert len(scores_of(scores)) == 6
+    assert set(scores_of(scores)) == set(DEFAULT_LABELS)
 
 
 def test_oversized_upload_is_refused(client, files):
@@ -141,3 +149,26 @@ def test_oversized_upload_is_refused(client, files):
     assert "size" in str(info.value).lower() or "large" in str(info.value).lower()
     scores, *_ = client.predict(handle_file(files["front"]), None, None, "", api_name="/predict_views")
     assert scores_of(scores)
+
+
+def test_explain_endpoint_paints_the_scan(client, files):
+    overlays, painted = client.predict(handle_file(files["scan"]), "", api_name="/explain_scan")
+    painted = painted["path"] if isinstance(painted, dict) else painted
+    assert len(overlays) == 3 and str(painted).endswith(".glb")
+
+
+def test_batch_endpoint_returns_a_table_and_a_csv(client, tmp_path):
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("scan_*.ply"))
+    with zipfile.ZipFile(tmp_path / "scans.zip", "w") as z:
+        for path in examples:
+            z.write(path, path.name)
+        z.writestr("broken.obj", "v 1 2 three\n")
+    table, csv_file = client.predict(handle_file(str(tmp_path / "scans.zip")), "", api_name="/predict_batch")
+    rows = {row[0]: row for row in table["data"]}
+    assert set(rows) == {p.name for p in examples} | {"broken.obj"}
+    assert rows["broken.obj"][-1]  # an error, not a crash
+    local = csv_file["path"] if isinstance(csv_file, dict) else csv_file  # the server runs on this machine
+    text = Path(local).read_text()
+    assert text.startswith("file,label,") and "broken.obj" in text

@@ -432,9 +432,16 @@ def _mesh_zbuffer(b: _Batch, zb: torch.Tensor, vattr: torch.Tensor | None = None
 # lie on the visible surface at a pixel (within a depth tolerance of the nearest), weighted by distance from
 # their centres, so the shading is smooth across splats instead of one flat disc per point.
 _MERGE_PIXELS = 1.0  # points in one voxel of this side (in pixels) are merged into one surfel
-_CELL_CAP = 8  # neighbours taken from one cell of the neighbour grid (a cell holds ~4 on average)
-_SPLAT_SCALE = 1.25  # splat radius / local point spacing: about 0.5 % of a random sampling left uncovered
+_NORMAL_ERROR = 0.03  # radians: voxels grow (at most _MAX_MERGE_GROWTH times) while normals are noisier
+_MAX_MERGE_GROWTH = 4.0
+_CELL_CAP = 8  # neighbours taken from one cell of the neighbour grid (its side is chosen so few hold more)
+_KP = 2.0
+_GK = 0.0
+_NEIGHBOUR_SPACINGS = 2.0
+_SPLAT_SCALE = 1.25  # splat radius / local point spacing: ~0.7 % of a random sampling left open (then filled)
 _BLEND_DEPTH = 1.5  # splats within this many splat radii behind the nearest surface are blended
+_BLEND_GROW = 1.2  # splats blend over this many times their radius
+_MIN_RADIUS = 1.0  # pixels: an estimated splat covers at least its 4-neighbours
 _MAX_SLOPE = 3.0  # a splat's depth changes by at most this many scan units per unit across the view
 _FIX = float(1 << 20)  # fixed-point scale of merged and blended sums: integer sums do not depend on order
 _ROW_BLOCK = 4096  # surfels per block of the neighbour search: a fixed size, so results never depend on it
@@ -494,104 +501,147 @@ def _typical_spacing(p: torch.Tensor, h: float) -> float:
 _NEIGHBOUR_CELLS = torch.stack(torch.meshgrid(*[torch.arange(-1, 2)] * 3, indexing="ij")).reshape(3, -1)
 
 
-def _neighbour_table(cell, ukey, starts, counts, lo, hi):
-    """(B, 27 * cap) indices into the cell-sorted surfels of the neighbours of surfels lo:hi (in every cell
-    around theirs, at most `_CELL_CAP` of each), and the (B, 27 * cap) mask of the real ones."""
-    offs = _NEIGHBOUR_CELLS.to(cell.device)
-    c = cell[:, lo:hi, None] + offs[:, None, :]  # (3, B, 27)
+def _neighbour_grid(p: torch.Tensor, g: float) -> tuple[float, dict]:
+    """The surfels (3, M) sorted into cells of side about g, shrunk until at most one cell in 20 holds more
+    than `_CELL_CAP` (so the capped 3 x 3 x 3 cells around a surfel hold nearly all its neighbours within
+    the side): the side, and the grid (order, sorted cell coordinates, cell keys, starts and counts)."""
+    for _ in range(12):
+        f, key = _grid(p, g)
+        order = torch.argsort(key, stable=True)
+        ukey, counts = torch.unique_consecutive(key[order], return_counts=True)
+        if int(torch.kthvalue(counts, max(1, math.ceil(0.95 * len(counts))))[0]) <= _CELL_CAP:
+            break
+        g *= 0.8
+    starts = torch.cumsum(counts, 0) - counts
+    grid = {"order": order, "cell": torch.floor(f[:, order]).long(), "ukey": ukey, "starts": starts}
+    return g, {**grid, "counts": counts}
+
+
+def _neighbour_table(grid: dict, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 27 * cap) indices into the cell-sorted surfels of the neighbours of sorted surfels lo:hi (in
+    every cell around theirs, at most `_CELL_CAP` of each), and the (B, 27 * cap) mask of the real ones."""
+    cell, ukey = grid["cell"], grid["ukey"]
+    c = cell[:, lo:hi, None] + _NEIGHBOUR_CELLS.to(cell.device)[:, None, :]  # (3, B, 27)
     key = (c[0] << 40) | (c[1] << 20) | c[2]
     at = torch.searchsorted(ukey, key).clamp_(max=len(ukey) - 1)
-    found = ukey[at] == key
-    n = torch.where(found, counts[at].clamp(max=_CELL_CAP), 0)
+    n = torch.where(ukey[at] == key, grid["counts"][at].clamp(max=_CELL_CAP), 0)
     slot = torch.arange(_CELL_CAP, device=cell.device)
-    idx = starts[at][..., None] + slot  # (B, 27, cap)
+    idx = grid["starts"][at][..., None] + slot  # (B, 27, cap)
     valid = slot < n[..., None]
     return torch.where(valid, idx, 0).flatten(1), valid.flatten(1)
 
 
-def _local_frames(p: torch.Tensor, g: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normals and neighbour counts of surfels (3, M) from their neighbours within distance g.
+def _neighbours(sp: torch.Tensor, grid: dict, g: float, lo: int, hi: int):
+    """The neighbours within g of cell-sorted surfels lo:hi: (B, K) indices into the sorted surfels `sp`
+    (3, M), (3, B, K) offsets from the surfel, and (B, K) weights (1 - d^2 / g^2)^2, 0 beyond g."""
+    idx, valid = _neighbour_table(grid, lo, hi)
+    q = _rows(sp, idx.view(-1)).view(3, *idx.shape).sub_(sp[:, lo:hi, None])
+    w = (1.0 - (q * q).sum(0) / (g * g)).clamp_(min=0.0).pow_(_KP) * valid
+    return idx, q, w
 
-    Returns (3, M) unit normals (the least principal axis of the neighbours, weighted (1 - d^2 / g^2)^2;
-    0 where fewer than 3 neighbours) and (M,) the number of surfels within g, itself included.
+
+def _local_frames(p: torch.Tensor, g: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Normals and local spacing of surfels (3, M) from their neighbours within about g.
+
+    Returns (3, M) unit normals, the least principal axis of the neighbours weighted (1 - d^2 / g^2)^2 (0
+    where they do not span a plane: fewer than 4, or along a line); (M,) the spacing of the points about
+    each surfel: sqrt(area / count) of the neighbours within g, the disc's area reduced where the weighted
+    centroid of the neighbours lies off the surfel (at the edge of the cloud only part of the disc holds
+    points: half of it at a straight edge, where the centroid lies 0.29 g off); and the median over the
+    surfels of the normals' expected error (radians): sqrt(least / largest variance / neighbours).
     """
     m, dev = p.shape[1], p.device
-    f, key = _grid(p, g)
-    order = torch.argsort(key, stable=True)
-    skey, cell, sp = key[order], torch.floor(f[:, order]).long(), p[:, order]
-    ukey, counts = torch.unique_consecutive(skey, return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    normal = torch.zeros(3, m, device=dev)
-    count = torch.zeros(m, dtype=torch.long, device=dev)
+    g, grid = _neighbour_grid(p, g)
+    sp = p[:, grid["order"]]
+    normal, spacing = torch.zeros(3, m, device=dev), torch.zeros(m, device=dev)
+    error = torch.zeros(m, dtype=torch.float64, device=dev)
     for lo in range(0, m, _ROW_BLOCK):
         hi = min(lo + _ROW_BLOCK, m)
-        idx, valid = _neighbour_table(cell, ukey, starts, counts, lo, hi)
-        q = sp[:, idx] - sp[:, lo:hi, None]  # (3, B, K) offsets from the surfel
-        d2 = (q * q).sum(0)
-        near = valid & (d2 < g * g)
-        w = (1.0 - d2 / (g * g)).clamp_(min=0.0).square_() * near
-        q = q - (q * w).sum(2, keepdim=True) / w.sum(1).clamp(min=1e-30)[:, None]
-        cov = torch.einsum("ibk,jbk->bij", q * w, q)  # (B, 3, 3)
-        axes = torch.linalg.eigh(cov.double())[1][:, :, 0].float()  # least principal axis, (B, 3)
-        count[lo:hi] = near.sum(1)
-        normal[:, lo:hi] = axes.T * (count[lo:hi] >= 3)
-    out_n, out_c = torch.empty_like(normal), torch.empty_like(count)
-    out_n[:, order], out_c[order] = normal, count
-    return out_n, out_c
+        _, q, w = _neighbours(sp, grid, g, lo, hi)
+        total = w.sum(1).clamp(min=1e-30)
+        mean = (q * w).sum(2) / total  # (3, B)
+        q = q - mean[:, :, None]
+        values, axes = torch.linalg.eigh(torch.einsum("ibk,jbk->bij", q * w, q).double())
+        count = (w > 0).sum(1)
+        planar = (count >= 4) & (values[:, 1] > 0.05 * values[:, 2])
+        normal[:, lo:hi] = axes[:, :, 0].float().T * planar
+        inside = (1.0 - mean.norm(dim=0) / (0.58 * g)).clamp_(0.25, 1.0)  # the disc's part that holds points
+        spacing[lo:hi] = g * torch.sqrt(math.pi * inside / count.clamp(min=1))
+        effective = (total * total / (w * w).sum(1).clamp(min=1e-30)).double()
+        error[lo:hi] = torch.sqrt(values[:, 0].clamp(min=0.0) / values[:, 2].clamp(min=1e-30) / effective)
+    out_n, out_s = torch.empty_like(normal), torch.empty_like(spacing)
+    out_n[:, grid["order"]], out_s[grid["order"]] = normal, spacing
+    return out_n, out_s, float(error.median())
 
 
 def _surfels(b: _Batch, pixel: float) -> _Surfels:
-    """Every point-cloud scan of the batch as surfels, for pixels of side `pixel` (scan units)."""
+    """Every point-cloud scan of the batch as surfels, for pixels of side `pixel` (scan units).
+
+    Points are merged per voxel of one pixel; where that leaves the normals noisy (a noisy dense scan seen
+    at a large size), the voxels grow so that each surfel averages more points and its plane spans more of
+    them (the error falls about as the voxel's side to the power 1.5).
+    """
     parts = []
     for i in b.point_scans:
         lo, hi = int(b.vstart[i]), int(b.vstart[i + 1])
-        pos, member = _merge(b.verts[:, lo:hi], pixel * _MERGE_PIXELS)
-        spacing = _typical_spacing(pos, pixel)
-        # neighbours within twice the typical spacing: about 12 on a surface, enough for a robust plane
-        normal, count = _local_frames(pos, 2.0 * spacing)
-        # the spacing that the neighbour count implies (pi (2s)^2 / count), at most twice the typical one
-        local = (2.0 * spacing) * torch.sqrt(math.pi / count.double()).float()
-        radius = _SPLAT_SCALE * local.clamp_(max=2.0 * spacing)
+        voxel = pixel * _MERGE_PIXELS
+        for attempt in range(2):
+            pos, member = _merge(b.verts[:, lo:hi], voxel)
+            typical = _typical_spacing(pos, voxel)
+            # neighbours within about twice the spacing: about 12 on a surface, enough for a robust plane
+            normal, spacing, error = _local_frames(pos, _NEIGHBOUR_SPACINGS * typical)
+            if error <= _NORMAL_ERROR or attempt:
+                break
+            voxel *= min(_MAX_MERGE_GROWTH, (error / _NORMAL_ERROR) ** (2.0 / 3.0))
+        radius = _SPLAT_SCALE * torch.minimum(spacing, 2.0 * spacing.median())
         scan = torch.full_like(member, i)
         parts.append((pos, normal, radius, member + lo, scan))
     return _Surfels(*[torch.cat(x, -1) if len(parts) > 1 else x[0] for x in zip(*parts)])
 
 
-def _splat_table(b: _Batch, s: _Surfels, radius: float | None, extent: float) -> dict:
+def _splat_table(b: _Batch, s: _Surfels, radius: float | None) -> dict:
     """Every surfel in every view, each (V * M,) (item view * M + surfel): centre cx, cy in pixels, depth z
-    (shifted positive), its slopes sx, sy per pixel, radius r in pixels, depth tolerance tol, unit normal
-    nx, ny, nz facing the camera, the image's first pixel base, and each item's square side."""
+    (shifted positive) and its slopes sx, sy per pixel, coverage radius r and blending radius rb in pixels,
+    depth tolerance tol, unit normal nx, ny, nz facing the camera and whether it is known, and the first
+    pixel of the item's image in the z-buffer (base) and among the point-cloud images only (pbase)."""
     nv, size, dev = b.nv, b.size, b.device
-    scale, half = size / (2.0 * extent), size / 2.0 - 0.5
+    scale, half = size / (2.0 * b.extent), size / 2.0 - 0.5
     pos = torch.matmul(b.pixel_rot, s.pos)  # (V, 3, M) pixel units
     n = torch.matmul(b.rot, s.normal)  # (V, 3, M) view space
     n = n * torch.where(n[:, 2:] < 0, -1.0, 1.0)  # towards the camera
-    n = torch.where((n * n).sum(1, keepdim=True) < 0.25, torch.tensor([[0.0], [0.0], [1.0]], device=dev), n)
+    known = (n * n).sum(1, keepdim=True) > 0.25  # the others get the view direction, and no say in blends
+    n = torch.where(known, n, torch.tensor([[0.0], [0.0], [1.0]], device=dev))
     nz = n[:, 2].clamp(min=1e-6)
     gx = (-n[:, 0] / nz).clamp_(-_MAX_SLOPE, _MAX_SLOPE)  # dz/dx in scan units
     gy = (-n[:, 1] / nz).clamp_(-_MAX_SLOPE, _MAX_SLOPE)
     if radius is None:
-        r = (s.radius * scale).clamp(1.0, max(8.0, size / 8.0)).expand(nv, -1)
+        r = (s.radius * scale).clamp(_MIN_RADIUS, max(8.0, size / 8.0)).expand(nv, -1)
     else:
         r = torch.full(pos[:, 0].shape, max(float(radius), 0.71), device=dev)  # 0.71: the nearest pixel
-    base = (s.scan[None, :] * nv + torch.arange(nv, device=dev)[:, None]) * (size * size)
+    view = torch.arange(nv, device=dev)[:, None]
+    rank = torch.zeros(len(b.scans), dtype=torch.long, device=dev)
+    rank[b.point_scans] = torch.arange(len(b.point_scans), device=dev)
+    base = (s.scan[None, :] * nv + view) * (size * size)
+    pbase = (rank[s.scan][None, :] * nv + view) * (size * size)
     t = {
         "cx": pos[:, 0] + half, "cy": pos[:, 1] + half, "z": pos[:, 2] + b.zshift,
-        "sx": gx / scale, "sy": -gy / scale, "r": r, "tol": _BLEND_DEPTH * r / scale,
-        "nx": n[:, 0], "ny": n[:, 1], "nz": n[:, 2], "base": base,
+        "sx": gx / scale, "sy": -gy / scale, "r": r, "tol": _BLEND_DEPTH * _BLEND_GROW * r / scale,
+        "nx": n[:, 0], "ny": n[:, 1], "nz": n[:, 2], "known": known[:, 0].float(), "base": base, "pbase": pbase,
     }  # fmt: skip
-    t = {k: v.reshape(-1).contiguous() for k, v in t.items()}
-    t["side"] = torch.floor(2.0 * t["r"]).long() + 1  # pixel centres within r of cx: at most this many
-    return t
+    t["rb"] = _BLEND_GROW * r  # blending reaches further than coverage: smooth shading, same outline
+    return {k: v.reshape(-1).contiguous() for k, v in t.items()}
 
 
-def _splat_chunks(t: dict, size: int):
+def _splat_chunks(t: dict, size: int, radius: str = "r"):
     """Yield (items, pix, inside, d2, z) per chunk of at most `_chunk` candidate pixels (or one item): the
-    items' (I,) ids, and per candidate (side^2, I) its flat pixel index, whether it lies in the disc and the
-    image, its squared distance from the centre over r^2, and the tangent-plane depth there."""
-    side = t["side"]
-    order = torch.argsort(side, stable=True)
-    sides, counts = torch.unique_consecutive(side[order], return_counts=True)
+    items' (I,) ids, and per candidate (side^2, I) its flat pixel index in its image (row * size + column),
+    whether it lies in the disc of radius t[radius] and in the image, its squared distance from the centre
+    over the radius squared, and the tangent-plane depth there."""
+    r, cx, cy = t[radius], t["cx"], t["cy"]
+    seen = _flatnonzero((cx + r >= 0) & (cx - r <= size - 1) & (cy + r >= 0) & (cy - r <= size - 1))
+    side = torch.floor(2.0 * torch.index_select(r, 0, seen)).long() + 1  # pixel centres within r: at most
+    order = torch.index_select(seen, 0, torch.argsort(side, stable=True))  # the items in the image by side
+    sides, counts = torch.unique_consecutive(torch.sort(side, stable=True)[0], return_counts=True)
     end = 0
     for s, cnt in zip(sides.tolist(), counts.tolist()):
         start, end = end, end + cnt
@@ -599,21 +649,21 @@ def _splat_chunks(t: dict, size: int):
         step = max(1, _chunk(side.device) // (s * s))
         for lo in range(start, end, step):
             items = order[lo : min(lo + step, end)]
-            cx, cy, r, z, sx, sy = _rows([t[k] for k in ("cx", "cy", "r", "z", "sx", "sy")], items)
-            base = torch.index_select(t["base"], 0, items)
+            cx, cy, r, z, sx, sy = _rows([t[k] for k in ("cx", "cy", radius, "z", "sx", "sy")], items)
             x, y = torch.ceil(cx - r) + ox, torch.ceil(cy - r) + oy  # (s*s, I) pixel indices
             dx, dy = x - cx, y - cy
             d2 = (dx * dx + dy * dy) / (r * r)
             inside = (d2 <= 1.0) & (x >= 0) & (x < size) & (y >= 0) & (y < size)
             zc = torch.addcmul(torch.addcmul(z, sx, dx), sy, dy).clamp_(min=1e-30)
-            pix = base + y.clamp(0, size - 1).long() * size + x.clamp(0, size - 1).long()
+            pix = y.clamp(0, size - 1).long() * size + x.clamp(0, size - 1).long()
             yield items, pix, inside, d2, zc
 
 
-def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None, extent: float) -> dict:
+def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None) -> dict:
     """Splat every point-cloud scan as surfels into `zb`; returns the splat table with "acc", the blended
-    sums per pixel: (B*V*H*W, 5) int64 fixed-point weight, weight x normal (3) and weight x depth offset
-    (pixels) behind the nearest splat, and "member", the global vertex index of each surfel.
+    sums per pixel of the point-cloud images ((len(b.point_scans) * V * H * W, 5) int64 fixed-point weight,
+    weight x normal (3) and weight x depth offset in pixels from the nearest splat), and "member", the
+    global vertex index of each surfel.
 
     Point key ids are 2^31 + view * M + surfel (above every triangle id); each pass scatters at most
     `_chunk` candidate pixels at a time, whatever the radius.
@@ -621,23 +671,26 @@ def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None, extent: fl
     dev, size, nv = b.device, b.size, b.nv
     if radius is not None and not 0.0 <= radius <= size:
         raise ValueError(f"point_radius must be between 0 and the image size ({size}), got {radius}")
-    s = _surfels(b, 2.0 * extent / size)
+    scale = size / (2.0 * b.extent)
+    s = _surfels(b, 1.0 / scale)
     if nv * s.pos.shape[1] >= 2**31:
         raise ValueError(f"too many points x views in one call ({s.pos.shape[1]} x {nv}): split the batch")
-    t = _splat_table(b, s, radius, extent)
+    t = _splat_table(b, s, radius)
     for items, pix, inside, _, z in _splat_chunks(t, size):  # visibility: the nearest splat per pixel
         key = (z * inside).view(torch.int32).long()
         key <<= 32
         key |= items + 2**31
+        pix += torch.index_select(t["base"], 0, items)
         zb.scatter_reduce_(0, pix.view(-1), key.view(-1), reduce="amax")
-    acc = torch.zeros(len(zb), 5, dtype=torch.long, device=dev)
-    scale = size / (2.0 * extent)
-    for items, pix, inside, d2, z in _splat_chunks(t, size):  # blend the splats on the visible surface
-        front = (torch.index_select(zb, 0, pix.view(-1)) >> 32).to(torch.int32).view(torch.float32)
-        front = front.view(pix.shape)
-        nx, ny, nz, tol = _rows([t[k] for k in ("nx", "ny", "nz", "tol")], items)
-        w = (1.0 - d2).clamp_(min=1.0 / 64) * (inside & (z >= front - tol))
-        vals = torch.stack([w, w * nx, w * ny, w * nz, w * (z - front) * scale], -1)
+    acc = torch.zeros(len(b.point_scans) * nv * size * size, 5, dtype=torch.long, device=dev)
+    for items, pix, inside, d2, z in _splat_chunks(t, size, "rb"):  # blend the splats on the visible surface
+        front = torch.index_select(zb, 0, (pix + torch.index_select(t["base"], 0, items)).view(-1))
+        front = (front >> 32).to(torch.int32).view(torch.float32).view(pix.shape)  # 0: not covered
+        nx, ny, nz, tol, known = _rows([t[k] for k in ("nx", "ny", "nz", "tol", "known")], items)
+        w = (torch.exp(-_GK * d2) if _GK else (1.0 - d2).clamp_(min=1.0 / 64)) * (inside & (front > 0) & (z >= front - tol))
+        wn = w * known
+        vals = torch.stack([w, wn * nx, wn * ny, wn * nz, w * (z - front) * scale], -1)
+        pix += torch.index_select(t["pbase"], 0, items)
         acc.index_add_(0, pix.view(-1), vals.mul_(_FIX).round_().long().view(-1, 5))
     t.update(acc=acc, member=s.member, m=s.pos.shape[1], scale=scale)
     return t
@@ -649,11 +702,13 @@ def _point_values(out: dict, t: dict) -> None:
     pts = _flatnonzero(~out["is_tri"])
     item = torch.index_select(out["id"], 0, pts) - 2**31
     surfel = item - _floor_div(item, t["m"]) * t["m"]
-    a = torch.index_select(t["acc"], 0, torch.index_select(out["pix"], 0, pts)).T.double()  # (5, S)
+    pix = torch.index_select(out["pix"], 0, pts)
+    pix += torch.index_select(t["pbase"] - t["base"], 0, item)  # the pixel among the point-cloud images
+    a = torch.index_select(t["acc"], 0, pix).T.double()  # (5, S)
     w = a[0]
     blended = w > 0  # pixels that hole filling covered have only the winning splat
     own = _rows([t[k] for k in ("nx", "ny", "nz")], item)
-    normal = torch.where(blended, (a[1:4] / w.clamp(min=1.0)).float(), own)
+    normal = torch.where((a[1:4] != 0).any(0), (a[1:4] / w.clamp(min=1.0)).float(), own)
     offset = torch.where(blended, a[4] / w.clamp(min=1.0), 0.0).float() / t["scale"]
     out["depth"].index_add_(0, pts, offset)
     out["pnormal"] = torch.zeros(3, len(out["pix"]), device=normal.device).index_copy_(1, pts, normal)
@@ -714,7 +769,7 @@ def _rasterize_flat(
     n_img = len(b.scans) * nv
     zb = torch.zeros(n_img * size * size, dtype=torch.long, device=dev)
     bary_rows, planes = _mesh_zbuffer(b, zb, vattr) if b.mesh_scans else (None, None)
-    splats = _point_zbuffer(b, zb, point_radius, b.extent) if b.point_scans else None
+    splats = _point_zbuffer(b, zb, point_radius) if b.point_scans else None
     if splats is not None:
         if fill_holes:
             pc_imgs = torch.tensor([i * nv + v for i in b.point_scans for v in range(nv)], device=dev)

@@ -1,0 +1,99 @@
+"""Answers of the shipped models beyond the six plain words: never-trained words, action units, what the model
+makes of a label, the MIT-clean model by name, where on the face the answer came from (library and CLI).
+
+Faces: the committed examples (SynthFER-3D faces of identities no shipped model trained on; the expression is in
+the file name) and, when the ICT FaceKit is installed, ICT faces built from known action units.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectvlm.predictor import CHECKPOINTS, DEFAULT_MODEL, AffectVLMPredictor, shipped_models
+from affectvlm.vocabulary import HELD_OUT_VOCABULARY
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+EXAMPLE_SCANS = sorted(EXAMPLES.glob("scan_*.ply"))
+MIT_MODEL = "affectvlm-ict"
+
+pytestmark = pytest.mark.skipif(
+    not (CHECKPOINTS / DEFAULT_MODEL / "config.json").is_file(), reason="no shipped default checkpoint"
+)
+
+
+def truth_of(path: Path) -> str:
+    return next(e for e in EMOTIONS if e in path.stem)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return AffectVLMPredictor.from_pretrained()
+
+
+def test_the_shipped_checkpoints_are_listed_default_first():
+    names = shipped_models()
+    assert names[0] == DEFAULT_MODEL and MIT_MODEL in names
+
+
+@pytest.mark.parametrize("path", EXAMPLE_SCANS, ids=lambda p: p.stem)
+def test_never_trained_words_name_the_expression(predictor, path):
+    """Each class described only by words no training prompt contains (all of its held-out words)."""
+    labels = {e: list(HELD_OUT_VOCABULARY[e]) for e in EMOTIONS}
+    result = predictor(scan=path, labels=labels)
+    assert result.label == truth_of(path), result.scores()
+
+
+@pytest.mark.parametrize("path", EXAMPLE_SCANS, ids=lambda p: p.stem)
+def test_the_mit_model_by_name_names_the_expression(path):
+    mit = AffectVLMPredictor.from_pretrained(MIT_MODEL)
+    assert Path(mit.source).name == MIT_MODEL and mit.card.get("license") == "mit"
+    assert mit(scan=path, labels=EMOTIONS).label == truth_of(path)
+
+
+def test_action_units_of_a_smile_and_of_surprise(predictor):
+    """A smile raises the lip corners (AU12); surprise raises the brows (AU1, AU2) and drops the jaw (AU26)."""
+    happy = predictor(scan=next(p for p in EXAMPLE_SCANS if "happiness" in p.stem))
+    surprised = predictor(scan=next(p for p in EXAMPLE_SCANS if "surprise" in p.stem))
+    assert happy.action_units is not None and len(happy.action_units) >= 20
+    au = {name.split()[0]: p for name, p in happy.action_units.items()}
+    su = {name.split()[0]: p for name, p in surprised.action_units.items()}
+    assert au["AU12"] > su["AU12"] and au["AU12"] > 0.5
+    assert su["AU2"] > au["AU2"] and su["AU26"] > au["AU26"]
+
+
+def test_what_the_model_makes_of_labels(predictor):
+    """Paraphrases land on their emotion, a plain-words AU description on its AU, unrelated words are flagged."""
+    labels = ["heartbroken", "scared stiff", "grossed out", "a person in pain", "brows lowered", "spreadsheet",
+              "a parking lot"]  # fmt: skip
+    checks = {c.label: c for c in predictor.check_labels(labels)}
+    for label, nearest in [("heartbroken", "sadness"), ("scared stiff", "fear"), ("grossed out", "disgust"),
+                           ("a person in pain", "sadness"), ("brows lowered", "AU4 brow lowerer")]:  # fmt: skip
+        assert checks[label].nearest == nearest and checks[label].understood, checks[label].note
+    assert not checks["spreadsheet"].understood and not checks["a parking lot"].understood
+
+
+def test_explanation_from_the_library_and_the_cli(predictor, tmp_path):
+    path = next(p for p in EXAMPLE_SCANS if "happiness" in p.stem)
+    result = predictor(scan=path, explain=True)
+    rel = result.relevance
+    assert rel.label == result.label and rel.vertex_relevance.shape == (len(result.scan.vertices),)
+    # A smile: the mouth region carries more relevance than the forehead.
+    v = result.scan.vertices
+    mouth = (v[:, 1] < np.percentile(v[:, 1], 30)) & (v[:, 1] > np.percentile(v[:, 1], 10))
+    forehead = v[:, 1] > np.percentile(v[:, 1], 85)
+    assert rel.vertex_relevance[mouth].mean() > rel.vertex_relevance[forehead].mean()
+    out = tmp_path / "relevance.glb"
+    run = subprocess.run(
+        [sys.executable, "-m", "affectvlm", "predict", str(path), "--explain", str(out), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["label"] == result.label and out.stat().st_size > 1000

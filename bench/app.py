@@ -2,6 +2,7 @@
 
     python bench/app.py                                   # 16 clients x 10 requests, scan tab, then hostile files
     python bench/app.py --endpoint views --clients 4 --requests 5
+    python bench/app.py --endpoint explain --clients 1 --requests 10 --no-hostile   # latency with the explanation
 
 Starts `python app.py` on a free 127.0.0.1 port in a subprocess, drives it with gradio_client from threads,
 and prints p50/p95 latency, the error count (target 0), throughput and the server's peak resident memory.
@@ -47,6 +48,8 @@ def example_inputs() -> dict:
         "scan": ([next((ROOT / "examples").glob("scan_*.ply"))], "/predict_scan"),
         "views": (views, "/predict_views"),
         "sequence": ([[next((ROOT / "examples").glob("sequence_*.zip"))]], "/predict_sequence"),
+        # the same scan, explained: relevance on the views and the painted scan (`--endpoint explain`)
+        "explain": ([next((ROOT / "examples").glob("scan_*.ply"))], "/explain_scan"),
     }
 
 
@@ -135,7 +138,8 @@ def main() -> None:
     )
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     parser.add_argument("--requests", type=int, default=10, help="requests per client (default 10)")
-    parser.add_argument("--endpoint", choices=["scan", "views", "sequence"], default="scan", help="which tab")
+    parser.add_argument("--endpoint", choices=sorted(example_inputs()), default="scan",
+                        help="which endpoint (explain: the scan tab's explanation)")
     parser.add_argument("--no-hostile", action="store_true", help="skip the hostile batch")
     args = parser.parse_args()
 
@@ -151,7 +155,7 @@ def main() -> None:
         peak = rss_mb(proc.pid, "VmHWM")
         total = args.clients * args.requests
         print(
-            f"{args.clients} clients x {args.requests} requests = {total} requests to /predict_{args.endpoint}"
+            f"{args.clients} clients x {args.requests} requests = {total} requests to {example_inputs()[args.endpoint][1]}"
         )
         if latencies:
             q = statistics.quantiles(latencies, n=20)

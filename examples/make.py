@@ -1,10 +1,11 @@
-"""Write the app's example inputs from the Surrey Face Model (SynthFER-3D faces; non-commercial, see README.md).
+"""Write the app's example inputs: SynthFER-3D faces of held-out identities, from both face models.
 
-    AFFECTVLM_SFM_DIR=/path/to/sfm python examples/make.py
+    AFFECTVLM_SFM_DIR=/path/to/sfm AFFECTVLM_ICT_DIR=/path/to/ict python examples/make.py
 
-Three 3D scans, one 4D sequence (a zip of frames) and the three rendered views of one scan, all of held-out
-identities (subjects of a seed the demo checkpoint was not trained on). The files are committed; this script
-says how they were made.
+From the Surrey Face Model (non-commercial, see README.md): three 3D scans, one 4D sequence (a zip of frames)
+and the three rendered views of one scan. From the ICT FaceKit (MIT): three 3D scans built from action units.
+All are identities of a seed no shipped checkpoint was trained or evaluated on. The files are committed; this
+script says how they were made (`--only ict` writes the ICT files alone).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ HERE = Path(__file__).resolve().parent
 SCANS = [(0, "happiness"), (1, "surprise"), (2, "anger")]
 SEQUENCE = (3, "happiness")
 VIEWS_OF = (1, "disgust")
-SEED = 2024  # not the training data's seed
+ICT_SCANS = [(1, "disgust"), (3, "fear"), (5, "sadness")]  # odd subjects: ICT in a "both" set
+SEED = 2024  # not the training data's seed (0) nor the evaluation's (1)
 
 
 def main() -> None:
@@ -34,7 +36,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=HERE, help="folder to write into (default: examples/)")
+    parser.add_argument("--only", choices=["sfm", "ict"], default=None, help="write one face model's files")
     args = parser.parse_args()
+    if args.only != "sfm":
+        ict = SynthFER3D(SynthConfig(seed=SEED, num_subjects=6, face_model="ict", subdivision_prob=0.0))
+        for subject, label in ICT_SCANS:
+            write_ply(args.out / f"scan_ict_subject{subject}_{label}.ply", ict.scan(subject, label, 4).to_scan())
+    if args.only == "ict":
+        return
     # no subdivision: the files stay small (~100 KB a scan)
     gen = SynthFER3D(SynthConfig(seed=SEED, num_subjects=4, subdivision_prob=0.0))
     for subject, label in SCANS:

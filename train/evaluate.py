@@ -229,13 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", help="render cache of the training run, for the temperature fit")
     p.add_argument("--calibrate-run", help="the training run's results.json: its validation subjects are used")
     p.add_argument("--out", help="write the report here (JSON)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="weights' dtype (auto: bf16 on CPUs with AMX, as served; else fp32)")
     return p  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     torch.set_grad_enabled(False)
-    model = AffectVLMModel.from_pretrained(args.model).to(dtype=serving_dtype("cpu")).eval()
+    dtype = serving_dtype("cpu") if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = AffectVLMModel.from_pretrained(args.model).to(dtype=dtype).eval()
     processor = AffectVLMProcessor.from_pretrained(args.model)
     tok = processor.tokenizer
     calibration = None

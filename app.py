@@ -141,7 +141,14 @@ def _outputs(result: Prediction, captions: list[str], labels_text: str) -> list:
     gallery = _gallery(result.views, result.view_mask, captions) if result.views is not None else []
     notes = "".join(f"\n- {note}" for note in result.notes)
     answer = f"Most likely: **{result.label}** ({result.probs.max():.2f}){notes}"
-    return [result.scores(), _contribution_plot(result), gallery, answer, _au_plot(result), _vocabulary(labels_text)]
+    return [
+        result.scores(),
+        _contribution_plot(result),
+        gallery,
+        answer,
+        _au_plot(result),
+        _vocabulary(labels_text),
+    ]
 
 
 def _release_memory() -> None:
@@ -262,7 +269,31 @@ def predict_sequence(files, labels_text):
 
         sequence = sorted(paths, key=lambda p: frame_order(p.name))
     result = PREDICTOR(sequence=sequence, labels=labels_text or DEFAULT_LABELS_TEXT)
-    return _outputs(result, [f"{v} (dynamic image)" for v in VIEW_NAMES], labels_text)
+    strip = _gallery(
+        result.frames,
+        np.ones(len(result.frames), bool),
+        [f"frame {i + 1}" for i in range(len(result.frames))],
+    )
+    return [
+        *_outputs(result, [f"{v} (dynamic image)" for v in VIEW_NAMES], labels_text),
+        strip,
+        _frame_plot(result),
+    ]
+
+
+def _frame_plot(result: Prediction) -> Figure:
+    """Each label's probability in each frame, scored on its own as a static scan."""
+    fig = Figure(figsize=(6, 2.6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    t = np.arange(1, len(result.frame_probs) + 1)
+    for c, label in enumerate(result.labels):
+        ax.plot(t, result.frame_probs[:, c], marker="o", markersize=3, label=label)
+    ax.set_xlabel("frame (those the dynamic images pool)")
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.set_title("Each frame scored alone", fontsize="medium")
+    ax.legend(fontsize="x-small", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
 
 
 # -- layout ---------------------------------------------------------------------------------------------------
@@ -335,7 +366,9 @@ def _au_prompt_picker(labels: gr.Textbox, tab: str) -> None:
     picker.input(add, [picker, labels], labels, api_visibility="private")
 
 
-def _wire(tab: str, inputs: list, outputs: list, fn, examples: list[list], what: str, panel=None) -> gr.Textbox:
+def _wire(
+    tab: str, inputs: list, outputs: list, fn, examples: list[list], what: str, panel=None
+) -> gr.Textbox:
     """A tab's button (its own labels box after `inputs`), its examples (run on click, kept out of the API),
     its result panel laid out, and its named API endpoint. Returns the labels box."""
     labels = _labels_box(tab)
@@ -382,7 +415,9 @@ def _scan_tab() -> None:
 
 
 def _batch_tab() -> None:
-    gr.Markdown("Score every scan of a `.zip` on its own: one row per scan, and the table as a CSV to download.")
+    gr.Markdown(
+        "Score every scan of a `.zip` on its own: one row per scan, and the table as a CSV to download."
+    )
     file = gr.File(label="A .zip of scans", file_types=[".zip"], type="filepath", elem_id="batch-file")
     labels = _labels_box("batch")
     button = gr.Button("Score batch", variant="primary", elem_id="batch-button")
@@ -400,8 +435,16 @@ def _sequence_tab() -> None:
         elem_id="sequence-files",
     )
     rows = [[[p]] for p in _examples("sequence_*.zip")]
-    _wire("sequence", [files], _result_panel("sequence"), predict_sequence, rows,
-          "A synthetic 4D sequence (SynthFER-3D)")  # fmt: skip
+    panel = _result_panel("sequence")
+    strip = gr.Gallery(label="The frames (frontal view)", columns=8, height=140, object_fit="contain",
+                       elem_id="sequence-frames", render=False)  # fmt: skip
+    per_frame = gr.Plot(
+        label="Per-frame scores", show_label=False, elem_id="sequence-frame-plot", render=False
+    )
+    _wire("sequence", [files], [*panel, strip, per_frame], predict_sequence, rows,
+          "A synthetic 4D sequence (SynthFER-3D)", panel=panel)  # fmt: skip
+    strip.render()
+    per_frame.render()
 
 
 # delete_cache: uploads and outputs older than an hour are removed every 30 minutes.

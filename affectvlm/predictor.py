@@ -73,6 +73,8 @@ class Prediction:
     to read action units (None otherwise), in AU order.
     relevance: with `explain=True`, where on the face the top label came from (`affectvlm.explain.Explanation`:
     per-pixel maps, overlays on the views and, for scans, per-vertex relevance with `.write_glb(path)`).
+    frame_probs: for a sequence, (F, C) probabilities of each frame the recipe picked, scored on its own as a
+    static scan; frames: their (F, H, W, 3) uint8 frontal views (the frame strip).
     """
 
     labels: list[str]
@@ -86,6 +88,8 @@ class Prediction:
     scan: Scan | None = None
     action_units: dict[str, float] | None = None
     relevance: object | None = None
+    frame_probs: np.ndarray | None = None
+    frames: np.ndarray | None = None
 
     @property
     def label(self) -> str:
@@ -440,9 +444,8 @@ class AffectVLMPredictor:
         return frames
 
     def prepare_sequence(self, sequence):
-        """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes), by the recipe.
-
-        Only the frames the recipe picks are read."""
+        """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes, the frames read),
+        by the recipe. Only the frames the recipe picks are read."""
         from .scan.recipe import pick_frames
 
         recipe = self.recipe
@@ -454,11 +457,19 @@ class AffectVLMPredictor:
             raise InputError(
                 "the frames do not move: every dynamic image is blank (a 4D sequence needs motion)"
             )
-        return dynamic, []
+        return dynamic, [], scans
 
     def render_sequence(self, sequence) -> np.ndarray:
         """A folder, zip, or list of frames -> (V, H, W, 3) uint8 dynamic images (approximate rank pooling)."""
         return self.prepare_sequence(sequence)[0].numpy()
+
+    def frame_scores(self, frames, class_embeds: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Each frame of a sequence scored on its own as a static scan: ((F, C) probabilities, (F, H, W, 3) uint8
+        frontal views), for the per-frame plot and the frame strip beside the dynamic images."""
+        views = self.recipe.views_of(list(frames), device=self.model.device).cpu()  # (F, V, H, W, 3)
+        pixels = self.processor(images=views)["pixel_values"].to(self.model.device)
+        probs = self.model.score(pixels, class_embeds.to(self.model.device)).probs.float().cpu().numpy()
+        return probs, views[:, 0].numpy()
 
     def _load_image(self, image, view: str):
         if image is None:
@@ -514,16 +525,18 @@ class AffectVLMPredictor:
         missing = [v for v, im in zip(view_names, images) if im is None]
         return images, [f"missing view(s): {', '.join(missing)}; scored on the others"] if missing else []
 
-    def _inputs(self, images, scan, sequence) -> tuple[dict, np.ndarray, object, list[str]]:
-        """(processor inputs, the (V, H, W, 3) views shown, the normalised scan or None, notes)."""
+    def _inputs(self, images, scan, sequence) -> tuple[dict, np.ndarray, object, list[str], list | None]:
+        """(processor inputs, the (V, H, W, 3) views shown, the normalised scan or None, notes, a sequence's
+        frames or None)."""
+        frames = None
         if images is not None:
             images, notes = self._image_views(images)
-            return self.processor(images=[images]), self._thumbnails(images), None, notes
+            return self.processor(images=[images]), self._thumbnails(images), None, notes, None
         if scan is not None:
             normalized, views, notes = self.prepare_scan(scan)
         else:
-            (views, notes), normalized = self.prepare_sequence(sequence), None
-        return self.processor(images=views[None]), views.numpy(), normalized, notes
+            (views, notes, frames), normalized = self.prepare_sequence(sequence), None
+        return self.processor(images=views[None]), views.numpy(), normalized, notes, frames
 
     def __call__(
         self, images=None, scan=None, sequence=None, labels=None, explain: bool | str = False
@@ -537,7 +550,7 @@ class AffectVLMPredictor:
             raise InputError("give exactly one of images=, scan= or sequence=")
         names, class_embeds = self.class_embeddings(labels)
         try:
-            inputs, views, normalized, notes = self._inputs(images, scan, sequence)
+            inputs, views, normalized, notes, frames = self._inputs(images, scan, sequence)
         except InputError:
             raise
         except ValueError as err:  # the processor's checks on given images
@@ -554,6 +567,7 @@ class AffectVLMPredictor:
             notes.insert(0, "RANDOM untrained model: the scores mean nothing")
         if probs.max() < LOW_CONFIDENCE / len(probs):
             notes.append(f"low confidence: no label stands out (the top score is {probs.max():.2f})")
+        frame_probs, frame_views = self.frame_scores(frames, class_embeds) if frames else (None, None)
         relevance = None
         if explain:
             from .explain import explain_prepared
@@ -574,6 +588,8 @@ class AffectVLMPredictor:
             scan=normalized,
             action_units=action_units[0] if action_units else None,
             relevance=relevance,
+            frame_probs=frame_probs,
+            frames=frame_views,
         )
 
     def action_units(self, embeds: torch.Tensor) -> list[dict[str, float]] | None:

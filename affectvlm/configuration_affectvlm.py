@@ -101,6 +101,9 @@ class AffectVLMConfig(PreTrainedConfig):
             Initial log of the logit scale; `None` keeps CLIP's (`clip_config.logit_scale_init_value`).
         logit_scale_max (`float`, defaults to 100.0):
             The exponentiated logit scale is clamped to at most this (CLIP's value).
+        temperature (`float`, defaults to 1.0):
+            Divides the class logits of `AffectVLMModel.score` (inference only): a temperature fitted on
+            validation subjects after training calibrates the probabilities without changing any answer.
         au_logit_bias (`dict[str, float]`, *optional*):
             For models trained with the action-unit term: AU number -> the bias of its logit,
             `logit_scale * cos(sample, AU description) + bias` (see `AffectVLMModel.action_unit_probs`).
@@ -143,6 +146,7 @@ class AffectVLMConfig(PreTrainedConfig):
     triplet_mining: str = "all"
     logit_scale_init: float | None = None
     logit_scale_max: float = 100.0
+    temperature: float = 1.0
     au_logit_bias: dict[str, float] | None = None
     custom_pipelines: dict[str, Any] | None = None
 
@@ -217,6 +221,8 @@ class AffectVLMConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
         if self.logit_scale_max <= 0:
             raise ValueError(f"logit_scale_max must be positive, got {self.logit_scale_max}")
         if self.fusion_hidden_size < 1:

@@ -66,7 +66,8 @@ def fused_logits(model, view_embeds: torch.Tensor, class_embeds: torch.Tensor, v
     _, weights = model.fuse(view_embeds, view_mask)
     fused = (weights[..., None] * view_embeds).sum(dim=1)
     fused = fused / fused.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    logits = model.logit_scale * fused @ class_embeds.to(device=fused.device, dtype=fused.dtype).T
+    scale = model.logit_scale / model.config.temperature  # as `score`: the calibration temperature
+    logits = scale * fused @ class_embeds.to(device=fused.device, dtype=fused.dtype).T
     return logits, logits.softmax(dim=-1)
 
 

@@ -855,7 +855,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             raise ValueError(
                 f"class_embeds must have shape (C, {view_embeds.shape[-1]}); got {tuple(class_embeds.shape)}"
             )
-        scale = self.logit_scale
+        scale = self.logit_scale / self.config.temperature  # the calibration temperature (1: none)
         fused = (weights[..., None] * view_embeds).sum(dim=1)
         norm = fused.norm(dim=-1).clamp_min(1e-12)  # (B,)
         cos = torch.einsum("bvd,cd->bvc", view_embeds, class_embeds)  # (B, V, C)

@@ -121,3 +121,61 @@ def test_clicking_each_example_answers_in_its_own_tab(page, url, tab, name):
             text = page.evaluate(f"() => document.querySelector('#{other}-answer')?.innerText || ''")
             assert "Most likely" not in text
     page.screenshot(path=str(ARTIFACTS / f"app_{tab}_examples.png"), full_page=True)
+
+
+def _upload(page, selector: str, path: Path) -> None:
+    """Set a file input, again while the component is still mounting (at most 3 times)."""
+    for attempt in range(3):
+        file_input = page.locator(f"{selector} input[type=file]")
+        if file_input.count():
+            file_input.set_input_files(str(path))
+        try:
+            page.locator(selector).get_by_text(path.name).first.wait_for(timeout=40_000)
+            return
+        except sync_api.TimeoutError:
+            if attempt == 2:
+                raise
+
+
+def test_action_units_and_the_explanation_show_for_a_scan(page, url):
+    """The AU chart beside the scores, then the explanation: overlays on the three views and the painted scan."""
+    path = next(p for p in sorted(EXAMPLES.glob("scan_*.ply")) if "happiness" in p.name)
+    page.goto(url, wait_until="networkidle")
+    page.get_by_role("tab", name="3D scan").click()
+    _upload(page, "#scan-file", path)
+    page.locator("#scan-button").click()
+    assert label_in(answer_of(page, "scan")) == "happiness"
+    # the AU chart is a rendered plot naming the lip corner puller (a smile's action unit)
+    page.locator("#scan-aus").get_by_text("AU12", exact=False).first.wait_for(timeout=60_000)
+    assert "**" not in page.locator("#scan-vocabulary").inner_text()  # rendered markdown
+    page.get_by_text("Where on the face did the answer come from?").click()
+    page.locator("#scan-explain-button").click()
+    page.wait_for_function(
+        "() => { const imgs = [...document.querySelectorAll('#scan-explain-gallery img')];"
+        " return imgs.length >= 3 && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+        timeout=120_000,
+    )
+    assert "where 'happiness' came from" in page.locator("#scan-explain-gallery").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "app_scan_explained.png"), full_page=True)
+
+
+def test_batch_tab_scores_a_zip_and_offers_the_csv(page, url, tmp_path):
+    import zipfile
+
+    scans = sorted(EXAMPLES.glob("scan_*.ply"))
+    with zipfile.ZipFile(tmp_path / "scans.zip", "w") as z:
+        for p in scans:
+            z.write(p, p.name)
+    page.goto(url, wait_until="networkidle")
+    page.get_by_role("tab", name="Batch").click()
+    _upload(page, "#batch-file", tmp_path / "scans.zip")
+    page.locator("#batch-button").click()
+    page.locator("#batch-csv").get_by_text(".csv", exact=False).first.wait_for(timeout=120_000)
+    table = page.locator("#batch-table").inner_text()
+    for p in scans:
+        assert p.name in table
+    with page.expect_download() as download:
+        page.locator("#batch-csv a").first.click()
+    text = Path(download.value.path()).read_text()
+    assert text.startswith("file,label,") and all(p.name in text for p in scans)
+    page.screenshot(path=str(ARTIFACTS / "app_batch.png"), full_page=True)

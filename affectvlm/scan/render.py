@@ -20,8 +20,10 @@ How a frame is rasterised (all scans x views of a call at once):
 4. Only the winning pixels are shaded. Depth is decoded from the key itself; shades and normals are
    interpolated through per-triangle planes (value = c0 + ca x + cb y); textures and colours through
    barycentrics of the winning triangle, recomputed at the pixel.
-Point clouds are splatted as discs of a configurable pixel radius into the same z-buffer, then holes
-(empty pixels surrounded by splats) are filled from their nearest neighbour.
+Point clouds become surfels (points closer than a pixel merged, a normal from a PCA of each surfel's
+neighbours, a radius from their density; see "point clouds: surfels" below), splatted as discs that follow
+their tangent planes into the same z-buffer; holes (empty pixels surrounded by splats) are filled from
+their nearest neighbour, then the normals and depths of the splats on the visible surface are blended.
 
 Frame: view space has x to the right, y up, z towards the camera. A view (yaw, pitch) in degrees
 places the camera `yaw` degrees towards the subject's left (+x) and `pitch` degrees above, rotating
@@ -79,8 +81,8 @@ class Fragments:
         depth: (B, V, H, W) float32 view-space z of the nearest surface (larger = nearer the camera;
             in the scan's units, relative to the pivot); 0 where `mask` is False.
         mask: (B, V, H, W) bool, True where a surface covers the pixel centre.
-        face: (B, V, H, W) int64 index of the visible triangle in its scan's `faces` (or of the point,
-            for point clouds); -1 on the background.
+        face: (B, V, H, W) int64 index of the visible triangle in its scan's `faces` (for point clouds,
+            of a point of the visible surfel: one of the points merged into it); -1 on the background.
         bary: (B, V, H, W, 3) float32 barycentric weights of the visible triangle's corners
             (a point cloud's pixel gets (1, 0, 0)).
     """
@@ -426,22 +428,26 @@ def _mesh_zbuffer(b: _Batch, zb: torch.Tensor, vattr: torch.Tensor | None = None
 
 
 # --- point clouds: surfels ---------------------------------------------------------------------------------
-# A point cloud is rendered as surfels: points closer than a pixel are merged (their mean), every surfel gets
-# a normal from a weighted PCA of its neighbours and a radius from their density, and is splatted as a disc
-# whose depth follows its tangent plane. A second pass blends the normals and depths of all the splats that
-# lie on the visible surface at a pixel (within a depth tolerance of the nearest), weighted by distance from
-# their centres, so the shading is smooth across splats instead of one flat disc per point.
+# A point cloud is rendered as surfels. Points in one voxel of a pixel's side are merged (their mean; where
+# the normals come out noisy, e.g. a noisy dense scan at 224 px, the voxels grow, up to 4x). Every surfel gets
+# a normal from a weighted PCA of its neighbours within about twice the typical spacing (found through a grid
+# of cells, no all-pairs distances, in blocks of bounded size) and a splat radius from their density (so a
+# cloud denser in some parts than others gets small splats there and large ones elsewhere). Splats are discs
+# whose depth follows the tangent plane; the nearest wins each pixel, holes are filled, and a second pass
+# blends the normals and depths of all splats that lie on the visible surface at a pixel (within a depth
+# tolerance of the nearest), weighted exp(-3 d^2 / r^2) over twice the radius, so the shading is smooth
+# across splats instead of one flat disc per point. Sums are in fixed point: the result is the same whatever
+# the order (chunks, threads, devices).
 _MERGE_PIXELS = 1.0  # points in one voxel of this side (in pixels) are merged into one surfel
 _NORMAL_ERROR = 0.03  # radians: voxels grow (at most _MAX_MERGE_GROWTH times) while normals are noisier
 _MAX_MERGE_GROWTH = 4.0
 _CELL_CAP = 8  # neighbours taken from one cell of the neighbour grid (its side is chosen so few hold more)
-_KP = 2.0
-_GK = 0.0
-_NEIGHBOUR_SPACINGS = 2.0
+_NEIGHBOUR_SPACINGS = 2.0  # neighbours within about this many typical spacings: ~12 on a surface
 _SPLAT_SCALE = 1.25  # splat radius / local point spacing: ~0.7 % of a random sampling left open (then filled)
-_BLEND_DEPTH = 1.5  # splats within this many splat radii behind the nearest surface are blended
-_BLEND_GROW = 1.2  # splats blend over this many times their radius
+_BLEND_DEPTH = 1.5  # splats within this many blending radii behind the nearest surface are blended
+_BLEND_GROW = 2.0  # splats blend over this many times their radius (weights exp(-3 d^2 / radius^2))
 _MIN_RADIUS = 1.0  # pixels: an estimated splat covers at least its 4-neighbours
+_MIN_BLEND = 1.5  # pixels: and blends over at least this radius
 _MAX_SLOPE = 3.0  # a splat's depth changes by at most this many scan units per unit across the view
 _FIX = float(1 << 20)  # fixed-point scale of merged and blended sums: integer sums do not depend on order
 _ROW_BLOCK = 4096  # surfels per block of the neighbour search: a fixed size, so results never depend on it
@@ -453,7 +459,7 @@ class _Surfels:
     """The point clouds of a batch as surfels, each (M,) or (3, M) in scan space relative to the pivot."""
 
     pos: torch.Tensor  # (3, M) positions
-    normal: torch.Tensor  # (3, M) unit normals, 0 where a surfel has too few neighbours for a plane
+    normal: torch.Tensor  # (3, M) unit normals, 0 where unknown (no neighbour spans a plane)
     radius: torch.Tensor  # (M,) splat radii in the scan's units
     member: torch.Tensor  # (M,) global vertex index of one point merged into each surfel
     scan: torch.Tensor  # (M,) scan index in the batch
@@ -517,11 +523,11 @@ def _neighbour_grid(p: torch.Tensor, g: float) -> tuple[float, dict]:
     return g, {**grid, "counts": counts}
 
 
-def _neighbour_table(grid: dict, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 27 * cap) indices into the cell-sorted surfels of the neighbours of sorted surfels lo:hi (in
+def _neighbour_table(grid: dict, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 27 * cap) indices into the cell-sorted surfels of the neighbours of the sorted surfels `rows` (in
     every cell around theirs, at most `_CELL_CAP` of each), and the (B, 27 * cap) mask of the real ones."""
     cell, ukey = grid["cell"], grid["ukey"]
-    c = cell[:, lo:hi, None] + _NEIGHBOUR_CELLS.to(cell.device)[:, None, :]  # (3, B, 27)
+    c = cell[:, rows, None] + _NEIGHBOUR_CELLS.to(cell.device)[:, None, :]  # (3, B, 27)
     key = (c[0] << 40) | (c[1] << 20) | c[2]
     at = torch.searchsorted(ukey, key).clamp_(max=len(ukey) - 1)
     n = torch.where(ukey[at] == key, grid["counts"][at].clamp(max=_CELL_CAP), 0)
@@ -531,24 +537,25 @@ def _neighbour_table(grid: dict, lo: int, hi: int) -> tuple[torch.Tensor, torch.
     return torch.where(valid, idx, 0).flatten(1), valid.flatten(1)
 
 
-def _neighbours(sp: torch.Tensor, grid: dict, g: float, lo: int, hi: int):
-    """The neighbours within g of cell-sorted surfels lo:hi: (B, K) indices into the sorted surfels `sp`
-    (3, M), (3, B, K) offsets from the surfel, and (B, K) weights (1 - d^2 / g^2)^2, 0 beyond g."""
-    idx, valid = _neighbour_table(grid, lo, hi)
-    q = _rows(sp, idx.view(-1)).view(3, *idx.shape).sub_(sp[:, lo:hi, None])
-    w = (1.0 - (q * q).sum(0) / (g * g)).clamp_(min=0.0).pow_(_KP) * valid
+def _neighbours(sp: torch.Tensor, grid: dict, g: float, rows: torch.Tensor):
+    """The neighbours within g of the cell-sorted surfels `rows`: (B, K) indices into the sorted surfels
+    `sp` (3, M), (3, B, K) offsets from the surfel, and (B, K) weights (1 - d^2 / g^2)^2, 0 beyond g."""
+    idx, valid = _neighbour_table(grid, rows)
+    q = _rows(sp, idx.view(-1)).view(3, *idx.shape).sub_(sp[:, rows, None])
+    w = (1.0 - (q * q).sum(0) / (g * g)).clamp_(min=0.0).square_() * valid
     return idx, q, w
 
 
 def _local_frames(p: torch.Tensor, g: float) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Normals and local spacing of surfels (3, M) from their neighbours within about g.
 
-    Returns (3, M) unit normals, the least principal axis of the neighbours weighted (1 - d^2 / g^2)^2 (0
-    where they do not span a plane: fewer than 4, or along a line); (M,) the spacing of the points about
-    each surfel: sqrt(area / count) of the neighbours within g, the disc's area reduced where the weighted
-    centroid of the neighbours lies off the surfel (at the edge of the cloud only part of the disc holds
-    points: half of it at a straight edge, where the centroid lies 0.29 g off); and the median over the
-    surfels of the normals' expected error (radians): sqrt(least / largest variance / neighbours).
+    Returns (3, M) unit normals, the least principal axis of the neighbours weighted (1 - d^2 / g^2)^2
+    (where they do not span a plane, fewer than 4 or along a line, the nearest such neighbour's; 0 without
+    one); (M,) the spacing of the points about each surfel: sqrt(area / count) of the neighbours within g,
+    the disc's area reduced where the weighted centroid of the neighbours lies off the surfel (at the edge
+    of the cloud only part of the disc holds points: half of it at a straight edge, where the centroid lies
+    0.29 g off); and the median over the surfels of the normals' expected error (radians): sqrt(least /
+    largest variance / neighbours).
     """
     m, dev = p.shape[1], p.device
     g, grid = _neighbour_grid(p, g)
@@ -557,21 +564,33 @@ def _local_frames(p: torch.Tensor, g: float) -> tuple[torch.Tensor, torch.Tensor
     error = torch.zeros(m, dtype=torch.float64, device=dev)
     for lo in range(0, m, _ROW_BLOCK):
         hi = min(lo + _ROW_BLOCK, m)
-        _, q, w = _neighbours(sp, grid, g, lo, hi)
+        _, q, w = _neighbours(sp, grid, g, torch.arange(lo, hi, device=dev))
         total = w.sum(1).clamp(min=1e-30)
         mean = (q * w).sum(2) / total  # (3, B)
         q = q - mean[:, :, None]
         values, axes = torch.linalg.eigh(torch.einsum("ibk,jbk->bij", q * w, q).double())
         count = (w > 0).sum(1)
-        planar = (count >= 4) & (values[:, 1] > 0.05 * values[:, 2])
-        normal[:, lo:hi] = axes[:, :, 0].float().T * planar
+        normal[:, lo:hi] = axes[:, :, 0].float().T * ((count >= 4) & (values[:, 1] > 0.05 * values[:, 2]))
         inside = (1.0 - mean.norm(dim=0) / (0.58 * g)).clamp_(0.25, 1.0)  # the disc's part that holds points
         spacing[lo:hi] = g * torch.sqrt(math.pi * inside / count.clamp(min=1))
         effective = (total * total / (w * w).sum(1).clamp(min=1e-30)).double()
         error[lo:hi] = torch.sqrt(values[:, 0].clamp(min=0.0) / values[:, 2].clamp(min=1e-30) / effective)
+    _borrow_normals(sp, grid, g, normal)
     out_n, out_s = torch.empty_like(normal), torch.empty_like(spacing)
     out_n[:, grid["order"]], out_s[grid["order"]] = normal, spacing
     return out_n, out_s, float(error.median())
+
+
+def _borrow_normals(sp: torch.Tensor, grid: dict, g: float, normal: torch.Tensor) -> None:
+    """Give the cell-sorted surfels without a normal (0 in `normal` (3, M), in place) the normal of their
+    nearest neighbour (the largest weight) that has one."""
+    unknown = _flatnonzero((normal == 0).all(0))
+    for lo in range(0, len(unknown), _ROW_BLOCK):
+        rows = unknown[lo : lo + _ROW_BLOCK]
+        idx, _, w = _neighbours(sp, grid, g, rows)
+        around = _rows(normal, idx.view(-1)).view(3, *idx.shape)  # (3, B, K)
+        best = (w * (around != 0).any(0)).argmax(1)  # (B,)
+        normal[:, rows] = torch.gather(around, 2, best.view(1, -1, 1).expand(3, -1, 1))[:, :, 0]
 
 
 def _surfels(b: _Batch, pixel: float) -> _Surfels:
@@ -588,7 +607,6 @@ def _surfels(b: _Batch, pixel: float) -> _Surfels:
         for attempt in range(2):
             pos, member = _merge(b.verts[:, lo:hi], voxel)
             typical = _typical_spacing(pos, voxel)
-            # neighbours within about twice the spacing: about 12 on a surface, enough for a robust plane
             normal, spacing, error = _local_frames(pos, _NEIGHBOUR_SPACINGS * typical)
             if error <= _NORMAL_ERROR or attempt:
                 break
@@ -615,9 +633,12 @@ def _splat_table(b: _Batch, s: _Surfels, radius: float | None) -> dict:
     gx = (-n[:, 0] / nz).clamp_(-_MAX_SLOPE, _MAX_SLOPE)  # dz/dx in scan units
     gy = (-n[:, 1] / nz).clamp_(-_MAX_SLOPE, _MAX_SLOPE)
     if radius is None:
-        r = (s.radius * scale).clamp(_MIN_RADIUS, max(8.0, size / 8.0)).expand(nv, -1)
+        r = (s.radius * scale).clamp(max=max(8.0, size / 8.0)).expand(nv, -1)
     else:
-        r = torch.full(pos[:, 0].shape, max(float(radius), 0.71), device=dev)  # 0.71: the nearest pixel
+        r = torch.full(pos[:, 0].shape, float(radius), device=dev)
+    # blending reaches further than coverage (smooth shading, the same outline), at most 8 pixels further
+    rb = torch.minimum(_BLEND_GROW * r, r + 8.0).clamp(min=_MIN_BLEND)
+    r = r.clamp(min=_MIN_RADIUS if radius is None else 0.71)  # 0.71: the nearest pixel centre, always
     view = torch.arange(nv, device=dev)[:, None]
     rank = torch.zeros(len(b.scans), dtype=torch.long, device=dev)
     rank[b.point_scans] = torch.arange(len(b.point_scans), device=dev)
@@ -625,10 +646,10 @@ def _splat_table(b: _Batch, s: _Surfels, radius: float | None) -> dict:
     pbase = (rank[s.scan][None, :] * nv + view) * (size * size)
     t = {
         "cx": pos[:, 0] + half, "cy": pos[:, 1] + half, "z": pos[:, 2] + b.zshift,
-        "sx": gx / scale, "sy": -gy / scale, "r": r, "tol": _BLEND_DEPTH * _BLEND_GROW * r / scale,
-        "nx": n[:, 0], "ny": n[:, 1], "nz": n[:, 2], "known": known[:, 0].float(), "base": base, "pbase": pbase,
+        "sx": gx / scale, "sy": -gy / scale, "r": r, "tol": _BLEND_DEPTH * rb / scale,
+        "nx": n[:, 0], "ny": n[:, 1], "nz": n[:, 2], "known": known[:, 0].float(), "rb": rb,
+        "base": base, "pbase": pbase,
     }  # fmt: skip
-    t["rb"] = _BLEND_GROW * r  # blending reaches further than coverage: smooth shading, same outline
     return {k: v.reshape(-1).contiguous() for k, v in t.items()}
 
 
@@ -659,7 +680,7 @@ def _splat_chunks(t: dict, size: int, radius: str = "r"):
             yield items, pix, inside, d2, zc
 
 
-def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None) -> dict:
+def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None, fill_holes: int) -> dict:
     """Splat every point-cloud scan as surfels into `zb`; returns the splat table with "acc", the blended
     sums per pixel of the point-cloud images ((len(b.point_scans) * V * H * W, 5) int64 fixed-point weight,
     weight x normal (3) and weight x depth offset in pixels from the nearest splat), and "member", the
@@ -682,12 +703,15 @@ def _point_zbuffer(b: _Batch, zb: torch.Tensor, radius: float | None) -> dict:
         key |= items + 2**31
         pix += torch.index_select(t["base"], 0, items)
         zb.scatter_reduce_(0, pix.view(-1), key.view(-1), reduce="amax")
+    if fill_holes:  # before blending, so that the filled pixels blend too
+        images = torch.tensor([i * nv + v for i in b.point_scans for v in range(nv)], device=dev)
+        _fill_holes(zb, images, size, fill_holes)
     acc = torch.zeros(len(b.point_scans) * nv * size * size, 5, dtype=torch.long, device=dev)
     for items, pix, inside, d2, z in _splat_chunks(t, size, "rb"):  # blend the splats on the visible surface
         front = torch.index_select(zb, 0, (pix + torch.index_select(t["base"], 0, items)).view(-1))
         front = (front >> 32).to(torch.int32).view(torch.float32).view(pix.shape)  # 0: not covered
         nx, ny, nz, tol, known = _rows([t[k] for k in ("nx", "ny", "nz", "tol", "known")], items)
-        w = (torch.exp(-_GK * d2) if _GK else (1.0 - d2).clamp_(min=1.0 / 64)) * (inside & (front > 0) & (z >= front - tol))
+        w = torch.exp(-3.0 * d2) * (inside & (front > 0) & (z >= front - tol))
         wn = w * known
         vals = torch.stack([w, wn * nx, wn * ny, wn * nz, w * (z - front) * scale], -1)
         pix += torch.index_select(t["pbase"], 0, items)
@@ -706,7 +730,7 @@ def _point_values(out: dict, t: dict) -> None:
     pix += torch.index_select(t["pbase"] - t["base"], 0, item)  # the pixel among the point-cloud images
     a = torch.index_select(t["acc"], 0, pix).T.double()  # (5, S)
     w = a[0]
-    blended = w > 0  # pixels that hole filling covered have only the winning splat
+    blended = w > 0  # pixels that no splat blends into (rare: a filled pixel beyond them all) keep the winner
     own = _rows([t[k] for k in ("nx", "ny", "nz")], item)
     normal = torch.where((a[1:4] != 0).any(0), (a[1:4] / w.clamp(min=1.0)).float(), own)
     offset = torch.where(blended, a[4] / w.clamp(min=1.0), 0.0).float() / t["scale"]
@@ -763,17 +787,14 @@ def _rasterize_flat(
 
     Keys: pix (flat index img * H * W + i * W + j), img (scan * V + view), row, col, depth
     (view-space z), is_tri; for triangles face (global face index), view and bary (3, P); for
-    points point (global vertex index).
+    points point (global vertex index of a point of the surfel) and pnormal ((3, P) blended view-space
+    normals facing the camera, 0 for triangles), their depth blended too.
     """
     dev, size, nv = b.device, b.size, b.nv
     n_img = len(b.scans) * nv
     zb = torch.zeros(n_img * size * size, dtype=torch.long, device=dev)
     bary_rows, planes = _mesh_zbuffer(b, zb, vattr) if b.mesh_scans else (None, None)
-    splats = _point_zbuffer(b, zb, point_radius) if b.point_scans else None
-    if splats is not None:
-        if fill_holes:
-            pc_imgs = torch.tensor([i * nv + v for i in b.point_scans for v in range(nv)], device=dev)
-            _fill_holes(zb, pc_imgs, size, fill_holes)
+    splats = _point_zbuffer(b, zb, point_radius, fill_holes) if b.point_scans else None
     pix = _flatnonzero(zb >= _VALID)
     key = torch.index_select(zb, 0, pix)
     ident = key & 0xFFFFFFFF
@@ -835,8 +856,8 @@ def rasterize(
         extent: the image covers [-extent, extent] around the pivot, in the scan's units (1.1 for
             `normalize_scan` output; e.g. 110.0 for a scan kept in millimetres).
         pivot: (3,) point the views rotate about, in the scan's units.
-        point_radius: splat radius in pixels for point clouds, from 0 to `size`; None estimates it
-            from the density.
+        point_radius: splat radius in pixels for point clouds, from 0 to `size`; None estimates one per
+            surfel from the local density of the points.
         fill_holes: hole-filling passes for point clouds.
         device: torch device to render on (default CPU).
 

@@ -436,8 +436,8 @@ def _mesh_zbuffer(b: _Batch, zb: torch.Tensor, vattr: torch.Tensor | None = None
 # whose depth follows the tangent plane; the nearest wins each pixel, holes are filled, and a second pass
 # blends the normals and depths of all splats that lie on the visible surface at a pixel (within a depth
 # tolerance of the nearest), weighted exp(-3 d^2 / r^2) over twice the radius, so the shading is smooth
-# across splats instead of one flat disc per point. Sums are in fixed point: the result is the same whatever
-# the order (chunks, threads, devices).
+# across splats instead of one flat disc per point. Sums are in fixed point, so the result does not depend
+# on the order they are taken in (chunks, threads, a GPU's atomic adds).
 _MERGE_PIXELS = 1.0  # points in one voxel of this side (in pixels) are merged into one surfel
 _NORMAL_ERROR = 0.03  # radians: voxels grow (at most _MAX_MERGE_GROWTH times) while normals are noisier
 _MAX_MERGE_GROWTH = 4.0
@@ -480,7 +480,7 @@ def _merge(p: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Tensor]:
     if len(uniq) == n:
         return p, torch.arange(n, device=p.device)
     cell = torch.stack([uniq >> 40, (uniq >> 20) & 0xFFFFF, uniq & 0xFFFFF])  # (3, M)
-    # offsets within the cell in fixed point: an exact integer sum, the same in any order and on any device
+    # offsets within the cell in fixed point: an exact integer sum, the same in any order (GPU atomics too)
     frac = (f - torch.floor(f)).clamp_(0.0, 1.0).mul_(_FIX).round_().long()
     sums = torch.zeros(len(uniq), 3, dtype=torch.long, device=p.device).index_add_(0, inv, frac.T)
     mean = cell.double() + sums.T.double() / (counts.double() * _FIX)

@@ -32,7 +32,7 @@ from .scan.types import InputError, Scan
 # Where the shipped checkpoints live in a checkout (and in the Space folder built from it); a name below
 # selects one: `AffectVLMPredictor.from_pretrained("affectvlm-ict")`.
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
-DEFAULT_MODEL = "affectvlm-synth-cpu"
+DEFAULT_MODEL = "affectvlm-cpu"
 DEMO_CHECKPOINT = CHECKPOINTS / DEFAULT_MODEL
 # A top score under this many times the uniform one (1 / number of labels) gets a low-confidence note.
 LOW_CONFIDENCE = 1.5
@@ -194,7 +194,7 @@ class AffectVLMPredictor:
     """Scores views, scans or sequences against labels with an AffectVLM model.
 
     Build with `from_pretrained(path_or_hub_id)`; with no argument the demo checkpoint shipped in
-    `checkpoints/affectvlm-synth-cpu` is used, or, if it is missing, a small random model (then
+    `checkpoints/affectvlm-cpu` is used, or, if it is missing, a small random model (then
     `is_random` is True and every prediction carries a note saying so).
     """
 

@@ -246,7 +246,7 @@ def refresh_remote_code(checkpoint: Path) -> dict[str, str]:
     from `affectvlm/`, and config.json / processor_config.json pointing at them (`auto_map`,
     `custom_pipelines`). Returns `copy_remote_code`'s report.
 
-        python -c "from hub.common import refresh_remote_code; print(refresh_remote_code('checkpoints/affectvlm-synth-cpu'))"
+        python -c "from hub.common import refresh_remote_code; print(refresh_remote_code('checkpoints/affectvlm-cpu'))"
     """
     checkpoint = Path(checkpoint)
     check_checkpoint(checkpoint)

@@ -1,7 +1,7 @@
 """Publish an AffectVLM checkpoint to the Hugging Face Hub as a model repo, in one commit.
 
-    python hub/push.py checkpoints/affectvlm-synth-cpu --repo-id USER/NAME --results results.json
-    python hub/push.py checkpoints/affectvlm-synth-cpu --repo-id USER/NAME --dry-run /tmp/model-folder
+    python hub/push.py checkpoints/affectvlm-cpu --repo-id USER/NAME --results results.json
+    python hub/push.py checkpoints/affectvlm-cpu --repo-id USER/NAME --dry-run /tmp/model-folder
 
 One folder is assembled: the safetensors weights, config.json (with `auto_map` and `custom_pipelines`), the
 processor and tokenizer files, the current remote-code files from `affectvlm/` (the pipeline included), and
@@ -156,7 +156,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "Before uploading, the folder is loaded with AutoModel/AutoProcessor.from_pretrained(folder, "
             "trust_remote_code=True) and pipeline(model=folder, trust_remote_code=True) in a separate process "
             "with the local affectvlm package blocked. "
-            "Example: python hub/push.py checkpoints/affectvlm-synth-cpu --repo-id me/affectvlm-synth-cpu "
+            "Example: python hub/push.py checkpoints/affectvlm-cpu --repo-id me/affectvlm-cpu "
             "--results runs/cv/results.json --dry-run /tmp/affectvlm-model"
         ),
     )

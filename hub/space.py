@@ -10,7 +10,7 @@ in `space.yaml`, and this script stamps them into the README it writes. The Spac
     app.py                             the Gradio app
     requirements.txt                   the repo's requirements.txt (run time only), gradio pinned, no `-e .`
     affectvlm/**.py                    the package, Python sources only (no tests, no caches)
-    checkpoints/affectvlm-synth-cpu/   the demo checkpoint, where the app looks for it (if present)
+    checkpoints/affectvlm-cpu/         the default model, where the app looks for it (if present)
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python hub/space.py`: make the `hub` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from affectvlm.predictor import DEFAULT_MODEL  # noqa: E402
 from hub.common import (  # noqa: E402
     PACKAGE_DIR,
     REPO_ROOT,
@@ -38,9 +39,9 @@ from hub.common import (  # noqa: E402
 )
 
 SPACE_YAML = REPO_ROOT / "space.yaml"
-DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / "affectvlm-synth-cpu"
-# Where the app looks for the demo checkpoint, relative to app.py (affectvlm.predictor.DEMO_CHECKPOINT).
-SPACE_CHECKPOINT = "checkpoints/affectvlm-synth-cpu"
+# The default model, where the app looks for it relative to app.py (affectvlm.predictor.DEMO_CHECKPOINT).
+DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / DEFAULT_MODEL
+SPACE_CHECKPOINT = f"checkpoints/{DEFAULT_MODEL}"
 
 REQUIRED_SETTINGS = ("title", "sdk", "sdk_version", "python_version", "app_file")
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from affectvlm.predictor import DEFAULT_MODEL
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
@@ -229,7 +231,7 @@ def test_space_requirements_are_requirements_txt_with_gradio_pinned():
 
 def test_space_licence_is_the_served_checkpoints():
     settings = yaml.safe_load((ROOT / "space.yaml").read_text())
-    card = (ROOT / "checkpoints" / "affectvlm-synth-cpu" / "README.md").read_text()
+    card = (ROOT / "checkpoints" / DEFAULT_MODEL / "README.md").read_text()
     front = yaml.safe_load(re.match(r"---\n(.*?)\n---\n", card, re.S).group(1))
     assert (settings["license"], settings["license_name"]) == (front["license"], front["license_name"])
     assert settings["license_link"].startswith("https://")

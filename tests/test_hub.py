@@ -651,7 +651,7 @@ def _requirement_names(requirements: str) -> set[str]:
 def test_space_dry_run_folder_file_by_file(checkpoint, tmp_path):
     out = tmp_path / "space"
     assert space.main(["--repo-id", "me/affectvlm", "--model-dir", str(checkpoint), "--dry-run", str(out)]) == 0
-    bundled = "checkpoints/affectvlm-synth-cpu/"
+    bundled = "checkpoints/affectvlm-cpu/"
     expected_checkpoint = {bundled + name for name in MODEL_FILES - {"README.md"}}
     assert set(list_files(out)) == {"README.md", "app.py", "requirements.txt"} | _package_sources() | expected_checkpoint
 
@@ -667,7 +667,7 @@ def test_space_dry_run_folder_file_by_file(checkpoint, tmp_path):
     assert _front_matter(readme) == settings
     card = SpaceCard.load(out / "README.md")
     assert (card.data.sdk, card.data.python_version, card.data.app_file) == ("gradio", "3.11", "app.py")
-    assert "bundled in `checkpoints/affectvlm-synth-cpu`" in readme and "non-commercial" in readme
+    assert "bundled in `checkpoints/affectvlm-cpu`" in readme and "non-commercial" in readme
 
     # requirements: runtime only, gradio pinned to the SDK version the Space runs
     requirements = (out / "requirements.txt").read_text()

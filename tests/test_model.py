@@ -391,7 +391,7 @@ def test_shipped_demo_checkpoint_carries_the_current_remote_code():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    demo = root / "checkpoints" / "affectvlm-synth-cpu"
+    demo = root / "checkpoints" / "affectvlm-cpu"
     if not (demo / "config.json").is_file():
         pytest.fail(f"the demo checkpoint is missing from {demo}")
     for name in ("configuration_affectvlm.py", "modeling_affectvlm.py", "processing_affectvlm.py"):

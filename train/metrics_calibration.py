@@ -80,4 +80,11 @@ def accuracy_at_coverage(probs, labels, coverages=(1.0, 0.9, 0.8, 0.7, 0.5)) -> 
     return out
 
 
-__all__ = ["accuracy_at_coverage", "expected_calibration_error", "fit_temperature", "nll", "roc_auc", "softmax"]
+__all__ = [
+    "accuracy_at_coverage",
+    "expected_calibration_error",
+    "fit_temperature",
+    "nll",
+    "roc_auc",
+    "softmax",
+]

@@ -118,11 +118,11 @@ def _vocabulary(labels_text: str) -> str:
     checks = PREDICTOR.check_labels(labels_text or DEFAULT_LABELS_TEXT)
     lines = []
     for c in checks:
-        line = f"- {'✅' if c.understood else '⚠️'} **{c.label}** → {c.nearest} ({c.similarity:.2f})"
+        line = f"- **{c.label}** → {c.nearest} ({c.similarity:.2f})"
         if c.unknown_words:
-            line += f": the tokenizer does not know {', '.join(c.unknown_words)}"
+            line += f": **not understood**, the tokenizer does not know {', '.join(c.unknown_words)}"
         elif not c.understood:
-            line += ": far from anything the model was trained on; its score means little"
+            line += ": **not understood**, far from anything the model was trained on; its score means little"
         lines.append(line)
     return "**What the model makes of your labels** (nearest trained label, similarity):\n" + "\n".join(lines)
 
@@ -252,7 +252,7 @@ def predict_batch(file, labels_text, progress=gr.Progress()):  # noqa: B008 (gra
 
     rows = score_batch(PREDICTOR, path, labels=labels_text or DEFAULT_LABELS_TEXT, progress=step)
     table = _output_file(".csv", lambda name: write_csv(rows, name))
-    return [list(row.values()) for row in rows], table
+    return {"headers": list(rows[0]) if rows else [], "data": [list(row.values()) for row in rows]}, table
 
 
 @_serve

@@ -567,6 +567,8 @@ class AffectVLMPredictor:
             notes.insert(0, "RANDOM untrained model: the scores mean nothing")
         if probs.max() < LOW_CONFIDENCE / len(probs):
             notes.append(f"low confidence: no label stands out (the top score is {probs.max():.2f})")
+        if labels is not None:  # labels the model cannot place: their scores mean little (check_labels)
+            notes.extend(c.note for c in self.check_labels(labels) if not c.understood)
         frame_probs, frame_views = self.frame_scores(frames, class_embeds) if frames else (None, None)
         relevance = None
         if explain:

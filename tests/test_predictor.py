@@ -86,13 +86,21 @@ def test_class_embeddings_are_cached_per_label_set(predictor, monkeypatch):
     calls = []
     original = predictor.model.encode_prompts
     monkeypatch.setattr(
-        predictor.model, "encode_prompts", lambda *a, **k: calls.append(1) or original(*a, **k)
+        predictor.model,
+        "encode_prompts",
+        lambda *a, **k: calls.append(k.get("projected", True)) or original(*a, **k),
     )
     predictor._cache.clear()
     for _ in range(3):
         predictor(images=[rgb(0), rgb(1), rgb(2)], labels=["calm", "angry"])
     predictor(images=[rgb(0), rgb(1), rgb(2)], labels=["calm", "angry", "sad"])
-    assert len(calls) == 2
+    assert calls.count(True) == 2  # the class embeddings, once per label set
+    text_space = calls.count(
+        False
+    )  # the label check's: each label set, the trained labels, the floor's words
+    for _ in range(3):
+        predictor(images=[rgb(0), rgb(1), rgb(2)], labels=["calm", "angry"])
+    assert calls.count(False) == text_space  # cached too
 
 
 @pytest.mark.parametrize(

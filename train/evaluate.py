@@ -11,8 +11,9 @@ Each cache's views are embedded once; every measure below is a scoring of those 
 - **open vocabulary**: the same scans scored against words and phrases no training prompt contains
   (`affectvlm.vocabulary.HELD_OUT_VOCABULARY`), each word alone and all of a class's words together, against
   the plain emotion words;
-- **action units**: each AU description (`affectvlm.prompts.au_prompts`) scored against every scan with AU
-  records (ICT FaceKit subjects); ROC AUC per AU against the recorded AU activity (weight >= 0.15);
+- **action units**: each AU description (`affectvlm.prompts.au_prompts`) scored against every sample with AU
+  records (ICT FaceKit subjects, and compound expressions of either face model); ROC AUC per AU against the
+  recorded AU activity (weight >= 0.15);
 - **compound expressions** (evaluation-only samples): scored against the 15 compound names plus a prompt from
   their action-unit descriptions, never training labels; accuracy against chance;
 - **calibration**: temperature fitted on the training run's validation subjects (`--calibrate`), expected

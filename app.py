@@ -1,11 +1,12 @@
 """AffectVLM demo: facial expressions from three views, a 3D scan or a 4D sequence, scored against any labels.
 
-    python app.py                      # http://127.0.0.1:7860, the demo checkpoint shipped with the repo
-    AFFECTVLM_MODEL=user/model python app.py
+    python app.py                                 # http://127.0.0.1:7860, the default model shipped with the repo
+    AFFECTVLM_MODEL=affectvlm-ict python app.py   # a shipped checkpoint by name (MIT), a folder or a Hub id
 
 Handlers first, then the layout, then the wiring (every event has an api_name, so `gradio_client` can call
 each one). The model is loaded once, at start-up. Every handler calls the predictor once: the predictor owns
-the path from file to answer (load, normalise once, render, score) and returns the normalised scan to preview.
+the path from file to answer (load, normalise once, render, score; action units, the label check and, when
+asked, the explanation) and returns the normalised scan to preview.
 """
 
 from __future__ import annotations

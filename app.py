@@ -391,7 +391,8 @@ def _views_tab() -> None:
             for v in VIEW_NAMES
         ]
     examples = _examples("views_*.png")
-    rows = [examples_in_view_order(examples)] if len(examples) == len(VIEW_NAMES) else []
+    sets = sorted({Path(p).stem.rsplit("_", 1)[0] for p in examples})  # one scan's views share a stem
+    rows = [examples_in_view_order([p for p in examples if Path(p).stem.rsplit("_", 1)[0] == s]) for s in sets]
     _wire("views", images, _result_panel("views"), predict_views, rows,
           "Rendered views of a synthetic face (SynthFER-3D)")  # fmt: skip
 

@@ -43,11 +43,12 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 
 def example_inputs() -> dict:
-    views = [next((ROOT / "examples").glob(f"views_*_{v}.png")) for v in ("frontal", "left", "right")]
+    frontal = sorted((ROOT / "examples").glob("views_*_frontal.png"))[0]  # one scan's three views
+    views = [frontal.with_name(frontal.name.replace("_frontal", f"_{v}")) for v in ("frontal", "left", "right")]
     return {
         "scan": ([next((ROOT / "examples").glob("scan_*.ply"))], "/predict_scan"),
         "views": (views, "/predict_views"),
-        "sequence": ([[next((ROOT / "examples").glob("sequence_*.zip"))]], "/predict_sequence"),
+        "sequence": ([[sorted((ROOT / "examples").glob("sequence_*.zip"))[0]]], "/predict_sequence"),
         # the same scan, explained: relevance on the views and the painted scan (`--endpoint explain`)
         "explain": ([next((ROOT / "examples").glob("scan_*.ply"))], "/explain_scan"),
     }

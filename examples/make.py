@@ -28,6 +28,8 @@ SCANS = [(0, "happiness"), (1, "surprise"), (2, "anger")]
 SEQUENCE = (3, "happiness")
 VIEWS_OF = (1, "disgust")
 ICT_SCANS = [(1, "disgust"), (3, "fear"), (5, "sadness")]  # odd subjects: ICT in a "both" set
+ICT_SEQUENCE = (1, "surprise")
+ICT_VIEWS_OF = (3, "anger")
 SEED = 2024  # not the training data's seed (0) nor the evaluation's (1)
 
 
@@ -42,24 +44,33 @@ def main() -> None:
         ict = SynthFER3D(SynthConfig(seed=SEED, num_subjects=6, face_model="ict", subdivision_prob=0.0))
         for subject, label in ICT_SCANS:
             write_ply(args.out / f"scan_ict_subject{subject}_{label}.ply", ict.scan(subject, label, 4).to_scan())
+        write_sequence(ict, *ICT_SEQUENCE, args.out / "sequence_ict_subject{}_{}.zip".format(*ICT_SEQUENCE))
+        write_views(ict, *ICT_VIEWS_OF, args.out, "views_ict_subject{}_{}".format(*ICT_VIEWS_OF))
     if args.only == "ict":
         return
     # no subdivision: the files stay small (~100 KB a scan)
     gen = SynthFER3D(SynthConfig(seed=SEED, num_subjects=4, subdivision_prob=0.0))
     for subject, label in SCANS:
         write_ply(args.out / f"scan_subject{subject}_{label}.ply", gen.scan(subject, label, 4).to_scan())
-    subject, label = SEQUENCE
+    write_sequence(gen, *SEQUENCE, args.out / "sequence_subject{}_{}.zip".format(*SEQUENCE))
+    write_views(gen, *VIEWS_OF, args.out, "views_subject{}_{}".format(*VIEWS_OF))
+
+
+def write_sequence(gen, subject: int, label: str, zip_path: Path) -> None:
+    """A 4D sequence (neutral -> apex -> offset) as a zip of PLY frames, as many as the default model pools."""
     recipe = ScanRecipe.from_settings(AffectVLMProcessor.from_pretrained(DEMO_CHECKPOINT).render_settings)
     frames = gen.sequence(subject, label, num_frames=recipe.frames).to_scans()
-    zip_path = args.out / f"sequence_subject{subject}_{label}.zip"
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
         for t, frame in enumerate(frames):
             write_ply(Path(tmp) / "frame.ply", frame)
             z.write(Path(tmp) / "frame.ply", f"frame_{t:03d}.ply")
-    subject, label = VIEWS_OF
+
+
+def write_views(gen, subject: int, label: str, folder: Path, stem: str) -> None:
+    """The three views of a scan at its strongest expression, rendered by the scan pipeline at 224 px."""
     views = ScanRecipe(size=224).views_of([gen.scan(subject, label, 4).to_scan()])[0].numpy()
     for name, image in zip(("frontal", "left", "right"), views):
-        Image.fromarray(image).save(args.out / f"views_subject{subject}_{label}_{name}.png", optimize=True)
+        Image.fromarray(image).save(folder / f"{stem}_{name}.png", optimize=True)
 
 
 if __name__ == "__main__":

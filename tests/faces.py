@@ -18,7 +18,7 @@ def example_face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from affectvlm.scan.archive import extract_frames
 
     with tempfile.TemporaryDirectory() as tmp:
-        frames = extract_frames(next(EXAMPLES.glob("sequence_*.zip")), Path(tmp))
+        frames = extract_frames(EXAMPLES / "sequence_subject3_happiness.zip", Path(tmp))
         first, apex = load_scan(frames[0]), load_scan(frames[-1])
     return first.vertices, first.faces, apex.vertices - first.vertices
 

@@ -23,8 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
 EXAMPLE_SCANS = sorted(EXAMPLES.glob("scan_*.ply"))
-EXAMPLE_VIEWS = [next(EXAMPLES.glob(f"views_*_{v}.png")) for v in ("frontal", "left", "right")]
-EXAMPLE_SEQUENCE = next(EXAMPLES.glob("sequence_*.zip"))
+# Each set of three example views (frontal, left, right of one scan), by file-name stem; one sequence per zip.
+VIEW_SETS = [
+    [frontal.with_name(frontal.name.replace("_frontal", f"_{v}")) for v in ("frontal", "left", "right")]
+    for frontal in sorted(EXAMPLES.glob("views_*_frontal.png"))
+]
+EXAMPLE_VIEWS = VIEW_SETS[0]
+EXAMPLE_SEQUENCES = sorted(EXAMPLES.glob("sequence_*.zip"))
+EXAMPLE_SEQUENCE = EXAMPLE_SEQUENCES[0]
 
 pytestmark = pytest.mark.skipif(not (DEMO_CHECKPOINT / "config.json").is_file(), reason="no demo checkpoint")
 
@@ -58,7 +64,8 @@ def sfm_faces(tmp_path_factory):
 
 
 def test_examples_cover_every_tab():
-    assert len(EXAMPLE_SCANS) >= 3 and len(EXAMPLE_VIEWS) == 3 and EXAMPLE_SEQUENCE.is_file()
+    assert len(EXAMPLE_SCANS) >= 3 and all(p.is_file() for views in VIEW_SETS for p in views)
+    assert len(VIEW_SETS) >= 2 and len(EXAMPLE_SEQUENCES) >= 2  # both face models
     assert len({truth_of(p) for p in EXAMPLE_SCANS}) == len(EXAMPLE_SCANS)  # different expressions
 
 
@@ -85,17 +92,19 @@ def test_library_names_the_expression_of_each_sfm_face(predictor, sfm_faces):
     assert got == {e: e for e in got}
 
 
-def test_library_names_the_expression_of_the_example_views(predictor):
-    result = predictor(images=[str(p) for p in EXAMPLE_VIEWS], labels=EMOTIONS)
-    assert result.label == truth_of(EXAMPLE_VIEWS[0]), result.scores()
+@pytest.mark.parametrize("views", VIEW_SETS, ids=lambda v: v[0].stem)
+def test_library_names_the_expression_of_the_example_views(predictor, views):
+    result = predictor(images=[str(p) for p in views], labels=EMOTIONS)
+    assert result.label == truth_of(views[0]), result.scores()
 
 
-def test_library_names_the_expression_of_the_example_sequence(predictor):
+@pytest.mark.parametrize("sequence", EXAMPLE_SEQUENCES, ids=lambda p: p.stem)
+def test_library_names_the_expression_of_the_example_sequence(predictor, sequence):
     """The default model trained on dynamic images (4D sequences) too."""
-    result = predictor(sequence=EXAMPLE_SEQUENCE, labels=EMOTIONS)
-    assert result.label == truth_of(EXAMPLE_SEQUENCE), result.scores()
+    result = predictor(sequence=sequence, labels=EMOTIONS)
+    assert result.label == truth_of(sequence), result.scores()
     # scored frame by frame, the apex frames read as the expression
-    assert EMOTIONS[int(result.frame_probs.max(0).argmax())] == truth_of(EXAMPLE_SEQUENCE)
+    assert EMOTIONS[int(result.frame_probs.max(0).argmax())] == truth_of(sequence)
 
 
 def test_a_normalised_scan_scores_as_its_file(predictor):

@@ -151,8 +151,12 @@ def test_action_units_and_the_explanation_show_for_a_scan(page, url):
     _upload(page, "#scan-file", path)
     page.locator("#scan-button").click()
     assert label_in(answer_of(page, "scan")) == "happiness"
-    # the AU chart is a rendered plot naming the lip corner puller (a smile's action unit)
-    page.locator("#scan-aus").get_by_text("AU12", exact=False).first.wait_for(timeout=60_000)
+    # the AU chart is drawn (its bars and AU names are in the image; tests/test_answers_v2.py checks the values)
+    page.wait_for_function(
+        "() => { const img = document.querySelector('#scan-aus img');"
+        " return img && img.complete && img.naturalWidth > 200; }",
+        timeout=60_000,
+    )
     assert "**" not in page.locator("#scan-vocabulary").inner_text()  # rendered markdown
     page.get_by_text("Where on the face did the answer come from?").click()
     page.locator("#scan-explain-button").click()

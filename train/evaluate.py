@@ -271,7 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    torch.set_grad_enabled(False)
     dtype = serving_dtype("cpu") if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AffectVLMModel.from_pretrained(args.model).to(dtype=dtype).eval()
     processor = AffectVLMProcessor.from_pretrained(args.model)

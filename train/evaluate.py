@@ -67,7 +67,7 @@ class Embedded:
             views = torch.from_numpy(np.ascontiguousarray(views))
             chunks.append(embed_views(model, processor, views))
         self.fused = torch.cat(chunks) if chunks else torch.zeros(0, model.config.projection_dim)
-        self.scale = float(model.logit_scale) / model.config.temperature  # as served
+        self.scale = float(model.logit_scale.detach()) / model.config.temperature  # as served
 
     def where(self, **want) -> np.ndarray:
         """Indices of entries matching every `field=value` (fields of the entry or of its metadata; a tuple

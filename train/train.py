@@ -119,7 +119,7 @@ class TrainModule(nn.Module):
         super().__init__()
         self.model = model
         self.au_weight = au_weight
-        # Per-AU offsets of the action-unit term's logits (training only: scoring an AU ranks by similarity).
+        # Per-AU offsets of the action-unit term's logits; saved into the model's config as au_logit_bias.
         self.au_bias = nn.Parameter(torch.zeros(num_aus)) if au_weight > 0 else None
 
     def forward(

@@ -249,18 +249,13 @@ class AffectVLMPredictor:
         return cls(model, processor, source=source, **kwargs)
 
     @property
-    def card(self) -> dict[str, str]:
-        """The model card's front matter (`license`, `license_name`, `summary`, ...) of a local checkpoint;
-        {} for Hub ids and random models. The app shows the model's name and licence from it."""
+    def card(self) -> dict:
+        """The model card's metadata (`license`, `license_name`, `summary`, ...) of a local checkpoint; {} for
+        Hub ids and random models. The app shows the model's name and licence from it."""
+        from huggingface_hub.repocard import metadata_load
+
         path = Path(self.source) / "README.md"
-        if not path.is_file():
-            return {}
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if not text.startswith("---"):
-            return {}
-        head = text[3 : text.find("\n---", 3)]
-        pairs = (line.split(":", 1) for line in head.splitlines() if ":" in line and not line.startswith(" "))
-        return {k.strip(): v.strip().strip("'\"") for k, v in pairs if v.strip()}
+        return (metadata_load(path) or {}) if path.is_file() else {}
 
     # -- labels ---------------------------------------------------------------------------------------------
 

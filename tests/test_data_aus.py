@@ -162,6 +162,9 @@ def test_ict_shape_weights_split_sides_and_clip():
     # a midline shape takes the mean of the sides; contributions add up and clip at 1
     assert ICT_BINDING.shape_weights({26: 0.5}, asymmetry=1.0) == {"jawOpen": pytest.approx(0.35 * 0.5)}
     assert ICT_BINDING.shape_weights({25: 1.0, 26: 1.0, 27: 1.0})["jawOpen"] == 1.0
+    # a shape the table drives above 1 (AU4's browDown at 2x) clips at its gain instead
+    assert ICT_BINDING.shape_weights({4: 0.75}) == {"browDown_L": 1.5, "browDown_R": 1.5}
+    assert ICT_BINDING.shape_weights({4: 1.0}, asymmetry=1.0) == {"browDown_L": 2.0}
     with pytest.raises(KeyError):
         ICT_BINDING.shape_weights({3: 1.0})
 

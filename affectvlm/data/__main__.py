@@ -51,9 +51,16 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
         "SFM, odd subjects ICT) (default: sfm)",
     )  # fmt: skip
     g.add_argument(
-        "--expressions", default="blendshapes", choices=["blendshapes", "aus"],
-        help="the SFM subjects' expressions: its six whole-emotion blendshapes, or facial action units (EMFACS "
-        "prototypes and variants); ICT subjects always use action units (default: blendshapes)",
+        "--expressions", default="blendshapes", choices=["blendshapes", "aus", "mixed"],
+        help="the SFM subjects' expressions: its six whole-emotion blendshapes, facial action units (EMFACS "
+        "prototypes and variants), or mixed (half the SFM subjects each); ICT subjects always use action units "
+        "(default: blendshapes)",
+    )  # fmt: skip
+    g.add_argument(
+        "--sfm-binding", default="blend", choices=["blend", "transfer"],
+        help="how SFM subjects render action units (--expressions aus, compounds): blend its six emotion shapes "
+        "(the AUs recorded are nominal), or transfer the ICT FaceKit's AU shapes onto its vertices through a dense "
+        "correspondence (needs the ICT FaceKit; real AUs) (default: blend)",
     )  # fmt: skip
     g.add_argument(
         "--neutral",
@@ -82,7 +89,8 @@ def _synth_config(args):
 
     overrides = {
         "seed": args.seed, "num_subjects": args.subjects, "face_model": args.face_model,
-        "expressions": args.expressions, "neutral": args.neutral, "compound": args.compound,
+        "expressions": args.expressions, "sfm_binding": args.sfm_binding, "neutral": args.neutral,
+        "compound": args.compound,
         "realism": realism_preset(args.realism),
     }  # fmt: skip
     for item in args.set:

@@ -42,6 +42,8 @@ def _caption(face_model: str, label: str, meta: dict) -> str:
     lines = [_NAMES[face_model], label]
     if meta.get("au_code") is not None:
         lines.append(f"AUs {meta['au_code'] or '-'}")
+        if meta.get("au_binding") == "transfer":
+            lines.append("(ICT shapes)")
     elif meta.get("expressions") == "blendshapes":
         lines.append("blendshapes")
     return "\n".join(lines)

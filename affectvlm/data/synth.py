@@ -21,7 +21,9 @@ SynthFER-3D v2 (every addition off by default: the defaults generate exactly wha
   set.
 * ``expressions``: the SFM's six whole-emotion blendshapes (``blendshapes``, v1) or facial action units
   (``aus``, :mod:`affectvlm.data.aus`: an EMFACS prototype or variant per sample, per-AU intensity, mild
-  asymmetry, a few unrelated AUs, blinks). The ICT FaceKit always uses action units.
+  asymmetry, a few unrelated AUs, blinks). The ICT FaceKit always uses action units. ``sfm_binding`` says how
+  an SFM subject renders them: a blend of its six emotion shapes (``blend``) or the ICT FaceKit's AU shapes
+  carried onto its vertices through a dense correspondence (``transfer``, :mod:`affectvlm.data.transfer`).
 * ``neutral``: a neutral 4D sequence per subject too (the 3D set always has BU-3DFE's neutral scan), making
   neutral a seventh class in both sets; ``compound``: Du et al.'s 15 compound expressions, one scan at the
   top intensity and one sequence per subject each, flagged ``evaluation_only`` (never a training label
@@ -73,6 +75,7 @@ __all__ = [
     "ETHNICITIES",
     "AU_GAINS",
     "EXPRESSION_MODES",
+    "SFM_BINDINGS",
     "FACE_MODELS",
     "FACE_MODEL_CHOICES",
     "LICENCES",
@@ -125,12 +128,16 @@ _FEMALE_P = 0.56  # BU-3DFE: 56 female, 44 male
 _HEAD_CENTRE = np.array([0.0, 0.0, -90.0], np.float32)  # rotate about the middle of the head, not the nose
 _KIND_SUBJECT, _KIND_SCAN, _KIND_SEQUENCE = 0, 1, 2
 # Stream suffixes of v2: an ICT subject's draws, an action-unit sample's draws (appended to v1's keys, so v1's
-# streams are untouched), per-AU timing and blinks of a sequence, scanner realism.
-_STREAM_ICT, _STREAM_AUS, _STREAM_TIMING, _STREAM_REALISM = 2, 1, 2, 99
+# streams are untouched), per-AU timing and blinks of a sequence, scanner realism, an SFM subject's recipe in
+# `expressions="mixed"`.
+_STREAM_ICT, _STREAM_AUS, _STREAM_TIMING, _STREAM_REALISM, _STREAM_RECIPE = 2, 1, 2, 99, 3
 
 FACE_MODELS = ("sfm", "ict")
 FACE_MODEL_CHOICES = (*FACE_MODELS, "both")
-EXPRESSION_MODES = ("blendshapes", "aus")
+EXPRESSION_MODES = ("blendshapes", "aus", "mixed")
+# How an SFM subject renders action units: `blend` (SFM_BINDING: a blend of its six emotion shapes, nominal AUs)
+# or `transfer` (the ICT FaceKit's AU shapes carried onto the SFM's vertices, affectvlm.data.transfer).
+SFM_BINDINGS = ("blend", "transfer")
 LICENCES = {
     "sfm": "non-commercial: research and teaching only (Surrey Face Model)",
     "ict": "MIT (ICT FaceKit, USC Institute for Creative Technologies)",
@@ -230,8 +237,14 @@ class SynthConfig:
     face_model: str = "sfm"
     """``sfm``, ``ict`` or ``both`` (even subjects SFM, odd subjects ICT FaceKit)."""
     expressions: str = "blendshapes"
-    """The SFM subjects' expressions: ``blendshapes`` (the six whole-emotion shapes) or ``aus`` (action units
-    through :data:`affectvlm.data.aus.SFM_BINDING`). ICT subjects always use action units."""
+    """The SFM subjects' expressions: ``blendshapes`` (the six whole-emotion shapes), ``aus`` (action units
+    through ``sfm_binding``) or ``mixed`` (each SFM subject one or the other, half and half, drawn from the
+    subject's own stream: two expression recipes on one face model). ICT subjects always use action units."""
+    sfm_binding: str = "blend"
+    """How SFM subjects render action units (``expressions="aus"`` and compounds): ``blend`` (a blend of the SFM's
+    six emotion shapes, :data:`affectvlm.data.aus.SFM_BINDING`; the AUs it records are nominal) or ``transfer``
+    (the ICT FaceKit's AU shapes carried onto the SFM through a dense correspondence, :mod:`.transfer`; needs
+    the ICT FaceKit; real per-side AUs, as on ICT subjects)."""
     neutral: bool = False
     """A neutral 4D sequence per subject too (the 3D set always has one neutral scan per subject)."""
     compound: bool = False
@@ -290,6 +303,8 @@ class SynthConfig:
             raise ValueError(f"face_model must be one of {FACE_MODEL_CHOICES}, got {self.face_model!r}")
         if self.expressions not in EXPRESSION_MODES:
             raise ValueError(f"expressions must be one of {EXPRESSION_MODES}, got {self.expressions!r}")
+        if self.sfm_binding not in SFM_BINDINGS:
+            raise ValueError(f"sfm_binding must be one of {SFM_BINDINGS}, got {self.sfm_binding!r}")
         if not isinstance(self.au_sampling, AUSampleConfig):
             raise ValueError(f"au_sampling must be an AUSampleConfig, got {self.au_sampling!r}")
         if self.au_timing_jitter < 0 or self.blink_rate < 0:
@@ -316,7 +331,7 @@ class SynthConfig:
     @property
     def uses_aus(self) -> bool:
         """Whether any sample goes through action units (ICT subjects, ``expressions="aus"``, compounds)."""
-        return self.face_model != "sfm" or self.expressions == "aus" or self.compound
+        return self.face_model != "sfm" or self.expressions != "blendshapes" or self.compound
 
     @classmethod
     def preset(cls, name: str, **overrides) -> SynthConfig:
@@ -333,7 +348,7 @@ class SynthConfig:
         fields while no sample uses action units), so a v1 config keeps its dict: its cache folder name and
         its tree's README stay the same. ``SynthConfig(**d)`` gives the config back."""
         out = dataclasses.asdict(self)
-        unused = set() if self.uses_aus else {"au_sampling", "au_timing_jitter", "blink_rate"}
+        unused = set() if self.uses_aus else {"au_sampling", "au_timing_jitter", "blink_rate", "sfm_binding"}
         for name in _V2_FIELDS:
             if name in unused or out[name] == _V2_DEFAULTS[name]:
                 del out[name]
@@ -343,6 +358,7 @@ class SynthConfig:
 _V2_FIELDS = (
     "face_model",
     "expressions",
+    "sfm_binding",
     "neutral",
     "compound",
     "au_sampling",
@@ -634,9 +650,15 @@ class _ICTFace:
 
     def displacement(self, au_weights: Mapping[int, float], asymmetry: Mapping[int, float]) -> np.ndarray:
         """(n, 3) displacement of AU weights (bilateral) with per-AU asymmetry, through the kit's AU table."""
-        w = ICT_BINDING.weight_vector(self.model.expression_names, au_weights, asymmetry)
-        used = np.flatnonzero(w)
-        return np.tensordot(w[used], self.expressions[used], axes=1)
+        return _au_displacement(self.model.expression_names, self.expressions, au_weights, asymmetry)
+
+
+def _au_displacement(names, expressions: np.ndarray, au_weights, asymmetry) -> np.ndarray:
+    """(N, 3) displacement of AU weights (bilateral, per-AU asymmetry) through the kit's AU table, given the
+    kit's shapes (E, N, 3) on some face's vertices (the kit's own, or carried onto the SFM)."""
+    w = ICT_BINDING.weight_vector(names, au_weights, asymmetry)
+    used = np.flatnonzero(w)
+    return np.tensordot(w[used], expressions[used], axes=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -839,6 +861,17 @@ class SynthFER3D:
         return _ICTFace(self.ict)
 
     @cached_property
+    def _sfm_au_shapes(self) -> np.ndarray:
+        """(53, N, 3) the ICT FaceKit's expression shapes carried onto the SFM's vertices (``sfm_binding=
+        "transfer"``), through the correspondence of the SFM mean on the kit's neutral face and head."""
+        from .transfer import ict_to_sfm
+
+        ict = self.ict
+        faces = ict.triangles_for()
+        corr = ict_to_sfm(self.sfm.mean, ict.neutral, faces, ict.landmarks68)
+        return corr.transfer(faces, ict.expressions)
+
+    @cached_property
     def _sfm_parts(self) -> _FaceParts:
         sfm = self.sfm
         return _FaceParts(
@@ -955,10 +988,24 @@ class SynthFER3D:
         d = 0.5 * (d + self._mirror(d))
         return d * (1.0 + asymmetry * self._side)[:, None]
 
+    def _own_aus(self, subject: SynthSubject) -> bool:
+        """Whether the subject renders action units with per-AU shapes (ICT FaceKit, or the SFM with the kit's
+        shapes transferred) rather than through the SFM's blend of its six emotions."""
+        return subject.face_model == "ict" or self.config.sfm_binding == "transfer"
+
     def uses_aus(self, subject: SynthSubject, label: str) -> bool:
         """Whether this sample's expression is built from action units (ICT subjects, ``expressions="aus"``,
         compound labels) rather than the SFM's blendshapes."""
-        return subject.face_model == "ict" or self.config.expressions == "aus" or label in COMPOUND_LABELS
+        return subject.face_model == "ict" or self._sfm_aus(subject) or label in COMPOUND_LABELS
+
+    def _sfm_aus(self, subject: SynthSubject) -> bool:
+        """Whether an SFM subject's basic emotions are action units (``expressions="aus"``, or half the subjects
+        of ``mixed``, drawn from a stream of their own so that nothing else about them changes)."""
+        mode = self.config.expressions
+        if mode == "mixed":
+            key = [self.config.seed, _KIND_SUBJECT, subject.index, _STREAM_RECIPE]
+            return bool(np.random.default_rng(key).random() < 0.5)
+        return mode == "aus"
 
     def _gain(self, subject: SynthSubject, label: str) -> float:
         """The subject's expressiveness for an emotion (its style's diagonal); 1 for other labels."""
@@ -981,7 +1028,7 @@ class SynthFER3D:
         )
         sample = _gained(sample, AU_GAINS.get(label, {}))
         sample = _without_blink(sample) if sequence else sample
-        if s.face_model == "ict":
+        if self._own_aus(s):
             return _Expression(sample=_biased(sample, s.asymmetry_bias))
         # The SFM binding's blend of a variant with few AUs is weak (fear 5+20+25 binds to fear 0.3): the blend is
         # scaled so that its strongest shape has the sample's intensity (emotion-level control is all the SFM has).
@@ -996,9 +1043,12 @@ class SynthFER3D:
         self, s: SynthSubject, expression: _Expression, aus: Mapping[int, float] | None = None
     ) -> np.ndarray:
         """(N, 3) displacement of an expression (`aus`: other bilateral AU weights for the sample's sides)."""
-        if s.face_model == "ict":
+        if expression.blendshapes is None:  # per-AU shapes
             sample = expression.sample
-            return self._ict_face.displacement(sample.au_weights if aus is None else aus, sample.asymmetry)
+            aus = sample.au_weights if aus is None else aus
+            if s.face_model == "ict":
+                return self._ict_face.displacement(aus, sample.asymmetry)
+            return _au_displacement(self.ict.expression_names, self._sfm_au_shapes, aus, sample.asymmetry)
         weights = expression.blendshapes if aus is None else _sfm_vector(SFM_BINDING.shape_weights(aus))
         return self._displacement(weights, expression.asymmetry)
 
@@ -1016,9 +1066,11 @@ class SynthFER3D:
         if sample is None:
             return meta
         meta.update(variant=sample.variant, au_code=sample.code, au_source=sample.source)
-        if s.face_model == "ict":
+        if expression.blendshapes is None:
+            binding = {} if s.face_model == "ict" else {"au_binding": "transfer"}
             return {
                 **meta,
+                **binding,
                 "aus": _rounded(sample.au_weights),
                 "au_left": _rounded(sample.left),
                 "au_right": _rounded(sample.right),

@@ -323,7 +323,9 @@ def _asym(asymmetry: Asymmetry | None, au: int) -> float:
 ICT_AU_SHAPES: dict[int, tuple[tuple[str, float], ...]] = {
     1: (("browInnerUp_{side}", 1.0),),
     2: (("browOuterUp_{side}", 1.0),),
-    4: (("browDown_{side}", 1.0),),
+    # the kit's browDown at weight 1 lowers the inner brows only ~2.3 mm, too little to read as a frown at the
+    # renders' size; FACS AU4 at E lowers and draws them together by about twice that: the shape at up to 2x
+    4: (("browDown_{side}", 2.0),),
     5: (("eyeWide_{side}", 1.0),),
     6: (("cheekSquint_{side}", 1.0),),
     7: (("eyeSquint_{side}", 1.0),),
@@ -357,7 +359,8 @@ ICT_AU_SHAPES: dict[int, tuple[tuple[str, float], ...]] = {
 class ICTBinding:
     """AU weights -> ICT FaceKit expression-shape weights (ARKit names with _L/_R), through :data:`ICT_AU_SHAPES`.
 
-    Contributions of several AUs to one shape add up; every shape weight is clipped to [0, 1].
+    Contributions of several AUs to one shape add up; every shape weight is clipped to [0, 1], or to [0, g]
+    for a shape the table drives with a gain g > 1 (an AU the kit's shape renders too weakly).
     """
 
     table: Mapping[int, tuple[tuple[str, float], ...]] = field(default_factory=lambda: ICT_AU_SHAPES)
@@ -384,7 +387,18 @@ class ICTBinding:
                         out[pattern.format(side=side)] = out.get(pattern.format(side=side), 0.0) + gain * ws
                 else:
                     out[pattern] = out.get(pattern, 0.0) + gain * (left + right) / 2
-        return {k: min(v, 1.0) for k, v in sorted(out.items()) if v > 0}
+        return {k: min(v, self._caps.get(k, 1.0)) for k, v in sorted(out.items()) if v > 0}
+
+    @cached_property
+    def _caps(self) -> dict[str, float]:
+        """{shape: its largest gain in the table}, for shapes driven with a gain above 1."""
+        caps: dict[str, float] = {}
+        for entries in self.table.values():
+            for pattern, gain in entries:
+                for side in "LR":
+                    name = pattern.format(side=side)
+                    caps[name] = max(caps.get(name, 1.0), gain)
+        return {k: v for k, v in caps.items() if v > 1.0}
 
     def weight_vector(
         self, names: Sequence[str], au_weights: Mapping[int, float], asymmetry: Asymmetry | None = 0.0

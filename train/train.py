@@ -178,7 +178,9 @@ class AUTargets:
         out = torch.full((len(metadata), len(self.numbers)), float("nan"))
         for row, meta in enumerate(metadata):
             aus = (meta or {}).get("aus")
-            if not isinstance(aus, dict):  # no AU record (e.g. SFM blendshape expressions): not scored
+            # no AU record (SFM blendshape expressions), or nominal AUs (the SFM's blend binding renders emotions,
+            # not these AUs): not scored
+            if not isinstance(aus, dict) or meta.get("aus_nominal"):
                 continue
             weights = {int(str(k).upper().removeprefix("AU")): float(v) for k, v in aus.items()}  # {} neutral
             out[row] = torch.tensor([float(weights.get(n, 0.0) >= self.active_from) for n in self.numbers])

@@ -352,3 +352,12 @@ def test_bad_arguments_are_refused():
         sample_expression("happiness", rng, intensity=-1)
     with pytest.raises(ValueError):
         AUSampleConfig(blink_prob=2.0)
+
+
+def test_recorded_aus_reads_real_records_only():
+    from affectvlm.data.aus import recorded_aus
+
+    assert recorded_aus({"aus": {"12": 0.8, 4: 0.2, "AU45": 1.0}}) == {12: 0.8, 4: 0.2, 45: 1.0}
+    assert recorded_aus({"aus": {}}) == {}  # neutral: no AU active, still a record
+    assert recorded_aus({"aus": {12: 0.8}, "aus_nominal": True}) is None  # the SFM blend binding's
+    assert recorded_aus({"blendshapes": {"anger": 1.0}}) is None and recorded_aus(None) is None

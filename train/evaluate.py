@@ -12,7 +12,8 @@ Each cache's views are embedded once; every measure below is a scoring of those 
   (`affectvlm.vocabulary.HELD_OUT_VOCABULARY`), each word alone and all of a class's words together, against
   the plain emotion words;
 - **action units**: each AU description (`affectvlm.prompts.au_prompts`) scored against every sample with AU
-  records (ICT FaceKit subjects, and compound expressions of either face model); ROC AUC per AU against the
+  records (`affectvlm.data.aus.recorded_aus`: ICT FaceKit subjects, SFM subjects with the kit's shapes
+  transferred, not the SFM blend binding's nominal AUs); ROC AUC per AU against the
   recorded AU activity (weight >= 0.15);
 - **compound expressions** (evaluation-only samples): scored against the 15 compound names plus a prompt from
   their action-unit descriptions, never training labels; accuracy against chance;
@@ -35,7 +36,14 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from affectvlm import AffectVLMModel, AffectVLMProcessor  # noqa: E402
 from affectvlm.configuration_affectvlm import DEFAULT_VIEW_NAMES  # noqa: E402
-from affectvlm.data.aus import AU_CATALOGUE, COMPOUND_LABELS, LABELS, PROTOTYPES, au_description  # noqa: E402
+from affectvlm.data.aus import (  # noqa: E402
+    AU_CATALOGUE,
+    COMPOUND_LABELS,
+    LABELS,
+    PROTOTYPES,
+    au_description,
+    recorded_aus,
+)
 from affectvlm.data.cache import RenderCacheDataset  # noqa: E402
 from affectvlm.precision import serving_dtype  # noqa: E402
 from affectvlm.prompts import au_prompts, inference_prompts  # noqa: E402
@@ -173,9 +181,8 @@ def open_vocabulary_report(emb: Embedded, model, tokenizer) -> dict:
 
 def au_report(emb: Embedded, model, tokenizer) -> dict:
     """ROC AUC of each AU description's score against the recorded AU activity (scans with AU records)."""
-    rows = np.asarray(
-        [i for i, e in enumerate(emb.entries) if isinstance((e.get("metadata") or {}).get("aus"), dict)]
-    )
+    records = {i: recorded_aus(e.get("metadata")) for i, e in enumerate(emb.entries)}
+    rows = np.asarray([i for i, aus in records.items() if aus is not None])
     if not len(rows):
         return {}
     numbers = sorted(AU_CATALOGUE)
@@ -183,15 +190,7 @@ def au_report(emb: Embedded, model, tokenizer) -> dict:
     scores = emb.logits(model.encode_prompts(prompts, tokenizer).cpu(), rows)  # (N, A)
     per_au = {}
     for j, (name, number) in enumerate(zip(prompts, numbers)):
-        active = [
-            float(
-                (emb.entries[i]["metadata"]["aus"]).get(
-                    str(number), (emb.entries[i]["metadata"]["aus"]).get(number, 0.0)
-                )
-            )
-            >= AU_ACTIVE_FROM
-            for i in rows
-        ]
+        active = [records[i].get(number, 0.0) >= AU_ACTIVE_FROM for i in rows]
         auc = roc_auc(scores[:, j], active)
         if auc is not None:
             per_au[name] = {"auc": auc, "positives": int(np.sum(active))}

@@ -47,7 +47,7 @@ from transformers import AutoConfig, AutoTokenizer  # noqa: E402
 
 from affectvlm import AffectVLMConfig, AffectVLMModel, AffectVLMProcessor  # noqa: E402
 from affectvlm.augment import MixedViewAugment, MixedViewAugmentConfig, MixedViewParams  # noqa: E402
-from affectvlm.data.aus import AU_CATALOGUE  # noqa: E402
+from affectvlm.data.aus import AU_CATALOGUE, recorded_aus  # noqa: E402
 from affectvlm.modeling_affectvlm import resolve_text_model  # noqa: E402
 from affectvlm.precision import cpu_has_bf16_matrix_units  # noqa: E402
 from affectvlm.prompts import PromptBank, PromptConfig  # noqa: E402
@@ -177,12 +177,9 @@ class AUTargets:
     def targets(self, metadata: list[dict]) -> torch.Tensor:
         out = torch.full((len(metadata), len(self.numbers)), float("nan"))
         for row, meta in enumerate(metadata):
-            aus = (meta or {}).get("aus")
-            # no AU record (SFM blendshape expressions), or nominal AUs (the SFM's blend binding renders emotions,
-            # not these AUs): not scored
-            if not isinstance(aus, dict) or meta.get("aus_nominal"):
+            weights = recorded_aus(meta)  # {} for neutral
+            if weights is None:  # no AU record, or nominal AUs: not scored
                 continue
-            weights = {int(str(k).upper().removeprefix("AU")): float(v) for k, v in aus.items()}  # {} neutral
             out[row] = torch.tensor([float(weights.get(n, 0.0) >= self.active_from) for n in self.numbers])
         return out
 

@@ -64,6 +64,7 @@ __all__ = [
     "au_description",
     "is_evaluation_only",
     "parse_au_code",
+    "recorded_aus",
     "sample_expression",
 ]
 
@@ -121,6 +122,16 @@ def au_description(au: int) -> str:
     if au not in AU_CATALOGUE:
         raise KeyError(f"AU{au} is not in the catalogue: {AU_NUMBERS}")
     return AU_CATALOGUE[au].description
+
+
+def recorded_aus(metadata: Mapping | None) -> dict[int, float] | None:
+    """A sample's rendered AU weights from its metadata (``aus``, keys ``12``, ``"12"`` or ``"AU12"``), or None
+    when it has none (SFM blendshape expressions) or only nominal ones (``aus_nominal``: the SFM's blend
+    binding renders emotions, not those AUs). What AU training and AU evaluation score."""
+    aus = (metadata or {}).get("aus")
+    if not isinstance(aus, Mapping) or (metadata or {}).get("aus_nominal"):
+        return None
+    return {int(str(k).upper().removeprefix("AU")): float(v) for k, v in aus.items()}
 
 
 def parse_au_code(code: str) -> tuple[tuple[int, float, str], ...]:

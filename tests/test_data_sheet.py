@@ -38,3 +38,14 @@ def test_sheet_of_one_face_model(tmp_path, sfm_dir):
     )
     with Image.open(out) as image:
         assert image.size == (LABEL_WIDTH + 3 * 16, TITLE_HEIGHT + (len(SHEET_LABELS) + 1) * 16)
+
+
+def test_sheet_of_sfm_faces_with_the_kits_shapes_reads_the_given_kit(tmp_path, sfm_dir, ict_dir, monkeypatch):
+    """--sfm-binding transfer on an SFM-only sheet takes the ICT FaceKit from --ict-dir for every row."""
+    monkeypatch.setenv("AFFECTVLM_ICT_DIR", str(tmp_path / "nowhere"))  # only --ict-dir can find it
+    out = tmp_path / "transfer.png"
+    args = ["sheet", "--out", str(out), "--size", "16", "--face-model", "sfm", "--expressions", "aus",
+            "--sfm-binding", "transfer", "--sfm-dir", str(sfm_dir), "--ict-dir", str(ict_dir)]  # fmt: skip
+    assert main(args) == 0
+    with Image.open(out) as image:
+        assert image.size == (LABEL_WIDTH + 3 * 16, TITLE_HEIGHT + (len(SHEET_LABELS) + 1) * 16)

@@ -67,8 +67,9 @@ def sheet_rows(gen: SynthFER3D, subject: int = 0, intensity: int | None = None) 
         for label in SHEET_LABELS:
             scan = gen.scan(index, label, intensity)
             rows.append((_caption(face_model, label, scan.metadata), scan.to_scan()))
+    needs_ict = "ict" in cfg.face_models or (cfg.sfm_binding == "transfer" and cfg.uses_aus)  # the kit's shapes
     real = SynthFER3D(cfg.replace(realism=RealismConfig.only(*REALISM_KINDS)), gen.sfm if "sfm" in cfg.face_models else None,
-                      gen.ict if "ict" in cfg.face_models else None)  # fmt: skip
+                      gen.ict if needs_ict else None)  # fmt: skip
     scan = real.scan(index, "happiness", intensity)
     kinds = [", ".join(scan.realism[i : i + 2]) for i in range(0, len(scan.realism), 2)] or ["none"]
     rows.append(("\n".join([_NAMES[face_model], "happiness, realism:", *kinds]), scan.to_scan()))

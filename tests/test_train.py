@@ -21,7 +21,7 @@ from transformers import CLIPModel
 from affectvlm import AffectVLMConfig, AffectVLMModel, AffectVLMProcessor
 from affectvlm.testing import tiny_clip_config, tiny_processor
 from train.config import load_config
-from train.data import EpochBatchSampler, ToyViews, split_dataset
+from train.data import EpochBatchSampler, ToyViews, class_balance_weights, split_dataset
 from train.launch import build_command, free_port
 from train.metrics import classification_metrics
 from train.train import (
@@ -333,6 +333,9 @@ def test_config_overrides_and_unknown_keys():
         "tiny", ["train.lr=0.01", "data.views=[frontal]", "model.affectvlm.triplet_weight=0"]
     )
     assert config["train"]["lr"] == 0.01 and config["data"]["views"] == ["frontal"]
+    # "3e-4" is a string to YAML 1.1; an override that reads as a number is that number.
+    assert load_config("tiny", ["train.lr=3e-4", "name=1e-3x"])["train"]["lr"] == pytest.approx(3e-4)
+    assert load_config("tiny", ["name=1e-3x"])["name"] == "1e-3x"
     assert config["model"]["affectvlm"]["triplet_weight"] == 0
     with pytest.raises(ValueError, match="unknown config key"):
         load_config("tiny", ["train.learning_rate=1"])
@@ -352,6 +355,43 @@ def test_epoch_batch_sampler_resumes_mid_epoch_and_ends_on_an_accumulation_bound
     assert list(sampler) == full[3:]
     sampler.set_position(epoch=2)
     assert list(sampler) != full
+
+
+def test_class_balanced_batches_draw_every_label_equally_often_and_reproducibly():
+    labels = [0] * 90 + [1] * 10
+    assert class_balance_weights(labels, 0.0) is None  # plain shuffling
+    weights = class_balance_weights(labels, 1.0)
+    sampler = EpochBatchSampler(num_samples=100, batch_size=10, seed=0, weights=weights)
+    drawn = []
+    for epoch in range(30):
+        sampler.set_position(epoch)
+        drawn += [labels[i] for batch in sampler for i in batch]
+    assert abs(np.mean(drawn) - 0.5) < 0.05  # 10 % of the samples, half of the draws
+    sampler.set_position(epoch=3, start=2)
+    first = list(sampler)
+    sampler.set_position(epoch=3, start=2)
+    assert list(sampler) == first and len(first) == 8  # a pure function of (seed, epoch): resumable
+    half = class_balance_weights(labels, 0.5)  # partial balance: weights in proportion to count ** -0.5
+    assert half[-1] / half[0] == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="weights"):
+        EpochBatchSampler(num_samples=100, batch_size=10, seed=0, weights=weights[:50])
+    with pytest.raises(ValueError, match="class_balance"):
+        load_config("tiny", ["data.class_balance=2"])
+
+
+def test_fine_tuning_a_checkpoint_starts_from_its_weights(reference, tmp_path):
+    """model.init=checkpoint: the run starts from the checkpoint's weights (at lr 0 it ends there too)."""
+    out = tmp_path / "finetune"
+    run_train(out, "--set", "model.init=checkpoint", "--set", f"model.checkpoint={reference / 'model'}",
+              "--set", "train.lr=0", "--set", "train.max_steps=2", "--set", "train.eval_every=2")  # fmt: skip
+    start = load_file(str(reference / "model" / "model.safetensors"))
+    tuned = load_file(str(out / "model" / "model.safetensors"))
+    assert start.keys() == tuned.keys() and all(torch.equal(start[k], tuned[k]) for k in start)
+    bad = run_train(tmp_path / "bad", "--set", "model.init=checkpoint", "--set",
+                    f"model.checkpoint={reference / 'model'}", "--set", "data.labels=[anger,fear]", expect=1)  # fmt: skip
+    assert "label_names" in bad.stderr
+    with pytest.raises(ValueError, match="model.checkpoint"):
+        load_config("tiny", ["model.init=checkpoint"])
 
 
 def test_warmup_then_cosine_to_the_floor():

@@ -7,6 +7,7 @@ Every number a run uses is in the resolved config, which is written next to the 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,13 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "model": {
         # "scratch": a CLIP built from `clip` sizes with random weights and the offline char-level tokenizer
-        # (no download); "clip": start from the pretrained CLIP `clip_name_or_path`.
+        # (no download); "clip": start from the pretrained CLIP `clip_name_or_path`; "checkpoint": fine-tune
+        # an AffectVLM checkpoint (`checkpoint`: a folder such as checkpoints/affectvlm-cpu, or a Hub id) with
+        # its own architecture, processor and tokenizer (`clip` and `affectvlm` are then ignored; its labels
+        # and views must be the data's).
         "init": "scratch",
         "clip_name_or_path": None,
+        "checkpoint": None,
         "clip": {
             "hidden_size": 32,
             "num_layers": 2,
@@ -54,6 +59,11 @@ DEFAULTS: dict[str, Any] = {
         "fold_seed": 0,
         "val_fraction": 0.15,
         "num_workers": 0,
+        # Class balance of the training batches: each sample is drawn with probability proportional to
+        # (its label's count) ** -class_balance, with replacement, a fresh draw per epoch. 0 (default): every
+        # sample once per epoch, in a shuffled order; 1: every label equally often (SynthFER-3D has 2 neutral
+        # samples per subject against 5 of each emotion, so neutral is then drawn 2.5x as often).
+        "class_balance": 0.0,
         "toy": {"num_subjects": 10, "image_size": 32, "noise": 0.25, "intensities": 2},
     },
     "prompts": {
@@ -127,12 +137,19 @@ def resolve_config_path(name_or_path: str) -> Path:
     raise FileNotFoundError(f"config {name_or_path!r} is neither a file nor one of {known}")
 
 
+_EXPONENT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """`train.lr=1e-3` -> (["train", "lr"], 0.001); the value is parsed as YAML (numbers, lists, null)."""
+    """`train.lr=1e-3` -> (["train", "lr"], 0.001); the value is parsed as YAML (numbers, lists, null), and
+    a plain string that reads as a number ("3e-4", which YAML 1.1 leaves a string) becomes that number."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"override {item!r} must look like section.key=value")
-    return key.strip().split("."), yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str) and _EXPONENT_NUMBER.fullmatch(parsed.strip()):
+        parsed = float(parsed)
+    return key.strip().split("."), parsed
 
 
 def apply_overrides(config: dict, overrides: list[str]) -> dict:
@@ -160,8 +177,15 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
 
 def check_config(config: dict) -> None:
     t, d, p = config["train"], config["data"], config["prompts"]
-    if config["model"]["init"] not in ("scratch", "clip"):
-        raise ValueError(f"model.init must be 'scratch' or 'clip', got {config['model']['init']!r}")
+    if config["model"]["init"] not in ("scratch", "clip", "checkpoint"):
+        raise ValueError(
+            f"model.init must be 'scratch', 'clip' or 'checkpoint', got {config['model']['init']!r}"
+        )
+    if config["model"]["init"] == "checkpoint" and not config["model"]["checkpoint"]:
+        raise ValueError("model.init=checkpoint needs model.checkpoint (a checkpoint folder or Hub id)")
+    balance = d["class_balance"]
+    if not isinstance(balance, int | float) or isinstance(balance, bool) or not 0 <= balance <= 1:
+        raise ValueError(f"data.class_balance must be a number in [0, 1], got {balance!r}")
     if config["model"]["init"] == "clip" and not config["model"]["clip_name_or_path"]:
         raise ValueError("model.init=clip needs model.clip_name_or_path")
     if d["source"] not in ("toy", "cache"):

@@ -258,9 +258,13 @@ class EpochBatchSampler(torch.utils.data.Sampler):
     data position in a checkpoint). Batches per epoch are rounded down to a multiple of `multiple_of` (the
     gradient-accumulation steps), so an epoch always ends on an optimizer step. Under accelerate with
     `split_batches=True` every process iterates the same global batches and takes its own slice.
+    With `weights` (one per sample, e.g. from `class_balance_weights`) an epoch is instead `num_samples` draws
+    with replacement in proportion to them, still a pure function of (seed, epoch).
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, multiple_of: int = 1):
+    def __init__(
+        self, num_samples: int, batch_size: int, seed: int, multiple_of: int = 1, weights=None
+    ) -> None:
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.batches_per_epoch = (num_samples // batch_size) // multiple_of * multiple_of
         if self.batches_per_epoch == 0:
@@ -268,6 +272,15 @@ class EpochBatchSampler(torch.utils.data.Sampler):
                 f"{num_samples} training samples do not fill {multiple_of} batch(es) of {batch_size}: "
                 "lower train.batch_size or train.grad_accum"
             )
+        self.weights = None
+        if weights is not None:
+            self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+            if (
+                self.weights.shape != (num_samples,)
+                or not (self.weights >= 0).all()
+                or self.weights.sum() <= 0
+            ):
+                raise ValueError(f"weights must be {num_samples} non-negative numbers, not all zero")
         self.epoch, self.start = 0, 0
         self.drop_last = True  # read by accelerate's BatchSamplerShard: every batch is full
 
@@ -278,8 +291,19 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         return self.batches_per_epoch - self.start
 
     def __iter__(self):
-        order = torch.randperm(
-            self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch)
-        )
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.weights is None:
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
         for b in range(self.start, self.batches_per_epoch):
             yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+
+
+def class_balance_weights(labels: Sequence[int], power: float) -> np.ndarray | None:
+    """Per-sample draw weights (label count) ** -power, or None for power 0 (plain shuffling)."""
+    if power == 0:
+        return None
+    labels = np.asarray(labels)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return counts[inverse].astype(np.float64) ** -float(power)

@@ -55,6 +55,7 @@ from train.config import dump_config, load_config  # noqa: E402
 from train.data import (  # noqa: E402
     EpochBatchSampler,
     build_dataset,
+    class_balance_weights,
     collate_batched,
     fold_of,
     split_dataset,
@@ -78,6 +79,8 @@ def build_model_and_processor(config: dict, render_settings: dict | None = None)
         "view_names": list(d["views"]),
         "num_views": len(d["views"]),
     }
+    if m["init"] == "checkpoint":
+        return _from_checkpoint(m["checkpoint"], d, render_settings)
     if m["init"] == "clip":
         model = AffectVLMModel.from_clip(m["clip_name_or_path"], **overrides)
         processor = AffectVLMProcessor.from_clip(
@@ -96,13 +99,34 @@ def build_model_and_processor(config: dict, render_settings: dict | None = None)
     return model, processor
 
 
+def _from_checkpoint(source: str, data: dict, render_settings: dict | None):
+    """An AffectVLM checkpoint to fine-tune: its weights, processor and tokenizer; its labels and views must
+    be the data's (the class prompts and the view order are what the weights were trained on). Its served
+    temperature is reset to 1: a fine-tuned model is calibrated again (train/evaluate.py --calibrate)."""
+    model = AffectVLMModel.from_pretrained(source)
+    processor = AffectVLMProcessor.from_pretrained(source)
+    for field in ("label_names", "view_names"):
+        have, want = (
+            list(getattr(model.config, field)),
+            list(data["labels" if field == "label_names" else "views"]),
+        )
+        if have != want:
+            raise ValueError(f"the checkpoint's {field} {have} differ from the data's {want}")
+    model.config.temperature = 1.0
+    if render_settings:
+        processor.render_settings = dict(render_settings)
+    return model, processor
+
+
 def _pretrained_text(overrides: dict) -> str | None:
     """With `text_backbone: pretrained`, fill in the encoder's config; return the folder it loads from."""
     if overrides.get("text_backbone") != "pretrained":
         return None
     name = overrides.get("text_model_name_or_path")
     if not name:
-        raise ValueError("model.affectvlm.text_backbone=pretrained needs model.affectvlm.text_model_name_or_path")
+        raise ValueError(
+            "model.affectvlm.text_backbone=pretrained needs model.affectvlm.text_model_name_or_path"
+        )
     folder = resolve_text_model(name)
     overrides.setdefault("text_config", AutoConfig.from_pretrained(folder).to_dict())
     return folder
@@ -121,6 +145,11 @@ class TrainModule(nn.Module):
         self.au_weight = au_weight
         # Per-AU offsets of the action-unit term's logits; saved into the model's config as au_logit_bias.
         self.au_bias = nn.Parameter(torch.zeros(num_aus)) if au_weight > 0 else None
+        saved = getattr(model.config, "au_logit_bias", None)
+        if self.au_bias is not None and saved:  # a fine-tuned checkpoint keeps the biases it learnt
+            numbers = sorted(AU_CATALOGUE)
+            with torch.no_grad():
+                self.au_bias.copy_(torch.tensor([float(saved.get(str(n), 0.0)) for n in numbers]))
 
     def forward(
         self,
@@ -532,7 +561,10 @@ def get_dataloaders(config: dict, dataset):
     d, t = config["data"], config["train"]
     fold = fold_of(config, dataset.subjects)
     train_ds, val_ds, test_ds = split_dataset(dataset, fold)
-    sampler = EpochBatchSampler(len(train_ds), t["batch_size"], config["seed"], multiple_of=t["grad_accum"])
+    weights = class_balance_weights(train_ds.labels_array(), d["class_balance"])
+    sampler = EpochBatchSampler(
+        len(train_ds), t["batch_size"], config["seed"], multiple_of=t["grad_accum"], weights=weights
+    )
     common = {"collate_fn": collate_batched, "num_workers": d["num_workers"]}
     train_loader = DataLoader(train_ds, batch_sampler=sampler, **common)
     val_loader = DataLoader(val_ds, batch_size=t["eval_batch_size"], shuffle=False, **common)

@@ -10,6 +10,10 @@ instead of the class names, e.g. for each class the mean text embedding of
     HELD_OUT_VOCABULARY["sadness"]             # ("heartbroken", "despondent", ...)
     find_held_out("a face that looks livid")   # ["livid"]
 
+VALIDATION_VOCABULARY is a second, disjoint list of never-trained words for choosing settings (e.g. the text
+projection's concept subspace, train/text_subspace.py) on validation subjects, so that HELD_OUT_VOCABULARY
+stays a test nothing was chosen on.
+
 The guarantee ("never in a training prompt", case-insensitive, as whole words) is checked by
 `tests/test_prompts.py`, which draws prompts over every built-in label, metadata value and action-unit
 combination. It holds for the built-in vocabulary only: a `PromptConfig.extra_lexicon` may add any word.
@@ -101,17 +105,32 @@ HELD_OUT_VOCABULARY: dict[str, tuple[str, ...]] = {
 }
 
 
-@functools.lru_cache(maxsize=1)
-def _pattern() -> re.Pattern:
-    phrases = sorted({p for words in HELD_OUT_VOCABULARY.values() for p in words}, key=len, reverse=True)
+# Never-trained words for model selection (validation subjects only); disjoint from HELD_OUT_VOCABULARY.
+VALIDATION_VOCABULARY: dict[str, tuple[str, ...]] = {
+    "anger": ("wrathful", "hostile", "exasperated", "resentful", "bitter", "hot-tempered"),
+    "disgust": ("repugnance", "distasteful", "yucky", "nauseous", "icky", "sickly"),
+    "fear": ("nervous", "anxious", "jittery", "timid", "fretful", "shaken"),
+    "happiness": ("elated", "thrilled", "gleeful", "merry", "cheery", "content"),
+    "sadness": ("glum", "grieving", "woeful", "depressed", "morose", "weepy"),
+    "surprise": ("speechless", "bewildered", "staggered", "wide-eyed", "dazed", "open-mouthed"),
+    "neutral": ("indifferent", "unmoved", "detached", "nonchalant", "vacant", "unexpressive"),
+}
+_VOCABULARIES = {"held_out": HELD_OUT_VOCABULARY, "validation": VALIDATION_VOCABULARY}
+
+
+@functools.lru_cache(maxsize=2)
+def _pattern(which: str) -> re.Pattern:
+    vocabulary = _VOCABULARIES[which]
+    phrases = sorted({p for words in vocabulary.values() for p in words}, key=len, reverse=True)
     # Whole words: no letter, digit, "_" or "-" on either side; any run of white space between words.
     alternatives = "|".join(r"\s+".join(map(re.escape, p.split())) for p in phrases)
     return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)
 
 
-def find_held_out(text: str) -> list[str]:
-    """The held-out words and phrases in `text` (case-insensitive, whole words), lower case, in order."""
-    return [" ".join(m.group(0).lower().split()) for m in _pattern().finditer(text)]
+def find_held_out(text: str, which: str = "held_out") -> list[str]:
+    """The held-out words and phrases in `text` (case-insensitive, whole words), lower case, in order;
+    `which="validation"` looks for those of VALIDATION_VOCABULARY instead."""
+    return [" ".join(m.group(0).lower().split()) for m in _pattern(which).finditer(text)]
 
 
-__all__ = ["HELD_OUT_VOCABULARY", "find_held_out"]
+__all__ = ["HELD_OUT_VOCABULARY", "VALIDATION_VOCABULARY", "find_held_out"]

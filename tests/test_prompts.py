@@ -24,7 +24,7 @@ from affectvlm.prompts import (
     au_prompts,
     inference_prompts,
 )
-from affectvlm.vocabulary import HELD_OUT_VOCABULARY, find_held_out
+from affectvlm.vocabulary import HELD_OUT_VOCABULARY, VALIDATION_VOCABULARY, find_held_out
 
 EMOTIONS = list(LEXICON)
 FULL = {"gender": "F", "age": 34, "ethnicity": "AE", "intensity": 4}
@@ -414,6 +414,11 @@ def test_held_out_vocabulary_shape_and_matching():
     for phrase in phrases:
         assert find_held_out(f"A face, {phrase.upper()}.") == [phrase]
     assert find_held_out("a deadpanned, unstunned face; Over  the moon") == ["over the moon"]
+    # The validation words (for choosing settings) are another list: same shape, no word of the test list.
+    assert set(VALIDATION_VOCABULARY) == set(LEXICON)
+    validation = [p for words in VALIDATION_VOCABULARY.values() for p in words]
+    assert len(set(validation)) == len(validation) and not set(validation) & set(phrases)
+    assert all(not find_held_out(p) and find_held_out(p, "validation") == [p] for p in validation)
     # Evaluation code can import it without the prompt sampler or the training code: it imports no project code.
     tree = ast.parse(Path(vocabulary.__file__).read_text())
     imported = [
@@ -458,7 +463,8 @@ def test_held_out_vocabulary_never_appears_in_training_prompts():
     prompts = _training_prompts()
     assert len(prompts) > 20_000
     assert all(any(d in p for p in prompts) for d in (au_description(n) for n in AU_CATALOGUE))
-    leaks = {p: find_held_out(p) for p in prompts if find_held_out(p)}
-    assert not leaks, (
-        f"held-out words in training prompts (choose other held-out words): {list(leaks.items())[:5]}"
-    )
+    for which in ("held_out", "validation"):
+        leaks = {p: find_held_out(p, which) for p in prompts if find_held_out(p, which)}
+        assert not leaks, (
+            f"{which} words in training prompts (choose other {which} words): {list(leaks.items())[:5]}"
+        )

@@ -146,25 +146,22 @@ def emotion_report(emb: Embedded, model, tokenizer) -> dict:
     return out
 
 
-def open_vocabulary_report(emb: Embedded, model, tokenizer) -> dict:
-    """Plain emotion words against never-trained words: each held-out word alone, and all together."""
-    labels = [name for name in model.config.label_names if name in HELD_OUT_VOCABULARY]
+def open_vocabulary_report(emb: Embedded, model, tokenizer, vocabulary=HELD_OUT_VOCABULARY) -> dict:
+    """Plain emotion words against never-trained words: each held-out word alone, and all together
+    (`vocabulary`: the test words; affectvlm.vocabulary.VALIDATION_VOCABULARY for choosing settings)."""
+    labels = [name for name in model.config.label_names if name in vocabulary]
     rows = emb.where(dataset=("synth3d", "synth4d"), label=tuple(labels))
     truth = label_rows(emb, labels, rows)
     plain = accuracy(
         emb.logits(model.encode_prompts(inference_prompts(labels), tokenizer).cpu(), rows), truth
     )
-    words = min(len(HELD_OUT_VOCABULARY[name]) for name in labels)
+    words = min(len(vocabulary[name]) for name in labels)
     alone = []
     for j in range(words):
-        prompts = {
-            name: inference_prompts([HELD_OUT_VOCABULARY[name][j]])[HELD_OUT_VOCABULARY[name][j]]
-            for name in labels
-        }
+        prompts = {name: inference_prompts([vocabulary[name][j]])[vocabulary[name][j]] for name in labels}
         alone.append(accuracy(emb.logits(model.encode_prompts(prompts, tokenizer).cpu(), rows), truth))
     together = {
-        name: [p for word in HELD_OUT_VOCABULARY[name] for p in inference_prompts([word])[word]]
-        for name in labels
+        name: [p for word in vocabulary[name] for p in inference_prompts([word])[word]] for name in labels
     }
     pooled = accuracy(emb.logits(model.encode_prompts(together, tokenizer).cpu(), rows), truth)
     mean_alone = float(np.mean(alone))

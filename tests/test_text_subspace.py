@@ -1,0 +1,96 @@
+"""train/text_subspace.py: the text projection restricted to the span of the trained concepts' prompt centroids.
+
+What it must do: leave every trained concept (each label's and each action unit's prompt centroid, and the
+overall mean) exactly where the trained projection put it, and make the part of a sentence's features outside
+those concepts (what no training prompt ever constrained) count for nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from affectvlm import AffectVLMModel, AffectVLMProcessor
+from affectvlm.testing import tiny_config, tiny_processor, tiny_text_encoder
+from train import text_subspace as ts
+
+LABELS = ["anger", "happiness", "neutral"]
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    return tiny_text_encoder(tmp_path_factory.mktemp("text") / "bert", hidden_size=48)
+
+
+def _model(encoder) -> AffectVLMModel:
+    torch.manual_seed(0)
+    config = tiny_config(
+        text_backbone="pretrained",
+        text_config=AutoConfig.from_pretrained(encoder).to_dict(),
+        text_model_name_or_path=str(encoder),
+        label_names=LABELS,
+    )
+    model = AffectVLMModel(config).eval()
+    model.load_text_weights()
+    return model
+
+
+def test_the_basis_is_orthonormal_and_spans_the_mean_and_every_centroid():
+    g = torch.Generator().manual_seed(0)
+    features = {name: torch.randn(n, 20, generator=g) + 3 for name, n in (("a", 5), ("b", 9), ("c", 4))}
+    features["d"] = (features["a"].mean(0) + features["b"].mean(0)).expand(3, 20) / 2  # a dependent centroid
+    q = ts.concept_basis(features)
+    assert q.shape == (20, 3)  # 4 centroids, one of them dependent on the others (the mean is in their span)
+    torch.testing.assert_close(q.T @ q, torch.eye(3), atol=1e-5, rtol=0)
+    mean = torch.cat(list(features.values())).mean(0)
+    for v in [mean, *(f.mean(0) for f in features.values())]:
+        torch.testing.assert_close(q @ (q.T @ v), v, atol=1e-4, rtol=0)
+
+
+def test_concepts_are_the_labels_and_action_units():
+    prompts = ts.concept_prompts(LABELS)
+    assert set(LABELS) <= set(prompts)
+    assert "AU12 trained" in prompts and "AU12 lip corner puller scoring" in prompts
+    assert all("lip corners pulled up" in p or "corners" in p for p in prompts["AU12 trained"])
+    assert not {"anger", "happiness"} & {w for p in prompts["neutral"] for w in p.rstrip(".").split()}
+
+
+def test_trained_concepts_stay_and_the_untrained_rest_counts_for_nothing(encoder):
+    model = _model(encoder)
+    tok = AutoTokenizer.from_pretrained(encoder)
+    before = model.text_projection.weight.detach().clone()
+    features = {
+        name: ts.pooled_features(model, tok, group) for name, group in ts.concept_prompts(LABELS).items()
+    }
+    info = ts.restrict_text_projection(model, tok)
+    after = model.text_projection.weight.detach()
+    q = ts.concept_basis(features)
+    assert info["rank"] == q.shape[1] == model.config.text_subspace["rank"] <= len(features)
+    for f in features.values():  # each concept's centroid projects exactly as before
+        c = f.mean(0)
+        torch.testing.assert_close(after @ c, before @ c, atol=1e-4, rtol=1e-4)
+    outside = torch.randn(q.shape[0])
+    outside -= q @ (q.T @ outside)  # a direction no training prompt's centroid has
+    assert (before @ outside).norm() > 0.1 and (after @ outside).norm() < 1e-4
+    # A sentence's embedding now depends only on its features' part inside the concepts' span.
+    text = ts.pooled_features(model, tok, ["a face that looks spiffy."])[0]
+    inside = q @ (q.T @ text)
+    torch.testing.assert_close(after @ text, after @ inside, atol=1e-4, rtol=1e-4)
+
+
+def test_the_command_writes_a_new_checkpoint_and_keeps_the_original(encoder, tmp_path):
+    model = _model(encoder)
+    processor = tiny_processor()
+    processor.tokenizer = AutoTokenizer.from_pretrained(encoder)
+    model.save_pretrained(tmp_path / "trained")
+    processor.save_pretrained(tmp_path / "trained")
+    with pytest.raises(ValueError, match="--out must differ"):
+        ts.main(["--model", str(tmp_path / "trained"), "--out", str(tmp_path / "trained")])
+    result = ts.main(["--model", str(tmp_path / "trained"), "--out", str(tmp_path / "restricted")])
+    original = AffectVLMModel.from_pretrained(tmp_path / "trained")
+    restricted = AffectVLMModel.from_pretrained(tmp_path / "restricted")
+    AffectVLMProcessor.from_pretrained(tmp_path / "restricted")  # the processor came along
+    w0, w1 = original.text_projection.weight.detach(), restricted.text_projection.weight.detach()
+    torch.testing.assert_close(w0, model.text_projection.weight.detach())  # untouched
+    assert torch.linalg.matrix_rank(w1) <= result["subspace"]["rank"] < torch.linalg.matrix_rank(w0) + 1
+    assert restricted.config.text_subspace["rank"] == result["subspace"]["rank"]

@@ -1,0 +1,150 @@
+"""Restrict a trained model's text projection to the concepts it was trained on (open-vocabulary words).
+
+A model with a frozen pretrained text encoder (MiniLM) learns a linear projection of the encoder's 384-d
+sentence features into the shared space from a few thousand prompts about seven labels and 25 action units.
+Almost all of what those prompts vary along is wording that every class shares (templates, metadata words,
+synonyms); the projection's response to those directions is barely constrained by the loss, and is left near
+its random start or fitted to noise. A word no prompt contained ("livid") has part of its features along them,
+and lands off its meaning. This tool replaces the projection W with W Q Q^T, Q an orthonormal basis of the
+*concept subspace*: the span of the centroids of each label's training prompts, of each action unit's training
+prompts and of each action unit's scoring prompts (58 of 384 dimensions for the shipped models). A new word
+then acts through its similarity to the trained concepts only. The concepts' centroids keep their
+embeddings exactly and single trained phrasings nearly, so plain-label accuracy and AU scoring barely move.
+
+    python train/text_subspace.py --model /tmp/run/model --out /tmp/run/model-subspace \\
+        --check /path/to/training/cache --check-run /tmp/run/results.json
+
+`--check` reports, on the run's validation subjects only, the plain-label accuracy and the accuracy with each
+class named by one word of affectvlm.vocabulary.VALIDATION_VOCABULARY (never trained, and disjoint from the
+held-out test words), before and after. The output is a normal checkpoint folder; its config records the
+subspace (`text_subspace`: rank and how many prompts defined it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from affectvlm import AffectVLMModel, AffectVLMProcessor  # noqa: E402
+from affectvlm.data.aus import AU_CATALOGUE, au_description  # noqa: E402
+from affectvlm.prompts import PromptBank, au_prompts  # noqa: E402
+from affectvlm.vocabulary import VALIDATION_VOCABULARY  # noqa: E402
+
+
+def concept_prompts(labels: list[str], bank: PromptBank | None = None) -> dict[str, list[str]]:
+    """Concept -> its prompts: each label's metadata-free training prompts, each action unit's training
+    prompts (the AU's description with every emotion word), and each action unit's scoring prompts."""
+    bank = bank or PromptBank()
+    out = {label: bank.all_prompts(label) for label in labels}
+    emotions = [label for label in labels if label != "neutral"]
+    for number in sorted(AU_CATALOGUE):
+        description = au_description(number)
+        trained = {
+            p
+            for label in emotions
+            for p in bank.all_prompts(label, {"aus": {number: 1.0}})
+            if description in p
+        }
+        if trained:
+            out[f"AU{number} trained"] = sorted(trained)
+    out.update({f"{name} scoring": prompts for name, prompts in au_prompts().items()})
+    return out
+
+
+@torch.no_grad()
+def pooled_features(model: AffectVLMModel, tokenizer, prompts: list[str], batch: int = 256) -> torch.Tensor:
+    """(N, H) the frozen text encoder's pooled sentence features, before any projection."""
+    out = []
+    for start in range(0, len(prompts), batch):
+        tokens = tokenizer(
+            prompts[start : start + batch],
+            padding=True,
+            truncation=True,
+            max_length=model.max_text_length,
+            return_tensors="pt",
+        )
+        out.append(model._pooled_text(tokens["input_ids"], tokens["attention_mask"]).float())
+    return torch.cat(out)
+
+
+def concept_basis(features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(H, r) orthonormal basis of the span of the concepts' centroids (the overall mean lies in it)."""
+    centroids = torch.stack([f.double().mean(0) for f in features.values()])
+    u, s, _ = torch.linalg.svd(centroids.T, full_matrices=False)
+    keep = s > 1e-6 * s[0]  # drop dependent directions (float64: rounding stays far below this)
+    return u[:, keep].float()
+
+
+def restrict_text_projection(model: AffectVLMModel, tokenizer) -> dict:
+    """Replace the text projection W by W Q Q^T in place; return what was done (also put in the config)."""
+    if getattr(model, "text_model", None) is None or model.text_projection is None:
+        raise ValueError("the concept subspace needs a model with a pretrained text encoder and a projection")
+    prompts = concept_prompts(list(model.config.label_names))
+    features = {name: pooled_features(model, tokenizer, group) for name, group in prompts.items()}
+    basis = concept_basis(features)
+    weight = model.text_projection.weight
+    weight.data = (weight.data.float() @ basis @ basis.T).to(weight.dtype)
+    if hasattr(model, "_text_memo"):
+        model._text_memo.clear()
+    info = {
+        "rank": int(basis.shape[1]),
+        "of": int(weight.shape[1]),
+        "concepts": len(prompts),
+        "prompts": sum(len(g) for g in prompts.values()),
+        "how": "train/text_subspace.py: W <- W Q Q^T, Q spanning the mean and each label's and action unit's "
+        "prompt centroid",
+    }
+    model.config.text_subspace = info
+    return info
+
+
+def validation_check(model, processor, cache: str, run: str | None) -> dict:
+    """Plain-label and one-validation-word accuracy on the run's validation subjects."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from evaluate import Embedded, open_vocabulary_report
+
+    subjects = set(json.loads(Path(run).read_text())["fold"]["val"]) if run else None
+    emb = Embedded(model, processor, cache, subjects, desc="validation subjects")
+    report = open_vocabulary_report(emb, model, processor.tokenizer, VALIDATION_VOCABULARY)
+    return {k: report[k] for k in ("n", "plain_words", "held_out_one_word_mean", "ratio_one_word")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="The validation words are affectvlm.vocabulary.VALIDATION_VOCABULARY; the test words "
+        "(HELD_OUT_VOCABULARY) are only for train/evaluate.py.",
+    )
+    parser.add_argument("--model", required=True, help="a trained checkpoint folder (e.g. <run>/model)")
+    parser.add_argument("--out", required=True, help="where to write the restricted checkpoint")
+    parser.add_argument("--check", metavar="CACHE", help="the training cache: report on validation subjects")
+    parser.add_argument("--check-run", metavar="RESULTS", help="the run's results.json (its validation fold)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    if out.resolve() == Path(args.model).resolve():
+        raise ValueError("--out must differ from --model: the original checkpoint is kept")
+    model = AffectVLMModel.from_pretrained(args.model).eval()
+    processor = AffectVLMProcessor.from_pretrained(args.model)
+    result = {"before": validation_check(model, processor, args.check, args.check_run)} if args.check else {}
+    result["subspace"] = restrict_text_projection(model, processor.tokenizer)
+    if args.check:
+        result["after"] = validation_check(model, processor, args.check, args.check_run)
+    shutil.copytree(args.model, out, dirs_exist_ok=True)
+    model.save_pretrained(out)
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -94,3 +94,28 @@ def test_the_command_writes_a_new_checkpoint_and_keeps_the_original(encoder, tmp
     torch.testing.assert_close(w0, model.text_projection.weight.detach())  # untouched
     assert torch.linalg.matrix_rank(w1) <= result["subspace"]["rank"] < torch.linalg.matrix_rank(w0) + 1
     assert restricted.config.text_subspace["rank"] == result["subspace"]["rank"]
+
+
+def test_a_run_trained_in_the_subspace_keeps_its_projection_there(encoder, tmp_path):
+    """model.text_subspace=true: the projection starts in the concept subspace and stays there every step."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(root / "train" / "train.py"), "--config", "tiny", "--output-dir", str(out),
+           "--no-progress", "--set", "model.affectvlm.text_backbone=pretrained",
+           "--set", f"model.affectvlm.text_model_name_or_path={encoder}", "--set", "model.text_subspace=true",
+           "--set", "train.max_steps=3", "--set", "train.eval_every=3"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = AffectVLMModel.from_pretrained(out / "model")
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    basis, info = ts.concept_subspace(model, tok)
+    assert model.config.text_subspace["rank"] == info["rank"] < basis.shape[0]
+    w = model.text_projection.weight.detach()
+    torch.testing.assert_close(w @ basis @ basis.T, w, atol=1e-5, rtol=1e-4)  # nothing outside the subspace
+    assert w.norm() > 0.1

@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
         "init": "scratch",
         "clip_name_or_path": None,
         "checkpoint": None,
+        # Train the text projection inside the concept subspace (train/text_subspace.py): restricted at the
+        # start and after every optimizer step, so the view encoder learns against what is served.
+        "text_subspace": False,
         "clip": {
             "hidden_size": 32,
             "num_layers": 2,

@@ -82,25 +82,36 @@ def concept_basis(features: dict[str, torch.Tensor]) -> torch.Tensor:
     return u[:, keep].float()
 
 
-def restrict_text_projection(model: AffectVLMModel, tokenizer) -> dict:
-    """Replace the text projection W by W Q Q^T in place; return what was done (also put in the config)."""
+def concept_subspace(model: AffectVLMModel, tokenizer) -> tuple[torch.Tensor, dict]:
+    """The (H, r) basis of `model`'s concept subspace, and a record of how it was made."""
     if getattr(model, "text_model", None) is None or model.text_projection is None:
         raise ValueError("the concept subspace needs a model with a pretrained text encoder and a projection")
     prompts = concept_prompts(list(model.config.label_names))
-    features = {name: pooled_features(model, tokenizer, group) for name, group in prompts.items()}
-    basis = concept_basis(features)
-    weight = model.text_projection.weight
-    weight.data = (weight.data.float() @ basis @ basis.T).to(weight.dtype)
-    if hasattr(model, "_text_memo"):
-        model._text_memo.clear()
+    basis = concept_basis({name: pooled_features(model, tokenizer, group) for name, group in prompts.items()})
     info = {
         "rank": int(basis.shape[1]),
-        "of": int(weight.shape[1]),
+        "of": int(basis.shape[0]),
         "concepts": len(prompts),
         "prompts": sum(len(g) for g in prompts.values()),
-        "how": "train/text_subspace.py: W <- W Q Q^T, Q spanning the mean and each label's and action unit's "
-        "prompt centroid",
+        "how": "train/text_subspace.py: W <- W Q Q^T, Q spanning each label's and action unit's prompt centroid",
     }
+    return basis, info
+
+
+@torch.no_grad()
+def project_text_projection(model: AffectVLMModel, basis: torch.Tensor) -> None:
+    """W <- W Q Q^T in place (also after each optimizer step of a run trained in the subspace)."""
+    weight = model.text_projection.weight
+    q = basis.to(weight.device)
+    weight.copy_((weight.float() @ q @ q.T).to(weight.dtype))
+    if hasattr(model, "_text_memo"):
+        model._text_memo.clear()  # pooled features stay valid, but drop them with the change anyway
+
+
+def restrict_text_projection(model: AffectVLMModel, tokenizer) -> dict:
+    """Replace the text projection W by W Q Q^T in place; return what was done (also put in the config)."""
+    basis, info = concept_subspace(model, tokenizer)
+    project_text_projection(model, basis)
     model.config.text_subspace = info
     return info
 

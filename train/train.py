@@ -61,6 +61,7 @@ from train.data import (  # noqa: E402
     split_dataset,
 )
 from train.metrics import classification_metrics  # noqa: E402
+from train.text_subspace import concept_subspace, project_text_projection  # noqa: E402
 
 CHECKPOINT_PREFIX = "step_"
 TRAINER_STATE = "trainer_state.json"
@@ -116,6 +117,16 @@ def _from_checkpoint(source: str, data: dict, render_settings: dict | None):
     if render_settings:
         processor.render_settings = dict(render_settings)
     return model, processor
+
+
+def _text_basis(config: dict, model: AffectVLMModel, tokenizer) -> torch.Tensor | None:
+    """With model.text_subspace: the concept subspace's basis, the projection already restricted to it."""
+    if not config["model"]["text_subspace"]:
+        return None
+    basis, info = concept_subspace(model, tokenizer)
+    project_text_projection(model, basis)
+    model.config.text_subspace = info
+    return basis
 
 
 def _pretrained_text(overrides: dict) -> str | None:
@@ -651,6 +662,7 @@ def training_function(config: dict, args) -> dict:
     augment = build_augment(config, view_names).train()
     au_cfg = config["au"]
     aus = AUTargets(prompts.tokenize, au_cfg["active_from"]) if au_cfg["weight"] > 0 else None
+    text_basis = _text_basis(config, model, tokenizer)
     module = TrainModule(model, au_cfg["weight"], len(aus.numbers) if aus else 0)
     module = sync_batchnorm(module, accelerator)
     optimizer = torch.optim.AdamW(
@@ -724,6 +736,8 @@ def training_function(config: dict, args) -> dict:
             # -- one optimizer step done --
             with torch.no_grad():  # CLIP's clamp: the temperature never exceeds logit_scale_max (open_clip)
                 unwrapped.clip.logit_scale.clamp_(0, logit_scale_max)
+            if text_basis is not None:
+                project_text_projection(unwrapped, text_basis)
             state["global_step"] += 1
             step = state["global_step"]
             bar.update(1)

@@ -371,6 +371,10 @@ def test_class_balanced_batches_draw_every_label_equally_often_and_reproducibly(
     first = list(sampler)
     sampler.set_position(epoch=3, start=2)
     assert list(sampler) == first and len(first) == 8  # a pure function of (seed, epoch): resumable
+    # Within groups (datasets: 3D scans, 4D sequences): labels even out in each, each keeps its share.
+    grouped = class_balance_weights([0] * 45 + [1] * 5 + [0] * 10 + [1] * 40, 1.0, [0] * 50 + [1] * 50)
+    shares = [grouped[a:b].sum() / grouped.sum() for a, b in ((0, 45), (45, 50), (50, 60), (60, 100))]
+    assert shares == pytest.approx([0.25, 0.25, 0.25, 0.25])
     half = class_balance_weights(labels, 0.5)  # partial balance: weights in proportion to count ** -0.5
     assert half[-1] / half[0] == pytest.approx(3.0)
     with pytest.raises(ValueError, match="weights"):

@@ -62,10 +62,11 @@ DEFAULTS: dict[str, Any] = {
         "fold_seed": 0,
         "val_fraction": 0.15,
         "num_workers": 0,
-        # Class balance of the training batches: each sample is drawn with probability proportional to
-        # (its label's count) ** -class_balance, with replacement, a fresh draw per epoch. 0 (default): every
-        # sample once per epoch, in a shuffled order; 1: every label equally often (SynthFER-3D has 2 neutral
-        # samples per subject against 5 of each emotion, so neutral is then drawn 2.5x as often).
+        # Class balance of the training batches, within each dataset (3D scans, 4D sequences), each keeping
+        # its share of the draws: a sample is drawn with probability proportional to (count of its label in
+        # its dataset) ** -class_balance, with replacement, a fresh draw per epoch. 0 (default): every sample
+        # once per epoch, shuffled; 1: every label of a dataset equally often (SynthFER-3D has 1 neutral scan
+        # per subject against 4 of each emotion, so 3D neutral scans are then drawn about 3.6x as often).
         "class_balance": 0.0,
         "toy": {"num_subjects": 10, "image_size": 32, "noise": 0.25, "intensities": 2},
     },

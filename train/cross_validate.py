@@ -105,14 +105,18 @@ def resolve_task(cache_dir: Path, task: str | None) -> tuple[str, str, list[str]
     """(dataset, task, the cache `dataset` values to keep) for a cache and the --task asked for."""
     info = cache_dir / "cache.json"
     if not info.is_file():
-        raise SystemExit(f"{cache_dir} is not a render cache (no cache.json): python -m affectvlm.data prepare")
+        raise SystemExit(
+            f"{cache_dir} is not a render cache (no cache.json): python -m affectvlm.data prepare"
+        )
     dataset = json.loads(info.read_text()).get("dataset", "synth")
     if dataset == "synth":
         task = task or "3d"
         return dataset, task, TASKS[task]
     own = DATASET_TASK.get(dataset)
     if task not in (None, "all", own):
-        raise SystemExit(f"--task {task}: a {DATASET_TITLE.get(dataset, dataset)} cache holds {own} data only")
+        raise SystemExit(
+            f"--task {task}: a {DATASET_TITLE.get(dataset, dataset)} cache holds {own} data only"
+        )
     return dataset, own or "all", None
 
 
@@ -420,7 +424,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.cache_dir:
         cache_dir = Path(args.cache_dir)
     elif args.prepare_synth:
-        cache_dir = prepare_synth_cache(cache_root, args.prepare_synth, size, args.frames, args.preset, seed=0)
+        cache_dir = prepare_synth_cache(
+            cache_root, args.prepare_synth, size, args.frames, args.preset, seed=0
+        )
     else:
         if not args.root:
             raise SystemExit(f"--prepare {args.prepare} needs --root (the dataset folder)")
@@ -459,8 +465,13 @@ def main(argv: list[str] | None = None) -> dict:
         "variants": summary,
         # every distinct library/hardware setting the runs were made with (one, unless runs were moved)
         "environments": [
-            dict(e) for e in {json.dumps(r.get("environment"), sort_keys=True): r.get("environment")
-                              for rs in runs.values() for r in rs if r.get("environment")}.values()
+            dict(e)
+            for e in {
+                json.dumps(r.get("environment"), sort_keys=True): r.get("environment")
+                for rs in runs.values()
+                for r in rs
+                if r.get("environment")
+            }.values()
         ],  # fmt: skip
     }
     (out / f"results{args.report_suffix}.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -51,6 +51,10 @@ class ViewsDataset(Dataset):
     def labels_array(self) -> np.ndarray:
         raise NotImplementedError
 
+    def datasets_array(self) -> np.ndarray:
+        """Per sample, an id of its dataset (3D scans, 4D sequences): class balancing works within each."""
+        return np.zeros(len(self.labels_array()), dtype=np.int64)
+
 
 class SubsetViews(ViewsDataset):
     def __init__(self, base: ViewsDataset, keep: Sequence[int]):
@@ -66,6 +70,9 @@ class SubsetViews(ViewsDataset):
 
     def labels_array(self) -> np.ndarray:
         return self.base.labels_array()[self.keep]
+
+    def datasets_array(self) -> np.ndarray:
+        return self.base.datasets_array()[self.keep]
 
 
 def collate_batched(batch):
@@ -176,6 +183,8 @@ class CacheViews(ViewsDataset):
         entries = [self.cache.entries[i] for i in keep]
         label_index = {name: i for i, name in enumerate(self.label_names)}
         self._labels = np.asarray([label_index[e["label"]] for e in entries], dtype=np.int64)
+        datasets_seen = sorted({str(e.get("dataset")) for e in entries})
+        self._datasets = np.asarray([datasets_seen.index(str(e.get("dataset"))) for e in entries])
         self.subjects = [e["subject"] for e in entries]
         self._metadata = [{**e.get("metadata", {}), "intensity": e.get("intensity")} for e in entries]
         missing = [v for v in self.view_names if v not in cache_view_names]
@@ -195,6 +204,9 @@ class CacheViews(ViewsDataset):
 
     def labels_array(self) -> np.ndarray:
         return self._labels
+
+    def datasets_array(self) -> np.ndarray:
+        return self._datasets
 
 
 def build_dataset(config: dict) -> ViewsDataset:
@@ -300,10 +312,19 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             yield order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
 
 
-def class_balance_weights(labels: Sequence[int], power: float) -> np.ndarray | None:
-    """Per-sample draw weights (label count) ** -power, or None for power 0 (plain shuffling)."""
+def class_balance_weights(
+    labels: Sequence, power: float, groups: Sequence | None = None
+) -> np.ndarray | None:
+    """Per-sample draw weights: within each group (dataset), (the sample's label count) ** -power, scaled so
+    that the group keeps its share of the draws (its share of the samples). None for power 0 (shuffling)."""
     if power == 0:
         return None
     labels = np.asarray(labels)
-    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    return counts[inverse].astype(np.float64) ** -float(power)
+    groups = np.zeros(len(labels), dtype=np.int64) if groups is None else np.asarray(groups)
+    weights = np.empty(len(labels), dtype=np.float64)
+    for g in np.unique(groups):
+        inside = groups == g
+        _, inverse, counts = np.unique(labels[inside], return_inverse=True, return_counts=True)
+        w = counts[inverse].astype(np.float64) ** -float(power)
+        weights[inside] = w * inside.sum() / w.sum()  # the group's total draw share is unchanged
+    return weights

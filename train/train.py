@@ -572,7 +572,7 @@ def get_dataloaders(config: dict, dataset):
     d, t = config["data"], config["train"]
     fold = fold_of(config, dataset.subjects)
     train_ds, val_ds, test_ds = split_dataset(dataset, fold)
-    weights = class_balance_weights(train_ds.labels_array(), d["class_balance"])
+    weights = class_balance_weights(train_ds.labels_array(), d["class_balance"], train_ds.datasets_array())
     sampler = EpochBatchSampler(
         len(train_ds), t["batch_size"], config["seed"], multiple_of=t["grad_accum"], weights=weights
     )

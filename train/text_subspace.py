@@ -103,9 +103,7 @@ def project_text_projection(model: AffectVLMModel, basis: torch.Tensor) -> None:
     """W <- W Q Q^T in place (also after each optimizer step of a run trained in the subspace)."""
     weight = model.text_projection.weight
     q = basis.to(weight.device)
-    weight.copy_((weight.float() @ q @ q.T).to(weight.dtype))
-    if hasattr(model, "_text_memo"):
-        model._text_memo.clear()  # pooled features stay valid, but drop them with the change anyway
+    weight.copy_((weight.float() @ q @ q.T).to(weight.dtype))  # (the memo of pooled features stays valid)
 
 
 def restrict_text_projection(model: AffectVLMModel, tokenizer) -> dict:

@@ -79,6 +79,7 @@ def test_report_accuracy_is_the_models_own_score(setup):
     assert set(r["action_units"]["per_au"]) <= {"AU4 brow lowerer", "AU12 lip corner puller"}
     assert r["compound"]["n"] == 1 and r["compound"]["chance"] == pytest.approx(1 / 15)
     assert 0 <= r["calibration"]["ece_before"] <= 1
+    assert r["open_vocabulary"]["text_encoder_alone"] is None  # a CLIP text tower has no frozen own space
     assert json.loads((root / "report.json").read_text())["caches"]["held"]["emotions"] == r["emotions"]
 
 

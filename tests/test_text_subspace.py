@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from affectvlm import AffectVLMModel, AffectVLMProcessor
+from affectvlm.prompts import inference_prompts
 from affectvlm.testing import tiny_config, tiny_processor, tiny_text_encoder
 from train import text_subspace as ts
 
@@ -119,3 +120,34 @@ def test_a_run_trained_in_the_subspace_keeps_its_projection_there(encoder, tmp_p
     w = model.text_projection.weight.detach()
     torch.testing.assert_close(w @ basis @ basis.T, w, atol=1e-5, rtol=1e-4)  # nothing outside the subspace
     assert w.norm() > 0.1
+
+
+def test_the_text_encoders_own_word_placement(encoder, monkeypatch):
+    """evaluate.py's language-side ceiling: a class's own word sits nearest it; a swapped word does not.
+    (A random tiny encoder maps every prompt to nearly the same point, so the encoder's own space is stood in
+    for by bags of words here.)"""
+    from train.evaluate import _encoder_word_placement
+
+    vocab = sorted(
+        {w for p in inference_prompts(LABELS + ["cheerful"]).values() for t in p for w in t.split()}
+    )
+
+    def bag_of_words(prompts, tokenizer=None, projected=True):
+        assert not projected  # the placement is measured before the projection
+        rows = []
+        for group in prompts.values():
+            counts = torch.zeros(len(vocab))
+            for text in group:
+                for word in text.split():
+                    counts[vocab.index(word)] += 1
+            rows.append(counts)
+        return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+
+    model = _model(encoder)
+    monkeypatch.setattr(model, "encode_prompts", bag_of_words)
+    own = {label: (label,) for label in LABELS}
+    swapped = {"anger": ("happiness",), "happiness": ("neutral",), "neutral": ("anger",)}
+    assert _encoder_word_placement(model, None, LABELS, own) == 1.0
+    assert _encoder_word_placement(model, None, LABELS, swapped) == 0.0
+    mixed = {"anger": ("anger", "neutral"), "happiness": ("cheerful", "happiness"), "neutral": ("neutral",)}
+    assert _encoder_word_placement(model, None, LABELS, mixed) == pytest.approx(3 / 5)

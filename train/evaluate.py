@@ -166,6 +166,7 @@ def open_vocabulary_report(emb: Embedded, model, tokenizer, vocabulary=HELD_OUT_
     pooled = accuracy(emb.logits(model.encode_prompts(together, tokenizer).cpu(), rows), truth)
     mean_alone = float(np.mean(alone))
     return {
+        "text_encoder_alone": _encoder_word_placement(model, tokenizer, labels, vocabulary),
         "n": len(rows),
         "plain_words": plain,
         "held_out_each_word_alone": alone,
@@ -174,6 +175,20 @@ def open_vocabulary_report(emb: Embedded, model, tokenizer, vocabulary=HELD_OUT_
         "ratio_one_word": mean_alone / plain if plain else None,
         "ratio_all_words": pooled / plain if plain else None,
     }
+
+
+def _encoder_word_placement(model, tokenizer, labels: list[str], vocabulary) -> float | None:
+    """The language side's own ceiling: the share of the never-trained words whose prompts, in the text
+    encoder's own space (before any projection), lie nearest their class's plain word of all the classes."""
+    if getattr(model, "text_model", None) is None:
+        return None
+    plain = model.encode_prompts(inference_prompts(labels), tokenizer, projected=False).float()
+    hits = []
+    for i, name in enumerate(labels):
+        words = {w: inference_prompts([w])[w] for w in vocabulary[name]}
+        own = model.encode_prompts(words, tokenizer, projected=False).float()
+        hits += ((own @ plain.T).argmax(-1) == i).tolist()
+    return float(np.mean(hits))
 
 
 def au_report(emb: Embedded, model, tokenizer) -> dict:
@@ -317,6 +332,11 @@ def summary(report: dict) -> str:
         lines.append(
             f"[{name}] open vocabulary: plain {ov['plain_words']:.3f}, one held-out word {ov['held_out_one_word_mean']:.3f}"
             f" (x{ov['ratio_one_word']:.2f}), all held-out words {ov['held_out_all_words']:.3f} (x{ov['ratio_all_words']:.2f})"
+            + (
+                f"; the text encoder alone puts {ov['text_encoder_alone']:.2f} of the words nearest their class"
+                if ov.get("text_encoder_alone") is not None
+                else ""
+            )
         )
         au = r["action_units"]
         if au:

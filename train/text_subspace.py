@@ -7,7 +7,7 @@ synonyms); the projection's response to those directions is barely constrained b
 its random start or fitted to noise. A word no prompt contained ("livid") has part of its features along them,
 and lands off its meaning. This tool replaces the projection W with W Q Q^T, Q an orthonormal basis of the
 *concept subspace*: the span of the centroids of each label's training prompts, of each action unit's training
-prompts and of each action unit's scoring prompts (58 of 384 dimensions for the shipped models). A new word
+prompts and of each action unit's scoring prompts (57 of 384 dimensions for the shipped models). A new word
 then acts through its similarity to the trained concepts only. The concepts' centroids keep their
 embeddings exactly and single trained phrasings nearly, so plain-label accuracy and AU scoring barely move.
 

@@ -28,8 +28,4 @@ def example_face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # and the entry must go.
 KNOWN_WRONG: dict[str, str] = {}
 # The same for the frame-by-frame reading of a sequence (its answer as a whole is right).
-KNOWN_WRONG_FRAMES = {
-    "sequence_ict_subject1_surprise": "the apex frames read as surprise (0.66-0.83), but the neutral frames of this "
-    "ICT face read as disgust (0.85 among the six emotions; 0.78 with neutral offered): the default model's "
-    "neutral recall is 0.775 (docs/RESULTS.md)",
-}
+KNOWN_WRONG_FRAMES: dict[str, str] = {}

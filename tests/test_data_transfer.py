@@ -1,4 +1,5 @@
-"""The ICT FaceKit's AU shapes carried onto the Surrey Face Model (affectvlm.data.transfer, ``sfm_binding``).
+"""The ICT FaceKit's AU shapes carried onto the Surrey Face Model (affectvlm.data.transfer, ``sfm_binding``), and
+the SFM's whole-emotion blendshapes onto the kit (``ict_binding="blend"``).
 
 The geometry helpers are checked on their own (closest points against brute force, the similarity and the
 thin-plate spline against known maps, a correspondence against a mesh whose answer is known); the transfer
@@ -14,6 +15,7 @@ from affectvlm.data.transfer import (
     SFM_IBUG_LANDMARKS,
     closest_on_triangles,
     correspond,
+    harmonic_fill,
     ict_to_sfm,
     similarity,
     thin_plate_warp,
@@ -179,3 +181,50 @@ def test_mixed_expressions_split_the_sfm_subjects_between_two_recipes(models):
         assert np.array_equal(scan.vertices, same.scan(i, "anger", 3).vertices)
     sfm_kinds = kinds[0::2]
     assert set(kinds[1::2]) == {"aus"} and 2 <= sfm_kinds.count("aus") <= 6, kinds
+
+
+def test_harmonic_fill_solves_for_the_free_vertices():
+    """A fan of triangles: the free vertices 1-3 of the path 0-4 (both held, at 0 and 4 mm) also touch the hub 5
+    (held at 2 mm); each free value is the mean of its neighbours: 4/3, 2, 8/3."""
+    faces = np.array([[0, 1, 5], [1, 2, 5], [2, 3, 5], [3, 4, 5]])
+    d = np.zeros((6, 3))
+    d[4, 0], d[5, 0] = 4.0, 2.0
+    free = np.array([0, 1, 1, 1, 0, 0], bool)
+    out = harmonic_fill(np.stack([d, 2 * d]), faces, free, iterations=500)
+    np.testing.assert_allclose(out[0, :, 0], [0, 4 / 3, 2, 8 / 3, 4, 2], atol=1e-4)
+    np.testing.assert_allclose(out[1], 2 * out[0], atol=1e-4)  # each leading slice on its own
+    np.testing.assert_array_equal(out[0, ~free], d[~free])  # held vertices untouched
+
+
+def test_the_sfm_blendshapes_on_ict_faces(models):
+    """``ict_binding="blend"``: ICT identities show the SFM's whole-emotion shapes (a third expression recipe). A
+    smile lifts the kit's lip corners, surprise drops its chin and raises its brows, neighbouring face vertices
+    move alike (the lips do not tear), no AUs are recorded, and the default recipe is unchanged."""
+    from affectvlm.data.aus import recorded_aus
+    from affectvlm.data.synth import EMOTIONS, SynthConfig, SynthFER3D
+
+    sfm, ict, *_ = models
+    cfg = SynthConfig(face_model="ict", ict_binding="blend", num_subjects=2)
+    gen = SynthFER3D(cfg, sfm, ict)
+    shapes, marks = gen._ict_blend_shapes, ict.landmarks68
+    happy, surprise = shapes[EMOTIONS.index("happiness")], shapes[EMOTIONS.index("surprise")]
+    assert happy[[marks[48], marks[54]], 1].min() > 3.0
+    assert surprise[marks[8], 1] < -10.0 and surprise[[marks[19], marks[24]], 1].min() > 3.0
+    tri, stop = gen._ict_face.parts.triangles, ict.regions["face"].vertices.stop
+    edges = np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]])
+    edges = edges[(edges < stop).all(1)]
+    for shape in (happy, surprise):  # without the fill at the lip line the jumps reach 14 and 30 mm
+        assert np.linalg.norm(shape[edges[:, 0]] - shape[edges[:, 1]], axis=1).max() < 6.0
+    scan = gen.scan(0, "happiness", 4)
+    meta = scan.metadata
+    assert meta["expressions"] == "blendshapes" and meta["blend_binding"] == "transfer"
+    assert recorded_aus(meta) is None  # the blend's AUs are not rendered AUs
+    aus = SynthFER3D(cfg.replace(ict_binding="aus"), sfm, ict).scan(0, "happiness", 4)
+    assert aus.metadata["expressions"] == "aus" and not np.array_equal(scan.vertices, aus.vertices)
+    assert (
+        "ict_binding" not in SynthConfig(face_model="ict").to_dict()
+        and cfg.to_dict()["ict_binding"] == "blend"
+    )
+    assert gen.scan(1, "happily_surprised", 4).metadata["expressions"] == "aus"  # compounds stay AUs
+    seq = gen.sequence(0, "surprise", num_frames=4)
+    assert len(seq.frames) == 4 and seq.metadata["blend_binding"] == "transfer"

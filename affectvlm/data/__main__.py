@@ -63,6 +63,12 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
         "correspondence (needs the ICT FaceKit; real AUs) (default: blend)",
     )  # fmt: skip
     g.add_argument(
+        "--ict-binding", default="aus", choices=["aus", "blend"],
+        help="how ICT FaceKit subjects render the six emotions: the kit's own action-unit shapes, or the SFM's "
+        "six whole-emotion blendshapes carried onto its vertices (needs the SFM too; a held-out recipe for models "
+        "trained on AU-built ICT faces) (default: aus)",
+    )  # fmt: skip
+    g.add_argument(
         "--neutral",
         action="store_true",
         help="neutral as a seventh class in 4D too: one neutral sequence per subject (3D always has its neutral scan)",
@@ -89,7 +95,8 @@ def _synth_config(args):
 
     overrides = {
         "seed": args.seed, "num_subjects": args.subjects, "face_model": args.face_model,
-        "expressions": args.expressions, "sfm_binding": args.sfm_binding, "neutral": args.neutral,
+        "expressions": args.expressions, "sfm_binding": args.sfm_binding, "ict_binding": args.ict_binding,
+        "neutral": args.neutral,
         "compound": args.compound,
         "realism": realism_preset(args.realism),
     }  # fmt: skip

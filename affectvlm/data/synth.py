@@ -76,6 +76,7 @@ __all__ = [
     "AU_GAINS",
     "EXPRESSION_MODES",
     "SFM_BINDINGS",
+    "ICT_BINDINGS",
     "FACE_MODELS",
     "FACE_MODEL_CHOICES",
     "LICENCES",
@@ -138,6 +139,13 @@ EXPRESSION_MODES = ("blendshapes", "aus", "mixed")
 # How an SFM subject renders action units: `blend` (SFM_BINDING: a blend of its six emotion shapes, nominal AUs)
 # or `transfer` (the ICT FaceKit's AU shapes carried onto the SFM's vertices, affectvlm.data.transfer).
 SFM_BINDINGS = ("blend", "transfer")
+# How ICT FaceKit subjects render the basic emotions: `aus` (the kit's own AU shapes, the default) or `blend`
+# (the SFM's six whole-emotion blendshapes carried onto the kit's vertices, affectvlm.data.transfer.sfm_to_ict:
+# a recipe of one face model on the other's identities). Compound expressions always use action units.
+ICT_BINDINGS = ("aus", "blend")
+_LIP_BAND_MM = (
+    5.0  # ict_binding="blend": the kit's vertices this near its inner lip line take the smooth fill
+)
 LICENCES = {
     "sfm": "non-commercial: research and teaching only (Surrey Face Model)",
     "ict": "MIT (ICT FaceKit, USC Institute for Creative Technologies)",
@@ -245,6 +253,10 @@ class SynthConfig:
     six emotion shapes, :data:`affectvlm.data.aus.SFM_BINDING`; the AUs it records are nominal) or ``transfer``
     (the ICT FaceKit's AU shapes carried onto the SFM through a dense correspondence, :mod:`.transfer`; needs
     the ICT FaceKit; real per-side AUs, as on ICT subjects)."""
+    ict_binding: str = "aus"
+    """How ICT FaceKit subjects render the six emotions: ``aus`` (the kit's own action-unit shapes) or ``blend``
+    (the SFM's six whole-emotion blendshapes carried onto the kit's vertices, :func:`.transfer.sfm_to_ict`;
+    needs the SFM too; the AUs it records are nominal, as the SFM blend's). Compounds always use AUs."""
     neutral: bool = False
     """A neutral 4D sequence per subject too (the 3D set always has one neutral scan per subject)."""
     compound: bool = False
@@ -305,6 +317,8 @@ class SynthConfig:
             raise ValueError(f"expressions must be one of {EXPRESSION_MODES}, got {self.expressions!r}")
         if self.sfm_binding not in SFM_BINDINGS:
             raise ValueError(f"sfm_binding must be one of {SFM_BINDINGS}, got {self.sfm_binding!r}")
+        if self.ict_binding not in ICT_BINDINGS:
+            raise ValueError(f"ict_binding must be one of {ICT_BINDINGS}, got {self.ict_binding!r}")
         if not isinstance(self.au_sampling, AUSampleConfig):
             raise ValueError(f"au_sampling must be an AUSampleConfig, got {self.au_sampling!r}")
         if self.au_timing_jitter < 0 or self.blink_rate < 0:
@@ -331,7 +345,8 @@ class SynthConfig:
     @property
     def uses_aus(self) -> bool:
         """Whether any sample goes through action units (ICT subjects, ``expressions="aus"``, compounds)."""
-        return self.face_model != "sfm" or self.expressions != "blendshapes" or self.compound
+        ict_aus = self.face_model != "sfm" and self.ict_binding == "aus"
+        return ict_aus or self.expressions != "blendshapes" or self.compound
 
     @classmethod
     def preset(cls, name: str, **overrides) -> SynthConfig:
@@ -359,6 +374,7 @@ _V2_FIELDS = (
     "face_model",
     "expressions",
     "sfm_binding",
+    "ict_binding",
     "neutral",
     "compound",
     "au_sampling",
@@ -980,13 +996,43 @@ class SynthFER3D:
             raise ValueError(f"label {label!r} is not 'neutral' or one of {EMOTIONS}")
         return (subject.style[EMOTIONS.index(label)] * strength).astype(np.float32)
 
-    def _displacement(self, weights: np.ndarray, asymmetry: float) -> np.ndarray:
+    def _displacement(self, weights: np.ndarray, asymmetry: float, face_model: str = "sfm") -> np.ndarray:
         """(6,) weights -> (N, 3) displacement, symmetrised through the vertex pairs and then given a
         left/right gain difference, so that asymmetry is controlled rather than inherited from the
-        blendshapes."""
+        blendshapes. On an ICT subject (``ict_binding="blend"``) the same, through the SFM's symmetrised shapes
+        carried onto the kit's vertices."""
+        if face_model == "ict":
+            d = np.tensordot(weights, self._ict_blend_shapes, axes=1)
+            return d * (1.0 + asymmetry * self._ict_side)[:, None]
         d = np.tensordot(weights, self.sfm.expressions, axes=1)  # (6,) x (6, N, 3) -> (N, 3)
         d = 0.5 * (d + self._mirror(d))
         return d * (1.0 + asymmetry * self._side)[:, None]
+
+    @cached_property
+    def _ict_blend_shapes(self) -> np.ndarray:
+        """(6, n, 3) the SFM's six emotion blendshapes, symmetrised, carried onto the ICT face's vertices."""
+        from .transfer import harmonic_fill, sfm_to_ict
+
+        face, ict = self._ict_face, self.ict
+        corr = sfm_to_ict(ict.neutral[: face.n], ict.landmarks68, self.sfm.mean, self.sfm.triangles)
+        shapes = self.sfm.expressions
+        moved = corr.transfer(self.sfm.triangles, 0.5 * (shapes + self._mirror(shapes)))
+        # The kit's mouth and eye sockets lie off the SFM's closed surface, and near the lip line an upper-lip
+        # vertex can land on the SFM's lower lip (and the reverse): there, within the face region, the motion is
+        # the smooth fill of the motion around (the head and neck keep the fade-out to still).
+        neutral = ict.neutral[: face.n]
+        inner_lip = neutral[np.asarray(ict.landmarks68)[60:68]]
+        along = np.linspace(0.0, 1.0, 16)[:, None, None]
+        line = (inner_lip + along * (np.roll(inner_lip, -1, axis=0) - inner_lip)).reshape(-1, 3)
+        near_lips = np.min(np.linalg.norm(neutral[:, None] - line[None], axis=-1), axis=1) < _LIP_BAND_MM
+        free = ((corr.weight < 1.0) | near_lips) & (np.arange(face.n) < ict.regions["face"].vertices.stop)
+        return harmonic_fill(moved, face.parts.triangles, free)
+
+    @cached_property
+    def _ict_side(self) -> np.ndarray:
+        """(n,) in [-1, 1]: which side of the ICT face each vertex is on (as `_side` for the SFM)."""
+        x = self.ict.neutral[: self._ict_face.n, 0] - self.ict.neutral[self.ict.nose_tip_index, 0]
+        return np.tanh(x / 20.0).astype(np.float32)
 
     def _own_aus(self, subject: SynthSubject) -> bool:
         """Whether the subject renders action units with per-AU shapes (ICT FaceKit, or the SFM with the kit's
@@ -994,9 +1040,13 @@ class SynthFER3D:
         return subject.face_model == "ict" or self.config.sfm_binding == "transfer"
 
     def uses_aus(self, subject: SynthSubject, label: str) -> bool:
-        """Whether this sample's expression is built from action units (ICT subjects, ``expressions="aus"``,
-        compound labels) rather than the SFM's blendshapes."""
-        return subject.face_model == "ict" or self._sfm_aus(subject) or label in COMPOUND_LABELS
+        """Whether this sample's expression is built from action units (ICT subjects unless
+        ``ict_binding="blend"``, ``expressions="aus"``, compound labels) rather than the SFM's blendshapes."""
+        if label in COMPOUND_LABELS:
+            return True
+        if subject.face_model == "ict":
+            return self.config.ict_binding == "aus"
+        return self._sfm_aus(subject)
 
     def _sfm_aus(self, subject: SynthSubject) -> bool:
         """Whether an SFM subject's basic emotions are action units (``expressions="aus"``, or half the subjects
@@ -1050,7 +1100,7 @@ class SynthFER3D:
                 return self._ict_face.displacement(aus, sample.asymmetry)
             return _au_displacement(self.ict.expression_names, self._sfm_au_shapes, aus, sample.asymmetry)
         weights = expression.blendshapes if aus is None else _sfm_vector(SFM_BINDING.shape_weights(aus))
-        return self._displacement(weights, expression.asymmetry)
+        return self._displacement(weights, expression.asymmetry, s.face_model)
 
     def _metadata(self, s: SynthSubject, label: str, expression: _Expression) -> dict:
         meta = {
@@ -1062,6 +1112,8 @@ class SynthFER3D:
             meta["blendshapes"] = {
                 name: round(float(w), 4) for name, w in zip(EMOTIONS, expression.blendshapes)
             }
+            if s.face_model == "ict":  # the SFM's blendshapes on the kit's vertices
+                meta["blend_binding"] = "transfer"
         sample = expression.sample
         if sample is None:
             return meta
@@ -1321,7 +1373,7 @@ class SynthFER3D:
         or each AU following the envelope shifted by its own time shift, plus the blinks."""
         s, expression, weights = plan.subject, plan.expression, plan.weights
         if expression.sample is None:
-            d = self._displacement(expression.blendshapes, expression.asymmetry)
+            d = self._displacement(expression.blendshapes, expression.asymmetry, s.face_model)
             return weights[frame_indices, None, None] * d[None]
         t = np.arange(len(weights), dtype=np.float64)
         apex = expression.sample.au_weights

@@ -1,4 +1,5 @@
-"""The ICT FaceKit's expression shapes carried onto the Surrey Face Model through a dense correspondence.
+"""The ICT FaceKit's expression shapes carried onto the Surrey Face Model through a dense correspondence
+(and, in reverse, the SFM's whole-emotion blendshapes onto the ICT FaceKit: :func:`sfm_to_ict`).
 
 The SFM has six whole-emotion blendshapes and no action units; the ICT FaceKit has 53 ARKit shapes with a
 FACS table (:data:`affectvlm.data.aus.ICT_AU_SHAPES`). To give SFM identities real action units, each ICT
@@ -162,12 +163,50 @@ def correspond(
     return Correspondence(tri, bary, dist, weight, scale * rotation)
 
 
+def _shared_landmarks(ict_landmarks68) -> tuple[np.ndarray, np.ndarray]:
+    """(SFM vertex, ICT vertex) index arrays of the iBUG landmarks both models define."""
+    ibug = sorted(SFM_IBUG_LANDMARKS)
+    sfm_marks = np.array([SFM_IBUG_LANDMARKS[i] for i in ibug])
+    return sfm_marks, np.asarray(ict_landmarks68)[np.array(ibug) - 1]
+
+
 def ict_to_sfm(
     sfm_mean: np.ndarray, ict_neutral: np.ndarray, ict_faces: np.ndarray, ict_landmarks68
 ) -> Correspondence:
     """The correspondence of the SFM mean's vertices on the ICT FaceKit's face (both in mm) through the iBUG
     landmarks they share (:data:`SFM_IBUG_LANDMARKS`; `ict_landmarks68` 0-based, Multi-PIE order)."""
-    ibug = sorted(SFM_IBUG_LANDMARKS)
-    sfm_marks = np.array([SFM_IBUG_LANDMARKS[i] for i in ibug])
-    ict_marks = np.asarray(ict_landmarks68)[np.array(ibug) - 1]
+    sfm_marks, ict_marks = _shared_landmarks(ict_landmarks68)
     return correspond(sfm_mean, sfm_marks, ict_neutral, ict_faces, ict_marks)
+
+
+def sfm_to_ict(
+    ict_neutral: np.ndarray, ict_landmarks68, sfm_mean: np.ndarray, sfm_triangles: np.ndarray
+) -> Correspondence:
+    """The reverse: the ICT FaceKit's vertices on the SFM mean's surface, to carry the SFM's six whole-emotion
+    blendshapes onto ICT identities (a third expression recipe). The kit's head, neck and eye holes lie off
+    the SFM's face and take no motion (the `far` fade-out)."""
+    sfm_marks, ict_marks = _shared_landmarks(ict_landmarks68)
+    return correspond(ict_neutral, ict_marks, sfm_mean, sfm_triangles, sfm_marks)
+
+
+def harmonic_fill(displacement: np.ndarray, faces: np.ndarray, free: np.ndarray, iterations: int = 300):
+    """(..., P, 3) displacements with the `free` (P,) vertices' values replaced by the mean of their mesh
+    neighbours', repeated (Jacobi steps towards the harmonic fill from the other vertices): motion carried
+    onto vertices the source surface does not reach (a mouth's inside, an eye socket) follows the motion
+    around them instead of fading to none and tearing the surface."""
+    d = np.asarray(displacement, dtype=np.float64)
+    lead, (n, _) = d.shape[:-2], d.shape[-2:]
+    flat = np.moveaxis(d, -2, 0).reshape(n, -1).copy()  # (P, K)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = np.unique(np.sort(edges, axis=1), axis=0)
+    directed = np.concatenate([edges, edges[:, ::-1]])
+    directed = directed[np.argsort(directed[:, 0], kind="stable")]
+    sources, starts, degree = np.unique(directed[:, 0], return_index=True, return_counts=True)
+    free = np.asarray(free, bool)
+    update = free[sources]
+    targets, counts = sources[update], degree[update, None]
+    for _ in range(iterations):
+        sums = np.add.reduceat(flat[directed[:, 1]], starts, axis=0)  # (sources, K) neighbour sums
+        flat[targets] = sums[update] / counts
+    out = np.moveaxis(flat.reshape(n, *lead, 3), 0, -2) if lead else flat.reshape(n, 3)
+    return out.astype(np.float32)

@@ -8,7 +8,7 @@
 Prints the time of the BU-3DFE-sized static set and of the BU-4DFE-sized 4D set (each sequence rendered as a
 dynamic image from --frames evenly spread frames), generation alone per sample, and the total against the
 30-minute budget of issue 4, samples per second and the caches' size on disk. The caches go to --out
-(default: a folder under /tmp, removed unless --keep). --face-model, --expressions, --sfm-binding, --neutral, --compound and
+(default: a folder under /tmp, removed unless --keep). --face-model, --expressions, --sfm-binding, --ict-binding, --neutral, --compound and
 --realism choose the SynthFER-3D v2 set as `python -m affectvlm.data prepare` does.
 
 --difficulty instead renders 30 subjects per preset as 64 px depth maps and reports the subject-independent
@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--face-model", default="sfm", choices=["sfm", "ict", "both"])
     p.add_argument("--expressions", default="blendshapes", choices=["blendshapes", "aus", "mixed"])
     p.add_argument("--sfm-binding", default="blend", choices=["blend", "transfer"])
+    p.add_argument("--ict-binding", default="aus", choices=["aus", "blend"])
     p.add_argument("--neutral", action="store_true", help="a neutral sequence per subject too")
     p.add_argument("--compound", action="store_true", help="the compound expressions too (evaluation only)")
     p.add_argument("--realism", default="off", choices=["off", "on", "surface"])
@@ -64,11 +65,11 @@ def main(argv=None) -> int:
 
     config = SynthConfig.preset(
         args.preset, seed=args.seed, num_subjects=args.subjects, face_model=args.face_model,
-        expressions=args.expressions, sfm_binding=args.sfm_binding, neutral=args.neutral, compound=args.compound, realism=realism_preset(args.realism),
+        expressions=args.expressions, sfm_binding=args.sfm_binding, ict_binding=args.ict_binding, neutral=args.neutral, compound=args.compound, realism=realism_preset(args.realism),
     )  # fmt: skip
     settings = RenderSettings(size=args.size, frames=args.frames, batch=args.batch)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="affectvlm-synth-bench-"))
-    print(f"SynthFER-3D {args.preset}, face model {args.face_model} ({args.expressions}, SFM binding {args.sfm_binding}), "
+    print(f"SynthFER-3D {args.preset}, face model {args.face_model} ({args.expressions}, SFM binding {args.sfm_binding}, ICT binding {args.ict_binding}), "
           f"{args.subjects} subjects, "
           f"{args.size}px, {args.frames} frames/sequence, neutral {args.neutral}, compound {args.compound}, "
           f"realism {args.realism}, workers {args.workers}, torch threads {torch.get_num_threads()}, out {out}")  # fmt: skip

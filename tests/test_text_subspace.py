@@ -63,10 +63,11 @@ def test_trained_concepts_stay_and_the_untrained_rest_counts_for_nothing(encoder
     features = {
         name: ts.pooled_features(model, tok, group) for name, group in ts.concept_prompts(LABELS).items()
     }
-    info = ts.restrict_text_projection(model, tok)
+    basis = ts.restrict_text_projection(model, tok)
     after = model.text_projection.weight.detach()
     q = ts.concept_basis(features)
-    assert info["rank"] == q.shape[1] == model.config.text_subspace["rank"] <= len(features)
+    torch.testing.assert_close(basis, q)
+    assert q.shape[1] == model.config.text_subspace["rank"] <= len(features)
     for f in features.values():  # each concept's centroid projects exactly as before
         c = f.mean(0)
         torch.testing.assert_close(after @ c, before @ c, atol=1e-4, rtol=1e-4)

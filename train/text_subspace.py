@@ -106,23 +106,28 @@ def project_text_projection(model: AffectVLMModel, basis: torch.Tensor) -> None:
     weight.copy_((weight.float() @ q @ q.T).to(weight.dtype))  # (the memo of pooled features stays valid)
 
 
-def restrict_text_projection(model: AffectVLMModel, tokenizer) -> dict:
-    """Replace the text projection W by W Q Q^T in place; return what was done (also put in the config)."""
+def restrict_text_projection(model: AffectVLMModel, tokenizer) -> torch.Tensor:
+    """Replace the text projection W by W Q Q^T in place, record how in `model.config.text_subspace`, and
+    return the basis Q."""
     basis, info = concept_subspace(model, tokenizer)
     project_text_projection(model, basis)
     model.config.text_subspace = info
-    return info
+    return basis
 
 
 def validation_check(model, processor, cache: str, run: str | None) -> dict:
     """Plain-label and one-validation-word accuracy on the run's validation subjects."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from evaluate import Embedded, open_vocabulary_report
+    from train.evaluate import Embedded, open_vocabulary_report
 
     subjects = set(json.loads(Path(run).read_text())["fold"]["val"]) if run else None
     emb = Embedded(model, processor, cache, subjects, desc="validation subjects")
     report = open_vocabulary_report(emb, model, processor.tokenizer, VALIDATION_VOCABULARY)
-    return {k: report[k] for k in ("n", "plain_words", "held_out_one_word_mean", "ratio_one_word")}
+    return {
+        "samples": report["n"],
+        "plain_words": report["plain_words"],
+        "one_validation_word": report["held_out_one_word_mean"],
+        "ratio": report["ratio_one_word"],
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
     model = AffectVLMModel.from_pretrained(args.model).eval()
     processor = AffectVLMProcessor.from_pretrained(args.model)
     result = {"before": validation_check(model, processor, args.check, args.check_run)} if args.check else {}
-    result["subspace"] = restrict_text_projection(model, processor.tokenizer)
+    restrict_text_projection(model, processor.tokenizer)
+    result["subspace"] = model.config.text_subspace
     if args.check:
         result["after"] = validation_check(model, processor, args.check, args.check_run)
     shutil.copytree(args.model, out, dirs_exist_ok=True)

@@ -61,7 +61,7 @@ from train.data import (  # noqa: E402
     split_dataset,
 )
 from train.metrics import classification_metrics  # noqa: E402
-from train.text_subspace import concept_subspace, project_text_projection  # noqa: E402
+from train.text_subspace import project_text_projection, restrict_text_projection  # noqa: E402
 
 CHECKPOINT_PREFIX = "step_"
 TRAINER_STATE = "trainer_state.json"
@@ -106,11 +106,8 @@ def _from_checkpoint(source: str, data: dict, render_settings: dict | None):
     temperature is reset to 1: a fine-tuned model is calibrated again (train/evaluate.py --calibrate)."""
     model = AffectVLMModel.from_pretrained(source)
     processor = AffectVLMProcessor.from_pretrained(source)
-    for field in ("label_names", "view_names"):
-        have, want = (
-            list(getattr(model.config, field)),
-            list(data["labels" if field == "label_names" else "views"]),
-        )
+    for field, want in (("label_names", list(data["labels"])), ("view_names", list(data["views"]))):
+        have = list(getattr(model.config, field))
         if have != want:
             raise ValueError(f"the checkpoint's {field} {have} differ from the data's {want}")
     model.config.temperature = 1.0
@@ -121,12 +118,7 @@ def _from_checkpoint(source: str, data: dict, render_settings: dict | None):
 
 def _text_basis(config: dict, model: AffectVLMModel, tokenizer) -> torch.Tensor | None:
     """With model.text_subspace: the concept subspace's basis, the projection already restricted to it."""
-    if not config["model"]["text_subspace"]:
-        return None
-    basis, info = concept_subspace(model, tokenizer)
-    project_text_projection(model, basis)
-    model.config.text_subspace = info
-    return basis
+    return restrict_text_projection(model, tokenizer) if config["model"]["text_subspace"] else None
 
 
 def _pretrained_text(overrides: dict) -> str | None:

@@ -50,6 +50,8 @@ SKIPPED = (
     (r"train/(train|cross_validate|launch|ablate)\.py(?! --help)|accelerate launch|bench/train\.py",
      "trains: seconds to hours (tests/test_train.py and tests/test_train_cv.py run the tiny configs)"),
     (r"train/evaluate\.py(?! --help)", "scores a trained run on a render cache (tests/test_evaluate.py runs it)"),
+    (r"train/text_subspace\.py(?! --help)",
+     "restricts a trained run's text projection (tests/test_text_subspace.py runs it)"),
     (r"hub/(push|space)\.py(?!.*--dry-run)", "uploads to the Hugging Face Hub (needs a token and the network)"),
 )  # fmt: skip
 

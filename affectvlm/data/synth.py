@@ -143,9 +143,8 @@ SFM_BINDINGS = ("blend", "transfer")
 # (the SFM's six whole-emotion blendshapes carried onto the kit's vertices, affectvlm.data.transfer.sfm_to_ict:
 # a recipe of one face model on the other's identities). Compound expressions always use action units.
 ICT_BINDINGS = ("aus", "blend")
-_LIP_BAND_MM = (
-    5.0  # ict_binding="blend": the kit's vertices this near its inner lip line take the smooth fill
-)
+# ict_binding="blend": the kit's vertices this near its inner lip line take the smooth fill of the motion.
+_LIP_BAND_MM = 5.0
 LICENCES = {
     "sfm": "non-commercial: research and teaching only (Surrey Face Model)",
     "ict": "MIT (ICT FaceKit, USC Institute for Creative Technologies)",
@@ -1014,13 +1013,13 @@ class SynthFER3D:
         from .transfer import harmonic_fill, sfm_to_ict
 
         face, ict = self._ict_face, self.ict
-        corr = sfm_to_ict(ict.neutral[: face.n], ict.landmarks68, self.sfm.mean, self.sfm.triangles)
+        neutral = ict.neutral[: face.n]
+        corr = sfm_to_ict(neutral, ict.landmarks68, self.sfm.mean, self.sfm.triangles)
         shapes = self.sfm.expressions
         moved = corr.transfer(self.sfm.triangles, 0.5 * (shapes + self._mirror(shapes)))
         # The kit's mouth and eye sockets lie off the SFM's closed surface, and near the lip line an upper-lip
         # vertex can land on the SFM's lower lip (and the reverse): there, within the face region, the motion is
         # the smooth fill of the motion around (the head and neck keep the fade-out to still).
-        neutral = ict.neutral[: face.n]
         inner_lip = neutral[np.asarray(ict.landmarks68)[60:68]]
         along = np.linspace(0.0, 1.0, 16)[:, None, None]
         line = (inner_lip + along * (np.roll(inner_lip, -1, axis=0) - inner_lip)).reshape(-1, 3)

@@ -97,3 +97,18 @@ def test_a_single_view_model_reads_its_view_of_the_cache(setup):
     from train.evaluate import embed_views
 
     torch.testing.assert_close(emb.fused[0], embed_views(model, tiny_processor(view_names=["left"]), left)[0])
+
+
+def test_validation_subjects_of_a_run_on_several_caches_are_found(setup):
+    """A run on several caches names subjects "<cache folder>/<subject>": the temperature fit finds them."""
+    from train.evaluate import Embedded
+
+    root, cache = setup
+    model = AffectVLMModel.from_pretrained(root / "model").eval()
+    subject = sorted({e["subject"] for e in Embedded(model, tiny_processor(), cache).entries})[0]
+    plain = Embedded(model, tiny_processor(), cache, {subject})
+    named = Embedded(model, tiny_processor(), cache, {f"{cache.name}/{subject}", "other-cache/S999"})
+    assert len(plain.entries) and [e["key"] for e in named.entries] == [e["key"] for e in plain.entries]
+    assert not Embedded(model, tiny_processor(), cache, {f"other-cache/{subject}"}).entries
+    both = Embedded.join([plain, named])
+    assert len(both.entries) == 2 * len(plain.entries) and both.fused.shape[0] == 2 * len(plain.entries)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from train.cross_validate import VARIANTS, markdown_table, plot_confusion, plot_curves, summarise
 from train.data import CacheViews, ToyViews
@@ -47,6 +48,47 @@ def test_cache_views_map_labels_and_select_views(tmp_path):
     assert batch["metadata"][0]["intensity"] in (1, 2)
     with pytest.raises(ValueError, match="no cache entries"):
         CacheViews(cache, LABELS, datasets=["synth4d"])
+
+
+def test_several_caches_train_as_one_with_distinct_subjects(tmp_path):
+    from train.config import load_config
+    from train.data import build_dataset, fold_of
+
+    a, b = write_cache(tmp_path / "a" / "cache-a", 3), write_cache(tmp_path / "b" / "cache-b", 4)
+    config = load_config("tiny", [
+        "data.source=cache", f"data.labels={json.dumps(LABELS)}", f"data.cache_dir=[{a}, {b}]",
+    ])  # fmt: skip
+    ds = build_dataset(config)
+    one, two = CacheViews(a, LABELS), CacheViews(b, LABELS)
+    assert len(ds) == len(one) + len(two)
+    # the same subject name in two caches is two people
+    assert (
+        ds.subjects[0] == f"cache-a/{one.subjects[0]}"
+        and ds.subjects[len(one)] == f"cache-b/{two.subjects[0]}"
+    )
+    assert len(set(ds.subjects)) == len(set(one.subjects)) + len(set(two.subjects))
+    # a mixed read returns each cache's own views, labels and metadata, in the order asked for
+    ask = [len(one) + 2, 1, len(one), 0]
+    got = ds.__getitems__(ask)
+    want = [two.__getitems__([2]), one.__getitems__([1]), two.__getitems__([0]), one.__getitems__([0])]
+    for i, w in enumerate(want):
+        assert torch.equal(got["views"][i], w["views"][0]) and int(got["labels"][i]) == int(w["labels"][0])
+        assert got["metadata"][i] == w["metadata"][0]
+    assert np.array_equal(ds.labels_array(), np.concatenate([one.labels_array(), two.labels_array()]))
+    # each cache keeps the split it has alone: adding a cache moves no subject between train, val and test
+    config["data"].update(k=3, val_fraction=0.5)
+    fold = fold_of(config, ds.subjects)
+    alone = fold_of({**config, "data": {**config["data"], "cache_dir": str(a)}}, one.subjects)
+    for side in ("train", "val", "test"):
+        assert {s for s in getattr(fold, side) if s.startswith("cache-a/")} == {
+            f"cache-a/{s}" for s in getattr(alone, side)
+        }
+    assert {s.split("/")[0] for s in fold.test} == {"cache-a", "cache-b"}
+    # caches rendered at another size cannot train together
+    info = json.loads((b / "cache.json").read_text())
+    (b / "cache.json").write_text(json.dumps({"settings": {**info["settings"], "size": 48}}))
+    with pytest.raises(ValueError, match="rendered differently"):
+        build_dataset(config)
 
 
 @pytest.mark.slow  # two training subprocesses and two CV processes: ~15 s of CPU, minutes on a shared machine

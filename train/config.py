@@ -46,7 +46,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "data": {
         # "toy": in-memory synthetic views (tests); "cache": a render cache from `python -m affectvlm.data
-        # prepare` (`cache_dir`), e.g. SynthFER-3D.
+        # prepare` (`cache_dir`), e.g. SynthFER-3D, or a list of caches rendered alike to train on together
+        # (subjects named "<cache folder>/<subject>", each cache split into folds on its own).
         "source": "toy",
         "cache_dir": None,
         # Keep only cache entries whose `dataset` field is one of these (e.g. ["synth3d"] or ["synth4d"]).

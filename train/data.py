@@ -12,7 +12,9 @@ small in-memory synthetic views for tests.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -183,8 +185,8 @@ class CacheViews(ViewsDataset):
         entries = [self.cache.entries[i] for i in keep]
         label_index = {name: i for i, name in enumerate(self.label_names)}
         self._labels = np.asarray([label_index[e["label"]] for e in entries], dtype=np.int64)
-        datasets_seen = sorted({str(e.get("dataset")) for e in entries})
-        self._datasets = np.asarray([datasets_seen.index(str(e.get("dataset"))) for e in entries])
+        self.dataset_names = sorted({str(e.get("dataset")) for e in entries})
+        self._datasets = np.asarray([self.dataset_names.index(str(e.get("dataset"))) for e in entries])
         self.subjects = [e["subject"] for e in entries]
         self._metadata = [{**e.get("metadata", {}), "intensity": e.get("intensity")} for e in entries]
         missing = [v for v in self.view_names if v not in cache_view_names]
@@ -209,6 +211,52 @@ class CacheViews(ViewsDataset):
         return self._datasets
 
 
+class ConcatViews(ViewsDataset):
+    """Several render caches as one dataset (`data.cache_dir` given as a list), e.g. BU-3DFE and Bosphorus, or
+    two SynthFER-3D caches of different seeds. Their views and render settings must match (the model is
+    trained on one way of rendering). Subjects are named `<cache folder name>/<subject>`, so two caches'
+    "F0001" stay two people in the folds and the validation split."""
+
+    def __init__(self, parts: Sequence[CacheViews], names: Sequence[str]):
+        if len(set(names)) != len(names):
+            raise ValueError(f"the caches' folder names must differ: {list(names)}")
+        self.parts = list(parts)
+        self.label_names, self.view_names = parts[0].label_names, parts[0].view_names
+        self.subjects = [f"{name}/{s}" for name, part in zip(names, parts) for s in part.subjects]
+        self._part = np.concatenate([np.full(len(part), i) for i, part in enumerate(parts)])
+        self._local = np.concatenate([np.arange(len(part)) for part in parts])
+        self.dataset_names = sorted({name for part in parts for name in part.dataset_names})
+        self._datasets = np.concatenate(
+            [np.asarray([self.dataset_names.index(part.dataset_names[d]) for d in part.datasets_array()], dtype=np.int64)
+             for part in parts]
+        )  # fmt: skip
+
+    def _read(self, idx: np.ndarray) -> dict:
+        reads = {}
+        for i in np.unique(self._part[idx]):
+            pos = np.flatnonzero(self._part[idx] == i)
+            reads[int(i)] = (pos, self.parts[int(i)]._read(self._local[idx[pos]]))
+        order = np.concatenate([pos for pos, _ in reads.values()])
+        back = np.argsort(order)  # rows back into the order asked for
+        metadata = [m for _, batch in reads.values() for m in batch["metadata"]]
+        out = {
+            k: torch.cat([batch[k] for _, batch in reads.values()])[back]
+            for k in ("views", "view_mask", "labels")
+        }
+        return {**out, "index": torch.from_numpy(idx.copy()), "metadata": [metadata[j] for j in back]}
+
+    def labels_array(self) -> np.ndarray:
+        return np.concatenate([part.labels_array() for part in self.parts])
+
+    def datasets_array(self) -> np.ndarray:
+        return self._datasets
+
+
+def cache_folders(cache_dir) -> list[str]:
+    """`data.cache_dir` as a list of folders (one folder, or several to train on together)."""
+    return [str(c) for c in cache_dir] if isinstance(cache_dir, list | tuple) else [str(cache_dir)]
+
+
 def build_dataset(config: dict) -> ViewsDataset:
     d = config["data"]
     if d["source"] == "toy":
@@ -226,26 +274,63 @@ def build_dataset(config: dict) -> ViewsDataset:
         raise ValueError(
             "data.source=cache needs --set data.cache_dir=<folder> (python -m affectvlm.data prepare ...)"
         )
-    return CacheViews(
-        d["cache_dir"], d["labels"], d["views"], datasets=d["datasets"], face_models=d.get("face_models")
-    )
+    folders = cache_folders(d["cache_dir"])
+    parts = [
+        CacheViews(c, d["labels"], d["views"], datasets=d["datasets"], face_models=d.get("face_models"))
+        for c in folders
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    settings = [cache_settings(c) for c in folders]
+    if any(s != settings[0] for s in settings[1:]):
+        raise ValueError(f"caches rendered differently cannot train together: {settings}")
+    return ConcatViews(parts, [Path(c).name for c in folders])
+
+
+def cache_settings(folder) -> dict:
+    """A cache's render settings (size, mode, views, ...) from its cache.json, {} when it has none."""
+    info = Path(folder) / "cache.json"
+    settings = json.loads(info.read_text()).get("settings") if info.is_file() else None
+    return {k: v for k, v in (settings or {}).items() if v is not None}
 
 
 def fold_of(config: dict, subjects: Sequence[str]):
-    """The run's `Fold` (train/val/test subjects): from `data.folds_file`, else made from the subjects."""
-    from affectvlm.data.folds import load_folds, subject_folds
+    """The run's `Fold` (train/val/test subjects): from `data.folds_file`, else made from the subjects. A run
+    on several caches splits each cache's subjects on their own, so adding a cache to a run leaves the other
+    caches' train/validation/test subjects as they were (a model fine-tuned on more data is still selected
+    and tested on subjects it never trained on)."""
+    from affectvlm.data.folds import Fold, load_folds
 
     d = config["data"]
-    folds = (
-        load_folds(d["folds_file"])
-        if d["folds_file"]
-        else subject_folds(
-            sorted(set(subjects)), k=d["k"], seed=d["fold_seed"], val_fraction=d["val_fraction"]
-        )
+    if d["folds_file"]:
+        return _pick(load_folds(d["folds_file"]), d["fold"])
+    names = [Path(c).name for c in cache_folders(d["cache_dir"])] if d["source"] == "cache" else []
+    if len(names) < 2:
+        return _made_fold(d, subjects)
+    parts = [_made_fold(d, [s[len(n) + 1 :] for s in subjects if s.startswith(n + "/")], n) for n in names]
+    return Fold(
+        d["fold"],
+        *(tuple(sorted(s for f in parts for s in getattr(f, side))) for side in ("train", "val", "test")),
     )
-    if not 0 <= d["fold"] < len(folds):
-        raise ValueError(f"data.fold={d['fold']} but there are {len(folds)} folds")
-    return folds[d["fold"]]
+
+
+def _made_fold(d: dict, subjects: Sequence[str], prefix: str | None = None):
+    from affectvlm.data.folds import Fold, subject_folds
+
+    folds = subject_folds(
+        sorted(set(subjects)), k=d["k"], seed=d["fold_seed"], val_fraction=d["val_fraction"]
+    )
+    fold = _pick(folds, d["fold"])
+    if prefix is None:
+        return fold
+    sides = (tuple(f"{prefix}/{s}" for s in getattr(fold, side)) for side in ("train", "val", "test"))
+    return Fold(fold.index, *sides)
+
+
+def _pick(folds: list, index: int):
+    if not 0 <= index < len(folds):
+        raise ValueError(f"data.fold={index} but there are {len(folds)} folds")
+    return folds[index]
 
 
 def split_dataset(ds: ViewsDataset, fold) -> tuple[ViewsDataset, ViewsDataset, ViewsDataset]:

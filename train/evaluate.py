@@ -64,7 +64,13 @@ class Embedded:
 
     def __init__(self, model, processor, cache_dir, subjects=None, batch: int = 64, desc: str = "embed"):
         data = RenderCacheDataset(cache_dir, labels=list(LABELS))
-        keep = [i for i, e in enumerate(data.entries) if subjects is None or e["subject"] in subjects]
+        # a run on several caches names its subjects "<cache folder>/<subject>" (train.data.ConcatViews)
+        prefix = Path(cache_dir).name
+        keep = [
+            i
+            for i, e in enumerate(data.entries)
+            if subjects is None or e["subject"] in subjects or f"{prefix}/{e['subject']}" in subjects
+        ]
         self.entries = [data.entries[i] for i in keep]
         chunks = []
         info = json.loads((Path(cache_dir) / "cache.json").read_text())
@@ -76,6 +82,14 @@ class Embedded:
             chunks.append(embed_views(model, processor, views))
         self.fused = torch.cat(chunks) if chunks else torch.zeros(0, model.config.projection_dim)
         self.scale = float(model.logit_scale.detach()) / model.config.temperature  # as served
+
+    @classmethod
+    def join(cls, parts: list[Embedded]) -> Embedded:
+        """Several caches' embeddings as one (e.g. the validation subjects of a run on several caches)."""
+        out = cls.__new__(cls)
+        out.entries = [e for part in parts for e in part.entries]
+        out.fused, out.scale = torch.cat([part.fused for part in parts]), parts[0].scale
+        return out
 
     def where(self, **want) -> np.ndarray:
         """Indices of entries matching every `field=value` (fields of the entry or of its metadata; a tuple
@@ -266,7 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=DIR",
         help="a held-out render cache to score, named (repeatable: e.g. clean=... realistic=...)",
     )
-    p.add_argument("--calibrate", help="render cache of the training run, for the temperature fit")
+    p.add_argument(
+        "--calibrate",
+        action="append",
+        help="render cache of the training run, for the temperature fit (repeat for a run on several caches)",
+    )
     p.add_argument(
         "--calibrate-run", help="the training run's results.json: its validation subjects are used"
     )
@@ -293,7 +311,9 @@ def main(argv: list[str] | None = None) -> dict:
             if args.calibrate_run
             else None
         )
-        calibration = Embedded(model, processor, args.calibrate, subjects, desc="calibration")
+        calibration = Embedded.join(
+            [Embedded(model, processor, c, subjects, desc="calibration") for c in args.calibrate]
+        )
     report = {"model": args.model, "dtype": str(model.dtype), "caches": {}}
     for item in args.cache:
         name, _, folder = item.partition("=")

@@ -55,6 +55,8 @@ from train.config import dump_config, load_config  # noqa: E402
 from train.data import (  # noqa: E402
     EpochBatchSampler,
     build_dataset,
+    cache_folders,
+    cache_settings,
     class_balance_weights,
     collate_batched,
     fold_of,
@@ -608,11 +610,7 @@ def _render_settings(config: dict) -> dict | None:
     """The cache's render settings, saved with the processor so the app renders scans the same way."""
     if config["data"]["source"] != "cache":
         return None
-    info = Path(config["data"]["cache_dir"]) / "cache.json"
-    if not info.is_file():
-        return None
-    settings = json.loads(info.read_text()).get("settings") or {}
-    return {k: v for k, v in settings.items() if v is not None}
+    return cache_settings(cache_folders(config["data"]["cache_dir"])[0]) or None
 
 
 def training_function(config: dict, args) -> dict:

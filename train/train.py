@@ -613,9 +613,76 @@ def _render_settings(config: dict) -> dict | None:
     return cache_settings(cache_folders(config["data"]["cache_dir"])[0]) or None
 
 
-def training_function(config: dict, args) -> dict:
+class Run:
+    """What one training run holds while it trains: the accelerator, the prepared module, optimizer, schedule
+    and loaders, the prompt source, augmentation and AU targets, and the trainer `state` (step, epoch, batch
+    position, best model so far, validation history) that every checkpoint carries."""
+
+    def __init__(self, config: dict, args, fresh: bool):
+        self.config, self.args, self.t = config, args, config["train"]
+        self.output_dir = Path(args.output_dir)
+        self.ckpt_root = self.output_dir / "checkpoints"
+        self.accelerator = _accelerator(config, args, self.output_dir)
+        if self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(config, self.output_dir / "config.yaml")
+            if fresh:
+                (self.output_dir / "logs" / "metrics.jsonl").unlink(missing_ok=True)
+        self.label_names, view_names = list(config["data"]["labels"]), list(config["data"]["views"])
+        # Seed before building the model: every process builds the same initial weights.
+        set_seed(config["seed"])
+        dataset = build_dataset(config)
+        model, self.processor = build_model_and_processor(config, _render_settings(config))
+        self.tokenizer = self.processor.tokenizer
+        loaders = get_dataloaders(config, dataset)
+        train_loader, val_loader, test_loader, self.sampler, self.fold = loaders
+        self.prompts = PromptSource(
+            config, self.label_names, view_names, self.tokenizer, model.max_text_length
+        )
+        self.augment = build_augment(config, view_names).train()
+        au_cfg = config["au"]
+        self.aus = AUTargets(self.prompts.tokenize, au_cfg["active_from"]) if au_cfg["weight"] > 0 else None
+        self.text_basis = _text_basis(config, model, self.tokenizer)
+        module = TrainModule(model, au_cfg["weight"], len(self.aus.numbers) if self.aus else 0)
+        module = sync_batchnorm(module, self.accelerator)
+        optimizer = torch.optim.AdamW(
+            param_groups(module, self.t["weight_decay"]),
+            lr=self.t["lr"],
+            betas=tuple(self.t["betas"]),
+            fused=self.accelerator.device.type == "cuda",  # one kernel for the whole update on GPUs
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(self.t["warmup_steps"], self.t["max_steps"], self.t["min_lr_ratio"])
+        )
+        prepared = self.accelerator.prepare(
+            module, optimizer, train_loader, val_loader, test_loader, scheduler
+        )
+        self.module, self.optimizer, self.train_loader, self.val_loader, self.test_loader, self.scheduler = (
+            prepared
+        )
+        # The prompt sampler's and the augmentation generator's states go into every checkpoint.
+        self.accelerator.register_for_checkpointing(self.prompts.bank, self.augment)
+        self.unwrapped = self.accelerator.unwrap_model(self.module).model
+        self.state = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "history": []}
+
+    def resume(self, resume_from: Path | None) -> None:
+        if resume_from is None:
+            return
+        self.accelerator.load_state(str(resume_from))
+        self.state = json.loads((resume_from / TRAINER_STATE).read_text())
+        self.accelerator.print(f"resumed from {resume_from} at step {self.state['global_step']}")
+        if self.accelerator.is_main_process:
+            truncate_jsonl(self.output_dir / "logs" / "metrics.jsonl", self.state["global_step"])
+
+    def validate(self, step: int) -> None:
+        _validate(
+            self.accelerator, self.module, self.val_loader, self.processor, self.tokenizer, self.label_names,
+            self.state, self.output_dir, step,
+        )  # fmt: skip
+
+
+def _accelerator(config: dict, args, output_dir: Path) -> Accelerator:
     t = config["train"]
-    output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=t["grad_accum"],
         mixed_precision=_mixed_precision(t["mixed_precision"]),
@@ -632,191 +699,165 @@ def training_function(config: dict, args) -> dict:
             f"train.batch_size={t['batch_size']} and train.eval_batch_size={t['eval_batch_size']} are global and "
             f"must divide by the {accelerator.num_processes} processes"
         )
-    ckpt_root = output_dir / "checkpoints"
-    resume_from = _resume_dir(args.resume, ckpt_root)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(config, output_dir / "config.yaml")
-        if resume_from is None:
-            (output_dir / "logs" / "metrics.jsonl").unlink(missing_ok=True)
+    return accelerator
 
-    # Seed before building the model: every process builds the same initial weights.
-    set_seed(config["seed"])
-    dataset = build_dataset(config)
-    label_names, view_names = list(config["data"]["labels"]), list(config["data"]["views"])
-    model, processor = build_model_and_processor(config, _render_settings(config))
-    tokenizer = processor.tokenizer
-    train_loader, val_loader, test_loader, sampler, fold = get_dataloaders(config, dataset)
-    max_length = model.max_text_length
-    prompts = PromptSource(config, label_names, view_names, tokenizer, max_length)
-    augment = build_augment(config, view_names).train()
-    au_cfg = config["au"]
-    aus = AUTargets(prompts.tokenize, au_cfg["active_from"]) if au_cfg["weight"] > 0 else None
-    text_basis = _text_basis(config, model, tokenizer)
-    module = TrainModule(model, au_cfg["weight"], len(aus.numbers) if aus else 0)
-    module = sync_batchnorm(module, accelerator)
-    optimizer = torch.optim.AdamW(
-        param_groups(module, t["weight_decay"]),
-        lr=t["lr"],
-        betas=tuple(t["betas"]),
-        fused=accelerator.device.type == "cuda",  # one kernel for the whole update on GPUs
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(t["warmup_steps"], t["max_steps"], t["min_lr_ratio"])
-    )
-    module, optimizer, train_loader, val_loader, test_loader, scheduler = accelerator.prepare(
-        module, optimizer, train_loader, val_loader, test_loader, scheduler
-    )
-    # The prompt sampler's and the augmentation generator's states go into every checkpoint.
-    accelerator.register_for_checkpointing(prompts.bank, augment)
 
-    state = {"global_step": 0, "epoch": 0, "batch_in_epoch": 0, "best": None, "history": []}
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        state = json.loads((resume_from / TRAINER_STATE).read_text())
-        accelerator.print(f"resumed from {resume_from} at step {state['global_step']}")
-        if accelerator.is_main_process:
-            truncate_jsonl(output_dir / "logs" / "metrics.jsonl", state["global_step"])
-    accelerator.init_trackers("affectvlm", config={"name": config["name"], "seed": config["seed"]})
-
-    unwrapped = accelerator.unwrap_model(module).model
-    logit_scale_max = math.log(unwrapped.config.logit_scale_max)
-    world, rank = accelerator.num_processes, accelerator.process_index
-    local_b = t["batch_size"] // world
-    rows = slice(rank * local_b, (rank + 1) * local_b)  # this process's slice of every global batch
+def training_function(config: dict, args) -> dict:
+    resume_from = _resume_dir(args.resume, Path(args.output_dir) / "checkpoints")
+    run = Run(config, args, fresh=resume_from is None)
+    run.resume(resume_from)
+    run.accelerator.init_trackers("affectvlm", config={"name": config["name"], "seed": config["seed"]})
+    t, accelerator = run.t, run.accelerator
     if accelerator.is_main_process:
         accelerator.print(
-            f"fold {fold.index}: {len(train_loader.dataset)} train / {len(val_loader.dataset)} val / "
-            f"{len(test_loader.dataset)} test samples; {t['max_steps']} steps of {t['batch_size']} x "
-            f"{t['grad_accum']} on {world} process(es)"
+            f"fold {run.fold.index}: {len(run.train_loader.dataset)} train / {len(run.val_loader.dataset)} val / "
+            f"{len(run.test_loader.dataset)} test samples; {t['max_steps']} steps of {t['batch_size']} x "
+            f"{t['grad_accum']} on {accelerator.num_processes} process(es)"
         )
-
-    bar = tqdm(
-        total=t["max_steps"], initial=state["global_step"], desc="train",
-        disable=not accelerator.is_local_main_process or args.no_progress,
-    )  # fmt: skip
-    running: dict[str, float] = {}
-    micro = 0
-    start_time, start_step, samples_seen = time.perf_counter(), state["global_step"], 0
-    module.train()
-    epoch = state["epoch"]
-    while state["global_step"] < t["max_steps"]:
-        sampler.set_position(epoch, state["batch_in_epoch"] if epoch == state["epoch"] else 0)
-        state["epoch"] = epoch
-        for batch in train_loader:
-            inputs = model_inputs(
-                batch, augment, processor, prompts, t["batch_size"], rows, world, accelerator.device, aus
-            )
-            with accelerator.accumulate(module):
-                out = module(**inputs)
-                accelerator.backward(out.loss)
-                grad_norm = None
-                if accelerator.sync_gradients and t["max_grad_norm"]:
-                    grad_norm = accelerator.clip_grad_norm_(module.parameters(), t["max_grad_norm"])
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            micro += 1
-            samples_seen += t["batch_size"]
-            _accumulate_logs(running, out, batch["labels"])
-            state["batch_in_epoch"] += 1
-            if not accelerator.sync_gradients:
-                continue
-
-            # -- one optimizer step done --
-            with torch.no_grad():  # CLIP's clamp: the temperature never exceeds logit_scale_max (open_clip)
-                unwrapped.clip.logit_scale.clamp_(0, logit_scale_max)
-            if text_basis is not None:
-                project_text_projection(unwrapped, text_basis)
-            state["global_step"] += 1
-            step = state["global_step"]
-            bar.update(1)
-            if step % t["log_every"] == 0 or step == t["max_steps"]:
-                logs = _reduce_logs(accelerator, running, micro)
-                logs["lr"] = scheduler.get_last_lr()[0]
-                logs["margin"] = unwrapped.margin.item()
-                logs["logit_scale"] = unwrapped.logit_scale.item()
-                if grad_norm is not None:
-                    logs["grad_norm"] = float(grad_norm)
-                logs["samples_per_s"] = samples_seen / max(time.perf_counter() - start_time, 1e-9)
-                accelerator.log(logs, step=step)
-                bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['accuracy']:.2f}")
-                running, micro = {}, 0
-            if step % t["eval_every"] == 0 or step == t["max_steps"]:
-                _validate(
-                    accelerator,
-                    module,
-                    val_loader,
-                    processor,
-                    tokenizer,
-                    label_names,
-                    state,
-                    output_dir,
-                    step,
-                )
-            if step % t["save_every"] == 0 or step == t["max_steps"]:
-                save_checkpoint(
-                    accelerator, ckpt_root, state, t["keep_checkpoints"], args.crash_in_save_at == step
-                )
-            if args.crash_after_steps is not None and step >= args.crash_after_steps:
-                os._exit(17)  # testing: a hard crash, no cleanup, no checkpoint beyond the last saved one
-            if step >= t["max_steps"]:
-                break
-        if state["global_step"] < t["max_steps"]:
-            epoch += 1
-            state["batch_in_epoch"] = 0
-    bar.close()
-    elapsed = time.perf_counter() - start_time
-
+    start_step = run.state["global_step"]
+    elapsed = _train_steps(run)
     # Zero-shot / no-training runs still get a model folder and a test score.
-    if state["best"] is None:
-        _validate(
-            accelerator,
-            module,
-            val_loader,
-            processor,
-            tokenizer,
-            label_names,
-            state,
-            output_dir,
-            state["global_step"],
-        )
+    if run.state["best"] is None:
+        run.validate(run.state["global_step"])
     accelerator.wait_for_everyone()
-    _load_selected(accelerator, module, output_dir / "model")
-    test = evaluate(accelerator, module, test_loader, processor, tokenizer, label_names)
-    accelerator.log(
-        {f"test/{k}": v for k, v in test.items() if isinstance(v, float)}, step=state["global_step"]
-    )
-    trained_steps = state["global_step"] - start_step
-    result = {
-        "name": config["name"],
-        "fold": fold.to_dict(),
-        "selected": state["best"],
-        "test": test,
-        "history": state["history"],
-        "num_train_samples": len(train_loader.dataset),
-        "train_time_s": elapsed,
-        "train_samples_per_s": (trained_steps * t["batch_size"] * t["grad_accum"]) / elapsed
-        if trained_steps
-        else None,
-        "num_processes": world,
-        "environment": run_environment(accelerator.device),
-    }
-    if accelerator.is_main_process:
-        (output_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-        accelerator.print(
-            f"test accuracy {test.get('accuracy', float('nan')):.4f} (model of step {state['best']['step']}, "
-            f"val accuracy {state['best']['accuracy']})"
-        )
+    result = _finish(run, elapsed, run.state["global_step"] - start_step)
     # Free the DDP wrapper while the process group is still registered, then destroy the group. Were DDP's
     # reducer left to drop the group's last reference (when this function's locals go), the gloo group would
     # be destroyed with the GIL held while its worker thread waits for the GIL to free a gathered tensor:
     # a hang at exit, seen with two processes (torch's bindings release the GIL for the group, not the
     # reducer; pytorch/pytorch#56297).
     accelerator.wait_for_everyone()
-    del module, optimizer, scheduler, train_loader, val_loader, test_loader
+    del run
     accelerator.free_memory()
     accelerator.end_training()
+    return result
+
+
+def _train_steps(run: Run) -> float:
+    """Optimizer steps until `train.max_steps`, validating, saving and logging on the way; the seconds taken."""
+    t, accelerator, state, args = run.t, run.accelerator, run.state, run.args
+    logit_scale_max = math.log(run.unwrapped.config.logit_scale_max)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    local_b = t["batch_size"] // world
+    rows = slice(rank * local_b, (rank + 1) * local_b)  # this process's slice of every global batch
+    bar = tqdm(
+        total=t["max_steps"], initial=state["global_step"], desc="train",
+        disable=not accelerator.is_local_main_process or args.no_progress,
+    )  # fmt: skip
+    logs = StepLogs(run)
+    run.module.train()
+    epoch = state["epoch"]
+    while state["global_step"] < t["max_steps"]:
+        run.sampler.set_position(epoch, state["batch_in_epoch"] if epoch == state["epoch"] else 0)
+        state["epoch"] = epoch
+        for batch in run.train_loader:
+            inputs = model_inputs(
+                batch, run.augment, run.processor, run.prompts, t["batch_size"], rows, world,
+                accelerator.device, run.aus,
+            )  # fmt: skip
+            with accelerator.accumulate(run.module):
+                out = run.module(**inputs)
+                accelerator.backward(out.loss)
+                grad_norm = None
+                if accelerator.sync_gradients and t["max_grad_norm"]:
+                    grad_norm = accelerator.clip_grad_norm_(run.module.parameters(), t["max_grad_norm"])
+                run.optimizer.step()
+                run.scheduler.step()
+                run.optimizer.zero_grad(set_to_none=True)
+            logs.add(out, batch["labels"])
+            state["batch_in_epoch"] += 1
+            if not accelerator.sync_gradients:
+                continue
+            with torch.no_grad():  # CLIP's clamp: the temperature never exceeds logit_scale_max (open_clip)
+                run.unwrapped.clip.logit_scale.clamp_(0, logit_scale_max)
+            if run.text_basis is not None:
+                project_text_projection(run.unwrapped, run.text_basis)
+            state["global_step"] += 1
+            bar.update(1)
+            _after_step(run, state["global_step"], logs, grad_norm, bar)
+            if state["global_step"] >= t["max_steps"]:
+                break
+        if state["global_step"] < t["max_steps"]:
+            epoch += 1
+            state["batch_in_epoch"] = 0
+    bar.close()
+    return logs.elapsed()
+
+
+class StepLogs:
+    """Loss terms and accuracy summed over the micro-batches since the last log, and the samples/s so far."""
+
+    def __init__(self, run: Run):
+        self.run, self.running, self.micro, self.samples = run, {}, 0, 0
+        self.start = time.perf_counter()
+
+    def add(self, out, labels) -> None:
+        _accumulate_logs(self.running, out, labels)
+        self.micro += 1
+        self.samples += self.run.t["batch_size"]
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def flush(self, step: int, grad_norm) -> dict:
+        run = self.run
+        logs = _reduce_logs(run.accelerator, self.running, self.micro)
+        logs["lr"] = run.scheduler.get_last_lr()[0]
+        logs["margin"] = run.unwrapped.margin.item()
+        logs["logit_scale"] = run.unwrapped.logit_scale.item()
+        if grad_norm is not None:
+            logs["grad_norm"] = float(grad_norm)
+        logs["samples_per_s"] = self.samples / max(self.elapsed(), 1e-9)
+        run.accelerator.log(logs, step=step)
+        self.running, self.micro = {}, 0
+        return logs
+
+
+def _after_step(run: Run, step: int, logs: StepLogs, grad_norm, bar) -> None:
+    """Logging, validation, checkpointing (and the resume tests' crashes) after optimizer step `step`."""
+    t, args = run.t, run.args
+    last = step == t["max_steps"]
+    if step % t["log_every"] == 0 or last:
+        flushed = logs.flush(step, grad_norm)
+        bar.set_postfix(loss=f"{flushed['loss']:.3f}", acc=f"{flushed['accuracy']:.2f}")
+    if step % t["eval_every"] == 0 or last:
+        run.validate(step)
+    if step % t["save_every"] == 0 or last:
+        save_checkpoint(
+            run.accelerator, run.ckpt_root, run.state, t["keep_checkpoints"], args.crash_in_save_at == step
+        )
+    if args.crash_after_steps is not None and step >= args.crash_after_steps:
+        os._exit(17)  # testing: a hard crash, no cleanup, no checkpoint beyond the last saved one
+
+
+def _finish(run: Run, elapsed: float, trained_steps: int) -> dict:
+    """Score the model chosen on the validation subjects on the test subjects; write results.json."""
+    accelerator, state, t = run.accelerator, run.state, run.t
+    _load_selected(accelerator, run.module, run.output_dir / "model")
+    test = evaluate(accelerator, run.module, run.test_loader, run.processor, run.tokenizer, run.label_names)
+    accelerator.log(
+        {f"test/{k}": v for k, v in test.items() if isinstance(v, float)}, step=state["global_step"]
+    )
+    result = {
+        "name": run.config["name"],
+        "fold": run.fold.to_dict(),
+        "selected": state["best"],
+        "test": test,
+        "history": state["history"],
+        "num_train_samples": len(run.train_loader.dataset),
+        "train_time_s": elapsed,
+        "train_samples_per_s": (trained_steps * t["batch_size"] * t["grad_accum"]) / elapsed
+        if trained_steps
+        else None,
+        "num_processes": accelerator.num_processes,
+        "environment": run_environment(accelerator.device),
+    }
+    if accelerator.is_main_process:
+        (run.output_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+        accelerator.print(
+            f"test accuracy {test.get('accuracy', float('nan')):.4f} (model of step {state['best']['step']}, "
+            f"val accuracy {state['best']['accuracy']})"
+        )
     return result
 
 

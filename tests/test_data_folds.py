@@ -26,6 +26,27 @@ def test_seeded_repeatable_and_repeats_differ():
     assert subject_folds(SUBJECTS, seed=1, repeat=1) != subject_folds(SUBJECTS, seed=1)
 
 
+def test_a_person_with_two_ids_is_on_one_side_of_every_fold():
+    """SynthFER-3D names one person F0001 in its 3D scans and F001 in its 4D sequences."""
+    from affectvlm.data.synth import person_of
+
+    ids = SUBJECTS + [f"{s[0]}{int(s[1:]):03d}" for s in SUBJECTS]  # both ids of 60 people
+    per_id = subject_folds(ids, k=10, seed=0)
+    split_apart = sum(
+        f.side(s) != f.side(f"{s[0]}{int(s[1:]):03d}") for f in per_id for s in SUBJECTS
+    )  # fmt: skip
+    assert split_apart > 0  # the per-id split separates a person's scans from their sequences
+    folds = subject_folds(ids, k=10, seed=0, person=person_of)
+    for f in folds:
+        for s in SUBJECTS:
+            assert f.side(s) == f.side(f"{s[0]}{int(s[1:]):03d}") is not None
+        assert len(f.test) == 12 and len(f.val) == 10  # 6 and 5 people, two ids each
+    assert sorted(itertools.chain.from_iterable(f.test for f in folds)) == sorted(ids)
+    # one id per person: the split is the per-id split, whatever names the persons get
+    assert subject_folds(SUBJECTS, k=10, seed=0, person=person_of) == subject_folds(SUBJECTS, k=10, seed=0)
+    assert person_of("F001") == person_of("F0001") == "F0001" and person_of("S012") == "S012"
+
+
 def test_samples_split_by_subject_and_json_roundtrip(tmp_path):
     samples = [
         Sample(paths=(f"{s}_{k}.wrl",), subject=s, label="anger", dataset="bu3dfe")

@@ -91,6 +91,35 @@ def test_several_caches_train_as_one_with_distinct_subjects(tmp_path):
         build_dataset(config)
 
 
+def test_a_synthfer_person_keeps_scans_and_sequences_on_one_side(tmp_path):
+    """F0001's 3D scans and F001's 4D sequences are one SynthFER-3D person: one side of the run's fold."""
+    from train.config import load_config
+    from train.data import fold_of
+
+    cache = write_cache(tmp_path / "cache", 12)
+    index = json.loads((cache / "index.json").read_text())
+    for i, e in enumerate(index["entries"]):  # each toy subject's samples: half its scans, half its sequences
+        n = int(e["subject"][1:]) + 1
+        if i % 2:
+            e.update(dataset="synth4d", subject=f"F{n:03d}")
+        else:
+            e.update(dataset="synth3d", subject=f"F{n:04d}")
+    (cache / "index.json").write_text(json.dumps(index))
+    ds = CacheViews(cache, LABELS)
+    assert {len(s) for s in ds.subjects} == {4, 5} and len(set(ds.persons)) == len(set(ds.subjects)) // 2
+    config = load_config("tiny", ["data.source=cache", f"data.cache_dir={cache}", "data.k=3"])
+    for fold_index in range(3):
+        config["data"]["fold"] = fold_index
+        fold = fold_of(config, ds.subjects, ds.persons)
+        for n in range(1, 13):
+            assert fold.side(f"F{n:04d}") == fold.side(f"F{n:03d}") is not None
+    config["data"]["group_persons"] = False  # the per-id split of earlier versions
+    per_id = [
+        fold_of({**config, "data": {**config["data"], "fold": i}}, ds.subjects, ds.persons) for i in range(3)
+    ]
+    assert any(f.side(f"F{n:04d}") != f.side(f"F{n:03d}") for f in per_id for n in range(1, 13))
+
+
 @pytest.mark.slow  # two training subprocesses and two CV processes: ~15 s of CPU, minutes on a shared machine
 def test_cross_validate_end_to_end(tmp_path):
     cache = write_cache(tmp_path / "cache")

@@ -62,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
         "fold": 0,
         "fold_seed": 0,
         "val_fraction": 0.15,
+        # Split persons, not subject ids: SynthFER-3D's F0001 (3D scans) and F001 (4D sequences) are one person
+        # and stay on one side. false: the per-id split of earlier versions (the shipped models' runs).
+        "group_persons": True,
         "num_workers": 0,
         # Class balance of the training batches, within each dataset (3D scans, 4D sequences), each keeping
         # its share of the draws: a sample is drawn with probability proportional to (count of its label in

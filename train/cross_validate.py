@@ -128,8 +128,12 @@ def make_folds(cache_dir: Path, config: dict, datasets, k: int, seed: int, path:
     if path.is_file():
         return load_folds(path)
     d = config["data"]
-    subjects = sorted(set(CacheViews(cache_dir, d["labels"], d["views"], datasets=datasets).subjects))
-    folds = subject_folds(subjects, k=k, seed=seed, val_fraction=d["val_fraction"])
+    views = CacheViews(cache_dir, d["labels"], d["views"], datasets=datasets)
+    person = dict(zip(views.subjects, views.persons)) if d.get("group_persons", True) else None
+    folds = subject_folds(
+        sorted(set(views.subjects)), k=k, seed=seed, val_fraction=d["val_fraction"],
+        person=person.__getitem__ if person else None,
+    )  # fmt: skip
     save_folds(
         path, folds, k=k, seed=seed, val_fraction=d["val_fraction"], cache=str(cache_dir), datasets=datasets
     )

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from affectvlm.configuration_affectvlm import DEFAULT_VIEW_NAMES
+from affectvlm.data.synth import person_of
 
 # ----------------------------------------------------------------------------------------------------------
 # Datasets
@@ -46,6 +47,11 @@ class ViewsDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         batch = self._read(np.asarray([i], dtype=np.int64))
         return {k: v[0] for k, v in batch.items()}
+
+    @property
+    def persons(self) -> list[str]:
+        """Per item, the person it shows: its subject, unless one person has several subject ids."""
+        return self.subjects
 
     def subset(self, keep: Sequence[int]) -> ViewsDataset:
         return SubsetViews(self, keep)
@@ -188,11 +194,20 @@ class CacheViews(ViewsDataset):
         self.dataset_names = sorted({str(e.get("dataset")) for e in entries})
         self._datasets = np.asarray([self.dataset_names.index(str(e.get("dataset"))) for e in entries])
         self.subjects = [e["subject"] for e in entries]
+        # SynthFER-3D names a person F0001 in its 3D scans and F001 in its 4D sequences: one person
+        self._persons = [
+            person_of(e["subject"]) if str(e.get("dataset")).startswith("synth") else e["subject"]
+            for e in entries
+        ]
         self._metadata = [{**e.get("metadata", {}), "intensity": e.get("intensity")} for e in entries]
         missing = [v for v in self.view_names if v not in cache_view_names]
         if missing:
             raise ValueError(f"views {missing} are not in the cache's views {list(cache_view_names)}")
         self._view_index = [list(cache_view_names).index(v) for v in self.view_names]
+
+    @property
+    def persons(self) -> list[str]:
+        return self._persons
 
     def _read(self, idx: np.ndarray) -> dict:
         views = self.cache.read(self._keep[idx])[:, self._view_index]  # (b, V, H, W, 3) uint8
@@ -223,6 +238,7 @@ class ConcatViews(ViewsDataset):
         self.parts = list(parts)
         self.label_names, self.view_names = parts[0].label_names, parts[0].view_names
         self.subjects = [f"{name}/{s}" for name, part in zip(names, parts) for s in part.subjects]
+        self._persons = [f"{name}/{s}" for name, part in zip(names, parts) for s in part.persons]
         self._part = np.concatenate([np.full(len(part), i) for i, part in enumerate(parts)])
         self._local = np.concatenate([np.arange(len(part)) for part in parts])
         self.dataset_names = sorted({name for part in parts for name in part.dataset_names})
@@ -230,6 +246,10 @@ class ConcatViews(ViewsDataset):
             [np.asarray([self.dataset_names.index(part.dataset_names[d]) for d in part.datasets_array()], dtype=np.int64)
              for part in parts]
         )  # fmt: skip
+
+    @property
+    def persons(self) -> list[str]:
+        return self._persons
 
     def _read(self, idx: np.ndarray) -> dict:
         reads = {}
@@ -294,31 +314,42 @@ def cache_settings(folder) -> dict:
     return {k: v for k, v in (settings or {}).items() if v is not None}
 
 
-def fold_of(config: dict, subjects: Sequence[str]):
-    """The run's `Fold` (train/val/test subjects): from `data.folds_file`, else made from the subjects. A run
-    on several caches splits each cache's subjects on their own, so adding a cache to a run leaves the other
-    caches' train/validation/test subjects as they were (a model fine-tuned on more data is still selected
-    and tested on subjects it never trained on)."""
+def fold_of(config: dict, subjects: Sequence[str], persons: Sequence[str] | None = None):
+    """The run's `Fold` (train/val/test subjects): from `data.folds_file`, else made from the subjects.
+
+    With `persons` (per item, as `subjects`) and `data.group_persons` on, the split is made over persons, so a
+    person with two subject ids (SynthFER-3D's F0001 scans and F001 sequences) is on one side. A run on several
+    caches splits each cache's subjects on their own, so adding a cache to a run leaves the other caches'
+    train/validation/test subjects as they were (a model fine-tuned on more data is still selected and tested
+    on subjects it never trained on)."""
     from affectvlm.data.folds import Fold, load_folds
 
     d = config["data"]
     if d["folds_file"]:
         return _pick(load_folds(d["folds_file"]), d["fold"])
+    person = dict(zip(subjects, persons)) if persons is not None and d.get("group_persons", True) else {}
     names = [Path(c).name for c in cache_folders(d["cache_dir"])] if d["source"] == "cache" else []
     if len(names) < 2:
-        return _made_fold(d, subjects)
-    parts = [_made_fold(d, [s[len(n) + 1 :] for s in subjects if s.startswith(n + "/")], n) for n in names]
+        return _made_fold(d, subjects, person)
+    parts = []
+    for n in names:
+        mine = {s[len(n) + 1 :]: p for s, p in person.items() if s.startswith(n + "/")}
+        parts.append(_made_fold(d, [s[len(n) + 1 :] for s in subjects if s.startswith(n + "/")], mine, n))
     return Fold(
         d["fold"],
         *(tuple(sorted(s for f in parts for s in getattr(f, side))) for side in ("train", "val", "test")),
     )
 
 
-def _made_fold(d: dict, subjects: Sequence[str], prefix: str | None = None):
+def _made_fold(d: dict, subjects: Sequence[str], person: dict, prefix: str | None = None):
     from affectvlm.data.folds import Fold, subject_folds
 
     folds = subject_folds(
-        sorted(set(subjects)), k=d["k"], seed=d["fold_seed"], val_fraction=d["val_fraction"]
+        sorted(set(subjects)),
+        k=d["k"],
+        seed=d["fold_seed"],
+        val_fraction=d["val_fraction"],
+        person=person.__getitem__ if person else None,
     )
     fold = _pick(folds, d["fold"])
     if prefix is None:

@@ -564,7 +564,7 @@ def _is_better(candidate: dict, best: dict | None) -> bool:
 def get_dataloaders(config: dict, dataset):
     """Train/val/test loaders over one fold, and the fold itself."""
     d, t = config["data"], config["train"]
-    fold = fold_of(config, dataset.subjects)
+    fold = fold_of(config, dataset.subjects, dataset.persons)
     train_ds, val_ds, test_ds = split_dataset(dataset, fold)
     weights = class_balance_weights(train_ds.labels_array(), d["class_balance"], train_ds.datasets_array())
     sampler = EpochBatchSampler(

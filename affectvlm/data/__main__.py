@@ -194,8 +194,16 @@ def cmd_folds(args) -> int:
 
     if args.cache:
         from .cache import RenderCacheDataset
+        from .synth import person_of
 
-        subjects = RenderCacheDataset(args.cache).subjects
+        entries = RenderCacheDataset(args.cache).entries
+        subjects = sorted({e["subject"] for e in entries})
+        # SynthFER-3D's F0001 (3D scans) and F001 (4D sequences) are one person: one side of every fold
+        persons = {
+            e["subject"]: person_of(e["subject"])
+            for e in entries
+            if str(e.get("dataset")).startswith("synth")
+        }
         source = {"cache": args.cache}
     else:
         from .datasets import read_dataset, select_protocol
@@ -206,8 +214,9 @@ def cmd_folds(args) -> int:
         subjects = sorted({s.subject for s in samples})
         source = {"dataset": args.dataset, "protocol": args.protocol}
     folds = subject_folds(
-        subjects, k=args.k, seed=args.seed, repeat=args.repeat, val_fraction=args.val_fraction
-    )
+        subjects, k=args.k, seed=args.seed, repeat=args.repeat, val_fraction=args.val_fraction,
+        person=(lambda s: persons.get(s, s)) if args.cache else None,
+    )  # fmt: skip
     save_folds(
         args.out,
         folds,

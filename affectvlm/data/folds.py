@@ -46,7 +46,12 @@ class Fold:
         return None
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "train": list(self.train), "val": list(self.val), "test": list(self.test)}
+        return {
+            "index": self.index,
+            "train": list(self.train),
+            "val": list(self.val),
+            "test": list(self.test),
+        }
 
 
 def _subjects_of(items) -> list[str]:
@@ -55,7 +60,13 @@ def _subjects_of(items) -> list[str]:
 
 
 def subject_folds(
-    subjects, k: int = 10, seed: int = 0, repeat: int = 0, val_fraction: float = 0.1, val_subjects: int | None = None
+    subjects,
+    k: int = 10,
+    seed: int = 0,
+    repeat: int = 0,
+    val_fraction: float = 0.1,
+    val_subjects: int | None = None,
+    person=None,
 ) -> list[Fold]:
     """Split subjects into `k` folds; every subject is in exactly one test fold.
 
@@ -66,28 +77,44 @@ def subject_folds(
         val_fraction: fraction of each fold's training subjects held out for validation (at least one
             subject when > 0).
         val_subjects: an exact number of validation subjects instead.
+        person: a function from a subject id to the person it is, when one person has several ids (SynthFER-3D
+            names a person F0001 in its 3D scans and F001 in its 4D sequences: `affectvlm.data.synth.person_of`);
+            the split is then made over persons and a person's ids always share a side. None: one id, one
+            person (the split is then exactly the per-id split of earlier versions).
 
     Returns:
         `k` :class:`Fold` objects with sorted subject tuples.
     """
-    subjects = _subjects_of(subjects)
-    if not 2 <= k <= len(subjects):
-        raise ValueError(f"k must be in [2, {len(subjects)}] for {len(subjects)} subjects, got {k}")
+    groups: dict[str, list[str]] = {}
+    for subject in _subjects_of(subjects):
+        groups.setdefault(subject if person is None else person(subject), []).append(subject)
+    people = sorted(groups)
+    if not 2 <= k <= len(people):
+        raise ValueError(f"k must be in [2, {len(people)}] for {len(people)} subjects, got {k}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    order = np.random.default_rng([seed, repeat]).permutation(len(subjects))
+    order = np.random.default_rng([seed, repeat]).permutation(len(people))
     chunks = np.array_split(order, k)
+
+    def ids(chosen) -> tuple[str, ...]:
+        return tuple(sorted(s for p in chosen for s in groups[p]))
+
     folds = []
     for i, chunk in enumerate(chunks):
-        test = sorted(subjects[j] for j in chunk)
-        rest = [s for s in subjects if s not in set(test)]
-        n_val = val_subjects if val_subjects is not None else (max(1, round(val_fraction * len(rest))) if val_fraction > 0 else 0)
+        test = {people[j] for j in chunk}
+        rest = [p for p in people if p not in test]
+        n_val = (
+            val_subjects
+            if val_subjects is not None
+            else (max(1, round(val_fraction * len(rest))) if val_fraction > 0 else 0)
+        )
         if not 0 <= n_val < len(rest):
-            raise ValueError(f"fold {i}: cannot hold out {n_val} validation subjects from {len(rest)} training subjects")
+            raise ValueError(
+                f"fold {i}: cannot hold out {n_val} validation subjects from {len(rest)} training subjects"
+            )
         pick = np.random.default_rng([seed, repeat, 1 + i]).permutation(len(rest))[:n_val]
-        val = sorted(rest[j] for j in pick)
-        train = sorted(set(rest) - set(val))
-        folds.append(Fold(i, tuple(train), tuple(val), tuple(test)))
+        val = {rest[j] for j in pick}
+        folds.append(Fold(i, ids(set(rest) - val), ids(val), ids(test)))
     return folds
 
 
@@ -115,6 +142,8 @@ def load_folds(path: str | os.PathLike) -> list[Fold]:
     if not isinstance(doc, dict) or doc.get("format") != FOLDS_FORMAT:
         raise ValueError(f"{path} is not a folds file (format {FOLDS_FORMAT!r})")
     try:
-        return [Fold(int(f["index"]), tuple(f["train"]), tuple(f["val"]), tuple(f["test"])) for f in doc["folds"]]
+        return [
+            Fold(int(f["index"]), tuple(f["train"]), tuple(f["val"]), tuple(f["test"])) for f in doc["folds"]
+        ]
     except (KeyError, TypeError) as err:
         raise ValueError(f"{path}: malformed fold entry ({err})") from err

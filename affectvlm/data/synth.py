@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGE_GROUPS",
+    "person_of",
     "BU3DFE_CODES",
     "BU4DFE_NAMES",
     "EMOTIONS",
@@ -437,6 +439,17 @@ PRESETS: dict[str, dict] = {
         au_timing_jitter=0.15,
     ),
 }
+
+
+_SUBJECT_ID = re.compile(r"([FM])(\d{3,})")
+
+
+def person_of(subject: str) -> str:
+    """The person a SynthFER-3D subject id names: its 3D scans' id (``F0001``) for both that id and its 4D
+    sequences' id (``F001``), so that folds keep a person's scans and sequences on one side. Other ids are
+    returned as they are."""
+    m = _SUBJECT_ID.fullmatch(subject)
+    return f"{m.group(1)}{int(m.group(2)):04d}" if m else subject
 
 
 @dataclass(frozen=True)

@@ -85,11 +85,14 @@ def test_explanation_from_the_library_and_the_cli(predictor, tmp_path):
     result = predictor(scan=path, explain=True)
     rel = result.relevance
     assert rel.label == result.label and rel.vertex_relevance.shape == (len(result.scan.vertices),)
-    # A smile: the mouth region carries more relevance than the forehead.
+    # A smile: the explanation points at the mouth. Of the most relevant vertices (the top 5 %, what the
+    # overlay paints red), at least half lie in the mouth band (20 % of the vertices) and at most a quarter on
+    # the forehead (15 %). (A band's mean relevance says less: the chin and jaw in the mouth band carry none.)
     v = result.scan.vertices
     mouth = (v[:, 1] < np.percentile(v[:, 1], 30)) & (v[:, 1] > np.percentile(v[:, 1], 10))
     forehead = v[:, 1] > np.percentile(v[:, 1], 85)
-    assert rel.vertex_relevance[mouth].mean() > rel.vertex_relevance[forehead].mean()
+    top = rel.vertex_relevance >= np.percentile(rel.vertex_relevance, 95)
+    assert mouth[top].mean() >= 0.5 and forehead[top].mean() <= 0.25, (mouth[top].mean(), forehead[top].mean())
     out = tmp_path / "relevance.glb"
     run = subprocess.run(
         [sys.executable, "-m", "affectvlm", "predict", str(path), "--explain", str(out), "--json"],

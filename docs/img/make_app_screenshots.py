@@ -82,6 +82,7 @@ def shoot(url: str, tmp: Path) -> None:
         _upload(page, "#batch-file", tmp / "scans.zip")
         page.locator("#batch-button").click()
         page.locator("#batch-csv").get_by_text(".csv", exact=False).first.wait_for(timeout=120_000)
+        time.sleep(1.5)  # the table fades in after its update (a shot at once caught it half-drawn)
         _save(page, "app_batch", full_page=True)
         mobile = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1)
         mobile.goto(url, wait_until="networkidle")

@@ -92,7 +92,10 @@ def test_explanation_from_the_library_and_the_cli(predictor, tmp_path):
     mouth = (v[:, 1] < np.percentile(v[:, 1], 30)) & (v[:, 1] > np.percentile(v[:, 1], 10))
     forehead = v[:, 1] > np.percentile(v[:, 1], 85)
     top = rel.vertex_relevance >= np.percentile(rel.vertex_relevance, 95)
-    assert mouth[top].mean() >= 0.5 and forehead[top].mean() <= 0.25, (mouth[top].mean(), forehead[top].mean())
+    assert mouth[top].mean() >= 0.5 and forehead[top].mean() <= 0.25, (
+        mouth[top].mean(),
+        forehead[top].mean(),
+    )
     out = tmp_path / "relevance.glb"
     run = subprocess.run(
         [sys.executable, "-m", "affectvlm", "predict", str(path), "--explain", str(out), "--json"],

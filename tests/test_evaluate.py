@@ -112,3 +112,30 @@ def test_validation_subjects_of_a_run_on_several_caches_are_found(setup):
     assert not Embedded(model, tiny_processor(), cache, {f"other-cache/{subject}"}).entries
     both = Embedded.join([plain, named])
     assert len(both.entries) == 2 * len(plain.entries) and both.fused.shape[0] == 2 * len(plain.entries)
+
+
+def test_the_subset_i_figure_counts_only_the_two_highest_intensities(setup):
+    """Six emotions at intensity 3-4: scans placed on their own label at levels 3 and 4 and on the wrong one at
+    levels 1 and 2 read 1.0 there, 0.5 over all levels; neutral is left out of both."""
+    from train.evaluate import Embedded, emotion_report
+
+    root, _ = setup
+    model = AffectVLMModel.from_pretrained(root / "model").eval()
+    processor = tiny_processor()
+    embeds = model.encode_prompts(inference_prompts(LABELS), processor.tokenizer).float()
+    emb = Embedded.__new__(Embedded)
+    emb.entries, fused = [], []
+    for label, wrong in (("anger", "happiness"), ("happiness", "anger")):
+        for level in (1, 2, 3, 4):
+            emb.entries.append(
+                {"label": label, "intensity": level, "dataset": "synth3d", "metadata": {"face_model": "sfm"}}
+            )
+            fused.append(embeds[LABELS.index(label if level >= 3 else wrong)])
+    emb.entries.append(
+        {"label": "neutral", "intensity": 0, "dataset": "synth3d", "metadata": {"face_model": "sfm"}}
+    )
+    fused.append(embeds[LABELS.index("anger")])
+    emb.fused, emb.scale = torch.stack(fused), 100.0
+    e = emotion_report(emb, model, processor.tokenizer)["sfm/3d"]
+    assert e["six_emotion_high_intensity"] == pytest.approx(1.0)
+    assert e["six_emotion_accuracy"] == pytest.approx(0.5)

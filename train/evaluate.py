@@ -155,9 +155,17 @@ def emotion_report(emb: Embedded, model, tokenizer) -> dict:
                 "six_emotion_accuracy": accuracy(
                     emb.logits(six_embeds, six_rows), label_rows(emb, six, six_rows)
                 ),
+                "six_emotion_high_intensity": _six_high(emb, six_embeds, six, six_rows),
                 "neutral_recall": accuracy(logits[neutral], truth[neutral]) if neutral.any() else None,
             }
     return out
+
+
+def _six_high(emb: Embedded, six_embeds: torch.Tensor, six: list[str], rows: np.ndarray) -> float | None:
+    """Six-emotion accuracy on intensity levels 3 and 4 only: the analogue of BU-3DFE's usual protocol
+    ("Subset I": six expressions at the two highest of four intensities, neutral left out)."""
+    rows = np.asarray([i for i in rows if (emb.entries[i].get("intensity") or 0) >= 3], dtype=int)
+    return accuracy(emb.logits(six_embeds, rows), label_rows(emb, six, rows)) if len(rows) else None
 
 
 def open_vocabulary_report(emb: Embedded, model, tokenizer, vocabulary=HELD_OUT_VOCABULARY) -> dict:
@@ -342,6 +350,14 @@ def summary(report: dict) -> str:
         lines.append(f"[{name}] accuracy: " + ", ".join(parts))
         six = [f"{k} {v['six_emotion_accuracy']:.3f}" for k, v in e.items() if not k.endswith("all")]
         lines.append(f"[{name}] six emotions: " + ", ".join(six))
+        high = [
+            f"{k} {v['six_emotion_high_intensity']:.3f}"
+            for k, v in e.items()
+            if k.endswith("3d") and v["six_emotion_high_intensity"] is not None
+        ]
+        lines.append(
+            f"[{name}] six emotions at intensity 3-4 (BU-3DFE Subset I analogue): " + ", ".join(high)
+        )
         if "both/3d" in e:
             by = e["both/3d"]["by_intensity"]
             lines.append(f"[{name}] 3D by intensity: " + ", ".join(f"{k}: {v:.3f}" for k, v in by.items()))

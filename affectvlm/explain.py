@@ -5,10 +5,14 @@
     result.write_glb("relevance.glb")                  # the normalised scan painted by relevance
     result.overlays                                    # (V, H, W, 3) uint8 heat maps over the views
 
-`explain_views` slides a background-coloured square over one view at a time (the other views intact, so the
-fused score is what is explained) and records how much the label's score drops: positive relevance means hiding
-that region lowers the label. `relevance_to_vertices` carries the per-pixel maps back to the scan's vertices
-through the renderer's per-pixel triangle ids, rendered with exactly the recipe's views, size and extent.
+`explain_views` slides a background-coloured square over one view at a time and records how much the label's
+fused score (all views together) drops: positive relevance means hiding that region lowers the label. By default
+the other views stay intact (what this view's region adds to the rest); with `hide="surface"` (scans only) the
+square hides the part of the face under it in every view that shows it (the vertex ids of each pixel,
+`surface_ids`), as removing that part of the scan would, so a feature seen in all three views is not masked by
+the other two. `relevance_to_vertices` carries the per-pixel maps back to the
+scan's vertices through the renderer's per-pixel triangle ids, rendered with exactly the recipe's views, size
+and extent.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .scan.render import rasterize
 from .scan.types import InputError, Scan
 
 __all__ = [
+    "HIDE",
     "SCORES",
     "Explanation",
     "colormap",
@@ -35,11 +40,15 @@ __all__ = [
     "overlay",
     "paint",
     "relevance_to_vertices",
+    "surface_ids",
     "write_glb",
 ]
 
 # What `explain_views` measures the drop of: the label's fused logit, its probability, or its log-probability.
 SCORES = ("logit", "prob", "log_prob")
+# What one occlusion window hides of a scan: its square in one view ("view", the default), or the part of the
+# face under it in every view that shows it ("surface"; docs/RESULTS.md compares the two).
+HIDE = ("view", "surface")
 
 
 def occlusion_grid(size: int, patch: int, stride: int) -> list[int]:
@@ -84,16 +93,21 @@ def explain_views(
     fill: int = 0,
     score: str = "logit",
     view_mask: torch.Tensor | None = None,
+    surface: np.ndarray | None = None,
     batch_size: int = 512,
 ) -> torch.Tensor:
     """Occlusion relevance (V, H, W) float32 of `label_index` on each of the (V, H, W, 3) uint8 `views`.
 
     A `patch`-pixel square (default a sixth of the image side) of grey level `fill` (default 0, the renderer's
-    background) slides by `stride` (default half the patch) over one view at a time, the others intact: the
-    fused score of all views is what is explained. Only positions touching the face (non-background pixels) are
-    scored, `batch_size` occluded views per forward pass of the vision tower. Each pixel gets the mean drop of
-    the label's `score` ("logit", "prob" or "log_prob") over the positions covering it: positive = hiding it
-    lowers the label. Background pixels and views missing from `view_mask` (V,) get 0.
+    background) slides by `stride` (default half the patch) over one view at a time: the fused score of all
+    views is what is explained. Without `surface` the other views stay intact. With `surface`, (V, H, W, K)
+    int64 ids of the scan vertices each pixel shows (-1 on the background; `surface_ids`), the square hides
+    that part of the face in every view that shows it, as removing it from the scan would: a feature seen in
+    all three views (the brows) then counts as much as one seen in a single view. Only positions touching the
+    face (non-background pixels) are scored, `batch_size` occluded samples per forward pass of the vision
+    tower. Each pixel gets the mean drop of the label's `score` ("logit", "prob" or "log_prob") over the
+    positions covering it: positive = hiding it lowers the label. Background pixels and views missing from
+    `view_mask` (V,) get 0.
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
@@ -121,26 +135,70 @@ def explain_views(
         for x in occlusion_grid(width, patch, stride)
         if bool(foreground[v, y : y + patch, x : x + patch].any())
     ]
+    hide = _OcclusionMasks(views.shape[:3], patch, None if surface is None else torch.as_tensor(surface))
     total = torch.zeros(nviews, height, width)
     count = torch.zeros(nviews, height, width)
     step = max(1, math.ceil(len(windows) / max(1, math.ceil(len(windows) / batch_size))))  # equal batches
     for start in range(0, len(windows), step):
         chunk = windows[start : start + step]
-        which = torch.tensor([v for v, _, _ in chunk])
-        occluded = views[which].clone()  # (B, H, W, 3)
-        for i, (_, y, x) in enumerate(chunk):
-            occluded[i, y : y + patch, x : x + patch] = fill
-        pixels = processor.normalize_views(occluded[:, None]).to(device, model.dtype)
-        embeds = base_embeds.repeat(len(chunk), 1, 1)
-        embeds[torch.arange(len(chunk)), which.to(device)] = model.get_view_embeddings(
-            pixels, torch.ones(len(chunk), 1, dtype=torch.bool, device=device)
-        )[:, 0]
+        hidden = (
+            torch.stack([hide(*window) for window in chunk]) & mask.cpu()[0, :, None, None]
+        )  # (B, V, H, W)
+        embeds = _occluded_embeddings(model, processor, views, hidden, base_embeds, fill)
         logits, probs = fused_logits(model, embeds, class_embeds, mask.expand(len(chunk), -1))
         drops = (base - _label_score(logits, probs, label_index, score)).cpu()
         for (v, y, x), drop in zip(chunk, drops.tolist()):
             total[v, y : y + patch, x : x + patch] += drop
             count[v, y : y + patch, x : x + patch] += 1
     return torch.where(foreground & (count > 0), total / count.clamp_min(1), torch.zeros(()))
+
+
+class _OcclusionMasks:
+    """The (V, H, W) pixels one occlusion window hides: its square, plus, given the pixels' vertex ids
+    (`surface`), every pixel of any view that shows one of the vertices under the square."""
+
+    def __init__(self, shape, patch: int, surface: torch.Tensor | None):
+        self.shape, self.patch, self.surface = tuple(shape), patch, surface
+        if surface is not None:
+            if surface.dim() != 4 or tuple(surface.shape[:3]) != self.shape:
+                raise ValueError(
+                    f"surface must be (V, H, W, K) for views {self.shape}; got {tuple(surface.shape)}"
+                )
+            self.num_vertices = int(surface.max()) + 2  # the last slot collects the background's -1
+
+    def __call__(self, v: int, y: int, x: int) -> torch.Tensor:
+        hidden = torch.zeros(self.shape, dtype=torch.bool)
+        hidden[v, y : y + self.patch, x : x + self.patch] = True
+        if self.surface is None:
+            return hidden
+        under = self.surface[v, y : y + self.patch, x : x + self.patch].reshape(-1)
+        chosen = torch.zeros(self.num_vertices, dtype=torch.bool)
+        chosen[under[under >= 0]] = True
+        return hidden | chosen[self.surface].any(dim=-1)  # -1 indexes the last slot, never chosen
+
+
+def _occluded_embeddings(model, processor, views, hidden, base_embeds, fill: int) -> torch.Tensor:
+    """(B, V, D) view embeddings of B copies of the (V, H, W, 3) `views` with the (B, V, H, W) `hidden` pixels
+    set to `fill`: only the views a copy changes are encoded again."""
+    embeds = base_embeds.repeat(len(hidden), 1, 1)
+    sample, view = torch.nonzero(hidden.flatten(2).any(dim=-1), as_tuple=True)
+    if len(sample):
+        occluded = views[view].clone()  # (P, H, W, 3)
+        occluded[hidden[sample, view]] = fill
+        pixels = processor.normalize_views(occluded[:, None]).to(model.device, model.dtype)
+        ones = torch.ones(len(sample), 1, dtype=torch.bool, device=model.device)
+        embeds[sample.to(model.device), view.to(model.device)] = model.get_view_embeddings(pixels, ones)[:, 0]
+    return embeds
+
+
+def surface_ids(scan: Scan, recipe, **render_kwargs) -> np.ndarray:
+    """(V, H, W, K) int64 ids of the vertices each pixel of the recipe's views of the normalised `scan` shows
+    (its triangle's three for a mesh, K = 3; its point for a cloud, K = 1), -1 on the background: what lets
+    `explain_views` hide one part of the face in every view (`render_kwargs` as `relevance_to_vertices`)."""
+    frags = rasterize([scan], recipe._render_kwargs()["views"], recipe.size, **render_kwargs)
+    covered, face = frags.mask[0].cpu(), frags.face[0].cpu().long().clamp_min(0)
+    ids = face[..., None] if scan.is_point_cloud else torch.as_tensor(scan.faces, dtype=torch.long)[face]
+    return torch.where(covered[..., None], ids, torch.full_like(ids, -1)).numpy()
 
 
 def _resample(view_maps: torch.Tensor, foreground: torch.Tensor, size: int) -> torch.Tensor:
@@ -301,12 +359,14 @@ def explain_prepared(
     label: str | None = None,
     view_mask=None,
     notes=(),
+    hide: str = "view",
     **options,
 ) -> Explanation:
     """Explain `label` (default the top one) among `names` with (C, D) `class_embeds` for (V, H, W, 3) uint8
     `views` the predictor has already prepared (`prepare_scan`, `prepare_sequence`, or given images with their
     (V,) `view_mask`); with the normalised `scan` they were rendered from (by `predictor.recipe`), the relevance
-    is carried to its vertices too. `options` go to `explain_views`."""
+    is carried to its vertices too. `hide`: what an occlusion window hides of a scan (`HIDE`). `options` go to
+    `explain_views`."""
     model, processor = predictor.model, predictor.processor
     views = torch.as_tensor(views).cpu()
     mask = (
@@ -320,6 +380,10 @@ def explain_prepared(
         label = names[int(np.argmax(probs))]
     elif label not in names:
         raise InputError(f"{label!r} is not among the labels scored ({', '.join(names)})")
+    if hide not in HIDE:
+        raise ValueError(f"hide must be one of {HIDE}, got {hide!r}")
+    if hide == "surface" and scan is not None:  # each part of the face hidden in every view that shows it
+        options["surface"] = surface_ids(scan, predictor.recipe)
     maps = explain_views(model, processor, views, class_embeds, names.index(label), view_mask=mask, **options)
     vertex = None if scan is None else relevance_to_vertices(scan, predictor.recipe, maps)
     return Explanation(
@@ -339,7 +403,8 @@ def explain_prepared(
 def explain(predictor, scan, label: str | None = None, labels=None, **options) -> Explanation:
     """Explain the predictor's score of `label` (default its top label) among `labels` (default the model's;
     any form `predictor(labels=...)` takes) for a scan (a path or a Scan): which regions of the views it saw,
-    and which vertices of the normalised scan, the score depends on. `options` go to `explain_views`."""
+    and which vertices of the normalised scan, the score depends on. `options`: `hide` (`HIDE`) and those of
+    `explain_views`."""
     normalized, views, notes = predictor.prepare_scan(scan)
     names, embeds = predictor.class_embeddings(labels)
     return explain_prepared(

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from affectvlm.explain import (
+    HIDE,
     Explanation,
     explain,
     explain_prepared,
@@ -19,6 +20,7 @@ from affectvlm.explain import (
     overlay,
     paint,
     relevance_to_vertices,
+    surface_ids,
     write_glb,
 )
 from affectvlm.predictor import DEMO_CHECKPOINT, AffectVLMPredictor
@@ -110,9 +112,10 @@ def test_hiding_the_most_relevant_pixels_lowers_the_label_most(predictor, scans,
     assert_most_relevant_matters_most(f"{path.stem} ({names[label]}), frontal pixels", drops[0], drops[1:])
 
 
+@pytest.mark.parametrize("hide", HIDE)
 @pytest.mark.parametrize("path", EXAMPLE_SCANS, ids=lambda p: p.stem)
-def test_removing_the_most_relevant_vertices_lowers_the_label_most(predictor, scans, path):
-    result = explain(predictor, scans[path])
+def test_removing_the_most_relevant_vertices_lowers_the_label_most(predictor, scans, path, hide):
+    result = explain(predictor, scans[path], hide=hide)
     scan, relevance = result.scan, result.vertex_relevance
     names, embeds = predictor.class_embeddings(None)
     label = names.index(result.label)
@@ -192,7 +195,10 @@ def test_vertices_get_the_relevance_of_the_pixels_they_fall_in(predictor, scans,
         error = np.abs(relevance[seen] - scan.vertices[seen, axis])
         # Within a pixel for nearly all; the worst 1 % sit where the lips fold over the teeth, whose pixels show
         # the front surface (at the default model's 96 px: 1.0 px at the 99th percentile, 1.8 px at the 99.9th).
-        assert np.quantile(error, 0.98) < pixel and np.quantile(error, 0.99) < 1.5 * pixel, (axis, error.max())
+        assert np.quantile(error, 0.98) < pixel and np.quantile(error, 0.99) < 1.5 * pixel, (
+            axis,
+            error.max(),
+        )
 
 
 def test_background_pixels_carry_no_relevance(predictor, scans):
@@ -229,6 +235,34 @@ def test_occluded_views_are_scored_in_one_batch_as_score_would(predictor, scans)
         expected = model.score(pixels, embeds).logits
         logits, _ = fused_logits(model, model.get_view_embeddings(pixels.to(model.dtype), mask), embeds, mask)
     torch.testing.assert_close(logits, expected)
+
+
+def test_a_scan_region_is_hidden_in_every_view_that_shows_it(predictor, scans):
+    """With the scan's vertex ids per pixel, a window hides its square and, in the other views, exactly the
+    pixels that show a vertex under the square: hiding a region in one view but not the others would let the
+    model read it there (the brows are seen in all three views)."""
+    from affectvlm.explain import _OcclusionMasks
+
+    scan = scans[EXAMPLE_SCANS[2]]
+    views = predictor.recipe.views_of([scan])[0]
+    ids = surface_ids(scan, predictor.recipe)
+    size = predictor.recipe.size
+    assert ids.shape[:3] == (3, size, size) and ids.shape[3] == 3
+    np.testing.assert_array_equal(ids[..., 0] >= 0, views.amax(dim=-1).numpy() > 0)  # the face, as rendered
+    y, x, patch = size // 2 - 20, size // 2 - 8, 16  # the brows of the frontal view
+    hidden = _OcclusionMasks(ids.shape[:3], patch, torch.as_tensor(ids))(0, y, x).numpy()
+    under = set(ids[0, y : y + patch, x : x + patch].ravel()) - {-1}
+    shows = np.isin(ids, list(under)).any(axis=-1)
+    square = np.zeros_like(hidden)
+    square[0, y : y + patch, x : x + patch] = True
+    np.testing.assert_array_equal(hidden, square | shows)
+    assert hidden[1].sum() > 0.5 * patch * patch and hidden[2].sum() > 0.5 * patch * patch
+    alone = _OcclusionMasks(ids.shape[:3], patch, None)(0, y, x).numpy()
+    np.testing.assert_array_equal(alone, square)
+    default, surface = explain(predictor, scan), explain(predictor, scan, hide="surface")
+    assert default.label == surface.label and not np.allclose(default.view_maps, surface.view_maps)
+    with pytest.raises(ValueError, match="hide must be one of"):
+        explain(predictor, scan, hide="everything")
 
 
 def test_glb_loads_back_with_one_colour_per_vertex(predictor, scans, tmp_path):

@@ -10,9 +10,8 @@ fused score (all views together) drops: positive relevance means hiding that reg
 the other views stay intact (what this view's region adds to the rest); with `hide="surface"` (scans only) the
 square hides the part of the face under it in every view that shows it (the vertex ids of each pixel,
 `surface_ids`), as removing that part of the scan would, so a feature seen in all three views is not masked by
-the other two. `relevance_to_vertices` carries the per-pixel maps back to the
-scan's vertices through the renderer's per-pixel triangle ids, rendered with exactly the recipe's views, size
-and extent.
+the other two. `relevance_to_vertices` carries the per-pixel maps back to the scan's vertices through the
+renderer's per-pixel triangle ids, rendered with exactly the recipe's views, size and extent.
 """
 
 from __future__ import annotations

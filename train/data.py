@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from affectvlm.configuration_affectvlm import DEFAULT_VIEW_NAMES
-from affectvlm.data.synth import person_of
+from affectvlm.data.synth import entry_person
 
 # ----------------------------------------------------------------------------------------------------------
 # Datasets
@@ -195,10 +195,7 @@ class CacheViews(ViewsDataset):
         self._datasets = np.asarray([self.dataset_names.index(str(e.get("dataset"))) for e in entries])
         self.subjects = [e["subject"] for e in entries]
         # SynthFER-3D names a person F0001 in its 3D scans and F001 in its 4D sequences: one person
-        self._persons = [
-            person_of(e["subject"]) if str(e.get("dataset")).startswith("synth") else e["subject"]
-            for e in entries
-        ]
+        self._persons = [entry_person(e) for e in entries]
         self._metadata = [{**e.get("metadata", {}), "intensity": e.get("intensity")} for e in entries]
         missing = [v for v in self.view_names if v not in cache_view_names]
         if missing:

@@ -194,16 +194,12 @@ def cmd_folds(args) -> int:
 
     if args.cache:
         from .cache import RenderCacheDataset
-        from .synth import person_of
+        from .synth import entry_person
 
         entries = RenderCacheDataset(args.cache).entries
         subjects = sorted({e["subject"] for e in entries})
         # SynthFER-3D's F0001 (3D scans) and F001 (4D sequences) are one person: one side of every fold
-        persons = {
-            e["subject"]: person_of(e["subject"])
-            for e in entries
-            if str(e.get("dataset")).startswith("synth")
-        }
+        persons = {e["subject"]: entry_person(e) for e in entries}
         source = {"cache": args.cache}
     else:
         from .datasets import read_dataset, select_protocol

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGE_GROUPS",
+    "entry_person",
     "person_of",
     "BU3DFE_CODES",
     "BU4DFE_NAMES",
@@ -450,6 +451,13 @@ def person_of(subject: str) -> str:
     returned as they are."""
     m = _SUBJECT_ID.fullmatch(subject)
     return f"{m.group(1)}{int(m.group(2)):04d}" if m else subject
+
+
+def entry_person(entry: Mapping) -> str:
+    """The person a render-cache entry shows: `person_of` its subject for SynthFER-3D entries, else the subject
+    (other datasets give each person one id)."""
+    subject = entry["subject"]
+    return person_of(subject) if str(entry.get("dataset")).startswith("synth") else subject
 
 
 @dataclass(frozen=True)

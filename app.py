@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from affectvlm.explain import HIDE
 from affectvlm.predictor import AffectVLMPredictor, InputError, InputLimits, Prediction
 from affectvlm.scan.io import SUPPORTED_EXTENSIONS
 
@@ -34,6 +35,8 @@ LIMITS = InputLimits(max_file_bytes=MAX_FILE_MB * 1024**2, max_frames=200)
 PREDICTOR = AffectVLMPredictor.from_pretrained(os.environ.get("AFFECTVLM_MODEL") or None, limits=LIMITS)
 DEFAULT_LABELS_TEXT = ", ".join(PREDICTOR.default_labels)
 VIEW_NAMES = list(PREDICTOR.processor.view_names)
+# what an explanation's occlusion window hides (affectvlm.explain.HIDE), as the scan tab offers it
+EXPLAIN_HIDE = [("one view at a time", HIDE[0]), ("the face under it, in every view (slower)", HIDE[1])]
 
 
 def _model_note(predictor: AffectVLMPredictor) -> str:
@@ -231,10 +234,13 @@ def predict_scan(file, labels_text):
 
 
 @_serve
-def explain_scan(file, labels_text):
-    """A 3D scan -> where on the face the top label came from: overlays on the views, the painted scan."""
+def explain_scan(file, labels_text, hide=HIDE[0]):
+    """A 3D scan -> where on the face the top label came from: overlays on the views, the painted scan. `hide`:
+    one view's window at a time ("view") or the part of the face under it in every view ("surface")."""
     path = _path(file, SUPPORTED_EXTENSIONS, "3D scan")
-    result = PREDICTOR(scan=path, labels=labels_text or DEFAULT_LABELS_TEXT, explain=True)
+    if hide not in HIDE:
+        raise InputError(f"hide must be one of {', '.join(HIDE)}")
+    result = PREDICTOR(scan=path, labels=labels_text or DEFAULT_LABELS_TEXT, explain=True, explain_hide=hide)
     rel = result.relevance
     captions = [f"{v}: where '{rel.label}' came from" for v in VIEW_NAMES]
     painted = _output_file(".glb", rel.write_glb) if rel.scan is not None else None
@@ -408,12 +414,15 @@ def _scan_tab() -> None:
     labels = _wire("scan", [file], [*panel[:4], preview, *panel[4:]], predict_scan, rows,
                    "Synthetic example scans (SynthFER-3D)", panel=panel)  # fmt: skip
     with gr.Accordion("Where on the face did the answer come from?", open=False):
-        button = gr.Button("Explain the top label", elem_id="scan-explain-button")
+        with gr.Row():
+            hide = gr.Radio(EXPLAIN_HIDE, value=HIDE[0], label="What each occlusion window hides",
+                            elem_id="scan-explain-hide")  # fmt: skip
+            button = gr.Button("Explain the top label", elem_id="scan-explain-button")
         with gr.Row():
             overlays = gr.Gallery(label="Relevance on the views (red: hiding it lowers the score)", columns=3,
                                   height=240, object_fit="contain", elem_id="scan-explain-gallery")  # fmt: skip
             painted = gr.Model3D(label="Relevance on the scan", elem_id="scan-explain-model")
-    button.click(explain_scan, [file, labels], [overlays, painted], api_name="explain_scan")
+    button.click(explain_scan, [file, labels, hide], [overlays, painted], api_name="explain_scan")
 
 
 def _batch_tab() -> None:

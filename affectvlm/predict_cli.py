@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .explain import HIDE
 from .predictor import IMAGE_EXTENSIONS, AffectVLMPredictor, InputError
 
 EPILOG = """examples:
@@ -17,6 +18,7 @@ EPILOG = """examples:
   python -m affectvlm predict scans/ --csv out.csv   # each scan of a folder or zip scored alone: one row each
   python -m affectvlm predict front.png left.png right.png   # three rendered views, in that order
   python -m affectvlm predict face.obj --explain relevance.glb  # where on the face the answer came from
+  python -m affectvlm predict face.obj --explain relevance.glb --explain-hide surface  # each part hidden in all views
   python -m affectvlm predict face.obj --model affectvlm-ict    # a shipped checkpoint by name
 """
 
@@ -41,6 +43,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--explain", metavar="OUT.glb", default=None,
                         help="also write the scan painted by where the top label came from (occlusion "
                         "relevance, red = hiding it lowers the score) as a GLB; scans only")
+    parser.add_argument("--explain-hide", choices=HIDE, default=HIDE[0],
+                        help="what --explain hides: one view's window at a time (view, the default), or the "
+                        "part of the face under it in every view that shows it (surface, as removing it from "
+                        "the scan would; about 3x slower)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -61,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         elif len(paths) == 1 and (paths[0].is_dir() or paths[0].suffix.lower() == ".zip"):
             result = predictor(sequence=str(paths[0]), labels=args.labels)
         elif len(paths) == 1:
-            result = predictor(scan=str(paths[0]), labels=args.labels, explain=bool(args.explain))
+            result = predictor(
+                scan=str(paths[0]), labels=args.labels, explain=bool(args.explain), explain_hide=args.explain_hide
+            )
         else:
             raise InputError("give one scan, one folder or zip of frames, or exactly three images")
         if args.explain:

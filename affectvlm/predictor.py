@@ -534,11 +534,19 @@ class AffectVLMPredictor:
         return self.processor(images=views[None]), views.numpy(), normalized, notes, frames
 
     def __call__(
-        self, images=None, scan=None, sequence=None, labels=None, explain: bool | str = False
+        self,
+        images=None,
+        scan=None,
+        sequence=None,
+        labels=None,
+        explain: bool | str = False,
+        explain_hide: str = "view",
     ) -> Prediction:
         """Score one sample given as `images` (list front/left/right or dict view -> image, None for missing;
         paths, PIL images or arrays), a `scan` (path or Scan) or a `sequence` (folder, zip or list of frames).
-        `explain`: True (the top label) or a label: also compute `relevance`, where that label came from.
+        `explain`: True (the top label) or a label: also compute `relevance`, where that label came from, hiding
+        one view's window at a time or, for a scan, the part of the face under it in every view (`explain_hide`:
+        "view" or "surface", `affectvlm.explain.HIDE`).
 
         Every input that cannot be used raises `InputError` (a ValueError) naming the problem."""
         if sum(x is not None for x in (images, scan, sequence)) != 1:
@@ -572,6 +580,7 @@ class AffectVLMPredictor:
             relevance = explain_prepared(
                 self, torch.as_tensor(views), names, class_embeds, scan=normalized,
                 label=explain if isinstance(explain, str) else None, view_mask=inputs["view_mask"][0],
+                hide=explain_hide,
             )  # fmt: skip
         return Prediction(
             labels=names,

@@ -103,3 +103,20 @@ def test_explanation_from_the_library_and_the_cli(predictor, tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout)["label"] == result.label and out.stat().st_size > 1000
+
+
+def test_the_surface_explanation_reaches_the_cli(predictor, tmp_path):
+    """`--explain-hide surface` paints what the library's `explain_hide="surface"` computes, not the default's."""
+    path = next(p for p in EXAMPLE_SCANS if "anger" in p.stem)
+    surface = predictor(scan=path, explain=True, explain_hide="surface")
+    default = predictor(scan=path, explain=True)
+    assert surface.label == default.label == truth_of(path)
+    assert not np.allclose(surface.relevance.vertex_relevance, default.relevance.vertex_relevance, atol=1e-3)
+    surface.relevance.write_glb(tmp_path / "library.glb")
+    out = tmp_path / "cli.glb"
+    run = subprocess.run(
+        [sys.executable, "-m", "affectvlm", "predict", str(path), "--explain", str(out), "--explain-hide", "surface"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert out.read_bytes() == (tmp_path / "library.glb").read_bytes()

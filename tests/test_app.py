@@ -155,6 +155,10 @@ def test_explain_endpoint_paints_the_scan(client, files):
     overlays, painted = client.predict(handle_file(files["scan"]), "", api_name="/explain_scan")
     painted = painted["path"] if isinstance(painted, dict) else painted
     assert len(overlays) == 3 and str(painted).endswith(".glb")
+    overlays, painted = client.predict(handle_file(files["scan"]), "", "surface", api_name="/explain_scan")
+    assert len(overlays) == 3 and str(painted["path"] if isinstance(painted, dict) else painted).endswith(".glb")
+    with pytest.raises(Exception, match="everything"):  # gradio checks a choice before the handler sees it
+        client.predict(handle_file(files["scan"]), "", "everything", api_name="/explain_scan")
 
 
 def test_batch_endpoint_returns_a_table_and_a_csv(client, tmp_path):

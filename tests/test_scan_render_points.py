@@ -108,13 +108,15 @@ def clouds(mesh) -> dict[str, Scan]:
 # --- meshes are untouched ---------------------------------------------------------------------------------
 
 # sha256 (first 16 hex digits) of the renders of `face_mesh()` in millimetres, computed with the renderer
-# before point clouds became surfels (commit bf6156e): the mesh path must not change by a single bit
+# before point clouds became surfels (commit bf6156e): the mesh path must not change by a single bit. (The raw
+# fragment buffers are not pinned: their float depths and barycentrics, and which of two triangles wins a pixel on
+# their shared edge, differ in the last bits between CPUs (an AMD EPYC against the Intel CPU the hashes were taken
+# on), while the rendered images agree bit for bit.)
 MESH_HASHES = {
     "normal": "3e488dfa0a58410b",
     "depth": "a44ae9b88ba6fc86",
     "normal_map": "7c3b7b5440a92646",
     "texture": "19e8dcbc4129108f",
-    "fragments": ["4fd2b6c327799509", "39f77003ca667da0", "39097bf422f2689b"],
 }
 MM_VIEW = {"size": 96, "extent": 110.0, "pivot": (0.0, 10.0, -40.0)}
 
@@ -129,8 +131,6 @@ def test_meshes_render_bit_for_bit_as_before():
         assert _hash(render_views(face, mode=mode, **MM_VIEW)) == MESH_HASHES[mode], mode
     coloured = face.replace(uv=None, colors=(np.abs(face.vertices) * 2).astype(np.uint8))
     assert _hash(render_views(coloured, mode="texture", **MM_VIEW)) == MESH_HASHES["texture"]
-    frags = rasterize(face, **MM_VIEW)
-    assert [_hash(x.numpy()) for x in (frags.depth, frags.face, frags.bary)] == MESH_HASHES["fragments"]
     # beside a point cloud in one batch, too
     mixed = render_views([face, face.replace(faces=None, uv=None)], **MM_VIEW)
     assert _hash(mixed[:1]) == MESH_HASHES["normal"]

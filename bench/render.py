@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from affectvlm.scan import Scan, normalize_scan, render_views  # noqa: E402
+from affectvlm.scan.normalize import axis_rotation, find_face  # noqa: E402
 from bench.hostile import large_triangles  # noqa: E402
 
 
@@ -74,6 +75,21 @@ def time_cpu(scan: Scan, size: int, mode: str, repeats: int, warmup: int) -> lis
         render_views(normalize_scan(scan), size=size, mode=mode)
         times.append(time.perf_counter() - start)
     return times
+
+
+def time_find_face(scan: Scan, repeats: int) -> dict[str, list[float]]:
+    """Seconds per `find_face` call (the orientation search inside normalize_scan) on the face as it is and with
+    its head looking down 25 degrees and rolled 20 (then set upright)."""
+    posed = (scan.vertices @ (axis_rotation(2, 20) @ axis_rotation(0, 25)).T).astype(np.float32)
+    out = {}
+    for name, vertices in (("frontal", scan.vertices), ("down 25, rolled 20", posed)):
+        find_face(vertices)
+        out[name] = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            find_face(vertices)
+            out[name].append(time.perf_counter() - start)
+    return out
 
 
 def time_gpu(scan: Scan, size: int, mode: str, batch: int, repeats: int, device: str) -> float:
@@ -154,6 +170,8 @@ def main(argv=None) -> int:
         if args.device != "cpu":
             line += f"  {time_gpu(scan, args.size, args.mode, args.batch, max(3, args.repeats // 5), args.device):>11.0f}"
         print(line)
+    for name, times in time_find_face(meshes[min(meshes)], args.repeats).items():
+        print(f"find_face, {name}: min {min(times) * 1e3:.1f} ms, median {statistics.median(times) * 1e3:.1f} ms")
     return 0
 
 

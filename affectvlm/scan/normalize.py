@@ -4,9 +4,9 @@ The frame: the nose tip at the origin, +y up, +z towards the viewer, and lengths
 scan's robust radius (the 99th percentile of the vertices' distance to the nose tip after cropping),
 so that a 90 mm crop of a large face and of a small one both fill the unit sphere and the renderer's
 fixed window alike. First the scan is turned into that frame (`find_face` finds which way is up and forward from
-the face itself: y-up or z-up files, looking along +z, -z or turned any way) and converted to millimetres (mm, cm,
-m or unitless, read from the face's and the scan's size). Normalising is done once: a scan `normalize_scan`
-returned (`Scan.normalized`) comes back unchanged.
+the face itself: y-up or z-up files, looking along +z, -z or turned any way, the head looking up or down or tilted
+to a shoulder) and converted to millimetres (mm, cm, m or unitless, read from the face's and the scan's size).
+Normalising is done once: a scan `normalize_scan` returned (`Scan.normalized`) comes back unchanged.
 """
 
 from __future__ import annotations
@@ -121,8 +121,9 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 # the coarse grid missed). A map's cost (`_cost`) is its mean difference from a mean face's map (`_TEMPLATE`,
 # either way up; a cell without surface counts 0.3) plus the mean difference from its own left-right mirror image
 # (a face is symmetric about the plane through its nose that holds the vertical and the line of sight).
-#   1. Search: each file axis as the vertical, turned about it every 30 degrees and tilted by -15, 0 and 15 degrees:
-#      108 frames (a frame and its upside-down twin show the same view, so twins are left to step 4). The scale is
+#   1. Search: each file axis as the vertical, turned about it every 30 degrees, tilted by -30 to 30 degrees in
+#      steps of 15 and rolled by -30, 0 and 30: 540 frames, each seen through an 800-point subsample (a frame and
+#      its upside-down twin show the same view, so twins are left to step 4). The scale is
 #      the units' the scan's size suggests (`detect_units_scale`); when no face shows at it, the scales that make
 #      the scan 190 mm (a face mask) or 330 mm (a head with its neck) across are tried, and taken only if their best
 #      frame costs less than the units' did.
@@ -138,13 +139,24 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #   4. Up or down (`_upright`): the detail in the upper half minus the lower half, upside down, against the
 #      template's: about +1 the right way up (faces of both face models, with expressions, pitched or rolled: 0.2 to
 #      1.5) and as much below 0 upside down. A file's +y or +z stays up unless it is under -0.25.
-#   5. Size (`_size`): the frame scaled by 2^(-1 .. 1) in 1/8 steps; where the map is closest to the template
-#      (parabola through the best three) gives millimetres per file unit, within about 10 %. `_units_for` then
-#      takes mm, cm or m when one is within 2x of it, else keeps the size rule's unit; for a unitless scan it uses
-#      the face's size when that differs from the size rule's 200 mm guess by more than 1.5x (a head with its neck).
-#   6. A frame within 20 degrees of an axis-aligned one keeps the file's pose (as `align=False` does): a frontal
-#      face comes out exactly as it did before orientation was detected.
-_SEARCH_POINTS = 2000
+#   5. Size (`_size`, in the frame of step 6): the frame scaled by 2^(-1 .. 1) in 1/8 steps; where the map is
+#      closest to the template (parabola through the best three) gives millimetres per file unit, within about
+#      10 %. `_units_for` then takes mm, cm or m when one is within 2x of it, else keeps the size rule's unit; for a
+#      unitless scan it uses the face's size when that differs from the size rule's 200 mm guess by more than 1.5x
+#      (a head with its neck).
+#   6. The head's pose (`_settle`): a head looking down puts its forehead in front of its nose tip, and one
+#      tilted to a shoulder is not symmetric about the vertical. Three passes, each turning the frame by the pitch
+#      that gives the map the template's tilt and by the turn its slope across suggests, then keeping the most
+#      symmetric, most template-like of a range of rolls (within 45 degrees, then 6, then 2) and of small turns. On
+#      40 faces of both face models with expressions, posed up to 30 degrees down or up, 40 degrees rolled, or all
+#      of it turned: the turn and roll within 3 degrees of the face model's own frame, the pitch within 11 (a
+#      face's own profile against the template's: 3.8 on average).
+#   7. A head pitched and rolled at most 12 degrees from an axis-aligned frame keeps that frame's vertical, and
+#      when it is turned at most 20 degrees about it too, the file's pose (as `align=False` does): a frontal face
+#      comes out exactly as it did before orientation was detected, a face turned about the vertical only is turned
+#      back about it, and a face as the training scans held it (a few degrees each way) is not moved by the pitch
+#      estimate's own error. Past that the head is set upright.
+_SEARCH_POINTS, _COARSE_POINTS = 2000, 800
 _SEARCH_RADIUS_MM = 90.0
 _SPIKE_CUBE_MM, _CAP_DEPTH_MM, _CAP_RADIUS_MM = 12.0, 7.0, 20.0
 _BUMP_RING_MM = (11.0, 27.0)
@@ -155,8 +167,9 @@ _CELL_R = np.hypot(_CELL_X, _CELL_Y)
 _MISSING_COST = 0.3
 _MIN_BUMP, _MIN_COVER, _MAX_DIFFERENCE, _MIN_DETAIL_MATCH = 0.015, 0.8, 0.18, 0.45
 _KEEP_COST, _UPRIGHT_MARGIN = 0.02, 0.25
-_COARSE_YAW, _FINE_YAW, _KEEP_POSE = 30.0, 1.5, 20.0  # degrees
-_PITCHES = (-15.0, 0.0, 15.0)
+_COARSE_YAW, _FINE_YAW, _KEEP_TURN, _KEEP_TILT = 30.0, 1.5, 20.0, 12.0  # degrees
+_PITCHES = (-30.0, -15.0, 0.0, 15.0, 30.0)
+_ROLLS = (-30.0, 0.0, 30.0)
 _EXTENT_GUESSES_MM = (190.0, 330.0)  # a face mask, a head with its neck
 _SIZES = 2.0 ** (np.arange(-8, 9) / 8.0)
 
@@ -183,16 +196,24 @@ _UPS = (np.eye(3), axis_rotation(0, -90), axis_rotation(2, 90))
 _YAWS = np.arange(0.0, 360.0, _COARSE_YAW)
 
 
-def _frame(up: int, yaw: float, pitch: float) -> np.ndarray:
-    """The rotation that makes file axis `_UPS[up]` the vertical, turns by `yaw` about it and tilts by `pitch`."""
-    return axis_rotation(0, pitch) @ axis_rotation(1, yaw) @ _UPS[up]
+def _frame(up: int, yaw: float, pitch: float, roll: float = 0.0) -> np.ndarray:
+    """The rotation that makes file axis `_UPS[up]` the vertical, turns by `yaw` about it, tilts by `pitch` and
+    rolls by `roll` about the line of sight."""
+    return axis_rotation(2, roll) @ axis_rotation(0, pitch) @ axis_rotation(1, yaw) @ _UPS[up]
 
 
-_SEARCH_SHAPE = (len(_UPS), len(_YAWS), len(_PITCHES))
+_SEARCH_SHAPE = (len(_UPS), len(_YAWS), len(_PITCHES), len(_ROLLS))
 _SEARCH_FRAMES = np.stack(
-    [_frame(up, yaw, pitch) for up in range(len(_UPS)) for yaw in _YAWS for pitch in _PITCHES]
+    [
+        _frame(up, yaw, pitch, roll)
+        for up in range(len(_UPS))
+        for yaw in _YAWS
+        for pitch in _PITCHES
+        for roll in _ROLLS
+    ]
 )
-_IDENTITY = int(np.ravel_multi_index((0, 0, _PITCHES.index(0.0)), _SEARCH_SHAPE))  # the file's own frame
+# the file's own frame
+_IDENTITY = int(np.ravel_multi_index((0, 0, _PITCHES.index(0.0), _ROLLS.index(0.0)), _SEARCH_SHAPE))
 
 
 def find_face(vertices: np.ndarray) -> tuple[np.ndarray | None, float | None]:
@@ -203,9 +224,10 @@ def find_face(vertices: np.ndarray) -> tuple[np.ndarray | None, float | None]:
 
     Returns:
         (rotation, size): `rotation` (3, 3) puts the face in the canonical frame (+y up, +z towards the viewer;
-        rows: the canonical x, y and z axes in the file's coordinates), or None to keep the file's frame (the face
-        is within 20 degrees of it); `size` the millimetres per file unit the face's size suggests. (None, None)
-        when nothing looks like a face. Cost: about 10 ms whatever the scan's size (30 ms when no face is found).
+        rows: the canonical x, y and z axes in the file's coordinates), or None to keep the file's frame (the head
+        is turned at most 20 degrees from it, pitched and rolled at most 12); `size` the millimetres per file unit
+        the face's size suggests. (None, None) when nothing looks like a face. Cost: about 30 ms whatever the
+        scan's size.
     """
     if len(vertices) < 16:
         return None, None
@@ -214,19 +236,31 @@ def find_face(vertices: np.ndarray) -> tuple[np.ndarray | None, float | None]:
     least = np.inf
     for scale in _scale_guesses(detect_units_scale(vertices), _extent(sample)):
         points, solid = _search_points(sample, scale)
-        maps, bump = _views(points, solid, _SEARCH_FRAMES)
-        cost = sum(_cost(maps, across=True))
-        frame, maps, bump = _refine(cost, maps, bump, points, solid)
+        frame, maps, bump, cost = _search(points, solid)
         # another scale than the units' only when it looks more like a face than the units' did
-        if cost.min() <= least and _looks_like_face(maps, bump):
+        if cost <= least and _looks_like_face(maps, bump):
             break
-        least = min(least, cost.min())
+        least = min(least, cost)
     else:
         return None, None
-    # a file's +y or +z stays up unless the face is clearly upside down; its x axis has no say
-    if _upright(maps)[0] < (0.0 if np.abs(frame[1]).argmax() == 0 else -_UPRIGHT_MARGIN):
-        frame = axis_rotation(2, 180) @ frame  # half a turn about the line of sight
+    frame = _settle(points, solid, frame)
     return _keep_pose(frame), scale * _size(points, solid, frame)
+
+
+def _search(points: np.ndarray, solid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The face's frame at one scale (steps 1, 2 and 4 above), its map (1, G, G) and bump (1,), and the coarse
+    search's least cost."""
+    step = max(1, len(points) // _COARSE_POINTS)
+    coarse, _ = _views(points[::step], solid[::step], _SEARCH_FRAMES)
+    cost = sum(_cost(coarse, across=True))
+    frame = _refine(cost, coarse, points, solid)
+    # a file's +y or +z stays up unless the face is clearly upside down; its x axis has no say
+    if _upright(_views(points, solid, frame[None])[0])[0] < (
+        0.0 if np.abs(frame[1]).argmax() == 0 else -_UPRIGHT_MARGIN
+    ):
+        frame = axis_rotation(2, 180) @ frame  # half a turn about the line of sight
+    maps, bump = _views(points, solid, frame[None])
+    return frame, maps, bump, float(cost.min())
 
 
 def _scale_guesses(unit: float, extent: float) -> list[float]:
@@ -298,19 +332,47 @@ def _max_per_bin(key: np.ndarray, value: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _refine(cost, maps, bump, points, solid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The frame to keep (3, 3), its map (1, G, G) and bump (1,): the file's own when the search's best is not
-    clearly better, else the best with its turn refined."""
+def _refine(cost: np.ndarray, maps: np.ndarray, points: np.ndarray, solid: np.ndarray) -> np.ndarray:
+    """The frame (3, 3) to settle from: the file's own when the search's best is not clearly better, else the best
+    with its turn refined."""
     best = int(np.argmin(cost))
     if cost[_IDENTITY] <= cost[best] + _KEEP_COST:
-        return np.eye(3), maps[_IDENTITY : _IDENTITY + 1], bump[_IDENTITY : _IDENTITY + 1]
-    up, yaw, pitch = np.unravel_index(best, _SEARCH_SHAPE)
+        return np.eye(3)
+    up, yaw, pitch, roll = np.unravel_index(best, _SEARCH_SHAPE)
     turn, _ = _tilts(maps[best : best + 1])
     yaws = _YAWS[yaw] + np.degrees(np.arctan(turn[0])) + np.arange(-4, 5) * _FINE_YAW
-    frames = np.stack([_frame(up, a, _PITCHES[pitch]) for a in yaws])
-    maps, bump = _views(points, solid, frames)
-    best = int(np.argmin(sum(_cost(maps))))
-    return frames[best], maps[best : best + 1], bump[best : best + 1]
+    frames = np.stack([_frame(up, a, _PITCHES[pitch], _ROLLS[roll]) for a in yaws])
+    return frames[int(np.argmin(sum(_cost(_views(points, solid, frames)[0]))))]
+
+
+# The head's pose within the frame: each pass turns the frame by the pitch that gives its depth map the template's
+# tilt (`_pitch`) and by the turn its slope across suggests (twice: the nose tip moves with them), then keeps the
+# most symmetric, most template-like map of a range of rolls about the line of sight, then of five small turns; the
+# passes narrow the ranges.
+_SETTLE_PASSES = ((45.0, 3.0, 0.0), (6.0, 1.0, 3.0), (2.0, 0.5, 1.5))  # (largest roll, its step, turn step)
+
+
+def _settle(points: np.ndarray, solid: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """`frame` (3, 3) turned so that the head in it is neither pitched nor rolled: its tilt the template's, its map
+    as symmetric and as like the template as it gets."""
+    for span, step, turn_step in _SETTLE_PASSES:
+        for _ in range(2):
+            maps = _views(points, solid, frame[None])[0]
+            turn = np.degrees(np.arctan(_tilts(maps)[0][0]))
+            frame = axis_rotation(0, -_pitch(maps)[0]) @ axis_rotation(1, turn) @ frame
+        frame = _likest(
+            points, solid, [axis_rotation(2, r) @ frame for r in np.arange(-span, span + step / 2, step)]
+        )
+        if turn_step:
+            frame = _likest(
+                points, solid, [axis_rotation(1, a) @ frame for a in np.arange(-2, 3) * turn_step]
+            )
+    return frame
+
+
+def _likest(points: np.ndarray, solid: np.ndarray, frames: list[np.ndarray]) -> np.ndarray:
+    """The frame among `frames` whose map is most like the template and most symmetric."""
+    return frames[int(np.argmin(sum(_cost(_views(points, solid, np.stack(frames))[0]))))]
 
 
 def _size(points: np.ndarray, solid: np.ndarray, frame: np.ndarray) -> float:
@@ -333,6 +395,19 @@ def _tilts(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a = np.where(ok, axis, 0.0)
         slopes.append((np.where(ok, diff, 0.0) * a).sum((1, 2)) / np.maximum((a * a).sum((1, 2)), 1e-9))
     return slopes[0], slopes[1]
+
+
+def _pitch(maps: np.ndarray) -> np.ndarray:
+    """(K,) degrees by which each map's face looks further down than the template's: the slope from top to bottom
+    of the map's depth minus the template's, fitted with an intercept over the inner cells that have surface (a
+    crop that keeps less forehead or chin does not move it)."""
+    diff = maps[:, _INNER_CELLS] - _TEMPLATE_MAP[_INNER_CELLS]
+    ok = np.isfinite(diff)
+    count = np.maximum(ok.sum(1, keepdims=True), 1)
+    y = np.where(ok, _CELL_Y[_INNER_CELLS], 0.0)
+    y = np.where(ok, y - y.sum(1, keepdims=True) / count, 0.0)
+    diff = np.where(ok, diff, 0.0)
+    return np.degrees(np.arctan((y * diff).sum(1) / np.maximum((y * y).sum(1), 1e-9)))
 
 
 def _level(maps: np.ndarray, across: bool = False) -> np.ndarray:
@@ -395,16 +470,23 @@ def _upright(maps: np.ndarray) -> np.ndarray:
 
 
 def _keep_pose(frame: np.ndarray) -> np.ndarray | None:
-    """The axis-aligned rotation nearest `frame` when within `_KEEP_POSE` degrees of it (None for the identity),
-    else `frame`."""
+    """What `find_face` returns for the settled `frame`: the file's vertical is kept when the head in it is pitched
+    and rolled at most `_KEEP_TILT` degrees from an axis-aligned frame (the poses a face holds in front of a
+    scanner, and the pitch estimate's own error), and then the axis-aligned frame itself (None for the identity)
+    when the head is also turned at most `_KEEP_TURN`, else that frame turned about its vertical; past that,
+    `frame`."""
     axis = np.abs(frame).argmax(1)
     snapped = np.zeros((3, 3))
     snapped[np.arange(3), axis] = np.sign(frame[np.arange(3), axis])
     if abs(np.linalg.det(snapped) - 1.0) > 1e-6:
         return frame
-    angle = np.degrees(np.arccos(np.clip((np.trace(snapped.T @ frame) - 1.0) / 2.0, -1.0, 1.0)))
-    if angle > _KEEP_POSE:
+    up, forward = (frame @ snapped.T)[1:]  # the head's axes in the snapped frame
+    pitch, roll = np.degrees(np.arcsin(np.clip(np.abs([forward[1], up[0]]), 0.0, 1.0)))
+    if max(pitch, roll) > _KEEP_TILT:
         return frame
+    turn = np.degrees(np.arctan2(-forward[0], forward[2]))
+    if abs(turn) > _KEEP_TURN:
+        return axis_rotation(1, turn) @ snapped
     return None if np.array_equal(snapped, np.eye(3)) else snapped
 
 
@@ -478,7 +560,8 @@ def normalize_scan(
     """Turn a scan into the canonical frame, centre it on its nose tip, crop it and scale it to the renderer's frame.
 
     Args:
-        scan: the raw scan, in any units and axes (y-up or z-up, looking along +z, -z or any way).
+        scan: the raw scan, in any units and axes (y-up or z-up, looking along +z, -z or any way; the head
+            looking up or down, tilted to a shoulder).
         crop_radius: keep vertices within this distance (mm) of the nose tip, as BU-3DFE's 90 mm
             crops do; None keeps everything.
         landmark: the nose tip as a vertex index or an (3,) position in the scan's units and axes, when known
@@ -489,9 +572,9 @@ def normalize_scan(
         fit: divide by the robust radius so the face fills the unit sphere (the renderer's default
             window expects this); False keeps millimetres.
         units: "auto" (from the face's size, else the scan's: mm, cm, m or unitless), "mm", "cm" or "m".
-        orient: "auto" finds which way is up and forward from the face itself (`find_face`: a face turned
-            more than 20 degrees from the file's axes is turned to look along +z, +y up); "none" takes the file's
-            axes as +y up and +z towards the viewer.
+        orient: "auto" finds which way is up and forward from the face itself (`find_face`: a head turned more
+            than 20 degrees from the file's axes, or pitched or rolled more than 12, is turned to look along +z, +y
+            up); "none" takes the file's axes as +y up and +z towards the viewer.
 
     Returns:
         A new Scan with `normalized=True`; vertices float32 in the normalised frame. Texture, uv and colours

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from .clean import drop_stray_points
 from .io import drop_nonfinite
 from .types import Scan, ScanError
 
@@ -576,6 +577,9 @@ def normalize_scan(
             than 20 degrees from the file's axes, or pitched or rolled more than 12, is turned to look along +z, +y
             up); "none" takes the file's axes as +y up and +z towards the viewer.
 
+    Stray points (a scanner's flying pixels, background specks: `affectvlm.scan.clean.drop_stray_points`) are
+    dropped first.
+
     Returns:
         A new Scan with `normalized=True`; vertices float32 in the normalised frame. Texture, uv and colours
         follow the kept vertices. A scan that is already `normalized` is returned as it is (normalising is
@@ -626,7 +630,7 @@ def _normalize(
         raise ValueError(f"align must be False, True or 'pca', got {align!r}")
     if orient not in ("auto", "none"):
         raise ValueError(f"orient must be 'auto' or 'none', got {orient!r}")
-    scan = drop_nonfinite(scan)
+    scan = drop_stray_points(drop_nonfinite(scan))
     v = scan.vertices
     turn, scale, tip, rotation, radius = _transform or (None, None, None, None, None)
     size = None

@@ -1,0 +1,64 @@
+"""`drop_stray_points`: flying pixels and background specks go, the face's own points stay.
+
+Before it, 50 points scattered up to a metre about a face (2 % of its points) made the bounding box say the scan
+was unitless, and no face was found at any scale: the face rendered as a speck.
+"""
+
+import numpy as np
+import pytest
+
+from affectvlm.data.realism import cluster_vertices, subdivide
+from affectvlm.scan import Scan, normalize_scan
+from affectvlm.scan.clean import drop_stray_points
+from affectvlm.scan.normalize import find_face
+from affectvlm.testing import face_mesh
+
+
+def with_strays(face: Scan, count: int, spread: float, seed: int = 0) -> Scan:
+    """The face (a point cloud or a mesh) and `count` points scattered about it with `spread` mm std per axis."""
+    rng = np.random.default_rng(seed)
+    strays = face.vertices.mean(axis=0) + rng.normal(0.0, spread, (count, 3))
+    return Scan(np.concatenate([face.vertices, strays]).astype(np.float32), face.faces)
+
+
+@pytest.fixture(scope="module")
+def face() -> Scan:
+    return face_mesh().replace(uv=None)
+
+
+@pytest.mark.parametrize("count, spread", [(50, 300.0), (500, 300.0), (2000, 1000.0)])
+@pytest.mark.parametrize("kind", ["mesh", "point cloud"])
+def test_scattered_points_go_and_the_face_stays(face, count, spread, kind):
+    """Every point of the face stays; of the strays only those that landed next to the face may stay."""
+    face = face if kind == "mesh" else face.replace(faces=None)
+    cleaned = drop_stray_points(with_strays(face, count, spread))
+    n = face.num_vertices
+    np.testing.assert_array_equal(cleaned.vertices[:n], face.vertices)
+    if kind == "mesh":
+        np.testing.assert_array_equal(cleaned.faces, face.faces)
+    kept = cleaned.vertices[n:]
+    assert len(kept) <= 0.01 * count
+    if len(kept):
+        nearest = np.sqrt(((kept[:, None] - face.vertices[None]) ** 2).sum(-1)).min(axis=1)
+        assert nearest.max() < 30.0, nearest  # within two cubes of 4 spacings (3.6 mm) of the face
+
+
+def test_a_face_with_strays_normalises_as_the_face_alone(face):
+    messy = with_strays(face, 200, 400.0)
+    assert find_face(messy.vertices)[1] is None  # no face at the scale the strays' bounding box suggests
+    np.testing.assert_array_equal(normalize_scan(messy).vertices, normalize_scan(face).vertices)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda f: f,
+        lambda f: f.replace(faces=None),
+        lambda f: subdivide(subdivide(f)),
+        lambda f: cluster_vertices(f.replace(faces=None), 5.0),  # a sparse cloud: 5 mm apart
+    ],
+    ids=["mesh", "cloud", "dense mesh", "sparse cloud"],
+)
+def test_a_clean_face_loses_nothing(face, make):
+    scan = make(face)
+    assert drop_stray_points(scan) is scan

@@ -144,6 +144,32 @@ def test_a_frontal_face_comes_out_exactly_as_without_orientation(face):
     assert find_face(face.vertices)[0] is None
 
 
+def in_front_of_a_wall(face: Scan, behind: float = 250.0) -> Scan:
+    """The face (vertex indices in its colours, `tagged`) and 60,000 white points of a 1 m wall `behind` mm behind its
+    deepest point, as a depth camera sees a room."""
+    face = tagged(face)
+    v = face.vertices
+    grid = np.random.default_rng(0).uniform(-500.0, 500.0, (60_000, 2)) + v.mean(axis=0)[:2]
+    wall = np.c_[grid, np.full(len(grid), v[:, 2].min() - behind)]
+    colors = np.concatenate([face.colors, np.full((len(wall), 3), 255, np.uint8)])
+    return face.replace(vertices=np.concatenate([v, wall]).astype(np.float32), colors=colors)
+
+
+def test_a_face_in_front_of_a_wall_normalises_as_the_face_alone(face):
+    """The wall makes the scan 1 m across (no unit fits) and outnumbers the face's points in the search's subsample:
+    the face is found in the region about the scene's frontmost point, and the crop leaves the wall out. The face's
+    vertices land where the face alone puts them, within 0.08 (the file conventions allow 0.05 for the tip, 0.06 for
+    the nose): the nose tip's neighbour count (`find_nose_tip`) sees the face through a subsample that is mostly
+    wall, and the tip, and the face with it, may land a vertex or two off (measured: 0 for the procedural face,
+    0.057 SFM, 0.066 ICT)."""
+    got = normalize_scan(in_front_of_a_wall(face))
+    assert not (got.colors == 255).all(axis=1).any()  # no wall point within the crop
+    a, b = by_index(normalize_scan(tagged(face)), face.num_vertices), by_index(got, face.num_vertices)
+    tip = np.nanargmin(np.linalg.norm(a, axis=1))
+    nose = np.isfinite(a[:, 0]) & np.isfinite(b[:, 0]) & (np.linalg.norm(np.nan_to_num(a), axis=1) < 0.2)
+    assert np.linalg.norm(b[tip]) <= 0.08 and np.linalg.norm(b[nose] - a[nose], axis=1).max() <= 0.08
+
+
 def test_normalising_twice_is_a_no_op(face):
     once = normalize_scan(face.replace(vertices=(face.vertices @ Z_UP.T).astype(np.float32) / 1000))
     assert once.normalized and normalize_scan(once) is once

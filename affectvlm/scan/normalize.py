@@ -137,6 +137,10 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      5 x 5 cells about it: eye sockets, nose, lips) correlates with the template's by 0.45 or more (faces: 0.5 to
 #      0.95; a cone, a sphere, a blob: under 0.4). Else the file's frame and size rule are kept: a cube, a sphere or
 #      a plane is normalised as before, and `check_face` notes it.
+#   3b. No face in the whole scan (a face in a larger scene: a wall behind it makes the scan a metre across, so no
+#      unit fits, and outnumbers the face's points in the subsample): steps 1-4 again on the points within 150 mm
+#      of the scan's extreme point along each file axis, either way, in mm, cm and m (`_find_in_front`); the first
+#      region that shows a face gives the frame and the unit. A shape that is no face pays for all 18 regions.
 #   4. Up or down (`_upright`): the detail in the upper half minus the lower half, upside down, against the
 #      template's: about +1 the right way up (faces of both face models, with expressions, pitched or rolled: 0.2 to
 #      1.5) and as much below 0 upside down. A file's +y or +z stays up unless it is under -0.25.
@@ -172,6 +176,8 @@ _COARSE_YAW, _FINE_YAW, _KEEP_TURN, _KEEP_TILT = 30.0, 1.5, 20.0, 12.0  # degree
 _PITCHES = (-30.0, -15.0, 0.0, 15.0, 30.0)
 _ROLLS = (-30.0, 0.0, 30.0)
 _EXTENT_GUESSES_MM = (190.0, 330.0)  # a face mask, a head with its neck
+# a face in a larger scene: the region about an extreme point, its least points and its largest share of the scene
+_REGION_MM, _MIN_REGION_POINTS, _MAX_REGION_SHARE = 150.0, 200, 0.7
 _SIZES = 2.0 ** (np.arange(-8, 9) / 8.0)
 
 
@@ -228,10 +234,21 @@ def find_face(vertices: np.ndarray) -> tuple[np.ndarray | None, float | None]:
         rows: the canonical x, y and z axes in the file's coordinates), or None to keep the file's frame (the head
         is turned at most 20 degrees from it, pitched and rolled at most 12); `size` the millimetres per file unit
         the face's size suggests. (None, None) when nothing looks like a face. Cost: about 30 ms whatever the
-        scan's size.
+        scan's size; a face in a larger scene (step 3b) up to 200 ms, as a shape that is no face.
     """
     if len(vertices) < 16:
         return None, None
+    found = _find_at_scales(vertices) or _find_in_front(vertices)
+    if found is None:
+        return None, None
+    frame, scale, points, solid = found
+    frame = _settle(points, solid, frame)
+    return _keep_pose(frame), scale * _size(points, solid, frame)
+
+
+def _find_at_scales(vertices: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray] | None:
+    """Steps 1-4 on a subsample of the whole scan at each scale guess: (frame, scale, points, solid) of the first
+    that shows a face, or None."""
     sample = vertices[:: max(1, len(vertices) // _SEARCH_POINTS)].astype(np.float64)  # 2,000 to 4,000 points
     sample = sample - np.median(sample, axis=0)
     least = np.inf
@@ -240,12 +257,29 @@ def find_face(vertices: np.ndarray) -> tuple[np.ndarray | None, float | None]:
         frame, maps, bump, cost = _search(points, solid)
         # another scale than the units' only when it looks more like a face than the units' did
         if cost <= least and _looks_like_face(maps, bump):
-            break
+            return frame, scale, points, solid
         least = min(least, cost)
-    else:
-        return None, None
-    frame = _settle(points, solid, frame)
-    return _keep_pose(frame), scale * _size(points, solid, frame)
+    return None
+
+
+def _find_in_front(vertices: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray] | None:
+    """A face in a larger scene (a wall behind it, a body below it): the scene's size is not the face's, and its
+    points outnumber the face's in the subsample. Steps 1-4 on the points within `_REGION_MM` of the scene's
+    extreme point along each file axis, either way, in mm, cm and m: the first region that shows a face, or None."""
+    for axis in range(3):
+        for sign in (1.0, -1.0):
+            tip = vertices[int(np.argmax(vertices[:, axis] * sign))].astype(np.float64)
+            distance = np.sqrt(sum((vertices[:, i] - tip[i]) ** 2 for i in range(3)))
+            for _, unit in _UNIT_SCALES:
+                near = vertices[distance <= _REGION_MM / unit]
+                if not _MIN_REGION_POINTS <= len(near) <= _MAX_REGION_SHARE * len(vertices):
+                    continue
+                sample = near[:: max(1, len(near) // _SEARCH_POINTS)].astype(np.float64)
+                points, solid = _search_points(sample - np.median(sample, axis=0), unit)
+                frame, maps, bump, _ = _search(points, solid)
+                if _looks_like_face(maps, bump):
+                    return frame, unit, points, solid
+    return None
 
 
 def _search(points: np.ndarray, solid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:

@@ -289,12 +289,11 @@ def _search(points: np.ndarray, solid: np.ndarray) -> tuple[np.ndarray, np.ndarr
     coarse, _ = _views(points[::step], solid[::step], _SEARCH_FRAMES)
     cost = sum(_cost(coarse, across=True))
     frame = _refine(cost, coarse, points, solid)
-    # a file's +y or +z stays up unless the face is clearly upside down; its x axis has no say
-    if _upright(_views(points, solid, frame[None])[0])[0] < (
-        0.0 if np.abs(frame[1]).argmax() == 0 else -_UPRIGHT_MARGIN
-    ):
-        frame = axis_rotation(2, 180) @ frame  # half a turn about the line of sight
     maps, bump = _views(points, solid, frame[None])
+    # a file's +y or +z stays up unless the face is clearly upside down; its x axis has no say
+    if _upright(maps)[0] < (0.0 if np.abs(frame[1]).argmax() == 0 else -_UPRIGHT_MARGIN):
+        frame = axis_rotation(2, 180) @ frame  # half a turn about the line of sight
+        maps, bump = _views(points, solid, frame[None])
     return frame, maps, bump, float(cost.min())
 
 

@@ -238,8 +238,6 @@ def explain_scan(file, labels_text, hide=HIDE[0]):
     """A 3D scan -> where on the face the top label came from: overlays on the views, the painted scan. `hide`:
     one view's window at a time ("view") or the part of the face under it in every view ("surface")."""
     path = _path(file, SUPPORTED_EXTENSIONS, "3D scan")
-    if hide not in HIDE:
-        raise InputError(f"hide must be one of {', '.join(HIDE)}")
     result = PREDICTOR(scan=path, labels=labels_text or DEFAULT_LABELS_TEXT, explain=True, explain_hide=hide)
     rel = result.relevance
     captions = [f"{v}: where '{rel.label}' came from" for v in VIEW_NAMES]

@@ -380,7 +380,7 @@ def explain_prepared(
     elif label not in names:
         raise InputError(f"{label!r} is not among the labels scored ({', '.join(names)})")
     if hide not in HIDE:
-        raise ValueError(f"hide must be one of {HIDE}, got {hide!r}")
+        raise InputError(f"hide must be one of {', '.join(HIDE)}, got {hide!r}")
     if hide == "surface" and scan is not None:  # each part of the face hidden in every view that shows it
         options["surface"] = surface_ids(scan, predictor.recipe)
     maps = explain_views(model, processor, views, class_embeds, names.index(label), view_mask=mask, **options)

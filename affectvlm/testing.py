@@ -248,6 +248,22 @@ def face_mesh(expression: str | None = None, intensity: float = 1.0, spacing: fl
     return Scan(vertices=vertices.copy(), faces=faces.copy(), uv=uv.copy())
 
 
+def stray_points(vertices: np.ndarray, count: int, spread: float, seed: int = 0) -> np.ndarray:
+    """(count, 3) float32 points scattered about the mean of a face's `vertices` (mm) with `spread` mm std per axis:
+    a scanner's flying pixels and background specks."""
+    rng = np.random.default_rng(seed)
+    return (vertices.mean(axis=0) + rng.normal(0.0, spread, (count, 3))).astype(np.float32)
+
+
+def wall_behind(
+    vertices: np.ndarray, behind: float = 250.0, count: int = 60_000, seed: int = 0
+) -> np.ndarray:
+    """(count, 3) float32 points of a flat 1 m wall `behind` mm behind the deepest of a face's `vertices` (mm, +z
+    towards the viewer), centred on the face: a depth camera's view of the room behind a head."""
+    plane = np.random.default_rng(seed).uniform(-500.0, 500.0, (count, 2)) + vertices.mean(axis=0)[:2]
+    return np.c_[plane, np.full(count, vertices[:, 2].min() - behind)].astype(np.float32)
+
+
 @lru_cache(maxsize=1)
 def toy_face_model():
     """A stand-in for the Surrey Face Model built on `face_mesh`, for tests of what the generator writes
@@ -319,6 +335,7 @@ __all__ = [
     "TINY_VOCAB_SIZE",
     "face_mesh",
     "fake_sfm_files",
+    "stray_points",
     "tiny_clip_config",
     "tiny_config",
     "tiny_processor",
@@ -326,4 +343,5 @@ __all__ = [
     "tiny_tokenizer",
     "toy_face_model",
     "vit_b32_clip_config",
+    "wall_behind",
 ]

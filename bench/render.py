@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from affectvlm.scan import Scan, normalize_scan, render_views  # noqa: E402
 from affectvlm.scan.normalize import axis_rotation, find_face  # noqa: E402
+from affectvlm.testing import wall_behind  # noqa: E402
 from bench.hostile import large_triangles  # noqa: E402
 
 
@@ -83,8 +84,7 @@ def time_find_face(scan: Scan, repeats: int) -> dict[str, list[float]]:
     in the region about its nose: step 3b)."""
     posed = (scan.vertices @ (axis_rotation(2, 20) @ axis_rotation(0, 25)).T).astype(np.float32)
     v = scan.vertices
-    plane = np.random.default_rng(0).uniform(-500.0, 500.0, (60_000, 2)) + v.mean(axis=0)[:2]
-    wall = np.concatenate([v, np.c_[plane, np.full(len(plane), v[:, 2].min() - 250.0)]]).astype(np.float32)
+    wall = np.concatenate([v, wall_behind(v)])
     out = {}
     for name, vertices in (("frontal", v), ("down 25, rolled 20", posed), ("before a wall", wall)):
         find_face(vertices)
@@ -175,7 +175,8 @@ def main(argv=None) -> int:
             line += f"  {time_gpu(scan, args.size, args.mode, args.batch, max(3, args.repeats // 5), args.device):>11.0f}"
         print(line)
     for name, times in time_find_face(meshes[min(meshes)], args.repeats).items():
-        print(f"find_face, {name}: min {min(times) * 1e3:.1f} ms, median {statistics.median(times) * 1e3:.1f} ms")
+        low, mid = min(times) * 1e3, statistics.median(times) * 1e3
+        print(f"find_face, {name}: min {low:.1f} ms, median {mid:.1f} ms")
     return 0
 
 

@@ -20,6 +20,7 @@ from faces import KNOWN_WRONG, KNOWN_WRONG_FRAMES
 from affectvlm.predictor import DEMO_CHECKPOINT, AffectVLMPredictor
 from affectvlm.scan import Scan, load_scan
 from affectvlm.scan.normalize import axis_rotation
+from affectvlm.testing import stray_points, wall_behind
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -115,39 +116,25 @@ def test_a_posed_head_is_read_as_the_upright_one(predictor, pose):
 def test_stray_points_about_the_face_change_no_answer(predictor):
     """A scanner's flying pixels: 500 points scattered about each example face (300 mm std per axis). Read 2 of 5
     right before stray points were dropped (the bounding box made the face unitless and tiny)."""
-    rng = np.random.default_rng(0)
     paths = [p for p in EXAMPLE_SCANS if p.stem not in KNOWN_WRONG and "subject" in p.stem]
     got = []
-    for path in paths:
+    for seed, path in enumerate(paths):
         scan = load_scan(path)
-        strays = scan.vertices.mean(axis=0) + rng.normal(0.0, 300.0, (500, 3))
-        vertices = np.concatenate([scan.vertices, strays]).astype(np.float32)
+        vertices = np.concatenate([scan.vertices, stray_points(scan.vertices, 500, 300.0, seed)])
         messy = scan.replace(vertices=vertices, colors=None, uv=None)
         got.append(predictor(scan=messy, labels=EMOTIONS).label)
     assert got == [truth_of(p) for p in paths]
 
 
-def in_a_scene(vertices: np.ndarray, rng: np.random.Generator, scene: str) -> Scan:
-    """The face's points and a depth camera's view of what is around it: a 1 m wall 250 mm behind its deepest point,
-    or a body below it (shoulders and chest, 20,000 points)."""
-    centre, n = vertices.mean(axis=0), 60_000 if scene == "wall" else 20_000
-    if scene == "wall":
-        plane = rng.uniform(-500.0, 500.0, (n, 2)) + centre[:2]
-        around = np.c_[plane, np.full(n, vertices[:, 2].min() - 250)]
-    else:
-        angle, height = rng.uniform(0.0, np.pi, n), rng.uniform(-500.0, -150.0, n)
-        around = centre + np.c_[220 * np.cos(angle), height, -100 + 120 * np.sin(angle)]
-    return Scan(np.concatenate([vertices, around]).astype(np.float32))
-
-
-@pytest.mark.parametrize("scene", ["wall", "body"])
-def test_a_face_in_a_scene_is_read_as_the_face(predictor, scene):
-    """The scene makes the scan larger than any head and outnumbers the face's points: read 1 (wall) and 3 (body)
-    of 5 right when the face was searched for in the whole scene only."""
-    rng = np.random.default_rng(0)
+def test_a_face_in_front_of_a_wall_is_read_as_the_face(predictor):
+    """A depth camera's view of a room: 60,000 points of a 1 m wall 250 mm behind each example face. Read 1 of 5
+    right when the face was searched for in the whole scene only."""
     paths = [p for p in EXAMPLE_SCANS if p.stem not in KNOWN_WRONG and "subject" in p.stem]
-    scans = [in_a_scene(load_scan(p).vertices, rng, scene) for p in paths]
-    got = [predictor(scan=scan, labels=EMOTIONS).label for scan in scans]
+    got = []
+    for seed, path in enumerate(paths):
+        v = load_scan(path).vertices
+        scene = Scan(np.concatenate([v, wall_behind(v, seed=seed)]))
+        got.append(predictor(scan=scene, labels=EMOTIONS).label)
     assert got == [truth_of(p) for p in paths]
 
 

@@ -30,7 +30,7 @@ import affectvlm.scan.normalize as normalize_module
 from affectvlm.scan import Scan, normalize_scan, normalize_sequence
 from affectvlm.scan.normalize import axis_rotation, find_face
 from affectvlm.scan.recipe import NOT_A_FACE_NOTE, ScanRecipe, check_face
-from affectvlm.testing import face_mesh
+from affectvlm.testing import face_mesh, wall_behind
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,11 +148,9 @@ def in_front_of_a_wall(face: Scan, behind: float = 250.0) -> Scan:
     """The face (vertex indices in its colours, `tagged`) and 60,000 white points of a 1 m wall `behind` mm behind its
     deepest point, as a depth camera sees a room."""
     face = tagged(face)
-    v = face.vertices
-    grid = np.random.default_rng(0).uniform(-500.0, 500.0, (60_000, 2)) + v.mean(axis=0)[:2]
-    wall = np.c_[grid, np.full(len(grid), v[:, 2].min() - behind)]
+    wall = wall_behind(face.vertices, behind)
     colors = np.concatenate([face.colors, np.full((len(wall), 3), 255, np.uint8)])
-    return face.replace(vertices=np.concatenate([v, wall]).astype(np.float32), colors=colors)
+    return face.replace(vertices=np.concatenate([face.vertices, wall]), colors=colors)
 
 
 def test_a_face_in_front_of_a_wall_normalises_as_the_face_alone(face):

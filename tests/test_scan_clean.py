@@ -11,13 +11,12 @@ from affectvlm.data.realism import cluster_vertices, subdivide
 from affectvlm.scan import Scan, normalize_scan
 from affectvlm.scan.clean import drop_stray_points
 from affectvlm.scan.normalize import find_face
-from affectvlm.testing import face_mesh
+from affectvlm.testing import face_mesh, stray_points
 
 
 def with_strays(face: Scan, count: int, spread: float, seed: int = 0) -> Scan:
     """The face (a point cloud or a mesh) and `count` points scattered about it with `spread` mm std per axis."""
-    rng = np.random.default_rng(seed)
-    strays = face.vertices.mean(axis=0) + rng.normal(0.0, spread, (count, 3))
+    strays = stray_points(face.vertices, count, spread, seed)
     return Scan(np.concatenate([face.vertices, strays]).astype(np.float32), face.faces)
 
 

@@ -137,12 +137,10 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      5 x 5 cells about it: eye sockets, nose, lips) correlates with the template's by 0.45 or more (faces: 0.5 to
 #      0.95; a cone, a sphere, a blob: under 0.4). Else the file's frame and size rule are kept: a cube, a sphere or
 #      a plane is normalised as before, and `check_face` notes it.
-#   3b. A face in a larger scene (a wall behind it makes the scan a metre across, so no unit fits; a wall or a body
-#      outnumbers the face's points in the subsample, and a face found through it is turned wrong): when no face
-#      shows in the whole scan, or the scan is larger than 450 mm at the unit its face was found in, steps 1-4 again
-#      on the points within 150 mm of the scan's extreme point along each file axis, either way (the file's z first),
-#      in mm, cm and m (`_find_in_front`); the first region that shows a face gives the frame and the unit. A shape
-#      that is no face pays for all 18 regions.
+#   3b. No face in the whole scan (a face in a larger scene: a wall behind it makes the scan a metre across, so no
+#      unit fits, and outnumbers the face's points in the subsample): steps 1-4 again on the points within 150 mm
+#      of the scan's extreme point along each file axis, either way, in mm, cm and m (`_find_in_front`); the first
+#      region that shows a face gives the frame and the unit. A shape that is no face pays for all 18 regions.
 #   4. Up or down (`_upright`): the detail in the upper half minus the lower half, upside down, against the
 #      template's: about +1 the right way up (faces of both face models, with expressions, pitched or rolled: 0.2 to
 #      1.5) and as much below 0 upside down. A file's +y or +z stays up unless it is under -0.25.
@@ -180,7 +178,6 @@ _ROLLS = (-30.0, 0.0, 30.0)
 _EXTENT_GUESSES_MM = (190.0, 330.0)  # a face mask, a head with its neck
 # a face in a larger scene: the region about an extreme point, its least points and its largest share of the scene
 _REGION_MM, _MIN_REGION_POINTS, _MAX_REGION_SHARE = 150.0, 200, 0.7
-_SCENE_MM = 450.0  # a scan larger than this (at the unit its face was found in) is a scene: the regions are searched too
 _SIZES = 2.0 ** (np.arange(-8, 9) / 8.0)
 
 
@@ -237,13 +234,11 @@ def find_face(vertices: np.ndarray) -> tuple[np.ndarray | None, float | None]:
         rows: the canonical x, y and z axes in the file's coordinates), or None to keep the file's frame (the head
         is turned at most 20 degrees from it, pitched and rolled at most 12); `size` the millimetres per file unit
         the face's size suggests. (None, None) when nothing looks like a face. Cost: about 30 ms whatever the
-        scan's size; a face in a scene larger than a head (step 3b) up to 200 ms, as a shape that is no face.
+        scan's size; a face in a larger scene (step 3b) up to 200 ms, as a shape that is no face.
     """
     if len(vertices) < 16:
         return None, None
-    found = _find_at_scales(vertices)
-    if found is None or found[1] * _extent(vertices) > _SCENE_MM:  # no face, or a scene larger than a head
-        found = _find_in_front(vertices) or found
+    found = _find_at_scales(vertices) or _find_in_front(vertices)
     if found is None:
         return None, None
     frame, scale, points, solid = found
@@ -268,10 +263,10 @@ def _find_at_scales(vertices: np.ndarray) -> tuple[np.ndarray, float, np.ndarray
 
 
 def _find_in_front(vertices: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray] | None:
-    """A face in a larger scene (a wall behind it, a body below it): the scene's size is not the face's, and its
+    """A face in a larger scene (a wall behind it): the scene's size is not the face's, and its
     points outnumber the face's in the subsample. Steps 1-4 on the points within `_REGION_MM` of the scene's
     extreme point along each file axis, either way, in mm, cm and m: the first region that shows a face, or None."""
-    for axis in (2, 1, 0):  # the usual lines of sight first
+    for axis in range(3):
         for sign in (1.0, -1.0):
             tip = vertices[int(np.argmax(vertices[:, axis] * sign))].astype(np.float64)
             distance = np.sqrt(sum((vertices[:, i] - tip[i]) ** 2 for i in range(3)))

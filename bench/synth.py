@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     p.add_argument("--ict-binding", default="aus", choices=["aus", "blend"])
     p.add_argument("--neutral", action="store_true", help="a neutral sequence per subject too")
     p.add_argument("--compound", action="store_true", help="the compound expressions too (evaluation only)")
-    p.add_argument("--realism", default="off", choices=["off", "on", "surface"])
+    p.add_argument("--realism", default="off", choices=["off", "on", "surface", "scene"])
     p.add_argument("--difficulty", action="store_true", help="run the per-preset learnability check instead")
     args = p.parse_args(argv)
     if args.difficulty:

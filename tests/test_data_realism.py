@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 
 from affectvlm.data.realism import (
+    ADDED_LATER,
     KINDS,
     Z_UP,
     RealismConfig,
     apply_realism,
     cluster_vertices,
+    stream_index,
     subdivide,
     vertex_normals,
 )
@@ -76,6 +78,46 @@ def test_switched_off_nothing_changes(face):
         RealismConfig.only("glare")
     with pytest.raises(ValueError, match="p_noise"):
         RealismConfig(p_noise=1.5)
+
+
+def test_a_kind_added_later_leaves_every_earlier_draw_alone(face, monkeypatch):
+    """A scene (`ADDED_LATER`) takes no draw while it is off and comes last in the streams, so every cache rendered
+    before it existed renders the same."""
+    import affectvlm.data.realism as realism
+
+    assert [stream_index(k) for k in KINDS if k not in ADDED_LATER] == list(
+        range(len(KINDS) - len(ADDED_LATER))
+    )
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        now, kinds = apply_realism(face, rng, RealismConfig())
+        with monkeypatch.context() as m:
+            m.setattr(realism, "KINDS", tuple(k for k in KINDS if k not in ADDED_LATER))
+            before_rng = np.random.default_rng(seed)
+            before, before_kinds = apply_realism(face, before_rng, RealismConfig())
+        assert kinds == before_kinds and rng.random() == before_rng.random()
+        np.testing.assert_array_equal(now.vertices, before.vertices)
+
+
+def test_a_scene_adds_a_body_below_the_face_and_sometimes_a_wall_behind_it(face):
+    """The neck, shoulders and chest lie below the chin and behind the nose tip, of the scan's kind; a wall lies
+    flat behind the head."""
+    tip = face.vertices[np.argmax(face.vertices[:, 2])]
+    for cloud, wall in ((False, 0.0), (True, 1.0)):
+        clean = face.replace(faces=None, uv=None) if cloud else face
+        scan, kinds = realistic(clean, 3, RealismConfig.only("scene", wall=wall))
+        added = scan.vertices[face.num_vertices :]
+        np.testing.assert_array_equal(scan.vertices[: face.num_vertices], face.vertices)
+        assert (
+            kinds == ["scene"]
+            and scan.is_point_cloud == cloud
+            and 3 * face.num_vertices < len(added) < 45_000
+        )
+        assert (added[:, 2] < tip[2] + 50).all()
+        body = added[added[:, 2] > tip[2] - 140]  # the wall is at least 150 mm behind
+        assert np.median(body[:, 1]) < tip[1] - 150 and (len(body) < len(added)) == wall
+        if not cloud:
+            assert scan.faces.max() == scan.num_vertices - 1 and len(scan.uv) == scan.num_vertices
 
 
 # --- each kind does what it says ---------------------------------------------------------------------------------

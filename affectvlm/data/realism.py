@@ -5,7 +5,8 @@ dataset hands over: holes where the scanner saw nothing (eyes, nostrils, an open
 irregular boundary (more or less forehead, chin and cheeks; the neck and head where the mesh has them),
 another density (vertex clustering down to a few thousand vertices, midpoint subdivision up to ~100k faces),
 depth noise and spikes along the line of sight, a point cloud (sometimes only the half that faces the
-scanner), and the file's own frame: turned about the vertical (looking along -z, or any angle), z-up axes,
+scanner), the rest of the person and the room (a neck, shoulders and chest below the face, a wall behind it: off
+unless asked for), and the file's own frame: turned about the vertical (looking along -z, or any angle), z-up axes,
 off-centre, in centimetres, metres or unitless. `normalize_scan` must undo the frame and cope with the rest.
 
     scan, kinds = apply_realism(face, np.random.default_rng(seed), RealismConfig())
@@ -47,11 +48,15 @@ KINDS = (
     "noise",
     "spikes",
     "point_cloud",
+    "scene",
     "turn",
     "axes",
     "offset",
     "units",
 )
+# Kinds added after caches were rendered with the others: they take a draw from a random stream only when switched
+# on, and their streams come after the others', so a cache rendered before they existed renders the same.
+ADDED_LATER = ("scene",)
 # z-up: +y becomes +z and the face, looking along +z, looks along -y (Blender's and many CAD tools' frame)
 Z_UP = axis_rotation(0, 90)
 # Hole radii (mm) at each landmark kind; a mouth hole is an ellipse twice as wide as it is tall.
@@ -73,6 +78,8 @@ class RealismConfig:
         noise: depth noise standard deviation range, mm.
         spikes, spike_length: spike count and length ranges (vertices pushed along the line of sight).
         partial: the probability that a point cloud keeps only the vertices that face the scanner.
+        wall: the probability that a scene has a wall behind the head (`wall_behind`: its distance range behind
+            the nose tip, mm).
         turn_back: the probability that a turn is half a turn (the face looks along -z); else any angle.
         offset: the largest distance (mm) of the scan from the origin.
         unit_weights: relative weights of cm, m and unitless; `unitless_size`: a unitless model's largest
@@ -86,6 +93,7 @@ class RealismConfig:
     p_noise: float = 0.5
     p_spikes: float = 0.3
     p_point_cloud: float = 0.15
+    p_scene: float = 0.0
     p_turn: float = 0.3
     p_axes: float = 0.3
     p_offset: float = 0.3
@@ -99,6 +107,8 @@ class RealismConfig:
     spikes: tuple[int, int] = (1, 20)
     spike_length: tuple[float, float] = (5.0, 50.0)
     partial: float = 0.5
+    wall: float = 0.5
+    wall_behind: tuple[float, float] = (150.0, 500.0)
     turn_back: float = 0.5
     offset: float = 500.0
     unit_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -122,6 +132,16 @@ class RealismConfig:
 
     def replace(self, **changes) -> RealismConfig:
         return dataclasses.replace(self, **changes)
+
+    def draws(self, kind: str) -> bool:
+        """Whether deciding `kind` takes a draw from the random stream (`ADDED_LATER`)."""
+        return kind not in ADDED_LATER or self.probability(kind) > 0.0
+
+
+def stream_index(kind: str) -> int:
+    """A kind's own stream number: its place in `KINDS` without the kinds added later, which follow."""
+    first = [k for k in KINDS if k not in ADDED_LATER]
+    return first.index(kind) if kind in first else len(first) + ADDED_LATER.index(kind)
 
 
 def apply_realism(
@@ -148,7 +168,7 @@ def apply_realism(
     marks = {name: np.atleast_1d(np.asarray(idx, np.int64)) for name, idx in (landmarks or {}).items()}
     applied = []
     for kind in KINDS:
-        if rng.random() < config.probability(kind):
+        if config.draws(kind) and rng.random() < config.probability(kind):
             changed = _APPLY[kind](scan, rng, config, marks)
             if changed is not None:
                 scan = changed
@@ -327,6 +347,75 @@ def vertex_normals(scan: Scan) -> np.ndarray:
     return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
+# --- the rest of the person, and the room ---------------------------------------------------------------------
+
+_MAX_SCENE_VERTICES = 40_000
+
+
+def _scene(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
+    """A neck and the front of the shoulders and chest below the face, as a scanner that sees the whole person
+    records them, and with probability `wall` a flat wall behind the head (a depth camera in a room): surfaces of
+    the scan's own kind (mesh or point cloud) and about its density (at most `_MAX_SCENE_VERTICES` vertices)."""
+    nose = _nose(scan, marks).astype(np.float64)
+    v = scan.vertices
+    front = (np.abs(v[:, 0] - nose[0]) < 15.0) & (v[:, 2] > nose[2] - 50.0)  # the profile: nose, lips, chin
+    chin = min(float(v[front, 1].min()) if front.any() else nose[1] - 70.0, nose[1] - 60.0) + 10.0
+    neck_z, neck_r = nose[2] - rng.uniform(95, 115), rng.uniform(45, 55)
+    neck_len, half_width, half_depth = rng.uniform(60, 110), rng.uniform(160, 220), rng.uniform(80, 120)
+    torso_z, height, slope = neck_z + rng.uniform(-20, 10), rng.uniform(150, 400), rng.uniform(20, 60)
+
+    def neck(u, v):
+        a = np.radians(200 * u - 100)
+        return np.c_[nose[0] + neck_r * np.sin(a), chin - neck_len * v, neck_z + neck_r * np.cos(a)]
+
+    def torso(u, v):
+        a = np.radians(180 * u - 90)
+        y = chin - neck_len - slope * np.sin(a) ** 2 - height * v
+        return np.c_[nose[0] + half_width * np.sin(a), y, torso_z + half_depth * np.cos(a)]
+
+    side, depth = rng.uniform(300, 600), nose[2] - rng.uniform(*config.wall_behind)
+
+    def wall(u, v):
+        return np.c_[nose[0] + side * (2 * u - 1), nose[1] + side * (1 - 2 * v), np.full_like(u, depth)]
+
+    parts = [
+        (neck, 3.5 * neck_r, neck_len),
+        (torso, 2.5 * half_width, height),
+    ]  # (surface, its width, height)
+    if rng.random() < config.wall:
+        parts.append((wall, 2 * side, 2 * side))
+    area = sum(w * h for _, w, h in parts)
+    spacing = max(_cell_for(scan, scan.num_vertices), float(np.sqrt(area / _MAX_SCENE_VERTICES)))
+    return _append(scan, [_grid_surface(f, int(w / spacing) + 2, int(h / spacing) + 2) for f, w, h in parts])
+
+
+def _grid_surface(surface, nu: int, nv: int) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (nu * nv, 3), triangles) of `surface(u, v)` over a grid of [0, 1]^2."""
+    u, v = np.meshgrid(np.linspace(0, 1, nu), np.linspace(0, 1, nv))
+    i = np.arange(nu * nv).reshape(nv, nu)
+    a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
+    return surface(u.ravel(), v.ravel()).astype(np.float32), np.r_[np.c_[a, c, b], np.c_[b, c, d]]
+
+
+def _append(scan: Scan, parts: list[tuple[np.ndarray, np.ndarray]]) -> Scan:
+    """`scan` with the surfaces `parts` added: their triangles when it is a mesh, their vertices alone when it is
+    a point cloud; colours the scan's median colour, uv (0, 0)."""
+    vertices, faces = [scan.vertices], [] if scan.is_point_cloud else [scan.faces]
+    for v, f in parts:
+        if not scan.is_point_cloud:
+            faces.append(f + sum(len(x) for x in vertices))
+        vertices.append(v)
+    added = sum(len(v) for v, _ in parts)
+    extra = {}
+    if scan.colors is not None:
+        colour = np.median(scan.colors, axis=0).astype(np.uint8)
+        extra["colors"] = np.concatenate([scan.colors, np.repeat(colour[None], added, 0)])
+    if scan.uv is not None:
+        extra["uv"] = np.concatenate([scan.uv, np.zeros((added, 2), np.float32)])
+    faces = None if scan.is_point_cloud else np.concatenate(faces).astype(np.int64)
+    return scan.replace(vertices=np.concatenate(vertices), faces=faces, **extra)
+
+
 # --- the file's frame -----------------------------------------------------------------------------------------
 
 
@@ -367,6 +456,7 @@ _APPLY = {
     "noise": _noise,
     "spikes": _spikes,
     "point_cloud": _point_cloud,
+    "scene": _scene,
     "turn": _turn,
     "axes": _axes,
     "offset": _offset,

@@ -802,15 +802,15 @@ def _apply_realism(scans: list, config, key: list, landmarks: dict) -> tuple[lis
     kinds apply is drawn once, then each kind runs from its own stream, the same on every frame (holes and crops
     stay put, the density is the same), and a kind that changes the frame is fitted on the first frame and
     applied to all (one file frame per take). Returns (scans, the kinds applied to the first)."""
-    from .realism import KINDS, apply_realism
+    from .realism import KINDS, apply_realism, stream_index
 
     decide = np.random.default_rng(key)
-    kinds = [kind for kind in KINDS if decide.random() < config.probability(kind)]
+    kinds = [kind for kind in KINDS if config.draws(kind) and decide.random() < config.probability(kind)]
     applied: list[str] = []
     for kind in kinds:
         only = config.replace(**{f"p_{k}": float(k == kind) for k in KINDS})
         marks = landmarks if kind == "holes" else None
-        stream = [*key, KINDS.index(kind)]
+        stream = [*key, stream_index(kind)]
         if kind in _FRAME_KINDS:
             first, done = apply_realism(scans[0], np.random.default_rng(stream), only, marks)
             if done:
@@ -1567,6 +1567,7 @@ REALISM_PRESETS: dict[str, dict | None] = {
     "off": None,
     "on": {},
     "surface": {"p_point_cloud": 0.0, "p_turn": 0.0, "p_axes": 0.0, "p_offset": 0.0, "p_units": 0.0},
+    "scene": {"p_scene": 1.0},
 }
 
 

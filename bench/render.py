@@ -29,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from affectvlm.data.realism import RealismConfig, apply_realism  # noqa: E402
 from affectvlm.scan import Scan, normalize_scan, render_views  # noqa: E402
 from affectvlm.scan.normalize import axis_rotation, find_face  # noqa: E402
 from affectvlm.testing import wall_behind  # noqa: E402
@@ -80,13 +81,18 @@ def time_cpu(scan: Scan, size: int, mode: str, repeats: int, warmup: int) -> lis
 
 def time_find_face(scan: Scan, repeats: int) -> dict[str, list[float]]:
     """Seconds per `find_face` call (the orientation search inside normalize_scan) on the face as it is, with its
-    head looking down 25 degrees and rolled 20 (then set upright), and in front of a 1 m wall of 60,000 points (found
-    in the region about its nose: step 3b)."""
+    head looking down 25 degrees and rolled 20 (then set upright), in front of a 1 m wall of 60,000 points, with a
+    neck, shoulders and chest below it and a wall behind (`affectvlm.data.realism`'s scene; both found about a
+    candidate nose: step 3b), and on a sphere (no face: every search runs)."""
     posed = (scan.vertices @ (axis_rotation(2, 20) @ axis_rotation(0, 25)).T).astype(np.float32)
     v = scan.vertices
     wall = np.concatenate([v, wall_behind(v)])
+    person = apply_realism(scan, np.random.default_rng(0), RealismConfig.only("scene", wall=1.0))[0].vertices
+    sphere = np.random.default_rng(0).normal(size=(20_000, 3)).astype(np.float32)
+    sphere *= 100.0 / np.linalg.norm(sphere, axis=1, keepdims=True)
     out = {}
-    for name, vertices in (("frontal", v), ("down 25, rolled 20", posed), ("before a wall", wall)):
+    scenes = (("frontal", v), ("down 25, rolled 20", posed), ("before a wall", wall), ("a person", person))
+    for name, vertices in scenes + (("no face (a sphere)", sphere),):
         find_face(vertices)
         out[name] = []
         for _ in range(repeats):

@@ -10,7 +10,6 @@ import pytest
 from affectvlm.data.realism import cluster_vertices, subdivide
 from affectvlm.scan import Scan, normalize_scan
 from affectvlm.scan.clean import drop_stray_points
-from affectvlm.scan.normalize import find_face
 from affectvlm.testing import face_mesh, stray_points
 
 
@@ -43,8 +42,9 @@ def test_scattered_points_go_and_the_face_stays(face, count, spread, kind):
 
 
 def test_a_face_with_strays_normalises_as_the_face_alone(face):
+    """200 strays make the bounding box 1.5 m across: before they were dropped, no face showed at the scale it
+    suggests, and the face rendered as a speck."""
     messy = with_strays(face, 200, 400.0)
-    assert find_face(messy.vertices)[1] is None  # no face at the scale the strays' bounding box suggests
     np.testing.assert_array_equal(normalize_scan(messy).vertices, normalize_scan(face).vertices)
 
 

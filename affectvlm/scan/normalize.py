@@ -12,6 +12,7 @@ Normalising is done once: a scan `normalize_scan` returned (`Scan.normalized`) c
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -137,10 +138,21 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      5 x 5 cells about it: eye sockets, nose, lips) correlates with the template's by 0.45 or more (faces: 0.5 to
 #      0.95; a cone, a sphere, a blob: under 0.4). Else the file's frame and size rule are kept: a cube, a sphere or
 #      a plane is normalised as before, and `check_face` notes it.
-#   3b. No face in the whole scan (a face in a larger scene: a wall behind it makes the scan a metre across, so no
-#      unit fits, and outnumbers the face's points in the subsample): steps 1-4 again on the points within 150 mm
-#      of the scan's extreme point along each file axis, either way, in mm, cm and m (`_find_in_front`); the first
-#      region that shows a face gives the frame and the unit. A shape that is no face pays for all 18 regions.
+#   3b. No face in the whole scan, or one only at a scale that is no unit (a face in a larger scene: a body below
+#      it, a wall behind it make the scan a metre across, so no unit fits, and outnumber the face's points in the
+#      subsample; at the scale that makes that scene a face, a face passes for a nose on a blob; or a unitless
+#      face, which then takes about 100-300 ms): candidate noses,
+#      at each unit and at the scales that make the scene 600 mm (a head and shoulders) or 1 m across, are the
+#      points frontmost within their 40 mm square and the eight about it, seen from each file axis up and every
+#      30 degrees about it, that stand out all round about as far as a nose does (a chest, a shoulder, a wall's
+#      edge do not: the frontmost point of all may be a chest or a forehead, never the nose). Steps 1-4 on the
+#      scan's points within 112 mm of the 3 at each scale whose map from there is likest the template's; of those
+#      that clearly show a face (detail 0.6 or more; an ear can) and a face found at a guessed scale, the first is
+#      kept unless another's detail is clearly likelier the template's, by 0.1 (`_find_in_scene`, `_likelier`).
+#   3c. The face about its nose: the nose is the frontmost point of the frame found, and where the scan's points
+#      within 112 mm of it are under 70 % of all (a scene), the steps below look at those only: a chest in front
+#      of the chin no longer takes the nose tip's place once the head is settled upright, nor does the crop
+#      centre there (`normalize_scan` looks for the nose tip within 40 mm of it).
 #   4. Up or down (`_upright`): the detail in the upper half minus the lower half, upside down, against the
 #      template's: about +1 the right way up (faces of both face models, with expressions, pitched or rolled: 0.2 to
 #      1.5) and as much below 0 upside down. A file's +y or +z stays up unless it is under -0.25.
@@ -176,8 +188,15 @@ _COARSE_YAW, _FINE_YAW, _KEEP_TURN, _KEEP_TILT = 30.0, 1.5, 20.0, 12.0  # degree
 _PITCHES = (-30.0, -15.0, 0.0, 15.0, 30.0)
 _ROLLS = (-30.0, 0.0, 30.0)
 _EXTENT_GUESSES_MM = (190.0, 330.0)  # a face mask, a head with its neck
-# a face in a larger scene: the region about an extreme point, its least points and its largest share of the scene
-_REGION_MM, _MIN_REGION_POINTS, _MAX_REGION_SHARE = 150.0, 200, 0.7
+# a face in a larger scene (step 3b): the subsample that finds candidate noses, the scales that make the scene a head
+# with its shoulders or a person before a wall, the least points about a candidate, a candidate within 30 mm of one
+# searched is not searched again, and 3 are searched at each scale; the square a candidate is frontmost in (mm), the
+# scene's size (mm) at a scale worth searching, and the most a nose stands out (a step's edge stands out further)
+_SCENE_POINTS, _SCENE_GUESSES_MM, _MIN_REGION_POINTS, _SEEN_MM = 8000, (600.0, 1000.0), 200, 30.0
+_CANDIDATES_PER_SCALE, _LIKELIER_BY, _MIN_SCENE_DETAIL = 3, 0.1, 0.6
+_FRONT_CELL_MM, _SCENE_MM, _MAX_BUMP = 40.0, (200.0, 3000.0), 0.35
+# the face about the nose the search found (search radii), its share of a scene, where the nose tip is (mm)
+_FACE_REACH, _MAX_FACE_SHARE, _NOSE_REACH_MM = 1.25, 0.7, 40.0
 _SIZES = 2.0 ** (np.arange(-8, 9) / 8.0)
 
 
@@ -219,67 +238,166 @@ _SEARCH_FRAMES = np.stack(
         for roll in _ROLLS
     ]
 )
+# where candidate noses are looked for in a larger scene: each file axis up, turned every 30 degrees about it
+_DIRECTIONS = _SEARCH_FRAMES.reshape(*_SEARCH_SHAPE, 3, 3)[
+    :, :, _PITCHES.index(0.0), _ROLLS.index(0.0)
+].reshape(-1, 3, 3)
 # the file's own frame
 _IDENTITY = int(np.ravel_multi_index((0, 0, _PITCHES.index(0.0), _ROLLS.index(0.0)), _SEARCH_SHAPE))
 
 
-def find_face(vertices: np.ndarray) -> tuple[np.ndarray | None, float | None]:
-    """The face's own frame and size, from the face itself (see above).
+class Face(NamedTuple):
+    """What `find_face` found: each None when nothing looks like a face."""
+
+    rotation: np.ndarray | None  # (3, 3) to the canonical frame, or None to keep the file's
+    size: float | None  # millimetres per file unit the face's size suggests
+    nose: np.ndarray | None  # (3,) about where the nose tip is, in the file's units and axes
+
+
+def find_face(vertices: np.ndarray) -> Face:
+    """The face's own frame, size and place, from the face itself (see above).
 
     Args:
         vertices: (N, 3) in the file's units and axes.
 
     Returns:
-        (rotation, size): `rotation` (3, 3) puts the face in the canonical frame (+y up, +z towards the viewer;
-        rows: the canonical x, y and z axes in the file's coordinates), or None to keep the file's frame (the head
-        is turned at most 20 degrees from it, pitched and rolled at most 12); `size` the millimetres per file unit
-        the face's size suggests. (None, None) when nothing looks like a face. Cost: about 30 ms whatever the
-        scan's size; a face in a larger scene (step 3b) up to 200 ms, as a shape that is no face.
+        `Face(rotation, size, nose)`: `rotation` (3, 3) puts the face in the canonical frame (+y up, +z towards the
+        viewer; rows: the canonical x, y and z axes in the file's coordinates), or None to keep the file's frame
+        (the head is turned at most 20 degrees from it, pitched and rolled at most 12); `size` the millimetres per
+        file unit the face's size suggests; `nose` the frontmost point of the face as the search saw it (within
+        about 20 mm of the nose tip), in file units. All None when nothing looks like a face. Cost: about 30 ms
+        whatever the scan's size; a face in a larger scene (step 3b) about 100-300 ms, a shape that is no face up
+        to about 400.
     """
     if len(vertices) < 16:
-        return None, None
-    found = _find_at_scales(vertices) or _find_in_front(vertices)
+        return Face(None, None, None)
+    found = _find_at_scales(vertices)
+    if found is None or found[1] not in dict(_UNIT_SCALES).values():
+        found = _likelier(found, _find_in_scene(vertices))
     if found is None:
-        return None, None
-    frame, scale, points, solid = found
+        return Face(None, None, None)
+    frame, scale, points, solid, nose = _about_nose(vertices, *found)
     frame = _settle(points, solid, frame)
-    return _keep_pose(frame), scale * _size(points, solid, frame)
+    return Face(_keep_pose(frame), scale * _size(points, solid, frame), nose)
 
 
-def _find_at_scales(vertices: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray] | None:
-    """Steps 1-4 on a subsample of the whole scan at each scale guess: (frame, scale, points, solid) of the first
-    that shows a face, or None."""
+_Found = tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]  # frame, scale, points, solid, origin
+
+
+def _find_at_scales(vertices: np.ndarray) -> _Found | None:
+    """Steps 1-4 on a subsample of the whole scan at each scale guess: (frame, scale, points, solid, origin) of the
+    first that shows a face (`origin`: the file point at the search points' zero), or None."""
     sample = vertices[:: max(1, len(vertices) // _SEARCH_POINTS)].astype(np.float64)  # 2,000 to 4,000 points
-    sample = sample - np.median(sample, axis=0)
+    origin = np.median(sample, axis=0)
+    sample = sample - origin
     least = np.inf
     for scale in _scale_guesses(detect_units_scale(vertices), _extent(sample)):
         points, solid = _search_points(sample, scale)
         frame, maps, bump, cost = _search(points, solid)
         # another scale than the units' only when it looks more like a face than the units' did
         if cost <= least and _looks_like_face(maps, bump):
-            return frame, scale, points, solid
+            return frame, scale, points, solid, origin
         least = min(least, cost)
     return None
 
 
-def _find_in_front(vertices: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray] | None:
-    """A face in a larger scene (a wall behind it): the scene's size is not the face's, and its
-    points outnumber the face's in the subsample. Steps 1-4 on the points within `_REGION_MM` of the scene's
-    extreme point along each file axis, either way, in mm, cm and m: the first region that shows a face, or None."""
-    for axis in range(3):
-        for sign in (1.0, -1.0):
-            tip = vertices[int(np.argmax(vertices[:, axis] * sign))].astype(np.float64)
-            distance = np.sqrt(sum((vertices[:, i] - tip[i]) ** 2 for i in range(3)))
-            for _, unit in _UNIT_SCALES:
-                near = vertices[distance <= _REGION_MM / unit]
-                if not _MIN_REGION_POINTS <= len(near) <= _MAX_REGION_SHARE * len(vertices):
-                    continue
-                sample = near[:: max(1, len(near) // _SEARCH_POINTS)].astype(np.float64)
-                points, solid = _search_points(sample - np.median(sample, axis=0), unit)
-                frame, maps, bump, _ = _search(points, solid)
-                if _looks_like_face(maps, bump):
-                    return frame, unit, points, solid
-    return None
+def _find_in_scene(vertices: np.ndarray) -> _Found | None:
+    """Step 3b, a face in a larger scene (a body below it, a wall behind it): the scene's size is not the face's,
+    and its points outnumber the face's in the subsample. At each unit, and at the scales that make the scene as
+    large as a head with its shoulders or a person before a wall, the frontmost point seen from each of the search's
+    directions, among the points about it, that stands out all round as far as a nose does (`_views`' bump: not a
+    chest, a shoulder, a wall or its edge) is a candidate nose; steps 1-4 on the scan's points about the few whose
+    map from there is likest the template's at each scale, and of those that show a face the likest the template
+    (an ear can pass too)."""
+    sample = vertices[:: max(1, len(vertices) // _SCENE_POINTS)].astype(np.float64)
+    origin = np.median(sample, axis=0)
+    sample = sample - origin
+    extent = _extent(sample)
+    best, scales = None, [unit for _, unit in _UNIT_SCALES]
+    scales += [
+        g for g in (mm / extent for mm in _SCENE_GUESSES_MM if extent > 0) if min(_ratio(g, scales)) > 1.4
+    ]
+    for scale in scales:
+        if not _SCENE_MM[0] <= extent * scale <= _SCENE_MM[1]:
+            continue
+        points, solid = _search_points(sample, scale)
+        frame, tip = _local_fronts(points, solid, _DIRECTIONS)
+        _, bump = _views(points, solid, _DIRECTIONS[frame], at=tip)
+        nose_like = np.flatnonzero((bump >= _MIN_BUMP) & (bump <= _MAX_BUMP))
+        maps, _ = _views(points, solid, _DIRECTIONS[frame[nose_like]], at=tip[nose_like])
+        searched = []
+        for i in nose_like[np.argsort(sum(_cost(maps, across=True)))]:
+            nose = origin + points[tip[i]] * (_SEARCH_RADIUS_MM / scale)
+            if any(np.abs(nose - seen).max() * scale < _SEEN_MM for seen in searched):
+                continue
+            searched.append(nose)
+            best = _likelier(best, _search_about(vertices, nose, scale))
+            if len(searched) >= _CANDIDATES_PER_SCALE:
+                break
+    return best
+
+
+def _search_about(vertices: np.ndarray, nose: np.ndarray, scale: float) -> _Found | None:
+    """Steps 1-4 on a subsample of the scan's points within `_FACE_REACH` search radii of `nose` (file units), at
+    `scale`: (frame, scale, points, solid, nose) when they clearly show a face, its detail like the template's by
+    `_MIN_SCENE_DETAIL` (a nose seen as a face at several times its size passes for one at 0.51-0.57: a face of 60
+    mm across in mm is a metre-wide scene in cm), else None."""
+    region = _region(vertices, nose, scale)
+    if region is None:
+        return None
+    points, solid = _search_points(region[1], scale)
+    frame, maps, bump, _ = _search(points, solid)
+    clear = _looks_like_face(maps, bump) and _detail_match(maps)[0] >= _MIN_SCENE_DETAIL
+    return (frame, scale, points, solid, nose) if clear else None
+
+
+def _likelier(found: _Found | None, other: _Found | None) -> _Found | None:
+    """Of two faces found, `other` when its map's detail is clearly more like the template's (by `_LIKELIER_BY`),
+    else `found`. A scene that fits no unit is a unitless face or a face in a larger scene: at the size that makes
+    the scene a face (a face before a wall 100 mm behind it) the whole face passes for a nose on a smooth blob, its
+    detail just like a face's (0.50-0.52 against 0.65-0.85 at the right unit), and a unitless face's nose at
+    several times its size passes too (0.51-0.57 against 0.54-0.83 at the face's own size)."""
+    if found is None or other is None:
+        return found or other
+    like = [_detail_match(_views(f[2], f[3], f[0][None])[0])[0] for f in (found, other)]
+    return other if like[1] > like[0] + _LIKELIER_BY else found
+
+
+def _about_nose(
+    vertices: np.ndarray,
+    frame: np.ndarray,
+    scale: float,
+    points: np.ndarray,
+    solid: np.ndarray,
+    origin: np.ndarray,
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]:
+    """Step 3c: (frame, scale, points, solid, nose): the nose as `frame` sees it (its frontmost solid point, in file
+    units) and, when the scan's points within `_FACE_REACH` search radii of it are under `_MAX_FACE_SHARE` of
+    all (a body below the head, a wall behind it), a subsample of those in place of the search points: the rest of
+    the scene no longer outnumbers the face, nor comes in front of it when the head is settled upright."""
+    nose = _nose(frame, scale, points, solid, origin)
+    region = _region(vertices, nose, scale)
+    if region is not None and len(region[0]) < _MAX_FACE_SHARE * len(vertices):  # a scene
+        points, solid = _search_points(region[1], scale)
+    return frame, scale, points, solid, nose
+
+
+def _nose(
+    frame: np.ndarray, scale: float, points: np.ndarray, solid: np.ndarray, origin: np.ndarray
+) -> np.ndarray:
+    """(3,) the frontmost solid search point as `frame` sees it, in file units."""
+    depth = rotate_points(points, frame)[:, 2]
+    return origin + points[int(np.argmax(np.where(solid, depth, -np.inf)))] * (_SEARCH_RADIUS_MM / scale)
+
+
+def _region(vertices: np.ndarray, nose: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the scan's points within `_FACE_REACH` search radii of `nose`, a subsample of them less `nose`), or None
+    when there are fewer than `_MIN_REGION_POINTS`."""
+    reach = _FACE_REACH * _SEARCH_RADIUS_MM / scale
+    near = vertices[sum((vertices[:, i] - nose[i]) ** 2 for i in range(3)) <= reach * reach]
+    if len(near) < _MIN_REGION_POINTS:
+        return None
+    return near, near[:: max(1, len(near) // _SEARCH_POINTS)].astype(np.float64) - nose
 
 
 def _search(points: np.ndarray, solid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -297,12 +415,18 @@ def _search(points: np.ndarray, solid: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return frame, maps, bump, float(cost.min())
 
 
+def _ratio(scale: float, scales: list[float]) -> np.ndarray:
+    """How many times larger or smaller `scale` is than each of `scales`."""
+    r = scale / np.asarray(scales, np.float64)
+    return np.maximum(r, 1.0 / r)
+
+
 def _scale_guesses(unit: float, extent: float) -> list[float]:
     """mm per file unit to search at: the unit the scan's size suggests, then those that make it as large as a face
     mask or a head with its neck (a unitless model, or one whose size suggests the wrong unit)."""
     guesses = [unit]
     for guess in (mm / extent for mm in _EXTENT_GUESSES_MM if extent > 0):
-        if all(max(guess / g, g / guess) > 1.4 for g in guesses):
+        if min(_ratio(guess, guesses)) > 1.4:
             guesses.append(guess)
     return guesses
 
@@ -330,14 +454,14 @@ def _search_points(sample: np.ndarray, scale: float) -> tuple[np.ndarray, np.nda
     return points.astype(np.float32), counts[inverse] >= 2
 
 
-def _views(points: np.ndarray, solid: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _views(points: np.ndarray, solid: np.ndarray, frames: np.ndarray, at: np.ndarray | None = None):
     """(K, G, G) depth maps of `points` (S, 3) seen from each of `frames` (K, 3, 3), and (K,) the bump: along the
     line through the tip where the surface 11-27 mm away falls least far behind it on both sides, the further of
-    the two sides (of eight directions); -1 where a direction has no surface."""
+    the two sides (of eight directions); -1 where a direction has no surface. The tip is each frame's frontmost
+    solid point, or the point `at` (K,) gives."""
     k, s = len(frames), len(points)
-    f, p = frames.astype(np.float32)[:, :, :, None], points.T  # elementwise, as `rotate_points`
-    x, y, z = (f[:, i, 0] * p[0] + f[:, i, 1] * p[1] + f[:, i, 2] * p[2] for i in range(3))  # each (K, S)
-    tip = np.argmax(np.where(solid, z, -np.inf), axis=1)[:, None]
+    x, y, z = _seen(points, frames)  # each (K, S)
+    tip = (np.argmax(np.where(solid, z, -np.inf), axis=1) if at is None else np.asarray(at))[:, None]
     x, y, z = (c - np.take_along_axis(c, tip, 1) for c in (x, y, z))
     r2 = x * x + y * y
     lo, hi = (d / _SEARCH_RADIUS_MM for d in _BUMP_RING_MM)
@@ -356,6 +480,36 @@ def _views(points: np.ndarray, solid: np.ndarray, frames: np.ndarray) -> tuple[n
     iy = np.clip(((1.0 - y.take(inside)) * (_GRID / 2)).astype(np.intp), 0, _GRID - 1)
     maps = _max_per_bin((inside // s * _GRID + iy) * _GRID + ix, z.take(inside), k * _GRID * _GRID)
     return maps.reshape(k, _GRID, _GRID), bump
+
+
+def _seen(points: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(K, S) x, y and depth of `points` (S, 3) in each of `frames` (K, 3, 3), elementwise as `rotate_points`."""
+    f, p = frames.astype(np.float32)[:, :, :, None], points.T
+    return tuple(f[:, i, 0] * p[0] + f[:, i, 1] * p[1] + f[:, i, 2] * p[2] for i in range(3))
+
+
+def _local_fronts(points: np.ndarray, solid: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(frame, point) index pairs: seen from each of `frames`, the solid points frontmost within their
+    `_FRONT_CELL_MM` square and the eight about it, each point once (a nose, and a chin, a chest, a shoulder, a
+    wall's edge: candidates that `_find_in_scene` sorts; the frontmost point of all may be a chest or a forehead,
+    never the nose)."""
+    x, y, z = _seen(points, frames)
+    k, s = z.shape
+    cell = _FRONT_CELL_MM / _SEARCH_RADIUS_MM
+    ix, iy = (np.floor(c / cell).astype(np.intp) for c in (x, y))
+    ix, iy = ix - ix.min() + 1, iy - iy.min() + 1
+    n = int(max(ix.max(), iy.max())) + 2
+    key = (np.arange(k)[:, None] * n + iy) * n + ix
+    depth = np.where(solid, z, -np.inf)
+    grid = np.full(k * n * n, -np.inf, np.float32)
+    np.maximum.at(grid, key.ravel(), depth.ravel())
+    grid = grid.reshape(k, n, n)
+    pad = np.pad(grid, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    around = np.max([pad[:, i : i + n, j : j + n] for i in range(3) for j in range(3)], axis=0).ravel()
+    top = (depth == grid.ravel()[key]) & (depth >= around[key]) & np.isfinite(depth)
+    frame, point = np.nonzero(top)
+    _, first = np.unique(point, return_index=True)  # each point once, from the first frame it is frontmost in
+    return frame[first], point[first]
 
 
 def _max_per_bin(key: np.ndarray, value: np.ndarray, size: int) -> np.ndarray:
@@ -526,16 +680,16 @@ def _keep_pose(frame: np.ndarray) -> np.ndarray | None:
 
 def _units_for(size: float | None, vertices: np.ndarray) -> float:
     """The factor to millimetres: the scan's size's (`detect_units_scale`), unless the face's own size (`size`, mm
-    per unit, from `find_face`) says otherwise: another of mm, cm and m when within 2x of it; for a scan whose size
-    fits no unit (unitless), `size` itself when it differs from the size rule's guess by more than 1.5x."""
+    per unit, from `find_face`) says otherwise: another of mm, cm and m when within 2x of it, else `size` itself when
+    it differs from the size rule's guess by more than 1.5x (a unitless scan; a scene whose size suggests a unit
+    that the face's does not)."""
     by_extent = detect_units_scale(vertices)
     if size is None:
         return by_extent
     for _, unit in _UNIT_SCALES:
         if unit / 2.0 <= size <= unit * 2.0:
             return unit
-    is_unit = by_extent in dict(_UNIT_SCALES).values()
-    return by_extent if is_unit or max(size / by_extent, by_extent / size) <= 1.5 else size
+    return by_extent if max(size / by_extent, by_extent / size) <= 1.5 else size
 
 
 # The mean face's depth map as `_views` sees it (the right half; the left mirrors it), in hundredths of the search
@@ -666,9 +820,9 @@ def _normalize(
     scan = drop_stray_points(drop_nonfinite(scan))
     v = scan.vertices
     turn, scale, tip, rotation, radius = _transform or (None, None, None, None, None)
-    size = None
+    size = nose = None
     if _transform is None and orient == "auto":
-        turn, size = find_face(v)
+        turn, size, nose = find_face(v)
     if turn is not None:
         r = turn.astype(np.float32)
         v = (
@@ -682,7 +836,7 @@ def _normalize(
         v = v * np.float32(scale)
     if tip is None:
         if landmark is None:
-            tip = find_nose_tip(v)
+            tip = find_nose_tip(_near(v, nose, turn, scale))
         elif np.ndim(landmark) == 0:
             tip = v[int(landmark)]
         else:
@@ -705,6 +859,16 @@ def _normalize(
         v = v * np.float32(1.0 / radius)
     out = out.replace(vertices=np.ascontiguousarray(v, dtype=np.float32), normalized=bool(fit))
     return out, (turn, scale, tip, rotation, radius)
+
+
+def _near(v: np.ndarray, nose: np.ndarray | None, turn: np.ndarray | None, scale: float) -> np.ndarray:
+    """The vertices `v` (mm, turned) within `_NOSE_REACH_MM` of the nose `find_face` found (file units), where the
+    nose tip is; all of `v` when it found none."""
+    if nose is None:
+        return v
+    at = (nose if turn is None else turn @ nose) * scale
+    near = v[sum((v[:, i] - np.float32(at[i])) ** 2 for i in range(3)) <= _NOSE_REACH_MM**2]
+    return near if len(near) else v
 
 
 def _name(scan: Scan) -> str:

@@ -191,10 +191,12 @@ _EXTENT_GUESSES_MM = (190.0, 330.0)  # a face mask, a head with its neck
 # a face in a larger scene (step 3b): the subsample that finds candidate noses, the scales that make the scene a head
 # with its shoulders or a person before a wall, the least points about a candidate, a candidate within 30 mm of one
 # searched is not searched again, and 3 are searched at each scale; the square a candidate is frontmost in (mm), the
-# scene's size (mm) at a scale worth searching, and the most a nose stands out (a step's edge stands out further)
+# scene's size (mm) at a scale worth searching, the most a nose stands out (a step's edge stands out further) and the
+# most candidates looked at (memory)
 _SCENE_POINTS, _SCENE_GUESSES_MM, _MIN_REGION_POINTS, _SEEN_MM = 8000, (600.0, 1000.0), 200, 30.0
 _CANDIDATES_PER_SCALE, _LIKELIER_BY, _MIN_SCENE_DETAIL = 3, 0.1, 0.6
 _FRONT_CELL_MM, _SCENE_MM, _MAX_BUMP = 40.0, (200.0, 3000.0), 0.35
+_MAX_FRONTS = 256
 # the face about the nose the search found (search radii), its share of a scene, where the nose tip is (mm)
 _FACE_REACH, _MAX_FACE_SHARE, _NOSE_REACH_MM = 1.25, 0.7, 40.0
 _SIZES = 2.0 ** (np.arange(-8, 9) / 8.0)
@@ -489,10 +491,10 @@ def _seen(points: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _local_fronts(points: np.ndarray, solid: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(frame, point) index pairs: seen from each of `frames`, the solid points frontmost within their
-    `_FRONT_CELL_MM` square and the eight about it, each point once (a nose, and a chin, a chest, a shoulder, a
-    wall's edge: candidates that `_find_in_scene` sorts; the frontmost point of all may be a chest or a forehead,
-    never the nose)."""
+    """(frame, point) index pairs, at most `_MAX_FRONTS`, those that stand out most first: seen from each of
+    `frames`, the solid points frontmost within their `_FRONT_CELL_MM` square and in front of the eight squares
+    about it, each point once (a nose, and a chin, a chest, a shoulder: candidates that `_find_in_scene` sorts;
+    the frontmost point of all may be a chest or a forehead, never the nose; a flat wall has none)."""
     x, y, z = _seen(points, frames)
     k, s = z.shape
     cell = _FRONT_CELL_MM / _SEARCH_RADIUS_MM
@@ -505,10 +507,14 @@ def _local_fronts(points: np.ndarray, solid: np.ndarray, frames: np.ndarray) -> 
     np.maximum.at(grid, key.ravel(), depth.ravel())
     grid = grid.reshape(k, n, n)
     pad = np.pad(grid, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
-    around = np.max([pad[:, i : i + n, j : j + n] for i in range(3) for j in range(3)], axis=0).ravel()
-    top = (depth == grid.ravel()[key]) & (depth >= around[key]) & np.isfinite(depth)
-    frame, point = np.nonzero(top)
-    _, first = np.unique(point, return_index=True)  # each point once, from the first frame it is frontmost in
+    rings = [pad[:, i : i + n, j : j + n] for i in range(3) for j in range(3) if (i, j) != (1, 1)]
+    with np.errstate(invalid="ignore"):  # -inf - -inf where nothing is seen
+        prominence = np.where(depth == grid.ravel()[key], depth - np.max(rings, axis=0).ravel()[key], -np.inf)
+    frame, point = np.nonzero(prominence > 0.0)
+    order = np.argsort(-prominence[frame, point], kind="stable")
+    frame, point = frame[order], point[order]
+    _, first = np.unique(point, return_index=True)  # each point once, where it stands out most
+    first = np.sort(first)[:_MAX_FRONTS]
     return frame[first], point[first]
 
 

@@ -81,9 +81,10 @@ def time_cpu(scan: Scan, size: int, mode: str, repeats: int, warmup: int) -> lis
 
 def time_find_face(scan: Scan, repeats: int) -> dict[str, list[float]]:
     """Seconds per `find_face` call (the orientation search inside normalize_scan) on the face as it is, with its
-    head looking down 25 degrees and rolled 20 (then set upright), in front of a 1 m wall of 60,000 points, with a
-    neck, shoulders and chest below it and a wall behind (`affectvlm.data.realism`'s scene; both found about a
-    candidate nose: step 3b), and on a sphere (no face: every search runs)."""
+    head looking down 25 degrees and rolled 20 (then set upright), in no unit (its size gives the scale), in front
+    of a 1 m wall of 60,000 points, with a neck, shoulders and chest below it and a wall behind
+    (`affectvlm.data.realism`'s scene; both found about a candidate nose: step 3b), and on a sphere (no face:
+    every search runs)."""
     posed = (scan.vertices @ (axis_rotation(2, 20) @ axis_rotation(0, 25)).T).astype(np.float32)
     v = scan.vertices
     wall = np.concatenate([v, wall_behind(v)])
@@ -91,7 +92,8 @@ def time_find_face(scan: Scan, repeats: int) -> dict[str, list[float]]:
     sphere = np.random.default_rng(0).normal(size=(20_000, 3)).astype(np.float32)
     sphere *= 100.0 / np.linalg.norm(sphere, axis=1, keepdims=True)
     out = {}
-    scenes = (("frontal", v), ("down 25, rolled 20", posed), ("before a wall", wall), ("a person", person))
+    scenes = (("frontal", v), ("down 25, rolled 20", posed), ("unitless (mm / 100)", v / 100.0))
+    scenes += (("before a wall", wall), ("a person", person))
     for name, vertices in scenes + (("no face (a sphere)", sphere),):
         find_face(vertices)
         out[name] = []

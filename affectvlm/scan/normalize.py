@@ -268,8 +268,8 @@ def find_face(vertices: np.ndarray) -> Face:
         (the head is turned at most 20 degrees from it, pitched and rolled at most 12); `size` the millimetres per
         file unit the face's size suggests; `nose` the frontmost point of the face as the search saw it (within
         about 20 mm of the nose tip), in file units. All None when nothing looks like a face. Cost: about 30 ms
-        whatever the scan's size; a face in a larger scene (step 3b) about 100-300 ms, a shape that is no face up
-        to about 400.
+        whatever the scan's size; a unitless face, a face in a larger scene (step 3b) or a shape that is no face
+        about 100-300 ms.
     """
     if len(vertices) < 16:
         return Face(None, None, None)

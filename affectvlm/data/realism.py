@@ -378,10 +378,8 @@ def _scene(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
     def wall(u, v):
         return np.c_[nose[0] + side * (2 * u - 1), nose[1] + side * (1 - 2 * v), np.full_like(u, depth)]
 
-    parts = [
-        (neck, 3.5 * neck_r, neck_len),
-        (torso, 2.5 * half_width, height),
-    ]  # (surface, its width, height)
+    # (surface, its width, its height)
+    parts = [(neck, 3.5 * neck_r, neck_len), (torso, 2.5 * half_width, height)]
     if rng.random() < config.wall:
         parts.append((wall, 2 * side, 2 * side))
     area = sum(w * h for _, w, h in parts)

@@ -309,8 +309,8 @@ def _find_in_scene(vertices: np.ndarray) -> _Found | None:
     large as a head with its shoulders or a person before a wall, the frontmost point seen from each of the search's
     directions, among the points about it, that stands out all round as far as a nose does (`_views`' bump: not a
     chest, a shoulder, a wall or its edge) is a candidate nose; steps 1-4 on the scan's points about the few whose
-    map from there is likest the template's at each scale, and of those that show a face the likest the template
-    (an ear can pass too)."""
+    map from there is likest the template's at each scale. Of the faces they show (an ear can pass too) the first
+    is kept unless another is clearly likelier the template (`_likelier`)."""
     sample = vertices[:: max(1, len(vertices) // _SCENE_POINTS)].astype(np.float64)
     origin = np.median(sample, axis=0)
     sample = sample - origin

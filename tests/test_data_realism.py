@@ -81,9 +81,13 @@ def test_switched_off_nothing_changes(face):
 
 
 def test_a_kind_added_later_leaves_every_earlier_draw_alone(face, monkeypatch):
-    """A scene (`ADDED_LATER`) takes no draw while it is off and comes last in the streams, so every cache rendered
-    before it existed renders the same."""
+    """A scene (`ADDED_LATER`) takes no draw while it is off and comes last in the streams, and its settings stay out
+    of the config's dict while it is off, so every cache rendered before it existed renders the same, under the
+    same folder name."""
     import affectvlm.data.realism as realism
+
+    on = RealismConfig(p_scene=0.5, wall=0.2)
+    assert "p_scene" not in RealismConfig().to_dict() and RealismConfig(**on.to_dict()) == on
 
     assert [stream_index(k) for k in KINDS if k not in ADDED_LATER] == list(
         range(len(KINDS) - len(ADDED_LATER))

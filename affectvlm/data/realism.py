@@ -57,6 +57,9 @@ KINDS = (
 # Kinds added after caches were rendered with the others: they take a draw from a random stream only when switched
 # on, and their streams come after the others', so a cache rendered before they existed renders the same.
 ADDED_LATER = ("scene",)
+# ... and their settings, left out of a config's dict while their kind is off (`RealismConfig.to_dict`): a cache's
+# folder name holds the dict, so the caches rendered before keep their names.
+_ADDED_LATER_FIELDS = {"scene": ("p_scene", "wall", "wall_behind")}
 # z-up: +y becomes +z and the face, looking along +z, looks along -y (Blender's and many CAD tools' frame)
 Z_UP = axis_rotation(0, 90)
 # Hole radii (mm) at each landmark kind; a mouth hole is an ellipse twice as wide as it is tall.
@@ -132,6 +135,15 @@ class RealismConfig:
 
     def replace(self, **changes) -> RealismConfig:
         return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The fields as plain data, without those of kinds added later while they are off."""
+        out = dataclasses.asdict(self)
+        for kind, names in _ADDED_LATER_FIELDS.items():
+            if not self.probability(kind):
+                for name in names:
+                    del out[name]
+        return out
 
     def draws(self, kind: str) -> bool:
         """Whether deciding `kind` takes a draw from the random stream (`ADDED_LATER`)."""

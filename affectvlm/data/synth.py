@@ -365,6 +365,8 @@ class SynthConfig:
         fields while no sample uses action units), so a v1 config keeps its dict: its cache folder name and
         its tree's README stay the same. ``SynthConfig(**d)`` gives the config back."""
         out = dataclasses.asdict(self)
+        if self.realism is not None:
+            out["realism"] = self.realism.to_dict()
         unused = set() if self.uses_aus else {"au_sampling", "au_timing_jitter", "blink_rate", "sfm_binding"}
         for name in _V2_FIELDS:
             if name in unused or out[name] == _V2_DEFAULTS[name]:

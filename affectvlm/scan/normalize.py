@@ -324,11 +324,10 @@ def _find_in_scene(vertices: np.ndarray) -> _Found | None:
             continue
         points, solid = _search_points(sample, scale)
         frame, tip = _local_fronts(points, solid, _DIRECTIONS)
-        _, bump = _views(points, solid, _DIRECTIONS[frame], at=tip)
+        maps, bump = _views(points, solid, _DIRECTIONS[frame], at=tip)
         nose_like = np.flatnonzero((bump >= _MIN_BUMP) & (bump <= _MAX_BUMP))
-        maps, _ = _views(points, solid, _DIRECTIONS[frame[nose_like]], at=tip[nose_like])
         searched = []
-        for i in nose_like[np.argsort(sum(_cost(maps, across=True)))]:
+        for i in nose_like[np.argsort(sum(_cost(maps[nose_like], across=True)))]:
             nose = origin + points[tip[i]] * (_SEARCH_RADIUS_MM / scale)
             if any(np.abs(nose - seen).max() * scale < _SEEN_MM for seen in searched):
                 continue

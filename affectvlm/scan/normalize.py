@@ -155,11 +155,7 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      centre there (`normalize_scan` looks for the nose tip within 40 mm of it).
 #   4. Up or down (`_upright`): the detail in the upper half minus the lower half, upside down, against the
 #      template's: about +1 the right way up (faces of both face models, with expressions, pitched or rolled: 0.2 to
-#      1.5) and as much below 0 upside down. A file's +y or +z stays up unless it is under -0.25. The search's
-#      frame can be rolled by up to 45 degrees and read a face held upside down at about -0.2, so the decision is
-#      taken again on the settled head (step 6), where it is clear (0.14 or more the right way up, -0.14 or less
-#      upside down, on 20 faces of both face models turned 480 ways; about 0 where no map is clearly a face, as
-#      a scene's can be), and a head under -0.05 is turned half a turn about the line of sight and settled again.
+#      1.5) and as much below 0 upside down. A file's +y or +z stays up unless it is under -0.25.
 #   5. Size (`_size`, in the frame of step 6): the frame scaled by 2^(-1 .. 1) in 1/8 steps; where the map is
 #      closest to the template (parabola through the best three) gives millimetres per file unit, within about
 #      10 %. `_units_for` then takes mm, cm or m when one is within 2x of it, else keeps the size rule's unit; for a
@@ -187,7 +183,7 @@ _CELL_X, _CELL_Y = np.meshgrid(_CELLS, -_CELLS)  # row 0 at the top, in units of
 _CELL_R = np.hypot(_CELL_X, _CELL_Y)
 _MISSING_COST = 0.3
 _MIN_BUMP, _MIN_COVER, _MAX_DIFFERENCE, _MIN_DETAIL_MATCH = 0.015, 0.8, 0.18, 0.45
-_KEEP_COST, _UPRIGHT_MARGIN, _SETTLED_MARGIN = 0.02, 0.25, 0.05
+_KEEP_COST, _UPRIGHT_MARGIN = 0.02, 0.25
 _COARSE_YAW, _FINE_YAW, _KEEP_TURN, _KEEP_TILT = 30.0, 1.5, 20.0, 12.0  # degrees
 _PITCHES = (-30.0, -15.0, 0.0, 15.0, 30.0)
 _ROLLS = (-30.0, 0.0, 30.0)
@@ -284,8 +280,6 @@ def find_face(vertices: np.ndarray) -> Face:
         return Face(None, None, None)
     frame, scale, points, solid, nose = _about_nose(vertices, *found)
     frame = _settle(points, solid, frame)
-    if _upright(_views(points, solid, frame[None])[0])[0] < -_SETTLED_MARGIN:  # step 4 again, settled
-        frame = _settle(points, solid, axis_rotation(2, 180) @ frame)
     return Face(_keep_pose(frame), scale * _size(points, solid, frame), nose)
 
 

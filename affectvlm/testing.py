@@ -264,6 +264,25 @@ def wall_behind(
     return np.c_[plane, np.full(count, vertices[:, 2].min() - behind)].astype(np.float32)
 
 
+def head_drift(frames: list, degrees: float, mm: float, seed: int = 0) -> list:
+    """The frames (Scans of a 4D sequence, in mm) with a head's drift added: from the second on, each turned
+    about a random axis through the frame's centre and moved, by a random walk of `degrees` and `mm` (std per
+    frame; the turn and the move add up over the frames), as a subject's head drifts and nods in front of a 4D
+    scanner."""
+    from .scan.register import rotation_of
+
+    rng = np.random.default_rng(seed)
+    turn, shift, out = np.eye(3), np.zeros(3), [frames[0]]
+    for frame in frames[1:]:
+        axis = rng.normal(size=3)
+        turn = rotation_of(axis / np.linalg.norm(axis) * np.radians(rng.normal(0.0, degrees))) @ turn
+        shift = shift + rng.normal(0.0, mm, 3)
+        centre = frame.vertices.mean(axis=0)
+        moved = (frame.vertices - centre) @ turn.T + centre + shift
+        out.append(frame.replace(vertices=moved.astype(np.float32)))
+    return out
+
+
 @lru_cache(maxsize=1)
 def toy_face_model():
     """A stand-in for the Surrey Face Model built on `face_mesh`, for tests of what the generator writes

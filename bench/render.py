@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from affectvlm.data.realism import RealismConfig, apply_realism  # noqa: E402
-from affectvlm.scan import Scan, normalize_scan, render_views  # noqa: E402
+from affectvlm.scan import Scan, normalize_scan, normalize_sequence, render_views  # noqa: E402
 from affectvlm.scan.normalize import axis_rotation, find_face  # noqa: E402
-from affectvlm.testing import wall_behind  # noqa: E402
+from affectvlm.testing import head_drift, wall_behind  # noqa: E402
 from bench.hostile import large_triangles  # noqa: E402
 
 
@@ -134,6 +134,22 @@ def bench_large(count: int, size: int, mode: str, device: str) -> int:
     return 0
 
 
+def time_sequence(scan: Scan, frames: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per frame of `normalize_sequence` on `frames` copies of the face, the head still and drifting by
+    3 degrees and 3 mm a frame (`affectvlm.testing.head_drift`): the later frames' motion is found and taken out
+    (`affectvlm.scan.register.follow`)."""
+    still = [scan] * frames
+    out = {}
+    for name, sequence in (("still", still), ("drifting", head_drift(still, 3.0, 3.0))):
+        normalize_sequence(sequence)
+        out[name] = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            normalize_sequence(sequence)
+            out[name].append((time.perf_counter() - start) / frames)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,6 +201,9 @@ def main(argv=None) -> int:
     for name, times in time_find_face(meshes[min(meshes)], args.repeats).items():
         low, mid = min(times) * 1e3, statistics.median(times) * 1e3
         print(f"find_face, {name}: min {low:.1f} ms, median {mid:.1f} ms")
+    for name, times in time_sequence(meshes[min(meshes)], 8, max(1, args.repeats // 5)).items():
+        low, mid = min(times) * 1e3, statistics.median(times) * 1e3
+        print(f"normalize_sequence, 8 frames, head {name}: min {low:.1f} ms, median {mid:.1f} ms a frame")
     return 0
 
 

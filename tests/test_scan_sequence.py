@@ -6,6 +6,7 @@ import torch
 
 from affectvlm.scan import (
     Scan,
+    normalize_scan,
     normalize_sequence,
     rank_pool,
     rank_pool_weights,
@@ -72,11 +73,16 @@ def test_render_sequence_dynamic_images(smile):
     np.testing.assert_array_equal(one, to_uint8(frame, axis=(1, 2, 3)))
 
 
-def test_normalize_sequence_uses_one_transform(smile):
-    frames = normalize_sequence(smile)
-    moved = Scan(vertices=smile[0].vertices + np.array([0, 0, 5], np.float32), faces=smile[0].faces)
-    a, b = normalize_sequence([smile[0], moved], crop_radius=None)
-    # the second frame keeps its 5 mm shift (in the first frame's scale) instead of being re-centred
-    shift = (b.vertices - a.vertices)[:, 2]
-    assert np.allclose(shift, shift[0]) and shift[0] > 0.03
+def test_normalize_sequence_keeps_the_faces_motion_and_takes_out_the_heads(smile):
+    frames = normalize_sequence(smile, crop_radius=None)
     assert len(frames) == len(smile)
+    # the first frame is normalised as alone, and the later ones with its transform: the smile's motion survives
+    np.testing.assert_allclose(
+        frames[0].vertices, normalize_scan(smile[0], crop_radius=None).vertices, atol=1e-6
+    )
+    assert np.abs(frames[-1].vertices - frames[0].vertices).max() > 0.03
+    # a head that moved by 5 mm towards the scanner (about 0.07 normalised) is put back: that shift is the head's
+    moved = Scan(vertices=smile[-1].vertices + np.array([0, 0, 5], np.float32), faces=smile[-1].faces)
+    still = normalize_sequence([smile[0], smile[-1]], crop_radius=None)[1]
+    back = normalize_sequence([smile[0], moved], crop_radius=None)[1]
+    assert np.abs(back.vertices - still.vertices).max() < 0.003

@@ -18,6 +18,7 @@ import numpy as np
 
 from .clean import drop_stray_points
 from .io import drop_nonfinite
+from .register import follow, normals, still_parts
 from .types import Scan, ScanError
 
 __all__ = [
@@ -789,17 +790,30 @@ def normalize_scan(
 
 
 def normalize_sequence(frames: list[Scan], **kwargs) -> list[Scan]:
-    """Normalise the frames of a 4D sequence with the first frame's frame, nose tip, rotation and scale.
+    """Normalise the frames of a 4D sequence with the first frame's frame, nose tip, rotation and scale, each
+    later frame first put back onto the first where the head has moved (`affectvlm.scan.register.follow`).
 
-    One transform for the whole sequence keeps the motion that rank pooling should see (per-frame
-    normalisation would re-centre every frame on its own nose tip). Takes `normalize_scan`'s
-    arguments; `landmark` applies to the first frame.
+    One transform for the whole sequence keeps the motion that rank pooling should see, the face's (per-frame
+    normalisation would re-centre every frame on its own nose tip); taking out the head's own drift and nods
+    keeps them from painting the head's outline into the dynamic image. Takes `normalize_scan`'s arguments;
+    `landmark` applies to the first frame.
     """
-    first, transform = _normalize(frames[0], **kwargs)
     if all(frame.normalized for frame in frames):
         return list(frames)
+    first, transform = _normalize(frames[0], **kwargs)
+    if len(frames) == 1:
+        return [first]
     rest = dict(kwargs, landmark=None)
-    return [first] + [_normalize(frame, **rest, _transform=transform)[0] for frame in frames[1:]]
+    unfitted = dict(rest, crop_radius=None, fit=False, align=False)
+    reference = still_parts(
+        _normalize(frames[0], **unfitted, _transform=(*transform[:3], None, None))[0].vertices
+    )
+    out, motion, reference_normals = [first], None, normals(reference)
+    for frame in frames[1:]:
+        follow_from = (reference, motion, reference_normals)
+        scan, motion = _normalize(frame, **rest, _transform=transform, _follow=follow_from)
+        out.append(scan)
+    return out
 
 
 def _normalize(
@@ -812,10 +826,13 @@ def _normalize(
     units: str = "auto",
     orient: str = "auto",
     _transform=None,
+    _follow=None,
 ):
     """normalize_scan, also returning the transform (turn to the canonical frame or None, units scale, tip in mm,
     rotation or None, radius or None); `_transform` imposes one instead of estimating it (the later frames of a
-    sequence)."""
+    sequence). `_follow`: (the first frame's `still_parts`, the previous frame's motion or None, the first's
+    `normals`) for a later frame of a sequence, whose head's motion back onto the first frame is then taken out
+    before cropping and returned in place of the transform."""
     if units != "auto" and units not in dict(_UNIT_SCALES):
         raise ValueError(f"units must be 'auto', 'mm', 'cm' or 'm', got {units!r}")
     if align not in (False, True, "pca"):
@@ -847,6 +864,9 @@ def _normalize(
         else:
             tip = np.asarray(landmark, dtype=np.float32).reshape(3) * np.float32(scale)
     v = v - tip
+    if _follow is not None:
+        motion = follow(v, *_follow)
+        v = (v @ motion[0].T.astype(np.float32) + motion[1].astype(np.float32)).astype(np.float32)
     keep = None
     if crop_radius is not None:
         keep = np.einsum("ij,ij->i", v, v) <= np.float32(crop_radius) ** 2
@@ -863,7 +883,7 @@ def _normalize(
     if fit and radius and radius > 0:
         v = v * np.float32(1.0 / radius)
     out = out.replace(vertices=np.ascontiguousarray(v, dtype=np.float32), normalized=bool(fit))
-    return out, (turn, scale, tip, rotation, radius)
+    return out, motion if _follow is not None else (turn, scale, tip, rotation, radius)
 
 
 def _near(v: np.ndarray, nose: np.ndarray | None, turn: np.ndarray | None, scale: float) -> np.ndarray:

@@ -81,10 +81,10 @@ def follow(
     Point-to-plane steps (each pair's distance along the reference's normal, linearised in a small turn):
     they converge in a few steps where point-to-point ones crawl along the face's smooth surface.
 
-    Returns `start` (the identity when None) when either side has fewer than `_MIN_POINTS` points on those
-    parts (`still_parts`), or when the fit is further from it than `_MAX_STEP_DEGREES` or `_MAX_STEP_MM` (no head's motion
-    between two frames: the frame is of something else, or too unlike the first to register). A head that turns
-    steadily is followed frame by frame, however far it turns in all.
+    Returns `start` (the identity when None) when either side has fewer than `_MIN_POINTS` points on those parts
+    (`still_parts`), or when the fit is further from it than `_MAX_STEP_DEGREES` or `_MAX_STEP_MM` (no head's
+    motion between two frames: the frame is of something else, or too unlike the first to register). A head that
+    turns steadily is followed frame by frame, however far it turns in all.
     """
     start = start or (np.eye(3), np.zeros(3))
     rotation, shift = start

@@ -150,6 +150,33 @@ def time_sequence(scan: Scan, frames: int, repeats: int) -> dict[str, list[float
     return out
 
 
+def time_denoise(meshes: dict[int, Scan], repeats: int) -> dict[str, list[float]]:
+    """Seconds per `normalize_scan` (which measures every scan's noise and smooths a noisy one:
+    `affectvlm.scan.denoise`) of each mesh as it is and with 1 mm of noise on every coordinate, and of a
+    300,000-point cloud (a dense depth camera's capture of the face) with 1 mm of noise."""
+    rng = np.random.default_rng(0)
+
+    def noisy(v: np.ndarray) -> np.ndarray:
+        return (v + rng.normal(0.0, 1.0, v.shape)).astype(np.float32)
+
+    dense = meshes[max(meshes)].vertices
+    cloud = Scan(noisy(dense[rng.integers(0, len(dense), 300_000)]))
+    cases = {}
+    for _, scan in sorted(meshes.items()):
+        cases[f"{scan.num_vertices} vertices, as is"] = scan
+        cases[f"{scan.num_vertices} vertices, 1 mm noise"] = scan.replace(vertices=noisy(scan.vertices))
+    cases["a 300,000-point cloud, 1 mm noise"] = cloud
+    out = {}
+    for name, scan in cases.items():
+        normalize_scan(scan)
+        out[name] = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            normalize_scan(scan)
+            out[name].append(time.perf_counter() - start)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -204,6 +231,9 @@ def main(argv=None) -> int:
     for name, times in time_sequence(meshes[min(meshes)], 8, max(1, args.repeats // 5)).items():
         low, mid = min(times) * 1e3, statistics.median(times) * 1e3
         print(f"normalize_sequence, 8 frames, head {name}: min {low:.1f} ms, median {mid:.1f} ms a frame")
+    for name, times in time_denoise(meshes, max(1, args.repeats // 5)).items():
+        low, mid = min(times) * 1e3, statistics.median(times) * 1e3
+        print(f"normalize_scan, {name}: min {low:.1f} ms, median {mid:.1f} ms")
     return 0
 
 

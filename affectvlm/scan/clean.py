@@ -15,7 +15,7 @@ import numpy as np
 
 from .types import Scan
 
-__all__ = ["drop_stray_points"]
+__all__ = ["drop_stray_points", "point_spacing"]
 
 _CELL_SPACINGS = 4.0  # a cube's side, in point spacings
 _MIN_COMPANY = 3  # points (itself included) the 27 cubes about a point must hold
@@ -33,7 +33,7 @@ def drop_stray_points(scan: Scan) -> Scan:
     v = scan.vertices
     if len(v) < 64:
         return scan
-    spacing = _spacing(scan)
+    spacing = point_spacing(scan)
     if not spacing > 0.0:
         return scan
     cells = np.floor((v - v.min(axis=0)) * np.float32(1.0 / (spacing * _CELL_SPACINGS)))
@@ -57,7 +57,7 @@ def drop_stray_points(scan: Scan) -> Scan:
     return scan.subset(keep)
 
 
-def _spacing(scan: Scan) -> float:
+def point_spacing(scan: Scan) -> float:
     """The scan's typical point spacing: a mesh's median edge length, or a point cloud's median distance from a
     point to its nearest neighbour (among up to `_SAMPLE` points: an overestimate for larger clouds, which only
     widens the cubes)."""

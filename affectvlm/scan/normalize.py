@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .clean import drop_stray_points
+from .denoise import denoise
 from .io import drop_nonfinite
 from .register import follow, normals, still_parts
 from .types import Scan, ScanError
@@ -873,6 +874,7 @@ def _normalize(
         if not keep.any():
             raise ScanError(f"no vertex within {crop_radius} mm of the nose tip ({_name(scan)})")
     out = scan.replace(vertices=v).subset(keep) if keep is not None else scan.replace(vertices=v)
+    out = denoise(out)
     v = out.vertices
     if align and rotation is None:
         rotation = _pca_rotation(v).astype(np.float32)

@@ -1,0 +1,94 @@
+"""`affectvlm.scan.denoise`: noise is measured, a scan as quiet as the training scans is left as it is, a noisier
+one is smoothed towards its surface; and a noisy face is read as its expression (in tests/test_answers.py)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectvlm.scan import Scan, load_scan, normalize_scan
+from affectvlm.scan.denoise import QUIET_MM, denoise, surface_noise
+
+EXAMPLE_SCANS = sorted((Path(__file__).resolve().parents[1] / "examples").glob("scan_*.ply"))
+
+
+def bowl(n: int = 8000, seed: int = 0) -> np.ndarray:
+    """(n, 3) points (mm) of a bowl curved about as a cheek is (radius of curvature 125 mm), 120 mm across."""
+    xy = np.random.default_rng(seed).uniform(-60.0, 60.0, (n, 2))
+    return np.c_[xy, 0.004 * (xy**2).sum(1)].astype(np.float32)
+
+
+def depth_error(points: np.ndarray) -> float:
+    """RMS distance (mm) of `bowl` points from the bowl, along z."""
+    return float(np.sqrt(np.mean((points[:, 2] - 0.004 * (points[:, :2] ** 2).sum(1)) ** 2)))
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
+def test_noise_is_measured_as_added(sigma):
+    noisy = bowl() + np.random.default_rng(1).normal(0.0, sigma, (8000, 3)).astype(np.float32)
+    assert surface_noise(Scan(noisy)) == pytest.approx(sigma, rel=0.3)
+
+
+def test_a_noiseless_surface_measures_quiet():
+    assert surface_noise(Scan(bowl())) < 0.05
+
+
+@pytest.mark.parametrize("path", EXAMPLE_SCANS, ids=lambda p: p.stem)
+def test_a_scan_as_quiet_as_the_training_scans_is_left_as_it_is(path):
+    face = normalize_scan(load_scan(path), fit=False)  # mm, cropped: what `normalize_scan` denoises
+    assert surface_noise(face) < QUIET_MM
+    assert denoise(face) is face
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0])
+def test_a_noisy_surface_is_brought_back_towards_itself(sigma):
+    rng = np.random.default_rng(2)
+    noisy = bowl() + rng.normal(0.0, sigma, (8000, 3)).astype(np.float32)
+    smoothed = denoise(Scan(noisy)).vertices
+    assert depth_error(smoothed) < 0.5 * depth_error(noisy)
+    assert np.abs(smoothed - noisy).max() <= 4.0 * 1.3 * sigma + 1e-3  # no point thrown far
+
+
+def test_denoise_keeps_a_meshs_topology_and_everything_but_the_vertices():
+    face = normalize_scan(load_scan(EXAMPLE_SCANS[0]), fit=False)
+    rng = np.random.default_rng(3)
+    noisy = face.replace(
+        vertices=face.vertices + rng.normal(0.0, 2.0, face.vertices.shape).astype(np.float32)
+    )
+    out = denoise(noisy)
+    assert out is not noisy
+    assert out.vertices.shape == noisy.vertices.shape and out.vertices.dtype == np.float32
+    assert np.array_equal(out.faces, noisy.faces)
+    assert (out.colors is None) == (noisy.colors is None)
+
+
+def test_a_sparse_cloud_is_left_to_the_renderer():
+    """800 points of a face: what the quadrics miss between them is shape as much as noise."""
+    face = normalize_scan(load_scan(EXAMPLE_SCANS[0]), fit=False)
+    keep = np.random.default_rng(4).choice(len(face.vertices), 800, replace=False)
+    cloud = Scan(face.vertices[keep])
+    assert denoise(cloud) is cloud
+
+
+@pytest.mark.parametrize(
+    "points",
+    [
+        np.zeros((500, 3), np.float32),
+        np.c_[np.arange(500), np.zeros(500), np.zeros(500)].astype(np.float32),
+        np.random.default_rng(5).normal(0.0, 30.0, (500, 3)).astype(np.float32),
+        np.zeros((10, 3), np.float32),
+    ],
+    ids=["one point 500 times", "a line", "a ball of scatter", "ten points"],
+)
+def test_degenerate_clouds_come_back_finite(points):
+    out = denoise(Scan(points)).vertices
+    assert out.shape == points.shape and np.isfinite(out).all()
+
+
+def test_a_dense_scan_costs_what_its_voxels_do():
+    """300,000 points (a dense structured-light capture) are averaged into at most `_MAX_SUPPORT` voxels first;
+    this checks it runs and smooths, not how fast (bench/render.py times it)."""
+    rng = np.random.default_rng(6)
+    noisy = bowl(300_000, seed=6) + rng.normal(0.0, 1.0, (300_000, 3)).astype(np.float32)
+    smoothed = denoise(Scan(noisy)).vertices
+    assert depth_error(smoothed) < 0.5 * depth_error(noisy)

@@ -67,6 +67,17 @@ def measure(fn) -> tuple[float, float]:
     return seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
 
 
+def repeat(fn, arg, repeats: int) -> list[float]:
+    """Seconds per call of fn(arg), `repeats` times after one untimed call."""
+    fn(arg)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(arg)
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def time_cpu(scan: Scan, size: int, mode: str, repeats: int, warmup: int) -> list[float]:
     """Seconds per call of normalize_scan + render_views (3 default views)."""
     for _ in range(warmup):
@@ -91,17 +102,9 @@ def time_find_face(scan: Scan, repeats: int) -> dict[str, list[float]]:
     person = apply_realism(scan, np.random.default_rng(0), RealismConfig.only("scene", wall=1.0))[0].vertices
     sphere = np.random.default_rng(0).normal(size=(20_000, 3)).astype(np.float32)
     sphere *= 100.0 / np.linalg.norm(sphere, axis=1, keepdims=True)
-    out = {}
     scenes = (("frontal", v), ("down 25, rolled 20", posed), ("unitless (mm / 100)", v / 100.0))
     scenes += (("before a wall", wall), ("a person", person))
-    for name, vertices in scenes + (("no face (a sphere)", sphere),):
-        find_face(vertices)
-        out[name] = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            find_face(vertices)
-            out[name].append(time.perf_counter() - start)
-    return out
+    return {name: repeat(find_face, v, repeats) for name, v in scenes + (("no face (a sphere)", sphere),)}
 
 
 def time_gpu(scan: Scan, size: int, mode: str, batch: int, repeats: int, device: str) -> float:
@@ -166,15 +169,7 @@ def time_denoise(meshes: dict[int, Scan], repeats: int) -> dict[str, list[float]
         cases[f"{scan.num_vertices} vertices, as is"] = scan
         cases[f"{scan.num_vertices} vertices, 1 mm noise"] = scan.replace(vertices=noisy(scan.vertices))
     cases["a 300,000-point cloud, 1 mm noise"] = cloud
-    out = {}
-    for name, scan in cases.items():
-        normalize_scan(scan)
-        out[name] = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            normalize_scan(scan)
-            out[name].append(time.perf_counter() - start)
-    return out
+    return {name: repeat(normalize_scan, scan, repeats) for name, scan in cases.items()}
 
 
 def main(argv=None) -> int:

@@ -772,7 +772,8 @@ def normalize_scan(
             up); "none" takes the file's axes as +y up and +z towards the viewer.
 
     Stray points (a scanner's flying pixels, background specks: `affectvlm.scan.clean.drop_stray_points`) are
-    dropped first.
+    dropped first; a cropped face noisier than the scanners the models were trained on is smoothed
+    (`affectvlm.scan.denoise`).
 
     Returns:
         A new Scan with `normalized=True`; vertices float32 in the normalised frame. Texture, uv and colours

@@ -248,6 +248,23 @@ def face_mesh(expression: str | None = None, intensity: float = 1.0, spacing: fl
     return Scan(vertices=vertices.copy(), faces=faces.copy(), uv=uv.copy())
 
 
+def surface_sample(mesh, n: int, seed: int = 0):
+    """n points spread uniformly (by area) over the triangles of `mesh` (a `Scan`), as a point cloud `Scan`: a
+    scanner that samples the surface instead of meshing it."""
+    from .scan.types import Scan
+
+    rng = np.random.default_rng(seed)
+    v, f = mesh.vertices.astype(np.float64), mesh.faces
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    tri = rng.choice(len(f), n, p=area / area.sum())
+    s, t = rng.random(n), rng.random(n)
+    flip = s + t > 1
+    s[flip], t[flip] = 1 - s[flip], 1 - t[flip]
+    points = a[tri] + s[:, None] * (b[tri] - a[tri]) + t[:, None] * (c[tri] - a[tri])
+    return Scan(vertices=points.astype(np.float32))
+
+
 def stray_points(vertices: np.ndarray, count: int, spread: float, seed: int = 0) -> np.ndarray:
     """(count, 3) float32 points scattered about the mean of a face's `vertices` (mm) with `spread` mm std per axis:
     a scanner's flying pixels and background specks."""
@@ -355,6 +372,7 @@ __all__ = [
     "face_mesh",
     "fake_sfm_files",
     "stray_points",
+    "surface_sample",
     "tiny_clip_config",
     "tiny_config",
     "tiny_processor",

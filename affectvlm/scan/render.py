@@ -24,6 +24,8 @@ Point clouds become surfels (points closer than a pixel merged, a normal from a 
 neighbours, a radius from their density; see "point clouds: surfels" below), splatted as discs that follow
 their tangent planes into the same z-buffer; holes (empty pixels surrounded by splats) are filled from
 their nearest neighbour, then the normals and depths of the splats on the visible surface are blended.
+A cloud too sparse for that (points a pixel apart) is drawn in the shaded modes as the mesh of its frontal
+range image.
 
 Frame: view space has x to the right, y up, z towards the camera. A view (yaw, pitch) in degrees
 places the camera `yaw` degrees towards the subject's left (+x) and `pitch` degrees above, rotating
@@ -39,6 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .bnt import grid_to_faces
+from .clean import point_spacing
 from .types import Scan, ScanError
 
 __all__ = [
@@ -862,8 +866,29 @@ def rasterize(
         device: torch device to render on (default CPU).
 
     Returns:
-        Fragments with (B, V, H, W) tensors on `device`.
+        Fragments with (B, V, H, W) tensors on `device`. A point cloud's `face` is a point's index, its `bary`
+        (1, 0, 0); a cloud sparser than `_SPARSE_PIXELS` pixels (with `point_radius` None) is rasterised as
+        `render_views` draws it, as the mesh of its frontal range image, each pixel naming the nearest corner's
+        point.
     """
+    scans = _as_list(scans)
+    drawn = [_sparse_cloud_as_mesh(s, size, extent, pivot, point_radius, device) for s in scans]
+    frags = _rasterize(
+        [mesh for mesh, _ in drawn], views, size, extent, pivot, point_radius, fill_holes, device
+    )
+    for i, (mesh, points) in enumerate(drawn):
+        # a sparse cloud drawn as its range mesh: each pixel names a point of the cloud, as surfels do
+        if points is not None:
+            corner = frags.bary[i].argmax(-1, keepdim=True)
+            vertex = torch.as_tensor(mesh.faces, device=frags.face.device)[frags.face[i].clamp_min(0)]
+            point = torch.as_tensor(points, device=frags.face.device)[vertex.gather(-1, corner)[..., 0]]
+            frags.face[i] = torch.where(frags.mask[i], point, -1)
+            frags.bary[i] = torch.tensor([1.0, 0.0, 0.0], device=frags.bary.device) * frags.mask[i][..., None]
+    return frags
+
+
+def _rasterize(scans, views, size, extent, pivot, point_radius, fill_holes, device) -> Fragments:
+    """`rasterize` of the scans as they are (point clouds as surfels)."""
     b = _prepare(scans, views, size, extent, pivot, device, need_normals=False)
     flat = _rasterize_flat(b, point_radius, fill_holes)
     n_pix = len(b.scans) * b.nv * b.size * b.size
@@ -928,6 +953,43 @@ def _lambert(nx, ny, nz, light, ambient: float) -> torch.Tensor:
     return (nx * lx + ny * ly + nz * lz).mul_(inv).clamp_(min=0.0).add_(ambient).mul_(255.0)
 
 
+# A point cloud whose points lie this many pixels apart or more (median nearest neighbour) is too sparse
+# for surfels to carry its shape: each surfel's normal comes from a handful of neighbours a pixel or more
+# away, and the shading blurs the brows and the mouth. Such a cloud is drawn as a mesh instead: its frontal
+# depth (the surfels' z-buffer, which interpolates well between the points) joined pixel to pixel, the way a
+# scanner's own software meshes a range image. Denser clouds keep their surfels, which average a noisy
+# surface's normals better.
+_SPARSE_PIXELS = 0.8
+_MAX_STEP_PIXELS = 6.0  # range pixels further apart in depth than this many pixels are not joined (an edge)
+
+
+def _sparse_cloud_as_mesh(scan: Scan, size: int, extent: float, pivot, point_radius, device):
+    """(`scan` as the mesh of its frontal range image, (M,) the cloud's point each of its vertices shows)
+    when it is a point cloud sparser than `_SPARSE_PIXELS` pixels at this size and extent and no splat radius
+    is fixed; (the scan itself, None) otherwise. Colours and texture coordinates are left out (the shaded
+    modes do not use them)."""
+    pixel = 2.0 * extent / size
+    if scan.faces is not None or point_radius is not None or len(scan.vertices) < 3:
+        return scan, None
+    if point_spacing(scan) < _SPARSE_PIXELS * pixel:
+        return scan, None
+    frags = _rasterize([scan], [(0.0, 0.0)], size, extent, pivot, None, 3, device)
+    depth, valid = frags.depth[0, 0].cpu().numpy(), frags.mask[0, 0].cpu().numpy()
+    faces = grid_to_faces(valid)[:, [0, 2, 1]]  # counter-clockwise seen from the front
+    z = depth.reshape(-1)[faces]
+    faces = faces[z.max(1) - z.min(1) <= _MAX_STEP_PIXELS * pixel]
+    if not len(faces):
+        return scan, None
+    x, y = pixel_centers(size, extent)
+    grid = np.stack(np.broadcast_arrays(x[None, :], y[:, None], depth), -1).reshape(-1, 3)
+    used = np.unique(faces)
+    remap = np.zeros(size * size, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    vertices = (grid[used] + np.asarray(pivot, dtype=np.float64)).astype(np.float32)
+    mesh = Scan(vertices=vertices, faces=remap[faces], path=scan.path, normalized=scan.normalized)
+    return mesh, frags.face[0, 0].cpu().numpy().reshape(-1)[used]
+
+
 def render_views(
     scans,
     views=None,
@@ -968,6 +1030,9 @@ def render_views(
         for s in _as_list(scans):
             if not s.has_texture:
                 raise ScanError(f"mode='texture' needs a texture image with uv or vertex colours ({s.path})")
+    if mode in ("normal", "normal_map"):
+        drawn = [_sparse_cloud_as_mesh(s, size, extent, pivot, point_radius, device) for s in _as_list(scans)]
+        scans = [mesh for mesh, _ in drawn]
     b = _prepare(scans, views, size, extent, pivot, device, need_normals=mode in ("normal", "normal_map"))
     vattr = None
     if b.normals is not None:

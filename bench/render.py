@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from affectvlm.data.realism import RealismConfig, apply_realism  # noqa: E402
 from affectvlm.scan import Scan, normalize_scan, normalize_sequence, render_views  # noqa: E402
 from affectvlm.scan.normalize import axis_rotation, find_face  # noqa: E402
-from affectvlm.testing import head_drift, wall_behind  # noqa: E402
+from affectvlm.testing import head_drift, surface_sample, wall_behind  # noqa: E402
 from bench.hostile import large_triangles  # noqa: E402
 
 
@@ -172,6 +172,17 @@ def time_denoise(meshes: dict[int, Scan], repeats: int) -> dict[str, list[float]
     return {name: repeat(normalize_scan, scan, repeats) for name, scan in cases.items()}
 
 
+def time_clouds(mesh: Scan, size: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per `render_views` of the normalised `mesh` sampled as point clouds: sparse ones (under
+    `render._SPARSE_PIXELS` apart at `size`) are drawn as the mesh of their frontal range image, the dense one as
+    surfels."""
+    face = normalize_scan(mesh)
+    clouds = {f"{n:,} points": surface_sample(face, n, 0) for n in (800, 3_000, 100_000)}
+    return {
+        name: repeat(lambda c: render_views(c, size=size), cloud, repeats) for name, cloud in clouds.items()
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,6 +231,9 @@ def main(argv=None) -> int:
         if args.device != "cpu":
             line += f"  {time_gpu(scan, args.size, args.mode, args.batch, max(3, args.repeats // 5), args.device):>11.0f}"
         print(line)
+    for name, times in time_clouds(meshes[min(meshes)], args.size, args.repeats).items():
+        low, mid = min(times) * 1e3, statistics.median(times) * 1e3
+        print(f"render_views, a point cloud of {name}: min {low:.1f} ms, median {mid:.1f} ms")
     for name, times in time_find_face(meshes[min(meshes)], args.repeats).items():
         low, mid = min(times) * 1e3, statistics.median(times) * 1e3
         print(f"find_face, {name}: min {low:.1f} ms, median {mid:.1f} ms")

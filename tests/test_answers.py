@@ -154,18 +154,18 @@ def test_most_scans_with_3_mm_of_noise_are_read_as_the_expression(predictor):
 
 
 def test_most_sparse_point_clouds_are_read_as_the_expression(predictor):
-    """A depth camera far from the face: 500, 800 and 1,500 points spread over each example face, three draws
-    each. Read 34 of 45 right when every cloud was drawn as surfels (their normals, from a few neighbours a pixel
-    apart, blurred the brows and mouth); sparse clouds are drawn as the mesh of their frontal range image now:
-    40 of 45."""
+    """A depth camera far from the face: 400 and 500 points spread over each example face, three draws each.
+    Read 19 of 30 right when every cloud was drawn as surfels (their normals, from a few neighbours pixels apart,
+    blurred the brows and mouth); clouds this sparse are drawn as the mesh of their frontal range image now:
+    26 of 30."""
     paths = [p for p in EXAMPLE_SCANS if p.stem not in KNOWN_WRONG]
     right = sum(
         predictor(scan=surface_sample(load_scan(p), points, seed), labels=EMOTIONS).label == truth_of(p)
-        for points in (500, 800, 1500)
+        for points in (400, 500)
         for p in paths
         for seed in range(3)
     )
-    assert right >= 38
+    assert right >= 24
 
 
 @pytest.mark.parametrize("behind", [250.0, 100.0])

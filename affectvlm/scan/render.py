@@ -958,8 +958,10 @@ def _lambert(nx, ny, nz, light, ambient: float) -> torch.Tensor:
 # away, and the shading blurs the brows and the mouth. Such a cloud is drawn as a mesh instead: its frontal
 # depth (the surfels' z-buffer, which interpolates well between the points) joined pixel to pixel, the way a
 # scanner's own software meshes a range image. Denser clouds keep their surfels, which average a noisy
-# surface's normals better.
-_SPARSE_PIXELS = 0.8
+# surface's normals better, and which the shipped models were trained on: realism's clouds (a mesh's vertices)
+# lie 0.5-1.4 pixels apart at 96 px, and drawing those from 0.8 pixels on as range meshes cost the realistic
+# held-out set 0.007 (docs/scan.md, "Sparse clouds").
+_SPARSE_PIXELS = 1.4
 _MAX_STEP_PIXELS = 6.0  # range pixels further apart in depth than this many pixels are not joined (an edge)
 
 

@@ -265,6 +265,38 @@ def surface_sample(mesh, n: int, seed: int = 0):
     return Scan(vertices=points.astype(np.float32))
 
 
+def depth_camera_cloud(mesh, pixels: int = 160, distance: float = 600.0, wall: float | None = None):
+    """What a depth camera `distance` mm in front of a face's nose sees of `mesh` (a `Scan` in mm, +y up, +z towards
+    the viewer): an organized cloud, `pixels` square over 1.2 times the face's width, in the camera's own frame as
+    PCL and Open3D write it (x right, y down, z away from the camera) and in metres, NaN where no surface is seen;
+    with `wall`, a flat wall that many mm behind the nose fills the background. Returns (the cloud as a `Scan`,
+    (rows, columns)) for `write_pcd(..., grid=...)`."""
+    from .scan.render import rasterize
+    from .scan.types import Scan
+
+    v = mesh.vertices.astype(np.float64)
+    centre = np.array([*(v.max(0)[:2] + v.min(0)[:2]) / 2, v[:, 2].max() + distance])  # the camera
+    ahead = centre[2] - v[:, 2]  # each vertex's distance along the camera's axis
+    # each vertex where the pinhole projects it on the image plane at `distance`, its depth kept for the z-buffer
+    seen = np.c_[(v[:, :2] - centre[:2]) * (distance / ahead)[:, None], -ahead]
+    extent = 0.6 * float((v.max(0) - v.min(0))[:2].max())
+    frags = rasterize(
+        mesh.replace(vertices=seen.astype(np.float32)),
+        views=[0.0],
+        size=pixels,
+        extent=extent,
+        pivot=(0, 0, 0),
+    )
+    mask, ahead = frags.mask[0, 0].numpy(), -frags.depth[0, 0].numpy().astype(np.float64)
+    if wall is not None:
+        ahead, mask = np.where(mask, ahead, distance + wall), np.ones_like(mask)
+    grid = (np.arange(pixels) + 0.5) * (2 * extent / pixels) - extent
+    x, y = np.meshgrid(grid, grid)  # row 0 at the top of the image, which the camera's +y points down from
+    points = np.stack([x * ahead / distance, y * ahead / distance, ahead], axis=-1) / 1000.0
+    points[~mask] = np.nan
+    return Scan(vertices=points.reshape(-1, 3).astype(np.float32)), (pixels, pixels)
+
+
 def stray_points(vertices: np.ndarray, count: int, spread: float, seed: int = 0) -> np.ndarray:
     """(count, 3) float32 points scattered about the mean of a face's `vertices` (mm) with `spread` mm std per axis:
     a scanner's flying pixels and background specks."""
@@ -369,6 +401,7 @@ def fake_sfm_files(num_vertices: int = 4, num_components: int = 2, seed: int = 0
 
 __all__ = [
     "TINY_VOCAB_SIZE",
+    "depth_camera_cloud",
     "face_mesh",
     "fake_sfm_files",
     "stray_points",

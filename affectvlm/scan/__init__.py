@@ -9,6 +9,7 @@ dyn = render_sequence([load_scan(p) for p in frames])  # (3, 224, 224, 3) dynami
 from .bnt import write_bnt
 from .io import SUPPORTED_EXTENSIONS, load_scan
 from .normalize import find_nose_tip, normalize_scan, normalize_sequence
+from .pcd import write_pcd
 from .render import (
     DEFAULT_EXTENT,
     DEFAULT_PIVOT,
@@ -51,6 +52,7 @@ __all__ = [
     "view_rotation",
     "write_bnt",
     "write_obj",
+    "write_pcd",
     "write_ply",
     "write_wrl",
 ]

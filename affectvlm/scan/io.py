@@ -36,6 +36,7 @@ from .files import (
     scrub,
     texture_pixels,
 )
+from .pcd import parse_pcd
 from .types import Scan, ScanError, file_tag
 from .wrl import parse_wrl
 
@@ -57,7 +58,7 @@ _MAX_NONFINITE_FRACTION = 0.5  # drop NaN/Inf vertices when they are few, refuse
 _TRIMESH = {".obj", ".ply", ".stl", ".off", ".glb", ".gltf"}
 _POINTS = {".xyz", ".pts", ".txt"}
 _MAX_INSTANCES = 4096  # meshes placed in a GLB/GLTF scene: flattening copies each, ~0.3 ms apiece
-SUPPORTED_EXTENSIONS = tuple(sorted({".wrl", ".vrml", ".bnt", ".npy", *_TRIMESH, *_POINTS}))
+SUPPORTED_EXTENSIONS = tuple(sorted({".wrl", ".vrml", ".bnt", ".npy", ".pcd", *_TRIMESH, *_POINTS}))
 
 # PIL's own bomb check, lowered to the texture cap: Image.open refuses images of more than twice
 # MAX_IMAGE_PIXELS, so trimesh (which opens textures itself) never holds a larger one, and ours are
@@ -157,6 +158,8 @@ def _read(path: str, max_vertices: int, max_faces: int, max_file_bytes: int, loa
         scan = parse_bnt(data, path, max_vertices=max_vertices, load_texture=load_texture)
     elif ext == ".npy":
         scan = _load_npy(data, max_vertices)
+    elif ext == ".pcd":
+        scan = parse_pcd(data, max_vertices=max_vertices)
     elif ext in _POINTS:
         scan = _load_points_text(data, max_vertices)
     else:

@@ -1,5 +1,5 @@
-"""Writers for the formats the readers accept: `.wrl` (BU-3DFE style), `.obj`, `.ply`; `.bnt` lives in
-`bnt.py`. SynthFER-3D uses them to write dataset-shaped trees; the tests use them for round trips."""
+"""Writers for the formats the readers accept: `.wrl` (BU-3DFE style), `.obj`, `.ply`; `.bnt` and `.pcd` live
+in `bnt.py` and `pcd.py`. SynthFER-3D uses them to write dataset-shaped trees; the tests use them for round trips."""
 
 from __future__ import annotations
 

@@ -19,10 +19,10 @@ from faces import KNOWN_WRONG, KNOWN_WRONG_FRAMES
 
 from affectvlm.data.realism import RealismConfig, apply_realism
 from affectvlm.predictor import DEMO_CHECKPOINT, AffectVLMPredictor
-from affectvlm.scan import Scan, load_scan, normalize_scan
+from affectvlm.scan import Scan, load_scan, normalize_scan, write_pcd, write_ply
 from affectvlm.scan.archive import extract_frames
 from affectvlm.scan.normalize import axis_rotation
-from affectvlm.testing import head_drift, stray_points, surface_sample, wall_behind
+from affectvlm.testing import depth_camera_cloud, head_drift, stray_points, surface_sample, wall_behind
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -182,6 +182,34 @@ def test_a_face_in_front_of_a_wall_is_read_as_the_face(predictor, behind):
     assert got == [truth_of(p) for p in paths]
 
 
+@pytest.mark.parametrize("wall", [None, 300.0], ids=["the face alone", "a wall 300 mm behind"])
+def test_a_depth_camera_pcd_is_read_as_the_face(predictor, tmp_path, wall):
+    """A depth camera 0.6 m in front of each example face, as PCL writes it: an organized `.pcd` in metres, in the
+    camera's optical frame (+y down, +z away from the camera), unmeasured pixels NaN, each file in another DATA
+    kind. The reader turns it to +y up and meshes it as a range image."""
+    paths = [p for p in EXAMPLE_SCANS if p.stem not in KNOWN_WRONG]
+    got = []
+    for path, data in zip(paths, ["ascii", "binary", "binary_compressed"] * 2):
+        cloud, grid = depth_camera_cloud(load_scan(path), wall=wall)
+        write_pcd(tmp_path / f"{path.stem}.pcd", cloud, data=data, grid=grid)
+        got.append(predictor(scan=tmp_path / f"{path.stem}.pcd", labels=EMOTIONS).label)
+    assert got == [truth_of(p) for p in paths]
+
+
+def test_a_camera_frame_cloud_before_a_wall_is_read_the_right_way_up(predictor, tmp_path):
+    """The same camera's measured points as a plain point cloud (a `.ply`, as Open3D writes one from a depth image):
+    +y down, nothing to say so, a wall 300 mm behind the face. The search's subsample of the scene held few of
+    the face's points, and the anger face was settled upside down and read as happiness; which way is up is now
+    decided again on the settled face's own points."""
+    paths = [p for p in EXAMPLE_SCANS if p.stem not in KNOWN_WRONG]
+    got = []
+    for path in paths:
+        cloud, _ = depth_camera_cloud(load_scan(path), wall=300.0)
+        write_ply(tmp_path / f"{path.stem}.ply", cloud.subset(np.isfinite(cloud.vertices[:, 0])))
+        got.append(predictor(scan=tmp_path / f"{path.stem}.ply", labels=EMOTIONS).label)
+    assert got == [truth_of(p) for p in paths]
+
+
 def head_and_shoulders(path: Path, seed: int, wall: float) -> Scan:
     """An example face with a neck, shoulders and a chest below it and, with probability `wall`, a wall behind
     it (`affectvlm.data.realism`'s scene), in a turned, z-up or moved file frame; a point cloud for odd
@@ -284,9 +312,21 @@ def cli_label(*args: str) -> str:
     return json.loads(out)["label"]
 
 
-def test_cli_gives_the_library_answer_for_a_scan_views_and_a_sequence(predictor):
+@pytest.fixture(scope="module")
+def camera_pcd(tmp_path_factory) -> Path:
+    """The anger example as a depth camera 0.6 m away sees it before a wall 300 mm behind: an organized `.pcd` in
+    metres, in the camera's optical frame."""
+    path = next(p for p in EXAMPLE_SCANS if "anger" in p.stem)
+    cloud, grid = depth_camera_cloud(load_scan(path), wall=300.0)
+    out = tmp_path_factory.mktemp("pcd") / "camera_anger.pcd"
+    write_pcd(out, cloud, data="binary_compressed", grid=grid)
+    return out
+
+
+def test_cli_gives_the_library_answer_for_a_scan_views_and_a_sequence(predictor, camera_pcd):
     scan = EXAMPLE_SCANS[1]
     assert cli_label(str(scan)) == truth_of(scan)
+    assert cli_label(str(camera_pcd)) == "anger"
     assert cli_label(*map(str, EXAMPLE_VIEWS)) == truth_of(EXAMPLE_VIEWS[0])
     assert cli_label(str(EXAMPLE_SEQUENCE)) == truth_of(EXAMPLE_SEQUENCE)
 
@@ -316,6 +356,13 @@ def test_app_scan_endpoint_names_the_expression(client, sfm_faces, predictor):
             continue
         assert app_label(outputs) == truth_of(path), path.name
         assert outputs[4] is not None  # the normalised scan's preview
+
+
+def test_app_scan_endpoint_reads_a_depth_camera_pcd(client, camera_pcd):
+    from gradio_client import handle_file
+
+    outputs = client.predict(handle_file(str(camera_pcd)), ", ".join(EMOTIONS), api_name="/predict_scan")
+    assert app_label(outputs) == "anger" and outputs[4] is not None
 
 
 def test_app_views_endpoint_names_the_expression(client):

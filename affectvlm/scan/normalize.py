@@ -157,7 +157,15 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      centre there (`normalize_scan` looks for the nose tip within 40 mm of it).
 #   4. Up or down (`_upright`): the detail in the upper half minus the lower half, upside down, against the
 #      template's: about +1 the right way up (faces of both face models, with expressions, pitched or rolled: 0.2 to
-#      1.5) and as much below 0 upside down. A file's +y or +z stays up unless it is under -0.25.
+#      1.5; a mouth wide open can bring it under 0: 4 of 468 settled held-out faces) and as much below 0 upside
+#      down. While searching, the frame found keeps its vertical unless it is under
+#      -0.25. Once the face is settled (step 6) it is decided again on the face's own points (`_upside_down`): a
+#      file's +y or +z stays up unless the face is under -0.25 that way, its -y or -z only when the face is over
+#      0.25 that way, and the face is settled again if that turns it. The search's frame is either of a pair of twins
+#      and its subsample of a scene can hold few of the face's points: a depth camera's frame (+y down) left 25 of
+#      240 held-out faces upside down, 12 now, and a face framed by a wall went from 0.04 to -0.36 once settled;
+#      faces held upside down and rolled a little, 8 of 138 found upside down, none now. (Turning any settled head
+#      under -0.05, with no preference for the file's axes, flipped open-mouthed faces that had been right.)
 #   5. Size (`_size`, in the frame of step 6): the frame scaled by 2^(-1 .. 1) in 1/8 steps; where the map is
 #      closest to the template (parabola through the best three) gives millimetres per file unit, within about
 #      10 %. `_units_for` then takes mm, cm or m when one is within 2x of it, else keeps the size rule's unit; for a
@@ -282,6 +290,8 @@ def find_face(vertices: np.ndarray) -> Face:
         return Face(None, None, None)
     frame, scale, points, solid, nose = _about_nose(vertices, *found)
     frame = _settle(points, solid, frame)
+    if _upside_down(points, solid, frame):
+        frame = _settle(points, solid, axis_rotation(2, 180) @ frame)
     return Face(_keep_pose(frame), scale * _size(points, solid, frame), nose)
 
 
@@ -411,11 +421,22 @@ def _search(points: np.ndarray, solid: np.ndarray) -> tuple[np.ndarray, np.ndarr
     cost = sum(_cost(coarse, across=True))
     frame = _refine(cost, coarse, points, solid)
     maps, bump = _views(points, solid, frame[None])
-    # a file's +y or +z stays up unless the face is clearly upside down; its x axis has no say
+    # the frame found keeps its vertical, either way, unless the face is clearly upside down; its x axis has no say
     if _upright(maps)[0] < (0.0 if np.abs(frame[1]).argmax() == 0 else -_UPRIGHT_MARGIN):
         frame = axis_rotation(2, 180) @ frame  # half a turn about the line of sight
         maps, bump = _views(points, solid, frame[None])
     return frame, maps, bump, float(cost.min())
+
+
+def _upside_down(points: np.ndarray, solid: np.ndarray, frame: np.ndarray) -> bool:
+    """Step 4 again, on the settled face: whether `frame` shows it upside down. A file's +y or +z stays up unless
+    the face is clearly upside down that way (`_upright` under -`_UPRIGHT_MARGIN`), its -y or -z only when the face
+    is clearly upright that way; its x axis has no say."""
+    upright = _upright(_views(points, solid, frame[None])[0])[0]
+    axis = int(np.abs(frame[1]).argmax())
+    if axis == 0:
+        return bool(upright < 0.0)
+    return bool(upright < (-_UPRIGHT_MARGIN if frame[1, axis] > 0 else _UPRIGHT_MARGIN))
 
 
 def _ratio(scale: float, scales: list[float]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Files and text as scan readers meet them: text of any encoding, numbers parsed under a cap, files beside a
 scan confined to its folder, texture images checked from their header before they are decoded.
 
-Shared by every reader (io, wrl, bnt); imports nothing from them.
+Shared by every reader (io, wrl, bnt, pcd); imports nothing from them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "decode_text",
     "parse_numbers",
     "read_image",
+    "rgb_uint8",
     "scrub",
     "texture_pixels",
 ]
@@ -140,3 +141,9 @@ def parse_numbers(text: str, what: str, limit: int, dtype=np.float64) -> np.ndar
         pieces.append(part)
         pos = stop + 1
     return np.concatenate(pieces) if len(pieces) > 1 else (pieces[0] if pieces else np.zeros(0, dtype))
+
+
+def rgb_uint8(values: np.ndarray) -> np.ndarray:
+    """(N, 3) colours as uint8 RGB: clipped to 0-255, and floats all within [0, 1] scaled to 0-255 first."""
+    c = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0, 255)
+    return (c * 255.0 if c.max(initial=0) <= 1.0 else c).round().astype(np.uint8)

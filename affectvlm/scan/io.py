@@ -33,6 +33,7 @@ from .files import (
     decode_text,
     parse_numbers,
     read_image,
+    rgb_uint8,
     scrub,
     texture_pixels,
 )
@@ -259,10 +260,7 @@ def _load_points_text(data: bytes, max_vertices: int) -> Scan:
 
 def _point_colors(arr: np.ndarray) -> np.ndarray | None:
     """Columns 3:6 as uint8 RGB (floats in [0, 1] scaled to 0-255), or None without them."""
-    if arr.shape[1] < 6:
-        return None
-    c = np.clip(np.nan_to_num(arr[:, 3:6].astype(np.float64)), 0, 255)
-    return (c * 255.0 if c.max(initial=0) <= 1.0 else c).round().astype(np.uint8)
+    return rgb_uint8(arr[:, 3:6]) if arr.shape[1] >= 6 else None
 
 
 # ---------------------------------------------------------------------------------------------

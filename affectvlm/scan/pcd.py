@@ -17,7 +17,7 @@ import struct
 import numpy as np
 
 from .bnt import grid_to_faces
-from .files import parse_numbers
+from .files import parse_numbers, rgb_uint8
 from .types import Scan, ScanError
 
 __all__ = ["parse_pcd", "write_pcd", "lzf_decompress", "lzf_compress"]
@@ -261,9 +261,7 @@ def _colors(table: np.ndarray) -> np.ndarray | None:
         quads = np.ascontiguousarray(table[packed]).view(np.uint8).reshape(-1, 4)
         return quads[:, 2::-1].copy()
     if {"r", "g", "b"} <= set(names):
-        rgb = np.stack([table[c].astype(np.float64) for c in "rgb"], axis=1)
-        rgb = np.nan_to_num(rgb)
-        return np.clip(rgb * 255.0 if rgb.max(initial=0) <= 1.0 else rgb, 0, 255).round().astype(np.uint8)
+        return rgb_uint8(np.stack([table[c] for c in "rgb"], axis=1))
     return None
 
 

@@ -62,7 +62,6 @@ _BU3DFE_NAME = re.compile(
 )
 _BOSPHORUS_NAME = re.compile(r"^(?P<id>bs\d{3})_(?P<group>[A-Z]+)_(?P<code>[A-Z0-9]+)_(?P<k>\d+)\.(?P<ext>[A-Za-z0-9]+)$")
 _FRAME_NAME = re.compile(r"^(?P<n>\d+)\.(?P<ext>[A-Za-z]+)$")
-_SCAN_EXTS = {".wrl", ".vrml", ".obj", ".ply", ".off", ".stl", ".bnt", ".npy"}
 
 
 class DatasetError(ValueError):

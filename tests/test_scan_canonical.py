@@ -9,7 +9,8 @@ compared vertex by vertex, in normalised radii (the face's robust radius after t
     the clean nose tip's vertex lands within 0.05 of the origin;
     the vertices within 0.2 of the nose (the nose, about 18 mm) within 0.06 of their clean places;
     the scale (RMS spread of the vertices both kept) within 1 % (a unit or a turn: exact up to rounding) or
-    10 % for a unitless model (its size is the face's estimated size or the 200 mm guess).
+    10 % for a unitless model (its size is the face's estimated size or the 200 mm guess), 15 % for one that
+    a unit would make a plausible size (0.3 units across: 300 mm in metres).
 
 Measured: wherever the file's axes and a turn about its vertical undo the convention (z-up, along -z, turned 30, 90
 or 135 degrees, upside down, off-centre, units) the tip 0 and the nose within 0.001; where the head is set upright
@@ -64,6 +65,8 @@ CONVENTIONS = {
     "cm": (lambda v: v / 10.0, 0.01),
     "m": (lambda v: v / 1000.0, 0.01),
     "unitless, 1 unit across": (lambda v: v / np.ptp(v, axis=0).max(), 0.1),
+    # metres would make it 300 mm across: the face's own size must say it is not (+60 % for the SFM face before)
+    "unitless, 0.3 units across": (lambda v: v * (0.3 / np.ptp(v, axis=0).max()), 0.15),
     "z-up, turned 60, off-centre, in m": (
         lambda v: ((v @ axis_rotation(1, 60).T) @ Z_UP.T + OFF_CENTRE) / 1000.0,
         0.01,

@@ -301,12 +301,14 @@ def find_face(vertices: np.ndarray) -> Face:
     size = scale * _size(points, solid, frame)
     if size < _REMEASURE_BELOW * scale:
         again, size = _remeasured(vertices, nose, frame, size)
-        if size < _UNIT_SNAP[0] * scale:  # the search's scale was not the face's: take the frame seen at its own
+        if size < _UNIT_SNAP[0] * scale:  # the search's scale was not the face's: the frame seen at its own
             frame = again
     return Face(_keep_pose(frame), size, nose)
 
 
-def _remeasured(vertices: np.ndarray, nose: np.ndarray, frame: np.ndarray, size: float) -> tuple[np.ndarray, float]:
+def _remeasured(
+    vertices: np.ndarray, nose: np.ndarray, frame: np.ndarray, size: float
+) -> tuple[np.ndarray, float]:
     """Steps 6 and 5 again at the size found (mm per file unit) until it stays put: (frame, size). A face found at a
     scale that makes it larger than it is (a unitless face 0.3 units across, taken for metres) is seen through its
     middle only (the points within `_FACE_REACH` search radii of the nose), measures too large, and can be taken

@@ -173,7 +173,7 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      closest to the template (parabola through the best three) gives millimetres per file unit: half the faces
 #      within 10 %, none more than 14 % under, a few up to 1.8x over. `_units_for` then takes mm, cm or m when the
 #      face's size is 0.75x to 2x of it (a unit that would make the face a third larger or more is not the file's:
-#      a unitless face 0.3 units across, which metres make 300 mm, read right 0.50 -> 0.75), else keeps the size
+#      a unitless face 0.3 units across, which metres make 300 mm, read right 0.50 -> 0.80), else keeps the size
 #      rule's unit; for a unitless scan it uses the face's size when that differs from the size rule's guess by
 #      more than 1.5x (a head with its neck).
 #   6. The head's pose (`_settle`): a head looking down puts its forehead in front of its nose tip, and one

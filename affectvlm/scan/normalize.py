@@ -314,10 +314,8 @@ def _remeasured(
     middle only (the points within `_FACE_REACH` search radii of the nose), measures too large, and can be taken
     for upside down (step 4 is decided again too)."""
     for _ in range(_REMEASURES):
-        region = _region(vertices, nose, size)
-        if region is not None and len(region[0]) < _MAX_FACE_SHARE * len(vertices):
-            sample = region[1]
-        else:
+        sample = _scene_region(vertices, nose, size)
+        if sample is None:
             sample = vertices[:: max(1, len(vertices) // _SEARCH_POINTS)].astype(np.float64) - nose
         points, solid = _search_points(sample, size)
         frame = _settle(points, solid, frame)
@@ -424,10 +422,19 @@ def _about_nose(
     all (a body below the head, a wall behind it), a subsample of those in place of the search points: the rest of
     the scene no longer outnumbers the face, nor comes in front of it when the head is settled upright."""
     nose = _nose(frame, scale, points, solid, origin)
-    region = _region(vertices, nose, scale)
-    if region is not None and len(region[0]) < _MAX_FACE_SHARE * len(vertices):  # a scene
-        points, solid = _search_points(region[1], scale)
+    region = _scene_region(vertices, nose, scale)
+    if region is not None:
+        points, solid = _search_points(region, scale)
     return frame, scale, points, solid, nose
+
+
+def _scene_region(vertices: np.ndarray, nose: np.ndarray, scale: float) -> np.ndarray | None:
+    """`_region`'s subsample about `nose` when its points are under `_MAX_FACE_SHARE` of the scan's (a scene: a
+    body below the head, a wall behind it), else None."""
+    region = _region(vertices, nose, scale)
+    if region is not None and len(region[0]) < _MAX_FACE_SHARE * len(vertices):
+        return region[1]
+    return None
 
 
 def _nose(

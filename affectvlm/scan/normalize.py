@@ -38,9 +38,10 @@ __all__ = [
 _FACE_EXTENT_MM = (60.0, 600.0)
 _UNITLESS_EXTENT_MM = 200.0
 _UNIT_SCALES = (("mm", 1.0), ("cm", 10.0), ("m", 1000.0))
-# The face's own size (`find_face`) comes out at most 14 % under the truth but up to 1.8x over it (200 faces of
-# both face models, clean and with scanner realism): a unit is taken when that size is 0.75x to 2x of it.
-_UNIT_SNAP = (0.75, 2.0)
+# The face's own size (`find_face`, step 5) comes within 15 % of the truth for 90-97 % of faces, 0.68x to 1.28x at
+# worst (580 faces of both face models in mm: clean, in hand-written ARKit recipes, and with every kind of scanner
+# realism at once): a unit is taken when that size is 0.75x to 1.4x of it.
+_UNIT_SNAP = (0.75, 1.4)
 _FIT_PERCENTILE = 99.0
 
 
@@ -170,12 +171,16 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      faces held upside down and rolled a little, 8 of 138 found upside down, none now. (Turning any settled head
 #      under -0.05, with no preference for the file's axes, flipped open-mouthed faces that had been right.)
 #   5. Size (`_size`, in the frame of step 6): the frame scaled by 2^(-1 .. 1) in 1/8 steps; where the map is
-#      closest to the template (parabola through the best three) gives millimetres per file unit: half the faces
-#      within 10 %, none more than 14 % under, a few up to 1.8x over. `_units_for` then takes mm, cm or m when the
-#      face's size is 0.75x to 2x of it (a unit that would make the face a third larger or more is not the file's:
-#      a unitless face 0.3 units across, which metres make 300 mm, read right 0.50 -> 0.80), else keeps the size
-#      rule's unit; for a unitless scan it uses the face's size when that differs from the size rule's guess by
-#      more than 1.5x (a head with its neck).
+#      closest to the template says roughly, and within 1.7x under to 1.2x over that, where its detail (eye
+#      sockets, nose, lips) correlates best with the template's (parabola through the best three) gives millimetres
+#      per file unit. The map's shape alone erred by up to 1.8x over (a face's proportions are its identity's: 30 %
+#      of faces more than 15 % off); its detail puts 90-97 % within 15 % (0.68x to 1.28x at worst). `_units_for`
+#      then takes mm, cm or m when the face's size is 0.75x to 1.4x of it (a unit that would make the face a third
+#      larger, or 40 % smaller, is not the file's: a unitless face 0.3 units across, which metres make 300 mm, or
+#      10 or 100 units across, which cm and mm make 100 mm: 0.80 -> 0.83 and 0.82 -> 0.92 of 60 held-out faces;
+#      0.5 units across 0.82 -> 0.75, one identity's size taken at metres' scale stays 2.4x over), else
+#      keeps the size rule's unit; for a unitless scan it uses the face's size when that differs from the size
+#      rule's guess by more than 1.5x (a head with its neck).
 #   6. The head's pose (`_settle`): a head looking down puts its forehead in front of its nose tip, and one
 #      tilted to a shoulder is not symmetric about the vertical. Three passes, each turning the frame by the pitch
 #      that gives the map the template's tilt and by the turn its slope across suggests, then keeping the most
@@ -216,6 +221,7 @@ _MAX_FRONTS = 256
 _FACE_REACH, _MAX_FACE_SHARE, _NOSE_REACH_MM = 1.25, 0.7, 40.0
 _REMEASURE_BELOW, _REMEASURES = 0.9, 3  # measured under 0.9x the search's scale: again, 3 times at most
 _SIZES = 2.0 ** (np.arange(-8, 9) / 8.0)
+_DETAIL_WINDOW = (1.7, 1.2)  # step 5: the detail's best scale is looked for 1.7x under to 1.2x over the shape's
 
 
 def axis_rotation(axis: int, degrees: float) -> np.ndarray:
@@ -312,7 +318,9 @@ def _remeasured(
     """Steps 6 and 5 again at the size found (mm per file unit) until it stays put: (frame, size). A face found at a
     scale that makes it larger than it is (a unitless face 0.3 units across, taken for metres) is seen through its
     middle only (the points within `_FACE_REACH` search radii of the nose), measures too large, and can be taken
-    for upside down (step 4 is decided again too)."""
+    for upside down (step 4 is decided again too). A size that never stays put (each measure undoing the last: a
+    sparse cloud's detail at a third of its size) leaves the first measure and frame as they were."""
+    first = frame, size
     for _ in range(_REMEASURES):
         sample = _scene_region(vertices, nose, size)
         if sample is None:
@@ -323,6 +331,8 @@ def _remeasured(
         size *= factor
         if _REMEASURE_BELOW <= factor <= 1.0 / _REMEASURE_BELOW:
             break
+    else:
+        return first
     if _upside_down(points, solid, frame):
         frame = _settle(points, solid, axis_rotation(2, 180) @ frame)
     return frame, size
@@ -634,10 +644,19 @@ def _likest(points: np.ndarray, solid: np.ndarray, frames: list[np.ndarray]) -> 
 
 
 def _size(points: np.ndarray, solid: np.ndarray, frame: np.ndarray) -> float:
-    """The factor by which the face is larger than the template's: the scale at which it matches best."""
+    """The factor by which the face is larger than the template's (step 5): the map's shape finds it roughly, and
+    within `_DETAIL_WINDOW` of that the scale at which the map's detail (eye sockets, nose, lips) lines up best."""
     maps, _ = _views(points, solid, _SIZES[:, None, None] * frame)
     cost = _cost(maps, across=True)[0]
-    i = int(np.clip(np.argmin(cost), 1, len(cost) - 2))
+    rough = _SIZES[int(np.argmin(cost))]
+    unlike = -_detail_match(maps)
+    near = (_SIZES >= rough / _DETAIL_WINDOW[0]) & (_SIZES <= rough * _DETAIL_WINDOW[1])
+    return _parabola_peak(unlike, int(np.argmin(np.where(near, unlike, np.inf))))
+
+
+def _parabola_peak(cost: np.ndarray, i: int) -> float:
+    """The scale among `_SIZES` where a parabola through `cost`'s three values about index `i` is least."""
+    i = int(np.clip(i, 1, len(cost) - 2))
     a, b, c = cost[i - 1 : i + 2]
     step = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c > 0 else 0.0
     return float(_SIZES[i] * 2.0 ** (np.clip(step, -1.0, 1.0) / 8.0))
@@ -750,8 +769,8 @@ def _keep_pose(frame: np.ndarray) -> np.ndarray | None:
 
 def _units_for(size: float | None, vertices: np.ndarray) -> float:
     """The factor to millimetres: the scan's size's (`detect_units_scale`), unless the face's own size (`size`, mm
-    per unit, from `find_face`) says otherwise: another of mm, cm and m when `size` is 0.75x to 2x of it
-    (`_UNIT_SNAP`: the face's size errs over far more than under), else `size` itself when the size rule's guess is
+    per unit, from `find_face`) says otherwise: another of mm, cm and m when `size` is 0.75x to 1.4x of it
+    (`_UNIT_SNAP`), else `size` itself when the size rule's guess is
     a unit (a scene or a unitless face whose size suggests a unit that the face's does not) or differs from it by
     more than 1.5x (a unitless scan)."""
     by_extent = detect_units_scale(vertices)

@@ -221,7 +221,8 @@ _MAX_FRONTS = 256
 _FACE_REACH, _MAX_FACE_SHARE, _NOSE_REACH_MM = 1.25, 0.7, 40.0
 _REMEASURE_BELOW, _REMEASURES = 0.9, 3  # measured under 0.9x the search's scale: again, 3 times at most
 _SIZES = 2.0 ** (np.arange(-8, 9) / 8.0)
-_DETAIL_WINDOW = (1.7, 1.2)  # step 5: the detail's best scale is looked for 1.7x under to 1.2x over the shape's
+# step 5: the detail's best scale is looked for from 1.7x under to 1.2x over the shape's
+_DETAIL_WINDOW = (1.7, 1.2)
 
 
 def axis_rotation(axis: int, degrees: float) -> np.ndarray:

@@ -17,8 +17,8 @@ or 135 degrees, upside down, off-centre, units) the tip 0 and the nose within 0.
 from its own profile (rolled 40 degrees, looking up or down 30, combined), the procedural face's tip 0.028 and the
 SFM mean face's 0.023 from the clean tip vertex (the pitch comes from the profile against the template's, a few
 degrees off for these faces: the tip moves a vertex), the ICT head's nose within 0.013; rolled 10 degrees (kept
-as the face's pose) nose 0.03; the scale exact but unitless (1 unit across: face_mesh +8.3 %, SFM +6.3 %, ICT -6.5 %;
-0.3 units across: -7.3 %, -5.5 %, -11.4 %).
+as the face's pose) nose 0.03; the scale exact but unitless (1 unit across: face_mesh +8.3 %, SFM +6.3 %, ICT -2.8 %;
+0.3 units across: +3.7 %, 0.0 %, -11.4 %).
 """
 
 import os

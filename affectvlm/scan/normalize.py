@@ -38,7 +38,7 @@ __all__ = [
 _FACE_EXTENT_MM = (60.0, 600.0)
 _UNITLESS_EXTENT_MM = 200.0
 _UNIT_SCALES = (("mm", 1.0), ("cm", 10.0), ("m", 1000.0))
-# The face's own size (`find_face`, step 5) comes within 15 % of the truth for 90-97 % of faces, 0.68x to 1.28x at
+# The face's own size (`find_face`, step 5) comes within 15 % of the truth for 93-100 % of faces, 0.71x to 1.33x at
 # worst (580 faces of both face models in mm: clean, in hand-written ARKit recipes, and with every kind of scanner
 # realism at once): a unit is taken when that size is 0.75x to 1.4x of it.
 _UNIT_SNAP = (0.75, 1.4)
@@ -172,13 +172,14 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      under -0.05, with no preference for the file's axes, flipped open-mouthed faces that had been right.)
 #   5. Size (`_size`, in the frame of step 6): the frame scaled by 2^(-1 .. 1) in 1/8 steps; where the map is
 #      closest to the template says roughly, and within 1.7x under to 1.2x over that, where its detail (eye
-#      sockets, nose, lips) correlates best with the template's (parabola through the best three) gives millimetres
-#      per file unit. The map's shape alone erred by up to 1.8x over (a face's proportions are its identity's: 30 %
-#      of faces more than 15 % off); its detail puts 90-97 % within 15 % (0.68x to 1.28x at worst). `_units_for`
+#      sockets, nose, lips) correlates best with the template's (parabola through the best three), divided by 0.96,
+#      gives millimetres per file unit. The map's shape alone erred by up to 1.8x over (a face's proportions are its
+#      identity's: 30 % of faces more than 15 % off); its detail puts 93-100 % within 15 % (0.71x to 1.33x at worst).
+#      `_units_for`
 #      then takes mm, cm or m when the face's size is 0.75x to 1.4x of it (a unit that would make the face a third
 #      larger, or 40 % smaller, is not the file's: a unitless face 0.3 units across, which metres make 300 mm, or
-#      10 or 100 units across, which cm and mm make 100 mm: 0.80 -> 0.83 and 0.82 -> 0.92 of 60 held-out faces;
-#      0.5 units across 0.82 -> 0.75, one identity's size taken at metres' scale stays 2.4x over), else
+#      10 or 100 units across, which cm and mm make 100 mm: 0.80 -> 0.92 and 0.82 -> 0.97 of 60 held-out faces;
+#      0.5 units across 0.82 -> 0.78, one identity's size taken at metres' scale stays 2x over), else
 #      keeps the size rule's unit; for a unitless scan it uses the face's size when that differs from the size
 #      rule's guess by more than 1.5x (a head with its neck).
 #   6. The head's pose (`_settle`): a head looking down puts its forehead in front of its nose tip, and one
@@ -223,6 +224,8 @@ _REMEASURE_BELOW, _REMEASURES = 0.9, 3  # measured under 0.9x the search's scale
 _SIZES = 2.0 ** (np.arange(-8, 9) / 8.0)
 # step 5: the detail's best scale is looked for from 1.7x under to 1.2x over the shape's
 _DETAIL_WINDOW = (1.7, 1.2)
+# ... and divided by 0.96, the median of that scale against the truth (0.94-0.98 over 700 faces of both face models)
+_DETAIL_CALIBRATION = 1.0 / 0.96
 
 
 def axis_rotation(axis: int, degrees: float) -> np.ndarray:
@@ -652,7 +655,7 @@ def _size(points: np.ndarray, solid: np.ndarray, frame: np.ndarray) -> float:
     rough = _SIZES[int(np.argmin(cost))]
     unlike = -_detail_match(maps)
     near = (_SIZES >= rough / _DETAIL_WINDOW[0]) & (_SIZES <= rough * _DETAIL_WINDOW[1])
-    return _parabola_peak(unlike, int(np.argmin(np.where(near, unlike, np.inf))))
+    return _DETAIL_CALIBRATION * _parabola_peak(unlike, int(np.argmin(np.where(near, unlike, np.inf))))
 
 
 def _parabola_peak(cost: np.ndarray, i: int) -> float:

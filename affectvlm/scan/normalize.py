@@ -175,12 +175,11 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      sockets, nose, lips) correlates best with the template's (parabola through the best three), divided by 0.96,
 #      gives millimetres per file unit. The map's shape alone erred by up to 1.8x over (a face's proportions are its
 #      identity's: 30 % of faces more than 15 % off); its detail puts 93-100 % within 15 % (0.71x to 1.33x at worst).
-#      `_units_for`
-#      then takes mm, cm or m when the face's size is 0.75x to 1.4x of it (a unit that would make the face a third
-#      larger, or 40 % smaller, is not the file's: a unitless face 0.3 units across, which metres make 300 mm, or
-#      10 or 100 units across, which cm and mm make 100 mm: 0.80 -> 0.92 and 0.82 -> 0.97 of 60 held-out faces;
-#      0.5 units across 0.82 -> 0.78, one identity's size taken at metres' scale stays 2x over), else
-#      keeps the size rule's unit; for a unitless scan it uses the face's size when that differs from the size
+#      `_units_for` then takes mm, cm or m when the face's size is 0.75x to 1.4x of it (a unit that would make the
+#      face a third larger, or 40 % smaller, is not the file's: a unitless face 0.3 units across, which metres make
+#      300 mm, or 10 or 100 units across, which cm and mm make 100 mm: 0.80 -> 0.92 and 0.82 -> 0.97 of 60 held-out
+#      faces; 0.5 units across 0.82 -> 0.78, one identity's size taken at metres' scale stays 2x over), else keeps
+#      the size rule's unit; for a unitless scan it uses the face's size when that differs from the size
 #      rule's guess by more than 1.5x (a head with its neck).
 #   6. The head's pose (`_settle`): a head looking down puts its forehead in front of its nose tip, and one
 #      tilted to a shoulder is not symmetric about the vertical. Three passes, each turning the frame by the pitch
@@ -224,7 +223,7 @@ _REMEASURE_BELOW, _REMEASURES = 0.9, 3  # measured under 0.9x the search's scale
 _SIZES = 2.0 ** (np.arange(-8, 9) / 8.0)
 # step 5: the detail's best scale is looked for from 1.7x under to 1.2x over the shape's
 _DETAIL_WINDOW = (1.7, 1.2)
-# ... and divided by 0.96, the median of that scale against the truth (0.94-0.98 over 700 faces of both face models)
+# ... and divided by 0.96, that scale's median against the truth (0.94-0.98 on each probe in docs/RESULTS.md)
 _DETAIL_CALIBRATION = 1.0 / 0.96
 
 
@@ -323,7 +322,8 @@ def _remeasured(
     scale that makes it larger than it is (a unitless face 0.3 units across, taken for metres) is seen through its
     middle only (the points within `_FACE_REACH` search radii of the nose), measures too large, and can be taken
     for upside down (step 4 is decided again too). A size that never stays put (each measure undoing the last: a
-    sparse cloud's detail at a third of its size) leaves the first measure and frame as they were."""
+    point cloud in a scene with every kind of scanner noise at once, 0.7x then 1.4x then 0.7x) leaves the first
+    measure and frame as they were."""
     first = frame, size
     for _ in range(_REMEASURES):
         sample = _scene_region(vertices, nose, size)

@@ -774,9 +774,8 @@ def _keep_pose(frame: np.ndarray) -> np.ndarray | None:
 def _units_for(size: float | None, vertices: np.ndarray) -> float:
     """The factor to millimetres: the scan's size's (`detect_units_scale`), unless the face's own size (`size`, mm
     per unit, from `find_face`) says otherwise: another of mm, cm and m when `size` is 0.75x to 1.4x of it
-    (`_UNIT_SNAP`), else `size` itself when the size rule's guess is
-    a unit (a scene or a unitless face whose size suggests a unit that the face's does not) or differs from it by
-    more than 1.5x (a unitless scan)."""
+    (`_UNIT_SNAP`), else `size` itself when the size rule's guess is a unit (a scene or a unitless face whose size
+    suggests a unit that the face's does not) or differs from it by more than 1.5x (a unitless scan)."""
     by_extent = detect_units_scale(vertices)
     if size is None:
         return by_extent

@@ -19,6 +19,7 @@ from affectvlm.data.realism import (
     RealismConfig,
     apply_realism,
     cluster_vertices,
+    sample_surface,
     stream_index,
     subdivide,
     vertex_normals,
@@ -179,6 +180,32 @@ def test_a_point_cloud_has_no_faces_and_a_partial_one_only_what_faces_the_scanne
     front, _ = realistic(both, 0, RealismConfig.only("point_cloud", partial=1.0))
     assert front.is_point_cloud and front.num_vertices < 0.6 * both.num_vertices
     assert (vertex_normals(both)[:, 2] > 0).sum() == front.num_vertices
+
+
+def test_a_sampled_cloud_is_uniform_over_the_surfaces_area_and_partial_keeps_what_faces_the_scanner(face):
+    """`sampled`: points drawn over the triangles by area (a triangle three times as large gets three times the
+    points), on the surface, with their colours; off by default and then out of the config's dict, so the caches
+    rendered before it keep their folder names and their draws."""
+    two = Scan(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [2, 0, 0], [5, 0, 0], [2, 1, 0]], np.float32),
+               np.array([[0, 1, 2], [3, 4, 5]]), colors=np.repeat(np.array([[0], [0], [0], [200], [200], [200]],
+               np.uint8), 3, 1))  # fmt: skip
+    cloud, normals = sample_surface(two, 20_000, np.random.default_rng(0))
+    second = cloud.vertices[:, 0] >= 2
+    assert cloud.is_point_cloud and abs(second.mean() - 0.75) < 0.015
+    assert (cloud.colors[second] == 200).all() and (cloud.colors[~second] == 0).all()
+    assert np.abs(cloud.vertices[:, 2]).max() == 0 and np.allclose(np.abs(normals[:, 2]), 1)
+    inside = cloud.vertices[~second]
+    assert (inside[:, :2] >= 0).all() and (inside[:, 0] + inside[:, 1] <= 1 + 1e-5).all()
+
+    head = Scan(np.concatenate([face.vertices, face.vertices * [1, 1, -1]]), np.concatenate(
+        [face.faces, face.faces[:, ::-1] + face.num_vertices]))  # fmt: skip
+    config = RealismConfig.only("point_cloud", sampled=1.0, sampled_points=(6000, 6000), partial=0.0)
+    whole, _ = realistic(head, 0, config)
+    front, _ = realistic(head, 0, config.replace(partial=1.0))
+    assert abs(whole.num_vertices - 6000) <= 1 and 2400 < front.num_vertices < 3600
+    back = face.vertices * [1, 1, -1]
+    assert nearest(front.vertices, face.vertices, 1e9) < 2.0 < 10.0 < nearest(front.vertices, back, 1e9)
+    assert "sampled" not in RealismConfig().to_dict() and RealismConfig(**config.to_dict()) == config
 
 
 def test_the_files_frame_turns_moves_and_rescales(face):

@@ -79,10 +79,11 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
         help="add the 15 compound expressions (Du et al. 2014), flagged evaluation_only: one scan and one sequence each per subject",
     )
     g.add_argument(
-        "--realism", default="off", choices=["off", "on", "surface", "scene"],
+        "--realism", default="off", choices=["off", "on", "surface", "scene", "sampled"],
         help="scanner realism on every scan and frame: off; on (holes, boundary, density, noise, spikes, point "
         "clouds, turned/z-up/off-centre frames, cm/m/unitless); surface (the first five only); scene (on, and a "
-        "neck, shoulders and chest below every face, half of them before a wall) (default: off)",
+        "neck, shoulders and chest below every face, half of them before a wall); sampled (on, half the point "
+        "clouds drawn uniformly over the surface instead of the mesh's vertices) (default: off)",
     )  # fmt: skip
     g.add_argument(
         "--ict-dir",

@@ -60,6 +60,8 @@ ADDED_LATER = ("scene",)
 # ... and their settings, left out of a config's dict while their kind is off (`RealismConfig.to_dict`): a cache's
 # folder name holds the dict, so the caches rendered before keep their names.
 _ADDED_LATER_FIELDS = {"scene": ("p_scene", "wall", "wall_behind")}
+# ... and settings added later that are left out while they are zero (the first name), for the same reason.
+_ADDED_LATER_SETTINGS = (("sampled", "sampled_points"),)
 # z-up: +y becomes +z and the face, looking along +z, looks along -y (Blender's and many CAD tools' frame)
 Z_UP = axis_rotation(0, 90)
 # Hole radii (mm) at each landmark kind; a mouth hole is an ellipse twice as wide as it is tall.
@@ -81,6 +83,8 @@ class RealismConfig:
         noise: depth noise standard deviation range, mm.
         spikes, spike_length: spike count and length ranges (vertices pushed along the line of sight).
         partial: the probability that a point cloud keeps only the vertices that face the scanner.
+        sampled: the probability that a point cloud is points drawn uniformly over the surface (by area) rather
+            than the mesh's vertices; `sampled_points`: their count's range (log-uniform), before `partial`.
         wall: the probability that a scene has a wall behind the head (`wall_behind`: its distance range behind
             the nose tip, mm).
         turn_back: the probability that a turn is half a turn (the face looks along -z); else any angle.
@@ -110,6 +114,8 @@ class RealismConfig:
     spikes: tuple[int, int] = (1, 20)
     spike_length: tuple[float, float] = (5.0, 50.0)
     partial: float = 0.5
+    sampled: float = 0.0
+    sampled_points: tuple[int, int] = (8000, 80_000)
     wall: float = 0.5
     wall_behind: tuple[float, float] = (150.0, 500.0)
     turn_back: float = 0.5
@@ -141,6 +147,10 @@ class RealismConfig:
         out = dataclasses.asdict(self)
         for kind, names in _ADDED_LATER_FIELDS.items():
             if not self.probability(kind):
+                for name in names:
+                    del out[name]
+        for names in _ADDED_LATER_SETTINGS:
+            if not getattr(self, names[0]):
                 for name in names:
                     del out[name]
         return out
@@ -338,14 +348,42 @@ def _spikes(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
 
 
 def _point_cloud(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan | None:
-    """The vertices without triangles (and without uv); with probability `partial`, only those whose normal
-    faces the scanner (+z), as a single-view sensor records them."""
+    """The vertices without triangles (and without uv), or with probability `sampled` points drawn over the
+    surface; with probability `partial`, only those whose normal faces the scanner (+z), as a single-view
+    sensor records them."""
     partial = rng.random() < config.partial
     if scan.is_point_cloud:
         return None
+    if config.sampled and rng.random() < config.sampled:
+        lo, hi = np.log(config.sampled_points)
+        cloud, normals = sample_surface(scan, int(np.exp(rng.uniform(lo, hi))), rng)
+        keep = normals[:, 2] > 0.0 if partial else np.ones(len(normals), bool)
+        return cloud.subset(keep) if keep.sum() >= 3 else None
     keep = vertex_normals(scan)[:, 2] > 0.0 if partial else None
     cloud = scan.replace(faces=None, uv=None, texture=None)
     return cloud.subset(keep) if keep is not None and keep.sum() >= 3 else cloud
+
+
+def sample_surface(scan: Scan, count: int, rng) -> tuple[Scan, np.ndarray]:
+    """A cloud of `count` points uniform over a mesh's area (colours interpolated), and the unit normals of
+    their triangles, (count, 3)."""
+    v = scan.vertices.astype(np.float64)
+    a, b, c = (v[scan.faces[:, i]] for i in range(3))
+    cross = np.cross(b - a, c - a)
+    area = np.linalg.norm(cross, axis=1)
+    which = rng.choice(len(area), size=count, p=area / area.sum())
+    u, w = rng.random((2, count))
+    flip = u + w > 1.0
+    u[flip], w[flip] = 1.0 - u[flip], 1.0 - w[flip]
+    weights = np.stack([1.0 - u - w, u, w], -1)
+
+    def mix(x: np.ndarray) -> np.ndarray:
+        corners = x[scan.faces[which]].astype(np.float64)  # (count, 3 corners, channels)
+        return np.einsum("nk,nkc->nc", weights, corners)
+
+    colors = None if scan.colors is None else np.clip(np.rint(mix(scan.colors)), 0, 255).astype(np.uint8)
+    cloud = Scan(vertices=mix(v).astype(np.float32), colors=colors, path=scan.path)
+    return cloud, (cross[which] / np.maximum(area[which, None], 1e-12)).astype(np.float32)
 
 
 def vertex_normals(scan: Scan) -> np.ndarray:

@@ -1554,8 +1554,9 @@ def synth_root_readme(config: SynthConfig) -> str:
 
 def realism_preset(name: str):
     """A scanner-realism setting by name: ``off`` (None), ``on`` (every kind at
-    :class:`affectvlm.data.realism.RealismConfig`'s probabilities) or ``surface`` (holes, boundary, density,
-    noise and spikes only: meshes in the scanner's own frame and units)."""
+    :class:`affectvlm.data.realism.RealismConfig`'s probabilities), ``surface`` (holes, boundary, density,
+    noise and spikes only: meshes in the scanner's own frame and units), ``scene`` (``on`` with a body below
+    every face) or ``sampled`` (``on`` with half the point clouds drawn over the surface, not the vertices)."""
     if name not in REALISM_PRESETS:
         raise ValueError(f"unknown realism preset {name!r}; choose from {list(REALISM_PRESETS)}")
     if name == "off":
@@ -1570,6 +1571,7 @@ REALISM_PRESETS: dict[str, dict | None] = {
     "on": {},
     "surface": {"p_point_cloud": 0.0, "p_turn": 0.0, "p_axes": 0.0, "p_offset": 0.0, "p_units": 0.0},
     "scene": {"p_scene": 1.0},
+    "sampled": {"sampled": 0.5},
 }
 
 

@@ -171,6 +171,7 @@ def apply_realism(
     rng: np.random.Generator,
     config: RealismConfig | None = None,
     landmarks: Mapping[str, Sequence[int] | int] | None = None,
+    notes: dict | None = None,
 ) -> tuple[Scan, list[str]]:
     """A clean scan (mm, +y up, +z towards the viewer) made to look like a scanner's output.
 
@@ -180,6 +181,8 @@ def apply_realism(
         config: probabilities and ranges (default `RealismConfig()`).
         landmarks: optional vertex indices of the clean scan by name: "eyes", "nostrils", "mouth" (holes),
             "nose" (the boundary's centre; default: the frontmost vertex that is not a spike).
+        notes: where a kind leaves what a later kind needs (the spikes, which a sampled cloud keeps as single
+            points); pass one scan's dict to every call when its kinds are applied one call at a time.
 
     Returns:
         (the new scan, the kinds applied in order).
@@ -188,6 +191,7 @@ def apply_realism(
     if not config.enabled:
         return scan, []
     marks = {name: np.atleast_1d(np.asarray(idx, np.int64)) for name, idx in (landmarks or {}).items()}
+    marks["notes"] = {} if notes is None else notes
     applied = []
     for kind in KINDS:
         if config.draws(kind) and rng.random() < config.probability(kind):
@@ -344,6 +348,7 @@ def _spikes(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan:
     which = rng.choice(len(v), size=count, replace=False)
     length = rng.choice([-1.0, 1.0], count) * rng.uniform(*config.spike_length, count)
     v[which, 2] += length.astype(np.float32)
+    marks["notes"]["spiked"] = (which, length.astype(np.float32))  # a sampled cloud keeps them single points
     return scan.replace(vertices=v)
 
 
@@ -356,12 +361,26 @@ def _point_cloud(scan: Scan, rng, config: RealismConfig, marks: dict) -> Scan | 
         return None
     if config.sampled and rng.random() < config.sampled:
         lo, hi = np.log(config.sampled_points)
-        cloud, normals = sample_surface(scan, int(np.exp(rng.uniform(lo, hi))), rng)
+        cloud, normals = _sampled_cloud(scan, int(np.exp(rng.uniform(lo, hi))), rng, marks)
         keep = normals[:, 2] > 0.0 if partial else np.ones(len(normals), bool)
         return cloud.subset(keep) if keep.sum() >= 3 else None
     keep = vertex_normals(scan)[:, 2] > 0.0 if partial else None
     cloud = scan.replace(faces=None, uv=None, texture=None)
     return cloud.subset(keep) if keep is not None and keep.sum() >= 3 else cloud
+
+
+def _sampled_cloud(scan: Scan, count: int, rng, marks: dict) -> tuple[Scan, np.ndarray]:
+    """`sample_surface` of the mesh as it was before its spikes, and the spiked vertices as single points (facing
+    the scanner): a spike is one bad depth reading, not the fin of triangles it pulls out of a mesh."""
+    if "spiked" not in marks["notes"]:
+        return sample_surface(scan, count, rng)
+    which, length = marks["notes"]["spiked"]
+    flat = scan.vertices.copy()
+    flat[which, 2] -= length
+    cloud, normals = sample_surface(scan.replace(vertices=flat), count, rng)
+    colors = None if cloud.colors is None else np.concatenate([cloud.colors, scan.colors[which]])
+    spikes = Scan(np.concatenate([cloud.vertices, scan.vertices[which]]), colors=colors, path=scan.path)
+    return spikes, np.concatenate([normals, np.tile(np.float32([0, 0, 1]), (len(which), 1))])
 
 
 def sample_surface(scan: Scan, count: int, rng) -> tuple[Scan, np.ndarray]:

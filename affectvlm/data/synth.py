@@ -809,6 +809,7 @@ def _apply_realism(scans: list, config, key: list, landmarks: dict) -> tuple[lis
     decide = np.random.default_rng(key)
     kinds = [kind for kind in KINDS if config.draws(kind) and decide.random() < config.probability(kind)]
     applied: list[str] = []
+    notes = [{} for _ in scans]  # each frame's, from kind to kind (realism.apply_realism)
     for kind in kinds:
         only = config.replace(**{f"p_{k}": float(k == kind) for k in KINDS})
         marks = landmarks if kind == "holes" else None
@@ -818,7 +819,8 @@ def _apply_realism(scans: list, config, key: list, landmarks: dict) -> tuple[lis
             if done:
                 scans = [first, *(_same_transform(scans[0], first, s) for s in scans[1:])]
         else:
-            results = [apply_realism(s, np.random.default_rng(stream), only, marks) for s in scans]
+            rngs = [np.random.default_rng(stream) for _ in scans]
+            results = [apply_realism(s, r, only, marks, n) for s, r, n in zip(scans, rngs, notes)]
             scans, done = [r[0] for r in results], results[0][1]
         applied += done
     return scans, tuple(applied)

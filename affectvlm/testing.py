@@ -249,20 +249,13 @@ def face_mesh(expression: str | None = None, intensity: float = 1.0, spacing: fl
 
 
 def surface_sample(mesh, n: int, seed: int = 0):
-    """n points spread uniformly (by area) over the triangles of `mesh` (a `Scan`), as a point cloud `Scan`: a
-    scanner that samples the surface instead of meshing it."""
+    """n points spread uniformly (by area) over the triangles of `mesh` (a `Scan`), as a point cloud `Scan` without
+    colours: a scanner that samples the surface instead of meshing it (`affectvlm.data.realism.sample_surface`)."""
+    from .data.realism import sample_surface
     from .scan.types import Scan
 
-    rng = np.random.default_rng(seed)
-    v, f = mesh.vertices.astype(np.float64), mesh.faces
-    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
-    tri = rng.choice(len(f), n, p=area / area.sum())
-    s, t = rng.random(n), rng.random(n)
-    flip = s + t > 1
-    s[flip], t[flip] = 1 - s[flip], 1 - t[flip]
-    points = a[tri] + s[:, None] * (b[tri] - a[tri]) + t[:, None] * (c[tri] - a[tri])
-    return Scan(vertices=points.astype(np.float32))
+    cloud, _ = sample_surface(mesh, n, np.random.default_rng(seed))
+    return Scan(vertices=cloud.vertices)
 
 
 def depth_camera_cloud(mesh, pixels: int = 160, distance: float = 600.0, wall: float | None = None):

@@ -57,11 +57,10 @@ KINDS = (
 # Kinds added after caches were rendered with the others: they take a draw from a random stream only when switched
 # on, and their streams come after the others', so a cache rendered before they existed renders the same.
 ADDED_LATER = ("scene",)
-# ... and their settings, left out of a config's dict while their kind is off (`RealismConfig.to_dict`): a cache's
-# folder name holds the dict, so the caches rendered before keep their names.
-_ADDED_LATER_FIELDS = {"scene": ("p_scene", "wall", "wall_behind")}
-# ... and settings added later that are left out while they are zero (the first name), for the same reason.
-_ADDED_LATER_SETTINGS = (("sampled", "sampled_points"),)
+# ... and the settings added later, left out of a config's dict while the first of each group is 0 (a kind's
+# probability, or a setting that switches the others on; `RealismConfig.to_dict`): a cache's folder name holds
+# the dict, so the caches rendered before keep their names.
+_ADDED_LATER_FIELDS = (("p_scene", "wall", "wall_behind"), ("sampled", "sampled_points"))
 # z-up: +y becomes +z and the face, looking along +z, looks along -y (Blender's and many CAD tools' frame)
 Z_UP = axis_rotation(0, 90)
 # Hole radii (mm) at each landmark kind; a mouth hole is an ellipse twice as wide as it is tall.
@@ -143,13 +142,9 @@ class RealismConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """The fields as plain data, without those of kinds added later while they are off."""
+        """The fields as plain data, without the settings added later while they are off."""
         out = dataclasses.asdict(self)
-        for kind, names in _ADDED_LATER_FIELDS.items():
-            if not self.probability(kind):
-                for name in names:
-                    del out[name]
-        for names in _ADDED_LATER_SETTINGS:
+        for names in _ADDED_LATER_FIELDS:
             if not getattr(self, names[0]):
                 for name in names:
                     del out[name]

@@ -55,6 +55,7 @@ def prompts():
         {"triplet_weight": float("nan")},
         {"triplet_mining": "semi"},
         {"smooth_hinge_beta": 0.0},
+        {"mirror_average": "yes"},
     ],
 )
 def test_config_rejects_nonsense(bad):
@@ -105,6 +106,25 @@ def test_all_views_in_one_vision_call():
     model(make_batch(batch=2), view_mask=mask)
     handle.remove()
     assert len(calls) == 1
+
+
+def test_mirror_average_reads_a_face_and_its_mirror_image_alike():
+    """config.mirror_average: each view's embedding is the normalised mean of its own and its mirror image's, so
+    an input and its horizontal mirror get the same embeddings; without it (or in training) they differ."""
+    pixels = make_batch(batch=2)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    plain, mirror = make_model(), make_model(mirror_average=True)
+    own, flipped = (plain.get_view_embeddings(x, mask) for x in (pixels, pixels.flip(-1)))
+    assert not torch.allclose(own, flipped, atol=1e-4)
+    expected = torch.nn.functional.normalize(own + flipped, dim=-1)
+    torch.testing.assert_close(mirror.get_view_embeddings(pixels, mask), expected)
+    torch.testing.assert_close(mirror.get_view_embeddings(pixels.flip(-1), mask), expected)
+    calls, encode = [], mirror.encode_images
+    mirror.encode_images = lambda x: calls.append(len(x)) or encode(x)
+    mirror.get_view_embeddings(pixels, torch.tensor([[True, False, True], [True, True, True]]))
+    assert calls == [5, 5]  # the five available views, then their mirror images
+    mirror.train()
+    torch.testing.assert_close(mirror.get_view_embeddings(pixels, mask), own)  # training draws its own flips
 
 
 @pytest.mark.parametrize("fusion", ["mean", "attention"])

@@ -298,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="write the report here (JSON)")
     p.add_argument(
+        "--mirror-average",
+        choices=["checkpoint", "on", "off"],
+        default="checkpoint",
+        help="test-time mirror averaging of every view (config.mirror_average): as the checkpoint says, or forced",
+    )
+    p.add_argument(
         "--dtype",
         choices=["auto", "float32", "bfloat16"],
         default="auto",
@@ -310,6 +316,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     dtype = serving_dtype("cpu") if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AffectVLMModel.from_pretrained(args.model).to(dtype=dtype).eval()
+    if args.mirror_average != "checkpoint":
+        model.config.mirror_average = args.mirror_average == "on"
     processor = AffectVLMProcessor.from_pretrained(args.model)
     tok = processor.tokenizer
     calibration = None
@@ -322,7 +330,12 @@ def main(argv: list[str] | None = None) -> dict:
         calibration = Embedded.join(
             [Embedded(model, processor, c, subjects, desc="calibration") for c in args.calibrate]
         )
-    report = {"model": args.model, "dtype": str(model.dtype), "caches": {}}
+    report = {
+        "model": args.model,
+        "dtype": str(model.dtype),
+        "mirror_average": model.config.mirror_average,
+        "caches": {},
+    }
     for item in args.cache:
         name, _, folder = item.partition("=")
         emb = Embedded(model, processor, folder, desc=name)

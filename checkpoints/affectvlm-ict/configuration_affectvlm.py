@@ -104,6 +104,11 @@ class AffectVLMConfig(PreTrainedConfig):
         temperature (`float`, defaults to 1.0):
             Divides the class logits of `AffectVLMModel.score` (inference only): a temperature fitted on
             validation subjects after training calibrates the probabilities without changing any answer.
+        mirror_average (`bool`, defaults to `False`):
+            At inference (the model in eval mode), embed every view and its horizontal mirror image and use the
+            normalised mean of the two as the view's embedding: a mirrored face shows the same expression, so
+            this averages out the encoder's left/right quirks (test-time flip averaging; training already draws
+            mirrored samples). It doubles the vision tower's work; training is unchanged.
         au_logit_bias (`dict[str, float]`, *optional*):
             For models trained with the action-unit term: AU number -> the bias of its logit,
             `logit_scale * cos(sample, AU description) + bias` (see `AffectVLMModel.action_unit_probs`).
@@ -147,6 +152,7 @@ class AffectVLMConfig(PreTrainedConfig):
     logit_scale_init: float | None = None
     logit_scale_max: float = 100.0
     temperature: float = 1.0
+    mirror_average: bool = False
     au_logit_bias: dict[str, float] | None = None
     custom_pipelines: dict[str, Any] | None = None
 
@@ -223,6 +229,8 @@ class AffectVLMConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        if not isinstance(self.mirror_average, bool):
+            raise ValueError(f"mirror_average must be true or false, got {self.mirror_average!r}")
         if self.logit_scale_max <= 0:
             raise ValueError(f"logit_scale_max must be positive, got {self.logit_scale_max}")
         if self.fusion_hidden_size < 1:

@@ -558,11 +558,17 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
     def get_view_embeddings(self, pixel_values: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
         """(B, V, 3, H, W), (B, V) bool -> (B, V, D) L2-normalised, zero where a view is missing.
 
-        Only the available views are encoded, all of them in one batched call of the vision tower.
+        Only the available views are encoded, all of them in one batched call of the vision tower. With
+        `config.mirror_average` (in eval mode) each view's embedding is the normalised mean of its own and its
+        horizontal mirror image's, the mirror images in a second call (on the CPU one call of twice the batch
+        runs slower than two).
         """
         batch, views = view_mask.shape
-        features = self.encode_images(pixel_values[view_mask])  # (N_valid, D)
-        features = F.normalize(features.float(), dim=-1)
+        pixels = pixel_values[view_mask]
+        features = F.normalize(self.encode_images(pixels).float(), dim=-1)  # (N_valid, D)
+        if self.config.mirror_average and not self.training:
+            mirrored = F.normalize(self.encode_images(pixels.flip(-1)).float(), dim=-1)
+            features = F.normalize(features + mirrored, dim=-1)
         out = features.new_zeros(batch, views, features.shape[-1])
         out[view_mask] = features
         return out

@@ -118,7 +118,8 @@ def test_a_posed_head_is_read_as_the_upright_one(predictor, pose):
 def test_a_mirrored_scan_gets_the_same_answer(predictor):
     """A face and its mirror image show the same expression, and a scanner or exporter with the other handedness
     writes the mirror image. The shipped default scores every view with its mirror image (`mirror_average`), so
-    both get the same scores; without it `scan_ict_subject5_sadness` read fear 0.94 one way and 0.68 the other."""
+    both get the same scores; without it the stage-6 default read `scan_ict_subject5_sadness` fear 0.94 one way and
+    0.68 the other (and the shipped weights fail here too)."""
     for path in EXAMPLE_SCANS:
         scan = load_scan(path)
         mirrored = scan.replace(vertices=scan.vertices * np.float32([-1, 1, 1]), faces=scan.faces[:, ::-1].copy())

@@ -37,3 +37,13 @@ KNOWN_WRONG: dict[str, str] = {
 KNOWN_WRONG_HELD_OUT_WORDS: dict[str, str] = {}
 # The same for the frame-by-frame reading of a sequence (its answer as a whole is right).
 KNOWN_WRONG_FRAMES: dict[str, str] = {}
+
+
+def marked_known(paths, known: dict[str, str]) -> list:
+    """`paths` as pytest parameters, those whose stem is in `known` marked xfail(strict=True) with its reason."""
+    import pytest
+
+    return [
+        pytest.param(p, marks=pytest.mark.xfail(reason=known[p.stem], strict=True)) if p.stem in known else p
+        for p in paths
+    ]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faces import KNOWN_WRONG, KNOWN_WRONG_FRAMES
+from faces import KNOWN_WRONG, KNOWN_WRONG_FRAMES, marked_known
 
 from affectvlm.data.realism import RealismConfig, apply_realism
 from affectvlm.predictor import DEMO_CHECKPOINT, AffectVLMPredictor
@@ -76,16 +76,7 @@ def test_examples_cover_every_tab():
 
 
 
-def _known(paths):
-    return [
-        pytest.param(p, marks=pytest.mark.xfail(reason=KNOWN_WRONG[p.stem], strict=True))
-        if p.stem in KNOWN_WRONG
-        else p
-        for p in paths
-    ]
-
-
-@pytest.mark.parametrize("path", _known(EXAMPLE_SCANS), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", marked_known(EXAMPLE_SCANS, KNOWN_WRONG), ids=lambda p: p.stem)
 def test_library_names_the_expression_of_each_example_scan(predictor, path):
     result = predictor(scan=path, labels=EMOTIONS)
     assert result.label == truth_of(path), result.scores()
@@ -292,16 +283,7 @@ def test_a_sequence_whose_head_turns_away_is_read_as_the_expression(predictor, s
     assert result.label == truth_of(sequence), result.scores()
 
 
-@pytest.mark.parametrize(
-    "sequence",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(reason=KNOWN_WRONG_FRAMES[p.stem], strict=True))
-        if p.stem in KNOWN_WRONG_FRAMES
-        else p
-        for p in EXAMPLE_SEQUENCES
-    ],
-    ids=lambda p: p.stem,
-)
+@pytest.mark.parametrize("sequence", marked_known(EXAMPLE_SEQUENCES, KNOWN_WRONG_FRAMES), ids=lambda p: p.stem)
 def test_frames_of_the_example_sequence_read_as_the_expression(predictor, sequence):
     """Scored frame by frame (each frame as a static scan), the apex frames read as the expression."""
     result = predictor(sequence=sequence, labels=EMOTIONS)

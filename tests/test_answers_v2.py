@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faces import KNOWN_WRONG_HELD_OUT_WORDS
+from faces import KNOWN_WRONG_HELD_OUT_WORDS, marked_known
 
 from affectvlm.predictor import CHECKPOINTS, DEFAULT_MODEL, AffectVLMPredictor, shipped_models
 from affectvlm.vocabulary import HELD_OUT_VOCABULARY
@@ -44,16 +44,7 @@ def test_the_shipped_checkpoints_are_listed_default_first():
     assert names[0] == DEFAULT_MODEL and MIT_MODEL in names
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(reason=KNOWN_WRONG_HELD_OUT_WORDS[p.stem], strict=True))
-        if p.stem in KNOWN_WRONG_HELD_OUT_WORDS
-        else p
-        for p in EXAMPLE_SCANS
-    ],
-    ids=lambda p: p.stem,
-)
+@pytest.mark.parametrize("path", marked_known(EXAMPLE_SCANS, KNOWN_WRONG_HELD_OUT_WORDS), ids=lambda p: p.stem)
 def test_never_trained_words_name_the_expression(predictor, path):
     """Each class described only by words no training prompt contains (all of its held-out words)."""
     labels = {e: list(HELD_OUT_VOCABULARY[e]) for e in EMOTIONS}

@@ -81,6 +81,8 @@ def test_top_layers_that_train_are_saved_and_win_over_the_encoder_files(encoder,
         loaded.text_model.encoder.layer[1].output.dense.weight,
         model.text_model.encoder.layer[1].output.dense.weight,
     )
+    # A fine-tune of the loaded model trains the same layers (not every weight, which it would not save).
+    assert {n for n, p in loaded.text_model.named_parameters() if p.requires_grad} == trains
 
 
 def test_frozen_encoder_gets_no_gradient_and_no_dropout(encoder):

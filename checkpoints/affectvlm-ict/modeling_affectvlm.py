@@ -395,8 +395,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             self.text_projection.requires_grad_(config.text_projection == "learned")
             self.clip.text_model = None  # CLIP's text tower is never used: don't carry its weights
             self.clip.text_projection = None
-            for name, param in self.text_model.named_parameters():
-                param.requires_grad_(self._text_param_trains(name))
+            self._set_text_trainability()
             # Left out of checkpoints on purpose (loaded from the encoder's files): not "missing" to transformers.
             self._keys_to_ignore_on_load_missing = {
                 f"^{re.escape(key)}$" for key in self.state_dict() if self._is_external_text_key(key)
@@ -444,6 +443,8 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         external = [key for key in model.state_dict() if model._is_external_text_key(key)]
         if external:  # the frozen text encoder's weights, left out on purpose: from the encoder's own files
             model.load_text_weights(keys=external)
+        if model.text_model is not None:  # a fine-tune trains only the top layers the config names
+            model._set_text_trainability()
         _check_loaded(model, info.get("missing_keys"), str(source) if source is not None else "state_dict")
         return (model, info) if want_info else model
 
@@ -456,6 +457,12 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     # -- the pretrained text encoder -------------------------------------------------------------------------
+
+    def _set_text_trainability(self) -> None:
+        """`requires_grad` on the text encoder's weights as `text_trainable_layers` says. Not saved in checkpoints,
+        and transformers' loading makes every weight trainable again: `from_pretrained` calls this after it."""
+        for name, param in self.text_model.named_parameters():
+            param.requires_grad_(self._text_param_trains(name))
 
     def _text_param_trains(self, name: str) -> bool:
         """Whether the text encoder's parameter `name` (relative to it) trains: `text_trainable_layers`."""

@@ -101,7 +101,9 @@ def test_views_endpoint_with_a_missing_view(client, files):
     assert "missing view(s): left" in status
 
 
-def test_scan_endpoint(client, files):
+def test_scan_endpoint(client, files, app_module):
+    import trimesh
+
     scores, contributions, gallery, status, preview, aus, vocabulary = client.predict(
         handle_file(files["scan"]),
         "anger, disgust, fear, happiness, sadness, surprise",
@@ -109,7 +111,13 @@ def test_scan_endpoint(client, files):
     )
     assert sum(scores_of(scores).values()) == pytest.approx(1.0, abs=1e-3)
     assert len(gallery) == 3
-    assert preview is not None and str(preview).endswith(".glb") if isinstance(preview, str) else preview
+    # The preview is the scan the model scored, normalised once: the predictor's own normalised scan, every vertex
+    # (tests/test_app_browser.py checks that the browser draws it).
+    path = preview["path"] if isinstance(preview, dict) else preview
+    assert str(path).endswith(".glb")
+    shown = trimesh.load(path, force="mesh")
+    scored = app_module.PREDICTOR(scan=files["scan"], labels=["anger", "happiness"]).scan
+    np.testing.assert_allclose(shown.vertices, scored.vertices, atol=1e-5)
 
 
 def test_sequence_endpoint(client, files):

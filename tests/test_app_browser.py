@@ -35,20 +35,26 @@ def truth_of(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def page(url):
+def playwright():
+    """One playwright driver for the module (a second one cannot start in the same thread)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
-        )  # fmt: skip
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(url, wait_until="networkidle")
-            yield page
-        finally:
-            browser.close()
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def page(playwright, url):
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", "--no-first-run", "--disable-quic"],
+    )  # fmt: skip
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(url, wait_until="networkidle")
+        yield page
+    finally:
+        browser.close()
 
 
 def answer_of(page, tab: str, timeout: float = 120_000) -> str:
@@ -189,3 +195,46 @@ def test_batch_tab_scores_a_zip_and_offers_the_csv(page, url, tmp_path):
     text = Path(download.value.path()).read_text()
     assert text.startswith("file,label,") and all(p.name in text for p in scans)
     page.screenshot(path=str(ARTIFACTS / "app_batch.png"), full_page=True)
+
+
+def test_the_3d_preview_draws_the_scan(playwright, url):
+    """The 3D scan tab's preview (a WebGL canvas; software GL here, no GPU) draws the scan the model scored,
+    filling much of the canvas around its middle: not an empty canvas. (The viewer frames whatever it is given,
+    so what the preview holds is checked in tests/test_app.py, not from its pixels.) Its own browser: the
+    preview's render loop keeps a software GL busy, which the other tests' browser need not pay for."""
+    import numpy as np
+    from PIL import Image
+
+    path = next(p for p in sorted(EXAMPLES.glob("scan_*.ply")) if "happiness" in p.name)
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    )  # fmt: skip
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(url, wait_until="networkidle")
+        page.get_by_role("tab", name="3D scan").click()
+        _upload(page, "#scan-file", path)
+        page.locator("#scan-button").click()
+        assert label_in(answer_of(page, "scan")) == "happiness"
+        canvas = page.locator("#scan-preview canvas").first
+        canvas.wait_for(state="visible", timeout=60_000)
+        shot = ARTIFACTS / "app_scan_preview.png"
+        for _ in range(20):  # the mesh arrives after the canvas: until something is drawn (at most ~20 s)
+            page.wait_for_timeout(1_000)
+            canvas.screenshot(path=str(shot))
+            rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+            colours, counts = np.unique(rgb.reshape(-1, 3), axis=0, return_counts=True)
+            # the skin-coloured scan: off the background (the commonest colour) and not the grey of the
+            # label and buttons drawn over the canvas
+            drawn = (np.abs(rgb - colours[counts.argmax()]).sum(-1) > 30) & (np.ptp(rgb, axis=-1) > 15)
+            if drawn.mean() > 0.05:
+                break
+    finally:
+        browser.close()
+    rows, cols = np.nonzero(drawn)
+    assert 0.05 < drawn.mean() < 0.9, f"drawn fraction {drawn.mean():.3f}: see {shot}"
+    h, w = drawn.shape
+    assert np.ptp(rows) > 0.4 * h, f"the face spans {np.ptp(rows) / h:.2f} of the canvas height: see {shot}"
+    assert abs(cols.mean() / w - 0.5) < 0.2, f"the face's centre is at {cols.mean() / w:.2f} of the width"

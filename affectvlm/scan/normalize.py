@@ -334,7 +334,7 @@ def _remeasured(
             sample = vertices[:: max(1, len(vertices) // _SEARCH_POINTS)].astype(np.float64) - nose
         points, solid = _search_points(sample, size)
         frame = _settle(points, solid, frame)
-        factor = _size(points, solid, frame)
+        factor = _size(points, solid, frame, past_window=False)
         size *= factor
         if _REMEASURE_BELOW <= factor <= 1.0 / _REMEASURE_BELOW:
             break
@@ -650,13 +650,27 @@ def _likest(points: np.ndarray, solid: np.ndarray, frames: list[np.ndarray]) -> 
     return frames[int(np.argmin(sum(_cost(_views(points, solid, np.stack(frames))[0]))))]
 
 
-def _size(points: np.ndarray, solid: np.ndarray, frame: np.ndarray) -> float:
+def _size(points: np.ndarray, solid: np.ndarray, frame: np.ndarray, past_window: bool = True) -> float:
     """The factor by which the face is larger than the template's (step 5): the map's shape finds it roughly, and
-    within `_DETAIL_WINDOW` of that the scale at which the map's detail (eye sockets, nose, lips) lines up best."""
+    within `_DETAIL_WINDOW` of that the scale at which the map's detail (eye sockets, nose, lips) lines up best;
+    `past_window`: or the detail's own peak past the window's top (`_detail_peak`). Measuring again
+    (`_remeasured`) walks from the window's edge towards the face's size instead, and keeps doing that."""
     maps, _ = _views(points, solid, _SIZES[:, None, None] * frame)
     cost = _cost(maps, across=True)[0]
     unlike = -_detail_match(maps)
-    return _DETAIL_CALIBRATION * _parabola_peak(unlike, _detail_peak(unlike, int(np.argmin(cost))))
+    rough = int(np.argmin(cost))
+    best = _detail_peak(unlike, rough) if past_window else _window_best(unlike, rough)
+    return _DETAIL_CALIBRATION * _parabola_peak(unlike, best)
+
+
+def _window(rough: int) -> np.ndarray:
+    """(len(_SIZES),) bool: the sizes within `_DETAIL_WINDOW` of the shape's size (`rough`, an index)."""
+    return (_SIZES >= _SIZES[rough] / _DETAIL_WINDOW[0]) & (_SIZES <= _SIZES[rough] * _DETAIL_WINDOW[1])
+
+
+def _window_best(unlike: np.ndarray, rough: int) -> int:
+    """The index into `_SIZES` of the detail's best match within `_DETAIL_WINDOW` of the shape's size (an index)."""
+    return int(np.argmin(np.where(_window(rough), unlike, np.inf)))
 
 
 def _detail_peak(unlike: np.ndarray, rough: int) -> int:
@@ -666,12 +680,10 @@ def _detail_peak(unlike: np.ndarray, rough: int) -> int:
     identities keeps getting more template-like towards 2x, and the window about it then missed the detail's peak
     by up to 2x over; a face measured too large is seen through its middle only, which looks consistent, so measuring
     again at that size (as `_remeasured` does for a face measured too small) does not undo it."""
-    size = _SIZES[rough]
-    near = (_SIZES >= size / _DETAIL_WINDOW[0]) & (_SIZES <= size * _DETAIL_WINDOW[1])
-    best = int(np.argmin(np.where(near, unlike, np.inf)))
+    best = _window_best(unlike, rough)
     inner = np.arange(1, len(unlike) - 1)
     peaks = inner[(unlike[inner] < unlike[inner - 1]) & (unlike[inner] < unlike[inner + 1])]
-    top = best == len(unlike) - 1 or (not near[best + 1] and unlike[best + 1] < unlike[best])
+    top = best == len(unlike) - 1 or (not _window(rough)[best + 1] and unlike[best + 1] < unlike[best])
     if best in peaks or not top or not len(peaks):
         return best
     return int(peaks[np.argmin(unlike[peaks])])

@@ -42,16 +42,22 @@ def playwright():
         yield pw
 
 
-@pytest.fixture(scope="module")
-def page(playwright, url):
+def open_page(playwright, url: str, *graphics: str):
+    """Debian chromium, offline and quiet, on the app's page: (browser, page). `graphics`: its GPU flags."""
     browser = playwright.chromium.launch(
         executable_path=CHROMIUM,
-        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        args=["--no-sandbox", *graphics, "--disable-background-networking", "--disable-component-update",
               "--disable-sync", "--no-first-run", "--disable-quic"],
     )  # fmt: skip
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.goto(url, wait_until="networkidle")
+    return browser, page
+
+
+@pytest.fixture(scope="module")
+def page(playwright, url):
+    browser, page = open_page(playwright, url, "--disable-gpu")
     try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1400})
-        page.goto(url, wait_until="networkidle")
         yield page
     finally:
         browser.close()
@@ -206,14 +212,8 @@ def test_the_3d_preview_draws_the_scan(playwright, url):
     from PIL import Image
 
     path = next(p for p in sorted(EXAMPLES.glob("scan_*.ply")) if "happiness" in p.name)
-    browser = playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        args=["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    )  # fmt: skip
+    browser, page = open_page(playwright, url, "--use-angle=swiftshader", "--enable-unsafe-swiftshader")
     try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1400})
-        page.goto(url, wait_until="networkidle")
         page.get_by_role("tab", name="3D scan").click()
         _upload(page, "#scan-file", path)
         page.locator("#scan-button").click()

@@ -59,6 +59,13 @@ class MixedViewAugmentConfig:
         one available view of each sample is always kept.
     padding_mode: what fills pixels sampled outside the view: "zeros" | "border" | "reflection".
     interpolation: "bilinear" | "nearest" | "bicubic".
+    normal_channels: for views that draw the surface normal (`affectvlm.scan.render.NORMAL_CHANNELS` of the
+        render mode), the channels of its x and y: a flip negates x (v -> 1 - v where the view shows a surface)
+        and a rotation turns (x, y) with the pixels, so that an augmented view is a view of the mirrored or
+        turned face. None (grey shading): pixels move, values stay.
+    grey_p: with `normal_channels` (1, 2), whose first channel is a grey shade (render mode "shade_normal"):
+        the probability that a view is shown as that shade alone, in all three channels, as a grey render
+        (a user's own three images) would be, so that the model reads those too.
     seed: seed of the module's own generator (give each data-parallel rank its own, e.g. seed + rank).
     """
 
@@ -75,6 +82,8 @@ class MixedViewAugmentConfig:
     view_dropout_p: float = 0.0
     padding_mode: str = "zeros"
     interpolation: str = "bilinear"
+    normal_channels: tuple[int, int] | None = None
+    grey_p: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,7 +102,9 @@ class MixedViewAugmentConfig:
             )
         if self.flip_mode not in _FLIP_MODES:
             raise ValueError(f"flip_mode must be one of {_FLIP_MODES}; got {self.flip_mode!r}")
-        for name in ("flip_p", "rotation_p", "crop_p", "view_dropout_p"):
+        if self.grey_p and sorted(self.normal_channels or ()) != [1, 2]:
+            raise ValueError("grey_p needs views with a grey shade in channel 0 and the normal in 1, 2")
+        for name in ("flip_p", "rotation_p", "crop_p", "view_dropout_p", "grey_p"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
         if not 0.0 <= self.max_rotation_deg <= 180.0:
@@ -110,6 +121,10 @@ class MixedViewAugmentConfig:
             raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}; got {self.interpolation!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an int; got {self.seed!r}")
+        if self.normal_channels is not None:
+            self.normal_channels = tuple(self.normal_channels)
+            if sorted(self.normal_channels) not in ([0, 1], [0, 2], [1, 2]):
+                raise ValueError(f"normal_channels must be two channels of 0-2; got {self.normal_channels}")
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> MixedViewAugmentConfig:
@@ -127,6 +142,7 @@ class MixedViewAugmentConfig:
         out["mirror_pairs"] = [list(pair) for pair in self.mirror_pairs]
         out["crop_scale"] = list(self.crop_scale)
         out["crop_ratio"] = list(self.crop_ratio)
+        out["normal_channels"] = None if self.normal_channels is None else list(self.normal_channels)
         return out
 
 
@@ -140,6 +156,7 @@ class MixedViewParams:
     crop_size: (B, V, 2) float, crop (width, height) as fractions of the view (1 where not cropped).
     crop_center: (B, V, 2) float, crop centre (x, y) in [-1, 1] coordinates (0 where not cropped).
     drop: (B, V) bool, views dropped by view dropout.
+    grey: (B, V) bool, views shown as their grey shade alone (None: none; `grey_p` 0 draws nothing).
     """
 
     source_view: torch.Tensor
@@ -148,6 +165,7 @@ class MixedViewParams:
     crop_size: torch.Tensor
     crop_center: torch.Tensor
     drop: torch.Tensor
+    grey: torch.Tensor | None = None
 
     @property
     def resample(self) -> torch.Tensor:
@@ -197,7 +215,7 @@ class MixedViewAugment(nn.Module):
         cfg = self.config
         off = cfg.flip_mode == "none" or cfg.flip_p == 0
         return not (self.training and cfg.enabled) or (
-            off and cfg.rotation_p == 0 and cfg.crop_p == 0 and cfg.view_dropout_p == 0
+            off and cfg.rotation_p == 0 and cfg.crop_p == 0 and cfg.view_dropout_p == 0 and cfg.grey_p == 0
         )
 
     def draw_params(
@@ -253,7 +271,9 @@ class MixedViewAugment(nn.Module):
             keep = torch.where(mask, u[9], -1.0).argmax(1)  # a random available view
             rescue = emptied[:, None] & (torch.arange(V) == keep[:, None])
             drop = drop & ~rescue
-        return MixedViewParams(source_view, flip, angle.float(), size.float(), center.float(), drop)
+        # drawn apart, and only when asked for: the stream of every run without it stays as it was
+        grey = torch.rand((B, V), generator=gen) < cfg.grey_p if cfg.grey_p > 0 else None
+        return MixedViewParams(source_view, flip, angle.float(), size.float(), center.float(), drop, grey)
 
     def apply(
         self, pixel_values: torch.Tensor, params: MixedViewParams, view_mask: torch.Tensor | None = None
@@ -274,7 +294,8 @@ class MixedViewAugment(nn.Module):
             x, mask = x[rows, idx], mask[rows, idx]  # (B, V, C, H, W) with the mirror pairs swapped
         if params.flip.any():
             # torch.flip, not a negated affine_grid axis: an exact mirror, so uint8 and float stay bit-exact.
-            x = torch.where(params.flip.to(device)[..., None, None, None], x.flip(-1), x)
+            flip = params.flip.to(device)[..., None, None, None]
+            x = torch.where(flip, self._mirror_normals(x.flip(-1)), x)
 
         picked = params.resample.flatten().nonzero().flatten()  # CPU indices: no device sync
         if picked.numel():
@@ -291,17 +312,47 @@ class MixedViewAugment(nn.Module):
                 padding_mode=self.config.padding_mode,
                 align_corners=False,
             )
+            top = 1.0 if x.dtype.is_floating_point else float(torch.iinfo(x.dtype).max)
+            out = self._turn_normals(out, params.angle.flatten()[picked].to(device), top)
             if not x.dtype.is_floating_point:
                 info = torch.iinfo(x.dtype)
                 out = out.round().clamp(info.min, info.max)
             flat = flat.index_copy(0, picked.to(device), out.to(x.dtype))
             x = flat.reshape(B, V, C, H, W)
 
+        if params.grey is not None and params.grey.any():
+            grey = params.grey.to(device)[..., None, None, None]
+            x = torch.where(grey, x[:, :, :1].expand_as(x), x)
         if params.drop.any():
             drop = params.drop.to(device)
             x = x.masked_fill(drop[..., None, None, None], 0)
             mask = mask & ~drop
         return MixedViewAugmentOutput(x, mask)
+
+    def _mirror_normals(self, x: torch.Tensor) -> torch.Tensor:
+        """Mirrored views (B, V, C, H, W) of the normal: its x negated where a surface is drawn."""
+        if self.config.normal_channels is None:
+            return x
+        c = self.config.normal_channels[0]
+        top = 1.0 if x.dtype.is_floating_point else torch.iinfo(x.dtype).max
+        out = x.clone()
+        out[:, :, c] = torch.where(x.amax(2) > 0, top - x[:, :, c], x[:, :, c])
+        return out
+
+    def _turn_normals(self, x: torch.Tensor, angle: torch.Tensor, top: float) -> torch.Tensor:
+        """Resampled float views (N, C, H, W), values up to `top`, turned by `angle` degrees (N,): their
+        normals' (x, y) turned with them."""
+        if self.config.normal_channels is None:
+            return x
+        cx, cy = self.config.normal_channels
+        rad = torch.deg2rad(angle.to(x.dtype))[:, None, None]
+        nx, ny = x[:, cx] * (2 / top) - 1, x[:, cy] * (2 / top) - 1
+        tx, ty = torch.cos(rad) * nx - torch.sin(rad) * ny, torch.sin(rad) * nx + torch.cos(rad) * ny
+        face = x.amax(1) > 0
+        out = x.clone()
+        out[:, cx] = torch.where(face, (tx + 1) * (top / 2), x[:, cx])
+        out[:, cy] = torch.where(face, (ty + 1) * (top / 2), x[:, cy])
+        return out
 
     def forward(
         self,

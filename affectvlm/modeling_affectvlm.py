@@ -574,11 +574,29 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         pixels = pixel_values[view_mask]
         features = F.normalize(self.encode_images(pixels).float(), dim=-1)  # (N_valid, D)
         if self.config.mirror_average and not self.training:
-            mirrored = F.normalize(self.encode_images(pixels.flip(-1)).float(), dim=-1)
+            mirrored = F.normalize(self.encode_images(self.mirror_views(pixels)).float(), dim=-1)
             features = F.normalize(features + mirrored, dim=-1)
         out = features.new_zeros(batch, views, features.shape[-1])
         out[view_mask] = features
         return out
+
+    def mirror_views(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised views -> their horizontal mirror images. With `config.mirror_negate` the
+        normal's x channel is negated on the surface too, except in grey views (three equal channels)."""
+        flipped = pixels.flip(-1)
+        spec = self.config.mirror_negate
+        if spec is None:
+            return flipped
+        c = spec["channel"]
+        mean = torch.tensor(spec["mean"], device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(spec["std"], device=pixels.device).view(1, 3, 1, 1)
+        raw = flipped.float() * std + mean  # [0, 1], background 0
+        half_level = 0.5 / 255
+        grey = (raw.amax(1) - raw.amin(1)).flatten(1).amax(1) < half_level  # (N,)
+        surface = (raw[:, c] > half_level) & ~grey[:, None, None]
+        negated = torch.where(surface, (1 - raw[:, c] - mean[:, c]) / std[:, c], flipped[:, c].float())
+        parts = (flipped[:, :c], negated[:, None].to(flipped.dtype), flipped[:, c + 1 :])
+        return torch.cat(parts, 1)
 
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, projected: bool = True

@@ -206,3 +206,78 @@ def test_gpu_matches_cpu():
     gpu = _augment(**cfg)(x.cuda(), torch.ones(4, 3, dtype=torch.bool, device="cuda"))
     assert gpu.pixel_values.is_cuda and torch.equal(gpu.view_mask.cpu(), cpu.view_mask)
     torch.testing.assert_close(gpu.pixel_values.cpu(), cpu.pixel_values, atol=1e-4, rtol=0)
+
+
+def _mirrored_and_rolled_face(mode: str, roll_deg: float):
+    """(the frontal view, the mirrored face's, the face turned `roll_deg` about the view axis), (1, 1, 3, H, W)
+    floats in [0, 1], each rendered in `mode`."""
+    import numpy as np
+
+    from affectvlm.scan import Scan, normalize_scan, render_views
+    from affectvlm.testing import face_mesh
+
+    face = normalize_scan(face_mesh().replace(uv=None))
+    a = np.deg2rad(roll_deg)
+    roll = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]], np.float32)
+    scans = [
+        face,
+        Scan(face.vertices * np.array([-1, 1, 1], np.float32), face.faces[:, ::-1].copy()),
+        Scan(face.vertices @ roll.T, face.faces),
+    ]
+    views = render_views(scans, views=[(0.0, 0.0)], size=96, mode=mode)
+    views = torch.from_numpy(views).permute(0, 1, 4, 2, 3)
+    return [v[None].float() / 255 for v in views]
+
+
+def _params(flip: bool, angle: float) -> MixedViewParams:
+    return MixedViewParams(
+        torch.zeros(1, 1, dtype=torch.long), torch.tensor([[flip]]), torch.tensor([[angle]]),
+        torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(1, 1, dtype=torch.bool),
+    )
+
+
+@pytest.mark.parametrize("mode", ["normal_map", "shade_normal"])
+def test_flipped_and_turned_normals_are_the_mirrored_and_turned_face(mode):
+    """A view that draws the normal, flipped or turned by the augmentation, is the view of the mirrored or
+    turned face: its normal's x negated, its (x, y) turned with the pixels. Moving the pixels alone is not."""
+    from affectvlm.scan import NORMAL_CHANNELS
+
+    view, mirrored, rolled = _mirrored_and_rolled_face(mode, 8.0)
+    channels = list(NORMAL_CHANNELS[mode])
+    one_view = {"view_names": ("frontal",), "mirror_pairs": ()}
+    aware = MixedViewAugment(MixedViewAugmentConfig(**one_view, normal_channels=channels))
+    blind = MixedViewAugment(MixedViewAugmentConfig(**one_view))
+
+    def error(augment, params, truth):
+        out = augment.apply(view, params).pixel_values
+        both = (out.amax(2) > 0.05) & (truth.amax(2) > 0.05)  # surface in both, away from the rim
+        return (out - truth)[:, :, channels].abs().permute(0, 1, 3, 4, 2)[both].mean().item()
+
+    assert error(aware, _params(True, 0.0), mirrored) < 0.01
+    assert error(blind, _params(True, 0.0), mirrored) > 0.05
+    assert error(aware, _params(False, 8.0), rolled) < 0.01
+    assert error(blind, _params(False, 8.0), rolled) > 1.5 * error(aware, _params(False, 8.0), rolled)
+    uint8 = aware.apply((view * 255).round().to(torch.uint8), _params(True, 0.0)).pixel_values.float() / 255
+    assert (uint8 - aware.apply(view, _params(True, 0.0)).pixel_values).abs().max() < 1e-5
+
+
+def test_grey_views_are_the_grey_render():
+    """grey_p: a shade_normal view shown grey is exactly the "normal" (grey) render of the same face, the kind of
+    image a user brings to the three-image door; grey_p needs the shade in channel 0."""
+    from affectvlm.scan import Scan, normalize_scan, render_views
+    from affectvlm.testing import face_mesh
+
+    face = normalize_scan(face_mesh("anger").replace(uv=None))
+    scans = [face, Scan(face.vertices)]
+    both, grey = (torch.from_numpy(render_views(scans, size=48, mode=m)) for m in ("shade_normal", "normal"))
+    both, grey = (v.permute(0, 1, 4, 2, 3) for v in (both, grey))
+    augment = _augment(**{**OFF, "normal_channels": (1, 2), "grey_p": 1.0})
+    assert torch.equal(augment(both).pixel_values, grey)
+    half = _augment(**{**OFF, "normal_channels": (1, 2), "grey_p": 0.5, "seed": 3})(both.repeat(4, 1, 1, 1, 1))
+    pairs = zip(half.pixel_values.flatten(0, 1), grey.repeat(4, 1, 1, 1, 1).flatten(0, 1))
+    shown_grey = [torch.equal(v, g) for v, g in pairs]
+    assert 0 < sum(shown_grey) < len(shown_grey)
+    with pytest.raises(ValueError, match="grey_p"):
+        MixedViewAugmentConfig(grey_p=0.2)
+    with pytest.raises(ValueError, match="grey_p"):
+        MixedViewAugmentConfig(grey_p=0.2, normal_channels=(0, 1))

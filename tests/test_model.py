@@ -56,6 +56,10 @@ def prompts():
         {"triplet_mining": "semi"},
         {"smooth_hinge_beta": 0.0},
         {"mirror_average": "yes"},
+        {"mirror_negate": {"channel": 3, "mean": [0.5] * 3, "std": [0.25] * 3}},
+        {"mirror_negate": {"channel": 1, "mean": [0.5] * 3, "std": [0.25, 0.0, 0.25]}},
+        {"mirror_negate": {"channel": 1, "mean": [0.5] * 3}},
+        {"mirror_negate": [1, 0.5, 0.25]},
     ],
 )
 def test_config_rejects_nonsense(bad):
@@ -75,6 +79,34 @@ def test_config_defaults_and_round_trip(tmp_path):
 
 
 # -- forward ------------------------------------------------------------------------------------------------
+
+
+def test_mirror_image_of_a_normal_view_is_the_mirrored_face():
+    """config.mirror_negate: the mirror image of a view that draws the normal has its x negated on the surface
+    (v -> 1 - v in [0, 1] terms) and the background unchanged; it is the flipped view without the setting."""
+    from affectvlm.scan import NORMAL_CHANNELS, Scan, normalize_scan, render_views
+    from affectvlm.testing import face_mesh
+
+    face = normalize_scan(face_mesh().replace(uv=None))
+    mirrored = Scan(face.vertices * torch.tensor([-1.0, 1.0, 1.0]).numpy(), face.faces[:, ::-1].copy())
+    processor = tiny_processor(image_size=64)
+    mean, std = processor.image_processor.image_mean, processor.image_processor.image_std
+    for mode, (channel, _) in NORMAL_CHANNELS.items():
+        views = render_views([face, mirrored], views=[(0.0, 0.0)], size=64, mode=mode)
+        view, truth = processor.normalize_views(views)[:, 0]  # (3, H, W) each
+        model = make_model(mirror_negate={"channel": channel, "mean": mean, "std": std})
+        got = model.mirror_views(view[None])[0]
+        drawn = views[0, 0, :, ::-1].max(-1) > 0, views[1, 0].max(-1) > 0  # the flipped view's, the mirror's
+        surface, background = torch.from_numpy(drawn[0] & drawn[1]), torch.from_numpy(~drawn[0] & ~drawn[1])
+        diff = (got - truth).abs().permute(1, 2, 0)
+        assert diff[surface].mean() < 0.02, mode  # a grey level is 0.015 here: the two renders agree to ~one
+        assert diff[background].max() < 1e-5, mode
+        plain = make_model().mirror_views(view[None])[0]
+        assert torch.equal(plain, view.flip(-1))
+        assert (plain - truth)[channel].abs()[surface].mean() > 10 * diff[surface].mean()
+    # a grey view (a user's own render, or a shade_normal view shown grey) is its own kind: only flipped
+    grey = processor.normalize_views(render_views(face, views=[(0.0, 0.0)], size=64, mode="normal"))[:, 0]
+    torch.testing.assert_close(model.mirror_views(grey), grey.flip(-1))
 
 
 @pytest.mark.parametrize("fusion", ["mean", "attention"])

@@ -6,6 +6,7 @@ import torch
 
 from affectvlm.scan import (
     DEFAULT_VIEWS,
+    NORMAL_CHANNELS,
     Scan,
     ScanError,
     normalize_scan,
@@ -116,7 +117,7 @@ def test_default_views_and_output(face):
     np.testing.assert_array_equal(img, again)  # deterministic
 
 
-@pytest.mark.parametrize("mode", ["depth", "normal", "normal_map"])
+@pytest.mark.parametrize("mode", ["depth", "normal", "normal_map", "shade_normal"])
 def test_batch_equals_single(face, mode):
     other = normalize_scan(face.replace(vertices=face.vertices * np.array([1.1, 0.9, 1.0], np.float32)))
     both = render_views([face, other], size=64, mode=mode)
@@ -136,6 +137,19 @@ def test_modes_look_right(face):
         render_views(face, mode="wireframe")
     with pytest.raises(ScanError, match="texture"):
         render_views(face, mode="texture")
+
+
+@pytest.mark.parametrize("cloud", [False, True])
+def test_shade_normal_is_the_shade_and_the_normal(face, cloud):
+    """shade_normal: red is exactly the "normal" mode's grey shade, green and blue exactly normal_map's x and y
+    (meshes and surfel clouds alike); NORMAL_CHANNELS says where each mode keeps the normal's x and y."""
+    scan = Scan(face.vertices) if cloud else face
+    modes = ("normal", "normal_map", "shade_normal")
+    grey, nmap, both = (render_views(scan, size=64, mode=m).astype(int) for m in modes)
+    np.testing.assert_array_equal(both[..., 0], grey[..., 0])
+    np.testing.assert_array_equal(both[..., 1:], nmap[..., :2])
+    assert NORMAL_CHANNELS == {"normal_map": (0, 1), "shade_normal": (1, 2)}
+    assert (both[..., 1] != both[..., 0]).mean() > 0.1  # the channels differ: not a grey image
 
 
 def test_texture_and_vertex_colours():

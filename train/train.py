@@ -51,6 +51,7 @@ from affectvlm.data.aus import AU_CATALOGUE, recorded_aus  # noqa: E402
 from affectvlm.modeling_affectvlm import resolve_text_model  # noqa: E402
 from affectvlm.precision import cpu_has_bf16_matrix_units  # noqa: E402
 from affectvlm.prompts import PromptBank, PromptConfig  # noqa: E402
+from affectvlm.scan.render import NORMAL_CHANNELS  # noqa: E402
 from train.config import dump_config, load_config  # noqa: E402
 from train.data import (  # noqa: E402
     EpochBatchSampler,
@@ -114,8 +115,34 @@ def _from_checkpoint(source: str, data: dict, render_settings: dict | None):
             raise ValueError(f"the checkpoint's {field} {have} differ from the data's {want}")
     model.config.temperature = 1.0
     if render_settings:
+        was = (processor.render_settings or {}).get("mode", "normal")
+        if (was, render_settings.get("mode")) == ("normal", "shade_normal"):
+            shade_into_first_channel(model, processor)
         processor.render_settings = dict(render_settings)
     return model, processor
+
+
+@torch.no_grad()
+def shade_into_first_channel(model: AffectVLMModel, processor) -> None:
+    """Make a model trained on grey "normal" views compute the same on "shade_normal" views, whose first
+    channel is that grey shade (the other two, the normal's x and y, start unused): the fine-tune starts
+    from the trained function and learns what the normals add. A grey view has the shade in all three
+    channels, so the first convolution's weights move onto the first channel, rescaled by the channels'
+    stds, and the constant that the channels' different means leave is taken into the batch norm's running
+    mean (exact away from the image border, where the convolution pads with zeros)."""
+    if model.vision_resnet is None:
+        raise ValueError("a grey checkpoint can be turned to shade_normal views only with the ResNet backbone")
+    layer = model.vision_resnet.embedder.embedder
+    conv, norm = layer.convolution, layer.normalization
+    mean = torch.tensor(processor.image_processor.image_mean, dtype=torch.float64)
+    std = torch.tensor(processor.image_processor.image_std, dtype=torch.float64)
+    w = conv.weight.double()  # (out, 3, k, k)
+    per_grey = (w / std[None, :, None, None]).sum(1)  # the response to one unit of grey
+    offset = (w.sum((2, 3)) * ((mean[0] - mean) / std)[None]).sum(1)  # (out,) old - new, a constant
+    new = torch.zeros_like(w)
+    new[:, 0] = per_grey * std[0]
+    conv.weight.copy_(new.to(conv.weight.dtype))
+    norm.running_mean.sub_(offset.to(norm.running_mean.dtype))
 
 
 def _text_basis(config: dict, model: AffectVLMModel, tokenizer) -> torch.Tensor | None:
@@ -315,8 +342,11 @@ class PromptSource:
         }
 
 
-def build_augment(config: dict, view_names: list[str]) -> MixedViewAugment:
+def build_augment(config: dict, view_names: list[str], render_mode: str | None = None) -> MixedViewAugment:
+    """The run's mixed-view augmentation; views that draw the normal (`render_mode`) are mirrored and turned
+    with their normals."""
     a = {"enabled": True, **config["augment"], "seed": config["seed"], "view_names": tuple(view_names)}
+    a.setdefault("normal_channels", NORMAL_CHANNELS.get(render_mode))
     if "mirror_pairs" not in config["augment"]:
         # Keep the left/right swap only when both views are in use; a lone frontal view may simply be flipped.
         a["mirror_pairs"] = tuple(p for p in (("left", "right"),) if set(p) <= set(view_names))
@@ -326,7 +356,8 @@ def build_augment(config: dict, view_names: list[str]) -> MixedViewAugment:
 
 
 def slice_params(params: MixedViewParams, rows: slice) -> MixedViewParams:
-    return MixedViewParams(*(getattr(params, f.name)[rows] for f in fields(MixedViewParams)))
+    parts = (getattr(params, f.name) for f in fields(MixedViewParams))
+    return MixedViewParams(*(None if p is None else p[rows] for p in parts))
 
 
 def model_inputs(
@@ -606,6 +637,16 @@ def _mixed_precision(setting: str) -> str:
     return "bf16" if cpu_has_bf16_matrix_units() else "no"
 
 
+def mirror_negate(processor, render_mode: str | None) -> list[float] | None:
+    """`AffectVLMConfig.mirror_negate` for views rendered in `render_mode`: the channel of the normal's x and
+    the processor's mean and std of it, or None for modes that draw no normal."""
+    channels = NORMAL_CHANNELS.get(render_mode)
+    if channels is None:
+        return None
+    ip = processor.image_processor
+    return {"channel": channels[0], "mean": list(map(float, ip.image_mean)), "std": list(map(float, ip.image_std))}
+
+
 def _render_settings(config: dict) -> dict | None:
     """The cache's render settings, saved with the processor so the app renders scans the same way."""
     if config["data"]["source"] != "cache":
@@ -632,14 +673,17 @@ class Run:
         # Seed before building the model: every process builds the same initial weights.
         set_seed(config["seed"])
         dataset = build_dataset(config)
-        model, self.processor = build_model_and_processor(config, _render_settings(config))
+        render = _render_settings(config) or {}
+        model, self.processor = build_model_and_processor(config, render)
+        if render:  # else the checkpoint's own
+            model.config.mirror_negate = mirror_negate(self.processor, render.get("mode"))
         self.tokenizer = self.processor.tokenizer
         loaders = get_dataloaders(config, dataset)
         train_loader, val_loader, test_loader, self.sampler, self.fold = loaders
         self.prompts = PromptSource(
             config, self.label_names, view_names, self.tokenizer, model.max_text_length
         )
-        self.augment = build_augment(config, view_names).train()
+        self.augment = build_augment(config, view_names, render.get("mode")).train()
         au_cfg = config["au"]
         self.aus = AUTargets(self.prompts.tokenize, au_cfg["active_from"]) if au_cfg["weight"] > 0 else None
         self.text_basis = _text_basis(config, model, self.tokenizer)

@@ -45,7 +45,7 @@ class ScanRecipe:
     Attributes:
         views: (yaw, pitch) pairs in degrees, or None for the pipeline's frontal, left and right views.
         size: rendered image side in pixels.
-        mode: render mode (``normal``, ``depth``, ``normal_map``, ``texture``).
+        mode: render mode (``normal``, ``depth``, ``normal_map``, ``shade_normal``, ``texture``).
         crop_radius: `normalize_scan`'s crop about the nose tip, mm (None: no crop).
         align: PCA-align each scan before rendering.
         frames: 4D: frames evenly picked from a sequence for its dynamic image.

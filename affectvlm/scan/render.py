@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_VIEWS",
     "VIEW_NAMES",
     "MODES",
+    "NORMAL_CHANNELS",
     "DEFAULT_EXTENT",
     "DEFAULT_PIVOT",
     "Fragments",
@@ -64,7 +65,12 @@ __all__ = [
 # not state its angles).
 DEFAULT_VIEWS: tuple[tuple[float, float], ...] = ((0.0, 0.0), (20.0, 0.0), (-20.0, 0.0))
 VIEW_NAMES: tuple[str, ...] = ("frontal", "left", "right")
-MODES = ("depth", "normal", "normal_map", "texture")
+MODES = ("depth", "normal", "normal_map", "shade_normal", "texture")
+_SHADED = ("normal", "normal_map", "shade_normal")  # the modes drawn from surface normals
+# The image channels of the view-space normal's x and y in each mode that draws them. A mirror image of such a
+# view is the view of the mirrored face only with its x channel negated (v -> 1 - v on the face): flipped
+# pixels alone show every surface turned the wrong way (augment.py, the model's mirror average).
+NORMAL_CHANNELS: dict[str, tuple[int, int]] = {"normal_map": (0, 1), "shade_normal": (1, 2)}
 # the window half-width in normalised units: `normalize_scan` puts the face in the unit sphere; the
 # 10 % margin keeps the cheeks inside the image in the +-20 degree views
 DEFAULT_EXTENT = 1.1
@@ -1015,7 +1021,8 @@ def render_views(
         size: output height and width.
         mode: "depth" (grey, nearer = brighter, min-max per image over the face, background 0),
             "normal" (grey Lambertian shading with a light from `light`, two-sided), "normal_map"
-            (view-space unit normal as RGB, (n + 1) / 2) or "texture" (the scan's texture image or
+            (view-space unit normal as RGB, (n + 1) / 2), "shade_normal" (red: the "normal" shade; green and
+            blue: the normal's x and y, (n + 1) / 2) or "texture" (the scan's texture image or
             vertex colours; a ScanError if it has neither).
         extent, pivot, point_radius, fill_holes: see `rasterize`.
         light: (3,) direction towards the light in view space.
@@ -1032,10 +1039,10 @@ def render_views(
         for s in _as_list(scans):
             if not s.has_texture:
                 raise ScanError(f"mode='texture' needs a texture image with uv or vertex colours ({s.path})")
-    if mode in ("normal", "normal_map"):
+    if mode in _SHADED:
         drawn = [_sparse_cloud_as_mesh(s, size, extent, pivot, point_radius, device) for s in _as_list(scans)]
         scans = [mesh for mesh, _ in drawn]
-    b = _prepare(scans, views, size, extent, pivot, device, need_normals=mode in ("normal", "normal_map"))
+    b = _prepare(scans, views, size, extent, pivot, device, need_normals=mode in _SHADED)
     vattr = None
     if b.normals is not None:
         # unit vertex normals rotated into every view, as rows (3, V * N): stacking the rotations as
@@ -1044,6 +1051,8 @@ def render_views(
         vattr = torch.matmul(b.rot.permute(1, 0, 2).reshape(3 * b.nv, 3), n).view(3, -1)
         if mode == "normal":  # shade at the vertices, interpolate the shade (Gouraud)
             vattr = _lambert(*vattr, light, ambient)[None]
+        elif mode == "shade_normal":  # the shade and the normal, each interpolated
+            vattr = torch.cat([_lambert(*vattr, light, ambient)[None], vattr])
     flat = _rasterize_flat(
         b, point_radius, fill_holes, need_depth=mode == "depth", need_bary=mode == "texture", vattr=vattr
     )
@@ -1060,18 +1069,18 @@ def render_views(
         lo_p, hi_p = torch.index_select(lo, 0, img), torch.index_select(hi, 0, img)
         g = (255.0 * 0.1) + (255.0 * 0.9) * (z - lo_p) / (hi_p - lo_p).clamp_min(1e-12)
         planes = [g]
-    elif mode in ("normal", "normal_map"):
-        vals = flat.get("attr")  # (C, P): interpolated shade (normal) or normal (normal_map)
+    elif mode in _SHADED:
+        vals = flat.get("attr")  # (C, P): interpolated shade (normal), normal (normal_map) or both
         if has_points:  # blended surfel normals, view space
             sn = flat["pnormal"]
-            pvals = _lambert(*sn, light, ambient)[None] if mode == "normal" else sn
+            shade = _lambert(*sn, light, ambient)[None]
+            pvals = {"normal": shade, "normal_map": sn, "shade_normal": torch.cat([shade, sn])}[mode]
             vals = pvals if vals is None else torch.where(is_tri[None], vals, pvals)
-        if mode == "normal":
-            planes = [vals[0]]
-        else:
-            nx, ny, nz = vals
+        planes = [vals[0]] if mode != "normal_map" else []
+        if mode != "normal":
+            nx, ny, nz = vals[-3:]
             inv = torch.copysign(torch.rsqrt((nx * nx + ny * ny + nz * nz).clamp_min(1e-24)), nz)
-            planes = [(c * inv + 1.0) * 127.5 for c in (nx, ny, nz)]
+            planes += [(c * inv + 1.0) * 127.5 for c in ((nx, ny, nz) if mode == "normal_map" else (nx, ny))]
     else:  # texture
         colour = torch.zeros(len(pix), 3, device=dev)
         scan_of_pix = _floor_div(img, nv)

@@ -30,6 +30,16 @@ PIPELINE_TASK = "zero-shot-image-classification"
 CUSTOM_PIPELINES = {PIPELINE_TASK: {"impl": "pipeline_affectvlm.AffectVLMPipeline", "pt": ["AutoModel"]}}
 
 
+def _checked_mirror_negate(spec: Any) -> dict[str, Any]:
+    try:
+        channel, mean, std = int(spec["channel"]), [float(v) for v in spec["mean"]], [float(v) for v in spec["std"]]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"mirror_negate must be {{channel, mean, std}}; got {spec!r}") from exc
+    if channel not in (0, 1, 2) or len(mean) != 3 or len(std) != 3 or not all(math.isfinite(v) and v > 0 for v in std):
+        raise ValueError(f"mirror_negate needs a channel of 0-2 and three means and stds > 0; got {spec!r}")
+    return {"channel": channel, "mean": mean, "std": std}
+
+
 class AffectVLMConfig(PreTrainedConfig):
     r"""Configuration of [`AffectVLMModel`].
 
@@ -109,6 +119,12 @@ class AffectVLMConfig(PreTrainedConfig):
             normalised mean of the two as the view's embedding: a mirrored face shows the same expression, so
             this averages out the encoder's left/right quirks (test-time flip averaging; training already draws
             mirrored samples). It doubles the vision tower's work; training is unchanged.
+        mirror_negate (`dict`, *optional*):
+            For views that draw the surface normal: `{"channel": c, "mean": [3 floats], "std": [3 floats]}`, the
+            pixel channel of the normal's x (`affectvlm.scan.render.NORMAL_CHANNELS`) and the processor's mean
+            and std. The mirror image then has that x negated where a surface is drawn, so that it is the view
+            of the mirrored face; a grey view (all three channels alike, e.g. a user's own render) is only
+            flipped. `None` (grey shading): the mirror image is the flipped pixels.
         au_logit_bias (`dict[str, float]`, *optional*):
             For models trained with the action-unit term: AU number -> the bias of its logit,
             `logit_scale * cos(sample, AU description) + bias` (see `AffectVLMModel.action_unit_probs`).
@@ -153,6 +169,7 @@ class AffectVLMConfig(PreTrainedConfig):
     logit_scale_max: float = 100.0
     temperature: float = 1.0
     mirror_average: bool = False
+    mirror_negate: dict[str, Any] | None = None
     au_logit_bias: dict[str, float] | None = None
     custom_pipelines: dict[str, Any] | None = None
 
@@ -231,6 +248,8 @@ class AffectVLMConfig(PreTrainedConfig):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
         if not isinstance(self.mirror_average, bool):
             raise ValueError(f"mirror_average must be true or false, got {self.mirror_average!r}")
+        if self.mirror_negate is not None:
+            self.mirror_negate = _checked_mirror_negate(self.mirror_negate)
         if self.logit_scale_max <= 0:
             raise ValueError(f"logit_scale_max must be positive, got {self.logit_scale_max}")
         if self.fusion_hidden_size < 1:

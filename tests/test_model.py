@@ -107,6 +107,12 @@ def test_mirror_image_of_a_normal_view_is_the_mirrored_face():
     # a grey view (a user's own render, or a shade_normal view shown grey) is its own kind: only flipped
     grey = processor.normalize_views(render_views(face, views=[(0.0, 0.0)], size=64, mode="normal"))[:, 0]
     torch.testing.assert_close(model.mirror_views(grey), grey.flip(-1))
+    # the same in bf16, as served on CPUs with matrix units: rounding moves no pixel between the surface and the
+    # background, and makes no grey view a normal one (every view of three, each mode)
+    both = processor.normalize_views(render_views(face, size=64, mode="shade_normal"))[0]
+    for x in (grey, view[None], both):
+        half = model.mirror_views(x.to(torch.bfloat16)).float()
+        assert (half - model.mirror_views(x)).abs().max() < 0.02
 
 
 @pytest.mark.parametrize("fusion", ["mean", "attention"])

@@ -637,9 +637,9 @@ def _mixed_precision(setting: str) -> str:
     return "bf16" if cpu_has_bf16_matrix_units() else "no"
 
 
-def mirror_negate(processor, render_mode: str | None) -> list[float] | None:
+def mirror_negate(processor, render_mode: str | None) -> dict | None:
     """`AffectVLMConfig.mirror_negate` for views rendered in `render_mode`: the channel of the normal's x and
-    the processor's mean and std of it, or None for modes that draw no normal."""
+    the processor's means and stds, or None for modes that draw no normal."""
     channels = NORMAL_CHANNELS.get(render_mode)
     if channels is None:
         return None

@@ -591,9 +591,11 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         mean = torch.tensor(spec["mean"], device=pixels.device).view(1, 3, 1, 1)
         std = torch.tensor(spec["std"], device=pixels.device).view(1, 3, 1, 1)
         raw = flipped.float() * std + mean  # [0, 1], background 0
-        half_level = 0.5 / 255
-        grey = (raw.amax(1) - raw.amin(1)).flatten(1).amax(1) < half_level  # (N,)
-        surface = (raw[:, c] > half_level) & ~grey[:, None, None]
+        # two grey levels: above what bf16 pixels round to (about half a level), far below the brightest channel
+        # of any drawn pixel, and below what a normal view's shade and normal differ by somewhere
+        tol = 2 / 255
+        grey = (raw.amax(1) - raw.amin(1)).flatten(1).amax(1) < tol  # (N,)
+        surface = (raw.amax(1) > tol) & ~grey[:, None, None]
         negated = torch.where(surface, (1 - raw[:, c] - mean[:, c]) / std[:, c], flipped[:, c].float())
         parts = (flipped[:, :c], negated[:, None].to(flipped.dtype), flipped[:, c + 1 :])
         return torch.cat(parts, 1)

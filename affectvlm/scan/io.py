@@ -38,6 +38,7 @@ from .files import (
     texture_pixels,
 )
 from .pcd import parse_pcd
+from .ply import ply_elements, read_binary_polygons
 from .types import Scan, ScanError, file_tag
 from .wrl import parse_wrl
 
@@ -152,6 +153,7 @@ def _read(path: str, max_vertices: int, max_faces: int, max_file_bytes: int, loa
         data = fh.read(max_file_bytes + 1)
     if len(data) > max_file_bytes:  # it grew since
         raise ScanError(f"file is larger than the cap of {max_file_bytes} bytes")
+    data = _plain_text(data, ext)
     caps = {"max_vertices": max_vertices, "max_faces": max_faces}
     if ext in (".wrl", ".vrml"):
         scan = parse_wrl(data, path, load_texture=load_texture, **caps)
@@ -165,13 +167,29 @@ def _read(path: str, max_vertices: int, max_faces: int, max_file_bytes: int, loa
         scan = _load_points_text(data, max_vertices)
     else:
         resolver = _FolderResolver(path, max_file_bytes)
-        scan = _load_trimesh(data, ext, resolver, load_texture=load_texture, **caps)
+        scan = _load_mesh(data, ext, resolver, load_texture=load_texture, **caps)
     if scan.num_vertices > max_vertices:
         raise ScanError(f"{scan.num_vertices} vertices, more than the cap of {max_vertices}")
     if scan.num_faces > max_faces:
         raise ScanError(f"{scan.num_faces} faces, more than the cap of {max_faces}")
     scan.path = path
     return scan
+
+
+_BOM = b"\xef\xbb\xbf"
+_ALL_TEXT = {".obj", ".off", ".wrl", ".vrml", ".gltf", *_POINTS}  # formats with no binary part
+
+
+def _plain_text(data: bytes, ext: str) -> bytes:
+    """A text scan file in the conventions the readers take: without the UTF-8 byte-order mark that Windows
+    editors write first, and (formats that are text throughout) with classic Mac line ends (CR alone) as LF.
+    Binary files stay as they are."""
+    if ext in (".npy", ".bnt", ".glb") or (ext == ".stl" and _binary_stl_count(data) is not None):
+        return data
+    data = data.removeprefix(_BOM)
+    if ext in _ALL_TEXT and b"\n" not in data[: 1 << 16] and b"\r" in data[: 1 << 16]:
+        data = data.replace(b"\r", b"\n")
+    return data
 
 
 def drop_nonfinite(scan: Scan) -> Scan:
@@ -241,6 +259,9 @@ def _load_points_text(data: bytes, max_vertices: int) -> Scan:
     lines = [
         ln for ln in decode_text(data).split("\n") if ln.strip() and not ln.lstrip().startswith(("#", "//"))
     ]
+    lines, decimal_comma = _point_data_lines(lines)
+    if decimal_comma:
+        lines = [ln.replace(",", ".") for ln in lines]
     if not lines:
         raise ScanError("no vertices: the point file has no data lines")
     if len(lines) > max_vertices:
@@ -258,6 +279,34 @@ def _load_points_text(data: bytes, max_vertices: int) -> Scan:
     return Scan(vertices=arr[:, :3], colors=_point_colors(arr))
 
 
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+(,\d+)?([eE][-+]?\d+)?")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _point_data_lines(lines: list[str]) -> tuple[list[str], bool]:
+    """The data lines of a point file, without a first line that holds the point count (Leica `.pts`) or the
+    columns' names (`x y z`, `X,Y,Z`); and whether its numbers use decimal commas (`0,5;1,25;2,75` or
+    `0,5 1,25 2,75`: a comma inside every field where fields are split by semicolons or spaces)."""
+    if len(lines) > 1:
+        fields = lines[0].replace(",", " ").replace(";", " ").split()
+        if (len(fields) == 1 and fields[0].isdecimal()) or not any(map(_is_number, fields)):
+            lines = lines[1:]
+    fields = lines[0].replace(";", " ").split() if lines else []
+    decimal_comma = (
+        len(fields) >= 3
+        and any("," in f for f in fields)
+        and all(_DECIMAL_COMMA.fullmatch(f) for f in fields)
+    )
+    return lines, decimal_comma
+
+
 def _point_colors(arr: np.ndarray) -> np.ndarray | None:
     """Columns 3:6 as uint8 RGB (floats in [0, 1] scaled to 0-255), or None without them."""
     return rgb_uint8(arr[:, 3:6]) if arr.shape[1] >= 6 else None
@@ -266,47 +315,14 @@ def _point_colors(arr: np.ndarray) -> np.ndarray | None:
 # ---------------------------------------------------------------------------------------------
 # header checks for the formats trimesh reads: counts must pass the caps and fit in the file
 
-_PLY_SIZES = {
-    "char": 1, "uchar": 1, "int8": 1, "uint8": 1, "short": 2, "ushort": 2, "int16": 2, "uint16": 2,
-    "int": 4, "uint": 4, "int32": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8,
-}  # fmt: skip
-
-
-def _ply_elements(header: str) -> tuple[str, list[list]]:
-    """The format and [name, count, min bytes per item] of each element declared in a PLY header."""
-    lines = header.split("\n")  # as trimesh reads it (splitlines also splits at Latin-1 bytes such as 0x85)
-    fmt = next((ln.split()[1] for ln in lines if ln.startswith("format") and len(ln.split()) > 1), None)
-    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
-        raise ScanError("PLY header has no valid 'format' line")
-    elements: list[list] = []
-    for ln in lines:
-        parts = ln.split()
-        if not parts:
-            continue
-        if parts[0] == "element":
-            if len(parts) != 3 or not parts[2].isdecimal():
-                raise ScanError(f"corrupt PLY header line {ln[:100]!r}")
-            elements.append([parts[1], int(parts[2]), 0])
-        elif parts[0] == "property" and elements:
-            if parts[1] == "list" and len(parts) == 5:
-                count_size = _PLY_SIZES.get(parts[2])
-                if count_size is None:
-                    raise ScanError(f"unknown PLY type in {ln[:100]!r}")
-                elements[-1][2] += count_size
-            elif len(parts) == 3 and parts[1] in _PLY_SIZES:
-                elements[-1][2] += _PLY_SIZES[parts[1]]
-            else:
-                raise ScanError(f"corrupt PLY property line {ln[:100]!r}")
-    return fmt, elements
-
 
 def _check_ply_header(data: bytes, max_vertices: int, max_faces: int) -> int:
     """Check a PLY header against the caps and the file's size; returns where its body starts."""
     end = data.find(b"end_header", 0, 1 << 16)
     if not data.startswith(b"ply") or end < 0:
         raise ScanError("not a PLY file: no 'ply' magic or no 'end_header' in the first 64 KiB")
-    fmt, elements = _ply_elements(data[:end].decode("latin-1"))
-    counts = {name: count for name, count, _ in elements}
+    fmt, elements = ply_elements(data[:end].decode("latin-1"))
+    counts = {element.name: element.count for element in elements}
     if counts.get("vertex", 0) > max_vertices:
         raise ScanError(f"PLY header claims {counts['vertex']} vertices, more than the cap of {max_vertices}")
     if counts.get("face", 0) > max_faces:
@@ -314,7 +330,7 @@ def _check_ply_header(data: bytes, max_vertices: int, max_faces: int) -> int:
     start = data.find(b"\n", end) + 1 or len(data)
     body = len(data) - start
     # every item takes at least its fixed-size bytes (binary) or two characters per property (ascii)
-    need = sum(count * (size if fmt != "ascii" else 2) for _, count, size in elements)
+    need = sum(e.count * (e.min_item_bytes if fmt != "ascii" else 2) for e in elements)
     if need > body:
         raise ScanError(
             f"truncated PLY file: the header promises at least {need} bytes of data, {body} remain"
@@ -362,16 +378,23 @@ def _check_off_header(data: bytes, max_vertices: int, max_faces: int) -> bytes:
     return data
 
 
+def _binary_stl_count(data: bytes) -> int | None:
+    """The triangle count of a binary STL whose size matches it, else None."""
+    if len(data) < 84:
+        return None
+    (count,) = struct.unpack_from("<I", data, 80)
+    return count if 84 + 50 * count == len(data) else None
+
+
 def _check_stl(data: bytes, max_faces: int) -> bool:
     """Check an STL's size against its triangle count; True for binary, False for ASCII."""
     if len(data) < 84 and not data.lstrip().startswith(b"solid"):
         raise ScanError(f"truncated STL file: {len(data)} bytes")
-    if len(data) >= 84:
-        (count,) = struct.unpack_from("<I", data, 80)
-        if 84 + 50 * count == len(data):
-            if count > max_faces:
-                raise ScanError(f"STL has {count} triangles, more than the cap of {max_faces}")
-            return True
+    count = _binary_stl_count(data)
+    if count is not None:
+        if count > max_faces:
+            raise ScanError(f"STL has {count} triangles, more than the cap of {max_faces}")
+        return True
     if not data.lstrip().startswith(b"solid"):
         raise ScanError("truncated or corrupt binary STL: size does not match its triangle count")
     if data.count(b"facet normal") > max_faces:
@@ -444,6 +467,23 @@ class _FolderResolver:
     __getitem__ = get
 
 
+def _load_mesh(data: bytes, ext: str, resolver: _FolderResolver, **kwargs) -> Scan:
+    """`_load_trimesh`, or for a binary PLY that trimesh cannot read (its faces have different numbers of
+    corners) `affectvlm.scan.ply.read_binary_polygons`."""
+    try:
+        return _load_trimesh(data, ext, resolver, **kwargs)
+    except ScanError:
+        raise
+    except Exception:
+        if ext != ".ply":
+            raise
+        start = _check_ply_header(data, kwargs["max_vertices"], kwargs["max_faces"])
+        fmt, elements = ply_elements(data[:start].decode("latin-1"))
+        if fmt == "ascii" or not any(e.name == "face" and e.has_lists for e in elements):
+            raise
+        return read_binary_polygons(data, start, fmt, elements, kwargs["max_faces"])
+
+
 def _load_trimesh(
     data: bytes, ext: str, resolver: _FolderResolver, *, max_vertices: int, max_faces: int, load_texture: bool
 ) -> Scan:
@@ -465,6 +505,7 @@ def _load_trimesh(
 
 
 _OBJ_RELATIVE = re.compile(rb"(?m)^[ \t]*f[ \t][^\n]*[ \t/]-[0-9]")  # a face line with a negative index
+_OBJ_ZERO = re.compile(rb"(?m)^[ \t]*f[ \t](?:[^\n]*[ \t])?0(?=[/ \t\r\n]|$)")  # ... with a vertex index 0
 
 
 def _trimesh_input(data: bytes, ext: str, max_vertices: int, max_faces: int) -> bytes:
@@ -481,6 +522,11 @@ def _trimesh_input(data: bytes, ext: str, max_vertices: int, max_faces: int) -> 
     if ext == ".off":
         return _as_utf8(_check_off_header(data, max_vertices, max_faces))
     _check_obj_counts(data, max_vertices, max_faces)
+    if _OBJ_ZERO.search(data) is not None:
+        raise ScanError(
+            "an OBJ face uses vertex index 0: OBJ counts vertices from 1 (or -1 back from the face)"
+        )
+    data = data.replace(b"\t", b" ")  # OBJ allows tabs between fields; trimesh's reader looks for 'v ', 'f '
     if _OBJ_RELATIVE.search(data) is None:
         return _as_utf8(data)
     return _absolute_obj_indices(decode_text(data)).encode("utf-8")

@@ -1,0 +1,155 @@
+"""Files as other tools write them: a byte-order mark, tabs, classic Mac line ends, binary PLY faces of mixed
+sizes (Blender, MeshLab), a point count or column names on a point file's first line, decimal commas. Each is
+read back to the geometry it was written from (the truth), and one of them is scored by the shipped model."""
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from affectvlm.predictor import DEMO_CHECKPOINT, AffectVLMPredictor
+from affectvlm.scan import Scan, ScanError, load_scan
+from affectvlm.testing import face_mesh
+
+BOM = b"\xef\xbb\xbf"
+HAPPY = Path(__file__).resolve().parents[1] / "examples" / "scan_subject0_happiness.ply"
+EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+
+
+@pytest.fixture(scope="module")
+def face():
+    return face_mesh()
+
+
+def _obj(scan: Scan, sep: str = " ", newline: str = "\n") -> bytes:
+    lines = [f"v{sep}{x:.6f} {y:.6f} {z:.6f}" for x, y, z in scan.vertices]
+    lines += [f"f{sep}{a + 1} {b + 1} {c + 1}" for a, b, c in scan.faces]
+    return (newline.join(lines) + newline).encode()
+
+
+def _points(vertices: np.ndarray, sep: str = " ", decimal: str = ".") -> list[str]:
+    return [sep.join(f"{c:.6f}".replace(".", decimal) for c in row) for row in vertices]
+
+
+def _same_mesh(back: Scan, scan: Scan) -> None:
+    np.testing.assert_allclose(back.vertices, scan.vertices, atol=1e-4)
+    np.testing.assert_array_equal(back.faces, scan.faces)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["bom", "tab", "cr", "crlf-bom"],
+)
+def test_obj_text_conventions_read_as_written(tmp_path, face, variant):
+    data = {
+        "bom": BOM + _obj(face),
+        "tab": _obj(face, sep="\t"),
+        "cr": _obj(face, newline="\r"),
+        "crlf-bom": BOM + _obj(face, newline="\r\n"),
+    }[variant]
+    (tmp_path / "f.obj").write_bytes(data)
+    _same_mesh(load_scan(tmp_path / "f.obj"), face)
+
+
+def test_byte_order_mark_on_every_text_format(tmp_path, face):
+    from affectvlm.scan import write_ply, write_wrl
+
+    write_ply(tmp_path / "a.ply", face, binary=False)
+    write_wrl(tmp_path / "a.wrl", face)
+    for name in ("a.ply", "a.wrl"):
+        (tmp_path / f"bom-{name}").write_bytes(BOM + (tmp_path / name).read_bytes())
+        _same_mesh(load_scan(tmp_path / f"bom-{name}"), load_scan(tmp_path / name))
+    (tmp_path / "a.xyz").write_bytes(BOM + "\n".join(_points(face.vertices)).encode())
+    np.testing.assert_allclose(load_scan(tmp_path / "a.xyz").vertices, face.vertices, atol=1e-4)
+
+
+def test_obj_vertex_index_zero_is_refused(tmp_path):
+    (tmp_path / "z.obj").write_bytes(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 0 1 2\n")
+    with pytest.raises(ScanError, match="index 0.*z.obj"):
+        load_scan(tmp_path / "z.obj")
+    (tmp_path / "ten.obj").write_bytes(b"v 0 0 0\n" * 3 + b"v 1 0 0\nv 0 1 0\n" * 4 + b"f 10 1 2\nf 1 9 10\n")
+    assert load_scan(tmp_path / "ten.obj").faces.tolist() == [[9, 0, 1], [0, 8, 9]]
+
+
+def _mixed_ply(scan: Scan, order: str) -> bytes:
+    """Binary PLY with every other triangle pair written as one quad where they share an edge, the rest as
+    triangles, with a colour and a normal per vertex and an extra face property (as Blender writes)."""
+    fmt = {"<": "binary_little_endian", ">": "binary_big_endian"}[order]
+    polygons = [list(t) for t in scan.faces[:-2]] + [[*scan.faces[-2], scan.faces[-1][2]]]
+    header = (
+        f"ply\nformat {fmt} 1.0\ncomment mixed polygons\nelement vertex {scan.num_vertices}\n"
+        "property float x\nproperty float y\nproperty float z\nproperty float nx\nproperty float ny\n"
+        "property float nz\nproperty uchar red\nproperty uchar green\nproperty uchar blue\n"
+        f"element face {len(polygons)}\nproperty list uchar uint vertex_indices\nproperty uchar flags\n"
+        "end_header\n"
+    ).encode()
+    vertex = np.zeros(
+        scan.num_vertices,
+        [(k, order + "f4") for k in ("x", "y", "z", "nx", "ny", "nz")] + [(k, "u1") for k in ("r", "g", "b")],
+    )
+    for i, k in enumerate("xyz"):
+        vertex[k] = scan.vertices[:, i]
+    vertex["r"], vertex["g"] = 200, np.arange(scan.num_vertices) % 256
+    faces = b"".join(struct.pack(f"{order}B{len(p)}IB", len(p), *(int(i) for i in p), 7) for p in polygons)
+    return header + vertex.tobytes() + faces
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_binary_ply_with_triangles_and_quads(tmp_path, face, order):
+    """The last two triangles of the face written as one quad [a, b, c, d] (fan: (a, b, c), (a, c, d)), every
+    other face a triangle: the file reads back to the triangles, the quad split as the fan rule says."""
+    (tmp_path / "m.ply").write_bytes(_mixed_ply(face, order))
+    back = load_scan(tmp_path / "m.ply")
+    np.testing.assert_allclose(back.vertices, face.vertices, atol=1e-5)
+    a, b, c = face.faces[-2]
+    want = [tuple(t) for t in face.faces[:-2]] + [(a, b, c), (a, c, face.faces[-1][2])]
+    assert sorted(map(tuple, back.faces.tolist())) == sorted(map(lambda t: tuple(map(int, t)), want))
+    assert back.colors[:, 0].tolist() == [200] * face.num_vertices
+    assert back.colors[:, 1].tolist() == (np.arange(face.num_vertices) % 256).tolist()
+
+
+def test_binary_ply_with_mixed_faces_truncated(tmp_path, face):
+    data = _mixed_ply(face, "<")
+    (tmp_path / "t.ply").write_bytes(data[:-5])
+    with pytest.raises(ScanError, match="t.ply"):
+        load_scan(tmp_path / "t.ply")
+
+
+@pytest.mark.parametrize(
+    "variant", ["leica-count", "names", "names-csv", "decimal-comma-semicolon", "decimal-comma-space", "cr"]
+)
+def test_point_file_first_lines_and_decimal_commas(tmp_path, face, variant):
+    v = face.vertices[:500]
+    lines = {
+        "leica-count": [str(len(v))] + [f"{row} 12 200 180 170" for row in _points(v)],
+        "names": ["x y z"] + _points(v),
+        "names-csv": ["X,Y,Z"] + _points(v, sep=","),
+        "decimal-comma-semicolon": _points(v, sep=";", decimal=","),
+        "decimal-comma-space": _points(v, sep=" ", decimal=","),
+        "cr": _points(v),
+    }[variant]
+    newline = "\r" if variant == "cr" else "\n"
+    (tmp_path / "p.pts").write_bytes(newline.join(lines).encode())
+    back = load_scan(tmp_path / "p.pts")
+    np.testing.assert_allclose(back.vertices, v, atol=1e-5)
+
+
+def test_comma_separated_points_stay_comma_separated(tmp_path):
+    """'0.5,1.5,2.5' is three numbers, and so is '0.5, 1.5, 2.5': a comma is a decimal comma only inside
+    fields split by semicolons or spaces."""
+    for text in (b"0.5,1.5,2.5\n1,2,3\n4,5,6\n", b"0.5, 1.5, 2.5\n1, 2, 3\n4, 5, 6\n"):
+        (tmp_path / "c.xyz").write_bytes(text)
+        np.testing.assert_allclose(load_scan(tmp_path / "c.xyz").vertices[0], [0.5, 1.5, 2.5])
+
+
+@pytest.mark.skipif(not (DEMO_CHECKPOINT / "config.json").is_file(), reason="no demo checkpoint")
+def test_blender_style_ply_is_scored_like_the_face_it_holds(tmp_path):
+    """A happy face (an example scan) written as a binary PLY of triangles and a quad: happiness, as the face
+    itself reads."""
+    happy = load_scan(HAPPY)
+    (tmp_path / "happy.ply").write_bytes(_mixed_ply(happy, "<"))
+    predictor = AffectVLMPredictor.from_pretrained()
+    from_file = predictor(scan=tmp_path / "happy.ply", labels=EMOTIONS)
+    assert from_file.label == "happiness"
+    np.testing.assert_allclose(from_file.probs, predictor(scan=happy, labels=EMOTIONS).probs, atol=0.02)

@@ -70,12 +70,12 @@ def worst_within_caps(folder: Path) -> Path:
     return folder / "dense.ply"
 
 
-def motionless(folder: Path) -> Path:
-    """A zip of six identical frames of a face-like surface: no motion to pool."""
-    frame = write_obj(folder / "still.obj", *bump_grid(60, 70))
+def motionless(folder: Path, face: Path) -> Path:
+    """A zip of six identical frames of a face (one example scan): no motion to pool. A face, not a bare
+    surface: normalising each frame on its own (registration onto the first) once made still frames jitter."""
     with zipfile.ZipFile(folder / "motionless.zip", "w") as z:
         for t in range(6):
-            z.write(frame, f"frame_{t:03d}.obj")
+            z.write(face, f"frame_{t:03d}{face.suffix}")
     return folder / "motionless.zip"
 
 
@@ -105,7 +105,7 @@ def hostile_inputs(folder: Path) -> dict[str, tuple[list, str, str]]:
         "1e30 coordinates": ([write_obj(folder / "huge.obj", np.eye(3) * 1e30, [[0, 1, 2]])], EMOTIONS, SCAN),
         "20k large triangles": ([write_obj(folder / "big.obj", *large_triangles())], EMOTIONS, SCAN),
         "zip bomb (600 MB frame)": ([[zip_bomb(folder / "bomb.zip")]], EMOTIONS, SEQUENCE),
-        "motionless sequence": ([[motionless(folder)]], EMOTIONS, SEQUENCE),
+        "motionless sequence": ([[motionless(folder, face)]], EMOTIONS, SEQUENCE),
         "blank views": ([blank, blank, blank], EMOTIONS, VIEWS),
         "10,000 labels": ([face], ", ".join(f"label{i}" for i in range(10_000)), SCAN),
         "a 1 MB label": ([face], "x" * 1_000_000 + ", sad", SCAN),

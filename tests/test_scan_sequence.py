@@ -86,3 +86,20 @@ def test_normalize_sequence_keeps_the_faces_motion_and_takes_out_the_heads(smile
     still = normalize_sequence([smile[0], smile[-1]], crop_radius=None)[1]
     back = normalize_sequence([smile[0], moved], crop_radius=None)[1]
     assert np.abs(back.vertices - still.vertices).max() < 0.003
+
+
+def test_still_frames_give_a_blank_dynamic_image():
+    """Copies of one face (a still 'sequence') stay identical through normalisation, so there is no motion to
+    pool: registering each copy onto the first once moved them by a thousandth of a radius, which rank pooling
+    stretched into a full-contrast image that the model read as a confident expression."""
+    from faces import EXAMPLES
+
+    from affectvlm.scan import load_scan
+
+    face = load_scan(EXAMPLES / "scan_ict_subject1_disgust.ply")
+    copies = [face] + [Scan(vertices=face.vertices.copy(), faces=face.faces.copy()) for _ in range(4)]
+    frames = normalize_sequence(copies)
+    for frame in frames[1:]:
+        np.testing.assert_array_equal(frame.vertices, frames[0].vertices)
+    dynamic = render_sequence(frames, size=64, normalize=False)
+    assert not dynamic.any()

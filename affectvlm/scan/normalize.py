@@ -932,10 +932,23 @@ def normalize_sequence(frames: list[Scan], **kwargs) -> list[Scan]:
     )
     out, motion, reference_normals = [first], None, normals(reference)
     for frame in frames[1:]:
+        if _same_geometry(frame, frames[0]):  # a still frame stays still: registration would add jitter
+            out.append(first)
+            continue
         follow_from = (reference, motion, reference_normals)
         scan, motion = _normalize(frame, **rest, _transform=transform, _follow=follow_from)
         out.append(scan)
     return out
+
+
+def _same_geometry(a: Scan, b: Scan) -> bool:
+    """Whether two frames hold the same vertices and faces (a frame repeated in a sequence)."""
+    if a is b:
+        return True
+    if a.vertices.shape != b.vertices.shape or (a.faces is None) != (b.faces is None):
+        return False
+    same_faces = a.faces is None or (a.faces.shape == b.faces.shape and np.array_equal(a.faces, b.faces))
+    return same_faces and np.array_equal(a.vertices, b.vertices)
 
 
 def _normalize(

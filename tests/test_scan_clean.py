@@ -61,3 +61,34 @@ def test_a_face_with_strays_normalises_as_the_face_alone(face):
 def test_a_clean_face_loses_nothing(face, make):
     scan = make(face)
     assert drop_stray_points(scan) is scan
+
+
+def test_loose_vertices_of_a_mesh_go_however_dense(face):
+    """A patch of 50 vertices no triangle uses, copied from the face and moved 5 m off (dense enough to keep each
+    other company): gone, and the mesh itself unchanged. A mesh made mostly of loose points keeps them."""
+    patch = face.vertices[:50] + np.float32(5000.0)
+    loose = Scan(np.concatenate([face.vertices, patch]), face.faces)
+    cleaned = drop_stray_points(loose)
+    np.testing.assert_array_equal(cleaned.vertices, face.vertices)
+    np.testing.assert_array_equal(cleaned.faces, face.faces)
+    few_triangles = Scan(face.vertices, face.faces[:10])
+    assert drop_stray_points(few_triangles).num_vertices >= 0.9 * face.num_vertices
+
+
+def test_a_face_with_a_loose_patch_far_away_reads_as_the_face():
+    """The shipped model reads a happy example face with a dense loose patch 5 m away as it reads the face."""
+    from faces import EXAMPLES
+
+    from affectvlm.predictor import DEMO_CHECKPOINT, AffectVLMPredictor
+    from affectvlm.scan import load_scan
+
+    if not (DEMO_CHECKPOINT / "config.json").is_file():
+        pytest.skip("no demo checkpoint")
+    happy = load_scan(EXAMPLES / "scan_subject0_happiness.ply")
+    patch = happy.vertices[:50] + np.float32(5000.0)
+    loose = Scan(np.concatenate([happy.vertices, patch]), happy.faces)
+    predictor = AffectVLMPredictor.from_pretrained()
+    labels = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+    got = predictor(scan=loose, labels=labels)
+    assert got.label == "happiness" and not got.notes
+    np.testing.assert_allclose(got.probs, predictor(scan=happy, labels=labels).probs, atol=0.02)

@@ -4,7 +4,9 @@ Scanners leave flying pixels, background specks and single points on the far sid
 few such points wreck what comes after: the scan's size (read from its bounding box) says the wrong units, and
 the face search sees a scatter. A point is stray when the cube of `_CELL_SPACINGS` point spacings it falls in,
 with the 26 cubes about it, holds fewer than `_MIN_COMPANY` points: a surface sampled at that spacing puts dozens
-of points in each cube, a scattered point has the cubes to itself.
+of points in each cube, a scattered point has the cubes to itself. In a mesh, a vertex that no triangle uses and that lies
+outside the triangles' extent is not on the surface either, however many keep it company (a patch of loose points
+metres away once took the face search).
 
     scan = drop_stray_points(scan)   # `normalize_scan` does this first
 """
@@ -30,6 +32,7 @@ def drop_stray_points(scan: Scan) -> Scan:
     """`scan` without its stray points (see above) and the faces that touch them; the scan itself when it has none,
     has fewer than 64 points, or would lose more than half of them. Takes finite vertices (`drop_nonfinite`).
     Cost: a few ms for 100k points."""
+    scan = _drop_unreferenced(scan)
     v = scan.vertices
     if len(v) < 64:
         return scan
@@ -55,6 +58,23 @@ def drop_stray_points(scan: Scan) -> Scan:
     keep = np.ones(len(v), dtype=bool)
     keep[stray] = False
     return scan.subset(keep)
+
+
+def _drop_unreferenced(scan: Scan) -> Scan:
+    """A mesh without the vertices that no face uses and that lie outside the box of those that are used (grown
+    by a tenth each way); loose vertices among the surface (a hole's edge) stay, as they do not move what is
+    measured on it. A mesh made mostly of loose points keeps them all (a point cloud with a few triangles)."""
+    if scan.faces is None or not len(scan.faces):
+        return scan
+    used = np.zeros(scan.num_vertices, dtype=bool)
+    used[scan.faces.ravel()] = True
+    if used.all() or used.sum() < (1 - _MAX_DROPPED) * len(used):
+        return scan
+    v = scan.vertices
+    lo, hi = v[used].min(axis=0), v[used].max(axis=0)
+    margin = 0.1 * (hi - lo)
+    outside = ((v < lo - margin) | (v > hi + margin)).any(axis=1)
+    return scan.subset(~(outside & ~used)) if (outside & ~used).any() else scan
 
 
 def point_spacing(scan: Scan) -> float:

@@ -72,3 +72,11 @@ def test_nonfinite_and_empty(face):
         normalize_scan(face.replace(vertices=np.full_like(v, np.nan)))
     with pytest.raises(ScanError, match="no vertex within"):
         normalize_scan(face, landmark=np.array([1e4, 0, 0]))
+
+
+def test_a_scan_at_one_point_is_refused_naming_its_file(tmp_path):
+    from affectvlm.scan import load_scan
+
+    (tmp_path / "same.xyz").write_text("1 2 3\n" * 100)
+    with pytest.raises(ScanError, match=r"no extent.*\(same\.xyz\)"):
+        normalize_scan(load_scan(tmp_path / "same.xyz"))

@@ -20,7 +20,7 @@ from .clean import drop_stray_points
 from .denoise import denoise
 from .io import drop_nonfinite
 from .register import follow, normals, still_parts
-from .types import Scan, ScanError
+from .types import Scan, ScanError, file_tag
 
 __all__ = [
     "normalize_scan",
@@ -976,6 +976,8 @@ def _normalize(
         raise ValueError(f"orient must be 'auto' or 'none', got {orient!r}")
     scan = drop_stray_points(drop_nonfinite(scan))
     v = scan.vertices
+    if not _extent(v) > 0.0:
+        raise ScanError(f"the scan has no extent: all its vertices are at one point{file_tag(scan.path)}")
     turn, scale, tip, rotation, radius = _transform or (None, None, None, None, None)
     size = nose = None
     if _transform is None and orient == "auto":

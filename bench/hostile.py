@@ -60,14 +60,29 @@ def bump_grid(columns: int, rows: int):
     return vertices, np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
 
 
-def worst_within_caps(folder: Path) -> Path:
+def worst_within_caps(folder: Path, quads: bool = False) -> Path:
     """The largest scan the caps allow, near the 2 M-vertex cap: a 980 x 980 grid, 1.9 M triangles, a 35 MB
-    binary PLY (the memory figure for the worst input that is accepted)."""
+    binary PLY (the memory figure for the worst input that is accepted). `quads`: the grid's cells as 0.96 M
+    quads with one triangle among them, as Blender writes a mesh, which trimesh cannot read and
+    `affectvlm.scan.ply` reads face by face."""
     from affectvlm.scan import Scan, write_ply
 
     vertices, triangles = bump_grid(980, 980)
-    write_ply(folder / "dense.ply", Scan(vertices.astype(np.float32), triangles))
-    return folder / "dense.ply"
+    if not quads:
+        write_ply(folder / "dense.ply", Scan(vertices.astype(np.float32), triangles))
+        return folder / "dense.ply"
+    cells = np.concatenate([triangles[: len(triangles) // 2], triangles[len(triangles) // 2 :, 2:]], axis=1)
+    cells = cells[:, [0, 1, 3, 2]]  # (a, c, b) + d -> the quad a, c, d, b around the cell
+    header = (
+        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(vertices)}\nproperty float x\n"
+        f"property float y\nproperty float z\nelement face {len(cells) + 1}\n"
+        "property list uchar int vertex_indices\nend_header\n"
+    ).encode()
+    body = np.zeros(len(cells), [("n", "u1"), ("v", "<i4", 4)])
+    body["n"], body["v"] = 4, cells
+    triangle = np.array([3], "u1").tobytes() + cells[0, :3].astype("<i4").tobytes()
+    (folder / "quads.ply").write_bytes(header + vertices.astype("<f4").tobytes() + body.tobytes() + triangle)
+    return folder / "quads.ply"
 
 
 def motionless(folder: Path, face: Path) -> Path:

@@ -196,21 +196,11 @@ def _path(file, allowed: tuple[str, ...], what: str) -> Path:
     return path
 
 
-def _rgb(image: Image.Image | None, view: str) -> Image.Image | None:
-    if image is None:
-        return None
-    if image.mode not in ("RGB", "RGBA", "L", "LA", "P"):
-        raise InputError(
-            f"{view} view: image mode {image.mode!r} is not supported; use an 8-bit RGB or grey image"
-        )
-    return image.convert("RGB")
-
-
 @_serve
 def predict_views(front, left, right, labels_text):
-    """Three images (any may be missing) -> scores, contribution chart, the views, the answer."""
-    images = [_rgb(im, v) for im, v in zip((front, left, right), VIEW_NAMES)]
-    result = PREDICTOR(images=images, labels=labels_text or DEFAULT_LABELS_TEXT)
+    """Three images (any may be missing) -> scores, contribution chart, the views, the answer. The images go to
+    the predictor as uploaded: the processor reads every mode (16-bit, transparency over black, CMYK)."""
+    result = PREDICTOR(images=[front, left, right], labels=labels_text or DEFAULT_LABELS_TEXT)
     return _outputs(result, VIEW_NAMES, labels_text)
 
 
@@ -270,9 +260,9 @@ def predict_sequence(files, labels_text):
     if len(paths) == 1 and paths[0].suffix.lower() == ".zip":
         sequence = str(paths[0])
     else:
-        from affectvlm.scan.archive import frame_order
+        from affectvlm.scan.archive import frame_files
 
-        sequence = sorted(paths, key=lambda p: frame_order(p.name))
+        sequence = frame_files(paths)  # as a folder's: hidden files and a README.txt beside the frames left out
     result = PREDICTOR(sequence=sequence, labels=labels_text or DEFAULT_LABELS_TEXT)
     strip = _gallery(
         result.frames,
@@ -344,7 +334,7 @@ def _labels_box(tab: str) -> gr.Textbox:
     return gr.Textbox(
         value=DEFAULT_LABELS_TEXT,
         label="Labels",
-        info="Comma-separated labels, or one `label: prompt; another prompt` per line.",
+        info="Comma-separated labels; a line `label: prompt; another prompt` gives a label its own prompts.",
         lines=2,
         elem_id=f"{tab}-labels",
     )
@@ -366,7 +356,9 @@ def _au_prompt_picker(labels: gr.Textbox, tab: str) -> None:
                          elem_id=f"{tab}-au-picker")  # fmt: skip
 
     def add(name, text):
-        return (text.rstrip(", ") + f", {choices[name]}") if name else text
+        """The pick on a line of its own, `AU5 upper lid raiser: a face with ..., eyes wide open`: one label
+        whose prompt is the description (descriptions hold commas, which would split it into several labels)."""
+        return (text.rstrip(", \n") + f"\n{name}: {choices[name]}").lstrip("\n") if name else text
 
     picker.input(add, [picker, labels], labels, api_visibility="private")
 
@@ -396,7 +388,9 @@ def _views_tab() -> None:
         ]
     examples = _examples("views_*.png")
     sets = sorted({Path(p).stem.rsplit("_", 1)[0] for p in examples})  # one scan's views share a stem
-    rows = [examples_in_view_order([p for p in examples if Path(p).stem.rsplit("_", 1)[0] == s]) for s in sets]
+    rows = [
+        examples_in_view_order([p for p in examples if Path(p).stem.rsplit("_", 1)[0] == s]) for s in sets
+    ]
     _wire("views", images, _result_panel("views"), predict_views, rows,
           "Rendered views of a synthetic face (SynthFER-3D)")  # fmt: skip
 

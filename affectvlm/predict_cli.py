@@ -32,28 +32,58 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="one scan file, one folder or zip of frames, or three images (front left right); "
-                        "with --csv, one folder or zip of scans")
-    parser.add_argument("--labels", nargs="+", default=None,
-                        help="labels to score (default: the model's own labels); any words work")
-    parser.add_argument("--model", default=None,
-                        help="a saved model folder, a Hub id, or the name of a checkpoint shipped in "
-                        "checkpoints/ (e.g. affectvlm-ict, MIT-licensed; default: the shipped default model)")
-    parser.add_argument("--explain", metavar="OUT.glb", default=None,
-                        help="also write the scan painted by where the top label came from (occlusion "
-                        "relevance, red = hiding it lowers the score) as a GLB; scans only")
-    parser.add_argument("--explain-hide", choices=HIDE, default=HIDE[0],
-                        help="what --explain hides: one view's window at a time (view, the default), or the "
-                        "part of the face under it in every view that shows it (surface, as removing it from "
-                        "the scan would; about 3x slower)")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="one scan file, one folder or zip of frames, or three images (front left right); "
+        "with --csv, one folder or zip of scans",
+    )
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        default=None,
+        help="labels to score (default: the model's own labels); any words work. Each argument "
+        "may hold several, split by commas, or be 'label: prompt; prompt'",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a saved model folder, a Hub id, or the name of a checkpoint shipped in "
+        "checkpoints/ (e.g. affectvlm-ict, MIT-licensed; default: the shipped default model)",
+    )
+    parser.add_argument(
+        "--explain",
+        metavar="OUT.glb",
+        default=None,
+        help="also write the scan painted by where the top label came from (occlusion "
+        "relevance, red = hiding it lowers the score) as a GLB; scans only",
+    )
+    parser.add_argument(
+        "--explain-hide",
+        choices=HIDE,
+        default=HIDE[0],
+        help="what --explain hides: one view's window at a time (view, the default), or the "
+        "part of the face under it in every view that shows it (surface, as removing it from "
+        "the scan would; about 3x slower)",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    output.add_argument("--csv", metavar="OUT.csv", default=None,
-                        help="score each scan of the folder or zip PATH separately (not as one 4D sequence) "
-                        "and write one row per scan to OUT.csv")
+    output.add_argument(
+        "--csv",
+        metavar="OUT.csv",
+        default=None,
+        help="score each scan of the folder or zip PATH separately (not as one 4D sequence) "
+        "and write one row per scan to OUT.csv",
+    )
     parser.set_defaults(func=run)
+
+
+def _labels_text(labels: list[str] | None) -> str | None:
+    """The --labels words as the app's labels box reads them (`parse_labels`): each argument a line, so that
+    `"happiness, sadness"` is two labels and `"happiness: a smiling face"` a label with its own prompt."""
+    return "\n".join(labels) if labels else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,12 +93,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         predictor = AffectVLMPredictor.from_pretrained(args.model, device=args.device)
         if len(paths) == 3 and all(p.suffix.lower() in IMAGE_EXTENSIONS for p in paths):
-            result = predictor(images=[str(p) for p in paths], labels=args.labels)
+            result = predictor(images=[str(p) for p in paths], labels=_labels_text(args.labels))
         elif len(paths) == 1 and (paths[0].is_dir() or paths[0].suffix.lower() == ".zip"):
-            result = predictor(sequence=str(paths[0]), labels=args.labels)
+            result = predictor(sequence=str(paths[0]), labels=_labels_text(args.labels))
         elif len(paths) == 1:
             result = predictor(
-                scan=str(paths[0]), labels=args.labels, explain=bool(args.explain), explain_hide=args.explain_hide
+                scan=str(paths[0]),
+                labels=_labels_text(args.labels),
+                explain=bool(args.explain),
+                explain_hide=args.explain_hide,
             )
         else:
             raise InputError("give one scan, one folder or zip of frames, or exactly three images")
@@ -115,7 +148,7 @@ def run_batch(args: argparse.Namespace, paths: list[Path]) -> int:
                 bar.set_postfix_str(name, refresh=False)
                 bar.update(1)
 
-            rows = score_batch(predictor, paths[0], labels=args.labels, progress=progress)
+            rows = score_batch(predictor, paths[0], labels=_labels_text(args.labels), progress=progress)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -125,5 +158,7 @@ def run_batch(args: argparse.Namespace, paths: list[Path]) -> int:
         print(f"error: cannot write {out}: {err.strerror or err}", file=sys.stderr)
         return 1
     errors = sum(bool(row["error"]) for row in rows)
-    print(f"{len(rows) - errors} scored, {errors} error{'s' * (errors != 1)}: {len(rows)} rows written to {out}")
+    print(
+        f"{len(rows) - errors} scored, {errors} error{'s' * (errors != 1)}: {len(rows)} rows written to {out}"
+    )
     return 0

@@ -171,8 +171,25 @@ def random_demo_model(seed: int = 0) -> tuple[AffectVLMModel, AffectVLMProcessor
     return model, tiny_processor(image_size=64)
 
 
+# A rendered view is a face on black: 40-65 % of the examples' pixels are background (the face covers the rest).
+# Images with next to no black anywhere (a photo, noise, a flat colour) are not what the model reads.
+MIN_BACKGROUND = 0.05
+_BLACK = 8  # a pixel whose brightest channel is below this is background, JPEG's ringing included
+NOT_A_RENDER_NOTE = (
+    "these images do not look like the views the model reads (a face rendered on a black background, "
+    "as `render_views` draws them): the scores are not reliable"
+)
+
+
+# 'label: prompt; prompt': a label without commas, a colon, then nothing or words (a letter first), so that
+# "anger at 10:30", "smile :)" and "http://..." stay labels as written
+_PROMPT_LINE = re.compile(r"\s*([^,:]+?)\s*:(?:\s*([^\W\d_].*?))?\s*")
+
+
 def parse_labels(text: str, limits: InputLimits | None = None) -> list[str] | dict[str, list[str]]:
-    """Labels typed by a person: one per comma or line (`happy, sad`), or one `label: prompt; prompt` per line.
+    """Labels typed by a person: one per comma or line (`happy, sad`); a line `label: prompt; prompt` gives its
+    label its own prompts (commas allowed in them), and may sit among lines of plain labels (a dict then, plain
+    labels with no prompts of their own).
 
     Text longer than the caps allow is refused before it is split (a 1 MB label must not cost memory).
     """
@@ -180,13 +197,16 @@ def parse_labels(text: str, limits: InputLimits | None = None) -> list[str] | di
     budget = limits.max_labels * (limits.max_label_chars + 2) * (limits.max_prompts_per_label + 1)
     if len(text) > budget:
         raise InputError(f"the labels are {len(text)} characters long; at most {budget} are read")
-    if ":" not in text:
+    lines = [line for line in text.splitlines() if line.strip()]
+    matches = [_PROMPT_LINE.fullmatch(line) for line in lines]
+    if not any(matches):
         return [x.strip() for x in re.split(r"[,\n]", text) if x.strip()]
-    prompts = {}
-    for line in text.splitlines():
-        label, _, rest = line.partition(":")
-        if label.strip():
-            prompts[label.strip()] = [p.strip() for p in rest.split(";") if p.strip()]
+    prompts: dict[str, list[str]] = {}
+    for line, match in zip(lines, matches):
+        if match:
+            prompts[match[1]] = [p.strip() for p in (match[2] or "").split(";") if p.strip()]
+        else:
+            prompts.update({x.strip(): [] for x in line.split(",") if x.strip()})
     return prompts
 
 
@@ -315,9 +335,13 @@ class AffectVLMPredictor:
         (in the text encoder's own space, `_text_space`: the label as written against "a face showing <emotion>"
         and "a face with <AU description>") and how close, words its tokenizer does not know, and whether the
         label is far from everything the model was trained against (then its score means little)."""
+        if isinstance(labels, str):
+            labels = parse_labels(labels, self.limits)
         prompts = self._prompts(labels)
-        given = isinstance(labels, Mapping) or (isinstance(labels, str) and ":" in labels)
-        embeds = self._text_space(prompts if given else {label: [label] for label in prompts})
+        own = labels if isinstance(labels, Mapping) else {}  # labels given with prompts of their own
+        embeds = self._text_space(
+            {label: items if own.get(label) else [label] for label, items in prompts.items()}
+        )
         reference_names, reference = self._trained_reference()
         similarity = (embeds.float() @ reference.float().T).cpu().numpy()
         floor = self._understood_floor(reference)
@@ -479,7 +503,7 @@ class AffectVLMPredictor:
                     if im.width * im.height > self.limits.max_image_pixels:
                         raise InputError(f"{view} view: {im.width}x{im.height} pixels is more than the limit")
                     im.load()
-                    return im.convert("RGB")
+                    return self.processor._to_rgb_array(im, f"{view} view")  # upright, 8-bit, over black
             except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
                 raise InputError(f"{view} view: {path.name} is not an image file that can be read") from err
         return image
@@ -514,11 +538,19 @@ class AffectVLMPredictor:
         images = [self._load_image(im, v) for im, v in zip(images, view_names)]
         if all(im is None for im in images):
             raise InputError("every view is missing: give at least one image")
-        for v, image in zip(view_names, images):
-            if image is not None and np.ptp(self.processor._to_rgb_array(image, f"{v} view")) == 0:
+        pixels = {
+            v: self.processor._to_rgb_array(im, f"{v} view")
+            for v, im in zip(view_names, images)
+            if im is not None
+        }
+        for v, rgb in pixels.items():
+            if np.ptp(rgb.reshape(-1, 3), axis=0).max() == 0:
                 raise InputError(f"{v} view: the image is blank (one colour everywhere)")
         missing = [v for v, im in zip(view_names, images) if im is None]
-        return images, [f"missing view(s): {', '.join(missing)}; scored on the others"] if missing else []
+        notes = [f"missing view(s): {', '.join(missing)}; scored on the others"] if missing else []
+        if all((rgb.max(axis=-1) < _BLACK).mean() < MIN_BACKGROUND for rgb in pixels.values()):
+            notes.append(NOT_A_RENDER_NOTE)
+        return images, notes
 
     def _inputs(self, images, scan, sequence) -> tuple[dict, np.ndarray, object, list[str], list | None]:
         """(processor inputs, the (V, H, W, 3) views shown, the normalised scan or None, notes, a sequence's

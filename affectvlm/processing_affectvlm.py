@@ -26,6 +26,41 @@ def _is_image(x) -> bool:
     return False
 
 
+# EXIF orientation -> what puts the pixels upright (PIL's `ImageOps.exif_transpose`, on the array)
+_EXIF_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _pil_pixels(image, where: str) -> np.ndarray:
+    """A PIL image's pixels for `_to_rgb_array`: 16- and 32-bit modes as they are (scaled there), images with
+    transparency as RGBA, anything else as RGB."""
+    try:
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            return np.asarray(image)
+        if "A" in image.getbands() or "transparency" in image.info:
+            return np.asarray(image.convert("RGBA"))
+        return np.asarray(image.convert("RGB"))
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{where}: image mode {image.mode!r} cannot be read as RGB") from err
+
+
+def _upright(array: np.ndarray, image) -> np.ndarray:
+    """`array` (the image's pixels) turned as the image's EXIF orientation says a viewer shows it."""
+    try:
+        orientation = int(image.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a corrupt EXIF block: show the pixels as stored
+        orientation = 1
+    turn = _EXIF_UPRIGHT.get(orientation)
+    return np.ascontiguousarray(turn(array)) if turn else array
+
+
 class AffectVLMProcessor(ProcessorMixin):
     r"""Processor for [`AffectVLMModel`]: a CLIP image processor and a CLIP tokenizer.
 
@@ -112,7 +147,9 @@ class AffectVLMProcessor(ProcessorMixin):
             if isinstance(sample, Mapping):
                 unknown = [k for k in sample if k not in self.view_names]
                 if unknown:
-                    raise ValueError(f"sample {i}: unknown view name(s) {unknown}; expected {self.view_names}")
+                    raise ValueError(
+                        f"sample {i}: unknown view name(s) {unknown}; expected {self.view_names}"
+                    )
                 sample = [sample.get(name) for name in self.view_names]
             elif not isinstance(sample, Sequence) or isinstance(sample, str):
                 raise ValueError(f"sample {i}: expected a list or dict of views, got {type(sample).__name__}")
@@ -131,23 +168,41 @@ class AffectVLMProcessor(ProcessorMixin):
 
     @staticmethod
     def _to_rgb_array(image, where: str) -> np.ndarray:
-        """Any accepted image -> (H, W, 3) uint8, with a clear error for empty or odd images."""
+        """Any accepted image -> (H, W, 3) uint8 as the model's views are drawn, with a clear error for empty or
+        odd images: a PIL image turned upright by its EXIF orientation; 16-bit images (PIL modes I;16, I, F, or
+        uint16 arrays) scaled to 8 bits, not saturated; transparency laid over black, the background of every
+        rendered view (an RGBA or grey-alpha image, or a (H, W, 4) / (H, W, 2) array)."""
         if hasattr(image, "getbands"):
             if image.size[0] == 0 or image.size[1] == 0:
                 raise ValueError(f"{where}: empty image ({image.size[0]}x{image.size[1]})")
-            return np.asarray(image.convert("RGB"))
+            return _upright(AffectVLMProcessor._to_rgb_array(_pil_pixels(image, where), where), image)
         array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-        if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3, 4):
+        if array.ndim == 3 and array.shape[0] in (1, 2, 3, 4) and array.shape[-1] not in (1, 2, 3, 4):
             array = array.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
         if array.ndim == 2:
             array = array[..., None]
         if array.size == 0:
             raise ValueError(f"{where}: empty image (shape {array.shape})")
+        if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
+            raise ValueError(f"{where}: an image is (H, W), (H, W, C) or (C, H, W) with 1-4 channels")
         if array.dtype != np.uint8:
+            if array.dtype.kind not in "biuf":
+                raise ValueError(f"{where}: image values must be numbers, got {array.dtype}")
             if not np.isfinite(array).all():
                 raise ValueError(f"{where}: image has NaN or Inf values")
-            scale = 255.0 if array.max() <= 1.0 else 1.0
-            array = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+            top = float(array.max())
+            # floats in [0, 1]; 16-bit images (uint16, or PIL's 32-bit modes holding 16-bit values) to 8 bits
+            scale = (
+                255.0
+                if top <= 1.0
+                else 255.0 / 65535.0
+                if 255 < top <= 65535 or array.dtype == np.uint16
+                else 1.0
+            )
+            array = np.clip(array.astype(np.float64) * scale, 0, 255).round().astype(np.uint8)
+        if array.shape[-1] in (2, 4):  # over black: the background of a rendered view
+            alpha = array[..., -1:].astype(np.float32) / 255.0
+            array = (array[..., :-1].astype(np.float32) * alpha).round().astype(np.uint8)
         if array.shape[-1] == 1:
             array = np.repeat(array, 3, axis=-1)
         return np.ascontiguousarray(array[..., :3])
@@ -178,7 +233,10 @@ class AffectVLMProcessor(ProcessorMixin):
     def process_images(self, images) -> dict[str, torch.Tensor]:
         if isinstance(images, np.ndarray | torch.Tensor) and images.ndim == 5:
             pixel_values = self.normalize_views(images)
-            return {"pixel_values": pixel_values, "view_mask": torch.ones(pixel_values.shape[:2], dtype=torch.bool)}
+            return {
+                "pixel_values": pixel_values,
+                "view_mask": torch.ones(pixel_values.shape[:2], dtype=torch.bool),
+            }
         samples = self._samples(images)
         flat, slots = [], []
         for i, sample in enumerate(samples):

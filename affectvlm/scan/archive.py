@@ -17,7 +17,7 @@ from pathlib import Path
 from .io import SUPPORTED_EXTENSIONS
 from .types import InputError
 
-__all__ = ["IMAGE_EXTENSIONS", "ZipLimits", "collect_frames", "extract_frames", "frame_order"]
+__all__ = ["IMAGE_EXTENSIONS", "ZipLimits", "collect_frames", "extract_frames", "frame_files", "frame_order"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _CHUNK = 1 << 20
@@ -39,9 +39,16 @@ def frame_order(name: str):
 
 
 def collect_frames(folder: Path) -> list[Path]:
-    """The scan files directly inside `folder`, in natural order (000, 001, ..., 010)."""
-    # .txt files are rarely frames (READMEs, landmark lists): only take them when nothing else is there
-    frames = [p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS]
+    """The scan files directly inside `folder`, in natural order (000, 001, ..., 010): `frame_files`."""
+    return frame_files(p for p in Path(folder).iterdir() if p.is_file())
+
+
+def frame_files(paths) -> list[Path]:
+    """The frames among `paths` (a folder's files, or files uploaded together), in natural order: scan files,
+    without hidden ones (macOS's `._frame_000.ply` copies, as a zip's are left out), and without .txt files
+    (READMEs, landmark lists: rarely frames) unless nothing else is there."""
+    frames = [Path(p) for p in paths]
+    frames = [p for p in frames if not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_EXTENSIONS]
     real = [p for p in frames if p.suffix.lower() != ".txt"]
     return sorted(real or frames, key=lambda p: frame_order(p.name))
 

@@ -1,0 +1,166 @@
+"""Images, labels and frames as people give them, not as the examples are saved: a phone's JPEG with an EXIF
+orientation, a 16-bit PNG, a transparent background, a label line with a colon in it, a folder with macOS's
+hidden copies. Each is scored by the shipped default to the answer its plain form gets (the truth, where the
+example's name says it), or refused, or noted: the answer, not the shape, is what is checked.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from affectvlm.predictor import (
+    DEMO_CHECKPOINT,
+    NOT_A_RENDER_NOTE,
+    AffectVLMPredictor,
+    InputError,
+    parse_labels,
+)
+from affectvlm.processing_affectvlm import AffectVLMProcessor
+from affectvlm.scan.archive import collect_frames, frame_files
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+VIEW_SETS = {
+    truth: [EXAMPLES / f"views_{stem}_{view}.png" for view in ("frontal", "left", "right")]
+    for stem, truth in (("ict_subject3_anger", "anger"), ("subject1_disgust", "disgust"))
+}
+needs_model = pytest.mark.skipif(not (DEMO_CHECKPOINT / "config.json").is_file(), reason="no demo checkpoint")
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return AffectVLMPredictor.from_pretrained()
+
+
+def _exif_rotated(path: Path, out: Path) -> Path:
+    """The view as a phone stores it: pixels turned 90 degrees, EXIF orientation 6 saying how to show them."""
+    image = Image.open(path).convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image.save(out, quality=95, exif=exif)
+    return out
+
+
+def _sixteen_bit(path: Path, out: Path) -> Path:
+    grey = np.asarray(Image.open(path).convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(grey).save(out)  # mode I;16
+    return out
+
+
+def _transparent_over_white(path: Path, out: Path) -> Path:
+    """The background made transparent, with white under it (what an editor's 'remove background' leaves)."""
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    background = rgb.max(axis=-1) < 8
+    rgba = np.dstack([np.where(background[..., None], 255, rgb), np.where(background, 0, 255)]).astype(
+        np.uint8
+    )
+    Image.fromarray(rgba, "RGBA").save(out)
+    return out
+
+
+@needs_model
+@pytest.mark.parametrize("variant", ["exif", "16-bit", "transparent", "uint16 arrays"])
+@pytest.mark.parametrize("truth", sorted(VIEW_SETS))
+def test_views_as_people_save_them_get_the_plain_answer(predictor, tmp_path, variant, truth):
+    paths = VIEW_SETS[truth]
+    plain = predictor(images=[str(p) for p in paths], labels=EMOTIONS)
+    assert plain.label == truth
+    if variant == "uint16 arrays":
+        views = [np.asarray(Image.open(p).convert("RGB"), dtype=np.uint16) * 257 for p in paths]
+    else:
+        write = {"exif": _exif_rotated, "16-bit": _sixteen_bit, "transparent": _transparent_over_white}[
+            variant
+        ]
+        suffix = ".jpg" if variant == "exif" else ".png"
+        views = [str(write(p, tmp_path / f"{p.stem}{suffix}")) for p in paths]
+    got = predictor(images=views, labels=EMOTIONS)
+    assert got.label == truth and not got.notes
+    np.testing.assert_allclose(got.probs, plain.probs, atol=0.05)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_turns_the_pixels_as_pil_does(orientation):
+    pixels = np.random.default_rng(orientation).integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image.info["exif"] = exif.tobytes()
+    want = np.asarray(ImageOps.exif_transpose(image.copy()))
+    np.testing.assert_array_equal(AffectVLMProcessor._to_rgb_array(image, "view"), want)
+
+
+def test_transparency_is_laid_over_black():
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = 200, 0
+    rgba[1, 1] = (10, 20, 30, 255)
+    rgb = AffectVLMProcessor._to_rgb_array(rgba, "view")
+    assert rgb[1, 1].tolist() == [10, 20, 30] and rgb.sum() == 60
+    grey_alpha = Image.fromarray(rgba[..., [0, 3]], "LA")
+    assert AffectVLMProcessor._to_rgb_array(grey_alpha, "view").sum() == 3 * 10
+
+
+@needs_model
+def test_a_coloured_blank_is_refused_and_noise_is_noted(predictor):
+    flat = np.full((64, 64, 3), (200, 150, 120), np.uint8)
+    with pytest.raises(InputError, match="blank"):
+        predictor(images=[flat, flat, flat], labels=EMOTIONS)
+    noise = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    assert NOT_A_RENDER_NOTE in predictor(images=[noise, noise, noise], labels=EMOTIONS).notes
+
+
+def test_a_colon_makes_a_prompt_line_only_where_a_label_and_words_are_around_it():
+    assert parse_labels("happiness, sadness, anger\nnote: test") == {
+        "happiness": [],
+        "sadness": [],
+        "anger": [],
+        "note": ["test"],
+    }
+    assert parse_labels("happiness\nsadness\nanger at 10:30") == ["happiness", "sadness", "anger at 10:30"]
+    assert parse_labels("joy, smile :)") == ["joy", "smile :)"]
+    assert parse_labels("happy: a smiling face; a grin\nsad:a frown") == {
+        "happy": ["a smiling face", "a grin"],
+        "sad": ["a frown"],
+    }
+    # what the app's action-unit picker adds: one label, its description (commas and all) its prompt
+    au = parse_labels(
+        "happiness, fear\nAU5 upper lid raiser: a face with upper eyelids raised, eyes wide open"
+    )
+    assert au["AU5 upper lid raiser"] == ["a face with upper eyelids raised, eyes wide open"]
+    assert list(au) == ["happiness", "fear", "AU5 upper lid raiser"]
+
+
+@needs_model
+def test_plain_labels_beside_a_prompt_line_are_scored_with_their_own_prompts(predictor):
+    scan = EXAMPLES / "scan_subject0_happiness.ply"
+    got = predictor(
+        scan=scan, labels="happiness, sadness, anger\nsurprise: a face with raised brows and open mouth"
+    )
+    assert got.labels == ["happiness", "sadness", "anger", "surprise"] and got.label == "happiness"
+
+
+@needs_model
+def test_the_cli_splits_labels_as_the_app_does():
+    out = subprocess.run(
+        [sys.executable, "-m", "affectvlm", "predict", str(EXAMPLES / "scan_subject1_surprise.ply"), "--json",
+         "--labels", "happiness, sadness", "surprise", "anger: a furious face"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    import json
+
+    result = json.loads(out.stdout)
+    assert result["label"] == "surprise"
+    assert sorted(result["scores"]) == ["anger", "happiness", "sadness", "surprise"]
+
+
+def test_hidden_files_and_a_readme_beside_frames_are_not_frames(tmp_path):
+    for name in ("frame_2.ply", "frame_10.ply", "frame_1.ply", "._frame_1.ply", ".DS_Store", "README.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in collect_frames(tmp_path)] == ["frame_1.ply", "frame_2.ply", "frame_10.ply"]
+    uploaded = [tmp_path / "README.txt", tmp_path / "frame_10.ply", tmp_path / "frame_2.ply"]
+    assert [p.name for p in frame_files(uploaded)] == ["frame_2.ply", "frame_10.ply"]

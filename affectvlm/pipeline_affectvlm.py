@@ -91,13 +91,15 @@ class AffectVLMPipeline(Pipeline):
 
     # -- steps ------------------------------------------------------------------------------------------------
 
-    def preprocess(self, inputs, candidate_labels=None, hypothesis_template=DEFAULT_TEMPLATE):
+    def preprocess(self, inputs, candidate_labels=None, hypothesis_template=None):
         return {"sample": self._sample(inputs), "labels": candidate_labels, "template": hypothesis_template}
 
     def _forward(self, model_inputs):
-        sample, labels = model_inputs["sample"], model_inputs["labels"]
+        sample, labels, template = model_inputs["sample"], model_inputs["labels"], model_inputs["template"]
         predictor = self._affectvlm_predictor()
         if predictor is not None:
+            if template is not None and labels is not None and not isinstance(labels, str | Mapping):
+                labels = {label: [template.format(label)] for label in labels}  # the caller's own prompt
             result = predictor(**sample, labels=labels)
             return {
                 "labels": list(result.labels),
@@ -110,7 +112,7 @@ class AffectVLMPipeline(Pipeline):
                 f"scoring a {kind} needs the affectvlm package, which renders it into the model's views: "
                 f"{INSTALL_HINT} (views alone work without it: images=[...])"
             )
-        return self._score_views(sample["images"], labels, model_inputs["template"])
+        return self._score_views(sample["images"], labels, template or DEFAULT_TEMPLATE)
 
     def postprocess(self, model_outputs):
         scores = [float(p) for p in model_outputs["probs"]]

@@ -92,7 +92,12 @@ def run(args: argparse.Namespace) -> int:
         return run_batch(args, paths)
     try:
         predictor = AffectVLMPredictor.from_pretrained(args.model, device=args.device)
-        if len(paths) == 3 and all(p.suffix.lower() in IMAGE_EXTENSIONS for p in paths):
+        images = sum(p.suffix.lower() in IMAGE_EXTENSIONS for p in paths)
+        if images and (images != 3 or len(paths) != 3):
+            raise InputError(
+                f"three view images (frontal, left, right) are scored together; got {images} image(s)"
+            )
+        if images == 3:
             result = predictor(images=[str(p) for p in paths], labels=_labels_text(args.labels))
         elif len(paths) == 1 and (paths[0].is_dir() or paths[0].suffix.lower() == ".zip"):
             result = predictor(sequence=str(paths[0]), labels=_labels_text(args.labels))

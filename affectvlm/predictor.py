@@ -287,16 +287,20 @@ class AffectVLMPredictor:
         """Labels (a list, a dict label -> prompts, or text for `parse_labels`) -> label -> prompts, capped."""
         from .prompts import inference_prompts
 
-        if labels is None:
+        if labels is None or (isinstance(labels, str) and not labels.strip()):  # as the app's empty box
             labels = self.default_labels
         if isinstance(labels, str):
             labels = parse_labels(labels, self.limits)
         if not isinstance(labels, Mapping):
-            labels = {str(x).strip(): [] for x in list(labels)[: self.limits.max_labels + 1]}
-        prompts = {}
+            labels = {str(x).strip(): [] for x in list(labels)[: self.limits.max_labels + 1] if x is not None}
+        prompts, seen = {}, set()
         for label, value in list(labels.items())[: self.limits.max_labels + 1]:
+            label = str(label).strip()
+            if label.casefold() in seen:  # "happiness, Happiness": one label, not two splitting its score
+                continue
+            seen.add(label.casefold())
             items = [value] if isinstance(value, str) else list(value or [])
-            prompts[str(label).strip()] = [p.strip() for p in items if isinstance(p, str) and p.strip()]
+            prompts[label] = [p.strip() for p in items if isinstance(p, str) and p.strip()]
         prompts.pop("", None)
         self._check_label_caps(prompts)
         if len(prompts) < 2:
@@ -336,7 +340,7 @@ class AffectVLMPredictor:
         and "a face with <AU description>") and how close, words its tokenizer does not know, and whether the
         label is far from everything the model was trained against (then its score means little)."""
         if isinstance(labels, str):
-            labels = parse_labels(labels, self.limits)
+            labels = parse_labels(labels, self.limits) if labels.strip() else None
         prompts = self._prompts(labels)
         own = labels if isinstance(labels, Mapping) else {}  # labels given with prompts of their own
         embeds = self._text_space(

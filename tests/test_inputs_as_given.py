@@ -164,3 +164,22 @@ def test_hidden_files_and_a_readme_beside_frames_are_not_frames(tmp_path):
     assert [p.name for p in collect_frames(tmp_path)] == ["frame_1.ply", "frame_2.ply", "frame_10.ply"]
     uploaded = [tmp_path / "README.txt", tmp_path / "frame_10.ply", tmp_path / "frame_2.ply"]
     assert [p.name for p in frame_files(uploaded)] == ["frame_2.ply", "frame_10.ply"]
+
+
+@needs_model
+def test_labels_typed_loosely_mean_what_they_say(predictor):
+    scan = EXAMPLES / "scan_subject1_surprise.ply"
+    twice = predictor(scan=scan, labels="surprise, Surprise, happiness")
+    assert twice.labels == ["surprise", "happiness"] and twice.label == "surprise"
+    assert predictor(scan=scan, labels=["surprise", None, "happiness"]).labels == ["surprise", "happiness"]
+    empty = predictor(scan=scan, labels="  ")
+    assert empty.labels == predictor.default_labels and empty.label == "surprise"
+
+
+@needs_model
+def test_the_cli_says_three_images_are_needed():
+    out = subprocess.run(
+        [sys.executable, "-m", "affectvlm", "predict", str(VIEW_SETS["anger"][0])],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert out.returncode != 0 and "three view images" in out.stderr

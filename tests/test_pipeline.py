@@ -271,3 +271,13 @@ def test_remote_code_check_allows_only_optional_extra_imports(tmp_path):
     required.write_text("def f():\n    import affectvlm\n")
     with pytest.raises(PublishError, match="imports 'affectvlm'"):
         check_remote_code(required)
+
+
+def test_a_hypothesis_template_is_the_prompt_the_labels_are_scored_with(classifier, predictor, inputs):
+    """Given, the template is each label's one prompt (as transformers' zero-shot pipelines use it); it was
+    ignored whenever affectvlm was installed."""
+    template = "a face that looks {} to me."
+    answer = classifier(scan=str(inputs["scan"]), candidate_labels=LABELS, hypothesis_template=template)
+    own = predictor(scan=inputs["scan"], labels={label: [template.format(label)] for label in LABELS})
+    assert_same_answer(answer, own)
+    assert not np.allclose(own.probs, predictor(scan=inputs["scan"], labels=LABELS).probs, atol=1e-4)

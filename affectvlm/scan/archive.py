@@ -19,7 +19,7 @@ from .types import InputError
 
 __all__ = ["IMAGE_EXTENSIONS", "ZipLimits", "collect_frames", "extract_frames", "frame_files", "frame_order"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 _CHUNK = 1 << 20
 
 

@@ -183,3 +183,26 @@ def test_the_cli_says_three_images_are_needed():
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert out.returncode != 0 and "three view images" in out.stderr
+
+
+@needs_model
+@pytest.mark.parametrize(
+    "zip_name", ["sequence_ict_subject1_surprise.zip", "sequence_subject3_happiness.zip"]
+)
+def test_a_sequence_that_starts_at_the_apex_is_read_in_time_order(predictor, tmp_path, zip_name):
+    """The second half of an example sequence (apex -> neutral) pools to the negative of the expression's dynamic
+    image: surprise read as anger 0.70, happiness as disgust, before it was pooled in reverse. The whole sequence
+    and its first half are read as they come, with no note."""
+    from affectvlm.predictor import FADING_NOTE
+    from affectvlm.scan.archive import extract_frames
+
+    frames = extract_frames(EXAMPLES / zip_name, tmp_path)
+    truth = next(e for e in EMOTIONS if e in zip_name)
+    whole, first = (
+        predictor(sequence=frames, labels=EMOTIONS),
+        predictor(sequence=frames[:5], labels=EMOTIONS),
+    )
+    assert whole.label == first.label == truth
+    assert FADING_NOTE not in whole.notes + first.notes
+    fading = predictor(sequence=frames[4:], labels=EMOTIONS)
+    assert fading.label == truth and FADING_NOTE in fading.notes

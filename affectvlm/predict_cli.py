@@ -32,51 +32,28 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "paths",
-        nargs="+",
-        metavar="PATH",
-        help="one scan file, one folder or zip of frames, or three images (front left right); "
-        "with --csv, one folder or zip of scans",
-    )
-    parser.add_argument(
-        "--labels",
-        nargs="+",
-        default=None,
-        help="labels to score (default: the model's own labels); any words work. Each argument "
-        "may hold several, split by commas, or be 'label: prompt; prompt'",
-    )
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="a saved model folder, a Hub id, or the name of a checkpoint shipped in "
-        "checkpoints/ (e.g. affectvlm-ict, MIT-licensed; default: the shipped default model)",
-    )
-    parser.add_argument(
-        "--explain",
-        metavar="OUT.glb",
-        default=None,
-        help="also write the scan painted by where the top label came from (occlusion "
-        "relevance, red = hiding it lowers the score) as a GLB; scans only",
-    )
-    parser.add_argument(
-        "--explain-hide",
-        choices=HIDE,
-        default=HIDE[0],
-        help="what --explain hides: one view's window at a time (view, the default), or the "
-        "part of the face under it in every view that shows it (surface, as removing it from "
-        "the scan would; about 3x slower)",
-    )
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="one scan file, one folder or zip of frames, or three images (front left right); "
+                        "with --csv, one folder or zip of scans")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="labels to score (default: the model's own labels); any words work; each argument "
+                        "may hold several, split by commas, or be 'label: prompt; prompt'")
+    parser.add_argument("--model", default=None,
+                        help="a saved model folder, a Hub id, or the name of a checkpoint shipped in "
+                        "checkpoints/ (e.g. affectvlm-ict, MIT-licensed; default: the shipped default model)")
+    parser.add_argument("--explain", metavar="OUT.glb", default=None,
+                        help="also write the scan painted by where the top label came from (occlusion "
+                        "relevance, red = hiding it lowers the score) as a GLB; scans only")
+    parser.add_argument("--explain-hide", choices=HIDE, default=HIDE[0],
+                        help="what --explain hides: one view's window at a time (view, the default), or the "
+                        "part of the face under it in every view that shows it (surface, as removing it from "
+                        "the scan would; about 3x slower)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    output.add_argument(
-        "--csv",
-        metavar="OUT.csv",
-        default=None,
-        help="score each scan of the folder or zip PATH separately (not as one 4D sequence) "
-        "and write one row per scan to OUT.csv",
-    )
+    output.add_argument("--csv", metavar="OUT.csv", default=None,
+                        help="score each scan of the folder or zip PATH separately (not as one 4D sequence) "
+                        "and write one row per scan to OUT.csv")
     parser.set_defaults(func=run)
 
 
@@ -87,26 +64,21 @@ def _labels_text(labels: list[str] | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = [Path(p) for p in args.paths]
+    paths, labels = [Path(p) for p in args.paths], _labels_text(args.labels)
     if args.csv:
         return run_batch(args, paths)
     try:
         predictor = AffectVLMPredictor.from_pretrained(args.model, device=args.device)
         images = sum(p.suffix.lower() in IMAGE_EXTENSIONS for p in paths)
         if images and (images != 3 or len(paths) != 3):
-            raise InputError(
-                f"three view images (frontal, left, right) are scored together; got {images} image(s)"
-            )
+            raise InputError(f"three view images (frontal, left, right) are scored together; got {images} image(s)")
         if images == 3:
-            result = predictor(images=[str(p) for p in paths], labels=_labels_text(args.labels))
+            result = predictor(images=[str(p) for p in paths], labels=labels)
         elif len(paths) == 1 and (paths[0].is_dir() or paths[0].suffix.lower() == ".zip"):
-            result = predictor(sequence=str(paths[0]), labels=_labels_text(args.labels))
+            result = predictor(sequence=str(paths[0]), labels=labels)
         elif len(paths) == 1:
             result = predictor(
-                scan=str(paths[0]),
-                labels=_labels_text(args.labels),
-                explain=bool(args.explain),
-                explain_hide=args.explain_hide,
+                scan=str(paths[0]), labels=labels, explain=bool(args.explain), explain_hide=args.explain_hide
             )
         else:
             raise InputError("give one scan, one folder or zip of frames, or exactly three images")
@@ -163,7 +135,5 @@ def run_batch(args: argparse.Namespace, paths: list[Path]) -> int:
         print(f"error: cannot write {out}: {err.strerror or err}", file=sys.stderr)
         return 1
     errors = sum(bool(row["error"]) for row in rows)
-    print(
-        f"{len(rows) - errors} scored, {errors} error{'s' * (errors != 1)}: {len(rows)} rows written to {out}"
-    )
+    print(f"{len(rows) - errors} scored, {errors} error{'s' * (errors != 1)}: {len(rows)} rows written to {out}")
     return 0

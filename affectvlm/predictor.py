@@ -551,7 +551,7 @@ class AffectVLMPredictor:
     # -- predict --------------------------------------------------------------------------------------------
 
     def _image_views(self, images) -> tuple[list, list[str]]:
-        """Given views (list or dict, paths, PIL images or arrays) -> (V images or None, notes)."""
+        """Given views (list or dict, paths, PIL images or arrays) -> (V (H, W, 3) uint8 arrays or None, notes)."""
         view_names = list(self.processor.view_names)
         if isinstance(images, Mapping):
             unknown = [k for k in images if k not in view_names]
@@ -578,7 +578,7 @@ class AffectVLMPredictor:
         notes = [f"missing view(s): {', '.join(missing)}; scored on the others"] if missing else []
         if all((rgb.max(axis=-1) < _BLACK).mean() < MIN_BACKGROUND for rgb in pixels.values()):
             notes.append(NOT_A_RENDER_NOTE)
-        return images, notes
+        return [pixels.get(v) for v in view_names], notes  # read once: the processor takes the arrays as they are
 
     def _inputs(self, images, scan, sequence) -> tuple[dict, np.ndarray, object, list[str], list | None]:
         """(processor inputs, the (V, H, W, 3) views shown, the normalised scan or None, notes, a sequence's

@@ -147,9 +147,7 @@ class AffectVLMProcessor(ProcessorMixin):
             if isinstance(sample, Mapping):
                 unknown = [k for k in sample if k not in self.view_names]
                 if unknown:
-                    raise ValueError(
-                        f"sample {i}: unknown view name(s) {unknown}; expected {self.view_names}"
-                    )
+                    raise ValueError(f"sample {i}: unknown view name(s) {unknown}; expected {self.view_names}")
                 sample = [sample.get(name) for name in self.view_names]
             elif not isinstance(sample, Sequence) or isinstance(sample, str):
                 raise ValueError(f"sample {i}: expected a list or dict of views, got {type(sample).__name__}")
@@ -233,10 +231,7 @@ class AffectVLMProcessor(ProcessorMixin):
     def process_images(self, images) -> dict[str, torch.Tensor]:
         if isinstance(images, np.ndarray | torch.Tensor) and images.ndim == 5:
             pixel_values = self.normalize_views(images)
-            return {
-                "pixel_values": pixel_values,
-                "view_mask": torch.ones(pixel_values.shape[:2], dtype=torch.bool),
-            }
+            return {"pixel_values": pixel_values, "view_mask": torch.ones(pixel_values.shape[:2], dtype=torch.bool)}
         samples = self._samples(images)
         flat, slots = [], []
         for i, sample in enumerate(samples):

@@ -64,6 +64,26 @@ def test_byte_order_mark_on_every_text_format(tmp_path, face):
     np.testing.assert_allclose(load_scan(tmp_path / "a.xyz").vertices, face.vertices, atol=1e-4)
 
 
+def _ascii_stl(scan: Scan, name: str = "face") -> str:
+    corners = scan.vertices[scan.faces]
+    facets = "".join(
+        "facet normal 0 0 0\n outer loop\n"
+        + "".join(f"  vertex {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in tri)
+        + " endloop\nendfacet\n"
+        for tri in corners
+    )
+    return f"solid {name}\n{facets}endsolid {name}\n"
+
+
+def test_ascii_stl_in_capitals_reads_as_in_lower_case(tmp_path, face):
+    text = _ascii_stl(face, "Face")
+    (tmp_path / "lower.stl").write_text(text)
+    (tmp_path / "upper.stl").write_text(text.upper())  # as some CAD exporters write it: SOLID, FACET NORMAL
+    upper, lower = load_scan(tmp_path / "upper.stl"), load_scan(tmp_path / "lower.stl")
+    np.testing.assert_allclose(upper.vertices[upper.faces], face.vertices[face.faces], atol=1e-4)
+    np.testing.assert_array_equal(upper.faces, lower.faces)
+
+
 def test_obj_vertex_index_zero_is_refused(tmp_path):
     (tmp_path / "z.obj").write_bytes(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 0 1 2\n")
     with pytest.raises(ScanError, match="index 0.*z.obj"):

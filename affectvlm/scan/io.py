@@ -387,19 +387,28 @@ def _binary_stl_count(data: bytes) -> int | None:
 
 
 def _check_stl(data: bytes, max_faces: int) -> bool:
-    """Check an STL's size against its triangle count; True for binary, False for ASCII."""
-    if len(data) < 84 and not data.lstrip().startswith(b"solid"):
+    """Check an STL's size against its triangle count; True for binary, False for ASCII (`data` lower case:
+    `_ascii_stl`)."""
+    ascii_start = data.lstrip()[:5] == b"solid"
+    if len(data) < 84 and not ascii_start:
         raise ScanError(f"truncated STL file: {len(data)} bytes")
     count = _binary_stl_count(data)
     if count is not None:
         if count > max_faces:
             raise ScanError(f"STL has {count} triangles, more than the cap of {max_faces}")
         return True
-    if not data.lstrip().startswith(b"solid"):
+    if not ascii_start:
         raise ScanError("truncated or corrupt binary STL: size does not match its triangle count")
     if data.count(b"facet normal") > max_faces:
         raise ScanError(f"{data.count(b'facet normal')} facet records, more than the cap of {max_faces}")
     return False
+
+
+def _ascii_stl(data: bytes) -> bytes:
+    """An ASCII STL in lower case, as trimesh reads it: some CAD exporters write the keywords in capitals
+    (`SOLID`, `FACET NORMAL`, `VERTEX`); the rest of the file is numbers and the solid's name. Binary STL
+    (its size matches its triangle count) stays as it is."""
+    return data if _binary_stl_count(data) is not None else data.lower()
 
 
 def _check_obj_counts(data: bytes, max_vertices: int, max_faces: int) -> None:
@@ -515,6 +524,7 @@ def _trimesh_input(data: bytes, ext: str, max_vertices: int, max_faces: int) -> 
         start = _check_ply_header(data, max_vertices, max_faces)
         return data if data[:start].isascii() else _as_utf8(data[:start]) + data[start:]
     if ext == ".stl":
+        data = _ascii_stl(data)
         return data if _check_stl(data, max_faces) else _as_utf8(data)
     if ext in (".glb", ".gltf"):
         _check_gltf(data, max_vertices, binary=ext == ".glb")

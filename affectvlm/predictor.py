@@ -187,6 +187,14 @@ NOT_A_RENDER_NOTE = (
     "these images do not look like the views the model reads (a face rendered on a black background, "
     "as `render_views` draws them): the scores are not reliable"
 )
+# A grey render has the same value in each channel; a normal map is coloured. Given views drawn the other way from
+# the model's training views are read as another face: said, not refused (`_drawn_otherwise`).
+_GREY_SPREAD = 12  # the channels of a grey pixel differ by less than this (JPEG's colour noise included)
+_GREY_SHARE = 0.95  # ... in this share of the face's pixels
+DRAWN_OTHERWISE_NOTE = (
+    "these views are {given}, but this model reads {reads}: render the scan with `python -m affectvlm render "
+    "--mode {mode}`, or give the scan itself; the scores are not reliable"
+)
 
 
 # 'label: prompt; prompt': a label without commas, a colon, then nothing or words (a letter first), so that
@@ -578,7 +586,25 @@ class AffectVLMPredictor:
         notes = [f"missing view(s): {', '.join(missing)}; scored on the others"] if missing else []
         if all((rgb.max(axis=-1) < _BLACK).mean() < MIN_BACKGROUND for rgb in pixels.values()):
             notes.append(NOT_A_RENDER_NOTE)
+        notes.extend(self._drawn_otherwise(list(pixels.values())))
         return [pixels.get(v) for v in view_names], notes  # read once: the processor takes the arrays as they are
+
+    def _drawn_otherwise(self, pixels: list[np.ndarray]) -> list[str]:
+        """[a note] when every given view is grey and the model reads normal maps, or every one is coloured and the
+        model reads grey shading (its render mode, `processor.render_settings`); [] otherwise."""
+        mode = (self.processor.render_settings or {}).get("mode")
+        if mode not in ("normal", "normal_map"):
+            return []
+        grey = []
+        for rgb in pixels:
+            face = rgb[rgb.max(axis=-1) >= _BLACK].astype(np.int16)
+            spread = face.max(axis=-1) - face.min(axis=-1) if len(face) else np.zeros(1)
+            grey.append(bool((spread < _GREY_SPREAD).mean() >= _GREY_SHARE))
+        if mode == "normal_map" and all(grey):
+            return [DRAWN_OTHERWISE_NOTE.format(given="grey shading", reads="normal maps (colour)", mode=mode)]
+        if mode == "normal" and not any(grey):
+            return [DRAWN_OTHERWISE_NOTE.format(given="in colour", reads="grey shading", mode=mode)]
+        return []
 
     def _inputs(self, images, scan, sequence) -> tuple[dict, np.ndarray, object, list[str], list | None]:
         """(processor inputs, the (V, H, W, 3) views shown, the normalised scan or None, notes, a sequence's

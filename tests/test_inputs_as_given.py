@@ -206,3 +206,27 @@ def test_a_sequence_that_starts_at_the_apex_is_read_in_time_order(predictor, tmp
     assert FADING_NOTE not in whole.notes + first.notes
     fading = predictor(sequence=frames[4:], labels=EMOTIONS)
     assert fading.label == truth and FADING_NOTE in fading.notes
+
+
+def test_views_drawn_otherwise_than_the_model_reads_are_noted():
+    """Grey renders given to a model that reads normal maps (or normal maps to one that reads grey) are read as
+    another face: the answer says so. Views drawn the model's way get no such note."""
+    from affectvlm.predictor import random_demo_model
+    from affectvlm.scan import load_scan
+    from affectvlm.scan.recipe import ScanRecipe
+
+    model, processor = random_demo_model()
+    predictor = AffectVLMPredictor(model, processor)
+    grey = [np.asarray(Image.open(p).convert("RGB")) for p in VIEW_SETS["anger"]]
+    recipe = ScanRecipe.from_settings({"mode": "normal_map", "crop_radius": 90.0}, size=96)
+    scan = recipe.normalize(load_scan(EXAMPLES / "scan_subject2_anger.ply"))
+    coloured = list(recipe.views_of([scan])[0].numpy())
+    for mode, given, noted in (
+        ("normal", grey, False),
+        ("normal", coloured, True),
+        ("normal_map", coloured, False),
+        ("normal_map", grey, True),
+    ):
+        processor.render_settings = {**(processor.render_settings or {}), "mode": mode}
+        notes = predictor(images=given, labels=EMOTIONS).notes
+        assert any("but this model reads" in n for n in notes) == noted, (mode, notes)

@@ -217,10 +217,9 @@ def test_views_drawn_otherwise_than_the_model_reads_are_noted():
 
     model, processor = random_demo_model()
     predictor = AffectVLMPredictor(model, processor)
-    grey = [np.asarray(Image.open(p).convert("RGB")) for p in VIEW_SETS["anger"]]
-    recipe = ScanRecipe.from_settings({"mode": "normal_map", "crop_radius": 90.0}, size=96)
-    scan = recipe.normalize(load_scan(EXAMPLES / "scan_subject2_anger.ply"))
-    coloured = list(recipe.views_of([scan])[0].numpy())
+    scan = load_scan(EXAMPLES / "scan_subject2_anger.ply")
+    recipes = [ScanRecipe.from_settings({"mode": m, "crop_radius": 90.0}, size=96) for m in ("normal", "normal_map")]
+    grey, coloured = (list(r.views_of([r.normalize(scan)])[0].numpy()) for r in recipes)
     for mode, given, noted in (
         ("normal", grey, False),
         ("normal", coloured, True),

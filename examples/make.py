@@ -67,8 +67,11 @@ def write_sequence(gen, subject: int, label: str, zip_path: Path) -> None:
 
 
 def write_views(gen, subject: int, label: str, folder: Path, stem: str) -> None:
-    """The three views of a scan at its strongest expression, rendered by the scan pipeline at 224 px."""
-    views = ScanRecipe(size=224).views_of([gen.scan(subject, label, 4).to_scan()])[0].numpy()
+    """The three views of a scan at its strongest expression, rendered by the scan pipeline at 224 px as the default
+    model's views are drawn (its render mode)."""
+    settings = AffectVLMProcessor.from_pretrained(DEMO_CHECKPOINT).render_settings
+    recipe = ScanRecipe.from_settings({**(settings or {}), "size": 224})
+    views = recipe.views_of([gen.scan(subject, label, 4).to_scan()])[0].numpy()
     for name, image in zip(("frontal", "left", "right"), views):
         Image.fromarray(image).save(folder / f"{stem}_{name}.png", optimize=True)
 

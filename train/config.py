@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
             "image_size": 32,
             "patch_size": 8,
             "projection_dim": 32,
+            "intermediate_size": None,  # the MLPs' width (None: 2 x hidden_size)
             "max_position_embeddings": 77,
         },
         # AffectVLMConfig fields (loss weights, margin, fusion, ...); label_names/view_names come from `data`.
@@ -98,6 +99,10 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 16,  # global samples per forward pass (split over processes)
         "grad_accum": 1,
         "max_steps": 20,  # optimizer steps
+        # A wall-clock budget for the training loop in minutes (validation included; None: none): the step
+        # count is fitted to it from the measured pace and the lr schedule follows, never beyond max_steps.
+        # For a machine lent for a fixed time; results.json records the steps that were run.
+        "max_minutes": None,
         "lr": 5e-4,
         "weight_decay": 0.05,
         "betas": [0.9, 0.98],
@@ -203,6 +208,8 @@ def check_config(config: dict) -> None:
     for name in ("batch_size", "grad_accum", "eval_batch_size", "eval_every", "save_every", "log_every"):
         if not isinstance(t[name], int) or t[name] < 1:
             raise ValueError(f"train.{name} must be a positive integer, got {t[name]!r}")
+    if t["max_minutes"] is not None and not (isinstance(t["max_minutes"], int | float) and t["max_minutes"] > 0):
+        raise ValueError(f"train.max_minutes must be a number > 0 or null, got {t['max_minutes']!r}")
     if not isinstance(t["max_steps"], int) or t["max_steps"] < 0:
         raise ValueError(f"train.max_steps must be an integer >= 0, got {t['max_steps']!r}")
     if t["mixed_precision"] not in ("no", "bf16", "fp16", "auto"):

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accelerate import Accelerator, DataLoaderConfiguration  # noqa: E402
 from accelerate.tracking import GeneralTracker  # noqa: E402
-from accelerate.utils import ProjectConfiguration, gather_object, set_seed  # noqa: E402
+from accelerate.utils import ProjectConfiguration, broadcast, gather_object, set_seed  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 from transformers import AutoConfig, AutoTokenizer  # noqa: E402
@@ -788,7 +788,7 @@ def _train_steps(run: Run) -> float:
         total=t["max_steps"], initial=state["global_step"], desc="train",
         disable=not accelerator.is_local_main_process or args.no_progress,
     )  # fmt: skip
-    logs = StepLogs(run)
+    logs, budget = StepLogs(run), TimeBudget(run)
     run.module.train()
     epoch = state["epoch"]
     while state["global_step"] < t["max_steps"]:
@@ -818,6 +818,7 @@ def _train_steps(run: Run) -> float:
                 project_text_projection(run.unwrapped, run.text_basis)
             state["global_step"] += 1
             bar.update(1)
+            budget.update(run, state["global_step"], bar)
             _after_step(run, state["global_step"], logs, grad_norm, bar)
             if state["global_step"] >= t["max_steps"]:
                 break
@@ -826,6 +827,35 @@ def _train_steps(run: Run) -> float:
             state["batch_in_epoch"] = 0
     bar.close()
     return logs.elapsed()
+
+
+class TimeBudget:
+    """`train.max_minutes`: at every logged step the step count is fitted again to the time left, from the pace
+    since the first logged step (the first steps pay for warm-up, not the pace), and the lr schedule with it;
+    never beyond `train.max_steps`. Every process gets the main process's count, so all stop together."""
+
+    def __init__(self, run: Run):
+        minutes = run.t.get("max_minutes")
+        self.seconds = None if minutes is None else 60.0 * minutes
+        self.cap, self.start, self.mark = run.t["max_steps"], time.perf_counter(), None
+
+    def update(self, run: Run, step: int, bar) -> None:
+        if self.seconds is None or step % run.t["log_every"]:
+            return
+        now = time.perf_counter() - self.start
+        if self.mark is None:
+            self.mark = (step, now)
+            if now < self.seconds:
+                return
+        pace = (step - self.mark[0]) / max(now - self.mark[1], 1e-9)
+        total = min(self.cap, max(step, int(step + pace * (self.seconds - now))))
+        total = int(broadcast(torch.tensor([total], device=run.accelerator.device)).item())
+        if total == run.t["max_steps"]:
+            return
+        t = run.t
+        t["max_steps"] = bar.total = total
+        schedule = getattr(run.scheduler, "scheduler", run.scheduler)  # accelerate wraps torch's scheduler
+        schedule.lr_lambdas = [warmup_cosine(t["warmup_steps"], total, t["min_lr_ratio"])] * len(schedule.lr_lambdas)
 
 
 class StepLogs:
@@ -889,6 +919,7 @@ def _finish(run: Run, elapsed: float, trained_steps: int) -> dict:
         "test": test,
         "history": state["history"],
         "num_train_samples": len(run.train_loader.dataset),
+        "steps": state["global_step"],
         "train_time_s": elapsed,
         "train_samples_per_s": (trained_steps * t["batch_size"] * t["grad_accum"]) / elapsed
         if trained_steps

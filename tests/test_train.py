@@ -118,6 +118,21 @@ def test_run_writes_results_logs_rotated_checkpoints_and_a_loadable_model(refere
     assert selection["selected_on"] == "validation subjects"
 
 
+def test_a_time_budget_fits_the_steps_and_the_lr_schedule_to_the_minutes(tmp_path):
+    # 100,000 steps would take hours; 3 seconds of budget must end the run, validated and saved, with the
+    # cosine schedule run down to the fitted count rather than left at its peak.
+    out = tmp_path / "budget"
+    run_train(out, "--set", "train.max_steps=100000", "--set", "train.max_minutes=0.05",
+              "--set", "train.eval_every=100000", "--set", "train.save_every=100000")  # fmt: skip
+    result = json.loads((out / "results.json").read_text())
+    steps = result["steps"]
+    assert 2 < steps < 100000 and result["train_time_s"] < 30
+    assert [h["step"] for h in result["history"]] == [steps]  # the last (fitted) step was validated
+    assert (out / "checkpoints" / f"step_{steps:08d}").is_dir()
+    lrs = [r["lr"] for r in map(json.loads, (out / "logs" / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    assert max(lrs) == pytest.approx(1e-3) and lrs[-1] < 0.5e-3
+
+
 def test_crash_then_resume_gives_the_same_weights_as_an_uninterrupted_run(reference, tmp_path):
     # A hard crash (os._exit, no cleanup) after step 3: the last checkpoint is step 2.
     run_train(tmp_path, "--crash-after-steps", "3", expect=17)
@@ -328,6 +343,15 @@ def test_help_explains_the_options():
     text = build_parser().format_help()
     for option in ("--config", "--output-dir", "--resume", "--set", "--crash-after-steps"):
         assert option in text
+
+
+def test_the_lent_gpu_flow_explains_its_plan():
+    # bench/gpu_paper.py is run on a machine lent for minutes: it must at least import and say what it does.
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_paper.py"), "--help"], env=_env(),
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for words in ("--minutes", "--quick", "cross-face-model", "held-out"):
+        assert words in proc.stdout, words
 
 
 def test_config_overrides_and_unknown_keys():

@@ -65,13 +65,16 @@ def tiny_clip_config(
     projection_dim: int = 32,
     vocab_size: int = TINY_VOCAB_SIZE,
     max_position_embeddings: int = 77,
+    intermediate_size: int | None = None,
 ) -> CLIPConfig:
-    """A CLIP config small enough for unit tests (defaults: hidden 32, 2 layers, image 32, patch 8)."""
+    """A CLIP config small enough for unit tests (defaults: hidden 32, 2 layers, image 32, patch 8; MLPs
+    `intermediate_size` wide, 2 x hidden unless given: ViT-B's is 3,072 = 4 x 768)."""
+    intermediate_size = intermediate_size or 2 * hidden_size
     special = _char_vocab()
     text = {
         "vocab_size": vocab_size,
         "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
+        "intermediate_size": intermediate_size,
         "num_hidden_layers": num_layers,
         "num_attention_heads": num_heads,
         "max_position_embeddings": max_position_embeddings,
@@ -82,7 +85,7 @@ def tiny_clip_config(
     }
     vision = {
         "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
+        "intermediate_size": intermediate_size,
         "num_hidden_layers": num_layers,
         "num_attention_heads": num_heads,
         "image_size": image_size,

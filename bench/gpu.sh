@@ -6,6 +6,10 @@
 #   bash bench/gpu.sh                            # needs a CUDA GPU and the requirements (transformers >= 5.23)
 #   PEAK_TFLOPS=989 BATCH=64 bash bench/gpu.sh   # the MFU denominator (H100/H200 SXM dense bf16) and batch
 #   DEVICE=cpu QUICK=1 bash bench/gpu.sh         # a smoke test of this script on a CPU (no figures worth keeping)
+#   TEXT_MODEL=/path/to/all-MiniLM-L6-v2 bash bench/gpu.sh   # the text encoder's folder where it is not installed
+#
+# The paper's view encoder trained and scored in minutes: bench/gpu_paper.py (run it beside this one: it renders
+# on the CPU cores while this measures on the GPU).
 #
 # Everything printed is also appended to ${OUT:-bench-gpu-out}/gpu.log. Each step has its own time limit
 # (STEP_TIMEOUT seconds, default 240) so one slow step cannot eat the others' time. The Surrey Face Model is
@@ -24,6 +28,7 @@ mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/gpu.log"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 SFM=${AFFECTVLM_SFM_DIR:-../shared/sfm}
+TEXT_MODEL=${TEXT_MODEL:-sentence-transformers/all-MiniLM-L6-v2}
 if [ "$QUICK" = 1 ]; then
   TRAIN=(--batch 2 --steps 1 --warmup 0)
   RENDER=(--levels 0 --repeats 2 --warmup 1 --batch 4)
@@ -46,6 +51,9 @@ transformers.__version__, '| accelerate', accelerate.__version__, '| device', \
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA GPU')"
 step "$PY" bench/train.py --device "$DEVICE" --config paper --random-init --bf16 "${TRAIN[@]}" \
   --peak-tflops "${PEAK_TFLOPS:-989}"
+# the setting bench/gpu_paper.py trains: the same ViT-B/16 views against the default's frozen text encoder
+step "$PY" bench/train.py --device "$DEVICE" --config paper-scratch --bf16 "${TRAIN[@]}" \
+  --peak-tflops "${PEAK_TFLOPS:-989}" --set "model.affectvlm.text_model_name_or_path=$TEXT_MODEL"
 if [ -f "$SFM/sfm_3448.npz" ]; then
   step "$PY" bench/render.py --device "$DEVICE" --sfm-dir "$SFM" "${RENDER[@]}"
 else

@@ -40,7 +40,7 @@ SKIPPED = (
     (r"git clone|affectvlm\.data ict\b",
      "clones or reads the ICT FaceKit (network; or ../shared/ict): tests/test_data_ict.py runs both on a fake clone"),
     (r"--machine_rank", "one of several machines (or shells) that run together"),
-    (r"--multi_gpu|--device cuda|bench/gpu\.sh|--mixed-precision bf16", "needs GPUs"),
+    (r"--multi_gpu|--device cuda|bench/gpu\.sh|bench/gpu_paper\.py(?! --help)|--mixed-precision bf16", "needs GPUs"),
     (r"--root /data|--dataset (bu3dfe|bosphorus|bu4dfe|bp4d)\b|--prepare bu3dfe",
      "needs a licensed real dataset (BU-3DFE, Bosphorus, BU-4DFE, BP4D)"),
     (r"--dataset synth|--prepare-synth|bench/synth\.py",

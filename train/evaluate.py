@@ -307,15 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=["auto", "float32", "bfloat16"],
         default="auto",
-        help="weights' dtype (auto: bf16 on CPUs with AMX, as served; else fp32)",
+        help="weights' dtype (auto: bf16 on CPUs with AMX and on bf16 GPUs, as served; else fp32)",
+    )
+    p.add_argument(
+        "--device", default="auto", help="where to embed the views: cpu, cuda, cuda:1 ... (auto: a GPU if any)"
     )
     return p  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    dtype = serving_dtype("cpu") if args.dtype == "auto" else getattr(torch, args.dtype)
-    model = AffectVLMModel.from_pretrained(args.model).to(dtype=dtype).eval()
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    dtype = serving_dtype(device) if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = AffectVLMModel.from_pretrained(args.model).to(device=device, dtype=dtype).eval()
     if args.mirror_average != "checkpoint":
         model.config.mirror_average = args.mirror_average == "on"
     processor = AffectVLMProcessor.from_pretrained(args.model)
@@ -333,6 +337,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "model": args.model,
         "dtype": str(model.dtype),
+        "device": str(device),
         "mirror_average": model.config.mirror_average,
         "caches": {},
     }

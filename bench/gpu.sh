@@ -8,8 +8,8 @@
 #   DEVICE=cpu QUICK=1 bash bench/gpu.sh         # a smoke test of this script on a CPU (no figures worth keeping)
 #   TEXT_MODEL=/path/to/all-MiniLM-L6-v2 bash bench/gpu.sh   # the text encoder's folder where it is not installed
 #
-# The paper's view encoder trained and scored in minutes: bench/gpu_paper.py (run it beside this one: it renders
-# on the CPU cores while this measures on the GPU).
+# The paper's view encoder trained and scored in minutes: bench/gpu_paper.py (run it before or after this one:
+# beside it, this script's CPU steps slowed its renders threefold).
 #
 # Everything printed is also appended to ${OUT:-bench-gpu-out}/gpu.log. Each step has its own time limit
 # (STEP_TIMEOUT seconds, default 240) so one slow step cannot eat the others' time. The Surrey Face Model is

@@ -4,12 +4,15 @@ encoder on a lent GPU").
 CLIP's ViT-B/16 at 224 px from random weights (train/configs/paper-scratch.yaml: no pretrained CLIP can be had
 offline) against the default's frozen text encoder. In `--minutes` of wall clock, all of it planned ahead:
 1. render SynthFER-3D caches at 224 px on the CPU cores, held-out identities first (seed 21, 40 subjects,
-   realism on: the held-out set of docs/RESULTS.md), then training chunks (seeds 8 and 9, both face models,
-   both recipes, sampled realism) for as long as the plan allows; a chunk not finished by then is left out;
+   realism on: the held-out set of docs/RESULTS.md), then training chunks of new identities (seeds 8 to 13:
+   120 in 3D, 60 in 4D a chunk; both face models and recipes, sampled realism) for as long as the plan
+   allows; a chunk not finished by then is left out;
 2. train three runs side by side on the one GPU, each fitted to the same minutes (`train.max_minutes`): both
    face models; the SFM alone; the ICT FaceKit alone (the cross-face-model protocol);
 3. score each on the held-out identities (train/evaluate.py on the GPU) and print one table.
-Run bench/gpu.sh beside it for the speed and MFU figures (it uses the GPU while this renders on the CPUs).
+bench/gpu.sh takes the speed and MFU figures: run it before or after this, not beside it (on an H200 machine
+its CPU steps slowed these renders threefold). A ViT from random weights needs thousands of steps: with a
+lease of minutes, render the caches ahead and give the training most of the time.
 
     python bench/gpu_paper.py --out runs/gpu-paper --minutes 9.5      # a CUDA GPU; SFM and ICT FaceKit files
     python bench/gpu_paper.py --out /tmp/gp --minutes 4 --quick      # the whole flow on a CPU, tiny and fast

@@ -189,6 +189,21 @@ def test_two_cpu_processes_equal_one_process_with_the_same_global_batch(referenc
     assert ref["test"]["num_samples"] == result["test"]["num_samples"]  # no padded duplicates counted
 
 
+def test_two_processes_with_a_time_budget_stop_together(tmp_path):
+    # Each process measures its own pace; the main process's step count is broadcast, so neither waits for a
+    # collective the other never joins (a hang here would hit the timeout).
+    cmd, env = build_command(
+        ["--num_processes", "2", "--cpu-processes", str(SCRIPT), "--config", "tiny", "--output-dir", str(tmp_path),
+         "--no-progress", "--set", "train.max_steps=100000", "--set", "train.max_minutes=0.05",
+         "--set", "train.eval_every=100000", "--set", "train.save_every=100000"]
+    )  # fmt: skip
+    proc = subprocess.run(cmd, env=_env(**env), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["num_processes"] == 2 and 2 < result["steps"] < 100000
+    assert [h["step"] for h in result["history"]] == [result["steps"]]
+
+
 def test_two_processes_crash_and_resume_to_the_uninterrupted_weights(reference, tmp_path):
     """Resume with two processes: every rank's RNG state and the data position come back from the checkpoint,
     so a run killed after step 3 and resumed from step 2 ends where an uninterrupted run ends."""

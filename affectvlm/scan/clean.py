@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .types import Scan
+from .types import Scan, spread_sample
 
 __all__ = ["drop_stray_points", "point_spacing"]
 
@@ -86,7 +86,7 @@ def point_spacing(scan: Scan) -> float:
         f = scan.faces[:: max(1, len(scan.faces) // _SAMPLE)]
         edges = v[f[:, 1]].astype(np.float64) - v[f[:, 0]]
         return float(np.median(np.sqrt((edges * edges).sum(axis=1))))
-    sample = v[:: max(1, len(v) // _SAMPLE)].astype(np.float64)
+    sample = spread_sample(v, _SAMPLE).astype(np.float64)
     queries = sample[:: max(1, len(sample) // 128)]
     d2 = sum((queries[:, None, i] - sample[None, :, i]) ** 2 for i in range(3))
     d2[d2 == 0.0] = np.inf  # itself, and duplicates

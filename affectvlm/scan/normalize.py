@@ -20,7 +20,7 @@ from .clean import drop_stray_points
 from .denoise import denoise
 from .io import drop_nonfinite
 from .register import follow, normals, still_parts
-from .types import Scan, ScanError, file_tag
+from .types import Scan, ScanError, file_tag, spread_sample
 
 __all__ = [
     "normalize_scan",
@@ -93,7 +93,7 @@ def find_nose_tip(
     k = min(candidates, n)
     top = np.argpartition(vertices[:, 2], n - k)[n - k :]
     top = top[np.argsort(-vertices[top, 2])]
-    ref = vertices[:: max(1, n // sample)].astype(np.float32)  # a deterministic subsample
+    ref = spread_sample(vertices, sample).astype(np.float32)
     cand = vertices[top].astype(np.float32)
     # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one small matmul instead of a (k, S, 3) temporary
     d2 = (cand * cand).sum(1)[:, None] + (ref * ref).sum(1)[None, :] - 2.0 * (cand @ ref.T)  # (k, S)
@@ -331,7 +331,7 @@ def _remeasured(
     for _ in range(_REMEASURES):
         sample = _scene_region(vertices, nose, size)
         if sample is None:
-            sample = vertices[:: max(1, len(vertices) // _SEARCH_POINTS)].astype(np.float64) - nose
+            sample = spread_sample(vertices, _SEARCH_POINTS).astype(np.float64) - nose
         points, solid = _search_points(sample, size)
         frame = _settle(points, solid, frame)
         factor = _size(points, solid, frame, past_window=False)
@@ -351,7 +351,7 @@ _Found = tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]  # frame, 
 def _find_at_scales(vertices: np.ndarray) -> _Found | None:
     """Steps 1-4 on a subsample of the whole scan at each scale guess: (frame, scale, points, solid, origin) of the
     first that shows a face (`origin`: the file point at the search points' zero), or None."""
-    sample = vertices[:: max(1, len(vertices) // _SEARCH_POINTS)].astype(np.float64)  # 2,000 to 4,000 points
+    sample = spread_sample(vertices, _SEARCH_POINTS).astype(np.float64)  # 2,000 to 4,000 points
     origin = np.median(sample, axis=0)
     sample = sample - origin
     least = np.inf
@@ -373,7 +373,7 @@ def _find_in_scene(vertices: np.ndarray) -> _Found | None:
     chest, a shoulder, a wall or its edge) is a candidate nose; steps 1-4 on the scan's points about the few whose
     map from there is likest the template's at each scale. Of the faces they show (an ear can pass too) the first
     is kept unless another is clearly likelier the template (`_likelier`)."""
-    sample = vertices[:: max(1, len(vertices) // _SCENE_POINTS)].astype(np.float64)
+    sample = spread_sample(vertices, _SCENE_POINTS).astype(np.float64)
     origin = np.median(sample, axis=0)
     sample = sample - origin
     extent = _extent(sample)
@@ -469,7 +469,7 @@ def _region(vertices: np.ndarray, nose: np.ndarray, scale: float) -> tuple[np.nd
     near = vertices[sum((vertices[:, i] - nose[i]) ** 2 for i in range(3)) <= reach * reach]
     if len(near) < _MIN_REGION_POINTS:
         return None
-    return near, near[:: max(1, len(near) // _SEARCH_POINTS)].astype(np.float64) - nose
+    return near, spread_sample(near, _SEARCH_POINTS).astype(np.float64) - nose
 
 
 def _search(points: np.ndarray, solid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:

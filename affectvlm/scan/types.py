@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["InputError", "Scan", "ScanError", "file_tag"]
+__all__ = ["InputError", "Scan", "ScanError", "file_tag", "spread_sample"]
 
 
 class InputError(ValueError):
@@ -23,6 +23,22 @@ class ScanError(InputError):
 def file_tag(path) -> str:
     """' (name)' to end a message with: the file's base name, never its folder (messages reach users)."""
     return f" ({os.path.basename(os.fsdecode(path))})" if path else ""
+
+
+def spread_sample(points: np.ndarray, count: int) -> np.ndarray:
+    """As many of `points` as a stride of ``len // count`` would keep (``count`` to ``2 * count`` of them, or all),
+    chosen and ordered by a hash of each point's coordinates: the same points in the same order whatever order a file
+    lists them in, and no stride to fall in step with a scanner's rows or a mesh's layout. Cost: O(N)."""
+    n = len(points)
+    step = max(1, n // max(1, count))
+    keep = -(-n // step)
+    bits = np.ascontiguousarray(np.asarray(points, dtype=np.float32) + np.float32(0.0)).view(np.uint32)  # -0.0 is 0.0
+    key = np.zeros(n, dtype=np.uint64)
+    for column, odd in zip(bits.T, (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)):
+        key = (key ^ column.astype(np.uint64)) * np.uint64(odd)
+        key ^= key >> np.uint64(29)
+    chosen = np.argpartition(key, keep - 1)[:keep] if keep < n else np.arange(n)
+    return points[chosen[np.argsort(key[chosen], kind="stable")]]
 
 
 @dataclass(eq=False)

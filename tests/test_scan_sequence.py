@@ -103,3 +103,35 @@ def test_still_frames_give_a_blank_dynamic_image():
         np.testing.assert_array_equal(frame.vertices, frames[0].vertices)
     dynamic = render_sequence(frames, size=64, normalize=False)
     assert not dynamic.any()
+
+
+def _pool_with_gaps(frames: np.ndarray) -> np.ndarray:
+    from affectvlm.scan.sequence import _ShortGaps, short_gap
+
+    gaps = _ShortGaps(short_gap(len(frames)))
+    for frame, w in zip(torch.from_numpy(frames), rank_pool_weights(len(frames))):
+        gaps.add(frame, float(w))
+    return gaps.pooled().numpy()
+
+
+def test_a_hole_for_one_frame_pools_as_the_surface_either_side():
+    """Of 8 frames (one view, 2 x 3 pixels, one channel), pixel (0, 0) misses the surface in frame 3 only: pooled as
+    if it showed the mean of frames 2 and 4. Pixel (0, 1) misses frames 3 and 4 (longer than one in eight: an
+    opening mouth), pixel (0, 2) frame 0 only (the first value seen fills it), pixel (1, 0) the last frame (the last
+    value seen fills it), pixel (1, 1) every frame (background), pixel (1, 2) none."""
+    rng = np.random.default_rng(0)
+    frames = rng.uniform(30, 255, size=(8, 1, 2, 3, 1))
+    filled = frames.copy()
+    for (t, i, j), value in {
+        (3, 0, 0): 0.5 * (frames[2, 0, 0, 0] + frames[4, 0, 0, 0]),
+        (0, 0, 2): frames[1, 0, 0, 2],
+        (7, 1, 0): frames[6, 0, 1, 0],
+    }.items():
+        frames[t, 0, i, j] = 0.0
+        filled[t, 0, i, j] = value
+    frames[3:5, 0, 0, 1] = filled[3:5, 0, 0, 1] = 0.0
+    frames[:, 0, 1, 1] = filled[:, 0, 1, 1] = 0.0
+    np.testing.assert_allclose(_pool_with_gaps(frames), rank_pool(filled), atol=1e-9)
+    still = np.repeat(frames[:1], 8, axis=0)
+    still[5, 0, 0, 0] = 0.0  # a hole in one frame of a face that does not move: nothing to pool
+    np.testing.assert_allclose(_pool_with_gaps(still), 0.0, atol=1e-9)

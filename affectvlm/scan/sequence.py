@@ -4,7 +4,9 @@ The reference coefficients for frames t = 1..T are
     alpha_t = 2 (T - t + 1) - (T + 1) (H_T - H_{t-1}),  H_t = sum_{i <= t} 1 / i,  H_0 = 0,
 which sum to zero; T = 1 gives the weight 1. (A popular Python port uses (2t - T) / t, which is a
 different, non-reference formula.) The dynamic image is sum_t alpha_t frame_t on the raw frames,
-min-max rescaled to 0-255 for display or for a network that expects images.
+min-max rescaled to 0-255 for display or for a network that expects images. A pixel that misses the surface for
+a frame or so (a scanner's hole that comes and goes) is pooled as the surface on either side of the gap
+(`_ShortGaps`).
 """
 
 from __future__ import annotations
@@ -111,14 +113,53 @@ def render_sequence(
         raise ValueError("render_sequence needs at least one frame")
     if normalize:
         scans = normalize_sequence(scans, **(normalize if isinstance(normalize, dict) else {}))
-    weights = torch.as_tensor(rank_pool_weights(len(scans)))
-    acc = None
+    weights = rank_pool_weights(len(scans)).tolist()
+    gaps = _ShortGaps(short_gap(len(scans)))
     for start in range(0, len(scans), chunk):
         frames = render_views(
             scans[start : start + chunk], views, size, mode, as_tensor=True, **render_kwargs
         )
-        w = weights[start : start + chunk].to(frames.device)
-        part = torch.tensordot(w, frames.double(), dims=1)  # (V, H, W, 3)
-        acc = part if acc is None else acc + part
-    out = _rescale(acc, axis=(1, 2, 3))
+        for frame, w in zip(frames, weights[start : start + chunk]):
+            gaps.add(frame.double(), w)
+    out = _rescale(gaps.pooled(), axis=(1, 2, 3))
     return out if as_tensor else out.cpu().numpy()
+
+
+def short_gap(num_frames: int) -> int:
+    """The longest run of frames (one in eight of them, at least one) in which a pixel may miss the surface and be
+    taken for a scanner's passing hole rather than the face's own motion (an opening mouth lasts longer)."""
+    return max(1, int(num_frames) // 8)
+
+
+class _ShortGaps:
+    """Rank pooling, frame by frame, with short-lived holes filled. A pixel that misses the surface (background) in
+    at most `longest` frames in a row, and shows it before or after, is pooled as if it had shown the surface there:
+    the mean of the values on either side (the one side's value at the sequence's ends). A scanner's holes that come
+    and go (a specular eye, a shadowed nostril, a different patch in each frame) would otherwise pool as motion, at
+    the full weight of a frame. Holes that stay put, the background, and gaps longer than `longest` (a mouth that
+    opens) pool as they are."""
+
+    def __init__(self, longest: int):
+        self.longest, self.acc = longest, None
+
+    def add(self, frame: torch.Tensor, weight: float) -> None:
+        """Pool one (V, H, W, C) float frame with its rank pooling weight."""
+        surface = (frame > 0).any(dim=-1)
+        if self.acc is None:
+            self.acc, self.last = torch.zeros_like(frame), torch.zeros_like(frame)
+            self.seen = torch.zeros_like(surface)
+            self.gap = torch.zeros_like(surface, dtype=torch.long)  # frames missed in a row, up to this one
+            self.gap_weight = torch.zeros_like(surface, dtype=frame.dtype)  # their weights' sum
+        self.acc += weight * frame
+        closed = surface & (self.gap > 0) & (self.gap <= self.longest)
+        fill = torch.where(self.seen[..., None], 0.5 * (self.last + frame), frame)
+        self.acc += torch.where(closed, self.gap_weight, 0.0)[..., None] * fill
+        self.last = torch.where(surface[..., None], frame, self.last)
+        self.seen |= surface
+        self.gap = torch.where(surface, 0, self.gap + 1)
+        self.gap_weight = torch.where(surface, 0.0, self.gap_weight + weight)
+
+    def pooled(self) -> torch.Tensor:
+        """(V, H, W, C) the dynamic image so far, a gap at the end filled with the last value seen."""
+        trailing = self.seen & (self.gap > 0) & (self.gap <= self.longest)
+        return self.acc + torch.where(trailing, self.gap_weight, 0.0)[..., None] * self.last

@@ -284,7 +284,7 @@ def test_a_sequence_whose_head_turns_away_is_read_as_the_expression(predictor, s
 
 
 def holes_that_come_and_go(frames: list, seed: int, count: int = 3, radius: float = 10.0) -> list:
-    """Each frame with its own `count` holes `radius` mm across at random surface points (a scanner losing a
+    """Each frame with its own `count` holes of `radius` mm about random surface points (a scanner losing a
     specular or shadowed patch for a frame or two, somewhere else in the next)."""
     rng = np.random.default_rng(seed)
     out = []
@@ -299,7 +299,7 @@ def holes_that_come_and_go(frames: list, seed: int, count: int = 3, radius: floa
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("sequence", EXAMPLE_SEQUENCES, ids=lambda p: p.stem)
 def test_a_sequence_with_holes_that_come_and_go_is_read_as_the_expression(predictor, sequence, seed, tmp_path):
-    """Three holes 10 mm across, somewhere else in each frame. Rank pooling gives each frame's holes the frame's
+    """Three holes 20 mm across, somewhere else in each frame. Rank pooling gives each frame's holes the frame's
     full weight, so they drew blotches the model read as motion; a pixel that misses the surface for a frame or so
     is now pooled as the surface either side of the gap."""
     frames = [load_scan(f) for f in extract_frames(sequence, tmp_path)]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..scan.clean import cluster_vertices
 from ..scan.normalize import axis_rotation, find_nose_tip, rotate_points
 from ..scan.types import Scan
 
@@ -279,26 +280,6 @@ def _cell_for(scan: Scan, vertices: float) -> float:
         a, b, c = (v[scan.faces[:, i]] for i in range(3))
         area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1).sum()
     return float(np.sqrt(max(area, 1e-12) / max(vertices, 1.0)))
-
-
-def cluster_vertices(scan: Scan, cell: float) -> Scan:
-    """Decimate by vertex clustering: one vertex per occupied cube of side `cell` (mm) at the mean of its
-    vertices (colours and uv of the first); triangles that collapse or repeat are dropped."""
-    v = scan.vertices.astype(np.float64)
-    key = np.floor((v - v.min(0)) / cell).astype(np.int64)
-    span = key.max(0) + 1
-    flat = (key[:, 0] * span[1] + key[:, 1]) * span[2] + key[:, 2]
-    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
-    count = np.bincount(inverse)
-    mean = np.stack([np.bincount(inverse, weights=v[:, i]) for i in range(3)], -1) / count[:, None]
-    faces = None
-    if not scan.is_point_cloud:
-        f = inverse[scan.faces]
-        f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
-        _, once = np.unique(np.sort(f, axis=1), axis=0, return_index=True)
-        faces = f[np.sort(once)]
-    pick = {name: getattr(scan, name)[first] for name in ("colors", "uv") if getattr(scan, name) is not None}
-    return Scan(vertices=mean.astype(np.float32), faces=faces, texture=scan.texture, path=scan.path, **pick)
 
 
 def subdivide(scan: Scan) -> Scan:

@@ -9,6 +9,8 @@ outside the triangles' extent is not on the surface either, however many keep it
 metres away once took the face search).
 
     scan = drop_stray_points(scan)   # `normalize_scan` does this first
+
+`cluster_vertices` decimates a scan by vertex clustering (a scan far denser than the pixels it is drawn on).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from .types import Scan, spread_sample
 
-__all__ = ["drop_stray_points", "point_spacing"]
+__all__ = ["cluster_vertices", "drop_stray_points", "point_spacing"]
 
 _CELL_SPACINGS = 4.0  # a cube's side, in point spacings
 _MIN_COMPANY = 3  # points (itself included) the 27 cubes about a point must hold
@@ -91,3 +93,31 @@ def point_spacing(scan: Scan) -> float:
     d2 = sum((queries[:, None, i] - sample[None, :, i]) ** 2 for i in range(3))
     d2[d2 == 0.0] = np.inf  # itself, and duplicates
     return float(np.median(np.sqrt(d2.min(axis=1))))
+
+
+def cluster_vertices(scan: Scan, cell: float) -> Scan:
+    """Decimate by vertex clustering: one vertex per occupied cube of side `cell` (the scan's units) at the mean of
+    its vertices (colours and uv of the first); triangles that collapse or repeat are dropped. Cost: O(N log N)."""
+    v = scan.vertices.astype(np.float64)
+    key = np.floor((v - v.min(0)) / cell).astype(np.int64)
+    span = key.max(0) + 1
+    flat = (key[:, 0] * span[1] + key[:, 1]) * span[2] + key[:, 2]
+    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    count = np.bincount(inverse)
+    mean = np.stack([np.bincount(inverse, weights=v[:, i]) for i in range(3)], -1) / count[:, None]
+    faces = None
+    if not scan.is_point_cloud:
+        f = inverse[scan.faces]
+        f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+        faces = f[np.sort(_first_of_each(np.sort(f, axis=1), len(count)))]
+    pick = {name: getattr(scan, name)[first] for name in ("colors", "uv") if getattr(scan, name) is not None}
+    return Scan(vertices=mean.astype(np.float32), faces=faces, texture=scan.texture, path=scan.path, **pick)
+
+
+def _first_of_each(rows: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the first of each distinct row of `rows` ((M, 3) ints in [0, n)): one int64 key per row where
+    n^3 fits in one, else numpy's row-wise unique (several times slower)."""
+    if n**3 < 2**63:
+        key = (rows[:, 0] * n + rows[:, 1]) * n + rows[:, 2]
+        return np.unique(key, return_index=True)[1]
+    return np.unique(rows, axis=0, return_index=True)[1]

@@ -33,10 +33,12 @@ def spread_sample(points: np.ndarray, count: int) -> np.ndarray:
     step = max(1, n // max(1, count))
     keep = -(-n // step)
     bits = np.ascontiguousarray(np.asarray(points, dtype=np.float32) + np.float32(0.0)).view(np.uint32)  # -0.0 is 0.0
-    key = np.zeros(n, dtype=np.uint64)
-    for column, odd in zip(bits.T, (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)):
-        key = (key ^ column.astype(np.uint64)) * np.uint64(odd)
-        key ^= key >> np.uint64(29)
+    key = bits[:, 0].astype(np.uint64) | (bits[:, 1].astype(np.uint64) << np.uint64(32))
+    key ^= bits[:, 2].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    for shift, odd in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):  # splitmix64's finaliser
+        key ^= key >> np.uint64(shift)
+        key *= np.uint64(odd)
+    key ^= key >> np.uint64(31)
     chosen = np.argpartition(key, keep - 1)[:keep] if keep < n else np.arange(n)
     return points[chosen[np.argsort(key[chosen], kind="stable")]]
 

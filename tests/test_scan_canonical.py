@@ -366,4 +366,5 @@ def test_the_order_a_file_lists_its_vertices_in_changes_nothing(face, size):
     assert a.size == b.size
     np.testing.assert_array_equal(a.rotation, b.rotation)
     count = scan.num_vertices
-    np.testing.assert_allclose(by_index(normalize_scan(shuffled), count), by_index(normalize_scan(scan), count), atol=1e-5)
+    got, want = by_index(normalize_scan(shuffled), count), by_index(normalize_scan(scan), count)
+    np.testing.assert_allclose(got, want, atol=1e-5)

@@ -2,9 +2,9 @@
 
 A scan flows load -> normalise (once) -> render -> processor, and a 4D sequence load -> pick frames -> normalise
 (one transform for the whole sequence) -> render -> rank pool. A mesh far denser than the pixels it is drawn on is
-clustered to a quarter of a pixel before it is drawn (`ScanRecipe.fit_to_pixels`). The render cache that makes the training data, the
-predictor, the app and the CLI all go through a recipe, so a scan at inference is turned into views exactly as
-the training scans were. A model's recipe is saved with its processor (`render_settings`).
+clustered to a quarter of a pixel before it is drawn (`ScanRecipe.fit_to_pixels`). The render cache that makes the
+training data, the predictor, the app and the CLI all go through a recipe, so a scan at inference is turned into
+views exactly as the training scans were. A model's recipe is saved with its processor (`render_settings`).
 
     recipe = ScanRecipe.from_settings(processor.render_settings)
     views = recipe.views([load_scan("face.obj")])                  # (1, V, H, W, 3) uint8 tensor

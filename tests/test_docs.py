@@ -52,6 +52,8 @@ SKIPPED = (
     (r"train/evaluate\.py(?! --help)", "scores a trained run on a render cache (tests/test_evaluate.py runs it)"),
     (r"train/text_subspace\.py(?! --help)",
      "restricts a trained run's text projection (tests/test_text_subspace.py runs it)"),
+    (r"train/text_swap\.py(?! --help)",
+     "fits a new text encoder onto a trained run (tests/test_text_swap.py runs it)"),
     (r"train/average\.py(?! --help)", "averages trained runs' weights (tests/test_average.py runs it)"),
     (r"hub/(push|space)\.py(?!.*--dry-run)", "uploads to the Hugging Face Hub (needs a token and the network)"),
 )  # fmt: skip

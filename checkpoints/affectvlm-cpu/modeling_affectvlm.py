@@ -732,7 +732,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         mask = attention_mask[..., None].to(hidden.dtype)
         return ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1)).float()
 
-    _TEXT_MEMO_MAX = 50_000  # pooled prompts kept (384 floats each: ~77 MB at most)
+    _TEXT_MEMO_MAX = 50_000  # pooled prompts kept (384 or 768 floats each: ~77 or ~154 MB at most)
 
     def _pooled_text_memo(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """A frozen encoder's pooled output never changes: each distinct prompt is encoded once."""

@@ -86,12 +86,13 @@ def test_views_endpoint(client, files):
         handle_file(files["front"]),
         handle_file(files["left"]),
         handle_file(files["right"]),
-        "happiness, sadness, a person in pain",
+        "happiness, sadness, heartbroken, a person in pain",
         api_name="/predict_views",
     )
-    assert set(scores_of(scores)) == {"happiness", "sadness", "a person in pain"}
+    assert set(scores_of(scores)) == {"happiness", "sadness", "heartbroken", "a person in pain"}
     assert len(gallery) == 3
-    assert "**a person in pain** → sadness" in vocabulary  # what the model makes of the label
+    assert "**heartbroken** → sadness" in vocabulary  # what the model makes of a never-trained word
+    assert "**a person in pain** →" in vocabulary
 
 
 def test_a_16_bit_image_is_read_and_noise_is_noted(client, files):

@@ -115,9 +115,17 @@ def restrict_text_projection(model: AffectVLMModel, tokenizer) -> torch.Tensor:
     return basis
 
 
+# For --help: which words the checks use.
+WORDS_EPILOG = (
+    "The validation words are affectvlm.vocabulary.VALIDATION_VOCABULARY; the test words "
+    "(HELD_OUT_VOCABULARY) are only for train/evaluate.py."
+)
+
+
 def validation_check(model, processor, cache: str, run: str | None) -> dict:
-    """Plain-label and one-validation-word accuracy on the run's validation subjects."""
-    from train.evaluate import Embedded, open_vocabulary_report
+    """Plain-label and one-validation-word accuracy, AU AUC and neutral recall on the run's validation subjects
+    (every sample of `cache` without a run)."""
+    from train.evaluate import Embedded, au_report, emotion_report, open_vocabulary_report
 
     subjects = set(json.loads(Path(run).read_text())["fold"]["val"]) if run else None
     emb = Embedded(model, processor, cache, subjects, desc="validation subjects")
@@ -127,15 +135,13 @@ def validation_check(model, processor, cache: str, run: str | None) -> dict:
         "plain_words": report["plain_words"],
         "one_validation_word": report["held_out_one_word_mean"],
         "ratio": report["ratio_one_word"],
+        "au_auc": au_report(emb, model, processor.tokenizer).get("mean_auc"),
+        "neutral_recall": emotion_report(emb, model, processor.tokenizer)["both/all"]["neutral_recall"],
     }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="The validation words are affectvlm.vocabulary.VALIDATION_VOCABULARY; the test words "
-        "(HELD_OUT_VOCABULARY) are only for train/evaluate.py.",
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=WORDS_EPILOG)
     parser.add_argument("--model", required=True, help="a trained checkpoint folder (e.g. <run>/model)")
     parser.add_argument("--out", required=True, help="where to write the restricted checkpoint")
     parser.add_argument("--check", metavar="CACHE", help="the training cache: report on validation subjects")

@@ -41,8 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from affectvlm import AffectVLMModel, AffectVLMProcessor  # noqa: E402
 from affectvlm.modeling_affectvlm import resolve_text_model  # noqa: E402
 from affectvlm.prompts import au_prompts, inference_prompts  # noqa: E402
-from affectvlm.vocabulary import VALIDATION_VOCABULARY  # noqa: E402
-from train.text_subspace import concept_prompts, pooled_features  # noqa: E402
+from train.text_subspace import WORDS_EPILOG, concept_prompts, pooled_features, validation_check  # noqa: E402
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-mpnet-base-v2"
 # Chosen on the validation words of 40 held-out identities (seed 21), docs/RESULTS.md "A better language side"
@@ -152,29 +151,8 @@ def swap_text_encoder(
     return new, new_tokenizer, record
 
 
-def validation_check(model, processor, tokenizer, cache: str) -> dict:
-    """Plain labels, one validation word per class, AU AUC and neutral recall on a cache's samples."""
-    from train.evaluate import Embedded, au_report, emotion_report, open_vocabulary_report
-
-    emb = Embedded(model, processor, cache, desc="validation samples")
-    words = open_vocabulary_report(emb, model, tokenizer, VALIDATION_VOCABULARY)
-    emotions = emotion_report(emb, model, tokenizer)["both/all"]
-    return {
-        "samples": words["n"],
-        "plain_words": round(words["plain_words"], 4),
-        "one_validation_word": round(words["held_out_one_word_mean"], 4),
-        "ratio": round(words["ratio_one_word"], 4),
-        "au_auc": round(au_report(emb, model, tokenizer).get("mean_auc") or float("nan"), 4),
-        "neutral_recall": emotions["neutral_recall"],
-    }
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="The validation words are affectvlm.vocabulary.VALIDATION_VOCABULARY; the test words "
-        "(HELD_OUT_VOCABULARY) are only for train/evaluate.py.",
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=WORDS_EPILOG)
     parser.add_argument(
         "--model", required=True, help="a trained checkpoint folder with a pretrained text encoder"
     )
@@ -218,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     processor.tokenizer = tokenizer
     if args.check:
-        result["after"] = validation_check(new, processor, tokenizer, args.check)
+        result["after"] = validation_check(new, processor, args.check, None)
     out.mkdir(parents=True, exist_ok=True)
     for name in _KEPT_FILES:
         if (Path(args.model) / name).is_file():

@@ -410,11 +410,8 @@ def _extract_text_model(archive: str, prefix: str, folder: str) -> None:
 
 
 def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def load_text_encoder_state(name: str) -> dict[str, torch.Tensor]:

@@ -361,6 +361,7 @@ def test_remote_code_files_import_only_torch_transformers_and_each_other():
     # torch, transformers, numpy (a transformers dependency) and the standard library modules used
     allowed = {"torch", "transformers", "numpy", "math", "dataclasses", "collections", "typing", "__future__"}
     allowed |= {"importlib", "os", "re"}
+    allowed |= {"hashlib", "shutil", "tempfile", "zipfile"}  # a text encoder shipped as a zip cut into packages
     for name in ("configuration_affectvlm.py", "modeling_affectvlm.py", "processing_affectvlm.py"):
         tree = ast.parse((root / name).read_text())
         for node in ast.walk(tree):

@@ -149,13 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_to_rewrite(model_dir: str, out_dir: str) -> tuple[AffectVLMModel, AffectVLMProcessor, Path]:
+    """The trained checkpoint (model, processor) that a tool writes anew into `out_dir`, never over itself."""
+    out = Path(out_dir)
+    if out.resolve() == Path(model_dir).resolve():
+        raise ValueError("--out must differ from --model: the original checkpoint is kept")
+    return (
+        AffectVLMModel.from_pretrained(model_dir).eval(),
+        AffectVLMProcessor.from_pretrained(model_dir),
+        out,
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    out = Path(args.out)
-    if out.resolve() == Path(args.model).resolve():
-        raise ValueError("--out must differ from --model: the original checkpoint is kept")
-    model = AffectVLMModel.from_pretrained(args.model).eval()
-    processor = AffectVLMProcessor.from_pretrained(args.model)
+    model, processor, out = load_to_rewrite(args.model, args.out)
     result = {"before": validation_check(model, processor, args.check, args.check_run)} if args.check else {}
     restrict_text_projection(model, processor.tokenizer)
     result["subspace"] = model.config.text_subspace

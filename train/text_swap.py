@@ -38,10 +38,16 @@ from transformers import AutoConfig, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from affectvlm import AffectVLMModel, AffectVLMProcessor  # noqa: E402
+from affectvlm import AffectVLMModel  # noqa: E402
 from affectvlm.modeling_affectvlm import resolve_text_model  # noqa: E402
 from affectvlm.prompts import au_prompts, inference_prompts  # noqa: E402
-from train.text_subspace import WORDS_EPILOG, concept_prompts, pooled_features, validation_check  # noqa: E402
+from train.text_subspace import (  # noqa: E402
+    WORDS_EPILOG,
+    concept_prompts,
+    load_to_rewrite,
+    pooled_features,
+    validation_check,
+)
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-mpnet-base-v2"
 # Chosen on the validation words of 40 held-out identities (seed 21), docs/RESULTS.md "A better language side"
@@ -179,15 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    out = Path(args.out)
-    if out.resolve() == Path(args.model).resolve():
-        raise ValueError("--out must differ from --model: the original checkpoint is kept")
-    model = AffectVLMModel.from_pretrained(args.model).eval()
+    model, processor, out = load_to_rewrite(args.model, args.out)
     if getattr(model, "text_model", None) is None:
         raise ValueError(
             "text_swap needs a model trained against a pretrained text encoder (text_backbone=pretrained)"
         )
-    processor = AffectVLMProcessor.from_pretrained(args.model)
     result = (
         {"before": validation_check(model, processor, processor.tokenizer, args.check)} if args.check else {}
     )

@@ -95,9 +95,15 @@ def test_the_command_keeps_the_view_side_and_writes_a_checkpoint_naming_the_new_
 ):
     with pytest.raises(ValueError, match="--out must differ"):
         sw.main(["--model", str(trained), "--out", str(trained), "--text-model", str(encoders[1])])
-    result = sw.main(
-        ["--model", str(trained), "--out", str(tmp_path / "swapped"), "--text-model", str(encoders[1])]
-    )
+    from test_evaluate import write_cache
+
+    cache = write_cache(tmp_path / "cache")
+    args = ["--model", str(trained), "--out", str(tmp_path / "swapped"), "--text-model", str(encoders[1])]
+    result = sw.main([*args, "--check", str(cache)])
+    assert (
+        result["before"]["plain_words"] == result["after"]["plain_words"]
+    )  # the trained labels score as before
+    assert result["before"]["samples"] == result["after"]["samples"] > 0
     original = AffectVLMModel.from_pretrained(trained)
     swapped = AffectVLMModel.from_pretrained(tmp_path / "swapped")
     processor = AffectVLMProcessor.from_pretrained(tmp_path / "swapped")
@@ -123,5 +129,7 @@ def test_the_command_keeps_the_view_side_and_writes_a_checkpoint_naming_the_new_
     chance = (
         original.encode_prompts(prompts, tok0) * swapped.encode_prompts(prompts, processor.tokenizer)
     ).sum(-1)
-    assert near.min() > 0.9999  # each label's class embedding is the trained one, so every answer on it is too
+    assert (
+        near.min() > 0.9999
+    )  # each label's class embedding is the trained one, so every answer on it is too
     assert chance.mean() < 0.9

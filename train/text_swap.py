@@ -190,9 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(
             "text_swap needs a model trained against a pretrained text encoder (text_backbone=pretrained)"
         )
-    result = (
-        {"before": validation_check(model, processor, processor.tokenizer, args.check)} if args.check else {}
-    )
+    result = {"before": validation_check(model, processor, args.check, None)} if args.check else {}
     new, tokenizer, result["swap"] = swap_text_encoder(
         model, processor.tokenizer, args.text_model, args.ridge, args.served_weight
     )

@@ -628,9 +628,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         model = cls(config)
         state = clip.state_dict()
         if model.vision_resnet is not None:
-            state = {
-                k: v for k, v in state.items() if not k.startswith(("vision_model.", "visual_projection."))
-            }
+            state = {k: v for k, v in state.items() if not k.startswith(("vision_model.", "visual_projection."))}
         model.clip.load_state_dict(state, strict=True)
         if resnet is not None:
             model.vision_resnet.load_state_dict(resnet.state_dict(), strict=True)
@@ -707,9 +705,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         the encoder's own pooled features, before the projection into the shared space (where words keep the
         neighbourhoods the encoder learnt from real text)."""
         if self.text_model is None:
-            out = self.clip.get_text_features(
-                input_ids=input_ids, attention_mask=attention_mask
-            ).pooler_output
+            out = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
             return F.normalize(out.float(), dim=-1)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -759,9 +755,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             input_ids = input_ids[:, None]
             attention_mask = attention_mask[:, None] if attention_mask is not None else None
         if input_ids.dim() not in (3, 4):
-            raise ValueError(
-                f"input_ids must have shape (C, L), (C, P, L) or (V, C, P, L); got {input_ids.shape}"
-            )
+            raise ValueError(f"input_ids must have shape (C, L), (C, P, L) or (V, C, P, L); got {input_ids.shape}")
         lead = input_ids.shape[:-1]
         flat_mask = attention_mask.reshape(-1, input_ids.shape[-1]) if attention_mask is not None else None
         text = self.encode_text(input_ids.reshape(-1, input_ids.shape[-1]), flat_mask)
@@ -787,20 +781,14 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             return torch.ones(pixel_values.shape[:2], dtype=torch.bool, device=pixel_values.device)
         view_mask = view_mask.to(device=pixel_values.device, dtype=torch.bool)
         if view_mask.shape != pixel_values.shape[:2]:
-            raise ValueError(
-                f"view_mask must have shape {tuple(pixel_values.shape[:2])}; got {tuple(view_mask.shape)}"
-            )
+            raise ValueError(f"view_mask must have shape {tuple(pixel_values.shape[:2])}; got {tuple(view_mask.shape)}")
         empty = (~view_mask.any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise ValueError(f"sample(s) {empty} have no available view (view_mask is all False)")
         return view_mask
 
     def _class_logits(
-        self,
-        view_embeds: torch.Tensor,
-        fused: torch.Tensor,
-        class_embeds: torch.Tensor,
-        view_mask: torch.Tensor,
+        self, view_embeds: torch.Tensor, fused: torch.Tensor, class_embeds: torch.Tensor, view_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, C) of the fused embedding and (B, V, C) of each view (zero for missing views)."""
         scale = self.logit_scale
@@ -816,9 +804,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             per_view = torch.einsum("bvd,cd->bvc", view_embeds, class_embeds)
             logits = fused @ class_embeds.T
         else:
-            raise ValueError(
-                f"class_embeds must be (C, D), (V, C, D) or (B, V, C, D); got {tuple(class_embeds.shape)}"
-            )
+            raise ValueError(f"class_embeds must be (C, D), (V, C, D) or (B, V, C, D); got {tuple(class_embeds.shape)}")
         return scale * logits, scale * per_view * view_mask[..., None]
 
     # -- forward -----------------------------------------------------------------------------------------
@@ -922,9 +908,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
                 )
                 weights["triplet"] = c.triplet_weight
         if not terms:
-            raise ValueError(
-                "no loss term can be computed: give prompts or class_embeds, or enable a view term"
-            )
+            raise ValueError("no loss term can be computed: give prompts or class_embeds, or enable a view term")
         total = sum(weights[name] * value for name, value in terms.items())
         return total, terms
 
@@ -948,9 +932,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             groups = [[p] if isinstance(p, str) else list(p) for p in prompts.values()]
         else:
             groups = [[p] for p in prompts]
-        if not groups or any(
-            len(g) == 0 or not all(isinstance(p, str) and p.strip() for p in g) for g in groups
-        ):
+        if not groups or any(len(g) == 0 or not all(isinstance(p, str) and p.strip() for p in g) for g in groups):
             raise ValueError("every class needs at least one non-empty prompt string")
         tokenizer = tokenizer if tokenizer is not None else self._default_tokenizer()
         flat = [p for g in groups for p in g]
@@ -1027,9 +1009,7 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         action-unit term the model was trained with. Models trained without it raise ValueError."""
         bias = self.config.au_logit_bias
         if not bias:
-            raise ValueError(
-                "this model was not trained to read action units (config.au_logit_bias is empty)"
-            )
+            raise ValueError("this model was not trained to read action units (config.au_logit_bias is empty)")
         offsets = torch.tensor(list(bias.values()), dtype=torch.float32, device=embeds.device)
         logits = self.logit_scale.float() * embeds.float() @ au_embeds.float().T + offsets
         return torch.sigmoid(logits)

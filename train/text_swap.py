@@ -9,9 +9,10 @@ model trained on (each label's and each action unit's training prompts, `train.t
 and every prompt it scores with (each label's inference prompts, each action unit's scoring prompts) the text
 embedding the trained model gives it: weighted ridge regression, the scoring prompts weighted `--served-weight`
 times, `--ridge` keeping the map smooth where the prompts say nothing; then the least change that puts each
-scoring class (a label's inference prompts, an action unit's scoring prompts) back on its trained embedding
-(to a cosine of 0.99999), so that every answer on the trained labels and action units stays what it was. A new word then lands
-where the new encoder's neighbourhoods put it. No face is seen: the fit needs the prompts only.
+scoring class (a label's inference prompts, an action unit's scoring prompts) back on its trained embedding (a
+cosine of 1.0000 to four places for the shipped models), so that every answer on the trained labels and action
+units stays what it was. A new word then lands where the new encoder's neighbourhoods put it. No face is seen:
+the fit needs the prompts only.
 
     python train/text_swap.py --model checkpoints/affectvlm-cpu --out /tmp/swap/affectvlm-cpu \\
         --text-model sentence-transformers/all-mpnet-base-v2 --check /path/to/validation/cache
@@ -129,9 +130,7 @@ def swap_text_encoder(
     class_features = torch.stack([features[[row[p] for p in group]].mean(0) for group in classes.values()])
     fitted_map = fit_projection(features, targets, served, ridge, served_weight)
     aim = class_targets
-    for _ in range(
-        _CLASS_ROUNDS
-    ):  # a class embedding is the mean of its prompts' embeddings, not of features
+    for _ in range(_CLASS_ROUNDS):  # a class embedding is the mean of its prompts' embeddings, not of features
         with torch.no_grad():
             new.text_projection.weight.copy_(keep_class_directions(fitted_map, class_features, aim))
             fitted_classes = new.encode_prompts(classes, new_tokenizer).float()

@@ -33,6 +33,7 @@ EXAMPLES = Path(__file__).resolve().parent / "examples"
 MAX_FILE_MB = 100
 LIMITS = InputLimits(max_file_bytes=MAX_FILE_MB * 1024**2, max_frames=200)
 PREDICTOR = AffectVLMPredictor.from_pretrained(os.environ.get("AFFECTVLM_MODEL") or None, limits=LIMITS)
+PREDICTOR.warm_up()  # the text encoder's work for the default labels, done before the first visitor comes
 DEFAULT_LABELS_TEXT = ", ".join(PREDICTOR.default_labels)
 VIEW_NAMES = list(PREDICTOR.processor.view_names)
 # what an explanation's occlusion window hides (affectvlm.explain.HIDE), as the scan tab offers it

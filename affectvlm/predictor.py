@@ -687,19 +687,36 @@ class AffectVLMPredictor:
     def action_units(self, embeds: torch.Tensor) -> list[dict[str, float]] | None:
         """(B, D) fused embeddings -> per sample, AU name -> probability active (None: the model does not
         read action units)."""
-        from .prompts import au_label, au_prompts
+        from .prompts import au_label
+
+        described = self._au_embeddings()
+        if described is None:
+            return None
+        numbers, au_embeds = described
+        probs = self.model.action_unit_probs(embeds, au_embeds).cpu().numpy()
+        names = [au_label(n) for n in numbers]
+        return [{name: float(p) for name, p in zip(names, row)} for row in probs]
+
+    def _au_embeddings(self) -> tuple[list[int], torch.Tensor] | None:
+        """The AUs the model reads and their descriptions' embeddings (cached); None for a model without them."""
+        from .prompts import au_prompts
 
         bias = self.model.config.au_logit_bias
         if not bias:
             return None
         numbers = [int(n) for n in bias]
-        prompts = au_prompts(numbers)
         key = ("__action_units__", tuple(numbers))
         if key not in self._cache:
-            self._cache[key] = self.model.encode_prompts(prompts, tokenizer=self.processor.tokenizer)
-        probs = self.model.action_unit_probs(embeds, self._cache[key]).cpu().numpy()
-        names = [au_label(n) for n in numbers]
-        return [{name: float(p) for name, p in zip(names, row)} for row in probs]
+            self._cache[key] = self.model.encode_prompts(au_prompts(numbers), tokenizer=self.processor.tokenizer)
+        return numbers, self._cache[key]
+
+    def warm_up(self) -> None:
+        """Encode now what every request is scored against (the default labels' prompts, the AU descriptions, the
+        label check's references and its never-trained and unrelated words), so that the first request does not
+        wait for the text encoder (seconds for a large one on a CPU)."""
+        self.class_embeddings()
+        self._au_embeddings()
+        self.check_labels()
 
 
 def shipped_models() -> list[str]:

@@ -126,3 +126,14 @@ def test_the_surface_explanation_reaches_the_cli(predictor, tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert out.read_bytes() == (tmp_path / "library.glb").read_bytes()
+
+
+def test_after_warm_up_the_first_request_waits_for_no_text_encoding(monkeypatch):
+    """The app warms its predictor at start: a scan scored on the default labels, its action units and the label
+    check then need no prompt encoded (with all-mpnet-base-v2 on a CPU that took seconds on the first request)."""
+    fresh = AffectVLMPredictor.from_pretrained()
+    fresh.warm_up()
+    monkeypatch.setattr(fresh.model, "encode_prompts", lambda *a, **k: pytest.fail("a prompt encoded after warm_up"))
+    result = fresh(scan=EXAMPLE_SCANS[0])
+    assert result.label == truth_of(EXAMPLE_SCANS[0]) and result.action_units
+    assert [c.label for c in fresh.check_labels()] == fresh.default_labels

@@ -136,6 +136,9 @@ class Prediction:
 
 
 # Words with no bearing on a face's expression: where the model places them marks "not understood".
+# The label check puts a label in this sentence and compares it with the model's own labels put in it: a bare
+# word against a sentence read idioms and neutral words badly under a sentence encoder (docs/RESULTS.md).
+CHECK_TEMPLATE = "a face showing {}."
 UNRELATED_WORDS = ("table", "bicycle", "spreadsheet", "volcano", "the tax code", "a blue car", "seven", "gravel",
                    "banana", "keyboard", "democracy", "a parking lot")  # fmt: skip
 
@@ -352,15 +355,15 @@ class AffectVLMPredictor:
 
     def check_labels(self, labels=None) -> list[LabelCheck]:
         """What the model makes of each label before scoring: its nearest trained emotion or AU description
-        (in the text encoder's own space, `_text_space`: the label as written against "a face showing <emotion>"
-        and "a face with <AU description>") and how close, words its tokenizer does not know, and whether the
-        label is far from everything the model was trained against (then its score means little)."""
+        (in the text encoder's own space, `_text_space`: "a face showing <label>." against "a face showing
+        <emotion>." and "a face with <AU description>.") and how close, words its tokenizer does not know, and
+        whether the label is far from everything the model was trained against (then its score means little)."""
         if isinstance(labels, str):
             labels = parse_labels(labels, self.limits) if labels.strip() else None
         prompts = self._prompts(labels)
         own = labels if isinstance(labels, Mapping) else {}  # labels given with prompts of their own
         embeds = self._text_space(
-            {label: items if own.get(label) else [label] for label, items in prompts.items()}
+            {label: items if own.get(label) else [CHECK_TEMPLATE.format(label)] for label, items in prompts.items()}
         )
         reference_names, reference = self._trained_reference()
         similarity = (embeds.float() @ reference.float().T).cpu().numpy()
@@ -379,7 +382,7 @@ class AffectVLMPredictor:
         from .data.aus import au_description
         from .prompts import au_label
 
-        reference = {label: [f"a face showing {label}."] for label in self.default_labels}
+        reference = {label: [CHECK_TEMPLATE.format(label)] for label in self.default_labels}
         for n in self.model.config.au_logit_bias or {}:
             reference[au_label(int(n))] = [f"a face with {au_description(int(n))}."]
         return list(reference), self._text_space(reference)
@@ -396,17 +399,18 @@ class AffectVLMPredictor:
 
     def _understood_floor(self, reference: torch.Tensor) -> float:
         """The similarity from which a label counts as understood: half-way between words the model should
-        place (never-trained emotion words, `vocabulary.HELD_OUT_VOCABULARY`) and words with no bearing on a
-        face's expression (`UNRELATED_WORDS`), by their medians of nearest-reference similarity."""
+        place (never-trained emotion words, `vocabulary.VALIDATION_VOCABULARY`; the held-out words stay a test)
+        and words with no bearing on a face's expression (`UNRELATED_WORDS`), by their medians of
+        nearest-reference similarity, each word put in `CHECK_TEMPLATE` as labels are."""
         if getattr(self, "_floor", None) is None:
-            from .vocabulary import HELD_OUT_VOCABULARY
+            from .vocabulary import VALIDATION_VOCABULARY
 
             def nearest(words):
-                e = self._text_space({w: [w] for w in words})
+                e = self._text_space({w: [CHECK_TEMPLATE.format(w)] for w in words})
                 return float((e.float() @ reference.float().T).max(-1).values.median())
 
-            held_out = [w for words in HELD_OUT_VOCABULARY.values() for w in words]
-            self._floor = 0.5 * (nearest(held_out) + nearest(UNRELATED_WORDS))
+            validation = [w for words in VALIDATION_VOCABULARY.values() for w in words]
+            self._floor = 0.5 * (nearest(validation) + nearest(UNRELATED_WORDS))
         return self._floor
 
     # -- inputs -> views ------------------------------------------------------------------------------------

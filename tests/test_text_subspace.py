@@ -98,22 +98,29 @@ def test_the_command_writes_a_new_checkpoint_and_keeps_the_original(encoder, tmp
     assert restricted.config.text_subspace["rank"] == result["subspace"]["rank"]
 
 
-def test_a_run_trained_in_the_subspace_keeps_its_projection_there(encoder, tmp_path):
-    """model.text_subspace=true: the projection starts in the concept subspace and stays there every step."""
+def _train(encoder, out, *settings: str) -> None:
+    """A 3-step tiny run with the pretrained text encoder, as a user runs train/train.py."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    out = tmp_path / "run"
     cmd = [sys.executable, str(root / "train" / "train.py"), "--config", "tiny", "--output-dir", str(out),
            "--no-progress", "--set", "model.affectvlm.text_backbone=pretrained",
-           "--set", f"model.affectvlm.text_model_name_or_path={encoder}", "--set", "model.text_subspace=true",
+           "--set", f"model.affectvlm.text_model_name_or_path={encoder}",
            "--set", "train.max_steps=3", "--set", "train.eval_every=3"]  # fmt: skip
+    for setting in settings:
+        cmd += ["--set", setting]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_a_run_trained_in_the_subspace_keeps_its_projection_there(encoder, tmp_path):
+    """model.text_subspace=true: the projection starts in the concept subspace and stays there every step."""
+    out = tmp_path / "run"
+    _train(encoder, out, "model.text_subspace=true")
     model = AffectVLMModel.from_pretrained(out / "model")
     tok = AutoTokenizer.from_pretrained(out / "model")
     basis, info = ts.concept_subspace(model, tok)
@@ -152,3 +159,18 @@ def test_the_text_encoders_own_word_placement(encoder, monkeypatch):
     assert _encoder_word_placement(model, None, LABELS, swapped) == 0.0
     mixed = {"anger": ("anger", "neutral"), "happiness": ("cheerful", "happiness"), "neutral": ("neutral",)}
     assert _encoder_word_placement(model, None, LABELS, mixed) == pytest.approx(3 / 5)
+
+
+def test_a_fine_tune_with_the_projection_frozen_moves_only_the_view_side(encoder, tmp_path):
+    """model.freeze_text_projection=true: every class embedding stays where the checkpoint had it."""
+    from safetensors.torch import load_file
+
+    _train(encoder, tmp_path / "start", "train.lr=3e-3")
+    start = tmp_path / "start" / "model"
+    _train(encoder, tmp_path / "tuned", "model.init=checkpoint", f"model.checkpoint={start}",
+           "model.freeze_text_projection=true", "train.lr=3e-3")  # fmt: skip
+    before = load_file(str(start / "model.safetensors"))
+    after = load_file(str(tmp_path / "tuned" / "model" / "model.safetensors"))
+    assert torch.equal(before["text_projection.weight"], after["text_projection.weight"])
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("resnet" in k or "vision" in k for k in moved), moved

@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
         # Train the text projection inside the concept subspace (train/text_subspace.py): restricted at the
         # start and after every optimizer step, so the view encoder learns against what is served.
         "text_subspace": False,
+        # Keep the checkpoint's text projection as it is (`init: checkpoint`): every class embedding stays where
+        # it was trained (or fitted by train/text_swap.py) and only the view side learns.
+        "freeze_text_projection": False,
         "clip": {
             "hidden_size": 32,
             "num_layers": 2,

@@ -150,6 +150,14 @@ def _text_basis(config: dict, model: AffectVLMModel, tokenizer) -> torch.Tensor 
     return restrict_text_projection(model, tokenizer) if config["model"]["text_subspace"] else None
 
 
+def _freeze_text_projection(model: AffectVLMModel) -> None:
+    """model.freeze_text_projection: the pretrained text encoder's projection keeps its weights (not saved as a
+    flag in checkpoints: `requires_grad` is set here, for this run)."""
+    if model.text_projection is None:
+        raise ValueError("model.freeze_text_projection needs a model with a pretrained text encoder")
+    model.text_projection.requires_grad_(False)
+
+
 def _pretrained_text(overrides: dict) -> str | None:
     """With `text_backbone: pretrained`, fill in the encoder's config; return the folder it loads from."""
     if overrides.get("text_backbone") != "pretrained":
@@ -687,6 +695,8 @@ class Run:
         au_cfg = config["au"]
         self.aus = AUTargets(self.prompts.tokenize, au_cfg["active_from"]) if au_cfg["weight"] > 0 else None
         self.text_basis = _text_basis(config, model, self.tokenizer)
+        if config["model"]["freeze_text_projection"]:
+            _freeze_text_projection(model)
         module = TrainModule(model, au_cfg["weight"], len(self.aus.numbers) if self.aus else 0)
         module = sync_batchnorm(module, self.accelerator)
         optimizer = torch.optim.AdamW(

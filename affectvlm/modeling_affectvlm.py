@@ -921,12 +921,15 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         tokenizer=None,
         batch_size: int = 256,
         projected: bool = True,
+        anchored: bool = True,
     ) -> torch.Tensor:
         """Class embeddings (C, D) from prompts, in the order given; compute once, reuse for every `score`.
 
         prompts: `{"happiness": ["a face showing joy", ...], ...}` (several prompts per class are averaged
         after normalisation and re-normalised), or a list with one prompt per class. `tokenizer` defaults to
-        the tokenizer saved with this model (the processor's).
+        the tokenizer saved with this model (the processor's). With `config.text_anchor_weight` > 0 (and
+        `anchored`), each projected class embedding is drawn towards the trained classes its prompts mean
+        (`_anchor`); `anchored=False` gives the projection alone.
         """
         if isinstance(prompts, dict):
             groups = [[p] if isinstance(p, str) else list(p) for p in prompts.values()]
@@ -935,15 +938,21 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         if not groups or any(len(g) == 0 or not all(isinstance(p, str) and p.strip() for p in g) for g in groups):
             raise ValueError("every class needs at least one non-empty prompt string")
         tokenizer = tokenizer if tokenizer is not None else self._default_tokenizer()
+        out = self._encode_groups(groups, tokenizer, batch_size, projected)
+        if projected and anchored and self.config.text_anchor_weight > 0 and self.config.text_anchors:
+            out = self._anchor(out, self._encode_groups(groups, tokenizer, batch_size, projected=False), tokenizer)
+        return out
+
+    def _encode_groups(self, groups: list[list[str]], tokenizer, batch_size: int, projected: bool) -> torch.Tensor:
+        """Each group of prompts -> the normalised mean of its prompts' normalised embeddings, (C, D)."""
         flat = [p for g in groups for p in g]
-        max_length = self.max_text_length
         embeds = []
         for start in range(0, len(flat), batch_size):
             tokens = tokenizer(
                 flat[start : start + batch_size],
                 padding=True,
                 truncation=True,
-                max_length=max_length,
+                max_length=self.max_text_length,
                 return_tensors="pt",
             ).to(self.device)
             embeds.append(self.encode_text(tokens["input_ids"], tokens.get("attention_mask"), projected))
@@ -953,6 +962,35 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             out.append(embeds[start : start + len(g)].mean(dim=0))
             start += len(g)
         return F.normalize(torch.stack(out), dim=-1)
+
+    def _anchor(self, projected: torch.Tensor, meaning: torch.Tensor, tokenizer) -> torch.Tensor:
+        """Draw class embeddings towards the trained classes their prompts mean.
+
+        A projection fitted or trained on a few hundred prompts places a word it never saw only roughly; the
+        model's own embeddings of its trained classes (`config.text_anchors`: its labels' and action units'
+        scoring prompts) are where it learnt those meanings. Each class's text-space features (`meaning`, the
+        encoder's own space, where words keep their sense) weigh the trained classes by a softmax of cosine
+        similarity at `text_anchor_temperature`; the result is the normalised blend
+        `(1 - w) * projected + w * normalize(sum_k p_k anchor_k)`, `w = text_anchor_weight`. A trained label
+        lands near itself, an unrelated phrase on a vague mixture (the label check flags those)."""
+        keys, anchors = self._anchor_bank(tokenizer)
+        weights = torch.softmax(meaning.float() @ keys.T / self.config.text_anchor_temperature, dim=-1)
+        pulled = F.normalize(weights @ anchors, dim=-1)
+        w = self.config.text_anchor_weight
+        return F.normalize((1 - w) * projected.float() + w * pulled, dim=-1)
+
+    def _anchor_bank(self, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, d) text-space features and (K, D) projected embeddings of the trained classes, cached until the
+        text projection's weights change (in place: a training step or a load bumps their version)."""
+        weight = (self.text_projection if self.text_model is not None else self.clip.text_projection).weight
+        key = (weight._version, weight.data_ptr(), weight.dtype, weight.device, id(tokenizer))
+        bank = getattr(self, "_anchor_cache", None)
+        if self.training or bank is None or bank[0] != key:
+            groups = [list(p) for p in self.config.text_anchors.values()]
+            keys = self._encode_groups(groups, tokenizer, 256, projected=False).float()
+            anchors = self._encode_groups(groups, tokenizer, 256, projected=True).float()
+            bank = self._anchor_cache = (key, keys, anchors)
+        return bank[1], bank[2]
 
     def _default_tokenizer(self):
         if getattr(self, "_tokenizer", None) is None:

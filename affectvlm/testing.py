@@ -152,6 +152,26 @@ def tiny_text_encoder(folder, hidden_size: int = 32, num_layers: int = 2, seed: 
     return folder
 
 
+def tiny_pretrained_text_model(encoder, label_names: list[str], seed: int = 0):
+    """A tiny AffectVLMModel (eval mode) whose text side is the encoder that `tiny_text_encoder` wrote to
+    `encoder` (frozen, its weights loaded), with a random projection (`torch.manual_seed(seed)`)."""
+    import torch
+    from transformers import AutoConfig
+
+    from .modeling_affectvlm import AffectVLMModel
+
+    torch.manual_seed(seed)
+    config = tiny_config(
+        text_backbone="pretrained",
+        text_config=AutoConfig.from_pretrained(encoder).to_dict(),
+        text_model_name_or_path=str(encoder),
+        label_names=list(label_names),
+    )
+    model = AffectVLMModel(config).eval()
+    model.load_text_weights()
+    return model
+
+
 # --- a procedural face ---------------------------------------------------------------------------------
 # Millimetres, +y up, +z towards the viewer, as the Surrey Face Model and BU-3DFE. The surface is a height
 # field z(x, y) over an elliptical patch (150 mm wide, 190 mm tall): an ellipsoidal cap plus Gaussian bumps.

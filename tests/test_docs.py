@@ -54,6 +54,8 @@ SKIPPED = (
      "restricts a trained run's text projection (tests/test_text_subspace.py runs it)"),
     (r"train/text_swap\.py(?! --help)",
      "fits a new text encoder onto a trained run (tests/test_text_swap.py runs it)"),
+    (r"train/text_anchors\.py(?! --help)",
+     "writes text anchors into a trained run (tests/test_text_anchors.py runs it)"),
     (r"train/average\.py(?! --help)", "averages trained runs' weights (tests/test_average.py runs it)"),
     (r"hub/(push|space)\.py(?!.*--dry-run)", "uploads to the Hugging Face Hub (needs a token and the network)"),
 )  # fmt: skip

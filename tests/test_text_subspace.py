@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoTokenizer
 
 from affectvlm import AffectVLMModel, AffectVLMProcessor
 from affectvlm.prompts import inference_prompts
-from affectvlm.testing import tiny_config, tiny_processor, tiny_text_encoder
+from affectvlm.testing import tiny_pretrained_text_model, tiny_processor, tiny_text_encoder
 from train import text_subspace as ts
 
 LABELS = ["anger", "happiness", "neutral"]
@@ -24,16 +24,7 @@ def encoder(tmp_path_factory):
 
 
 def _model(encoder) -> AffectVLMModel:
-    torch.manual_seed(0)
-    config = tiny_config(
-        text_backbone="pretrained",
-        text_config=AutoConfig.from_pretrained(encoder).to_dict(),
-        text_model_name_or_path=str(encoder),
-        label_names=LABELS,
-    )
-    model = AffectVLMModel(config).eval()
-    model.load_text_weights()
-    return model
+    return tiny_pretrained_text_model(encoder, LABELS)
 
 
 def test_the_basis_is_orthonormal_and_spans_the_mean_and_every_centroid():

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoTokenizer
 
 from affectvlm import AffectVLMModel, AffectVLMProcessor
 from affectvlm.prompts import inference_prompts
-from affectvlm.testing import tiny_config, tiny_processor, tiny_text_encoder
+from affectvlm.testing import tiny_pretrained_text_model, tiny_processor, tiny_text_encoder
 from train import text_swap as sw
 
 LABELS = ["anger", "happiness", "neutral"]
@@ -30,15 +30,7 @@ def encoders(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(encoders, tmp_path_factory):
     """A tiny model trained (here: initialised) against the small encoder, saved as a checkpoint."""
-    torch.manual_seed(0)
-    config = tiny_config(
-        text_backbone="pretrained",
-        text_config=AutoConfig.from_pretrained(encoders[0]).to_dict(),
-        text_model_name_or_path=str(encoders[0]),
-        label_names=LABELS,
-    )
-    model = AffectVLMModel(config).eval()
-    model.load_text_weights()
+    model = tiny_pretrained_text_model(encoders[0], LABELS)
     folder = tmp_path_factory.mktemp("trained")
     processor = tiny_processor()
     processor.tokenizer = AutoTokenizer.from_pretrained(encoders[0])

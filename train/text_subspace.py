@@ -163,13 +163,24 @@ def load_to_rewrite(model_dir: str, out_dir: str) -> tuple[AffectVLMModel, Affec
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    model, processor, out = load_to_rewrite(args.model, args.out)
-    result = {"before": validation_check(model, processor, args.check, args.check_run)} if args.check else {}
-    restrict_text_projection(model, processor.tokenizer)
-    result["subspace"] = model.config.text_subspace
-    if args.check:
-        result["after"] = validation_check(model, processor, args.check, args.check_run)
-    shutil.copytree(args.model, out, dirs_exist_ok=True)
+
+    def restrict(model, processor) -> dict:
+        restrict_text_projection(model, processor.tokenizer)
+        return model.config.text_subspace
+
+    return rewrite_checked(args.model, args.out, "subspace", restrict, args.check, args.check_run)
+
+
+def rewrite_checked(model_dir: str, out_dir: str, name: str, change, check=None, check_run=None) -> dict:
+    """Load a trained checkpoint, apply `change(model, processor) -> record` (kept as `name`), report
+    `validation_check` on `check` before and after, and write the changed checkpoint into `out_dir` (a copy of
+    the folder with the new weights and config). Prints and returns the report."""
+    model, processor, out = load_to_rewrite(model_dir, out_dir)
+    result = {"before": validation_check(model, processor, check, check_run)} if check else {}
+    result[name] = change(model, processor)
+    if check:
+        result["after"] = validation_check(model, processor, check, check_run)
+    shutil.copytree(model_dir, out, dirs_exist_ok=True)
     model.save_pretrained(out)
     print(json.dumps(result, indent=1))
     return result

@@ -121,8 +121,9 @@ def swap_text_encoder(
     prompts, served = swap_prompts(list(model.config.label_names))
     classes = scoring_classes(list(model.config.label_names))
     with torch.no_grad():
-        targets = model.encode_prompts(prompts, tokenizer).float()
-        class_targets = model.encode_prompts(classes, tokenizer).float()
+        # the projection's own embeddings: the fit reproduces them, and anchors (if any) act on top of it
+        targets = model.encode_prompts(prompts, tokenizer, anchored=False).float()
+        class_targets = model.encode_prompts(classes, tokenizer, anchored=False).float()
     new = with_text_encoder(model, text_model)
     new_tokenizer = AutoTokenizer.from_pretrained(resolve_text_model(text_model))
     features = pooled_features(new, new_tokenizer, prompts)
@@ -133,10 +134,10 @@ def swap_text_encoder(
     for _ in range(_CLASS_ROUNDS):  # a class embedding is the mean of its prompts' embeddings, not of features
         with torch.no_grad():
             new.text_projection.weight.copy_(keep_class_directions(fitted_map, class_features, aim))
-            fitted_classes = new.encode_prompts(classes, new_tokenizer).float()
+            fitted_classes = new.encode_prompts(classes, new_tokenizer, anchored=False).float()
         aim = F.normalize(aim + class_targets - fitted_classes, dim=-1)
     with torch.no_grad():
-        fitted = new.encode_prompts(prompts, new_tokenizer).float()
+        fitted = new.encode_prompts(prompts, new_tokenizer, anchored=False).float()
     cosine = (fitted * targets).sum(-1)
     mask = torch.tensor(served)
     record = {

@@ -128,6 +128,14 @@ class AffectVLMConfig(PreTrainedConfig):
         au_logit_bias (`dict[str, float]`, *optional*):
             For models trained with the action-unit term: AU number -> the bias of its logit,
             `logit_scale * cos(sample, AU description) + bias` (see `AffectVLMModel.action_unit_probs`).
+        text_anchors (`dict[str, list[str]]`, *optional*):
+            The trained classes' scoring prompts (labels and action units), for `text_anchor_weight`.
+        text_anchor_weight (`float`, defaults to 0.0):
+            How far `AffectVLMModel.encode_prompts` draws a class embedding towards the trained classes its
+            prompts mean (0: the text projection alone; 1: the mixture of trained classes alone).
+        text_anchor_temperature (`float`, defaults to 0.05):
+            Softmax temperature over the cosine similarities, in the text encoder's own space, between a class's
+            prompts and each entry of `text_anchors`.
         custom_pipelines (`dict`, *optional*):
             The transformers pipeline saved with the model; defaults to `CUSTOM_PIPELINES`.
     """
@@ -171,6 +179,9 @@ class AffectVLMConfig(PreTrainedConfig):
     mirror_average: bool = False
     mirror_negate: dict[str, Any] | None = None
     au_logit_bias: dict[str, float] | None = None
+    text_anchors: dict[str, list[str]] | None = None
+    text_anchor_weight: float = 0.0
+    text_anchor_temperature: float = 0.05
     custom_pipelines: dict[str, Any] | None = None
 
     def __post_init__(self, **kwargs):
@@ -250,10 +261,26 @@ class AffectVLMConfig(PreTrainedConfig):
             raise ValueError(f"mirror_average must be true or false, got {self.mirror_average!r}")
         if self.mirror_negate is not None:
             self.mirror_negate = _checked_mirror_negate(self.mirror_negate)
+        self._check_text_anchors()
         if self.logit_scale_max <= 0:
             raise ValueError(f"logit_scale_max must be positive, got {self.logit_scale_max}")
         if self.fusion_hidden_size < 1:
             raise ValueError(f"fusion_hidden_size must be positive, got {self.fusion_hidden_size}")
+
+    def _check_text_anchors(self) -> None:
+        w, t = self.text_anchor_weight, self.text_anchor_temperature
+        if not (isinstance(w, int | float) and 0 <= w <= 1):
+            raise ValueError(f"text_anchor_weight must be a number in [0, 1], got {w!r}")
+        if not (isinstance(t, int | float) and math.isfinite(t) and t > 0):
+            raise ValueError(f"text_anchor_temperature must be a finite number > 0, got {t!r}")
+        anchors = self.text_anchors
+        if anchors is None:
+            return
+        if not isinstance(anchors, dict) or not all(
+            isinstance(v, list) and v and all(isinstance(p, str) and p.strip() for p in v) for v in anchors.values()
+        ):
+            raise ValueError("text_anchors must map each trained class to a non-empty list of prompts")
+        self.text_anchors = {str(k): list(v) for k, v in anchors.items()}
 
     @property
     def projection_dim(self) -> int:

@@ -140,8 +140,8 @@ def tiny_text_encoder(folder, hidden_size: int = 32, num_layers: int = 2, seed: 
     words = "a the of face photo person with expression happy sad angry fear surprise disgust neutral".split()
     letters = list("abcdefghijklmnopqrstuvwxyz.,:'-")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{c}" for c in letters], *words]
-    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    # the vocabulary as a dict: transformers 5 ignores `vocab_file` here and would leave only the special tokens
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(dict.fromkeys(vocab))})
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,

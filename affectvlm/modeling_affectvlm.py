@@ -967,12 +967,14 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         """Draw class embeddings towards the trained classes their prompts mean.
 
         A projection fitted or trained on a few hundred prompts places a word it never saw only roughly; the
-        model's own embeddings of its trained classes (`config.text_anchors`: its labels' and action units'
-        scoring prompts) are where it learnt those meanings. Each class's text-space features (`meaning`, the
-        encoder's own space, where words keep their sense) weigh the trained classes by a softmax of cosine
-        similarity at `text_anchor_temperature`; the result is the normalised blend
-        `(1 - w) * projected + w * normalize(sum_k p_k anchor_k)`, `w = text_anchor_weight`. A trained label
-        lands near itself, an unrelated phrase on a vague mixture (the label check flags those)."""
+        model's own embeddings of its trained classes are where it learnt those meanings. `config.text_anchors`
+        gives, for each trained class (label or action unit), groups of prompts that mean it: its scoring prompts
+        first (they give the class's embedding), then, for a label, one group per word of its lexicon
+        ("furious", "rage"). Each class's text-space features (`meaning`, the encoder's own space, where words
+        keep their sense) weigh the groups by a softmax of cosine similarity at `text_anchor_temperature`; the
+        result is the normalised blend `(1 - w) * projected + w * normalize(sum_g p_g e_class(g))`, `w =
+        text_anchor_weight`. A trained label lands near itself, an unrelated phrase on a vague mixture (the
+        label check flags those)."""
         keys, anchors = self._anchor_bank(tokenizer)
         weights = torch.softmax(meaning.float() @ keys.T / self.config.text_anchor_temperature, dim=-1)
         pulled = F.normalize(weights @ anchors, dim=-1)
@@ -980,16 +982,19 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         return F.normalize((1 - w) * projected.float() + w * pulled, dim=-1)
 
     def _anchor_bank(self, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K, d) text-space features and (K, D) projected embeddings of the trained classes, cached until the
-        text projection's weights change (in place: a training step or a load bumps their version)."""
+        """(G, d) text-space features of every anchor group and (G, D) the embedding of each group's class,
+        cached until the text projection's weights change (in place: a training step or a load bumps their
+        version)."""
         weight = (self.text_projection if self.text_model is not None else self.clip.text_projection).weight
         key = (weight._version, weight.data_ptr(), weight.dtype, weight.device, id(tokenizer))
         bank = getattr(self, "_anchor_cache", None)
         if self.training or bank is None or bank[0] != key:
-            groups = [list(p) for p in self.config.text_anchors.values()]
+            classes = list(self.config.text_anchors.values())
+            groups = [list(g) for c in classes for g in c]
+            owner = torch.tensor([i for i, c in enumerate(classes) for _ in c])
             keys = self._encode_groups(groups, tokenizer, 256, projected=False).float()
-            anchors = self._encode_groups(groups, tokenizer, 256, projected=True).float()
-            bank = self._anchor_cache = (key, keys, anchors)
+            embeds = self._encode_groups([list(c[0]) for c in classes], tokenizer, 256, projected=True).float()
+            bank = self._anchor_cache = (key, keys, embeds[owner.to(embeds.device)])
         return bank[1], bank[2]
 
     def _default_tokenizer(self):

@@ -110,9 +110,9 @@ def test_label_check_on_words_it_was_not_tuned_on(predictor):
 @pytest.mark.parametrize("name", [DEFAULT_MODEL, MIT_MODEL])
 def test_never_trained_words_land_by_their_trained_class(name):
     """Each held-out word's class embedding (what a face is scored against) lies by its own class's trained
-    embedding: the shipped models draw it towards the trained classes it means (`text_anchor_weight`, chosen on
-    the validation words). With the projection alone the mean cosine is 0.83 (default) and 0.85 (MIT model);
-    anchored, 0.875 and 0.889."""
+    embedding: the shipped models draw it towards the trained classes whose words it resembles
+    (`text_anchor_weight`, chosen on the validation words). With the projection alone the mean cosine is 0.83
+    (default) and 0.85 (MIT model); anchored, 0.92 and 0.93."""
     from affectvlm.prompts import inference_prompts
 
     model = AffectVLMPredictor.from_pretrained(name)
@@ -125,7 +125,7 @@ def test_never_trained_words_land_by_their_trained_class(name):
             embeds = model.model.encode_prompts(inference_prompts(list(words)), model.processor.tokenizer,
                                                 anchored=anchored)  # fmt: skip
             own[anchored] += (embeds.float() @ trained[labels.index(label)]).tolist()
-    assert np.mean(own[True]) >= 0.86 and np.mean(own[True]) >= np.mean(own[False]) + 0.03, {
+    assert np.mean(own[True]) >= 0.9 and np.mean(own[True]) >= np.mean(own[False]) + 0.06, {
         k: np.mean(v) for k, v in own.items()}  # fmt: skip
 
 

@@ -56,6 +56,25 @@ def test_the_blend_is_the_weighted_mean_of_the_projection_and_the_meant_classes(
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
 
 
+def test_every_group_of_a_class_anchors_to_the_class_s_own_embedding(trained):
+    """A lexicon word's group is a place in the text space that means its class: it pulls towards the class's
+    embedding (its first group's, the scoring prompts), not towards its own projection."""
+    model, tok = load(trained)
+    model.config.text_anchors = {
+        "anger": [["an angry face."], ["a furious face."]],
+        "happiness": [["a happy face."]],
+    }
+    model.config.text_anchor_weight = 0.5
+    keys, anchors = model._anchor_bank(tok)
+    own = model.encode_prompts(["an angry face.", "a furious face.", "a happy face."], tok, anchored=False)
+    meaning = model.encode_prompts(
+        ["an angry face.", "a furious face.", "a happy face."], tok, projected=False
+    )
+    torch.testing.assert_close(keys, meaning)
+    torch.testing.assert_close(anchors, own[[0, 0, 2]])
+    assert (own[1] * own[0]).sum() < 0.9999  # the word's own projection differs from its class's
+
+
 def test_weight_zero_or_anchored_false_is_the_projection_alone(trained):
     model, tok = load(trained)
     prompts = {**inference_prompts(LABELS), "other": ["a face that looks spiffy."]}
@@ -86,6 +105,12 @@ def test_the_command_writes_a_checkpoint_that_loads_with_its_anchors(trained, tm
     result = ta.main(["--model", str(trained), "--out", str(tmp_path / "anchored")])
     model, tok = load(tmp_path / "anchored")
     assert result["anchors"]["classes"] == len(model.config.text_anchors) == len(LABELS) + 25  # labels, AUs
+    anger = model.config.text_anchors["anger"]  # its scoring prompts, then one group per lexicon word
+    assert anger[0] == inference_prompts(["anger"])["anger"] and len(anger) > 5
+    assert [ta.WORD_PROMPT.format("furious")] in anger
+    assert (
+        ta.WORD_PROMPT.format("furious") in inference_prompts(["furious"])["furious"]
+    )  # one of the templates
     assert model.config.text_anchor_weight == ta.DEFAULT_WEIGHT
     assert model.config.text_anchor_temperature == ta.DEFAULT_TEMPERATURE
     plain, _ = load(trained)

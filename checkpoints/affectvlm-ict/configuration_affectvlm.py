@@ -128,8 +128,9 @@ class AffectVLMConfig(PreTrainedConfig):
         au_logit_bias (`dict[str, float]`, *optional*):
             For models trained with the action-unit term: AU number -> the bias of its logit,
             `logit_scale * cos(sample, AU description) + bias` (see `AffectVLMModel.action_unit_probs`).
-        text_anchors (`dict[str, list[str]]`, *optional*):
-            The trained classes' scoring prompts (labels and action units), for `text_anchor_weight`.
+        text_anchors (`dict[str, list[list[str]]]`, *optional*):
+            For `text_anchor_weight`: each trained class (label or action unit) -> groups of prompts that mean it,
+            its scoring prompts first (they give its embedding), then one group per word of its lexicon.
         text_anchor_weight (`float`, defaults to 0.0):
             How far `AffectVLMModel.encode_prompts` draws a class embedding towards the trained classes its
             prompts mean (0: the text projection alone; 1: the mixture of trained classes alone).
@@ -179,7 +180,7 @@ class AffectVLMConfig(PreTrainedConfig):
     mirror_average: bool = False
     mirror_negate: dict[str, Any] | None = None
     au_logit_bias: dict[str, float] | None = None
-    text_anchors: dict[str, list[str]] | None = None
+    text_anchors: dict[str, list[list[str]]] | None = None
     text_anchor_weight: float = 0.0
     text_anchor_temperature: float = 0.05
     custom_pipelines: dict[str, Any] | None = None
@@ -276,11 +277,14 @@ class AffectVLMConfig(PreTrainedConfig):
         anchors = self.text_anchors
         if anchors is None:
             return
+        def prompts(group) -> bool:
+            return isinstance(group, list | tuple) and bool(group) and all(isinstance(p, str) and p.strip() for p in group)
+
         if not isinstance(anchors, dict) or not all(
-            isinstance(v, list) and v and all(isinstance(p, str) and p.strip() for p in v) for v in anchors.values()
+            isinstance(v, list | tuple) and v and all(prompts(g) for g in v) for v in anchors.values()
         ):
-            raise ValueError("text_anchors must map each trained class to a non-empty list of prompts")
-        self.text_anchors = {str(k): list(v) for k, v in anchors.items()}
+            raise ValueError("text_anchors must map each trained class to non-empty lists (groups) of prompts")
+        self.text_anchors = {str(k): [list(g) for g in v] for k, v in anchors.items()}
 
     @property
     def projection_dim(self) -> int:

@@ -134,7 +134,7 @@ class AffectVLMConfig(PreTrainedConfig):
         text_anchor_weight (`float`, defaults to 0.0):
             How far `AffectVLMModel.encode_prompts` draws a class embedding towards the trained classes its
             prompts mean (0: the text projection alone; 1: the mixture of trained classes alone).
-        text_anchor_temperature (`float`, defaults to 0.05):
+        text_anchor_temperature (`float`, defaults to 0.03):
             Softmax temperature over the cosine similarities, in the text encoder's own space, between a class's
             prompts and each entry of `text_anchors`.
         custom_pipelines (`dict`, *optional*):
@@ -182,7 +182,7 @@ class AffectVLMConfig(PreTrainedConfig):
     au_logit_bias: dict[str, float] | None = None
     text_anchors: dict[str, list[list[str]]] | None = None
     text_anchor_weight: float = 0.0
-    text_anchor_temperature: float = 0.05
+    text_anchor_temperature: float = 0.03
     custom_pipelines: dict[str, Any] | None = None
 
     def __post_init__(self, **kwargs):
@@ -277,8 +277,10 @@ class AffectVLMConfig(PreTrainedConfig):
         anchors = self.text_anchors
         if anchors is None:
             return
+
         def prompts(group) -> bool:
-            return isinstance(group, list | tuple) and bool(group) and all(isinstance(p, str) and p.strip() for p in group)
+            strings = isinstance(group, list | tuple) and all(isinstance(p, str) and p.strip() for p in group)
+            return strings and bool(group)
 
         if not isinstance(anchors, dict) or not all(
             isinstance(v, list | tuple) and v and all(prompts(g) for g in v) for v in anchors.values()

@@ -75,6 +75,19 @@ def test_every_group_of_a_class_anchors_to_the_class_s_own_embedding(trained):
     assert (own[1] * own[0]).sum() < 0.9999  # the word's own projection differs from its class's
 
 
+def test_a_trained_class_keeps_its_embedding_and_costs_no_anchor_work(trained):
+    model, tok = load(trained)
+    ta.set_text_anchors(model, weight=0.6, temperature=0.03)
+    prompts = inference_prompts(LABELS)  # the trained labels' own scoring prompts
+    torch.testing.assert_close(
+        model.encode_prompts(prompts, tok), model.encode_prompts(prompts, tok, anchored=False)
+    )
+    assert model._anchor_cache is None  # the anchors were never computed
+    mixed = model.encode_prompts({**prompts, "other": ["a face that looks spiffy."]}, tok)
+    torch.testing.assert_close(mixed[: len(LABELS)], model.encode_prompts(prompts, tok, anchored=False))
+    assert model._anchor_cache is not None
+
+
 def test_weight_zero_or_anchored_false_is_the_projection_alone(trained):
     model, tok = load(trained)
     prompts = {**inference_prompts(LABELS), "other": ["a face that looks spiffy."]}
@@ -91,7 +104,7 @@ def test_weight_zero_or_anchored_false_is_the_projection_alone(trained):
 def test_the_anchors_follow_the_model_s_weights(trained):
     model, tok = load(trained)
     ta.set_text_anchors(model, weight=1.0, temperature=0.05)
-    label = {"anger": inference_prompts(["anger"])["anger"]}
+    label = {"other": ["a face that looks spiffy."]}  # not a trained class: drawn by the anchors alone (w 1)
     before = model.encode_prompts(label, tok)
     with torch.no_grad():
         model.text_projection.weight.mul_(-1)  # in place, as an optimiser step or a load does

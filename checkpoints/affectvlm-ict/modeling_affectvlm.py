@@ -940,7 +940,13 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         tokenizer = tokenizer if tokenizer is not None else self._default_tokenizer()
         out = self._encode_groups(groups, tokenizer, batch_size, projected)
         if projected and anchored and self.config.text_anchor_weight > 0 and self.config.text_anchors:
-            out = self._anchor(out, self._encode_groups(groups, tokenizer, batch_size, projected=False), tokenizer)
+            # a trained class asked with its own scoring prompts is its own anchor: it keeps its embedding exactly,
+            # and a label set of trained classes only (the default labels, the AUs) costs no anchor work
+            trained = {tuple(c[0]) for c in self.config.text_anchors.values()}
+            new = [i for i, g in enumerate(groups) if tuple(g) not in trained]
+            if new:
+                meaning = self._encode_groups([groups[i] for i in new], tokenizer, batch_size, projected=False)
+                out[new] = self._anchor(out[new], meaning, tokenizer)
         return out
 
     def _encode_groups(self, groups: list[list[str]], tokenizer, batch_size: int, projected: bool) -> torch.Tensor:
@@ -973,8 +979,8 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
         ("furious", "rage"). Each class's text-space features (`meaning`, the encoder's own space, where words
         keep their sense) weigh the groups by a softmax of cosine similarity at `text_anchor_temperature`; the
         result is the normalised blend `(1 - w) * projected + w * normalize(sum_g p_g e_class(g))`, `w =
-        text_anchor_weight`. A trained label lands near itself, an unrelated phrase on a vague mixture (the
-        label check flags those)."""
+        text_anchor_weight`. A trained label lands near itself (asked with its scoring prompts, `encode_prompts`
+        leaves it as it is), an unrelated phrase on a vague mixture (the label check flags those)."""
         keys, anchors = self._anchor_bank(tokenizer)
         weights = torch.softmax(meaning.float() @ keys.T / self.config.text_anchor_temperature, dim=-1)
         pulled = F.normalize(weights @ anchors, dim=-1)

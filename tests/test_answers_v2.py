@@ -155,9 +155,12 @@ def test_explanation_from_the_library_and_the_cli(predictor, tmp_path):
 
 
 def test_the_surface_explanation_reaches_the_cli(predictor, tmp_path):
-    """`--explain-hide surface` paints what the library's `explain_hide="surface"` computes, not the default's."""
+    """`--explain-hide surface` paints what the library's `explain_hide="surface"` computes, not the default's.
+    The library side is a fresh predictor, as the CLI's process has: a predictor that has encoded other prompts
+    first (the module's, after the never-trained words) can differ in the last bit of a text feature (the frozen
+    encoder's memo keeps each prompt as first batched), and a colour of the file by one level."""
     path = next(p for p in EXAMPLE_SCANS if "anger" in p.stem)
-    surface = predictor(scan=path, explain=True, explain_hide="surface")
+    surface = AffectVLMPredictor.from_pretrained()(scan=path, explain=True, explain_hide="surface")
     default = predictor(scan=path, explain=True)
     assert surface.label == default.label == truth_of(path)
     assert not np.allclose(surface.relevance.vertex_relevance, default.relevance.vertex_relevance, atol=1e-3)

@@ -92,3 +92,33 @@ def test_a_face_with_a_loose_patch_far_away_reads_as_the_face():
     got = predictor(scan=loose, labels=labels)
     assert got.label == "happiness" and not got.notes
     np.testing.assert_allclose(got.probs, predictor(scan=happy, labels=labels).probs, atol=0.02)
+
+
+@pytest.mark.parametrize("kind", ["mesh", "point cloud"])
+def test_a_pile_at_the_origin_goes(face, kind):
+    """Depth cameras write unmeasured pixels at (0, 0, 0): a pile of them, loose in a mesh or among a cloud's
+    points, keeps itself company and must go as no measurement; the face stays whole."""
+    face = face if kind == "mesh" else face.replace(faces=None)
+    piled = Scan(np.concatenate([face.vertices, np.zeros((300, 3), np.float32)]), face.faces)
+    cleaned = drop_stray_points(piled)
+    np.testing.assert_array_equal(cleaned.vertices, face.vertices)
+    if kind == "mesh":
+        np.testing.assert_array_equal(cleaned.faces, face.faces)
+
+
+def test_a_mesh_vertex_at_the_origin_stays(face):
+    """A face moved so that one of its vertices is the origin keeps it and its triangles, also unwelded (one copy of
+    the vertex for each triangle at it); a pile of used vertices there, a camera's range image meshed with its
+    unmeasured pixels, goes with the triangles that reach it."""
+    moved = face.replace(vertices=face.vertices - face.vertices[100])
+    assert drop_stray_points(moved) is moved
+    unwelded = Scan(moved.vertices[moved.faces].reshape(-1, 3), np.arange(3 * moved.num_faces).reshape(-1, 3))
+    assert 2 <= (~unwelded.vertices.any(axis=1)).sum() < 16
+    assert drop_stray_points(unwelded).num_faces == unwelded.num_faces
+    away = face.replace(vertices=face.vertices + np.float32([0, 0, 600]))  # the face 0.6 m from the camera
+    n = away.num_vertices
+    spikes = np.stack([np.arange(n, n + 40), np.arange(40), np.arange(1, 41)], axis=1)
+    spiked = Scan(np.concatenate([away.vertices, np.zeros((40, 3), np.float32)]), np.concatenate([away.faces, spikes]))
+    cleaned = drop_stray_points(spiked)
+    np.testing.assert_array_equal(cleaned.vertices, away.vertices)
+    np.testing.assert_array_equal(cleaned.faces, away.faces)

@@ -131,6 +131,17 @@ def test_a_depth_camera_cloud_reads_back_as_the_face(tmp_path):
     )
 
 
+def test_unmeasured_pixels_at_the_origin_read_as_nan_ones(tmp_path):
+    """Many depth cameras' tools write an unmeasured pixel as (0, 0, 0), not NaN: the same mesh either way (the
+    zeros were once meshed among themselves and the face's own cells dropped as steps across a depth edge)."""
+    cloud, grid = depth_camera_cloud(face_mesh("happiness"), pixels=64)
+    write_pcd(tmp_path / "nan.pcd", cloud, grid=grid)
+    write_pcd(tmp_path / "zero.pcd", cloud.replace(vertices=np.nan_to_num(cloud.vertices, nan=0.0)), grid=grid)
+    nan, zero = load_scan(tmp_path / "nan.pcd"), load_scan(tmp_path / "zero.pcd")
+    np.testing.assert_array_equal(zero.vertices, nan.vertices)
+    np.testing.assert_array_equal(zero.faces, nan.faces)
+
+
 def test_colours_from_a_packed_float_rgb_and_from_r_g_b_fields(tmp_path):
     packed = struct.pack("<I", (200 << 16) | (100 << 8) | 50)
     body = struct.pack("<fff", 1, 2, 3) + packed + struct.pack("<fff", 4, 5, 6) + packed

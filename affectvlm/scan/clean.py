@@ -6,7 +6,10 @@ the face search sees a scatter. A point is stray when the cube of `_CELL_SPACING
 with the 26 cubes about it, holds fewer than `_MIN_COMPANY` points: a surface sampled at that spacing puts dozens
 of points in each cube, a scattered point has the cubes to itself. In a mesh, a vertex that no triangle uses and that lies
 outside the triangles' extent is not on the surface either, however many keep it company (a patch of loose points
-metres away once took the face search).
+metres away once took the face search). Nor is a point at exactly (0, 0, 0) that no triangle uses: depth cameras
+write their unmeasured pixels there, and such a pile keeps itself company (50 of them among a face's 4,000 vertices
+turned a happy face sad). Vertices at the origin that triangles do use go when there are `_ORIGIN_PILE` or more
+of them; fewer is a mesh's own vertex that happens to sit there (an unwelded mesh repeats one per triangle).
 
     scan = drop_stray_points(scan)   # `normalize_scan` does this first
 
@@ -26,6 +29,7 @@ _MIN_COMPANY = 3  # points (itself included) the 27 cubes about a point must hol
 _MAX_DROPPED = (
     0.5  # a scan that would lose more than this fraction keeps every point (no surface to speak of)
 )
+_ORIGIN_PILE = 16  # vertices used by triangles at exactly the origin that make a depth camera's marker
 _SAMPLE = 4096  # points the spacing is measured on (128 of them against the rest)
 _BITS = 21  # per axis in a cube's key
 
@@ -34,7 +38,7 @@ def drop_stray_points(scan: Scan) -> Scan:
     """`scan` without its stray points (see above) and the faces that touch them; the scan itself when it has none,
     has fewer than 64 points, or would lose more than half of them. Takes finite vertices (`drop_nonfinite`).
     Cost: a few ms for 100k points."""
-    scan = _drop_unreferenced(scan)
+    scan = _drop_unreferenced(_drop_origin_markers(scan))
     v = scan.vertices
     if len(v) < 64:
         return scan
@@ -60,6 +64,20 @@ def drop_stray_points(scan: Scan) -> Scan:
     keep = np.ones(len(v), dtype=bool)
     keep[stray] = False
     return scan.subset(keep)
+
+
+def _drop_origin_markers(scan: Scan) -> Scan:
+    """The scan without its points at exactly (0, 0, 0) that no triangle uses, and without the used ones too when
+    there are `_ORIGIN_PILE` or more (see above); the scan itself when that would leave nothing."""
+    at_origin = ~scan.vertices.any(axis=1)  # -0.0 counts as 0
+    if not at_origin.any() or at_origin.all():
+        return scan
+    if scan.faces is not None and len(scan.faces):
+        used = np.zeros(scan.num_vertices, dtype=bool)
+        used[scan.faces.ravel()] = True
+        if np.count_nonzero(at_origin & used) < _ORIGIN_PILE:
+            at_origin &= ~used
+    return scan.subset(~at_origin) if at_origin.any() else scan
 
 
 def _drop_unreferenced(scan: Scan) -> Scan:

@@ -51,9 +51,12 @@ def parse_pcd(data: bytes, *, max_vertices: int = 2_000_000) -> Scan:
         table = _compressed_points(body, dtype, points)
     with np.errstate(over="ignore", invalid="ignore"):
         xyz = np.stack([table[c].astype(np.float64) for c in "xyz"], axis=1).astype(np.float32)
-    measured = np.isfinite(xyz).all(axis=1)
+    # a sensor's frame has no point at its own origin: depth cameras write unmeasured pixels there, as PCL does NaN
+    measured = np.isfinite(xyz).all(axis=1) & xyz.any(axis=1)
     if not measured.any():
-        raise ScanError(f"no measured points: all {points} points have a NaN or infinite coordinate")
+        raise ScanError(
+            f"no measured points: all {points} points have a NaN or infinite coordinate or are (0, 0, 0)"
+        )
     colors = _colors(table)
     faces = None
     if height > 1:  # a depth camera's image, in its optical frame: turned to +y up, +z towards the camera

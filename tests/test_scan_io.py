@@ -66,6 +66,32 @@ Viewpoint { position 0 0 400 description "front" }
 """
 
 
+def _with_transforms(path, *fields: str) -> None:
+    """Wrap the geometry of a written `.wrl` in nested Transforms, the first given outermost."""
+    text = path.read_text()
+    body = text[text.index("Transform {") :]
+    for field in reversed(fields):
+        body = f"Transform {{\n  {field}\n  children [\n{body}\n  ]\n}}\n"
+    path.write_text("#VRML V2.0 utf8\n\n" + body)
+
+
+def test_wrl_transforms_place_the_geometry(tmp_path, face):
+    """Each IndexedFaceSet goes through the Transforms about it, innermost first: VRML's T C R SR S -SR -C, so a
+    metre-scale model turned z-up reads as the millimetre face, +y up (the reader once ignored them)."""
+    v = face.vertices.astype(np.float64)
+    metres_z_up = np.c_[v[:, 0], -v[:, 2], v[:, 1]] / 1000.0  # a quarter turn about x, then metres
+    write_wrl(tmp_path / "a.wrl", Scan(metres_z_up, face.faces))
+    _with_transforms(tmp_path / "a.wrl", "scale 1000 1000 1000", "rotation 1 0 0 -1.5707963267948966")
+    np.testing.assert_allclose(load_scan(tmp_path / "a.wrl").vertices, v, atol=2e-3)
+    write_wrl(tmp_path / "b.wrl", face)
+    _with_transforms(tmp_path / "b.wrl", "translation 10 0 0 center 1 2 3 rotation 0 0 1 3.141592653589793 scale 2, 1, 1")
+    turned = np.c_[-(2 * (v[:, 0] - 1)) + 1 + 10, -(v[:, 1] - 2) + 2, v[:, 2]]
+    np.testing.assert_allclose(load_scan(tmp_path / "b.wrl").vertices, turned, atol=2e-3)
+    _with_transforms(tmp_path / "b.wrl", "scale 1 1")
+    with pytest.raises(ScanError, match="'scale' needs 3 numbers"):
+        load_scan(tmp_path / "b.wrl")
+
+
 def test_wrl_mixed_polygons_and_per_corner_uv(tmp_path):
     from PIL import Image
 

@@ -3,8 +3,10 @@
 Only the geometry the datasets use is read: `coord Coordinate { point [...] }`, `coordIndex`,
 `texCoord TextureCoordinate { point [...] }`, `texCoordIndex` (per-corner uvs, optional: per-vertex
 uvs are accepted too), `color Color { color [...] }` (per-vertex) and the `ImageTexture` url. Several
-IndexedFaceSets in one file are concatenated; `Transform` fields are ignored (the datasets leave them
-at identity). Nodes may come in any order, numbers may be separated by spaces, commas and newlines.
+IndexedFaceSets in one file are concatenated, each placed by the `Transform` nodes about it (`translation`,
+`rotation`, `scale`, `scaleOrientation`, `center`, nested ones composed; the datasets leave them at identity,
+other exporters scale metres to millimetres or turn the model there). Nodes may come in any order, numbers may be
+separated by spaces, commas and newlines.
 The texture url must name a file in the scan's own folder (no absolute path, '..' or URL scheme).
 """
 
@@ -37,6 +39,100 @@ _BLOCKS = {
 # the first `url "..."` (BU-3DFE's only url is the ImageTexture's); a literal start keeps the search
 # linear, where "ImageTexture {[^}]*? url" rescans from every ImageTexture of a hostile file
 _URL = re.compile(r'(?<![A-Za-z])url\s*\[?\s*"([^"\n]{1,1024})"')
+
+
+# a Transform node's '{'; its fields (before or after its children) and the numbers they take
+_TRANSFORM = re.compile(r"Transform\s*\{")  # a lookbehind first would slow the search 50x: checked by hand
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_TRANSFORM_FIELDS = re.compile(
+    rf"(?<![A-Za-z])(translation|rotation|scaleOrientation|scale|center)((?:[\s,]+{_NUMBER}){{1,4}})"
+)
+_BRACKET = np.zeros(256, np.int8)  # +1 for an opening brace or bracket, -1 for a closing one, by byte
+_BRACKET[[ord("{"), ord("[")]], _BRACKET[[ord("}"), ord("]")]] = 1, -1
+_MAX_BRACKETS = 20_000_000  # braces and brackets in a file with Transforms (a face has dozens)
+_MAX_PLACING = 10_000  # Transforms with fields (a face has a few)
+
+
+def _transforms(text: str, path: str) -> list[tuple[int, int, np.ndarray]]:
+    """Each `Transform` node that has fields, as (offset of its '{', of its matching '}', its 4 x 4 matrix), in the
+    order they open (an enclosing one before those inside it); [] for a file without them. Vectorised: a hostile
+    file nests hundreds of thousands."""
+    opens = np.array([m.end() - 1 for m in _TRANSFORM.finditer(text) if _starts_word(text, m.start())], np.int64)
+    if not len(opens):
+        return []
+    chars = np.frombuffer(text.encode("latin-1", errors="replace"), np.uint8)  # one byte a character
+    at = np.flatnonzero(_BRACKET[chars])
+    if len(at) > _MAX_BRACKETS:
+        raise ScanError(f"more than {_MAX_BRACKETS} VRML braces and brackets{file_tag(path)}")
+    closing = _BRACKET[chars[at]] < 0
+    depth = np.cumsum(_BRACKET[chars[at]], dtype=np.int64)  # after each bracket
+    first = np.searchsorted(at, opens)  # each Transform's '{' among the brackets
+    # its '}': the first closing bracket after it that leaves the depth it was opened at
+    key = depth * (len(at) + 1) + np.arange(len(at))
+    ends = np.flatnonzero(closing)[np.argsort(key[closing], kind="stable")]
+    found = np.searchsorted(key[ends], (depth[first] - 1) * (len(at) + 1) + first)
+    last = ends[np.minimum(found, len(ends) - 1)]
+    matched = (found < len(ends)) & (depth[last] == depth[first] - 1)
+    placed = []
+    for i, j in zip(first[matched], last[matched]):
+        head = text[at[i] + 1 : at[min(i + 1, j)]]
+        tail = text[at[max(j - 1, i)] + 1 : at[j]] if j - 1 > i else ""
+        fields = _TRANSFORM_FIELDS.findall(head) + _TRANSFORM_FIELDS.findall(tail)
+        if fields:
+            placed.append((int(at[i]), int(at[j]), fields))
+            if len(placed) > _MAX_PLACING:
+                raise ScanError(f"more than {_MAX_PLACING} VRML Transforms{file_tag(path)}")
+    return [(i, j, _transform_matrix(fields, path)) for i, j, fields in placed]
+
+
+def _starts_word(text: str, at: int) -> bool:
+    return at == 0 or not text[at - 1].isalpha()
+
+
+def _transform_matrix(fields: list[tuple[str, str]], path: str) -> np.ndarray:
+    """The matrix of a Transform's (field, numbers) pairs (VRML 2.0: T C R SR S -SR -C, on column vectors)."""
+    values = {"translation": [0, 0, 0], "rotation": [0, 0, 1, 0], "scale": [1, 1, 1]}
+    values |= {"scaleOrientation": [0, 0, 1, 0], "center": [0, 0, 0]}
+    for name, numbers in fields:
+        got = parse_numbers(numbers, f"VRML Transform '{name}'", 8, np.float64)
+        if len(got) < len(values[name]) or not np.isfinite(got).all():
+            raise ScanError(f"VRML Transform '{name}' needs {len(values[name])} numbers{file_tag(path)}")
+        values[name] = got[: len(values[name])]
+
+    def affine(linear=None, shift=(0.0, 0.0, 0.0)) -> np.ndarray:
+        out = np.eye(4)
+        out[:3, :3], out[:3, 3] = np.eye(3) if linear is None else linear, shift
+        return out
+
+    centre, scale_turn = np.asarray(values["center"], float), _axis_angle(values["scaleOrientation"])
+    return (
+        affine(shift=np.asarray(values["translation"], float) + centre)
+        @ affine(_axis_angle(values["rotation"]))
+        @ affine(scale_turn @ np.diag(values["scale"]).astype(float) @ scale_turn.T)
+        @ affine(shift=-centre)
+    )
+
+
+def _axis_angle(rotation) -> np.ndarray:
+    """A VRML rotation (axis x y z, angle in radians) as a 3 x 3 matrix; a zero axis turns nothing."""
+    axis, angle = np.asarray(rotation[:3], float), float(rotation[3])
+    norm = np.linalg.norm(axis)
+    if norm < 1e-12:
+        return np.eye(3)
+    x, y, z = axis / norm
+    k = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+
+
+def _placed(points: np.ndarray, at: int, transforms) -> np.ndarray:
+    """`points` of the IndexedFaceSet at offset `at`, through every Transform that encloses it."""
+    matrix = np.eye(4)
+    for start, stop, m in transforms:
+        if start < at < stop:
+            matrix = matrix @ m
+    if np.allclose(matrix, np.eye(4)):
+        return points
+    return points @ matrix[:3, :3].T + matrix[:3, 3]
 
 
 def _numbers(text: str, start: int, what: str, path: str, limit: int, dtype) -> np.ndarray:
@@ -98,14 +194,15 @@ def parse_wrl(
         raise ScanError(f"unsupported VRML version {header.group(1).decode()}, only 2.0 is read{where}")
     text = _COMMENT.sub(lambda m: m.group(1) or "", decode_text(data))
 
-    sets = [m.start() for m in re.finditer(r"(?<![A-Za-z])IndexedFaceSet\b", text)] or [0]
+    sets = [m.start() for m in re.finditer(r"IndexedFaceSet\b", text) if _starts_word(text, m.start())] or [0]
+    transforms = _transforms(text, path)
     parts = []  # (points, triangles, colours or None, uvs or None) of each IndexedFaceSet
     nv = nf = 0
     for start, stop in zip(sets, [*sets[1:], len(text)]):
         part = _face_set(text[start:stop], path, max_vertices, max_faces)
         if part is None:
             continue
-        parts.append((part[0], part[1] + nv, *part[2:]))
+        parts.append((_placed(part[0], start, transforms), part[1] + nv, *part[2:]))
         nv, nf = nv + len(part[0]), nf + len(part[1])
         if nv > max_vertices:
             raise ScanError(f"{nv} vertices, more than the cap of {max_vertices}{where}")

@@ -463,7 +463,7 @@ class AffectVLMPredictor:
 
     def _sequence_paths(self, sequence, workdir: Path) -> list:
         """Frames from a folder, a zip file or a list of paths/Scans, in time order."""
-        from .scan.archive import collect_frames, extract_frames
+        from .scan.archive import collect_frames, extract_frames, refuse_archives
 
         if isinstance(sequence, str | os.PathLike):
             path = Path(sequence)
@@ -476,6 +476,7 @@ class AffectVLMPredictor:
                 raise InputError(f"{path.name}: a sequence is a folder, a .zip file or a list of frame files")
         elif isinstance(sequence, Sequence) and not isinstance(sequence, str):
             frames = list(sequence)
+            refuse_archives(frames)
         else:
             raise InputError("a sequence is a folder, a .zip file or a list of frame files")
         if not frames:

@@ -6,6 +6,7 @@ example's name says it), or refused, or noted: the answer, not the shape, is wha
 
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,10 @@ from affectvlm.predictor import (
     AffectVLMPredictor,
     InputError,
     parse_labels,
+    random_demo_model,
 )
 from affectvlm.processing_affectvlm import AffectVLMProcessor
-from affectvlm.scan.archive import collect_frames, frame_files
+from affectvlm.scan.archive import collect_frames, extract_frames, frame_files
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -167,6 +169,58 @@ def test_hidden_files_and_a_readme_beside_frames_are_not_frames(tmp_path):
 
 
 @needs_model
+def test_a_zip_with_a_readme_and_landmark_lists_beside_its_frames_reads_as_the_frames(predictor, tmp_path):
+    """A README and a landmark list per frame (`.txt`, which may also be a point cloud) zipped with the frames: the
+    zip is read as its frames, as the same files in a folder or uploaded together are (the zip's .txt files were
+    once read as frames, and the sequence refused)."""
+    source = EXAMPLES / "sequence_subject3_happiness.zip"
+    with zipfile.ZipFile(source) as plain, zipfile.ZipFile(tmp_path / "annotated.zip", "w") as annotated:
+        for info in plain.infolist():
+            annotated.writestr(info, plain.read(info))
+            annotated.writestr(Path(info.filename).stem + "_landmarks.txt", "12.5 3.0 40.1\n-12.5 3.0 40.1\n")
+        annotated.writestr("README.txt", "BU-4DFE-like capture, 25 fps")
+    alone, annotated = (predictor(sequence=p, labels=EMOTIONS) for p in (source, tmp_path / "annotated.zip"))
+    assert annotated.label == alone.label == "happiness"
+    np.testing.assert_allclose(annotated.probs, alone.probs, atol=1e-6)
+
+
+def test_a_zip_among_other_frames_or_inside_a_zip_is_named(tmp_path):
+    """A zip is a sequence of its own: uploaded with other files it was left out without a word (the one other
+    frame scored as the whole sequence); zipped inside another zip, the message said no frames were found."""
+    (tmp_path / "frame_1.ply").write_bytes(b"x")
+    with zipfile.ZipFile(tmp_path / "inner.zip", "w") as inner:
+        inner.writestr("frame_1.ply", "x")
+    with pytest.raises(InputError, match="inner.zip: a zip holds a whole sequence"):
+        frame_files([tmp_path / "frame_1.ply", tmp_path / "inner.zip"])
+    with pytest.raises(InputError, match="inner.zip: a zip holds a whole sequence"):
+        AffectVLMPredictor(*random_demo_model()).prepare_sequence([tmp_path / "frame_1.ply", tmp_path / "inner.zip"])
+    with zipfile.ZipFile(tmp_path / "outer.zip", "w") as outer:
+        outer.write(tmp_path / "inner.zip", "inner.zip")
+    with pytest.raises(InputError, match="outer.zip: the frames are in a zip inside it"):
+        extract_frames(tmp_path / "outer.zip", tmp_path)
+
+
+@pytest.mark.parametrize("entries", [25_000, 70_000], ids=["classic end record", "zip64 end record"])
+def test_a_zip_listing_more_entries_than_the_cap_is_refused_before_it_is_read(tmp_path, entries):
+    """Empty files that are not frames count too: a zip's listing is loaded whole (1.15 M empty entries once took
+    660 MB before a cap was checked). Past 65,535 entries the count is in the zip64 end record."""
+    with zipfile.ZipFile(tmp_path / "many.zip", "w") as many:
+        for i in range(entries):
+            many.writestr(f"n{i}", b"")
+    with pytest.raises(InputError, match=f"many.zip: {entries} entries is more than the limit"):
+        extract_frames(tmp_path / "many.zip", tmp_path)
+
+
+def test_one_entry_listed_twice_is_told_as_such(tmp_path):
+    with zipfile.ZipFile(tmp_path / "twice.zip", "w") as twice:
+        twice.writestr("frame_1.ply", "x")
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            twice.writestr("frame_1.ply", "x")
+    with pytest.raises(InputError, match="the zip lists frame_1.ply twice"):
+        extract_frames(tmp_path / "twice.zip", tmp_path)
+
+
+@needs_model
 def test_labels_typed_loosely_mean_what_they_say(predictor):
     scan = EXAMPLES / "scan_subject1_surprise.ply"
     twice = predictor(scan=scan, labels="surprise, Surprise, happiness")
@@ -211,7 +265,6 @@ def test_a_sequence_that_starts_at_the_apex_is_read_in_time_order(predictor, tmp
 def test_views_drawn_otherwise_than_the_model_reads_are_noted():
     """Grey renders given to a model that reads normal maps (or normal maps to one that reads grey) are read as
     another face: the answer says so. Views drawn the model's way get no such note."""
-    from affectvlm.predictor import random_demo_model
     from affectvlm.scan import load_scan
     from affectvlm.scan.recipe import ScanRecipe
 

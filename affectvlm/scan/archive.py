@@ -9,6 +9,7 @@ no path from the archive reaches the file system.
 from __future__ import annotations
 
 import re
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -17,7 +18,15 @@ from pathlib import Path
 from .io import SUPPORTED_EXTENSIONS
 from .types import InputError
 
-__all__ = ["IMAGE_EXTENSIONS", "ZipLimits", "collect_frames", "extract_frames", "frame_files", "frame_order"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ZipLimits",
+    "collect_frames",
+    "extract_frames",
+    "frame_files",
+    "frame_order",
+    "refuse_archives",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 _CHUNK = 1 << 20
@@ -31,6 +40,7 @@ class ZipLimits:
     max_entry_bytes: int = 100 * 1024**2
     max_total_bytes: int = 1024**3
     max_ratio: float = 200.0  # uncompressed / compressed: meshes compress ~3-10x, bombs 1000x
+    max_listed: int = 20_000  # entries of any kind: the zip's listing is read into memory whole
 
 
 def frame_order(name: str):
@@ -48,9 +58,39 @@ def frame_files(paths) -> list[Path]:
     without hidden ones (macOS's `._frame_000.ply` copies, as a zip's are left out), and without .txt files
     (READMEs, landmark lists: rarely frames) unless nothing else is there."""
     frames = [Path(p) for p in paths]
+    refuse_archives(frames)
     frames = [p for p in frames if not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_EXTENSIONS]
     real = [p for p in frames if p.suffix.lower() != ".txt"]
     return sorted(real or frames, key=lambda p: frame_order(p.name))
+
+
+def refuse_archives(paths) -> None:
+    """Raise `InputError` when a zip is among several frames: a zip is a sequence of its own (once it was left out
+    without a word, and the other files scored as the whole sequence)."""
+    archive = next((Path(p) for p in paths if isinstance(p, str | Path) and Path(p).suffix.lower() == ".zip"), None)
+    if archive is not None:
+        raise InputError(f"{archive.name}: a zip holds a whole sequence; give it alone, not among other files")
+
+
+def _listed_entries(path: Path) -> int:
+    """The entry count a zip declares in its end record (zip64's where the classic field overflows), read before
+    `zipfile` loads the whole listing; 0 when no end record is found (`zipfile` then says what is wrong)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        f.seek(max(0, size - (1 << 16) - 22))
+        tail = f.read()
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0 or len(tail) < end + 22:
+        return 0
+    count = struct.unpack_from("<H", tail, end + 10)[0]
+    locator = end - 20  # zip64: a locator just before the end record names the zip64 end record
+    if count == 0xFFFF and locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
+        with open(path, "rb") as f:
+            f.seek(struct.unpack_from("<Q", tail, locator + 8)[0])
+            record = f.read(56)
+        if record[:4] == b"PK\x06\x06" and len(record) == 56:
+            count = struct.unpack_from("<Q", record, 32)[0]
+    return count
 
 
 def _wanted(info: zipfile.ZipInfo) -> bool:
@@ -100,15 +140,17 @@ def extract_frames(path: Path, workdir: Path, limits: ZipLimits | None = None) -
     """Extract the frames of a zip into `workdir` under the caps; the frame files in time (natural) order."""
     limits = limits or ZipLimits()
     name = Path(path).name
+    listed = _listed_entries(path)
+    if listed > limits.max_listed:
+        raise InputError(f"{name}: {listed} entries is more than the limit of {limits.max_listed}")
     try:
         with zipfile.ZipFile(path) as archive:
+            listing = [i.filename for i in archive.infolist()]
             infos = [i for i in archive.infolist() if _wanted(i)]
             _check_declared(infos, name, limits)
             names = [Path(i.filename).name for i in infos]
             if len(set(names)) != len(names):
-                raise InputError(
-                    f"{name}: two files share a name in different folders; put one sequence per zip"
-                )
+                raise InputError(_shared_name(name, [i.filename for i in infos]))
             budget = limits.max_total_bytes
             for info, base in zip(infos, names):
                 budget -= _copy_capped(archive, info, workdir / base, budget, limits)
@@ -116,5 +158,15 @@ def extract_frames(path: Path, workdir: Path, limits: ZipLimits | None = None) -
         raise InputError(f"{name}: not a valid zip file ({type(err).__name__})") from None
     except (OSError, RuntimeError) as err:  # encrypted entries, truncated files
         raise InputError(f"{name}: the zip cannot be read ({type(err).__name__})") from None
-    frames = [workdir / n for n in names if Path(n).suffix.lower() in SUPPORTED_EXTENSIONS]
-    return sorted(frames, key=lambda p: frame_order(p.name))
+    frames = frame_files(workdir / n for n in names)
+    if not frames and any(Path(i).suffix.lower() == ".zip" for i in listing):
+        raise InputError(f"{name}: the frames are in a zip inside it; give that zip itself")
+    return frames
+
+
+def _shared_name(name: str, entries: list[str]) -> str:
+    """Why the zip `name` cannot be unpacked flat: one entry listed twice, or one name in two folders."""
+    if len(set(entries)) != len(entries):
+        twice = next(e for e in entries if entries.count(e) > 1)
+        return f"{name}: the zip lists {Path(twice).name} twice; make the zip again from the frames"
+    return f"{name}: two files share a name in different folders; put one sequence per zip"

@@ -53,6 +53,9 @@ class InputLimits:
     max_labels: int = 64
     max_label_chars: int = 200  # per label and per prompt
     max_prompts_per_label: int = 32
+    # characters of all prompts together, defaults included: the text encoder's work (64 labels of up to about 35
+    # characters with their 8 default prompts each; 64 x 32 prompts of 199 characters once took 100-200 s)
+    max_prompt_chars: int = 32_000
 
     def zip_limits(self) -> ZipLimits:
         return ZipLimits(self.max_zip_entries, self.max_file_bytes, self.max_zip_bytes, self.max_zip_ratio)
@@ -326,7 +329,14 @@ class AffectVLMPredictor:
             raise InputError("give at least two distinct, non-empty labels to score against")
         missing = [label for label, items in prompts.items() if not items]
         defaults = inference_prompts(missing) if missing else {}
-        return {label: items or defaults[label] for label, items in prompts.items()}
+        prompts = {label: items or defaults[label] for label, items in prompts.items()}
+        total = sum(len(text) for items in prompts.values() for text in items)
+        if total > self.limits.max_prompt_chars:
+            raise InputError(
+                f"{len(prompts)} labels make {total} characters of prompts to read, more than the limit of "
+                f"{self.limits.max_prompt_chars}: score fewer or shorter labels at a time"
+            )
+        return prompts
 
     def _check_label_caps(self, prompts: dict[str, list[str]]) -> None:
         caps = self.limits
@@ -372,7 +382,8 @@ class AffectVLMPredictor:
         out = []
         for i, label in enumerate(prompts):
             j = int(similarity[i].argmax())
-            unknown = [w for w in label.split() if unk and self.processor.tokenizer.tokenize(w) == [unk]]
+            # a word any piece of which the tokenizer does not know (CJK words become [UNK] [UNK] under mpnet)
+            unknown = [w for w in label.split() if unk and unk in self.processor.tokenizer.tokenize(w)]
             close = float(similarity[i, j]) >= floor and not unknown
             out.append(LabelCheck(label, reference_names[j], float(similarity[i, j]), close, unknown))
         return out
@@ -490,30 +501,34 @@ class AffectVLMPredictor:
     def prepare_sequence(self, sequence):
         """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes, the frames read),
         by the recipe. Only the frames the recipe picks are read."""
-        from .scan.recipe import pick_frames
+        from .scan.recipe import check_face, pick_frames
 
         recipe = self.recipe
         with tempfile.TemporaryDirectory(prefix="affectvlm-seq-") as tmp:
             frames = self._sequence_paths(sequence, Path(tmp))
             scans = [self.load_scan(frames[i]) for i in pick_frames(len(frames), recipe.frames)]
-        fades = self._fades(scans)
+        ends = [recipe.normalize(s) for s in (scans[0], scans[-1])]  # the first and last frames on their own
+        views = recipe.views_of(ends, device=self.model.device).cpu()
+        fades = self._fades(views)
+        apex = 0 if fades else 1
+        notes = [FADING_NOTE] if fades else []
+        notes += check_face(ends[apex], views[apex]).notes  # a cube that moves is no face either
         dynamic = recipe.dynamic_images(scans[::-1] if fades else scans, device=self.model.device).cpu()
         if not bool((dynamic > 0).any()):
             raise InputError(
                 "the frames do not move: every dynamic image is blank (a 4D sequence needs motion)"
             )
-        return dynamic, [FADING_NOTE] if fades else [], scans
+        return dynamic, notes, scans
 
-    def _fades(self, scans: list) -> bool:
-        """Whether a sequence runs from an expression back to neutral: its last frame, read on its own, is neutral
-        by `FADING_MARGIN` more than its first. Its dynamic image is then the negative of the expression's, which
-        the model reads as another one (the second halves of held-out sequences: 0.017 right), so it is pooled in
-        reverse. False for models without a neutral label."""
-        if len(scans) < 2 or "neutral" not in self.default_labels:
+    def _fades(self, views: torch.Tensor) -> bool:
+        """Whether a sequence runs from an expression back to neutral, given the (2, V, H, W, 3) views of its first
+        and last frames: the last, read on its own, is neutral by `FADING_MARGIN` more than the first. Its dynamic
+        image is then the negative of the expression's, which the model reads as another one (the second halves of
+        held-out sequences: 0.017 right), so it is pooled in reverse. False for models without a neutral label."""
+        if "neutral" not in self.default_labels:
             return False
         names, class_embeds = self.class_embeddings(None)
-        views = self.recipe.views_of([scans[0], scans[-1]], device=self.model.device)
-        pixels = self.processor(images=views.cpu())["pixel_values"].to(self.model.device)
+        pixels = self.processor(images=views)["pixel_values"].to(self.model.device)
         neutral = self.model.score(pixels, class_embeds.to(self.model.device)).probs[
             :, names.index("neutral")
         ]

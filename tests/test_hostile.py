@@ -8,6 +8,7 @@ memory in tests/test_scan_render_memory.py; checkpoints in tests/test_checkpoint
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -66,9 +67,40 @@ def test_garbage_is_refused_with_a_message_naming_the_problem(predictor, inputs,
     assert words in refusal(predictor, name, inputs)
 
 
+def test_labels_within_each_cap_but_too_much_reading_together_are_refused_before_any_is_read(predictor):
+    """64 labels of 32 prompts of 199 characters each kept within every per-label cap and took the text encoder
+    100-200 s, one of the server's two slots; they are refused by their total, before any is encoded. 64 plain
+    labels (8 default prompts each) are still read."""
+    heavy = {f"label {i}": [f"{'a face that looks rather odd indeed, ' * 5}{j}"[:199] for j in range(32)] for i in range(64)}
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="characters of prompts to read, more than the limit"):
+        predictor(scan=FACE, labels=heavy)
+    assert time.perf_counter() - start < 1.0
+    plain = predictor._prompts([f"a feeling of mild kind number {i}" for i in range(64)])
+    assert len(plain) == 64 and sum(map(len, plain.values())) == 64 * 8
+
+
 def test_a_surface_without_a_nose_gets_a_note_not_a_confident_label(predictor, inputs):
     result = predictor(scan=inputs["subdivided cube (no nose)"][0][0], labels=EMOTIONS)
     assert NOT_A_FACE_NOTE in result.notes
+
+
+def test_a_moving_surface_without_a_nose_gets_the_same_note_as_a_sequence(predictor, tmp_path):
+    """A cube growing a dent and a breathing sphere, frame by frame: the sequence door once scored them (neutral
+    0.47, anger 0.35) with no word, where the scan door notes each frame. Each of the example sequences, a face,
+    gets no such note."""
+    import trimesh
+
+    box = trimesh.creation.box((150, 150, 150)).subdivide().subdivide().subdivide()
+    v, f = np.asarray(box.vertices), np.asarray(box.faces)
+    dent = np.exp(-(v[:, 0] ** 2 + (v[:, 1] + 30) ** 2) / 400) * (v[:, 2] > 0)
+    cube = [Scan((v + np.c_[0 * v[:, :2], 10 * t / 7 * dent]).astype(np.float32), f) for t in range(8)]
+    ball = trimesh.creation.icosphere(4, 90.0)
+    sphere = [Scan((ball.vertices * (1 + 0.03 * t)).astype(np.float32), ball.faces) for t in range(8)]
+    for frames in (cube, sphere):
+        assert NOT_A_FACE_NOTE in predictor(sequence=frames, labels=EMOTIONS).notes
+    for sequence in sorted((ROOT / "examples").glob("sequence_*.zip")):
+        assert NOT_A_FACE_NOTE not in predictor(sequence=sequence, labels=EMOTIONS).notes
 
 
 def test_a_face_turned_away_is_turned_back_and_scored_right(predictor):

@@ -39,7 +39,7 @@ def _same_mesh(back: Scan, scan: Scan) -> None:
 
 @pytest.mark.parametrize(
     "variant",
-    ["bom", "tab", "cr", "crlf-bom"],
+    ["bom", "tab", "cr", "crlf-bom", "utf-16"],
 )
 def test_obj_text_conventions_read_as_written(tmp_path, face, variant):
     data = {
@@ -47,6 +47,8 @@ def test_obj_text_conventions_read_as_written(tmp_path, face, variant):
         "tab": _obj(face, sep="\t"),
         "cr": _obj(face, newline="\r"),
         "crlf-bom": BOM + _obj(face, newline="\r\n"),
+        # Windows PowerShell's `>`: UTF-16 with its byte-order mark (once "the OBJ file holds no geometry")
+        "utf-16": _obj(face, newline="\r\n").decode().encode("utf-16"),
     }[variant]
     (tmp_path / "f.obj").write_bytes(data)
     _same_mesh(load_scan(tmp_path / "f.obj"), face)
@@ -62,6 +64,11 @@ def test_byte_order_mark_on_every_text_format(tmp_path, face):
         _same_mesh(load_scan(tmp_path / f"bom-{name}"), load_scan(tmp_path / name))
     (tmp_path / "a.xyz").write_bytes(BOM + "\n".join(_points(face.vertices)).encode())
     np.testing.assert_allclose(load_scan(tmp_path / "a.xyz").vertices, face.vertices, atol=1e-4)
+    (tmp_path / "b.xyz").write_bytes("\r\n".join(_points(face.vertices)).encode("utf-16-be").join([b"\xfe\xff", b""]))
+    np.testing.assert_allclose(load_scan(tmp_path / "b.xyz").vertices, face.vertices, atol=1e-4)
+    (tmp_path / "c.xyz").write_bytes(b"\xff\xfe" + b"1 2 3\n\x00\xd8")  # a lone surrogate: not UTF-16
+    with pytest.raises(ScanError, match="UTF-16 byte-order mark but is not UTF-16"):
+        load_scan(tmp_path / "c.xyz")
 
 
 def _ascii_stl(scan: Scan, name: str = "face") -> str:

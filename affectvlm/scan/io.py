@@ -182,10 +182,15 @@ _ALL_TEXT = {".obj", ".off", ".wrl", ".vrml", ".gltf", *_POINTS}  # formats with
 
 def _plain_text(data: bytes, ext: str) -> bytes:
     """A text scan file in the conventions the readers take: without the UTF-8 byte-order mark that Windows
-    editors write first, and (formats that are text throughout) with classic Mac line ends (CR alone) as LF.
-    Binary files stay as they are."""
+    editors write first, UTF-16 (with its mark, as Windows PowerShell's `>` writes text) as UTF-8, and (formats
+    that are text throughout) with classic Mac line ends (CR alone) as LF. Binary files stay as they are."""
     if ext in (".npy", ".bnt", ".glb") or (ext == ".stl" and _binary_stl_count(data) is not None):
         return data
+    if ext in _ALL_TEXT and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            data = data.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError:
+            raise ScanError("the file starts with a UTF-16 byte-order mark but is not UTF-16 text") from None
     data = data.removeprefix(_BOM)
     if ext in _ALL_TEXT and b"\n" not in data[: 1 << 16] and b"\r" in data[: 1 << 16]:
         data = data.replace(b"\r", b"\n")

@@ -107,6 +107,22 @@ def test_transparency_is_laid_over_black():
 
 
 @needs_model
+@needs_model
+def test_views_far_smaller_than_the_model_reads_are_noted(predictor):
+    """The anger example's views at 32 px read fear 0.85 with no word; at 64 px and up they read anger, unnoted."""
+    from affectvlm.predictor import LOW_RESOLUTION_NOTE
+
+    views = [Image.open(p).convert("RGB") for p in VIEW_SETS["anger"]]
+    for size, noted in ((32, True), (64, False), (224, False)):
+        result = predictor(images=[np.asarray(v.resize((size, size), Image.BICUBIC)) for v in views], labels=EMOTIONS)
+        said = LOW_RESOLUTION_NOTE.split("{pixels}")[1].split("{size}")[0]  # " pixels across, under the "
+        assert any(said in n for n in result.notes) == noted, (size, result.notes)
+        if noted:
+            assert "frontal, left, right view(s) are only 32 pixels across" in " ".join(result.notes)
+        else:
+            assert result.label == "anger"
+
+
 def test_a_coloured_blank_is_refused_and_noise_is_noted(predictor):
     flat = np.full((64, 64, 3), (200, 150, 120), np.uint8)
     with pytest.raises(InputError, match="blank"):

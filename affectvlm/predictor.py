@@ -11,6 +11,7 @@ class text embeddings are computed once per label set and cached.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -506,26 +507,27 @@ class AffectVLMPredictor:
         return frames
 
     def prepare_sequence(self, sequence):
-        """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes, the frames read),
-        by the recipe. Only the frames the recipe picks are read."""
-        from .scan.recipe import check_face, pick_frames
+        """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes, the frames pooled),
+        by the recipe: the expression's onset (`ScanRecipe.expression_span`, found among `SPAN_CANDIDATES` frames
+        spread over the sequence; `ScanRecipe.pooled_frames`), pooled from its neutral end. Only the frames looked at
+        are read."""
+        from .scan.recipe import check_face
 
-        recipe = self.recipe
+        recipe, device = self.recipe, self.model.device
         with tempfile.TemporaryDirectory(prefix="affectvlm-seq-") as tmp:
             frames = self._sequence_paths(sequence, Path(tmp))
-            scans = [self.load_scan(frames[i]) for i in pick_frames(len(frames), recipe.frames)]
-        ends = [recipe.normalize(s) for s in (scans[0], scans[-1])]  # the first and last frames on their own
-        views = recipe.views_of(ends, device=self.model.device).cpu()
-        fades = self._fades(views)
-        apex = 0 if fades else 1
+            read = functools.cache(lambda i: self.load_scan(frames[i]))
+            fades = self._fades(recipe.views_of([read(0), read(len(frames) - 1)], device=device).cpu())
+            scans = [read(i) for i in recipe.pooled_frames(len(frames), read, reverse=fades, device=device)]
+        apex = recipe.normalize(scans[-1])
         notes = [FADING_NOTE] if fades else []
-        notes += check_face(ends[apex], views[apex]).notes  # a cube that moves is no face either
-        dynamic = recipe.dynamic_images(scans[::-1] if fades else scans, device=self.model.device).cpu()
+        notes += check_face(apex, recipe.views_of([apex], device=device)[0].cpu()).notes  # a moving cube: no face
+        dynamic = recipe.dynamic_images(scans, device=device).cpu()
         if not bool((dynamic > 0).any()):
             raise InputError(
                 "the frames do not move: every dynamic image is blank (a 4D sequence needs motion)"
             )
-        return dynamic, notes, scans
+        return dynamic, notes, scans[::-1] if fades else scans  # the frames in the order they were captured
 
     def _fades(self, views: torch.Tensor) -> bool:
         """Whether a sequence runs from an expression back to neutral, given the (2, V, H, W, 3) views of its first

@@ -297,6 +297,36 @@ def test_library_names_the_expression_of_the_example_sequence(predictor, sequenc
     assert result.label == truth_of(sequence), result.scores()
 
 
+def captured_longer(frames: list) -> dict[str, list]:
+    """An example's 8 frames (neutral, onset, apex, offset, neutral, as the training sequences) as captures run
+    longer: neutral for 16 frames before, the apex (frame 3) held 12 frames, neutral for 16 frames after."""
+    return {
+        "a neutral lead-in": [frames[0]] * 16 + frames,
+        "the apex held": frames[:4] + [frames[3]] * 12 + frames[4:],
+        "a neutral tail": frames + [frames[-1]] * 16,
+    }
+
+
+@pytest.mark.parametrize("sequence", EXAMPLE_SEQUENCES, ids=lambda p: p.stem)
+def test_a_capture_longer_than_its_expression_is_read_as_the_expression(predictor, sequence, tmp_path):
+    """Pooled whole, a sequence of new identities that ran on 16 frames after the face relaxed was read right 4 times
+    in 36 (rank pooling weighs each frame by its place in time, and the expression's frames had moved to the start);
+    the frames pooled are now spread over the expression's span (`ScanRecipe.expression_span`)."""
+    frames = [load_scan(p) for p in extract_frames(sequence, tmp_path)]
+    got = {form: predictor(sequence=shaped, labels=EMOTIONS).label for form, shaped in captured_longer(frames).items()}
+    assert set(got.values()) == {truth_of(sequence)}, got
+
+
+def test_the_span_pooled_leaves_the_neutral_stretches_out(predictor, tmp_path):
+    """The span starts at the last still frame before the onset and ends in the apex, before the face relaxes."""
+    frames = [load_scan(p) for p in extract_frames(EXAMPLE_SEQUENCES[0], tmp_path)]
+    shaped = captured_longer(frames)
+    spans = {form: predictor.recipe.expression_span(shaped[form]) for form in shaped}
+    assert 14 <= spans["a neutral lead-in"][0] <= 16 and 17 <= spans["a neutral lead-in"][1] <= 21, spans
+    assert spans["the apex held"][0] == 0 and 3 <= spans["the apex held"][1] <= 16, spans
+    assert spans["a neutral tail"][0] == 0 and 2 <= spans["a neutral tail"][1] <= 6, spans
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("sequence", EXAMPLE_SEQUENCES, ids=lambda p: p.stem)
 def test_a_sequence_whose_head_drifts_is_read_as_the_expression(predictor, sequence, seed, tmp_path):

@@ -23,6 +23,7 @@ beside the old one instead of mixing them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..scan.recipe import ScanRecipe, pick_frames
+from ..scan.recipe import ScanRecipe
 from .synth import EMOTIONS
 
 __all__ = [
@@ -193,7 +194,10 @@ class _Renderer:
             return sequence.to_scans(path_prefix=item.key)
         from ..scan import load_scan
 
-        return [load_scan(item.paths[i]) for i in pick_frames(len(item.paths), n)]
+        # a dataset's capture (BU-4DFE: neutral, onset, apex, offset, neutral) pooled over the span the predictor
+        # pools (`ScanRecipe.pooled_frames`), so that a model trains on what it will be given
+        read = functools.cache(lambda i: load_scan(item.paths[i]))
+        return [read(i) for i in self.settings.recipe.pooled_frames(len(item.paths), read)]
 
     def render_static(self, items: list[WorkItem]) -> list:
         """Render static items in one batch; per-item failures come back as exceptions in the list."""

@@ -1,7 +1,8 @@
 """`ScanRecipe`: the one owner of scan -> model input.
 
-A scan flows load -> normalise (once) -> render -> processor, and a 4D sequence load -> pick frames -> normalise
-(one transform for the whole sequence) -> render -> rank pool. A mesh far denser than the pixels it is drawn on is
+A scan flows load -> normalise (once) -> render -> processor, and a 4D sequence load -> pick frames over the expression's
+span (the onset and a held apex: `pooled_frames`) -> normalise (one transform for the whole sequence) -> render ->
+rank pool. A mesh far denser than the pixels it is drawn on is
 clustered to a quarter of a pixel before it is drawn (`ScanRecipe.fit_to_pixels`). The render cache that makes the
 training data, the predictor, the app and the CLI all go through a recipe, so a scan at inference is turned into
 views exactly as the training scans were. A model's recipe is saved with its processor (`render_settings`).
@@ -22,11 +23,11 @@ import torch
 
 from .clean import cluster_vertices
 from .normalize import normalize_scan, normalize_sequence
-from .render import DEFAULT_EXTENT, render_views
+from .render import DEFAULT_EXTENT, DEFAULT_VIEWS, render_views
 from .sequence import render_sequence
 from .types import InputError, Scan
 
-__all__ = ["ScanRecipe", "FaceCheck", "check_face", "pick_frames"]
+__all__ = ["SPAN_CANDIDATES", "ScanRecipe", "FaceCheck", "check_face", "pick_frames"]
 
 # A normalised mesh with more triangles than this per pixel of one view is clustered before it is drawn, to cubes of
 # this fraction of a pixel: a scanner's face of 2.8 million triangles drawn at 96 px is 300 triangles a pixel, and
@@ -131,6 +132,53 @@ class ScanRecipe:
         return render_sequence(
             frames, **self._render_kwargs(), normalize=False, device=device, as_tensor=True, **render_kwargs
         )
+
+    def pooled_frames(self, count: int, read, reverse: bool = False, device=None) -> list[int]:
+        """Which of a sequence's `count` frames to pool, in pooling order (the neutral end first; `reverse` for a
+        capture that runs from the apex back to neutral): `frames` of them spread over the expression's span
+        (`expression_span`, found among `SPAN_CANDIDATES` frames spread over the sequence). `read(i)` gives frame
+        i as a Scan (memoise it: the frames looked at and those pooled overlap)."""
+        order = [int(i) for i in pick_frames(count, SPAN_CANDIDATES)][:: -1 if reverse else 1]
+        first, last = self.expression_span([read(i) for i in order], device=device)
+        step = -1 if reverse else 1
+        span = np.arange(order[first], order[last] + step, step)
+        return [int(i) for i in span[pick_frames(len(span), self.frames)]]
+
+    def expression_span(self, frames: Sequence[Scan], device=None) -> tuple[int, int]:
+        """(first, last), inclusive: the frames of a sequence (time order, its neutral end first) that hold its
+        expression. Each frame is registered to the first (`normalize_sequence`) and drawn from the front, and its
+        view compared with the first frame's. The span runs from the last frame that differs by `SPAN_STILL` or less
+        of the largest difference, to the first that differs by `SPAN_APEX` or more (the apex), and on while the
+        difference stays above `SPAN_HOLD` of it, for at most `SPAN_HOLD_RATIO` times the onset. A neutral stretch
+        before or after the expression, a second expression, and most of the offset are left out."""
+        if len(frames) < 3:
+            return 0, len(frames) - 1
+        frames = normalize_sequence(list(frames), crop_radius=self.crop_radius, align=self.align)
+        frames = [self.fit_to_pixels(frame) for frame in frames]
+        for frame in frames:
+            self.check_cost(frame)
+        front = self._render_kwargs()
+        front["views"] = (front["views"] or [list(DEFAULT_VIEWS[0])])[:1]
+        views = render_views(frames, **front, device=device, as_tensor=True)[:, 0].float()  # (K, H, W, C)
+        change = (views - views[0]).abs().mean(dim=(1, 2, 3)).cpu().numpy()
+        if not change.max() > 0:
+            return 0, len(frames) - 1
+        change = change / change.max()
+        apex = int(np.argmax(change >= SPAN_APEX))
+        first = int(np.flatnonzero(change[: apex + 1] <= SPAN_STILL).max())
+        held = apex + int(np.argmin(np.append(change[apex:] >= SPAN_HOLD, False)))  # one past the apex held
+        return first, min(held - 1, apex + int(np.ceil(SPAN_HOLD_RATIO * (apex - first))))
+
+
+# A sequence is pooled over its expression's span (`ScanRecipe.expression_span`), found among this many frames spread
+# over it. Pooled whole, a capture that ran on 16 frames after the face relaxed (the training sequences go neutral,
+# onset, apex, offset, neutral in 8 frames) was read right 4 times in 36, one with a neutral lead-in twice as long
+# as the expression 33, and 35 without either; over the span, 36, 35 and 36.
+SPAN_CANDIDATES = 16
+SPAN_STILL = 0.05
+SPAN_APEX = 0.95
+SPAN_HOLD = 0.8
+SPAN_HOLD_RATIO = 2.5
 
 
 # A face mesh's triangles cover the image about once (their bounding boxes about twice); refuse beyond this.

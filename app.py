@@ -261,8 +261,9 @@ def predict_sequence(files, labels_text):
     if len(paths) == 1 and paths[0].suffix.lower() == ".zip":
         sequence = str(paths[0])
     else:
-        from affectvlm.scan.archive import frame_files
+        from affectvlm.scan.archive import frame_files, refuse_archives
 
+        refuse_archives(paths)  # a zip among other files is a mistake to name, not a file to leave out
         sequence = frame_files(paths)  # as a folder's: hidden files and a README.txt beside the frames left out
     result = PREDICTOR(sequence=sequence, labels=labels_text or DEFAULT_LABELS_TEXT)
     strip = _gallery(

@@ -508,9 +508,8 @@ class AffectVLMPredictor:
 
     def prepare_sequence(self, sequence):
         """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes, the frames pooled),
-        by the recipe: the expression's onset (`ScanRecipe.expression_span`, found among `SPAN_CANDIDATES` frames
-        spread over the sequence; `ScanRecipe.pooled_frames`), pooled from its neutral end. Only the frames looked at
-        are read."""
+        by the recipe: frames spread over the expression's span (`ScanRecipe.pooled_frames`), pooled from the
+        sequence's neutral end; the apex frame gets the scan door's face check. Only the frames looked at are read."""
         from .scan.recipe import check_face
 
         recipe, device = self.recipe, self.model.device

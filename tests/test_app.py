@@ -150,10 +150,15 @@ def test_sequence_endpoint(client, files):
             "invalid file type|not a supported 3D scan type|corrupt number",
         ),
         ("/predict_sequence", lambda f: ([handle_file(f["empty_zip"])], ""), "no 3D frames"),
+        (
+            "/predict_sequence",
+            lambda f: ([handle_file(f["zip"]), handle_file(f["scan"])], ""),
+            "sequence.zip: a zip holds a whole sequence",
+        ),
         ("/predict_views", lambda f: (None, None, None, ""), "at least one"),
         ("/predict_views", lambda f: (handle_file(f["front"]), None, None, "onlyone"), "at least two"),
     ],
-    ids=["corrupt-mesh", "wrong-extension", "empty-zip", "no-views", "one-label"],
+    ids=["corrupt-mesh", "wrong-extension", "empty-zip", "zip-among-frames", "no-views", "one-label"],
 )
 def test_bad_inputs_get_clear_errors_and_the_app_keeps_serving(client, files, endpoint, make_args, message):
     with pytest.raises(Exception) as info:

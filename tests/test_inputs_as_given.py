@@ -22,7 +22,7 @@ from affectvlm.predictor import (
     random_demo_model,
 )
 from affectvlm.processing_affectvlm import AffectVLMProcessor
-from affectvlm.scan.archive import collect_frames, extract_frames, frame_files
+from affectvlm.scan.archive import collect_frames, extract_frames, frame_files, refuse_archives
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -207,7 +207,8 @@ def test_a_zip_among_other_frames_or_inside_a_zip_is_named(tmp_path):
     with zipfile.ZipFile(tmp_path / "inner.zip", "w") as inner:
         inner.writestr("frame_1.ply", "x")
     with pytest.raises(InputError, match="inner.zip: a zip holds a whole sequence"):
-        frame_files([tmp_path / "frame_1.ply", tmp_path / "inner.zip"])
+        refuse_archives([tmp_path / "frame_1.ply", tmp_path / "inner.zip"])  # the app's sequence tab asks first
+    assert [p.name for p in collect_frames(tmp_path)] == ["frame_1.ply"]  # a folder's listing leaves it out
     with pytest.raises(InputError, match="inner.zip: a zip holds a whole sequence"):
         AffectVLMPredictor(*random_demo_model()).prepare_sequence([tmp_path / "frame_1.ply", tmp_path / "inner.zip"])
     with zipfile.ZipFile(tmp_path / "outer.zip", "w") as outer:

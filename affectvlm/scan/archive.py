@@ -58,15 +58,15 @@ def frame_files(paths) -> list[Path]:
     without hidden ones (macOS's `._frame_000.ply` copies, as a zip's are left out), and without .txt files
     (READMEs, landmark lists: rarely frames) unless nothing else is there."""
     frames = [Path(p) for p in paths]
-    refuse_archives(frames)
     frames = [p for p in frames if not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_EXTENSIONS]
     real = [p for p in frames if p.suffix.lower() != ".txt"]
     return sorted(real or frames, key=lambda p: frame_order(p.name))
 
 
 def refuse_archives(paths) -> None:
-    """Raise `InputError` when a zip is among several frames: a zip is a sequence of its own (once it was left out
-    without a word, and the other files scored as the whole sequence)."""
+    """Raise `InputError` when a zip is among frames given together (uploaded, or listed to the predictor): a zip is
+    a sequence of its own (once it was left out without a word, and the other files scored as the whole
+    sequence). A folder's listing leaves a zip in it out, as it does any file that is not a frame."""
     archive = next((Path(p) for p in paths if isinstance(p, str | Path) and Path(p).suffix.lower() == ".zip"), None)
     if archive is not None:
         raise InputError(f"{archive.name}: a zip holds a whole sequence; give it alone, not among other files")

@@ -190,6 +190,20 @@ FADING_NOTE = (
 # Images with next to no black anywhere (a photo, noise, a flat colour) are not what the model reads.
 MIN_BACKGROUND = 0.05
 _BLACK = 8  # a pixel whose brightest channel is below this is background, JPEG's ringing included
+# ... and its face is shaded: its pixels' values spread by 50-60 levels in the examples; a flat shape (a white box
+# on black, stripes) by none.
+MIN_SHADING = 8.0
+
+
+def _not_a_render(rgb: np.ndarray) -> bool:
+    """Whether an (H, W, 3) uint8 view is unlike a rendered face: next to no background, or a surface with no
+    shading (one flat colour on black)."""
+    lit = rgb.max(axis=-1) >= _BLACK
+    if not lit.any() or 1.0 - lit.mean() < MIN_BACKGROUND:
+        return True
+    return float(rgb[lit].astype(np.float32).std(axis=0).max()) < MIN_SHADING
+
+
 NOT_A_RENDER_NOTE = (
     "these images do not look like the views the model reads (a face rendered on a black background, "
     "as `render_views` draws them): the scores are not reliable"
@@ -612,7 +626,7 @@ class AffectVLMPredictor:
                 raise InputError(f"{v} view: the image is blank (one colour everywhere)")
         missing = [v for v, im in zip(view_names, images) if im is None]
         notes = [f"missing view(s): {', '.join(missing)}; scored on the others"] if missing else []
-        if all((rgb.max(axis=-1) < _BLACK).mean() < MIN_BACKGROUND for rgb in pixels.values()):
+        if all(_not_a_render(rgb) for rgb in pixels.values()):
             notes.append(NOT_A_RENDER_NOTE)
         notes.extend(self._drawn_otherwise(list(pixels.values())))
         notes.extend(self._low_resolution(pixels))

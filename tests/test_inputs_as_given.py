@@ -129,6 +129,16 @@ def test_a_coloured_blank_is_refused_and_noise_is_noted(predictor):
         predictor(images=[flat, flat, flat], labels=EMOTIONS)
     noise = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
     assert NOT_A_RENDER_NOTE in predictor(images=[noise, noise, noise], labels=EMOTIONS).notes
+    # a flat shape on black has a background but no shading: a white box read happiness 0.38, stripes neutral 0.56,
+    # with no word
+    box = np.zeros((224, 224, 3), np.uint8)
+    box[60:160, 70:150] = 255
+    stripes = np.zeros((224, 224, 3), np.uint8)
+    stripes[::8] = 255
+    for shape in (box, stripes):
+        assert NOT_A_RENDER_NOTE in predictor(images=[shape, shape, shape], labels=EMOTIONS).notes
+    views = [np.asarray(Image.open(p).convert("RGB")) for p in VIEW_SETS["anger"]]
+    assert NOT_A_RENDER_NOTE not in predictor(images=views, labels=EMOTIONS).notes
 
 
 def test_a_colon_makes_a_prompt_line_only_where_a_label_and_words_are_around_it():

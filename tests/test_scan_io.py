@@ -155,6 +155,24 @@ def test_obj_vertex_colors_round_trip(tmp_path, face):
     assert np.abs(back.colors.astype(int) - colors).max() <= 1
 
 
+def test_obj_with_per_corner_uv_reads_its_geometry_without_numpy_warnings(tmp_path, face):
+    """Each triangle corner its own `vt` (as exporters that split UV seams write) and vertices no triangle uses:
+    the vertices and triangles read as written, and trimesh's texture code does not print numpy's RuntimeWarnings to the user."""
+    import warnings
+
+    vertices = np.vstack([face.vertices[:3] + 50.0, face.vertices])  # three a triangle never uses, first
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices]
+    lines += [f"vt {(k % 97) / 97:.4f} {(k % 89) / 89:.4f}" for k in range(3 * face.num_faces)]
+    lines += ["f " + " ".join(f"{a + 4}/{3 * i + j + 1}" for j, a in enumerate(t)) for i, t in enumerate(face.faces)]
+    (tmp_path / "corners.obj").write_text("\n".join(lines) + "\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        back = load_scan(tmp_path / "corners.obj")
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    np.testing.assert_allclose(back.vertices, vertices, atol=1e-5)
+    np.testing.assert_array_equal(back.faces, face.faces + 3)
+
+
 @pytest.mark.parametrize("ext", ["stl", "off", "glb"])
 def test_trimesh_formats_round_trip(tmp_path, face, ext):
     import trimesh

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import struct
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -504,14 +505,19 @@ def _load_trimesh(
     import trimesh
 
     data = _trimesh_input(data, ext, max_vertices, max_faces)
-    loaded = trimesh.load(
-        io.BytesIO(data),
-        file_type=ext[1:],
-        resolver=resolver,
-        process=False,  # keep the file's vertex order and count (no merging, no removal)
-        maintain_order=True,
-        skip_materials=not load_texture,
-    )
+    with warnings.catch_warnings():
+        # trimesh's texture code takes a NaN median of per-corner `vt` indices where a vertex has none (an OBJ
+        # with loose vertices) and casts it: numpy warns ("All-NaN slice", "invalid value encountered in cast")
+        # about what does not touch the geometry read
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"trimesh\.visual")
+        loaded = trimesh.load(
+            io.BytesIO(data),
+            file_type=ext[1:],
+            resolver=resolver,
+            process=False,  # keep the file's vertex order and count (no merging, no removal)
+            maintain_order=True,
+            skip_materials=not load_texture,
+        )
     kind, label = ext[1:].upper(), f"of {resolver.file_name}"
     if isinstance(loaded, trimesh.Scene):
         loaded = _scene_geometry(loaded, kind, label, max_vertices, max_faces)

@@ -108,6 +108,23 @@ def test_wrl_mixed_polygons_and_per_corner_uv(tmp_path):
     assert scan.texture.shape == (4, 4, 3) and scan.texture[0, 0, 0] == 10  # found despite case
 
 
+def test_wrl_with_one_uv_per_triangle_corner_keeps_the_mesh_whole(tmp_path, face):
+    """A texCoordIndex that gives every corner its own entry, repeated values and all, is split only where
+    the uv values differ: the mesh keeps its vertices (it fell apart into separate triangles)."""
+    write_wrl(tmp_path / "a.wrl", face)
+    text = (tmp_path / "a.wrl").read_text()
+    corners = face.uv[face.faces.reshape(-1)]
+    points = ",\n".join(f"{u:.6f} {v:.6f}" for u, v in corners)
+    index = " ".join(f"{3 * i} {3 * i + 1} {3 * i + 2} -1" for i in range(face.num_faces))
+    start = text.index("texCoord ")
+    text = text[:start] + f"texCoord TextureCoordinate {{ point [ {points} ] }}\n texCoordIndex [ {index} ]\n }} }} ] }}\n"
+    (tmp_path / "a.wrl").write_text(text)
+    back = load_scan(tmp_path / "a.wrl")
+    assert back.num_vertices == face.num_vertices and back.num_faces == face.num_faces
+    np.testing.assert_allclose(back.vertices[back.faces], face.vertices[face.faces], atol=1e-4)
+    np.testing.assert_allclose(back.uv[back.faces], face.uv[face.faces], atol=1e-5)
+
+
 def test_triangulate_polygons_fan():
     tri = triangulate_polygons(np.array([0, 1, 2, 3, 4, -1, 5, 6, -1, 7, 8, 9]))
     np.testing.assert_array_equal(tri, [[0, 1, 2], [0, 2, 3], [0, 3, 4], [7, 8, 9]])

@@ -125,6 +125,16 @@ def test_batch_equals_single(face, mode):
     np.testing.assert_array_equal(both[1], render_views(other, size=64, mode=mode)[0])
 
 
+@pytest.mark.parametrize("mode", ["normal", "normal_map"])
+def test_an_unwelded_mesh_is_shaded_as_the_surface_it_samples(face, mode):
+    """Every triangle its own three vertices (an STL, a triangle soup, uv seams split per corner) draws the same
+    smooth face as the welded mesh: the normals of vertices at one place are shared (they were each triangle's
+    own, and a tenth of the face's pixels came out faceted)."""
+    soup = face.replace(vertices=face.vertices[face.faces.reshape(-1)], faces=np.arange(3 * face.num_faces).reshape(-1, 3))
+    welded, unwelded = (render_views(s, size=96, mode=mode)[0].astype(int) for s in (face, soup))
+    assert (np.abs(welded - unwelded) > 10).mean() < 0.002
+
+
 def test_modes_look_right(face):
     depth = render_views(face, views=[(0, 0)], size=128, mode="depth")[0, 0, :, :, 0].astype(int)
     assert depth[64, 64] > 240  # the nose tip is the nearest point: brightest

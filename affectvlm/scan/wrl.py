@@ -269,7 +269,7 @@ def _face_set(segment: str, path: str, max_vertices: int, max_faces: int) -> tup
 
 
 def _split_seams(pts, tri, col, tc, ttri, max_vertices: int, path: str) -> tuple:
-    """Per-corner uvs to per-vertex ones: one output vertex per distinct (vertex, uv) corner pair."""
+    """Per-corner uvs to per-vertex ones: one output vertex per distinct (vertex, uv value) corner pair."""
     where = file_tag(path)
     if ttri.shape != tri.shape:
         raise ScanError(
@@ -278,6 +278,8 @@ def _split_seams(pts, tri, col, tc, ttri, max_vertices: int, path: str) -> tuple
         )
     if len(ttri) and ttri.max() >= len(tc):
         raise ScanError(f"VRML texCoordIndex refers to uv {ttri.max()} but there are {len(tc)}{where}")
+    tc, same = np.unique(tc, axis=0, return_inverse=True)  # a file may list one uv per corner, repeats and all
+    ttri = same.reshape(-1)[ttri]
     key = tri.reshape(-1) * len(tc) + ttri.reshape(-1)
     ukey, inverse = np.unique(key, return_inverse=True)
     vi, ti = ukey // len(tc), ukey % len(tc)

@@ -25,16 +25,20 @@ read as percent throughout: every score becomes a fraction.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from affectvlm.configuration_affectvlm import DEFAULT_VIEW_NAMES
+if __package__ in (None, ""):  # run as `python hub/card.py`: make the `hub` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from .common import CUSTOM_PIPELINES, PublishError
+from affectvlm.configuration_affectvlm import DEFAULT_VIEW_NAMES  # noqa: E402
+from hub.common import CUSTOM_PIPELINES, PublishError  # noqa: E402
 
 # The card's pipeline_tag is the task of the pipeline shipped with the weights (config.json's custom_pipelines):
 # `pipeline(TASK, model=repo_id, trust_remote_code=True)` is a call that works.
@@ -505,3 +509,30 @@ def _merged_card(base, data, repo_id: str, config: Mapping, results: CrossValida
     if results is not None:
         text += "\n" + _results_section(results).replace("## Evaluation", "## Cross-validation results", 1)
     return ModelCard(f"---\n{ModelCardData(**merged).to_yaml()}\n---\n\n" + text.lstrip("\n"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python hub/card.py RESULTS_JSON`: print the card's results section, as `push.py --results` would write it."""
+    parser = argparse.ArgumentParser(
+        prog="python hub/card.py",
+        description=(
+            "Preview how a results.json (from train/cross_validate.py, a flat file or a single run of "
+            "train/train.py) reads in a model card: prints the card's evaluation section (Markdown) and "
+            "writes nothing. The whole card is written by `python hub/push.py CHECKPOINT --repo-id USER/NAME "
+            "--results RESULTS_JSON --dry-run DIR`."
+        ),
+    )
+    parser.add_argument("results", type=Path, metavar="RESULTS_JSON", help="the results file to read")
+    parser.add_argument("--variant", help="which variant of cross_validate.py's results (default: full)")
+    args = parser.parse_args(argv)
+    try:
+        results = load_results(args.results, args.variant)
+    except PublishError as err:
+        print(f"card.py: error: {err}", file=sys.stderr)
+        return 2
+    print(_results_section(results), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

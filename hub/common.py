@@ -83,11 +83,20 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def prepare_output_dir(path: Path) -> Path:
-    """The `--dry-run` folder: created if missing; refused if it already holds files (never mix two runs)."""
+    """The `--dry-run` folder: created if missing; refused if it already holds files (never mix two runs), if
+    it is a file, or if it cannot be created (a parent that is a file, no such place, no permission)."""
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise PublishError(f"--dry-run folder {path} exists and is not empty: give a new or empty folder")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        if path.exists() and not path.is_dir():
+            raise PublishError(f"--dry-run {path} is a file, not a folder: give a new or empty folder")
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise PublishError(f"cannot create the --dry-run folder {path}: {blocker} is a file, not a folder")
+        if path.is_dir() and any(path.iterdir()):
+            raise PublishError(f"--dry-run folder {path} exists and is not empty: give a new or empty folder")
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PublishError(f"cannot create the --dry-run folder {path}: {err.strerror or err}") from None
     return path
 
 
@@ -255,6 +264,10 @@ def refresh_remote_code(checkpoint: Path) -> dict[str, str]:
     return report
 
 
+# Why nothing was uploaded when the Hub cannot be reached, and what works without it.
+NOT_PUSHED = "nothing was pushed; use --dry-run DIR to write the files locally"
+
+
 def upload(
     folder: Path,
     repo_id: str,
@@ -263,16 +276,42 @@ def upload(
     commit_message: str,
     private: bool = False,
     space_sdk: str | None = None,
+    space_variables: dict[str, str | None] | None = None,
     token: str | None = None,
 ):
-    """Create the repo if needed, then upload `folder` as one commit; returns the `CommitInfo`."""
+    """Create the repo if needed, set the Space's variables (None: remove it), then upload `folder` as one
+    commit; returns the `CommitInfo`. Raises PublishError, naming the cause, when the Hub cannot be reached
+    (HF_HUB_OFFLINE set, no network); the Hub's own refusals (HfHubHTTPError) are left to the caller."""
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import OfflineModeIsEnabled
 
     api = HfApi(token=token)
-    # private=None keeps the namespace's default visibility (an organisation may default to private).
-    api.create_repo(
-        repo_id, repo_type=repo_type, private=True if private else None, exist_ok=True, space_sdk=space_sdk
-    )
-    return api.upload_folder(
-        repo_id=repo_id, repo_type=repo_type, folder_path=folder, commit_message=commit_message
-    )
+    try:
+        # private=None keeps the namespace's default visibility (an organisation may default to private).
+        api.create_repo(
+            repo_id, repo_type=repo_type, private=True if private else None, exist_ok=True, space_sdk=space_sdk
+        )
+        # Before the commit, so that the build the commit starts already runs with them.
+        for key, value in (space_variables or {}).items():
+            if value is not None:
+                api.add_space_variable(repo_id, key, value)
+            elif key in api.get_space_variables(repo_id):
+                api.delete_space_variable(repo_id, key)
+        return api.upload_folder(
+            repo_id=repo_id, repo_type=repo_type, folder_path=folder, commit_message=commit_message
+        )
+    except OfflineModeIsEnabled:
+        raise PublishError(f"HF_HUB_OFFLINE is set: {NOT_PUSHED}") from None
+    except _transport_errors() as err:  # no network, DNS, timeouts: the request never got an answer
+        raise PublishError(f"the Hub cannot be reached ({type(err).__name__}: {err}): {NOT_PUSHED}") from None
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's "no answer" errors: huggingface_hub 2 talks through httpx2, 1.x through httpx."""
+    errors = []
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors) or (ConnectionError,)

@@ -6,11 +6,16 @@
 The Hub reads a Space's settings only from the YAML front matter of its README.md; this repo keeps them
 in `space.yaml`, and this script stamps them into the README it writes. The Space folder holds:
 
-    README.md                          space.yaml as front matter + a short description
+    README.md                          space.yaml as front matter (licence: the bundled model's) + a description
     app.py                             the Gradio app
     requirements.txt                   the repo's requirements.txt (run time only), gradio pinned, no `-e .`
     affectvlm/**.py                    the package, Python sources only (no tests, no caches)
-    checkpoints/affectvlm-cpu/         the default model, where the app looks for it (if present)
+    checkpoints/NAME/                  the model (default: the repo's default model, if present), with its card
+    examples/                          the app's example inputs whose licence the Space's allows
+
+The app serves `checkpoints/NAME` because the Space variable AFFECTVLM_MODEL=NAME says so (set on upload;
+locally: `AFFECTVLM_MODEL=NAME python app.py`): the folder keeps its name, so the app names the model it serves
+and shows its card's summary and licence.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ if __package__ in (None, ""):  # run as `python hub/space.py`: make the `hub` pa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from affectvlm.predictor import DEFAULT_MODEL  # noqa: E402
+from hub.card import SFM_LICENSE_NAME  # noqa: E402
 from hub.common import (  # noqa: E402
     PACKAGE_DIR,
     REPO_ROOT,
@@ -39,9 +45,16 @@ from hub.common import (  # noqa: E402
 )
 
 SPACE_YAML = REPO_ROOT / "space.yaml"
-# The default model, where the app looks for it relative to app.py (affectvlm.predictor.DEMO_CHECKPOINT).
+# The model bundled when --model-dir is not given (affectvlm.predictor.DEMO_CHECKPOINT).
 DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / DEFAULT_MODEL
-SPACE_CHECKPOINT = f"checkpoints/{DEFAULT_MODEL}"
+# The app serves the model this environment variable names (a folder name under checkpoints/, or a Hub id).
+MODEL_VARIABLE = "AFFECTVLM_MODEL"
+LICENCE_KEYS = ("license", "license_name", "license_link")
+# The app's example inputs (app.py's EXAMPLES: views_*.png, scan_*.ply, sequence_*.zip). Per examples/README.md
+# the `*_ict_*` files derive from the ICT FaceKit (MIT), all others from the Surrey Face Model (non-commercial).
+EXAMPLES_DIR = REPO_ROOT / "examples"
+EXAMPLE_SUFFIXES = (".png", ".ply", ".zip")
+ICT_EXAMPLE = "*_ict_*"
 
 REQUIRED_SETTINGS = ("title", "sdk", "sdk_version", "python_version", "app_file")
 
@@ -104,15 +117,92 @@ def space_requirements(settings: dict, repo_requirements: Path = REPO_ROOT / "re
     return "\n".join(lines) + "\n"
 
 
-def space_readme(settings: dict, has_checkpoint: bool) -> str:
-    """README.md: the settings as YAML front matter, then a short description."""
+def model_card_metadata(checkpoint: Path) -> dict:
+    """The YAML metadata of a checkpoint's own README.md (its model card), as the app reads it; {} without one."""
+    import yaml
+    from huggingface_hub.repocard import metadata_load
+
+    path = Path(checkpoint) / "README.md"
+    if not path.is_file():
+        return {}
+    try:
+        return metadata_load(path) or {}
+    except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: undecodable, or metadata not a mapping
+        raise PublishError(f"cannot read the model card {path}: {err}") from None
+
+
+def space_licence(settings: dict, card: dict) -> dict:
+    """The Space's licence keys: the bundled model's (from its card) when it names one, else space.yaml's
+    (space.yaml's link completes a card that names the same licence without one)."""
+    if not card.get("license"):
+        return {key: settings[key] for key in LICENCE_KEYS if settings.get(key)}
+    licence = {key: card[key] for key in LICENCE_KEYS if card.get(key)}
+    if settings.get("license_link") and all(card.get(k) == settings.get(k) for k in ("license", "license_name")):
+        licence.setdefault("license_link", settings["license_link"])
+    return licence
+
+
+def space_examples(licence: dict) -> list[Path]:
+    """The example inputs a Space under `licence` may bundle: all under the Surrey Face Model's non-commercial
+    licence; otherwise only the ICT FaceKit's (MIT), so that nothing non-commercial comes in with them."""
+    files = sorted(p for p in EXAMPLES_DIR.glob("*") if p.is_file() and p.suffix in EXAMPLE_SUFFIXES)
+    if licence.get("license_name") == SFM_LICENSE_NAME:
+        return files
+    return [p for p in files if p.match(ICT_EXAMPLE)]
+
+
+def _licence_text(model: str | None, card: dict, licence: dict, examples: list[Path]) -> str:
+    """The README's licence line: the code's, the model's (from its card) and the examples', as bundled."""
+    sfm = licence.get("license_name") == SFM_LICENSE_NAME
+    text = "the app code is Apache-2.0."
+    if model is not None and card.get("license"):
+        text += f" The model `{model}` is under `{licence.get('license_name') or licence['license']}` (its model card)."
+    elif model is not None:
+        text += f" The model `{model}` has no licence in a model card: this Space takes space.yaml's."
+    ict = sum(p.match(ICT_EXAMPLE) for p in examples)
+    if ict and ict < len(examples):
+        text += (
+            f" Of the example inputs, the {ict} `*_ict_*` files derive from the ICT FaceKit (MIT), the other "
+            f"{len(examples) - ict} from the Surrey Face Model."
+        )
+    elif examples:
+        text += f" The example inputs derive from the {'ICT FaceKit (MIT)' if ict else 'Surrey Face Model'}."
+    if sfm:
+        text += (
+            " The Surrey Face Model is free for non-commercial use only (research and teaching), and so is what "
+            "derives from it: this Space is for non-commercial use."
+        )
+    else:
+        text += " Nothing in this Space derives from the Surrey Face Model (non-commercial)."
+    return text
+
+
+def space_readme(settings: dict, model: str | None, card: dict, examples: list[Path]) -> str:
+    """README.md: the settings (the licence: the bundled model's) as YAML front matter, then a description."""
     import yaml
 
-    front = yaml.safe_dump(settings, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    model = (
-        f"the demo checkpoint bundled in `{SPACE_CHECKPOINT}` (AffectVLM trained on SynthFER-3D)"
-        if has_checkpoint
-        else "no checkpoint was bundled, so the app runs a small **random, untrained** model and says so"
+    licence = space_licence(settings, card)
+    # space.yaml's keys in their order, its licence keys replaced by the Space's (where its `license` was)
+    front_matter = {}
+    for key, value in {**settings, "license": None}.items():
+        if key == "license":
+            front_matter.update(licence)
+        elif key not in LICENCE_KEYS:
+            front_matter[key] = value
+    front = yaml.safe_dump(front_matter, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    if model is None:
+        model_line = "no checkpoint was bundled, so the app runs a small **random, untrained** model and says so"
+        run = "python app.py"
+    else:
+        summary = f" {card['summary']}" if card.get("summary") else ""
+        model_line = (
+            f"`{model}`, bundled in `checkpoints/{model}` with its model card.{summary} The Space variable "
+            f"`{MODEL_VARIABLE}={model}` selects it (`hub/space.py` sets it on upload)"
+        )
+        run = f"{MODEL_VARIABLE}={model} python app.py"
+    example_line = (
+        f"{len(examples)} files in `examples/`; the app shows them as example rows"
+        if examples else "none are bundled, so the app shows no example rows"
     )
     return f"""---
 {front}---
@@ -125,10 +215,10 @@ Give three rendered views of a face, a 3D scan (obj, ply, stl, off, glb, wrl, bn
 of frames), and any labels or prompts: AffectVLM renders the scan into views, embeds each view with CLIP,
 fuses the views and scores every label, showing each view's contribution.
 
-- **Model:** {model}. Set the Space variable `AFFECTVLM_MODEL` to a Hub model id to use another checkpoint.
-- **Licence:** the app code is Apache-2.0. The bundled checkpoint and the example scans derive from the
-  Surrey Face Model, which is free for non-commercial use only (research and teaching): so are they.
-- **Run it locally:** `pip install torch==2.13.0 && pip install -r requirements.txt && python app.py`.
+- **Model:** {model_line}. Set the Space variable `{MODEL_VARIABLE}` to a Hub model id to use another checkpoint.
+- **Examples:** {example_line}.
+- **Licence:** {_licence_text(model, card, licence, examples)}
+- **Run it locally:** `pip install torch==2.13.0 && pip install -r requirements.txt && {run}`.
 """
 
 
@@ -151,25 +241,37 @@ def _copy_package(out: Path) -> None:
 def build_space_folder(out: Path, *, model_dir: Path | None = None, settings_path: Path = SPACE_YAML) -> dict:
     """Assemble the Space in `out`. `model_dir=None`: the demo checkpoint if it exists; a given folder must.
 
-    Returns {"settings": ..., "checkpoint": the bundled folder or None, "left_out": checkpoint files left out}.
+    The model is bundled under its own folder name, with its model card (the app shows its name, summary and
+    licence from there), and selected by the Space variable MODEL_VARIABLE. Returns {"settings", "checkpoint":
+    the bundled folder or None, "model": its name or None, "left_out": checkpoint files left out, "examples"}.
     """
     out = Path(out)
     settings = load_space_settings(settings_path)
     if model_dir is not None and not Path(model_dir).is_dir():
         raise PublishError(f"--model-dir {model_dir} does not exist")
-    checkpoint = Path(model_dir) if model_dir is not None else DEMO_CHECKPOINT
+    checkpoint = Path(model_dir).resolve() if model_dir is not None else DEMO_CHECKPOINT
     has_checkpoint = (checkpoint / "config.json").is_file() or model_dir is not None
+    model = checkpoint.name if has_checkpoint else None
+    card = model_card_metadata(checkpoint) if has_checkpoint else {}
     left_out = []
     if has_checkpoint:
-        left_out = copy_checkpoint(checkpoint, out / SPACE_CHECKPOINT)
+        bundled = out / "checkpoints" / model
+        left_out = [name for name in copy_checkpoint(checkpoint, bundled) if name != "README.md"]
         # The app loads it with the package's own classes; the remote code makes the bundled folder also
         # loadable on its own with trust_remote_code=True, as its config.json's auto_map promises.
-        copy_remote_code(checkpoint, out / SPACE_CHECKPOINT)
+        copy_remote_code(checkpoint, bundled)
+        if (checkpoint / "README.md").is_file():
+            shutil.copy2(checkpoint / "README.md", bundled / "README.md")
+    examples = space_examples(space_licence(settings, card))
+    for src in examples:
+        (out / "examples").mkdir(exist_ok=True)
+        shutil.copy2(src, out / "examples" / src.name)
     shutil.copy2(REPO_ROOT / settings["app_file"], out / settings["app_file"])
     _copy_package(out)
     (out / "requirements.txt").write_text(space_requirements(settings), encoding="utf-8")
-    (out / "README.md").write_text(space_readme(settings, has_checkpoint), encoding="utf-8")
-    return {"settings": settings, "checkpoint": checkpoint if has_checkpoint else None, "left_out": left_out}
+    (out / "README.md").write_text(space_readme(settings, model, card, examples), encoding="utf-8")
+    return {"settings": settings, "checkpoint": checkpoint if has_checkpoint else None, "model": model,
+            "left_out": left_out, "examples": [f"examples/{p.name}" for p in examples]}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -178,9 +280,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=(
             "Publish the AffectVLM demo app as a Hugging Face Space (Gradio SDK) in one commit. The Space "
             "settings come from space.yaml and are stamped into the Space README's YAML front matter (the "
-            "only place the Hub reads them). The folder holds README.md, app.py, the affectvlm package "
-            "(Python sources only), the Space's own runtime requirements.txt (gradio pinned to sdk_version) "
-            "and the demo checkpoint if present. Log in first with `hf auth login` or set HF_TOKEN."
+            "only place the Hub reads them), with the licence of the bundled model. The folder holds README.md, "
+            "app.py, the affectvlm package (Python sources only), the Space's own runtime requirements.txt "
+            "(gradio pinned to sdk_version), the model with its card (under its own folder name, selected by the "
+            f"Space variable {MODEL_VARIABLE}) and the example inputs its licence allows (the ICT FaceKit's "
+            "only, unless the model is under the Surrey Face Model's non-commercial licence). Log in first with "
+            "`hf auth login` or set HF_TOKEN."
         ),
         epilog="Example: python hub/space.py --repo-id me/affectvlm --dry-run /tmp/affectvlm-space",
     )
@@ -189,8 +294,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model-dir",
         type=Path,
         default=None,
-        help=f"checkpoint folder to bundle as {SPACE_CHECKPOINT} (default: the repo's {SPACE_CHECKPOINT} if it "
-        "exists; without one the app runs a random model and says so)",
+        help=f"checkpoint folder to bundle as checkpoints/<its name>, with its model card (default: the repo's "
+        f"checkpoints/{DEFAULT_MODEL} if it exists; without one the app runs a random model and says so)",
     )
     parser.add_argument(
         "--space-yaml", type=Path, default=SPACE_YAML, help="the Space settings (default: space.yaml)"
@@ -223,11 +328,17 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     report = build_space_folder(out, model_dir=args.model_dir, settings_path=args.space_yaml)
     if report["checkpoint"] is None:
         print(f"no checkpoint in {DEMO_CHECKPOINT}: the Space will run a small random model (it says so)")
-    elif report["left_out"]:
-        print(f"left out of the bundled checkpoint: {', '.join(report['left_out'])}")
+    else:
+        print(f"model: checkpoints/{report['model']}, served as the Space variable {MODEL_VARIABLE}={report['model']} "
+              "says (set on upload)")
+        if report["left_out"]:
+            print(f"left out of the bundled checkpoint: {', '.join(report['left_out'])}")
+    print(f"examples: {len(report['examples'])} bundled" + ("" if report["examples"] else " (no example rows)"))
     files = list_files(out)
     if args.dry_run is not None:
         print(f"dry run: {len(files)} files in {out} (nothing uploaded)")
+        if report["model"] is not None:
+            print(f"run it there with: {MODEL_VARIABLE}={report['model']} python app.py")
         for name in files:
             print(f"  {name}")
         return 0
@@ -241,6 +352,7 @@ def _run(args: argparse.Namespace, out: Path) -> int:
             space_sdk=report["settings"]["sdk"],
             commit_message=args.commit_message,
             private=args.private,
+            space_variables={MODEL_VARIABLE: report["model"]},  # None: no bundled model, the variable removed
         )
     except (HfHubHTTPError, ValueError) as err:  # ValueError: the Hub rejected the README metadata
         print(f"space.py: error: the Hub refused the upload: {err}", file=sys.stderr)

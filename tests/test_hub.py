@@ -163,10 +163,16 @@ class FakeHub:
         self.validated: list[tuple[str, str]] = []  # (repo type, README.md sent to /api/validate-yaml)
         self.tokens: set[str] = set()
         self.unexpected: list[str] = []
+        self.variables: dict[str, dict[str, str]] = {}  # Space id -> its variables
+        self.requests: list[str] = []  # "METHOD path", in order
 
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         self.tokens.add(request.headers.get("authorization", ""))
         path = request.url.path
+        self.requests.append(f"{request.method} {path}")
+        variables = re.fullmatch(r"/api/spaces/([^/]+/[^/]+)/variables", path)
+        if variables:
+            return self._variables(request, variables.group(1))
         if request.method == "POST" and path == "/api/repos/create":
             return self._create(json.loads(request.content))
         if request.method == "POST" and path == "/api/validate-yaml":
@@ -200,6 +206,18 @@ class FakeHub:
             )
         self.repos[repo_type, repo_id] = body
         return httpx2.Response(200, json={"url": self._url(repo_type, repo_id)})
+
+    def _variables(self, request: httpx2.Request, repo_id: str) -> httpx2.Response:
+        """A Space's variables: GET lists them, POST {"key", "value"} sets one, DELETE {"key"} removes one."""
+        if ("space", repo_id) not in self.repos:
+            return httpx2.Response(404, headers={"X-Error-Code": "RepoNotFound"}, json={"error": "no repo"})
+        current = self.variables.setdefault(repo_id, {})
+        if request.method == "POST":
+            body = json.loads(request.content)
+            current[body["key"]] = body["value"]
+        elif request.method == "DELETE":
+            current.pop(json.loads(request.content)["key"], None)
+        return httpx2.Response(200, json={k: {"value": v} for k, v in current.items()})
 
     def _validate(self, body: dict) -> httpx2.Response:
         self.validated.append((body["repoType"], body["content"]))
@@ -638,6 +656,12 @@ def _package_sources() -> set[str]:
     }
 
 
+def _example_files(ict_only: bool = False) -> list[Path]:
+    """The app's example inputs in the repo's examples/ (the `*_ict_*` ones derive from the ICT FaceKit, MIT)."""
+    files = sorted(p for p in (REPO_ROOT / "examples").iterdir() if p.suffix in (".png", ".ply", ".zip"))
+    return [p for p in files if "_ict_" in p.name] if ict_only else files
+
+
 def _front_matter(readme: str) -> dict:
     match = re.match(r"---\n(.*?)\n---\n", readme, re.S)
     assert match, "README.md has no YAML front matter"
@@ -651,9 +675,13 @@ def _requirement_names(requirements: str) -> set[str]:
 def test_space_dry_run_folder_file_by_file(checkpoint, tmp_path):
     out = tmp_path / "space"
     assert space.main(["--repo-id", "me/affectvlm", "--model-dir", str(checkpoint), "--dry-run", str(out)]) == 0
-    bundled = "checkpoints/affectvlm-cpu/"
-    expected_checkpoint = {bundled + name for name in MODEL_FILES - {"README.md"}}
-    assert set(list_files(out)) == {"README.md", "app.py", "requirements.txt"} | _package_sources() | expected_checkpoint
+    bundled = f"checkpoints/{checkpoint.name}/"  # under its own name: the app shows that name
+    expected_checkpoint = {bundled + name for name in MODEL_FILES - {"README.md"}}  # the tiny model has no card
+    # its card names no licence: space.yaml's (the Surrey Face Model's) holds, and so all the examples come
+    examples = {f"examples/{p.name}" for p in _example_files()}
+    assert set(list_files(out)) == (
+        {"README.md", "app.py", "requirements.txt"} | _package_sources() | expected_checkpoint | examples
+    )
 
     assert (out / "app.py").read_bytes() == (REPO_ROOT / "app.py").read_bytes()
     for rel in _package_sources():
@@ -667,7 +695,8 @@ def test_space_dry_run_folder_file_by_file(checkpoint, tmp_path):
     assert _front_matter(readme) == settings
     card = SpaceCard.load(out / "README.md")
     assert (card.data.sdk, card.data.python_version, card.data.app_file) == ("gradio", "3.11", "app.py")
-    assert "bundled in `checkpoints/affectvlm-cpu`" in readme and "non-commercial" in readme
+    assert f"bundled in `checkpoints/{checkpoint.name}`" in readme and "non-commercial" in readme
+    assert f"AFFECTVLM_MODEL={checkpoint.name} python app.py" in readme
 
     # requirements: runtime only, gradio pinned to the SDK version the Space runs
     requirements = (out / "requirements.txt").read_text()
@@ -727,12 +756,185 @@ def test_space_yaml_is_checked(tmp_path, capsys, edit, message):
 
 def test_help_of_both_scripts_run_as_files():
     for script, needed in (("push.py", ["--dry-run", "--results", "trust_remote_code"]),
-                           ("space.py", ["--dry-run", "space.yaml", "requirements.txt"])):
+                           ("space.py", ["--dry-run", "space.yaml", "requirements.txt"]),
+                           ("card.py", ["RESULTS_JSON", "--variant", "hub/push.py"])):
         proc = subprocess.run([sys.executable, str(REPO_ROOT / "hub" / script), "--help"],
                               capture_output=True, text=True, timeout=60, cwd="/")
         assert proc.returncode == 0, proc.stderr
         text = " ".join(proc.stdout.split())
         assert all(n in text for n in needed), text
+
+
+def test_card_script_previews_the_results_section_or_says_what_is_wrong(results_file, tmp_path):
+    script = [sys.executable, str(REPO_ROOT / "hub" / "card.py")]
+    proc = subprocess.run([*script, str(results_file)], capture_output=True, text=True, timeout=60, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("## Evaluation") and "**Mean accuracy: 81.00 ± 2.00**" in proc.stdout
+    proc = subprocess.run([*script, str(tmp_path / "nope.json")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [(f"card.py: error: cannot read results file {tmp_path / 'nope.json'}: "
+                                        "No such file or directory")]
+
+
+@pytest.mark.parametrize("script", ["push", "space"])
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("afile/sub", "cannot create the --dry-run folder {out}: {tmp}/afile is a file, not a folder"),
+        ("afile", "--dry-run {out} is a file, not a folder: give a new or empty folder"),
+        ("full", "--dry-run folder {out} exists and is not empty: give a new or empty folder"),
+        ("/proc/nope", "cannot create the --dry-run folder /proc/nope: No such file or directory"),
+    ],
+)
+def test_an_unusable_dry_run_folder_is_one_clear_line(checkpoint, tmp_path, capsys, script, where, message):
+    if where.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc, where no folder can be made")
+    (tmp_path / "afile").write_text("a file")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    out = tmp_path / where
+    args = ["--repo-id", REPO_ID, "--dry-run", str(out)]
+    main = push.main if script == "push" else space.main
+    assert main([str(checkpoint), *args, "--no-verify"] if script == "push" else args) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"{script}.py: error: " + message.format(out=out, tmp=tmp_path)]
+
+
+def _offline_message(script: str) -> str:
+    return f"{script}.py: error: HF_HUB_OFFLINE is set: nothing was pushed; use --dry-run DIR to write the files locally"
+
+
+@pytest.mark.parametrize("script", ["push", "space"])
+def test_a_push_while_offline_is_one_clear_line(checkpoint, capsys, script):
+    from huggingface_hub import constants
+
+    assert constants.is_offline_mode()  # conftest sets HF_HUB_OFFLINE=1, and the default client refuses
+    args = ["--repo-id", REPO_ID, "--model-dir", str(checkpoint)]
+    assert (push.main([str(checkpoint), "--repo-id", REPO_ID, "--no-verify"]) if script == "push"
+            else space.main(args)) == 2
+    assert capsys.readouterr().err.splitlines() == [_offline_message(script)]
+
+
+def test_a_push_with_no_network_is_one_clear_line(checkpoint, capsys):
+    def unreachable(request):
+        raise httpx2.ConnectError("[Errno -3] Temporary failure in name resolution", request=request)
+
+    set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(unreachable)))
+    try:
+        assert push.main([str(checkpoint), "--repo-id", REPO_ID, "--no-verify"]) == 2
+    finally:
+        set_client_factory(default_client_factory)
+        close_session()
+    assert capsys.readouterr().err.splitlines() == [
+        ("push.py: error: the Hub cannot be reached (ConnectError: [Errno -3] Temporary failure in name "
+        "resolution): nothing was pushed; use --dry-run DIR to write the files locally")
+    ]
+
+
+def test_a_push_while_offline_from_the_command_line_has_no_traceback(checkpoint):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "hub" / "push.py"), str(checkpoint), "--repo-id", REPO_ID, "--no-verify"],
+        capture_output=True, text=True, timeout=300, cwd="/", env=env,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [_offline_message("push")]
+
+
+SHIPPED = REPO_ROOT / "checkpoints"
+
+
+@pytest.mark.skipif(not (SHIPPED / "affectvlm-ict" / "README.md").is_file(), reason="no checkpoints/affectvlm-ict")
+def test_space_of_the_mit_model_keeps_its_name_card_licence_and_ict_examples(tmp_path, capsys):
+    out = tmp_path / "space"
+    assert space.main(["--repo-id", "me/s", "--model-dir", str(SHIPPED / "affectvlm-ict"), "--dry-run", str(out)]) == 0
+    assert "run it there with: AFFECTVLM_MODEL=affectvlm-ict python app.py" in capsys.readouterr().out
+    files = list_files(out)
+    assert not any(f.startswith("checkpoints/affectvlm-cpu/") for f in files)
+    assert (out / "checkpoints/affectvlm-ict/README.md").read_bytes() == (SHIPPED / "affectvlm-ict/README.md").read_bytes()
+    examples = [f for f in files if f.startswith("examples/")]
+    assert examples == [f"examples/{p.name}" for p in _example_files(ict_only=True)] and examples
+
+    readme = (out / "README.md").read_text()
+    front = _front_matter(readme)
+    settings = yaml.safe_load((REPO_ROOT / "space.yaml").read_text())
+    assert front["license"] == "mit" and "license_name" not in front and "license_link" not in front
+    assert {k: v for k, v in front.items() if k != "license"} == {
+        k: v for k, v in settings.items() if k not in ("license", "license_name", "license_link")
+    }
+    assert "The model `affectvlm-ict` is under `mit`" in readme and "ICT FaceKit (MIT)" in readme
+    assert "non-commercial use only" not in readme and "surrey-face-model" not in readme
+    assert "AFFECTVLM_MODEL=affectvlm-ict python app.py" in readme
+    assert f"{len(examples)} files in `examples/`" in readme
+
+
+@pytest.mark.skipif(not (SHIPPED / "affectvlm-cpu" / "README.md").is_file(), reason="no checkpoints/affectvlm-cpu")
+def test_space_of_the_default_model_is_non_commercial_with_all_examples(tmp_path):
+    out = tmp_path / "space"
+    report = space.build_space_folder(space.prepare_output_dir(out))
+    assert report["model"] == "affectvlm-cpu"
+    assert (out / "checkpoints/affectvlm-cpu/README.md").is_file()
+    assert report["examples"] == [f"examples/{p.name}" for p in _example_files()]
+    readme = (out / "README.md").read_text()
+    assert _front_matter(readme) == yaml.safe_load((REPO_ROOT / "space.yaml").read_text())
+    assert "free for non-commercial use only" in readme and "the other 7 from the Surrey Face Model" in readme
+
+
+def test_space_with_no_allowed_examples_says_it_has_none(tmp_path, monkeypatch, checkpoint):
+    folder = tmp_path / "mit-model"
+    shutil.copytree(checkpoint, folder)
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n\n# mit-model\n")
+    monkeypatch.setattr(space, "EXAMPLES_DIR", tmp_path / "no-examples")
+    report = space.build_space_folder(tmp_path / "space", model_dir=folder)
+    assert report["examples"] == [] and not (tmp_path / "space" / "examples").exists()
+    assert "none are bundled, so the app shows no example rows" in (tmp_path / "space" / "README.md").read_text()
+
+
+# The app's own start-up, in a Space folder, up to its model note and example rows (no server, no warm-up).
+_APP_PROBE = """
+import json, sys
+from affectvlm.predictor import AffectVLMPredictor
+AffectVLMPredictor.warm_up = lambda self: None  # encodes prompts for speed only: not what is checked
+import affectvlm, app
+print(json.dumps({"package": affectvlm.__file__, "note": app.MODEL_NOTE, "source": app.PREDICTOR.source,
+                  "scans": app._examples("scan_*.ply"), "views": app._examples("views_*.png"),
+                  "sequences": app._examples("sequence_*.zip")}))
+"""
+
+
+@pytest.mark.skipif(not (SHIPPED / "affectvlm-ict" / "README.md").is_file(), reason="no checkpoints/affectvlm-ict")
+def test_the_app_in_the_space_folder_names_the_bundled_model_and_its_licence(tmp_path):
+    out = tmp_path / "space"
+    report = space.build_space_folder(space.prepare_output_dir(out), model_dir=SHIPPED / "affectvlm-ict")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(AFFECTVLM_MODEL=report["model"], HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")  # as the Space sets it
+    proc = subprocess.run([sys.executable, "-c", _APP_PROBE], cwd=out, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(seen["package"]).is_relative_to(out)  # the Space's own copy of the package
+    assert Path(seen["source"]) == out / "checkpoints" / "affectvlm-ict"
+    card = yaml.safe_load((SHIPPED / "affectvlm-ict" / "README.md").read_text().split("---")[1])
+    assert seen["note"] == f"**Model:** `affectvlm-ict`. {card['summary']} **Licence:** mit."
+    for kind in ("scans", "views", "sequences"):
+        assert seen[kind] and all(Path(p).is_relative_to(out / "examples") and "_ict_" in p for p in seen[kind])
+
+
+def test_docs_list_the_space_requirements_as_generated():
+    """docs/hub.md names every requirement the Space's requirements.txt has, and no other (no pandas: the app
+    does not import it; gradio brings it)."""
+    doc = (REPO_ROOT / "docs" / "hub.md").read_text()
+    paragraph = doc[doc.index("The Space's `requirements.txt` is"):]
+    listed = paragraph[: paragraph.index("**`gradio==<sdk_version>`**")]
+    names = _requirement_names(space.space_requirements(space.load_space_settings())) - {"gradio"}
+    documented = {space._dist_name(n) for n in re.findall(r"`?([A-Za-z][\w.*-]*)`?", listed)}
+    for name in names:
+        pattern = re.sub(r"_\d+$", "_*", name)  # the five mpnet parts are named once, with a *
+        assert name in documented or pattern in documented, name
+    assert "pandas" not in names and "pandas" not in listed
+    app_imports = {a.name for n in ast.walk(ast.parse((REPO_ROOT / "app.py").read_text()))
+                   if isinstance(n, ast.Import) for a in n.names}
+    assert "pandas" not in app_imports
 
 
 # -- uploads, against the fake Hub ------------------------------------------------------------------------
@@ -775,7 +977,20 @@ def test_space_sends_one_commit_to_a_gradio_space(fake_hub, checkpoint, tmp_path
     for name, content in commit["files"].items():
         assert content == (dry / name).read_bytes(), name
     assert fake_hub.validated[0][0] == "space"
+    # the app serves the bundled folder because the Space variable names it; set before the commit
+    assert fake_hub.variables["me/affectvlm"] == {"AFFECTVLM_MODEL": checkpoint.name}
+    assert fake_hub.requests.index("POST /api/spaces/me/affectvlm/variables") < next(
+        i for i, r in enumerate(fake_hub.requests) if r.endswith("/commit/main")
+    )
     assert fake_hub.unexpected == []
+
+
+def test_space_without_a_model_removes_the_model_variable(fake_hub, checkpoint, tmp_path, monkeypatch):
+    assert space.main(["--repo-id", "me/affectvlm", "--model-dir", str(checkpoint)]) == 0
+    monkeypatch.setattr(space, "DEMO_CHECKPOINT", tmp_path / "no-checkpoint")
+    assert space.main(["--repo-id", "me/affectvlm"]) == 0  # the random model: a stale name would not load
+    assert fake_hub.variables["me/affectvlm"] == {}
+    assert len(fake_hub.commits) == 2 and fake_hub.unexpected == []
 
 
 def test_upload_errors_from_the_hub_are_reported(fake_hub, checkpoint, capsys, monkeypatch):
@@ -806,10 +1021,8 @@ def test_space_starts_in_a_fresh_venv_from_its_own_requirements(tmp_path, tiny, 
     The demo checkpoint is bundled if the repo has one; otherwise the tiny test checkpoint is, so the
     bundled-checkpoint path of the app is what starts either way.
     """
-    args = ["--repo-id", "me/affectvlm", "--dry-run", str(tmp_path / "space")]
-    if not (space.DEMO_CHECKPOINT / "config.json").is_file():
-        args += ["--model-dir", str(tiny[2])]
-    assert space.main(args) == 0
+    model_dir = None if (space.DEMO_CHECKPOINT / "config.json").is_file() else tiny[2]
+    report = space.build_space_folder(space.prepare_output_dir(tmp_path / "space"), model_dir=model_dir)
     folder = tmp_path / "space"
     venv = tmp_path / "venv"
     python = venv / "bin" / "python"
@@ -824,6 +1037,7 @@ def test_space_starts_in_a_fresh_venv_from_its_own_requirements(tmp_path, tiny, 
         GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False",
         AFFECTVLM_SFM_DIR=str(sfm_dir), HF_HUB_OFFLINE="1", PYTHONNOUSERSITE="1",
         XDG_CACHE_HOME=str(tmp_path / "cache"), HF_HOME=str(tmp_path / "hf"),
+        AFFECTVLM_MODEL=report["model"],  # as the Space variable the upload sets
     )
     with open(tmp_path / "app.log", "w") as log:
         app = subprocess.Popen([str(python), "app.py"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -524,7 +524,7 @@ class AffectVLMPredictor:
         """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes, the frames pooled),
         by the recipe: frames spread over the expression's span (`ScanRecipe.pooled_frames`), pooled from the
         sequence's neutral end; the apex frame gets the scan door's face check. Only the frames looked at are read."""
-        from .scan.recipe import check_face
+        from .scan.recipe import DIFFERENT_FACES_NOTE, ONE_FACE_MM, check_face
 
         recipe, device = self.recipe, self.model.device
         with tempfile.TemporaryDirectory(prefix="affectvlm-seq-") as tmp:
@@ -535,7 +535,9 @@ class AffectVLMPredictor:
         apex = recipe.normalize(scans[-1])
         notes = [FADING_NOTE] if fades else []
         notes += check_face(apex, recipe.views_of([apex], device=device)[0].cpu()).notes  # a moving cube: no face
-        dynamic = recipe.dynamic_images(scans, device=device).cpu()
+        registered = recipe.normalize_frames(scans)
+        notes += [DIFFERENT_FACES_NOTE] if recipe.frames_apart(registered) > ONE_FACE_MM else []
+        dynamic = recipe.dynamic_images(registered, device=device).cpu()
         if not bool((dynamic > 0).any()):
             raise InputError(
                 "the frames do not move: every dynamic image is blank (a 4D sequence needs motion)"

@@ -110,3 +110,18 @@ def follow(
     if turn > _MAX_STEP_DEGREES or np.linalg.norm(shift - start[1]) > _MAX_STEP_MM:
         return start
     return rotation, shift
+
+
+def surface_gap(points: np.ndarray, reference: np.ndarray, reference_normals: np.ndarray | None = None) -> float:
+    """Median distance (mm) of `points`' still parts (`still_parts`, `_SOURCE_POINTS` of them) from the surface that
+    `reference` (the first frame's `still_parts`) samples, along its normals: both in the first frame's canonical
+    frame, the head's motion taken out. Frames of one face stay within a millimetre of each other there, whatever
+    the expression; two people's noses and foreheads lie several apart (`affectvlm.scan.recipe.ONE_FACE_MM`). NaN
+    when either side has fewer than `_MIN_POINTS` points on those parts."""
+    source = still_parts(points, _SOURCE_POINTS)
+    if len(source) < _MIN_POINTS or len(reference) < _MIN_POINTS:
+        return float("nan")
+    n = normals(reference) if reference_normals is None else reference_normals
+    target = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
+    nearest = torch.cdist(torch.from_numpy(source.astype(np.float32)), target).argmin(1).numpy()
+    return float(np.median(np.abs(np.einsum("ij,ij->i", source - reference[nearest], n[nearest]))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,12 @@ EPILOG = """examples:
   python -m affectvlm predict face.obj --explain relevance.glb  # where on the face the answer came from
   python -m affectvlm predict face.obj --explain relevance.glb --explain-hide surface  # each part hidden in all views
   python -m affectvlm predict face.obj --model affectvlm-ict    # a shipped checkpoint by name
+
+Output paths (--explain, --csv) and options are checked before any scan is scored; a problem with them or with
+an input prints one line, `error: ...`, and exits 2.
 """
+# what --explain writes
+EXPLAIN_SUFFIXES = (".glb",)
 
 
 def add_parser(subparsers) -> None:
@@ -44,9 +50,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--explain", metavar="OUT.glb", default=None,
                         help="also write the scan painted by where the top label came from (occlusion "
                         "relevance, red = hiding it lowers the score) as a GLB; scans only")
-    parser.add_argument("--explain-hide", choices=HIDE, default=HIDE[0],
-                        help="what --explain hides: one view's window at a time (view, the default), or the "
-                        "part of the face under it in every view that shows it (surface, as removing it from "
+    parser.add_argument("--explain-hide", choices=HIDE, default=None,
+                        help="with --explain, what it hides: one view's window at a time (view, the default), or "
+                        "the part of the face under it in every view that shows it (surface, as removing it from "
                         "the scan would; about 3x slower)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     output = parser.add_mutually_exclusive_group()
@@ -63,29 +69,72 @@ def _labels_text(labels: list[str] | None) -> str | None:
     return "\n".join(labels) if labels else None
 
 
+def check_output(path: str, option: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """The file `option` (--csv, --explain) names, checked before any work: its folder exists and is writable,
+    it is not a folder, and it ends in one of `suffixes` (when given); `InputError` otherwise."""
+    out = Path(path)
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise InputError(f"{option} writes {' or '.join(suffixes)} files; got {out.name!r} (try {out.stem}{suffixes[0]})")
+    if out.is_dir():
+        raise InputError(f"cannot write {out}: it is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise InputError(f"cannot write {out}: no folder {out.parent}")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise InputError(f"cannot write {out}: permission denied")
+    return out
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse options that do not go together and output paths that cannot be written, before any scoring."""
+    if args.explain_hide is not None and not args.explain:
+        raise InputError("--explain-hide needs --explain")
+    if args.explain and args.csv:
+        raise InputError("--explain paints one scan; it does not go with --csv")
+    if args.explain:
+        check_output(args.explain, "--explain", EXPLAIN_SUFFIXES)
+    if args.csv:
+        check_output(args.csv, "--csv")
+
+
+def _input_kind(paths: list[Path]) -> str:
+    """"images" (three views), "sequence" (a folder or zip of frames) or "scan"; `InputError` for other sets."""
+    images = sum(p.suffix.lower() in IMAGE_EXTENSIONS for p in paths)
+    if images and (images != 3 or len(paths) != 3):
+        raise InputError(f"three view images (frontal, left, right) are scored together; got {images} image(s)")
+    if images == 3:
+        return "images"
+    if len(paths) == 1:
+        return "sequence" if paths[0].is_dir() or paths[0].suffix.lower() == ".zip" else "scan"
+    raise InputError("give one scan, one folder or zip of frames, or exactly three images")
+
+
+def _score(args: argparse.Namespace, paths: list[Path], labels: str | None):
+    """(the predictor, its result for `paths`), the relevance written to --explain when asked for."""
+    kind = _input_kind(paths)
+    if args.explain and kind != "scan":
+        raise InputError("--explain paints a scan: give one scan file")
+    predictor = AffectVLMPredictor.from_pretrained(args.model, device=args.device)
+    if kind == "images":
+        return predictor, predictor(images=[str(p) for p in paths], labels=labels)
+    if kind == "sequence":
+        return predictor, predictor(sequence=str(paths[0]), labels=labels)
+    hide = args.explain_hide or HIDE[0]
+    result = predictor(scan=str(paths[0]), labels=labels, explain=bool(args.explain), explain_hide=hide)
+    if args.explain:
+        try:
+            result.relevance.write_glb(args.explain)
+        except OSError as err:
+            raise InputError(f"cannot write {args.explain}: {err.strerror or err}") from None
+    return predictor, result
+
+
 def run(args: argparse.Namespace) -> int:
     paths, labels = [Path(p) for p in args.paths], _labels_text(args.labels)
     if args.csv:
         return run_batch(args, paths)
     try:
-        predictor = AffectVLMPredictor.from_pretrained(args.model, device=args.device)
-        images = sum(p.suffix.lower() in IMAGE_EXTENSIONS for p in paths)
-        if images and (images != 3 or len(paths) != 3):
-            raise InputError(f"three view images (frontal, left, right) are scored together; got {images} image(s)")
-        if images == 3:
-            result = predictor(images=[str(p) for p in paths], labels=labels)
-        elif len(paths) == 1 and (paths[0].is_dir() or paths[0].suffix.lower() == ".zip"):
-            result = predictor(sequence=str(paths[0]), labels=labels)
-        elif len(paths) == 1:
-            result = predictor(
-                scan=str(paths[0]), labels=labels, explain=bool(args.explain), explain_hide=args.explain_hide
-            )
-        else:
-            raise InputError("give one scan, one folder or zip of frames, or exactly three images")
-        if args.explain:
-            if result.relevance is None or result.relevance.scan is None:
-                raise InputError("--explain paints a scan: give one scan file")
-            result.relevance.write_glb(args.explain)
+        _check_options(args)
+        predictor, result = _score(args, paths, labels)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -113,10 +162,9 @@ def run_batch(args: argparse.Namespace, paths: list[Path]) -> int:
 
     out = Path(args.csv)
     try:
+        _check_options(args)
         if len(paths) != 1 or not (paths[0].is_dir() or paths[0].suffix.lower() == ".zip"):
             raise InputError("with --csv, give one folder or .zip file of scans")
-        if not out.parent.is_dir():
-            raise InputError(f"cannot write {out}: no folder {out.parent}")
         predictor = AffectVLMPredictor.from_pretrained(args.model, device=args.device)
         with tqdm(desc="scoring", unit="scan", file=sys.stderr, dynamic_ncols=True) as bar:
 

@@ -254,6 +254,91 @@ def parse_labels(text: str, limits: InputLimits | None = None) -> list[str] | di
     return prompts
 
 
+# -- what `from_pretrained` loads, and where (its helpers) --------------------------------------------------------
+
+# a Hugging Face Hub id: owner/name
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` checked against this machine (None: cuda when available, else cpu); `InputError` for a device
+    that is unknown or not on this machine."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        parsed = torch.device(device.strip().lower() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in _DEVICE_TYPES:
+        raise InputError(f"unknown device {str(device)[:40]!r}; use cpu or cuda")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA is not available on this machine; use cpu (--device cpu)")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise InputError(f"no GPU {parsed.index}: this machine has {torch.cuda.device_count()}")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError("MPS is not available on this machine; use cpu (--device cpu)")
+    return parsed
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """A torch dtype or its name ("bfloat16", "bf16", "float16", "fp16", "float32", "fp32"); None: the serving
+    dtype of `device` (`affectvlm.precision.serving_dtype`). `InputError` for anything else."""
+    from .precision import _DTYPES, serving_dtype
+
+    if dtype is None:
+        try:
+            return serving_dtype(device)
+        except ValueError as err:  # a bad AFFECTVLM_DTYPE
+            raise InputError(str(err)) from None
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    names = {**_DTYPES, "float16": torch.float16, "fp16": torch.float16}
+    key = dtype.strip().lower().removeprefix("torch.") if isinstance(dtype, str) else None
+    if key in names:
+        return names[key]
+    raise InputError(f"unknown dtype {str(dtype)[:40]!r}; use one of {', '.join(sorted(names))}")
+
+
+def _model_source(name: str | os.PathLike | None) -> Path | str | None:
+    """Where `from_pretrained` loads `name` from: a shipped checkpoint's or a saved model's folder, a Hub id
+    (owner/name, tried on the Hub), or None for the shipped default; `InputError` for a name that is none."""
+    if name is None:
+        return None
+    if not isinstance(name, str | os.PathLike):
+        raise InputError(f"a model is named by a folder, a shipped model's name or a Hub id; got a {type(name).__name__}")
+    text, shipped = os.fspath(name), ", ".join(shipped_models()) or "none"
+    what = f"a saved model folder, a shipped model ({shipped}) or a Hub id owner/name"
+    if not text.strip():
+        raise InputError(f"no model named: give {what}")
+    if isinstance(name, str) and text in shipped_models():
+        return CHECKPOINTS / text
+    path = Path(text).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise InputError(f"{text!r} is a folder without a saved model (no config.json)")
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise InputError(f"{text!r} is a file; give {what}")
+    if isinstance(name, os.PathLike) or text.startswith((".", "~")) or not _HUB_ID.fullmatch(text):
+        where = "folder" if isinstance(name, os.PathLike) or "/" in text or os.sep in text else "folder or shipped model"
+        raise InputError(f"no such {where} {text!r}; shipped: {shipped} (or a Hub id owner/name)")
+    return text
+
+
+def _load_failure(name, source: Path | str) -> str:
+    """The one-line reason `from_pretrained` gives when loading `source` (what `name` resolved to) failed."""
+    if isinstance(source, str):
+        from huggingface_hub import constants
+
+        why = "the Hub is offline (HF_HUB_OFFLINE) and it is not cached" if constants.HF_HUB_OFFLINE else (
+            "offline, no such model there, or not an AffectVLM model"
+        )
+        return f"could not load {source!r} from the Hugging Face Hub: {why}"
+    what = "the shipped default model" if name is None else repr(os.fspath(name))
+    return f"could not load a model from {what}: not a saved AffectVLM model, or damaged"
+
+
 class AffectVLMPredictor:
     """Scores views, scans or sequences against labels with an AffectVLM model.
 
@@ -285,32 +370,34 @@ class AffectVLMPredictor:
         cls,
         path_or_hub_id: str | os.PathLike | None = None,
         *,
-        device: str | None = None,
-        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
         **kwargs,
     ) -> AffectVLMPredictor:
         """Load a saved AffectVLM model and processor: a folder, the name of a shipped checkpoint
         (`shipped_models()`, e.g. "affectvlm-ict") or a Hub id; None: the shipped default model.
 
         `dtype` defaults to bf16 where the hardware multiplies it natively (CPUs with AMX, recent GPUs), else
-        fp32 (`affectvlm.precision.serving_dtype`)."""
-        from .precision import serving_dtype
-
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = dtype or serving_dtype(device)
-        if path_or_hub_id is not None and (CHECKPOINTS / str(path_or_hub_id) / "config.json").is_file():
-            path_or_hub_id = CHECKPOINTS / str(path_or_hub_id)
-        if path_or_hub_id is None and not (DEMO_CHECKPOINT / "config.json").is_file():
+        fp32 (`affectvlm.precision.serving_dtype`); a dtype may be named ("bfloat16", "float32"). `device`: cpu,
+        cuda (default when available) or mps. A name that is no folder, shipped model or Hub id, a device this
+        machine lacks, or a model that cannot be loaded raises `InputError` saying so in one line."""
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
+        source = _model_source(path_or_hub_id)
+        if source is None and not (DEMO_CHECKPOINT / "config.json").is_file():
             warnings.warn(
                 f"no demo checkpoint in {DEMO_CHECKPOINT}: using a small RANDOM model; its scores mean nothing",
                 stacklevel=2,
             )
             model, processor = random_demo_model()
             return cls(model.to(device), processor, source="random (untrained)", is_random=True, **kwargs)
-        source = str(path_or_hub_id or DEMO_CHECKPOINT)
-        model = AffectVLMModel.from_pretrained(source).to(device=device, dtype=dtype)
-        processor = AffectVLMProcessor.from_pretrained(source)
-        return cls(model, processor, source=source, **kwargs)
+        source = source or DEMO_CHECKPOINT
+        try:
+            model = AffectVLMModel.from_pretrained(str(source))
+            processor = AffectVLMProcessor.from_pretrained(str(source))
+        except (OSError, ValueError, KeyError) as err:  # not found, offline, not an AffectVLM folder
+            raise InputError(_load_failure(path_or_hub_id, source)) from err
+        return cls(model.to(device=device, dtype=dtype), processor, source=str(source), **kwargs)
 
     @property
     def card(self) -> dict:

@@ -71,10 +71,10 @@ def test_render_sequence_folder_and_list(tmp_path):
 
 def test_bad_input_is_an_error_not_a_traceback(tmp_path, capsys):
     (tmp_path / "bad.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 99999999999\nend_header\n")
-    assert main(["render", str(tmp_path / "bad.ply"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["render", str(tmp_path / "bad.ply"), "--out", str(tmp_path / "o")]) == 2
     assert "cap" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main(["render", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["render", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
 
 
 def test_bench_script_runs(tmp_path, capsys):

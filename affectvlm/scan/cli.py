@@ -2,6 +2,7 @@
 
 python -m affectvlm render face.obj --out views/                 # views/face_frontal.png, ...
 python -m affectvlm render F001/Happy/ --out dyn/ --mode depth   # dynamic images of a sequence
+python -m affectvlm render sequence.zip --out dyn/               # a zip of frames, likewise
 python -m affectvlm render 000.wrl 001.wrl 002.wrl --out dyn/    # a list of frames, likewise
 python -m affectvlm render face.ply --views=0,-45,45:10 --size 256 --out views/
 """
@@ -9,10 +10,13 @@ python -m affectvlm render face.ply --views=0,-45,45:10 --size 256 --out views/
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
-from .archive import collect_frames
+from .archive import collect_frames, extract_frames, refuse_archives
 
 __all__ = ["add_parser", "run", "parse_views", "collect_frames"]
 
@@ -42,6 +46,31 @@ def parse_views(spec: str) -> list[tuple[float, float]]:
     return views
 
 
+MAX_SIZE = 2048  # pixels a side: three 2048 px views take about 0.3 GB to render
+
+
+def _size(text: str) -> int:
+    """--size: whole pixels, 8 to `MAX_SIZE`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels") from None
+    if not 8 <= value <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"{value}: the size is 8 to {MAX_SIZE} pixels")
+    return value
+
+
+def _length(text: str, zero: bool = False) -> float:
+    """A finite number above 0 (or at least 0 with `zero`), for lengths and radii."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number {'>= 0' if zero else '> 0'}")
+    return value
+
+
 def _view_names(views) -> list[str]:
     from .render import DEFAULT_VIEWS, VIEW_NAMES
 
@@ -59,13 +88,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "render",
         help="render a scan's views (or a sequence's dynamic images) to PNG",
         description=(
-            "Render one scan file to one PNG per view; a folder of frames, or several files, to one "
-            "dynamic image per view (approximate rank pooling over the frames)."
+            "Render one scan file to one PNG per view; a 4D sequence (a folder or .zip of frames, or several "
+            "frame files) to one dynamic image per view (approximate rank pooling over the frames)."
         ),
     )
     parser.add_argument(
-        "scans", nargs="+", metavar="SCAN", help="a scan file, a folder of frames, or several frame files"
-    )
+        "scans", nargs="+", metavar="SCAN",
+        help="a scan file, a folder or .zip of frames, or several frame files",
+    )  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
     parser.add_argument(
         "--views",
@@ -76,30 +106,61 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--mode", choices=MODES, default="normal", help="what the pixels show (default normal)"
     )
-    parser.add_argument("--size", type=int, default=224, help="image height and width (default 224)")
     parser.add_argument(
-        "--crop-radius", type=float, default=90.0, help="crop around the nose tip, mm; 0 = none"
+        "--size", type=_size, default=224, help=f"image height and width, 8 to {MAX_SIZE} (default 224)"
     )
+    parser.add_argument(
+        "--crop-radius", type=lambda t: _length(t, zero=True), default=90.0,
+        help="crop around the nose tip, mm; 0 = none",
+    )  # fmt: skip
     parser.add_argument("--align", action="store_true", help="PCA pose alignment before rendering")
     parser.add_argument(
         "--no-normalize", action="store_true", help="render the scan as stored (window: --extent)"
     )
-    parser.add_argument("--extent", type=float, default=None, help="half-width of the image in scan units")
+    parser.add_argument("--extent", type=_length, default=None, help="half-width of the image in scan units")
     parser.add_argument(
-        "--point-radius", type=float, default=None, help="splat radius in pixels for point clouds"
-    )
-    parser.add_argument("--device", default=None, help="torch device, e.g. cuda")
+        "--point-radius", type=lambda t: _length(t, zero=True), default=None,
+        help="splat radius in pixels for point clouds, at most --size",
+    )  # fmt: skip
+    parser.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
     parser.set_defaults(func=run)
     return parser
 
 
-def _frames(paths: list[Path]) -> tuple[list[Path] | None, str]:
-    """(the frames of a sequence, or None for one scan; the output file stem)."""
+def _frames(paths: list[Path], workdir: Path) -> tuple[list[Path] | None, str]:
+    """(the frames of a sequence, or None for one scan; the output file stem). A zip's frames are extracted
+    into `workdir` under the default caps (`ZipLimits`)."""
+    from .types import InputError
+
     if len(paths) == 1 and paths[0].is_dir():
         return collect_frames(paths[0]), paths[0].resolve().name
+    if len(paths) == 1 and paths[0].suffix.lower() == ".zip":
+        if not paths[0].is_file():
+            raise InputError(f"{paths[0].name}: no such file")
+        return extract_frames(paths[0], workdir), paths[0].stem
     if len(paths) > 1:
+        refuse_archives(paths)
         return paths, paths[0].stem + "_seq"
     return None, paths[0].stem
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse, before any rendering, an --out that cannot be a folder, a --point-radius over --size and a device
+    this machine lacks (`resolve_device`)."""
+    from ..predictor import resolve_device
+    from .types import InputError
+
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out}: is a file; give a folder (created if missing)")
+    existing = next(p for p in (args.out, *args.out.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"--out {args.out}: cannot be made: {existing} is a file")
+    if not os.access(existing, os.W_OK):
+        raise InputError(f"--out {args.out}: {existing} is not writable")
+    if args.point_radius is not None and args.point_radius > args.size:
+        raise InputError(f"--point-radius {args.point_radius:g} is more than --size {args.size}")
+    if args.device is not None:
+        args.device = resolve_device(args.device)
 
 
 def _render(args: argparse.Namespace, scans: list, sequence: bool):
@@ -126,7 +187,7 @@ def _render(args: argparse.Namespace, scans: list, sequence: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Render what `args` names; 0 on success, 1 when a scan cannot be read."""
+    """Render what `args` names; 0 on success, 2 (with a one-line message) when it cannot be done."""
     from PIL import Image
 
     from .io import load_scan
@@ -136,15 +197,20 @@ def run(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.scans]
     names = _view_names(args.views or list(DEFAULT_VIEWS))
     try:
-        frames, stem = _frames(paths)
-        if frames is not None and not frames:
-            raise InputError(f"no scan files in {paths[0].name}")
-        scans = [load_scan(p) for p in (frames or paths[:1])]
+        _check_options(args)
+        with tempfile.TemporaryDirectory(prefix="affectvlm-render-") as tmp:
+            frames, stem = _frames(paths, Path(tmp))
+            if frames is not None and not frames:
+                raise InputError(f"no scan files in {paths[0].name}")
+            scans = [load_scan(p) for p in (frames or paths[:1])]
         images = _render(args, scans, sequence=frames is not None)
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"--out {args.out}: cannot make the folder ({err.strerror or err})") from None
     except InputError as exc:
         _say(f"error: {exc}", err=True)
-        return 1
-    args.out.mkdir(parents=True, exist_ok=True)
+        return 2
     suffix = "_dynamic" if frames is not None else ""
     if frames is not None:
         _say(f"{len(scans)} frames -> {len(names)} dynamic images")

@@ -5,9 +5,17 @@
         --calibrate /data/train96/synthboth-... --calibrate-run runs/affectvlm-cpu/results.json \
         --out docs/results/affectvlm-cpu-eval.json
 
-Each cache's views are embedded once; every measure below is a scoring of those embeddings:
-- **emotions**: accuracy over the model's labels per face model and kind (3D scans, 4D dynamic images), the
-  six-emotion accuracy without neutral, neutral recall, per cache (e.g. clean vs realistic scans);
+    python train/evaluate.py --model runs/cv-bu3dfe/full/fold_00/model --cache b3=/data/cache/bu3dfe-... \
+        --subjects-from runs/cv-bu3dfe/folds.json --fold 0 --out runs/cv-bu3dfe/eval-fold0.json
+
+Any render cache is scored (SynthFER-3D, BU-3DFE, Bosphorus, BU-4DFE, BP4D); `--subjects` or `--subjects-from`
+(a folds file and `--fold`, or a training run's results.json) keeps only some subjects, e.g. a fold's test
+subjects. Each cache's views are embedded once; every measure below is a scoring of those embeddings:
+- **emotions**: accuracy over the model's labels per face model (where the cache records one) and kind (3D
+  scans, 4D dynamic images: each sample's own `sequence`), per-class recall and the confusion matrix (with
+  `--out`, also drawn: OUT-confusion-NAME.png), the six-emotion accuracy without neutral, accuracy per
+  intensity level (where the cache has levels), neutral recall (where it has neutral samples), per cache (e.g.
+  clean vs realistic scans);
 - **open vocabulary**: the same scans scored against words and phrases no training prompt contains
   (`affectvlm.vocabulary.HELD_OUT_VOCABULARY`), each word alone and all of a class's words together, against
   the plain emotion words;
@@ -20,13 +28,18 @@ Each cache's views are embedded once; every measure below is a scoring of those 
 - **calibration**: temperature fitted on the training run's validation subjects (`--calibrate`), expected
   calibration error before and after on the held-out scans, and accuracy against coverage when the model may
   answer "unsure".
+
+A section whose labels or metadata the cache lacks (face models, intensity levels, AU records, compound or
+held-out-vocabulary labels) is left out, and `left_out` says why in one line each.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +58,11 @@ from affectvlm.data.aus import (  # noqa: E402
     recorded_aus,
 )
 from affectvlm.data.cache import RenderCacheDataset  # noqa: E402
+from affectvlm.data.folds import load_folds  # noqa: E402
 from affectvlm.precision import serving_dtype  # noqa: E402
 from affectvlm.prompts import au_prompts, inference_prompts  # noqa: E402
 from affectvlm.vocabulary import HELD_OUT_VOCABULARY  # noqa: E402
+from train.metrics import confusion_matrix  # noqa: E402
 from train.metrics_calibration import (  # noqa: E402
     accuracy_at_coverage,
     expected_calibration_error,
@@ -57,20 +72,35 @@ from train.metrics_calibration import (  # noqa: E402
 )
 
 AU_ACTIVE_FROM = 0.15
+KINDS = (("3d", (False, None)), ("4d", True), ("all", None))  # an entry's `sequence`: a scan or a sequence
+LEFT_OUT = {
+    "emotions": "no sample has one of the model's labels",
+    "by_face_model": "no face-model metadata (a real dataset): every group is both/<kind>",
+    "by_intensity": "no intensity levels (nor the six emotions at intensity 3-4)",
+    "neutral_recall": "no neutral samples (or no neutral class in the model)",
+    "open_vocabulary": "no sample has a label of the held-out vocabulary",
+    "action_units": "no AU records (metadata `aus`: ICT FaceKit subjects, SFM ones with the kit's shapes)",
+    "compound": "no compound-expression samples",
+    "calibration": "no sample has one of the model's labels",
+}
 
 
 class Embedded:
-    """A cache's samples as fused view embeddings (N, D) plus their entries."""
+    """A cache's samples as fused view embeddings (N, D) plus their entries; `unscored` counts the samples of
+    the chosen subjects whose labels neither the model nor any section knows (label -> count), left out."""
 
     def __init__(self, model, processor, cache_dir, subjects=None, batch: int = 64, desc: str = "embed"):
-        data = RenderCacheDataset(cache_dir, labels=list(LABELS))
+        data = RenderCacheDataset(cache_dir)
         # a run on several caches names its subjects "<cache folder>/<subject>" (train.data.ConcatViews)
         prefix = Path(cache_dir).name
-        keep = [
+        mine = [
             i
             for i, e in enumerate(data.entries)
             if subjects is None or e["subject"] in subjects or f"{prefix}/{e['subject']}" in subjects
         ]
+        known = {*LABELS, *model.config.label_names}
+        keep = [i for i in mine if data.entries[i]["label"] in known]
+        self.unscored = Counter(data.entries[i]["label"] for i in set(mine) - set(keep))
         self.entries = [data.entries[i] for i in keep]
         chunks = []
         info = json.loads((Path(cache_dir) / "cache.json").read_text())
@@ -89,6 +119,7 @@ class Embedded:
         out = cls.__new__(cls)
         out.entries = [e for part in parts for e in part.entries]
         out.fused, out.scale = torch.cat([part.fused for part in parts]), parts[0].scale
+        out.unscored = sum((part.unscored for part in parts), Counter())
         return out
 
     def where(self, **want) -> np.ndarray:
@@ -100,7 +131,7 @@ class Embedded:
             return have in value if isinstance(value, tuple) else have == value
 
         return np.asarray(
-            [i for i, e in enumerate(self.entries) if all(ok(e, k, v) for k, v in want.items())]
+            [i for i, e in enumerate(self.entries) if all(ok(e, k, v) for k, v in want.items())], dtype=int
         )
 
     def logits(self, class_embeds: torch.Tensor, rows) -> np.ndarray:
@@ -126,39 +157,63 @@ def accuracy(logits: np.ndarray, truth: np.ndarray) -> float:
 
 
 def emotion_report(emb: Embedded, model, tokenizer) -> dict:
-    """Accuracy per face model and kind over the model's labels; six-emotion accuracy; neutral recall."""
+    """Accuracy over the model's labels per face model (where the cache records one) and kind (3D: entries
+    that are no sequence, 4D: sequences); per-class recall and the confusion matrix; six-emotion accuracy;
+    accuracy per intensity level (None where the cache has no levels); neutral recall (None: no neutral)."""
     labels = list(model.config.label_names)
-    six = [name for name in labels if name != "neutral"]
     embeds = model.encode_prompts(inference_prompts(labels), tokenizer).float().cpu()
-    six_embeds = embeds[[labels.index(name) for name in six]]
+    levels = any(e.get("intensity") is not None for e in emb.entries)
     out = {}
-    for face_model in ("sfm", "ict", None):
-        for kind, dataset in (("3d", "synth3d"), ("4d", "synth4d"), ("all", ("synth3d", "synth4d"))):
-            want = {"dataset": dataset, "label": tuple(labels)}
+    for face_model in (*face_models(emb), None):
+        for kind, sequence in KINDS:
+            want = {"label": tuple(labels)}
+            if sequence is not None:
+                want["sequence"] = sequence
             if face_model:
                 want["face_model"] = face_model
-            rows = emb.where(**want)
-            if not len(rows):
-                continue
-            truth = label_rows(emb, labels, rows)
-            logits = emb.logits(embeds, rows)
-            six_rows = emb.where(**{**want, "label": tuple(six)})
-            neutral = truth == labels.index("neutral") if "neutral" in labels else np.zeros(len(rows), bool)
-            intensity = np.asarray([emb.entries[i].get("intensity") or 0 for i in rows])
-            out[f"{face_model or 'both'}/{kind}"] = {
-                "n": len(rows),
-                "accuracy": accuracy(logits, truth),
-                "by_intensity": {
-                    str(k): accuracy(logits[intensity == k], truth[intensity == k])
-                    for k in np.unique(intensity)
-                },
-                "six_emotion_accuracy": accuracy(
-                    emb.logits(six_embeds, six_rows), label_rows(emb, six, six_rows)
-                ),
-                "six_emotion_high_intensity": _six_high(emb, six_embeds, six, six_rows),
-                "neutral_recall": accuracy(logits[neutral], truth[neutral]) if neutral.any() else None,
-            }
+            if len(emb.where(**want)):
+                out[f"{face_model or 'both'}/{kind}"] = _emotion_group(emb, want, labels, embeds, levels)
     return out
+
+
+def _emotion_group(emb: Embedded, want: dict, labels: list[str], embeds: torch.Tensor, levels: bool) -> dict:
+    """emotion_report's measures on the entries matching `want` (Embedded.where)."""
+    six = [name for name in labels if name != "neutral"]
+    six_embeds = embeds[[labels.index(name) for name in six]]
+    rows, six_rows = emb.where(**want), emb.where(**{**want, "label": tuple(six)})
+    truth = label_rows(emb, labels, rows)
+    logits = emb.logits(embeds, rows)
+    intensity = np.asarray([emb.entries[i].get("intensity") or 0 for i in rows])
+    by_intensity = {
+        str(k): accuracy(logits[intensity == k], truth[intensity == k]) for k in np.unique(intensity)
+    }
+    six_accuracy = accuracy(emb.logits(six_embeds, six_rows), label_rows(emb, six, six_rows))
+    recall, counts = class_recall(logits, truth, labels)
+    return {
+        "n": len(rows),
+        "accuracy": accuracy(logits, truth),
+        "by_intensity": by_intensity if levels else None,
+        "six_emotion_accuracy": six_accuracy if len(six_rows) else None,
+        "six_emotion_high_intensity": _six_high(emb, six_embeds, six, six_rows),
+        "neutral_recall": recall.get("neutral"),
+        "per_class_recall": recall,
+        "confusion_matrix": {"labels": labels, "counts": counts.tolist()},
+    }
+
+
+def face_models(emb: Embedded) -> list[str]:
+    """The face models the entries' metadata names (SynthFER-3D's sfm, ict), in that order; none for a real
+    dataset."""
+    found = {(e.get("metadata") or {}).get("face_model") for e in emb.entries} - {None}
+    return [m for m in ("sfm", "ict") if m in found] + sorted(found - {"sfm", "ict"})
+
+
+def class_recall(logits: np.ndarray, truth: np.ndarray, labels: list[str]) -> tuple[dict, np.ndarray]:
+    """Recall of each label that occurs (label -> float) and the (C, C) confusion matrix over all `labels`
+    (row: true label, column: predicted)."""
+    counts = confusion_matrix(logits.argmax(-1), truth, len(labels))
+    actual = counts.sum(1)
+    return {name: float(counts[k, k] / actual[k]) for k, name in enumerate(labels) if actual[k]}, counts
 
 
 def _six_high(emb: Embedded, six_embeds: torch.Tensor, six: list[str], rows: np.ndarray) -> float | None:
@@ -172,7 +227,9 @@ def open_vocabulary_report(emb: Embedded, model, tokenizer, vocabulary=HELD_OUT_
     """Plain emotion words against never-trained words: each held-out word alone, and all together
     (`vocabulary`: the test words; affectvlm.vocabulary.VALIDATION_VOCABULARY for choosing settings)."""
     labels = [name for name in model.config.label_names if name in vocabulary]
-    rows = emb.where(dataset=("synth3d", "synth4d"), label=tuple(labels))
+    rows = emb.where(label=tuple(labels))
+    if not len(rows):
+        return {}
     truth = label_rows(emb, labels, rows)
     plain = accuracy(
         emb.logits(model.encode_prompts(inference_prompts(labels), tokenizer).cpu(), rows), truth
@@ -263,6 +320,8 @@ def calibration_report(held_out: Embedded, calibration: Embedded | None, model, 
     labels = list(model.config.label_names)
     embeds = model.encode_prompts(inference_prompts(labels), tokenizer).float().cpu()
     rows = held_out.where(label=tuple(labels))
+    if not len(rows):
+        return {}
     logits, truth = held_out.logits(embeds, rows), label_rows(held_out, labels, rows)
     out = {"ece_before": expected_calibration_error(softmax(logits), truth)}
     temperature = 1.0
@@ -276,6 +335,67 @@ def calibration_report(held_out: Embedded, calibration: Embedded | None, model, 
     out["ece_after"] = expected_calibration_error(probs, truth)
     out["accuracy_at_coverage"] = accuracy_at_coverage(probs, truth)
     return out
+
+
+def cache_report(emb: Embedded, calibration: Embedded | None, model, tokenizer) -> dict:
+    """Every section for one cache, what was scored (samples, subjects) and why a section is left out."""
+    r = {
+        "scored": {"samples": len(emb.entries), "subjects": len({e["subject"] for e in emb.entries})},
+        "emotions": emotion_report(emb, model, tokenizer),
+        "open_vocabulary": open_vocabulary_report(emb, model, tokenizer),
+        "action_units": au_report(emb, model, tokenizer),
+        "compound": compound_report(emb, model, tokenizer),
+        "calibration": calibration_report(emb, calibration, model, tokenizer),
+    }
+    return {**r, "left_out": left_out(r, emb, model.config.label_names)}
+
+
+def left_out(r: dict, emb: Embedded, labels) -> dict[str, str]:
+    """What of a cache's report is missing (a section, a split of the emotions, samples of labels no section
+    scores) and why: `LEFT_OUT`."""
+    unscored = getattr(emb, "unscored", Counter()) + Counter(
+        e["label"] for e in emb.entries if e["label"] not in {*labels, *COMPOUND_LABELS}
+    )
+    groups = list(r["emotions"].values())
+    missing = {
+        "emotions": not groups,
+        "by_face_model": bool(groups) and all(k.startswith("both/") for k in r["emotions"]),
+        "by_intensity": bool(groups) and all(g["by_intensity"] is None for g in groups),
+        "neutral_recall": bool(groups) and all(g["neutral_recall"] is None for g in groups),
+        **{k: not r[k] for k in ("open_vocabulary", "action_units", "compound", "calibration")},
+    }
+    why = {k: LEFT_OUT[k] for k, gone in missing.items() if gone}
+    if unscored:
+        named = ", ".join(f"{label} ({n})" for label, n in sorted(unscored.items()))
+        why["other_labels"] = f"samples of labels the model has no class for: {named}"
+    return why
+
+
+def run_subjects(path: str, side: str) -> set[str]:
+    """One side (train, val, test) of a training run's fold, from its results.json."""
+    return set(json.loads(Path(path).read_text())["fold"][side])
+
+
+def chosen_subjects(args, parser: argparse.ArgumentParser) -> set[str] | None:
+    """The subjects to score: `--subjects`, or one side of a fold from `--subjects-from` (a folds file of
+    `python -m affectvlm.data folds` or train/cross_validate.py, with `--fold`; or a training run's
+    results.json); None: every subject."""
+    if args.fold is not None and not args.subjects_from:
+        parser.error("--fold needs --subjects-from FOLDS.json")
+    if args.subjects:
+        return {s.strip() for s in args.subjects.split(",") if s.strip()}
+    if not args.subjects_from:
+        return None
+    try:
+        doc = json.loads(Path(args.subjects_from).read_text())
+        if isinstance(doc, dict) and isinstance(doc.get("fold"), dict):
+            return run_subjects(args.subjects_from, args.side)
+        folds = load_folds(args.subjects_from)
+    except (OSError, ValueError) as err:  # json.JSONDecodeError is a ValueError, as load_folds's errors are
+        parser.error(f"--subjects-from: {err}")
+    if args.fold is None or not 0 <= args.fold < len(folds):
+        parser.error(f"{args.subjects_from} holds {len(folds)} folds: give --fold 0..{len(folds) - 1}")
+    return set(getattr(folds[args.fold], args.side))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,7 +416,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibrate-run", help="the training run's results.json: its validation subjects are used"
     )
-    p.add_argument("--out", help="write the report here (JSON)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--subjects", help="score only these subjects (comma-separated: F0001,M0003)")
+    who.add_argument(
+        "--subjects-from",
+        metavar="FILE",
+        help="score only one side of a fold: a folds file (with --fold) or a training run's results.json",
+    )
+    p.add_argument("--fold", type=int, help="the fold of --subjects-from's folds file (0-based)")
+    p.add_argument(
+        "--side", choices=["test", "val", "train"], default="test", help="the fold's subjects to score"
+    )
+    p.add_argument("--out", help="write the report here (JSON), and OUT-confusion-NAME.png beside it")
     p.add_argument(
         "--mirror-average",
         choices=["checkpoint", "on", "off"],
@@ -316,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    subjects = chosen_subjects(args, parser)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     dtype = serving_dtype(device) if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AffectVLMModel.from_pretrained(args.model).to(device=device, dtype=dtype).eval()
@@ -326,65 +459,82 @@ def main(argv: list[str] | None = None) -> dict:
     tok = processor.tokenizer
     calibration = None
     if args.calibrate:
-        subjects = (
-            set(json.loads(Path(args.calibrate_run).read_text())["fold"]["val"])
-            if args.calibrate_run
-            else None
-        )
+        val = run_subjects(args.calibrate_run, "val") if args.calibrate_run else None
         calibration = Embedded.join(
-            [Embedded(model, processor, c, subjects, desc="calibration") for c in args.calibrate]
+            [Embedded(model, processor, c, val, desc="calibration") for c in args.calibrate]
         )
     report = {
         "model": args.model,
         "dtype": str(model.dtype),
         "device": str(device),
         "mirror_average": model.config.mirror_average,
+        **({"subjects": sorted(subjects)} if subjects is not None else {}),
         "caches": {},
     }
     for item in args.cache:
         name, _, folder = item.partition("=")
-        emb = Embedded(model, processor, folder, desc=name)
-        report["caches"][name] = {
-            "cache": folder,
-            "emotions": emotion_report(emb, model, tok),
-            "open_vocabulary": open_vocabulary_report(emb, model, tok),
-            "action_units": au_report(emb, model, tok),
-            "compound": compound_report(emb, model, tok),
-            "calibration": calibration_report(emb, calibration, model, tok),
-        }
-    text = json.dumps(report, indent=1)
+        emb = Embedded(model, processor, folder, subjects, desc=name)
+        if subjects is not None and not emb.entries:
+            parser.error(f"cache {name} ({folder}) has no sample of the {len(subjects)} subjects given")
+        report["caches"][name] = {"cache": folder, **cache_report(emb, calibration, model, tok)}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        confusion_pictures(report, Path(args.out))
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(summary(report))
     return report
+
+
+def confusion_pictures(report: dict, out: Path) -> None:
+    """Each cache's confusion matrix (its both/all group) drawn beside the JSON report as
+    OUT-confusion-NAME.png; the path goes into the cache's report as `confusion_png`."""
+    from train.cross_validate import plot_confusion
+
+    for name, r in report["caches"].items():
+        group = r["emotions"].get("both/all")
+        if group is None:
+            continue
+        safe = re.sub(r"[^\w.-]+", "_", name)
+        path = out.with_name(f"{out.stem}-confusion-{safe}.png")
+        title = f"{Path(report['model']).name} on {name}: accuracy {group['accuracy']:.3f} (n={group['n']})"
+        plot_confusion(group["confusion_matrix"]["counts"], group["confusion_matrix"]["labels"], title, path)
+        r["confusion_png"] = str(path)
+
+
+def _joined(values: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in values.items() if v is not None)
 
 
 def summary(report: dict) -> str:
     lines = []
     for name, r in report["caches"].items():
-        e = r["emotions"]
-        parts = [f"{k} {v['accuracy']:.3f}" for k, v in e.items()]
-        lines.append(f"[{name}] accuracy: " + ", ".join(parts))
-        six = [f"{k} {v['six_emotion_accuracy']:.3f}" for k, v in e.items() if not k.endswith("all")]
-        lines.append(f"[{name}] six emotions: " + ", ".join(six))
-        high = [
-            f"{k} {v['six_emotion_high_intensity']:.3f}"
-            for k, v in e.items()
-            if k.endswith("3d") and v["six_emotion_high_intensity"] is not None
-        ]
-        lines.append(
-            f"[{name}] six emotions at intensity 3-4 (BU-3DFE Subset I analogue): " + ", ".join(high)
-        )
-        if "both/3d" in e:
+        if "subjects" in report:
+            n, given = r["scored"], len(report["subjects"])
+            lines.append(f"[{name}] {n['samples']} samples of {n['subjects']} of the {given} subjects given")
+        lines += [f"[{name}] {line}" for line in _cache_summary(r)]
+    return "\n".join(lines)
+
+
+def _cache_summary(r: dict) -> list[str]:
+    lines, e = [], r["emotions"]
+    if e:
+        lines.append("accuracy: " + _joined({k: v["accuracy"] for k, v in e.items()}))
+        six = {k: v["six_emotion_accuracy"] for k, v in e.items() if not k.endswith("all")}
+        high = {k: v["six_emotion_high_intensity"] for k, v in e.items() if k.endswith("3d")}
+        if any(v is not None for v in six.values()):
+            lines.append("six emotions: " + _joined(six))
+        if any(v is not None for v in high.values()):
+            lines.append("six emotions at intensity 3-4 (BU-3DFE Subset I analogue): " + _joined(high))
+        if e.get("both/3d", {}).get("by_intensity"):
             by = e["both/3d"]["by_intensity"]
-            lines.append(f"[{name}] 3D by intensity: " + ", ".join(f"{k}: {v:.3f}" for k, v in by.items()))
-        neutral = e.get("both/all", {}).get("neutral_recall")
-        if neutral is not None:
-            lines.append(f"[{name}] neutral recall {neutral:.3f}")
-        ov = r["open_vocabulary"]
+            lines.append("3D by intensity: " + ", ".join(f"{k}: {v:.3f}" for k, v in by.items()))
+        if e["both/all"]["neutral_recall"] is not None:
+            lines.append(f"neutral recall {e['both/all']['neutral_recall']:.3f}")
+        lines.append("recall per class: " + _joined(e["both/all"]["per_class_recall"]))
+    ov = r["open_vocabulary"]
+    if ov:
         lines.append(
-            f"[{name}] open vocabulary: plain {ov['plain_words']:.3f}, one held-out word {ov['held_out_one_word_mean']:.3f}"
+            f"open vocabulary: plain {ov['plain_words']:.3f}, one held-out word {ov['held_out_one_word_mean']:.3f}"
             f" (x{ov['ratio_one_word']:.2f}), all held-out words {ov['held_out_all_words']:.3f} (x{ov['ratio_all_words']:.2f})"
             + (
                 f"; the text encoder alone puts {ov['text_encoder_alone']:.2f} of the words nearest their class"
@@ -392,18 +542,22 @@ def summary(report: dict) -> str:
                 else ""
             )
         )
-        au = r["action_units"]
-        if au:
-            lines.append(f"[{name}] AU AUC mean {au['mean_auc']:.3f}, worst {au['worst']}")
-        c = r["compound"]
-        if c:
-            lines.append(f"[{name}] compound zero-shot {c['accuracy']:.3f} ({c['times_chance']:.1f}x chance)")
-        cal = r["calibration"]
+    au = r["action_units"]
+    if au:
+        lines.append(f"AU AUC mean {au['mean_auc']:.3f}, worst {au['worst']}")
+    c = r["compound"]
+    if c:
+        lines.append(f"compound zero-shot {c['accuracy']:.3f} ({c['times_chance']:.1f}x chance)")
+    cal = r["calibration"]
+    if cal:
         lines.append(
-            f"[{name}] ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f} (T={cal.get('temperature', 1.0):.2f}); "
+            f"ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f} (T={cal.get('temperature', 1.0):.2f}); "
             + ", ".join(f"cov {k}: {v['accuracy']:.3f}" for k, v in cal["accuracy_at_coverage"].items())
         )
-    return "\n".join(lines)
+    lines += [f"left out: {what.replace('_', ' ')}: {why}" for what, why in r.get("left_out", {}).items()]
+    if r.get("confusion_png"):
+        lines.append(f"confusion matrix: {r['confusion_png']}")
+    return lines
 
 
 if __name__ == "__main__":

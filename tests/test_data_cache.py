@@ -63,8 +63,10 @@ def test_resume_skips_done_shards_and_is_deterministic(tmp_path, synth_cache, sf
     a, b = RenderCacheDataset(folder), RenderCacheDataset(synth_cache)
     assert len(a) == len(b)
     assert np.array_equal(a.read(range(len(a))), b.read(range(len(b))))  # same seed, same pixels
-    with pytest.raises(ValueError, match="different sample list"):
-        prepare_cache("synth", **{**kwargs, "shard_size": 4})
+    # another shard size keeps the folder's own (the unit its shards were written in) and its name
+    assert prepare_cache("synth", **{**kwargs, "shard_size": 4}) == folder
+    assert json.loads((folder / "cache.json").read_text())["plan"]["shard_size"] == 8
+    assert (folder / "shards" / "00000.npy").stat().st_mtime_ns == first
 
 
 def test_bad_scan_is_reported_not_dropped(tmp_path, caplog):

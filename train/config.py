@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,17 @@ def check_config(config: dict) -> None:
 
 def dump_config(config: dict, path: Path) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def output_folder(path) -> Path:
+    """The run's output folder, made and checked writable before anything runs: a folder that cannot be
+    written (a read-only mount, a path under a file) stops the run with one line naming it."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        why = err.strerror or err
+        raise SystemExit(f"error: cannot write to the output folder {folder}: {why}") from None
+    return folder

@@ -13,9 +13,11 @@ made by `python -m affectvlm.data prepare`; a cache already rendered is reused. 
 
 For every variant and fold, `train/train.py` runs in its own process on the fold's training subjects, picks
 its model on the fold's validation subjects and scores the held-out test subjects. The fold lists are made
-once from the cache's subjects and saved (`folds.json`), so every variant sees exactly the same folds. A run
-whose `results.json` exists is skipped and an interrupted one resumes from its last checkpoint, so the whole
-command can simply be run again after a crash.
+once from the cache's subjects that have samples of the config's labels and saved (`folds.json`), so every
+variant sees exactly the same folds. A run whose `results.json` exists is skipped and an interrupted one resumes
+from its last checkpoint, so the whole command can simply be run again after a crash; both only with the
+settings they were made with (cache, --k, --fold-seed, the run's config): otherwise the command stops and says
+what differs.
 
 Writes to the output folder: `results.json` (per variant: per-fold accuracy, mean and std, macro F1, per-class
 F1 over all test predictions, the summed confusion matrix; the fold lists; the commands), `results.md` (a
@@ -43,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train.config import load_config  # noqa: E402
+from train.config import DEFAULTS, load_config, output_folder  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "full": [],
@@ -121,29 +123,84 @@ def resolve_task(cache_dir: Path, task: str | None) -> tuple[str, str, list[str]
 
 
 def make_folds(cache_dir: Path, config: dict, datasets, k: int, seed: int, path: Path):
-    """Subject folds over the subjects of the task's samples, saved to `path` (or read back if present)."""
-    from affectvlm.data.folds import load_folds, save_folds, subject_folds
-    from train.data import CacheViews
+    """Subject folds over the subjects with samples of the run's labels (and the task's datasets), saved to
+    `path`, or read back when they were made with these settings (else the run stops: other folds)."""
+    from affectvlm.data.cache import RenderCacheDataset
+    from affectvlm.data.folds import labelled_persons, load_folds, save_folds, subject_folds
 
-    if path.is_file():
-        return load_folds(path)
     d = config["data"]
-    views = CacheViews(cache_dir, d["labels"], d["views"], datasets=datasets)
-    person = dict(zip(views.subjects, views.persons)) if d.get("group_persons", True) else None
-    folds = subject_folds(
-        sorted(set(views.subjects)), k=k, seed=seed, val_fraction=d["val_fraction"],
-        person=person.__getitem__ if person else None,
-    )  # fmt: skip
-    save_folds(
-        path, folds, k=k, seed=seed, val_fraction=d["val_fraction"], cache=str(cache_dir), datasets=datasets
-    )
+    grouped = d.get("group_persons", True)
+    info = {"k": k, "seed": seed, "val_fraction": d["val_fraction"], "cache": str(cache_dir),
+            "datasets": datasets, "labels": d["labels"], "group_persons": grouped}  # fmt: skip
+    if path.is_file():
+        saved = json.loads(path.read_text()).get("info", {})
+        refuse_other_settings(path, {key: (saved[key], want) for key, want in info.items() if key in saved})
+        return load_folds(path)
+    runs = sorted(p.name for p in path.parent.iterdir() if p.name in VARIANTS and p.is_dir())
+    if runs:
+        raise SystemExit(
+            f"{path.parent} holds runs ({', '.join(runs)}) but no folds.json: they were made on folds that "
+            f"are gone; use a new --output-dir or remove {', '.join(str(path.parent / r) for r in runs)}"
+        )
+    persons = labelled_persons(RenderCacheDataset(cache_dir).entries, d["labels"], datasets)
+    try:
+        folds = subject_folds(
+            sorted(persons), k=k, seed=seed, val_fraction=d["val_fraction"],
+            person=persons.__getitem__ if grouped else None,
+        )  # fmt: skip
+    except ValueError as err:  # too few subjects for k: say how many have samples of the labels
+        labels = d["labels"]
+        raise SystemExit(f"{cache_dir}: {len(persons)} subjects with samples of {labels}: {err}") from None
+    save_folds(path, folds, **info)
     return folds
+
+
+def refuse_other_settings(path: Path, pairs: dict) -> None:
+    """Stop when `path` (saved folds or a run folder) was made with settings other than this run's: `pairs`
+    maps a setting to (saved, this run's). Paths count as the same when they resolve to the same folder."""
+
+    def same(key: str, a, b) -> bool:
+        if key in ("cache", "data.cache_dir") and a and b:
+            a, b = ([str(Path(c).resolve()) for c in (x if isinstance(x, list) else [x])] for x in (a, b))
+        return a == b
+
+    differ = [f"{key}={a} (this run: {key}={b})" for key, (a, b) in pairs.items() if not same(key, a, b)]
+    if differ:
+        raise SystemExit(
+            f"{path} was made with other settings: {'; '.join(differ[:5])}: use a new --output-dir or remove "
+            f"{path}" + (" and the run folders beside it" if path.name == "folds.json" else "")
+        )
+
+
+def check_run_settings(run_dir: Path, config: str, overrides: list[str]) -> None:
+    """A run folder is skipped or resumed only when its config.yaml is the config this run would write (its
+    folds file aside: the folds were checked). A field the run's code did not have yet counts as the same
+    while this run leaves it at its default."""
+    import yaml
+
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+
+    def flat(node: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in node.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+        return out
+
+    old = flat(yaml.safe_load(saved.read_text()) or {})
+    new = flat(yaml.safe_load(yaml.safe_dump(load_config(config, overrides))))
+    defaults = flat(yaml.safe_load(yaml.safe_dump(DEFAULTS)))
+    keys = sorted((old.keys() | new.keys()) - {"data.folds_file"})
+    pairs = {key: (old.get(key), new.get(key)) for key in keys if key in old or new[key] != defaults.get(key)}
+    refuse_other_settings(run_dir, pairs)
 
 
 def train_run(config: str, run_dir: Path, overrides: list[str], what: str, launch: str | None = None) -> dict:
     """Train and test one run of `train/train.py` in its own process (resumed if interrupted, skipped if
     done); returns its results.json."""
     result_path = run_dir / "results.json"
+    check_run_settings(run_dir, config, overrides)
     if result_path.is_file():
         return json.loads(result_path.read_text())
     script = [str(Path(__file__).resolve().parent / "train.py"), "--config", config]
@@ -410,8 +467,7 @@ def default_view_size(config: dict) -> int:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.output_dir)
     variants = (
         list(VARIANTS)
         if args.variants == "all"

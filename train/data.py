@@ -28,6 +28,10 @@ from affectvlm.data.synth import entry_person
 # ----------------------------------------------------------------------------------------------------------
 
 
+class DataError(ValueError):
+    """The run's data or folds cannot make the run (train/train.py says it in one line, no traceback)."""
+
+
 class ViewsDataset(Dataset):
     """Base: subclasses set `label_names`, `view_names`, `subjects` (per item) and implement `_read`."""
 
@@ -183,10 +187,8 @@ class CacheViews(ViewsDataset):
             and (face_models is None or (e.get("metadata") or {}).get("face_model") in set(face_models))
         ]
         if not keep:
-            raise ValueError(
-                f"no cache entries in {cache_dir} with labels {self.label_names}, datasets {datasets} and "
-                f"face models {face_models}"
-            )
+            why = _no_entries(cache_dir, self.cache.entries, self.label_names, datasets, face_models)
+            raise DataError(why)
         self._keep = np.asarray(keep, dtype=np.int64)
         entries = [self.cache.entries[i] for i in keep]
         label_index = {name: i for i, name in enumerate(self.label_names)}
@@ -221,6 +223,22 @@ class CacheViews(ViewsDataset):
 
     def datasets_array(self) -> np.ndarray:
         return self._datasets
+
+
+def _no_entries(cache_dir, entries: list[dict], labels, datasets, face_models) -> str:
+    """Why a cache gave a run no entries: a dataset filter that names none of the cache's datasets (the
+    shipped configs keep SynthFER-3D's synth3d/synth4d entries; a real dataset's cache holds its own) says
+    what to set."""
+    held = sorted({str(e.get("dataset")) for e in entries})
+    if entries and datasets is not None and not set(held) & set(datasets):
+        return (
+            f"no cache entries in {cache_dir} of data.datasets={list(datasets)}: it holds datasets {held}; "
+            f"to train on all of it add --set data.datasets=null (or --set data.datasets=[{','.join(held)}])"
+        )
+    return (
+        f"no cache entries in {cache_dir} with labels {list(labels)}, datasets {datasets} and face models "
+        f"{face_models}"
+    )
 
 
 class ConcatViews(ViewsDataset):
@@ -323,7 +341,7 @@ def fold_of(config: dict, subjects: Sequence[str], persons: Sequence[str] | None
 
     d = config["data"]
     if d["folds_file"]:
-        return _pick(load_folds(d["folds_file"]), d["fold"])
+        return _covered(_pick(load_folds(d["folds_file"]), d["fold"]), subjects, d)
     person = dict(zip(subjects, persons)) if persons is not None and d.get("group_persons", True) else {}
     names = [Path(c).name for c in cache_folders(d["cache_dir"])] if d["source"] == "cache" else []
     if len(names) < 2:
@@ -336,6 +354,21 @@ def fold_of(config: dict, subjects: Sequence[str], persons: Sequence[str] | None
         d["fold"],
         *(tuple(sorted(s for f in parts for s in getattr(f, side))) for side in ("train", "val", "test")),
     )
+
+
+def _covered(fold, subjects: Sequence[str], d: dict):
+    """A folds file's fold, if the run has samples of every subject it names (else the run would quietly train
+    and test on fewer: a protocol's other subjects, or subjects without samples of the run's labels)."""
+    missing = sorted(set(fold.train + fold.val + fold.test) - set(subjects))
+    if missing:
+        where = d["cache_dir"] if d["source"] == "cache" else "the toy data"
+        raise DataError(
+            f"data.folds_file={d['folds_file']}: fold {fold.index} names {len(missing)} subject(s) with no "
+            f"samples of labels {list(d['labels'])} in {where}, e.g. {', '.join(missing[:5])}: make the "
+            f"folds from the cache (python -m affectvlm.data folds --cache CACHE --labels "
+            f"{','.join(d['labels'])} --out FOLDS) or render those subjects"
+        )
+    return fold
 
 
 def _made_fold(d: dict, subjects: Sequence[str], person: dict, prefix: str | None = None):

@@ -52,8 +52,9 @@ from affectvlm.modeling_affectvlm import resolve_text_model  # noqa: E402
 from affectvlm.precision import cpu_has_bf16_matrix_units  # noqa: E402
 from affectvlm.prompts import PromptBank, PromptConfig  # noqa: E402
 from affectvlm.scan.render import NORMAL_CHANNELS  # noqa: E402
-from train.config import dump_config, load_config  # noqa: E402
+from train.config import dump_config, load_config, output_folder  # noqa: E402
 from train.data import (  # noqa: E402
+    DataError,
     EpochBatchSampler,
     build_dataset,
     cache_folders,
@@ -605,6 +606,12 @@ def get_dataloaders(config: dict, dataset):
     d, t = config["data"], config["train"]
     fold = fold_of(config, dataset.subjects, dataset.persons)
     train_ds, val_ds, test_ds = split_dataset(dataset, fold)
+    for side, ds, subjects in (("training", train_ds, fold.train), ("test", test_ds, fold.test)):
+        if len(ds) == 0:
+            raise DataError(
+                f"fold {fold.index} has 0 {side} samples: its {len(subjects)} {side} subject(s) have no "
+                f"samples of labels {list(d['labels'])} in the data"
+            )
     weights = class_balance_weights(train_ds.labels_array(), d["class_balance"], train_ds.datasets_array())
     sampler = EpochBatchSampler(
         len(train_ds), t["batch_size"], config["seed"], multiple_of=t["grad_accum"], weights=weights
@@ -1093,7 +1100,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.mixed_precision:
         overrides.append(f"train.mixed_precision={args.mixed_precision}")
     config = load_config(args.config, overrides)
-    return training_function(config, args)
+    output_folder(args.output_dir)
+    try:
+        return training_function(config, args)
+    except DataError as err:  # the data or folds cannot make this run: one line, no traceback
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -129,33 +129,55 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def _synth_only_given(args) -> list[str]:
+    """The SynthFER-3D options (and --kind) that `args` sets to other values than their defaults."""
+    p = argparse.ArgumentParser(add_help=False)
+    _synth_args(p)
+    defaults = {**vars(p.parse_args([])), "kind": "both"}
+    return [f"--{name.replace('_', '-')}" for name, value in defaults.items() if getattr(args, name) != value]
+
+
+def _prepare_problem(args) -> str | None:
+    """Why the `prepare` arguments cannot be run as given (options of the other kind of dataset), or None."""
+    if args.dataset == "synth":
+        if args.root or args.protocol:
+            return (
+                "--dataset synth generates scans in memory and takes no --root or --protocol; to render a tree "
+                "written by `synth --layout L`, use --dataset L --root TREE"
+            )
+        return None
+    if not args.root:
+        return f"--root is required for --dataset {args.dataset}"
+    if given := _synth_only_given(args):
+        return f"{', '.join(given)}: for --dataset synth only ({args.dataset} is read from --root as it is)"
+    return None
+
+
 def cmd_prepare(args) -> int:
     from .cache import RenderSettings, prepare_cache
 
-    views = json.loads(args.views) if args.views else None
-    settings = RenderSettings(
-        views=views, size=args.size, mode=args.mode, crop_radius=None if args.crop_radius <= 0 else args.crop_radius,
-        align=args.align, frames=args.frames, batch=args.batch,
-    )  # fmt: skip
-    samples = None
-    if args.dataset == "synth" and args.root:
-        print(
-            "--dataset synth generates scans in memory and takes no --root; to render a tree written by "
-            "`synth --layout L`, use --dataset L --root TREE",
-            file=sys.stderr,
-        )
+    try:
+        views = json.loads(args.views) if args.views else None
+        settings = RenderSettings(
+            views=views, size=args.size, mode=args.mode, crop_radius=None if args.crop_radius <= 0 else args.crop_radius,
+            align=args.align, frames=args.frames, batch=args.batch,
+        )  # fmt: skip
+    except ValueError as err:  # bad JSON in --views, a size or frame count out of range
+        print(f"error: {err}", file=sys.stderr)
         return 2
+    if problem := _prepare_problem(args):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    samples = notes = None
     if args.dataset != "synth":
         from .datasets import read_dataset, select_protocol
 
-        if not args.root:
-            print(f"--root is required for --dataset {args.dataset}", file=sys.stderr)
-            return 2
         samples = read_dataset(args.dataset, args.root)
+        notes = samples.issues
         if args.protocol:
             samples = select_protocol(samples, args.protocol)
     folder = prepare_cache(
-        args.dataset, args.root, args.out, settings, samples=samples,
+        args.dataset, args.root, args.out, settings, samples=samples, selection=args.protocol, notes=notes,
         synth_config=_synth_config(args) if args.dataset == "synth" else None, synth_kind=args.kind,
         sfm_dir=args.sfm_dir, ict_dir=args.ict_dir, shard_size=args.shard_size, workers=args.workers,
         max_shards=args.max_shards,
@@ -163,7 +185,8 @@ def cmd_prepare(args) -> int:
     report = folder / "report.json"
     if report.is_file():
         doc = json.loads(report.read_text())
-        print(f"cache: {folder} ({doc['rendered']} samples rendered, {len(doc['bad'])} bad: see {report})")
+        notes = f", {len(doc['notes'])} notes" if doc.get("notes") else ""
+        print(f"cache: {folder} ({doc['rendered']} samples rendered, {len(doc['bad'])} bad{notes}: see {report})")
         counts = doc.get("counts", {})
         for group in ("face_model", "realism"):
             if counts.get(group):
@@ -188,43 +211,42 @@ def cmd_sheet(args) -> int:
 
 
 def cmd_folds(args) -> int:
-    from .folds import save_folds, subject_folds
+    """Folds over the subjects that have samples of `--labels`: of a cache, or of a dataset (a protocol's
+    subjects are the ones `prepare --protocol` renders; `--seed` is the partition's)."""
+    from .folds import labelled_persons, save_folds, subject_folds
 
     if not args.cache and not (args.dataset and args.root):
         print("folds needs --cache, or --dataset and --root", file=sys.stderr)
         return 2
-
+    labels = [name.strip() for name in args.labels.split(",") if name.strip()]
     if args.cache:
         from .cache import RenderCacheDataset
-        from .synth import entry_person
 
         entries = RenderCacheDataset(args.cache).entries
-        subjects = sorted({e["subject"] for e in entries})
-        # SynthFER-3D's F0001 (3D scans) and F001 (4D sequences) are one person: one side of every fold
-        persons = {e["subject"]: entry_person(e) for e in entries}
         source = {"cache": args.cache}
     else:
         from .datasets import read_dataset, select_protocol
 
         samples = read_dataset(args.dataset, args.root)
         if args.protocol:
-            samples = select_protocol(samples, args.protocol, seed=args.seed)
-        subjects = sorted({s.subject for s in samples})
+            samples = select_protocol(samples, args.protocol)  # prepare's selection: its subjects, its seed
+        entries = [s.to_dict() for s in samples]
         source = {"dataset": args.dataset, "protocol": args.protocol}
-    folds = subject_folds(
-        subjects, k=args.k, seed=args.seed, repeat=args.repeat, val_fraction=args.val_fraction,
-        person=(lambda s: persons.get(s, s)) if args.cache else None,
-    )  # fmt: skip
+    # SynthFER-3D's F0001 (3D scans) and F001 (4D sequences) are one person: one side of every fold
+    persons = labelled_persons(entries, labels)
+    try:
+        folds = subject_folds(
+            sorted(persons), k=args.k, seed=args.seed, repeat=args.repeat, val_fraction=args.val_fraction,
+            person=persons.__getitem__,
+        )  # fmt: skip
+    except ValueError as err:
+        print(f"error: {len(persons)} subjects have samples of the labels {labels}: {err}", file=sys.stderr)
+        return 1
     save_folds(
-        args.out,
-        folds,
-        k=args.k,
-        seed=args.seed,
-        repeat=args.repeat,
-        val_fraction=args.val_fraction,
-        **source,
-    )
-    print(f"wrote {len(folds)} folds over {len(subjects)} subjects to {args.out}")
+        args.out, folds, k=args.k, seed=args.seed, repeat=args.repeat, val_fraction=args.val_fraction,
+        labels=labels, **source,
+    )  # fmt: skip
+    print(f"wrote {len(folds)} folds over {len(persons)} subjects with samples of {labels} to {args.out}")
     return 0
 
 
@@ -279,13 +301,14 @@ def _friendly(func):
     """Dataset and model errors become one line on stderr and exit code 1, not a traceback."""
 
     def run(args) -> int:
+        from .cache import CacheError
         from .datasets import DatasetError
         from .ict import ICTError
         from .sfm import SFMError
 
         try:
             return int(func(args) or 0)
-        except (DatasetError, SFMError, ICTError) as err:
+        except (DatasetError, SFMError, ICTError, CacheError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
 
@@ -340,7 +363,8 @@ def _add_commands(sub) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="parent folder of the cache (the cache is <out>/<dataset>-<settings hash>)",
+        help="parent folder of the cache (the cache is <out>/<dataset>-<settings hash>, "
+        "<out>/<dataset>-<protocol>-<settings hash> with --protocol)",
     )
     p.add_argument("--protocol", help="render only a protocol's samples (bu3dfe-subset1, bosphorus-six, ...)")
     p.add_argument(
@@ -384,14 +408,23 @@ def _add_commands(sub) -> None:
     _synth_args(p)
     p.set_defaults(func=_friendly(cmd_sheet), face_model="both", subjects=4)
 
+    from .synth import EMOTIONS
+
     p = sub.add_parser("folds", help="subject-independent k-fold splits exported to JSON",
                        description="Seeded subject-independent k folds, each with validation subjects carved from its training side.")  # fmt: skip
     p.add_argument("--dataset", help="dataset to read subjects from (with --root)")
     p.add_argument("--root", help="the dataset folder")
     p.add_argument("--cache", help="or: a prepared cache folder to take the subjects from")
-    p.add_argument("--protocol", help="restrict to a protocol's subjects (e.g. bu3dfe-subset1: 60 subjects)")
+    p.add_argument("--protocol", help="restrict to a protocol's subjects, the ones `prepare --protocol` "
+                   "renders (e.g. bu3dfe-subset1: 60 subjects)")  # fmt: skip
+    p.add_argument("--labels", default=",".join(EMOTIONS),
+                   help="the labels the runs train on, comma-separated: subjects without samples of them are "
+                   "in no fold, as in training (default: the six emotions; add neutral for the affectvlm-cpu "
+                   "config)")  # fmt: skip
     p.add_argument("--k", type=int, default=10, help="number of folds (default: 10)")
-    p.add_argument("--seed", type=int, default=0, help="partition seed (default: 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="partition seed; never changes which subjects (default: 0)"
+    )
     p.add_argument(
         "--repeat", type=int, default=0, help="repetition number: a new random partition per repeat"
     )

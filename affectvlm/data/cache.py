@@ -4,7 +4,8 @@
     ds = RenderCacheDataset("/cache/bu3dfe-1a2b3c4d5e6f")
     batch = ds[[0, 5, 9]]  # {"pixel_values": (3, V, H, W, 3) uint8, "labels": (3,) int64, "index": (3,)}
 
-Layout of a cache folder ``<out>/<dataset>-<settings hash>/`` (``synth<kind>-<config hash>-<settings hash>`` for
+Layout of a cache folder ``<out>/<dataset>-<settings hash>/`` (``<dataset>-<selection>-<settings hash>`` for a
+selection such as a protocol, ``bu3dfe-subset1-...``; ``synth<kind>-<config hash>-<settings hash>`` for
 SynthFER-3D, whose data depends on its generator config too)::
 
     cache.json          format, dataset, render settings, label vocabulary, the plan (items, shard size)
@@ -12,12 +13,17 @@ SynthFER-3D, whose data depends on its generator config too)::
     shards/00000.json   the rows' index entries and the shard's bad samples; written after the .npy, so
                         its presence marks the shard done (resuming skips it)
     index.json          all entries: key, shard, row, label, label_id, subject, intensity, dataset, metadata
-    report.json         every sample that could not be rendered, with the error (never silently dropped); for
+    report.json         every sample that could not be rendered or is no face (the predictor's face check), with
+                        the error (never silently dropped); for a dataset also `notes`: what its reader skipped
+                        (malformed names, duplicates), each unreadable frame left out of a sequence and each face the
+                        check doubts (kept); for
                         SynthFER-3D v2 also `counts`: samples per dataset, label and face model, evaluation-only
                         samples, realism kinds applied
 
 The folder name carries a hash of the render settings, so changing views, size or mode renders a new cache
-beside the old one instead of mixing them.
+beside the old one instead of mixing them. A rerun resumes a folder whose finished shards hold the samples it
+plans for them (read from any path; in the folder's own shard size) and renders its bad samples again (a repaired
+file is picked up); a folder holding another sample list is refused with :class:`CacheError`.
 """
 
 from __future__ import annotations
@@ -28,17 +34,21 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..scan.recipe import ScanRecipe
+from ..scan.types import InputError, ScanError
 from .synth import EMOTIONS
 
 __all__ = [
     "CACHE_FORMAT",
+    "CacheError",
     "RenderCacheDataset",
     "RenderSettings",
     "WorkItem",
@@ -101,7 +111,7 @@ class WorkItem:
 
 
 def plan_dataset(samples) -> list[WorkItem]:
-    """Work items for reader samples (:class:`affectvlm.data.datasets.Sample`)."""
+    """Work items for reader samples (:class:`affectvlm.data.datasets.Sample`), their paths made absolute."""
     return [
         WorkItem(
             key=s.key,
@@ -110,7 +120,7 @@ def plan_dataset(samples) -> list[WorkItem]:
             intensity=s.intensity,
             dataset=s.dataset,
             sequence=s.is_sequence,
-            paths=tuple(s.paths),
+            paths=tuple(os.path.abspath(p) for p in s.paths),
             metadata=dict(s.metadata),
         )  # fmt: skip
         for s in samples
@@ -163,6 +173,14 @@ def label_vocabulary(labels) -> list[str]:
 # --- rendering --------------------------------------------------------------------------------------------
 
 
+class _BadFrame(Exception):
+    """A sequence's frame that cannot be read (`path`, the reader's `error`)."""
+
+    def __init__(self, path: str, error: Exception):
+        super().__init__(path)
+        self.path, self.error = path, error
+
+
 class _Renderer:
     """Turns work items into (V, H, W, 3) uint8 images with the scan pipeline; built once per process."""
 
@@ -170,6 +188,7 @@ class _Renderer:
         self.settings = settings
         self.gen = None
         self.realism: dict[str, tuple] = {}  # item key -> realism kinds applied to its (first) scan
+        self.notes: dict[str, list[str]] = {}  # item key -> what report.json should say of it (file: why)
         if synth_config is not None:
             from .synth import SynthFER3D
 
@@ -192,12 +211,26 @@ class _Renderer:
             sequence = self.gen.sequence(subject, label, num_frames=n)
             self.realism[item.key] = sequence.realism
             return sequence.to_scans(path_prefix=item.key)
-        from ..scan import load_scan
-
         # a dataset's capture (BU-4DFE: neutral, onset, apex, offset, neutral) pooled over the span the predictor
-        # pools (`ScanRecipe.pooled_frames`), so that a model trains on what it will be given
-        read = functools.cache(lambda i: load_scan(item.paths[i]))
-        return [read(i) for i in self.settings.recipe.pooled_frames(len(item.paths), read)]
+        # pools (`ScanRecipe.pooled_frames`), so that a model trains on what it will be given. A frame that cannot
+        # be read is left out (as a gap in the numbering is) and the frames are picked again from the others, while
+        # at least half of them, and two, remain; each frame is read once.
+        paths, skipped = list(item.paths), []
+        read = functools.cache(_read_frame)
+        while True:
+            try:
+                picked = self.settings.recipe.pooled_frames(len(paths), lambda i: read(paths[i]))
+                break
+            except _BadFrame as bad:
+                skipped.append(f"{bad.path}: frame left out of {item.key} ({type(bad.error).__name__}: {bad.error})")
+                paths.remove(bad.path)
+                if len(paths) < max(2, (len(item.paths) + 1) // 2):
+                    raise ScanError(
+                        f"{len(skipped)} of {len(item.paths)} frames cannot be read, too few left to pool; "
+                        f"first: {skipped[0]}"
+                    ) from None
+        self.notes.setdefault(item.key, []).extend(f"{n}; pooled from its other frames" for n in skipped)
+        return [read(paths[i]) for i in picked]
 
     def render_static(self, items: list[WorkItem]) -> list:
         """Render static items in one batch; per-item failures come back as exceptions in the list."""
@@ -208,43 +241,71 @@ class _Renderer:
                 scans.append((i, recipe.normalize(self.static_scans(item))))
             except _RENDER_ERRORS as err:
                 out[i] = err
-        if scans:
-            try:
-                images = recipe.views_of([s for _, s in scans]).numpy()  # (B, V, H, W, 3)
-                for (i, _), img in zip(scans, images):
-                    out[i] = img
-            except _RENDER_ERRORS:
-                # one bad scan should not take its batch down: retry one by one to find it
-                for i, scan in scans:
-                    try:
-                        out[i] = recipe.views_of([scan])[0].numpy()
-                    except _RENDER_ERRORS as err:
-                        out[i] = err
+        if not scans:
+            return out
+        try:
+            images = list(recipe.views_of([s for _, s in scans]).numpy())  # (B, V, H, W, 3)
+        except _RENDER_ERRORS:
+            images = [self._render_one(scan) for _, scan in scans]  # one bad scan must not take its batch down
+        for (i, scan), img in zip(scans, images):
+            out[i] = img if isinstance(img, Exception) else self._face_checked(items[i], scan, img)
         return out
 
-    def render_sequence(self, item: WorkItem):
+    def _render_one(self, scan):
         try:
-            # one nose tip and scale for the whole sequence, so the head motion that rank pooling should see is
-            # kept rather than re-centred away frame by frame
-            return self.settings.recipe.dynamic_images(self.sequence_scans(item)).numpy()  # (V, H, W, 3)
+            return self.settings.recipe.views_of([scan])[0].numpy()
         except _RENDER_ERRORS as err:
             return err
+
+    def _face_checked(self, item: WorkItem, scan, views: np.ndarray):
+        """`views`, or the error that leaves a dataset's file out, as the predictor does with the same check
+        (:func:`affectvlm.scan.recipe.check_face`: too few points, an almost empty frontal view). What that check
+        only notes (no nose stands out; real faces can fall under its bar) keeps the sample, noted in the report.
+        SynthFER-3D samples are faces by construction: not checked."""
+        from ..scan.recipe import check_face
+
+        if item.synth is not None:
+            return views
+        try:
+            notes = check_face(scan, torch.from_numpy(np.asarray(views))).notes
+        except InputError as err:
+            return err
+        path = scan.path or item.paths[0]
+        self.notes.setdefault(item.key, []).extend(f"{path}: the predictor's face check: {n} (kept)" for n in notes)
+        return views
+
+    def render_sequence(self, item: WorkItem):
+        recipe = self.settings.recipe
+        try:
+            scans = self.sequence_scans(item)
+            # one nose tip and scale for the whole sequence, so the head motion that rank pooling should see is
+            # kept rather than re-centred away frame by frame
+            dynamic = recipe.dynamic_images(scans).numpy()  # (V, H, W, 3)
+            if item.synth is not None:
+                return dynamic
+            apex = recipe.normalize(scans[-1])  # what the predictor checks of a sequence: its apex frame
+            checked = self._face_checked(item, apex, recipe.views_of([apex])[0].numpy())
+            return checked if isinstance(checked, Exception) else dynamic
+        except _RENDER_ERRORS as err:
+            return err
+
+
+def _read_frame(path: str):
+    from ..scan import load_scan
+
+    try:
+        return load_scan(path)
+    except _RENDER_ERRORS as err:
+        raise _BadFrame(path, err) from None
 
 
 _WORKER: dict = {}
 
 
-def _render_shard(job: dict) -> dict:
-    """Render one shard and write it (worker entry point; also called in-process)."""
-    key = (job["settings"], job["synth_config"], job["sfm_dir"], job.get("ict_dir"))
-    if _WORKER.get("key") != key:
-        _WORKER["key"], _WORKER["renderer"] = key, _Renderer(*key)
-    renderer: _Renderer = _WORKER["renderer"]
-    items: list[WorkItem] = job["items"]
-    images, entries, bad = [], [], []
-    statics = [(i, it) for i, it in enumerate(items) if not it.sequence]
+def _render_items(renderer: _Renderer, items: list[WorkItem], progress) -> list:
+    """Each item's (V, H, W, 3) images or the exception that stopped it: static scans in batches, then sequences."""
     results: list = [None] * len(items)
-    progress = job.get("progress") or (lambda n: None)
+    statics = [(i, it) for i, it in enumerate(items) if not it.sequence]
     b = renderer.settings.batch
     for start in range(0, len(statics), b):
         chunk = statics[start : start + b]
@@ -255,9 +316,30 @@ def _render_shard(job: dict) -> dict:
         if it.sequence:
             results[i] = renderer.render_sequence(it)
             progress(1)
+    return results
+
+
+def _render_shard(job: dict) -> dict:
+    """Render one shard and write it (worker entry point; also called in-process). A retry (``job["retry"]``)
+    renders again only the samples the finished shard lists as bad and keeps the rows it holds; the shard's files
+    are rewritten only when one of them rendered this time."""
+    key = (job["settings"], job["synth_config"], job["sfm_dir"], job.get("ict_dir"))
+    if _WORKER.get("key") != key:
+        _WORKER["key"], _WORKER["renderer"] = key, _Renderer(*key)
+    renderer: _Renderer = _WORKER["renderer"]
+    folder, items = Path(job["folder"]), job["items"]
+    kept = _shard_rows(folder, job["shard"]) if job.get("retry") else {}
+    todo = [it for it in items if it.key not in kept]
+    results = dict(zip([it.key for it in todo], _render_items(renderer, todo, job.get("progress") or (lambda n: None))))
     realism = job["synth_config"] is not None and job["synth_config"].realism is not None
-    for it, res in zip(items, results):
-        kinds = renderer.realism.pop(it.key, ())
+    images, entries, bad = [], [], []
+    for it in items:
+        if it.key in kept:
+            entry, image = kept[it.key]
+            entries.append({**entry, "row": len(images)})
+            images.append(image)
+            continue
+        res, kinds, notes = results[it.key], renderer.realism.pop(it.key, ()), renderer.notes.pop(it.key, [])
         if isinstance(res, Exception):
             error = f"{type(res).__name__}: {res}"
             logger.warning("skipping %s (%s): %s", it.key, it.paths[0] if it.paths else "synth", error)
@@ -266,9 +348,14 @@ def _render_shard(job: dict) -> dict:
         entry = {**it.entry(), "shard": job["shard"], "row": len(images)}
         if realism:  # the kinds applied to this sample (SynthFER-3D with realism), counted in report.json
             entry["realism"] = list(kinds)
+        if notes:  # frames of a sequence left out, a doubtful face check: listed in report.json's notes
+            entry["notes"] = notes
         entries.append(entry)
         images.append(np.asarray(res, dtype=np.uint8))
-    _write_shard(Path(job["folder"]), job["shard"], images, entries, bad)
+    if kept and len(entries) == len(kept):  # nothing new: the rows stay, the errors are this run's
+        _write_json(_shard_paths(folder, job["shard"])[1], {"entries": entries, "bad": bad})
+    else:
+        _write_shard(folder, job["shard"], images, entries, bad)
     return {"shard": job["shard"], "rendered": len(entries), "bad": len(bad)}
 
 
@@ -276,20 +363,100 @@ def _shard_paths(folder: Path, shard: int) -> tuple[Path, Path]:
     return folder / "shards" / f"{shard:05d}.npy", folder / "shards" / f"{shard:05d}.json"
 
 
+def _shard_meta(folder: Path, shard: int) -> dict | None:
+    """A finished shard's index entries and bad samples; None while it is not finished."""
+    npy, meta = _shard_paths(folder, shard)
+    return json.loads(meta.read_text()) if npy.is_file() and meta.is_file() else None
+
+
+def _shard_rows(folder: Path, shard: int) -> dict:
+    """key -> (index entry, its memory-mapped (V, H, W, 3) row) for each sample a finished shard holds."""
+    arr = np.load(_shard_paths(folder, shard)[0], mmap_mode="r")
+    return {e["key"]: (e, arr[e["row"]]) for e in _shard_meta(folder, shard)["entries"]}
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
 def _write_shard(folder: Path, shard: int, images: list, entries: list, bad: list) -> None:
     npy, meta = _shard_paths(folder, shard)
     npy.parent.mkdir(parents=True, exist_ok=True)
     shape = images[0].shape if images else (0,)
     arr = np.stack(images) if images else np.zeros((0, *shape), np.uint8)
-    # temp + rename, .npy before .json: a shard is done only once both exist, so a kill at any point
-    # leaves either a finished shard or one that is rendered again
+    # temp + rename, .npy before .json: a shard is done only once both exist, so a kill at any point leaves
+    # either a finished shard or one that is rendered again (a retried shard's old .json goes first)
+    meta.unlink(missing_ok=True)
     tmp = npy.with_suffix(".npy.tmp")
     with open(tmp, "wb") as f:
         np.save(f, arr)
     os.replace(tmp, npy)
-    tmp = meta.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"entries": entries, "bad": bad}))
-    os.replace(tmp, meta)
+    _write_json(meta, {"entries": entries, "bad": bad})
+
+
+class CacheError(ValueError):
+    """A cache folder that this run cannot use (it holds another sample list), saying what differs and what to do."""
+
+
+def _plan(dataset: str, root, samples, notes, synth_config, synth_kind, sfm_dir, ict_dir, selection) -> tuple:
+    """(work items, source, synth config, reader notes) of a run of :func:`prepare_cache`."""
+    if dataset == "synth":
+        from .synth import SynthConfig
+
+        synth_config = synth_config or SynthConfig()
+        items = plan_synth(synth_config, synth_kind, sfm_dir, ict_dir)
+        return items, {"synth_config": synth_config.to_dict(), "synth_kind": synth_kind}, synth_config, None
+    from .datasets import read_dataset
+
+    if samples is None:
+        if root is None:
+            raise ValueError(f"dataset {dataset!r} needs a root folder")
+        samples = read_dataset(dataset, root)
+    notes = list(getattr(samples, "issues", ()) if notes is None else notes)
+    # paths made absolute: the same root given relative or absolute is the same sample list
+    source = {"root": None if root is None else os.path.abspath(os.path.expanduser(root)), "selection": selection}
+    return plan_dataset(samples), source, None, notes
+
+
+def _folder_name(dataset: str, settings: RenderSettings, synth_config, synth_kind: str, selection) -> str:
+    if dataset == "synth":
+        # the data itself is a function of the generator config: another seed or preset is another cache
+        return f"synth{synth_kind}-{_hash([synth_config.to_dict(), synth_kind])[:8]}-{settings.key()}"
+    if not selection:
+        return f"{dataset}-{settings.key()}"
+    # a selection (a protocol) is another sample list: another folder (bu3dfe-subset1-<hash>)
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(selection).lower().removeprefix(f"{dataset}-"))
+    return f"{dataset}-{tag}-{settings.key()}"
+
+
+def _reuse(folder: Path, header: dict, items: list[WorkItem]) -> int:
+    """The shard size to render `folder` in: that of its existing cache.json (the unit its finished shards were
+    written in), or this run's. A folder whose finished shards each hold exactly the samples this run plans for
+    them (the same samples, whatever path they were read from) is resumed; any other is refused (CacheError)."""
+    info = folder / "cache.json"
+    plan = header["plan"]
+    if not info.is_file() or not any((folder / "shards").glob("*.json")):
+        return plan["shard_size"]  # nothing rendered yet: nothing to mix
+    old = json.loads(info.read_text())
+    size = int((old.get("plan") or {}).get("shard_size") or plan["shard_size"])
+    if size != plan["shard_size"]:
+        logger.warning("%s is rendered in shards of %d samples: keeping that size (asked: %d)", folder, size, plan["shard_size"])
+    if (old.get("plan") or {}).get("hash") == plan["hash"]:
+        return size
+    for k in range(-(-len(items) // size)):
+        meta = _shard_meta(folder, k)
+        planned = {it.key for it in items[k * size : (k + 1) * size]}
+        if meta is not None and {e["key"] for e in meta["entries"] + meta["bad"]} != planned:
+            was, now = old.get("source") or {}, header["source"]
+            raise CacheError(
+                f"{folder} holds another sample list (prepared from {was.get('root')}, selection "
+                f"{was.get('selection') or 'all'}, {old['plan']['items']} samples; this run: {now.get('root')}, "
+                f"selection {now.get('selection') or 'all'}, {len(items)} samples): remove the folder to render it "
+                "again, or choose another --out"
+            )
+    return size
 
 
 def prepare_cache(
@@ -299,6 +466,8 @@ def prepare_cache(
     settings: RenderSettings | None = None,
     *,
     samples=None,
+    selection: str | None = None,
+    notes: list[str] | None = None,
     synth_config=None,
     synth_kind: str = "both",
     sfm_dir=None,
@@ -308,7 +477,8 @@ def prepare_cache(
     progress: bool = True,
     max_shards: int | None = None,
 ) -> Path:
-    """Render a dataset into a cache folder (resumable: finished shards are kept and skipped).
+    """Render a dataset into a cache folder (resumable: finished shards are kept and skipped; their bad samples
+    are tried again, so that a repaired file is rendered and the report is current).
 
     Args:
         dataset: ``bu3dfe``, ``bosphorus``, ``bu4dfe``, ``bp4d`` (read from `root` with
@@ -316,41 +486,26 @@ def prepare_cache(
             `synth_config`, no mesh files; `synth_kind` ``3d``, ``4d`` or ``both``; the face models from
             `sfm_dir` and `ict_dir`, each loaded only when the config uses it).
         root: the dataset folder (not used for ``synth``).
-        out: the parent folder; the cache is ``<out>/<dataset>-<settings.key()>`` (for ``synth``:
+        out: the parent folder; the cache is ``<out>/<dataset>-<settings.key()>``, or
+            ``<out>/<dataset>-<selection>-<settings.key()>`` for a selection (for ``synth``:
             ``<out>/synth<kind>-<hash of the SynthConfig and kind>-<settings.key()>``).
         settings: render settings (default :class:`RenderSettings`).
         samples: an explicit sample list (e.g. a protocol selection) instead of the whole dataset.
-        shard_size: samples per shard (also the unit of resumption).
+        selection: the name of that list (a protocol: ``bu3dfe-subset1``), which names its folder; another
+            list in the same folder is refused (:class:`CacheError`).
+        notes: what the reader skipped (default ``samples.issues``), listed in report.json's ``notes``.
+        shard_size: samples per shard (also the unit of resumption); an existing folder keeps its own.
         workers: processes rendering shards in parallel (1: in this process).
-        max_shards: stop after rendering this many shards (to test resumption).
+        max_shards: stop after rendering this many new shards (to test resumption).
 
     Returns:
         The cache folder.
     """
-    from tqdm.auto import tqdm
-
     settings = settings or RenderSettings()
-    if dataset == "synth":
-        from .synth import SynthConfig
-
-        synth_config = synth_config or SynthConfig()
-        items = plan_synth(synth_config, synth_kind, sfm_dir, ict_dir)
-        source = {"synth_config": synth_config.to_dict(), "synth_kind": synth_kind}
-    else:
-        from .datasets import read_dataset
-
-        if samples is None:
-            if root is None:
-                raise ValueError(f"dataset {dataset!r} needs a root folder")
-            samples = read_dataset(dataset, root)
-        items = plan_dataset(samples)
-        synth_config = None
-        source = {"root": str(root) if root is not None else None}
-    name = f"{dataset}-{settings.key()}"
-    if dataset == "synth":
-        # the data itself is a function of the generator config: another seed or preset is another cache
-        name = f"synth{synth_kind}-{_hash([synth_config.to_dict(), synth_kind])[:8]}-{settings.key()}"
-    folder = Path(out) / name
+    items, source, synth_config, notes = _plan(
+        dataset, root, samples, notes, synth_config, synth_kind, sfm_dir, ict_dir, selection
+    )
+    folder = Path(out) / _folder_name(dataset, settings, synth_config, synth_kind, selection)
     folder.mkdir(parents=True, exist_ok=True)
     # the plan: what is rendered, in which shards; resuming a folder with another plan would mix data
     plan = _hash([[it.key, *it.paths] for it in items] + [source])[:16]
@@ -359,57 +514,44 @@ def prepare_cache(
         "labels": label_vocabulary(it.label for it in items), "plan": {"items": len(items), "shard_size": shard_size, "hash": plan},
         "source": source, "views": _resolved_views(settings),
     }  # fmt: skip
-    info = folder / "cache.json"
-    if info.is_file():
-        old = json.loads(info.read_text())
-        if old.get("plan") != header["plan"]:
-            raise ValueError(
-                f"{folder} was prepared for a different sample list or shard size ({old.get('plan')}); "
-                "remove it or choose another --out"
-            )
-    info.write_text(json.dumps(header, indent=1, default=list) + "\n")
+    header["plan"]["shard_size"] = shard_size = _reuse(folder, header, items)
+    (folder / "cache.json").write_text(json.dumps(header, indent=1, default=list) + "\n")
     shards = [items[i : i + shard_size] for i in range(0, len(items), shard_size)]
-    todo = [k for k in range(len(shards)) if not all(p.is_file() for p in _shard_paths(folder, k))]
-    done_items = sum(len(shards[k]) for k in range(len(shards)) if k not in set(todo))
-    if max_shards is not None:
-        todo = todo[:max_shards]
-    jobs = [
-        {
-            "settings": settings,
-            "synth_config": synth_config,
-            "sfm_dir": sfm_dir,
-            "ict_dir": ict_dir,
-            "items": shards[k],
-            "shard": k,
-            "folder": str(folder),
-        }
-        for k in todo
-    ]
+    metas = [_shard_meta(folder, k) for k in range(len(shards))]
+    todo = [k for k, meta in enumerate(metas) if meta is None][:max_shards]
+    retry = {k: len(meta["bad"]) for k, meta in enumerate(metas) if meta is not None and meta["bad"]}
+    common = {"settings": settings, "synth_config": synth_config, "sfm_dir": sfm_dir, "ict_dir": ict_dir, "folder": str(folder)}
+    jobs = [{**common, "items": shards[k], "shard": k, "count": len(shards[k])} for k in todo]
+    jobs += [{**common, "items": shards[k], "shard": k, "count": n, "retry": True} for k, n in retry.items()]
     t0 = time.perf_counter()
-    with tqdm(
-        total=len(items), initial=done_items, desc=f"render {dataset}", unit="sample", disable=not progress
-    ) as bar:
+    _run(jobs, workers, len(items), f"render {dataset}", progress)
+    logger.info("rendered %d shards of %s in %.1f s", len(jobs), dataset, time.perf_counter() - t0)
+    if all(_shard_meta(folder, k) is not None for k in range(len(shards))):
+        # a SynthFER-3D v2 cache's report counts what it holds; every other report stays as it was
+        counted = dataset == "synth" and not synth_config.is_v1
+        _write_index(folder, len(shards), header["labels"], counted, notes)
+    return folder
+
+
+def _run(jobs: list[dict], workers: int, total: int, desc: str, progress: bool) -> None:
+    """Render the shards of `jobs`, in this process or in `workers` processes, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    initial = total - sum(job["count"] for job in jobs)
+    with tqdm(total=total, initial=max(initial, 0), desc=desc, unit="sample", disable=not progress) as bar:
         if workers <= 1:
             for job in jobs:
                 _render_shard({**job, "progress": bar.update})
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+            return
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
-            # spawn: a forked child of a process that has started torch's thread pool can deadlock
-            with ProcessPoolExecutor(
-                workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
-            ) as pool:
-                futures = {pool.submit(_render_shard, job): len(job["items"]) for job in jobs}
-                for fut in as_completed(futures):
-                    fut.result()
-                    bar.update(futures[fut])
-    logger.info("rendered %d shards of %s in %.1f s", len(jobs), dataset, time.perf_counter() - t0)
-    if all(all(p.is_file() for p in _shard_paths(folder, k)) for k in range(len(shards))):
-        # a SynthFER-3D v2 cache's report counts what it holds; every other report stays as it was
-        counted = dataset == "synth" and not synth_config.is_v1
-        _write_index(folder, len(shards), header["labels"], counted)
-    return folder
+        # spawn: a forked child of a process that has started torch's thread pool can deadlock
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+            futures = {pool.submit(_render_shard, job): job["count"] for job in jobs}
+            for fut in as_completed(futures):
+                fut.result()
+                bar.update(futures[fut])
 
 
 def _resolved_views(settings: RenderSettings) -> list:
@@ -432,7 +574,9 @@ def _init_worker() -> None:
         pass
 
 
-def _write_index(folder: Path, num_shards: int, labels: list[str], counted: bool = False) -> None:
+def _write_index(folder: Path, num_shards: int, labels: list[str], counted: bool = False, notes=None) -> None:
+    """index.json and report.json from the finished shards. `notes` (a dataset's; None for SynthFER-3D): what the
+    reader skipped, to which each frame left out of a sequence is added."""
     entries, bad = [], []
     for k in range(num_shards):
         meta = json.loads(_shard_paths(folder, k)[1].read_text())
@@ -442,7 +586,11 @@ def _write_index(folder: Path, num_shards: int, labels: list[str], counted: bool
     for e in entries:
         e["label_id"] = ids[e["label"]]
     (folder / "index.json").write_text(json.dumps({"labels": labels, "entries": entries}) + "\n")
-    report = {"rendered": len(entries), "bad": bad, **({"counts": _counts(entries)} if counted else {})}
+    report = {"rendered": len(entries), "bad": bad}
+    if notes is not None:
+        report["notes"] = list(notes) + [n for e in entries for n in e.get("notes", ())]
+    if counted:
+        report["counts"] = _counts(entries)
     (folder / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     if bad:
         logger.warning("%d samples could not be rendered; see %s", len(bad), folder / "report.json")

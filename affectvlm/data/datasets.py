@@ -5,7 +5,8 @@ metadata) from the path layout alone, without opening a mesh: loading is the sca
 (:func:`affectvlm.scan.load_scan`). Files and folders that do not belong (viewer folders, landmarks,
 textures, photos) are skipped; files that look like they belong but are malformed are reported, never silently
 dropped: :class:`DatasetError` when nothing usable is found or ``strict=True``, else a ``logging`` warning
-listing them (also kept in ``read_dataset(...).issues``).
+listing them (also kept in ``read_dataset(...).issues``). Names that differ only in case (``.WRL`` beside
+``.wrl``) are one sample, or one frame: the first in sorted order is read, the others are issues.
 
 Layouts (``docs/data.md``, ``../shared/notes/datasets.md``)::
 
@@ -127,7 +128,19 @@ def _check_root(root, name: str) -> Path:
     return root
 
 
+def _unique(samples: list[Sample], issues: list[str]) -> list[Sample]:
+    """One sample per key: files whose names differ only in case (``F0001_AN01WH_F3D.WRL`` beside ``.wrl``, a copy
+    from a case-insensitive disk) are one scan. The first in sorted path order is kept; each other is an issue."""
+    kept: dict[str, Sample] = {}
+    for s in sorted(samples, key=lambda s: s.paths):
+        first = kept.setdefault(s.key.casefold(), s)
+        if first is not s:
+            issues.append(f"{s.path}: duplicate of {first.path} (the same sample's name in another case); read that one only")
+    return list(kept.values())
+
+
 def _finish(samples: list[Sample], issues: list[str], name: str, root: Path, expected: str, strict: bool) -> DatasetIndex:
+    samples = _unique(samples, issues)
     if issues and strict:
         raise DatasetError(f"{name} under {root}: {len(issues)} malformed entries:\n  " + "\n  ".join(issues))
     if not samples:
@@ -269,7 +282,13 @@ def _frames(folder: Path, exts: tuple[str, ...], issues: list[str]) -> list[Path
             issues.append(f"{p}: frame file name is not a number")
             continue
         frames.append((int(m["n"]), p))
-    frames.sort()
+    kept: list[tuple[int, Path]] = []
+    for n, p in sorted(frames):
+        if kept and kept[-1][0] == n:  # 007.wrl beside 007.WRL or 7.wrl: one frame
+            issues.append(f"{p}: duplicate of frame {kept[-1][1].name} (the same frame number); read that one only")
+        else:
+            kept.append((n, p))
+    frames = kept
     numbers = [n for n, _ in frames]
     if numbers and numbers != list(range(numbers[0], numbers[0] + len(numbers))):
         missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FOLDS_FORMAT", "Fold", "load_folds", "save_folds", "split_samples", "subject_folds"]
+__all__ = [
+    "FOLDS_FORMAT", "Fold", "labelled_persons", "load_folds", "save_folds", "split_samples", "subject_folds",
+]  # fmt: skip
 
 FOLDS_FORMAT = "affectvlm-folds/1"
 
@@ -116,6 +118,22 @@ def subject_folds(
         val = {rest[j] for j in pick}
         folds.append(Fold(i, ids(set(rest) - val), ids(val), ids(test)))
     return folds
+
+
+def labelled_persons(entries, labels, datasets=None) -> dict[str, str]:
+    """Subject -> person over the `entries` (render-cache entries, or samples' ``to_dict()``) labelled with
+    one of `labels` and, given `datasets`, of one of those datasets: the subjects a run on those labels trains
+    and tests on. A subject with none (a Bosphorus subject with action-unit scans only) would sit in a fold
+    with nothing to train or test, so folds over a cache or a dataset are made over these: ``folds`` and
+    train/cross_validate.py alike. The person is :func:`affectvlm.data.synth.entry_person`'s."""
+    from .synth import entry_person
+
+    labels, datasets = set(labels), None if datasets is None else set(datasets)
+    return {
+        e["subject"]: entry_person(e)
+        for e in entries
+        if e["label"] in labels and (datasets is None or e.get("dataset") in datasets)
+    }
 
 
 def split_samples(samples, fold: Fold) -> tuple[list, list, list]:

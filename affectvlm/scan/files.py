@@ -70,8 +70,10 @@ def confined_file(folder, name: str) -> Path | None:
 
 
 def read_image(path) -> np.ndarray | None:
-    """Read a texture image as (H, W, 3) uint8, or None (with a warning) when it has more than
-    MAX_TEXTURE_PIXELS pixels: the size comes from the header, before anything is decoded."""
+    """Read a texture image as (H, W, 3) uint8, or None with a warning naming the file: when it has more than
+    MAX_TEXTURE_PIXELS pixels (the size comes from the header, before anything is decoded), and when it cannot
+    be read or decoded (truncated, corrupt, not an image). An unreadable texture is a missing one: the scan's
+    geometry is still read, and only a render in ``texture`` mode needs the image."""
     label = os.path.basename(os.fsdecode(path))
     try:
         img = Image.open(path)
@@ -79,9 +81,14 @@ def read_image(path) -> np.ndarray | None:
         logger.warning("ignoring texture %s: more than twice the cap of %d pixels", label, MAX_TEXTURE_PIXELS)
         return None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ScanError(f"cannot read texture image {label}: {scrub(str(exc))}") from None
+        logger.warning("ignoring texture %s: cannot read it (%s); reading the scan without it", label, scrub(str(exc)))
+        return None
     with img:
-        return texture_pixels(img, label)
+        try:
+            return texture_pixels(img, label)
+        except ScanError as exc:
+            logger.warning("ignoring texture %s: %s; reading the scan without it", label, exc)
+            return None
 
 
 def texture_pixels(img, label: str) -> np.ndarray | None:

@@ -197,11 +197,24 @@ def _path(file, allowed: tuple[str, ...], what: str) -> Path:
     return path
 
 
+def _image_file(image, view: str) -> str | None:
+    """A view as its file: an upload's path (the views button's event skips gr.Image's own reading, which failed
+    on a file that is no image with a generic error; its value is gradio's file data), or the path
+    gr.Image(type="filepath") gives for an example."""
+    if not isinstance(image, dict):
+        return image
+    if not image.get("path"):
+        raise InputError(f"{view} view: upload the image as a file")
+    return image["path"]
+
+
 @_serve
 def predict_views(front, left, right, labels_text):
     """Three images (any may be missing) -> scores, contribution chart, the views, the answer. The images go to
-    the predictor as uploaded: the processor reads every mode (16-bit, transparency over black, CMYK)."""
-    result = PREDICTOR(images=[front, left, right], labels=labels_text or DEFAULT_LABELS_TEXT)
+    the predictor as the uploaded files: it reads every mode (16-bit, transparency over black, CMYK), and names a
+    file it cannot read ("frontal view: x.png is not an image file that can be read")."""
+    files = [_image_file(image, view) for image, view in zip((front, left, right), VIEW_NAMES)]
+    result = PREDICTOR(images=files, labels=labels_text or DEFAULT_LABELS_TEXT)
     return _outputs(result, VIEW_NAMES, labels_text)
 
 
@@ -366,15 +379,16 @@ def _au_prompt_picker(labels: gr.Textbox, tab: str) -> None:
 
 
 def _wire(
-    tab: str, inputs: list, outputs: list, fn, examples: list[list], what: str, panel=None
+    tab: str, inputs: list, outputs: list, fn, examples: list[list], what: str, panel=None, preprocess=True
 ) -> gr.Textbox:
     """A tab's button (its own labels box after `inputs`), its examples (run on click, kept out of the API),
-    its result panel laid out, and its named API endpoint. Returns the labels box."""
+    its result panel laid out, and its named API endpoint. Returns the labels box. `preprocess=False`: the
+    button's event hands `fn` the inputs as sent (an upload as gradio's file data, not read by the component)."""
     labels = _labels_box(tab)
     _au_prompt_picker(labels, tab)
     button = gr.Button(f"Score {tab}", variant="primary", elem_id=f"{tab}-button")
     # the button first, so that it owns the endpoint's name (the examples' event would take it otherwise)
-    button.click(fn, [*inputs, labels], outputs, api_name=fn.__name__)
+    button.click(fn, [*inputs, labels], outputs, api_name=fn.__name__, preprocess=preprocess)
     if examples:
         gr.Examples([[*row, DEFAULT_LABELS_TEXT] for row in examples], [*inputs, labels], outputs, fn=fn,
                     run_on_click=True, api_visibility="private", label=what)  # fmt: skip
@@ -385,7 +399,7 @@ def _wire(
 def _views_tab() -> None:
     with gr.Row():
         images = [
-            gr.Image(label=v.capitalize(), type="pil", image_mode=None, elem_id=f"views-{v}")
+            gr.Image(label=v.capitalize(), type="filepath", image_mode=None, elem_id=f"views-{v}")
             for v in VIEW_NAMES
         ]
     examples = _examples("views_*.png")
@@ -393,8 +407,9 @@ def _views_tab() -> None:
     rows = [
         examples_in_view_order([p for p in examples if Path(p).stem.rsplit("_", 1)[0] == s]) for s in sets
     ]
+    # uploads go to the predictor unread by gr.Image (which fails on a file that is no image, before the handler)
     _wire("views", images, _result_panel("views"), predict_views, rows,
-          "Rendered views of a synthetic face (SynthFER-3D)")  # fmt: skip
+          "Rendered views of a synthetic face (SynthFER-3D)", preprocess=False)  # fmt: skip
 
 
 def _scan_tab() -> None:

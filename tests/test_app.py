@@ -61,6 +61,8 @@ def files(tmp_path_factory):
     paths["huge"] = folder / "huge.obj"
     Image.fromarray((rng.random((32, 32)) * 65535).astype(np.uint16)).save(folder / "deep.png")  # mode I;16
     paths["deep"] = folder / "deep.png"
+    (folder / "readme.png").write_text("# Not an image\n\nA text file named like a picture.\n")
+    paths["not_image"] = folder / "readme.png"
     return paths
 
 
@@ -157,8 +159,21 @@ def test_sequence_endpoint(client, files):
         ),
         ("/predict_views", lambda f: (None, None, None, ""), "at least one"),
         ("/predict_views", lambda f: (handle_file(f["front"]), None, None, "onlyone"), "at least two"),
+        # a text file named .png: gr.Image's own reading failed before the handler ("The upstream Gradio app
+        # has raised an exception"); the views go to the predictor as files, which names the file it cannot read
+        (
+            "/predict_views",
+            lambda f: (handle_file(f["not_image"]), None, None, ""),
+            "^frontal view: readme.png is not an image file that can be read$",
+        ),
+        (
+            "/predict_views",
+            lambda f: (handle_file(f["front"]), None, handle_file(f["not_image"]), ""),
+            "^right view: readme.png is not an image file that can be read$",
+        ),
     ],
-    ids=["corrupt-mesh", "wrong-extension", "empty-zip", "zip-among-frames", "no-views", "one-label"],
+    ids=["corrupt-mesh", "wrong-extension", "empty-zip", "zip-among-frames", "no-views", "one-label",
+         "views-not-an-image", "right-view-not-an-image"],  # fmt: skip
 )
 def test_bad_inputs_get_clear_errors_and_the_app_keeps_serving(client, files, endpoint, make_args, message):
     with pytest.raises(Exception) as info:

@@ -141,18 +141,49 @@ def test_clicking_each_example_answers_in_its_own_tab(page, url, tab, name):
     page.screenshot(path=str(ARTIFACTS / f"app_{tab}_examples.png"), full_page=True)
 
 
-def _upload(page, selector: str, path: Path) -> None:
-    """Set a file input, again while the component is still mounting (at most 3 times)."""
+def _upload(page, selector: str, path: Path, shown: str | None = None) -> None:
+    """Set a file input, again while the component is still mounting (at most 3 times), until the upload
+    shows: its name, or what `shown` (a selector inside the component, e.g. "img") finds."""
     for attempt in range(3):
         file_input = page.locator(f"{selector} input[type=file]")
         if file_input.count():
             file_input.set_input_files(str(path))
         try:
-            page.locator(selector).get_by_text(path.name).first.wait_for(timeout=40_000)
+            found = page.locator(f"{selector} {shown}") if shown else page.locator(selector).get_by_text(path.name)
+            found.first.wait_for(timeout=40_000)
             return
         except sync_api.TimeoutError:
             if attempt == 2:
                 raise
+
+
+def test_uploaded_views_show_as_images_and_a_non_image_gets_its_message(page, url, tmp_path):
+    """The views go to the predictor as the uploaded files (app.ViewImage): a file that is no image gets the
+    predictor's message on the page (gr.Image's own reading failed on it before the app's code, with a generic
+    error), and uploads still show as image previews and are scored."""
+    not_image = tmp_path / "readme.png"
+    not_image.write_text("# Not an image\n")
+    page.goto(url, wait_until="networkidle")
+    page.get_by_role("tab", name="Three views", exact=True).click()
+    _upload(page, "#views-frontal", not_image, shown="img")
+    page.locator("#views-button").click()
+    page.get_by_text("frontal view: readme.png is not an image file that can be read").first.wait_for(
+        timeout=60_000
+    )
+    assert "Most likely" not in page.locator("#views-answer").inner_text()
+
+    page.goto(url, wait_until="networkidle")  # the app still serves: three uploads, previewed and scored
+    page.get_by_role("tab", name="Three views", exact=True).click()
+    for view in ("frontal", "left", "right"):
+        _upload(page, f"#views-{view}", EXAMPLES / f"views_subject1_disgust_{view}.png", shown="img")
+    page.wait_for_function(
+        "() => ['frontal', 'left', 'right'].every(v => { const i = document.querySelector(`#views-${v} img`);"
+        " return i && i.complete && i.naturalWidth > 0; })",
+        timeout=60_000,
+    )
+    page.locator("#views-button").click()
+    assert label_in(answer_of(page, "views")) == "disgust"
+    page.screenshot(path=str(ARTIFACTS / "app_views_uploaded.png"), full_page=True)
 
 
 def test_action_units_and_the_explanation_show_for_a_scan(page, url):

@@ -281,3 +281,75 @@ def test_a_hypothesis_template_is_the_prompt_the_labels_are_scored_with(classifi
     own = predictor(scan=inputs["scan"], labels={label: [template.format(label)] for label in LABELS})
     assert_same_answer(answer, own)
     assert not np.allclose(own.probs, predictor(scan=inputs["scan"], labels=LABELS).probs, atol=1e-4)
+
+
+# -- one image through images=, top_k: the shipped checkpoint on the committed example views ------------------
+
+EXAMPLE_VIEWS = {  # the truth is in the file names
+    "disgust": Path(__file__).resolve().parents[1] / "examples" / "views_subject1_disgust_{}.png",
+    "anger": Path(__file__).resolve().parents[1] / "examples" / "views_ict_subject3_anger_{}.png",
+}
+EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+
+# Run in a fresh process (as a Hub user runs it): each call's answer (rows and notes) or its error.
+SINGLE_IMAGE_CALLS = """
+import json, sys
+if sys.argv[2] == "blocked":
+    sys.modules["affectvlm"] = None  # not importable: only the folder's files can be used
+from PIL import Image
+from transformers import pipeline
+classifier = pipeline("zero-shot-image-classification", model=sys.argv[1], trust_remote_code=True, device="cpu")
+def run(**kwargs):
+    inputs = kwargs.pop("inputs", None)
+    try:
+        answer = classifier(inputs, **kwargs) if inputs is not None else classifier(**kwargs)
+        return {"rows": answer, "notes": answer.notes}
+    except Exception as err:
+        return {"error": f"{type(err).__name__}: {err}"}
+out = {}
+for truth, pattern in json.loads(sys.argv[3]).items():
+    views = [pattern.format(v) for v in ("frontal", "left", "right")]
+    labels = json.loads(sys.argv[4])
+    out[truth] = {
+        "positional": run(inputs=views[0], candidate_labels=labels),
+        "images=path": run(images=views[0], candidate_labels=labels),
+        "images=PIL": run(images=Image.open(views[0]), candidate_labels=labels),
+        "images=list": run(images=views, candidate_labels=labels),
+        "images=dict": run(images=dict(zip(("frontal", "left", "right"), views)), candidate_labels=labels),
+        "top_k=2": run(images=views, candidate_labels=labels, top_k=2),
+        "images=path, top_k=1": run(images=views[0], candidate_labels=labels, top_k=1),
+        "top_k=0": run(images=views, candidate_labels=labels, top_k=0),
+    }
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("environment", ["affectvlm installed", "blocked"])
+def test_one_image_through_images_is_the_positional_answer_and_top_k_works(environment, tmp_path):
+    """`images=` given one image (a path or a PIL image), the usual zero-shot-image-classification call, was
+    iterated as if it were the views (a path character by character) or refused ("give 3 views"), and top_k
+    raised a TypeError. Now one image is the first view, as positionally (same answer and notes), and top_k
+    keeps the k likeliest labels, sorted; the shipped checkpoint reads each example set's truth."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    patterns = {truth: str(path) for truth, path in EXAMPLE_VIEWS.items()}
+    mode = "blocked" if environment == "blocked" else "installed"
+    run = subprocess.run(
+        [sys.executable, "-c", SINGLE_IMAGE_CALLS, str(DEMO_CHECKPOINT), mode, json.dumps(patterns),
+         json.dumps(EMOTIONS)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    for truth, answers in json.loads(run.stdout.strip().splitlines()[-1]).items():
+        positional = answers["positional"]
+        assert "error" not in positional, positional
+        assert positional["rows"][0]["label"] == truth
+        assert any("missing view(s): left, right" in note for note in positional["notes"])
+        for call in ("images=path", "images=PIL"):
+            assert answers[call] == positional, (truth, call, answers[call])
+        three = answers["images=list"]
+        assert three["rows"][0]["label"] == truth and answers["images=dict"] == three
+        assert answers["top_k=2"] == {"rows": three["rows"][:2], "notes": three["notes"]}, answers["top_k=2"]
+        assert answers["images=path, top_k=1"] == {"rows": positional["rows"][:1], "notes": positional["notes"]}
+        assert answers["top_k=0"] == {"error": "ValueError: top_k is how many labels to return, a whole number "
+                                      "from 1; got 0"}  # fmt: skip

@@ -4,6 +4,7 @@
 
     classifier = pipeline("zero-shot-image-classification", model=folder_or_hub_id, trust_remote_code=True)
     classifier(images=["frontal.png", "left.png", "right.png"], candidate_labels=["happiness", "sadness"])
+    classifier(images="frontal.png", candidate_labels=["happiness", "sadness"], top_k=1)  # one image: the first view
     classifier(scan="face.obj", candidate_labels=["happiness", "a person in pain"])
     classifier(sequence="frames.zip")  # candidate_labels default to the model's own
     # -> [{"label": "happiness", "score": 0.71}, ...], highest first; `.notes` says what to know about it
@@ -19,6 +20,7 @@ when it is installed; without it they are scored with the model and processor al
 from __future__ import annotations
 
 import mimetypes
+import numbers
 import os
 from collections.abc import Mapping
 
@@ -40,14 +42,20 @@ class ScoredLabels(list):
         self.notes = list(notes)
 
 
+def _one_image(value) -> bool:
+    """A PIL image, or an array or tensor of one image ((H, W) or (H, W, C)), not a stack of views."""
+    return is_valid_image(value) and getattr(value, "ndim", 2) <= 3
+
+
 class AffectVLMPipeline(Pipeline):
     """Scores one sample against candidate labels (any text; default the model's labels).
 
     A sample is `images=` (the views in `processor.view_names` order, or a dict view name -> image; None for
-    a missing view; PIL images, arrays or paths), `scan=` (a 3D file) or `sequence=` (a folder, a .zip or a
-    list of 3D frames). Given positionally (`classifier(x)`), a path is a scan, a folder or .zip a sequence,
-    and an image (or an image file) is the first view alone; a dict may name `images`/`scan`/`sequence` or
-    views; a list is a batch of such samples, one answer each.
+    a missing view; PIL images, arrays or paths; one image alone is the first view), `scan=` (a 3D file) or
+    `sequence=` (a folder, a .zip or a list of 3D frames). Given positionally (`classifier(x)`), a path is a
+    scan, a folder or .zip a sequence, and an image (or an image file) is the first view alone; a dict may name
+    `images`/`scan`/`sequence` or views; a list is a batch of such samples, one answer each. `top_k=k`: only
+    the k likeliest labels (as transformers' classification pipelines).
     """
 
     _load_processor = True
@@ -76,13 +84,17 @@ class AffectVLMPipeline(Pipeline):
             )
         return super().__call__(given or inputs, **kwargs)
 
-    def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None):
-        preprocess = {}
+    def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, top_k=None):
+        preprocess, postprocess = {}, {}
         if candidate_labels is not None:
             preprocess["candidate_labels"] = candidate_labels
         if hypothesis_template is not None:
             preprocess["hypothesis_template"] = hypothesis_template
-        return preprocess, {}, {}
+        if top_k is not None:
+            if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+                raise ValueError(f"top_k is how many labels to return, a whole number from 1; got {top_k!r}")
+            postprocess["top_k"] = int(top_k)
+        return preprocess, {}, postprocess
 
     def save_pretrained(self, save_directory, **kwargs):
         """Save the model (weights, config with `custom_pipelines`, remote code) and the processor."""
@@ -114,10 +126,10 @@ class AffectVLMPipeline(Pipeline):
             )
         return self._score_views(sample["images"], labels, template or DEFAULT_TEMPLATE)
 
-    def postprocess(self, model_outputs):
+    def postprocess(self, model_outputs, top_k=None):
         scores = [float(p) for p in model_outputs["probs"]]
         rows = [{"label": label, "score": score} for label, score in zip(model_outputs["labels"], scores)]
-        return ScoredLabels(sorted(rows, key=lambda row: -row["score"]), model_outputs["notes"])
+        return ScoredLabels(sorted(rows, key=lambda row: -row["score"])[:top_k], model_outputs["notes"])
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
@@ -131,6 +143,9 @@ class AffectVLMPipeline(Pipeline):
                 raise ValueError(
                     f"a sample dict holds exactly one of {', '.join(SAMPLE_KINDS)}; got {sorted(inputs)}"
                 )
+            images = inputs.get("images")
+            if isinstance(images, str | os.PathLike) or _one_image(images):  # images="x.png": the first view
+                return {"images": self._first_view_only(images)}
             return dict(inputs)
         if isinstance(inputs, str | os.PathLike):
             path = os.fspath(inputs)
@@ -139,7 +154,7 @@ class AffectVLMPipeline(Pipeline):
             if (mimetypes.guess_type(path)[0] or "").startswith("image/"):
                 return {"images": self._first_view_only(path)}
             return {"scan": path}
-        if is_valid_image(inputs):
+        if _one_image(inputs):
             return {"images": self._first_view_only(inputs)}
         raise TypeError(
             f"cannot score a {type(inputs).__name__}: give images=[...], scan=path or sequence=folder/zip/list"

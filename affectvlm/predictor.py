@@ -291,13 +291,15 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
             return serving_dtype(device)
         except ValueError as err:  # a bad AFFECTVLM_DTYPE
             raise InputError(str(err)) from None
-    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
-        return dtype
     names = {**_DTYPES, "float16": torch.float16, "fp16": torch.float16}
     key = dtype.strip().lower().removeprefix("torch.") if isinstance(dtype, str) else None
     if key in names:
-        return names[key]
-    raise InputError(f"unknown dtype {str(dtype)[:40]!r}; use one of {', '.join(sorted(names))}")
+        dtype = names[key]
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputError(f"unknown dtype {str(dtype)[:40]!r}; use one of {', '.join(sorted(names))}")
+    if dtype == torch.float16 and device.type == "cpu":  # no CPU here multiplies it natively: a scan took 115 s
+        warnings.warn("float16 on a CPU is emulated and slow (minutes a scan): bfloat16 or float32 are fast", stacklevel=3)
+    return dtype
 
 
 def _model_source(name: str | os.PathLike | None) -> Path | str | None:

@@ -90,7 +90,8 @@ def test_devices_are_checked(monkeypatch, scan_file, capsys):
 def test_dtypes_by_name():
     cpu = torch.device("cpu")
     assert resolve_dtype("bfloat16", cpu) is resolve_dtype("bf16", cpu) is torch.bfloat16
-    assert resolve_dtype("torch.float16", cpu) is resolve_dtype("fp16", cpu) is torch.float16
+    with pytest.warns(UserWarning, match="float16 on a CPU is emulated and slow"):
+        assert resolve_dtype("torch.float16", cpu) is resolve_dtype("fp16", cpu) is torch.float16
     assert resolve_dtype("float32", cpu) is resolve_dtype(torch.float32, cpu) is torch.float32
     for bad in ("int8", torch.int8, 5, "double-ish"):
         with pytest.raises(InputError, match="unknown dtype .*; use one of bf16, bfloat16"):

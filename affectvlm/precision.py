@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import torch
+
+from .scan.types import InputError
 
 _DTYPES = {
     "float32": torch.float32,
@@ -45,4 +48,46 @@ def serving_dtype(device: torch.device | str = "cpu") -> torch.dtype:
     return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16_matrix_units() else torch.float32
 
 
-__all__ = ["cpu_has_bf16_matrix_units", "serving_dtype"]
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` checked against this machine (None: cuda when available, else cpu); `InputError` for a device
+    that is unknown or not on this machine."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        parsed = torch.device(device.strip().lower() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in _DEVICE_TYPES:
+        raise InputError(f"unknown device {str(device)[:40]!r}; use cpu or cuda")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA is not available on this machine; use cpu (--device cpu)")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise InputError(f"no GPU {parsed.index}: this machine has {torch.cuda.device_count()}")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError("MPS is not available on this machine; use cpu (--device cpu)")
+    return parsed
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """A torch dtype or its name ("bfloat16", "bf16", "float16", "fp16", "float32", "fp32"); None: the serving
+    dtype of `device` (`affectvlm.precision.serving_dtype`). `InputError` for anything else."""
+    if dtype is None:
+        try:
+            return serving_dtype(device)
+        except ValueError as err:  # a bad AFFECTVLM_DTYPE
+            raise InputError(str(err)) from None
+    names = {**_DTYPES, "float16": torch.float16, "fp16": torch.float16}
+    key = dtype.strip().lower().removeprefix("torch.") if isinstance(dtype, str) else None
+    if key in names:
+        dtype = names[key]
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputError(f"unknown dtype {str(dtype)[:40]!r}; use one of {', '.join(sorted(names))}")
+    if dtype == torch.float16 and device.type == "cpu":  # no CPU here multiplies it natively: a scan took 115 s
+        warnings.warn("float16 on a CPU is emulated and slow (minutes a scan): bfloat16 or float32 are fast", stacklevel=3)
+    return dtype
+
+
+__all__ = ["cpu_has_bf16_matrix_units", "resolve_device", "resolve_dtype", "serving_dtype"]

@@ -147,7 +147,7 @@ def _frames(paths: list[Path], workdir: Path) -> tuple[list[Path] | None, str]:
 def _check_options(args: argparse.Namespace) -> None:
     """Refuse, before any rendering, an --out that cannot be a folder, a --point-radius over --size and a device
     this machine lacks (`resolve_device`)."""
-    from ..predictor import resolve_device
+    from ..precision import resolve_device
     from .types import InputError
 
     if args.out.exists() and not args.out.is_dir():

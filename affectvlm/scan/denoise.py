@@ -13,6 +13,12 @@ is left to the renderer: between its points a quadric's misfit is shape as much 
 
     scan = denoise(scan)   # `normalize_scan` does this on the cropped face, in millimetres
 
+A mesh may carry surfaces that no scanner sees and the renderer hides: the inside of a mouth, the back of the
+lips, eye sockets (a character head exported from a modelling tool). Measured with the face, a surface a few
+millimetres behind it reads as noise (1.9 mm on a clean MakeHuman head, 0.6 without its mouth), and smoothed with
+it, the two are pulled into each other and through the lips. So a mesh that measures noisy is measured again on
+the vertices the views see (`seen_vertices`), and only those are smoothed; the hidden ones stay where they are.
+
 Vertices are first averaged per voxel (at most about `_MAX_SUPPORT` voxels, so a scan of a million points costs
 what one of thirty thousand does); quadrics are fitted to the voxels and every vertex is put on its voxel's.
 """
@@ -25,9 +31,10 @@ import numpy as np
 import torch
 
 from .clean import point_spacing
+from .render import DEFAULT_VIEWS, render_depth, view_rotation
 from .types import Scan
 
-__all__ = ["QUIET_MM", "denoise", "surface_noise"]
+__all__ = ["QUIET_MM", "denoise", "seen_vertices", "surface_noise"]
 
 QUIET_MM = 0.8  # noise (mm, robust standard deviation along the normal) a scan may have and be left as it is
 _NEIGHBOURS = 40  # voxels a quadric is fitted to
@@ -40,20 +47,27 @@ _MAX_SUPPORT = 8_000  # voxels at most: their side grows past this
 _ROBUST = 1.4826  # median absolute deviation -> standard deviation (normal noise)
 _BLOCK = 1024
 _MEASURED = 250  # voxels whose points the noise is measured on
+_SEEN_PIXEL_MM = 1.0  # the visibility test's pixel (grown to keep the image within `_SEEN_MAX_PIXELS` a side)
+_SEEN_MAX_PIXELS = 512
+_UMBRELLA_PASSES = 8  # edge-smoothing passes before the visibility test
+_HIDDEN_MM = 3.0  # a vertex this far (or two pixels, if more) behind the surface drawn at its pixel is hidden there
 
 
 def surface_noise(scan: Scan) -> float:
     """The noise of a scan's surface: the robust standard deviation (in the scan's units, mm in practice) of
-    its points' heights above quadrics fitted to the voxels around them."""
+    its points' heights above quadrics fitted to the voxels around them; of a mesh that measures noisy, of its
+    `seen_vertices` only."""
     v = torch.from_numpy(np.ascontiguousarray(scan.vertices, dtype=np.float32)).T
-    fit = _fit(v, max(_MEASURE_VOXEL_MM, point_spacing(scan)), sample=_MEASURED)
-    measured = fit["fitted"][fit["voxel"]]
-    return _robust_sigma(_heights(v[:, measured], fit, measured))
+    noise = _noise(v, point_spacing(scan))
+    if noise > QUIET_MM and scan.faces is not None:
+        noise = _noise(v[:, torch.from_numpy(seen_vertices(scan))], point_spacing(scan))
+    return noise
 
 
 def denoise(scan: Scan) -> Scan:
     """`scan` (in mm) smoothed when its `surface_noise` is above `QUIET_MM`; the scan itself otherwise. Faces,
-    colours and uv are kept: only vertices move, each along its surface's normal."""
+    colours and uv are kept: only vertices move, each along its surface's normal (a mesh's hidden ones not at
+    all)."""
     if len(scan.vertices) < _NEIGHBOURS:
         return scan
     noise = surface_noise(scan)
@@ -61,11 +75,58 @@ def denoise(scan: Scan) -> Scan:
     quiet = QUIET_MM if scan.faces is not None else max(QUIET_MM, _SPARSE_SHAPE * point_spacing(scan))
     if not noise > quiet:
         return scan
-    v = torch.from_numpy(np.ascontiguousarray(scan.vertices, dtype=np.float32)).T
-    fit = _fit(v, _SMOOTH_VOXEL_PER_NOISE * noise)
-    step = _heights(v, fit).clamp_(-_MAX_MOVE * noise, _MAX_MOVE * noise)
-    v = v - fit["normal"][:, fit["voxel"]] * step
+    v = torch.from_numpy(np.ascontiguousarray(scan.vertices, dtype=np.float32)).T.contiguous()
+    seen = torch.from_numpy(seen_vertices(scan)) if scan.faces is not None else torch.ones(v.shape[1], dtype=bool)
+    part = v[:, seen]
+    fit = _fit(part, _SMOOTH_VOXEL_PER_NOISE * noise)
+    step = _heights(part, fit).clamp_(-_MAX_MOVE * noise, _MAX_MOVE * noise)
+    v[:, seen] = part - fit["normal"][:, fit["voxel"]] * step
     return scan.replace(vertices=np.ascontiguousarray(v.T.numpy(), dtype=np.float32))
+
+
+def seen_vertices(scan: Scan) -> np.ndarray:
+    """(N,) bool: the vertices of `scan` (mm, the face looking along +z) that the renderer's views can see: in at
+    least one of `DEFAULT_VIEWS`, not more than `_HIDDEN_MM` behind the surface drawn at their pixel, or off
+    every surface there. All of a point cloud's. Seen on the mesh smoothed along its edges (`_umbrella`): noise
+    folds a surface over its own pits, which are not hidden surfaces."""
+    seen = np.zeros(scan.num_vertices, dtype=bool)
+    if scan.faces is None or not len(seen):
+        return ~seen
+    v = _umbrella(scan)
+    scan = scan.replace(vertices=v)
+    extent = float(np.sqrt(np.einsum("ij,ij->i", v, v).max())) + _SEEN_PIXEL_MM
+    size = int(min(_SEEN_MAX_PIXELS, math.ceil(2.0 * extent / _SEEN_PIXEL_MM)))
+    step = 2.0 * extent / size
+    depth, mask = render_depth(scan, DEFAULT_VIEWS, size, extent=extent, pivot=(0.0, 0.0, 0.0))
+    for k, view in enumerate(DEFAULT_VIEWS):
+        p = v @ view_rotation(*view).T.astype(np.float32)
+        col = np.clip(np.floor(p[:, 0] / step + size / 2.0), 0, size - 1).astype(np.int64)
+        row = np.clip(np.floor(-p[:, 1] / step + size / 2.0), 0, size - 1).astype(np.int64)
+        front = depth[0, k, row, col]
+        seen |= ~mask[0, k, row, col] | (p[:, 2] >= front - max(_HIDDEN_MM, 2.0 * step))
+    return seen
+
+
+def _umbrella(scan: Scan, passes: int = _UMBRELLA_PASSES) -> np.ndarray:
+    """A mesh's vertices, each moved halfway to its neighbours' mean `passes` times: smoothed along its edges,
+    so that surfaces apart (a face and the inside of its mouth) stay apart."""
+    v = torch.from_numpy(np.ascontiguousarray(scan.vertices, dtype=np.float32))
+    f = torch.from_numpy(np.ascontiguousarray(scan.faces, dtype=np.int64))
+    a, b = torch.cat([f[:, 0], f[:, 1], f[:, 2]]), torch.cat([f[:, 1], f[:, 2], f[:, 0]])
+    a, b = torch.cat([a, b]), torch.cat([b, a])
+    count = torch.zeros(len(v)).index_add_(0, a, torch.ones(len(a))).clamp_(min=1.0)[:, None]
+    for _ in range(passes):
+        v = 0.5 * v + 0.5 * torch.zeros_like(v).index_add_(0, a, v[b]) / count
+    return v.numpy()
+
+
+def _noise(v: torch.Tensor, spacing: float) -> float:
+    """`surface_noise` of the points (3, N)."""
+    if v.shape[1] < _NEIGHBOURS:
+        return 0.0
+    fit = _fit(v, max(_MEASURE_VOXEL_MM, spacing), sample=_MEASURED)
+    measured = fit["fitted"][fit["voxel"]]
+    return _robust_sigma(_heights(v[:, measured], fit, measured))
 
 
 def _robust_sigma(heights: torch.Tensor) -> float:

@@ -329,6 +329,17 @@ def wall_behind(
     return np.c_[plane, np.full(count, vertices[:, 2].min() - behind)].astype(np.float32)
 
 
+def with_inside(face, behind: float = 6.0):
+    """`face` (a mesh Scan in mm, looking along +z) with a second surface `behind` mm behind it, facing the other
+    way: the inside of a mouth or of a mask, which a character head exported from a modelling tool carries
+    (MakeHuman's does) and no view sees."""
+    from .scan import Scan
+
+    v, f = face.vertices, face.faces
+    inside = v - np.array([0.0, 0.0, behind], np.float32)
+    return Scan(np.r_[v, inside].astype(np.float32), np.r_[f, f[:, ::-1] + len(v)])
+
+
 def head_drift(frames: list, degrees: float, mm: float, seed: int = 0) -> list:
     """The frames (Scans of a 4D sequence, in mm) with a head's drift added: from the second on, each turned
     about a random axis through the frame's centre and moved, by a random walk of `degrees` and `mm` (std per
@@ -430,4 +441,5 @@ __all__ = [
     "toy_face_model",
     "vit_b32_clip_config",
     "wall_behind",
+    "with_inside",
 ]

@@ -38,7 +38,7 @@ SKIPPED = (
     (r"refresh_remote_code|^cp .* checkpoints/", "rewrites the repository's demo checkpoint in place"),
     (r"sfm --download", "downloads the Surrey Face Model (network; tests/test_data_sfm.py runs it on fake files)"),
     (r"git clone|affectvlm\.data ict\b",
-     "clones or reads the ICT FaceKit (network; or ../shared/ict): tests/test_data_ict.py runs both on a fake clone"),
+     "clones a repository (network) or reads the ICT FaceKit: tests/test_data_ict.py, test_facshuman.py fake both"),
     (r"--machine_rank", "one of several machines (or shells) that run together"),
     (r"--multi_gpu|--device cuda|bench/gpu\.sh|bench/gpu_paper\.py(?! --help)|--mixed-precision bf16", "needs GPUs"),
     (r"--root /data|--dataset (bu3dfe|bosphorus|bu4dfe|bp4d)\b|--prepare bu3dfe",
@@ -57,6 +57,8 @@ SKIPPED = (
     (r"train/text_anchors\.py(?! --help)",
      "writes text anchors into a trained run (tests/test_text_anchors.py runs it)"),
     (r"train/average\.py(?! --help)", "averages trained runs' weights (tests/test_average.py runs it)"),
+    (r"train/facshuman\.py(?! --help)",
+     "needs clones of MakeHuman and FACSHuman (network; tests/test_facshuman.py runs it on a tree made from the SFM)"),
     (r"hub/(push|space)\.py(?!.*--dry-run)", "uploads to the Hugging Face Hub (needs a token and the network)"),
 )  # fmt: skip
 

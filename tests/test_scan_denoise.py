@@ -9,7 +9,7 @@ import trimesh
 
 from affectvlm.scan import Scan, load_scan, normalize_scan
 from affectvlm.scan.denoise import QUIET_MM, denoise, seen_vertices, surface_noise
-from affectvlm.testing import surface_sample
+from affectvlm.testing import surface_sample, with_inside
 
 EXAMPLE_SCANS = sorted((Path(__file__).resolve().parents[1] / "examples").glob("scan_*.ply"))
 
@@ -107,14 +107,6 @@ def test_a_dense_scan_costs_what_its_voxels_do():
     noisy = bowl(300_000, seed=6) + rng.normal(0.0, 1.0, (300_000, 3)).astype(np.float32)
     smoothed = denoise(Scan(noisy)).vertices
     assert depth_error(smoothed) < 0.5 * depth_error(noisy)
-
-
-def with_inside(face: Scan, behind: float = 6.0) -> Scan:
-    """`face` (mm, looking along +z) with a second surface `behind` mm behind it, facing the other way: the inside
-    of a mouth or a mask's back, as a character head exported from a modelling tool has (MakeHuman's does)."""
-    v, f = face.vertices, face.faces
-    inside = v - np.array([0.0, 0.0, behind], np.float32)
-    return Scan(np.r_[v, inside], np.r_[f, f[:, ::-1] + len(v)])
 
 
 @pytest.mark.parametrize("path", EXAMPLE_SCANS[:1] + EXAMPLE_SCANS[-1:], ids=lambda p: p.stem)

@@ -1,0 +1,80 @@
+"""train/facshuman.py: MakeHuman heads posed with FACSHuman's emotion targets, scored through the predictor. The real
+files are not in the repository (MakeHuman CC0, FACSHuman LGPL-3.0); a MakeHuman-like tree built from the Surrey
+Face Model (decimetres, its blendshapes as emotion targets) has a known answer for every scan."""
+
+import json
+
+import numpy as np
+import pytest
+
+from train import facshuman
+from train.facshuman import EMOTION_TARGETS, HEAD_SHAPES, Heads, MakeHumanError, read_obj_groups, read_target
+
+
+def write_target(path, offsets):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    moved = np.flatnonzero(np.abs(offsets).sum(1) > 0)
+    lines = ["# a MakeHuman target: index dx dy dz", ""] + [f"{i} {x:.5f} {y:.5f} {z:.5f}" for i, (x, y, z) in
+                                                              zip(moved, offsets[moved])]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def sfm_trees(sfm_dir, tmp_path_factory):
+    """A MakeHuman data folder whose base mesh is the SFM's mean face in decimetres (one 'body' group) and whose
+    head shapes are its first shape components, and a FACSHuman folder whose emotion targets are its blendshapes."""
+    d = np.load(sfm_dir / "sfm_3448.npz")
+    root = tmp_path_factory.mktemp("mh")
+    data, emotions = root / "makehuman" / "data", root / "FACSHuman" / "FACSHuman" / "00 Emotions"
+    (data / "3dobjs").mkdir(parents=True)
+    with open(data / "3dobjs" / "base.obj", "w") as fh:
+        fh.write("".join(f"v {x / 100:.6f} {y / 100:.6f} {z / 100:.6f}\n" for x, y, z in d["mean"]))
+        fh.write("g body\n" + "".join(f"f {a}/{a} {b}/{b} {c}/{c}\n" for a, b, c in d["triangles"] + 1))
+    basis = d["basis"].reshape(len(d["mean"]), 3, -1) * np.sqrt(d["eigenvalues"])
+    for k, shape in enumerate(HEAD_SHAPES):
+        write_target(data / "targets" / f"{shape}.target", basis[:, :, k % 10] / 100)
+    blend = dict(zip(d["expression_names"], d["expressions"]))
+    for label, recipes in EMOTION_TARGETS.items():
+        for k, recipe in enumerate(recipes):
+            write_target(emotions / f"{recipe}.target", blend[label] * (1.0 - 0.1 * k) / 100)
+    return root / "makehuman", root / "FACSHuman"
+
+
+def test_a_target_file_is_read_by_vertex_index(tmp_path):
+    path = tmp_path / "t.target"
+    path.write_text("# comment\n\n2 0.1 -0.2 0.3\n0 1 1 1  # trailing\n")
+    offsets = read_target(path, 4)
+    assert offsets.tolist() == [[1, 1, 1], [0, 0, 0], [0.1, -0.2, 0.3], [0, 0, 0]]
+
+
+def test_an_obj_is_read_with_its_groups_and_polygons_fanned(tmp_path):
+    path = tmp_path / "m.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\ng body\nf 1/1 2/2 3/3 4/4\ng helper-l-eye\nf 1 2 3\n")
+    v, t, g = read_obj_groups(path)
+    assert v.shape == (4, 3) and t.tolist() == [[0, 1, 2], [0, 2, 3], [0, 1, 2]]
+    assert g.tolist() == ["body", "body", "helper-l-eye"]
+
+
+def test_folders_without_the_files_are_named_without_their_paths(tmp_path):
+    with pytest.raises(MakeHumanError, match="no MakeHuman data folder") as e:
+        Heads(tmp_path / "nothing", tmp_path)
+    assert str(tmp_path.parent) not in str(e.value)
+
+
+def test_heads_are_in_millimetres_and_their_targets_move_them(sfm_trees):
+    heads = Heads(*sfm_trees)
+    identity = heads.identity(np.random.default_rng(0))
+    neutral, happy = heads.scan(identity), heads.scan(identity, "06_Happy", 1.0)
+    assert 120 < np.ptp(neutral.vertices[:, 1]) < 300  # a face's height in mm, from decimetres
+    assert neutral.faces.shape == happy.faces.shape and not np.allclose(neutral.vertices, happy.vertices)
+
+
+def test_the_faces_are_read_as_their_expressions(sfm_trees, tmp_path):
+    """The SFM's blendshapes at full strength, on new SFM identities, through the script's whole path: a random
+    model or a broken head (units, crop, targets) would not read five in six of them right."""
+    out = tmp_path / "report.json"
+    result = facshuman.main(["--makehuman", str(sfm_trees[0]), "--facshuman", str(sfm_trees[1]), "--subjects", "2",
+                             "--levels", "1.0", "--out", str(out)])
+    assert result["n"] == 2 * (1 + sum(len(r) for r in EMOTION_TARGETS.values()))
+    assert result["emotions_six_labels"] >= 5 / 6
+    assert json.loads(out.read_text())["confusion_png"] == "report.png" and (tmp_path / "report.png").is_file()

@@ -1,0 +1,260 @@
+"""Score a model on a face model and expression recipes that no training used: MakeHuman heads posed with
+FACSHuman's emotion targets.
+
+    git clone https://github.com/makehumancommunity/makehuman     # assets CC0
+    git clone https://github.com/montybot/FACSHuman                # LGPL-3.0
+    python train/facshuman.py --makehuman makehuman --facshuman FACSHuman \
+        --model checkpoints/affectvlm-cpu --out docs/results/facshuman-affectvlm-cpu.json
+
+MakeHuman is a parametric human: a base mesh (hm08: decimetres, y up, looking along +z) and targets, per-vertex
+offsets in text files (`index dx dy dz`). FACSHuman (Gilbert, Demarchi & Urdapilleta 2021, Behavior Research
+Methods) adds targets made with the Facial Action Coding System: action units, and emotions built from them, its
+own and Langner's (the Radboud Faces Database's prototypes). Neither is in this repository, and nothing here
+trains on them.
+
+Each identity mixes MakeHuman's ethnic, sex and age targets and four head-shape targets at random; each scan is
+its head (the body's triangles around the face, and the eyeballs: what a face scanner sees, with the insides of
+the mouth and lips that a character mesh carries) in millimetres, neutral or with one emotion target at a
+strength, scored through the predictor (the library's door: normalise, render, model) against the six emotions
+and neutral. The report: accuracy over everything, on the emotions alone (six labels), per recipe and strength,
+neutral recall, and the confusion matrix (also drawn beside `--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from affectvlm.data.aus import BASIC_LABELS, NEUTRAL  # noqa: E402
+from affectvlm.scan import Scan  # noqa: E402
+
+EMOTION_TARGETS: dict[str, tuple[str, ...]] = {  # FACSHuman's "00 Emotions" for the six labels, own and Langner's
+    "anger": ("01_Anger", "01_Langner_Angry"),
+    "disgust": ("03_Disgust", "03_Disgust_a", "03_Langner_Disgusted"),
+    "fear": ("05_Fear", "05_Langner_Fearfull"),
+    "happiness": ("06_Happy", "06_Langner_Happy"),
+    "sadness": ("07_Sadness", "07_Langner_Sadness"),
+    "surprise": ("08_Surprise", "08_Langner_Surprised"),
+}
+HEAD_SHAPES = tuple(
+    f"head/head-{name}"
+    for name in (
+        "oval round square triangular fat-incr fat-decr scale-depth-incr scale-depth-decr scale-horiz-incr "
+        "scale-horiz-decr scale-vert-incr scale-vert-decr age-incr"
+    ).split()
+)
+ETHNIC, SEXES, AGES = ("african", "asian", "caucasian"), ("female", "male"), ("young", "old")
+EYES = ("helper-l-eye", "helper-r-eye")
+MM_PER_UNIT = 100.0  # MakeHuman's unit is the decimetre
+
+
+class MakeHumanError(ValueError):
+    """A MakeHuman or FACSHuman folder without the files this script reads."""
+
+
+def read_obj_groups(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An OBJ's vertices (N, 3), triangles (F, 3; polygons fanned) and each triangle's group name (F,)."""
+    vertices, triangles, groups, group = [], [], [], ""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.startswith("v "):
+                vertices.append([float(x) for x in line.split()[1:4]])
+            elif line.startswith("g "):
+                group = line.split(maxsplit=1)[1].strip()
+            elif line.startswith("f "):
+                corner = [int(p.split("/")[0]) - 1 for p in line.split()[1:]]
+                triangles += [(corner[0], corner[k], corner[k + 1]) for k in range(1, len(corner) - 1)]
+                groups += [group] * (len(corner) - 2)
+    return np.asarray(vertices, dtype=np.float64), np.asarray(triangles, dtype=np.int64), np.asarray(groups)
+
+
+def read_target(path: Path, num_vertices: int) -> np.ndarray:
+    """A MakeHuman `.target` file (lines `index dx dy dz`, `#` comments) as (num_vertices, 3) offsets."""
+    offsets = np.zeros((num_vertices, 3))
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.split("#")[0].split()
+        if len(parts) == 4:
+            offsets[int(parts[0])] = [float(x) for x in parts[1:]]
+    return offsets
+
+
+class Heads:
+    """MakeHuman heads posed with FACSHuman's emotion targets (see the module's docstring)."""
+
+    def __init__(self, makehuman: Path, facshuman: Path):
+        self.data = _data_folder(Path(makehuman))
+        self.emotions = _emotions_folder(Path(facshuman))
+        self.vertices, self.triangles, self.groups = read_obj_groups(self.data / "3dobjs" / "base.obj")
+        self._targets: dict[Path, np.ndarray] = {}
+        self.keep = self._head_triangles()
+
+    def target(self, path: Path) -> np.ndarray:
+        if path not in self._targets:
+            self._targets[path] = read_target(path, len(self.vertices))
+        return self._targets[path]
+
+    def emotion(self, recipe: str) -> np.ndarray:
+        return self.target(self.emotions / f"{recipe}.target")
+
+    def identity(self, rng: np.random.Generator) -> np.ndarray:
+        """Offsets of a random identity: a mix of the ethnic x sex x age targets, and four head shapes."""
+        offsets = np.zeros_like(self.vertices)
+        ethnic, male, old = rng.dirichlet(np.ones(3)), rng.uniform(0.0, 1.0), rng.uniform(0.0, 0.6)
+        for e, we in zip(ETHNIC, ethnic):
+            for sex, ws in zip(SEXES, (1.0 - male, male)):
+                for age, wa in zip(AGES, (1.0 - old, old)):
+                    path = self.data / "targets" / "macrodetails" / f"{e}-{sex}-{age}.target"
+                    offsets += we * ws * wa * self.target(path) if path.is_file() else 0.0
+        for shape in rng.choice(HEAD_SHAPES, 4, replace=False):
+            path = self.data / "targets" / f"{shape}.target"
+            offsets += rng.uniform(0.0, 0.7) * self.target(path) if path.is_file() else 0.0
+        return offsets
+
+    def _head_triangles(self) -> np.ndarray:
+        """The triangles a face scanner would see: the body's around the face (down to below the chin, back to
+        about the ears: margins of half and 0.6 of the height that the emotion targets move), and the eyes."""
+        moved = np.zeros(len(self.vertices), dtype=bool)
+        for recipes in EMOTION_TARGETS.values():
+            moved |= np.abs(self.emotion(recipes[0])).sum(1) > 0
+        if not moved.any():
+            raise MakeHumanError("the FACSHuman emotion targets move no vertex of the MakeHuman base mesh")
+        low, high = self.vertices[moved].min(0), self.vertices[moved].max(0)
+        span = high[1] - low[1]
+        corners = self.vertices[self.triangles]
+        face = (corners[:, :, 1].min(1) > low[1] - 0.5 * span) & (corners[:, :, 2].min(1) > low[2] - 0.6 * span)
+        return (self.groups == "body") & face | np.isin(self.groups, EYES)
+
+    def scan(self, identity: np.ndarray, recipe: str | None = None, strength: float = 0.0) -> Scan:
+        """The head of `identity` with `recipe` at `strength` (neutral without one), in millimetres."""
+        v = self.vertices + identity + (strength * self.emotion(recipe) if recipe else 0.0)
+        faces = self.triangles[self.keep]
+        used = np.unique(faces)
+        index = np.full(len(v), -1, dtype=np.int64)
+        index[used] = np.arange(len(used))
+        return Scan((v[used] * MM_PER_UNIT).astype(np.float32), index[faces])
+
+
+def _data_folder(root: Path) -> Path:
+    for folder in (root, root / "data", root / "makehuman" / "data"):
+        if (folder / "3dobjs" / "base.obj").is_file():
+            return folder
+    raise MakeHumanError(f"no MakeHuman data folder (3dobjs/base.obj) in {root.name or root}")
+
+
+def _emotions_folder(root: Path) -> Path:
+    for folder in (root, root / "00 Emotions", root / "FACSHuman" / "00 Emotions"):
+        if all((folder / f"{r[0]}.target").is_file() for r in EMOTION_TARGETS.values()):
+            return folder
+    raise MakeHumanError(f"no FACSHuman emotion targets (00 Emotions/01_Anger.target, ...) in {root.name or root}")
+
+
+def samples(levels: list[float]) -> list[tuple[str, str | None, float]]:
+    """(label, recipe, strength) of one identity's scans: neutral, then every recipe at every strength."""
+    rows: list[tuple[str, str | None, float]] = [(NEUTRAL, None, 0.0)]
+    for label, recipes in EMOTION_TARGETS.items():
+        rows += [(label, recipe, level) for recipe in recipes for level in levels]
+    return rows
+
+
+def score(heads: Heads, predictor, subjects: int, seed: int, levels: list[float]) -> list[dict]:
+    """Every identity's scans scored against the six emotions and neutral: one record a scan."""
+    labels, rng, records = [NEUTRAL, *BASIC_LABELS], np.random.default_rng(seed), []
+    plan = samples(levels)
+    with tqdm(total=subjects * len(plan), desc="MakeHuman heads", unit="scan") as bar:
+        for subject in range(subjects):
+            identity = heads.identity(rng)
+            for label, recipe, level in plan:
+                scores = predictor(scan=heads.scan(identity, recipe, level), labels=labels).scores()
+                six = {k: v for k, v in scores.items() if k != NEUTRAL}
+                records.append(dict(subject=subject, label=label, recipe=recipe, strength=level, scores=scores,
+                                    top=max(scores, key=scores.get), top_six=max(six, key=six.get)))
+                bar.update()
+    return records
+
+
+def report(records: list[dict]) -> dict:
+    """Accuracy over everything, on the emotions (six labels), per recipe and strength; neutral recall; the
+    confusion matrix (rows: truth, columns: answer; the seven labels)."""
+    labels = [NEUTRAL, *BASIC_LABELS]
+    emotions = [r for r in records if r["label"] != NEUTRAL]
+    neutral = [r for r in records if r["label"] == NEUTRAL]
+    right = lambda rs, key="top": float(np.mean([r[key] == r["label"] for r in rs])) if rs else None  # noqa: E731
+    groups, levels = defaultdict(list), defaultdict(list)
+    for r in emotions:
+        groups[f"{r['recipe']} @ {r['strength']:g}"].append(r)
+        levels[f"{r['strength']:g}"].append(r)
+    counts = Counter((r["label"], r["top"]) for r in records)
+    return {
+        "n": len(records),
+        "accuracy": right(records),
+        "emotions_six_labels": right(emotions, "top_six"),
+        "emotions_seven_labels": right(emotions),
+        "neutral_recall": right(neutral),
+        "per_strength": {k: right(v, "top_six") for k, v in sorted(levels.items())},
+        "per_recipe": {k: {"six_labels": right(v, "top_six"), "answers": dict(Counter(r["top"] for r in v))}
+                       for k, v in sorted(groups.items())},
+        "confusion_matrix": {"labels": labels, "counts": [[counts[(t, p)] for p in labels] for t in labels]},
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python train/facshuman.py",
+        description="Score a model on MakeHuman heads posed with FACSHuman's emotion targets: a face model and "
+        "expression recipes no training used (cross-face-model generalisation). Prints a summary; --out writes "
+        "the report (JSON) and its confusion matrix (PNG).",
+    )
+    p.add_argument("--makehuman", required=True, help="a clone of makehumancommunity/makehuman, or its data folder")
+    p.add_argument("--facshuman", required=True, help="a clone of montybot/FACSHuman, or its '00 Emotions' folder")
+    p.add_argument("--model", default=None, help="checkpoint folder or Hub id (default: the shipped default)")
+    p.add_argument("--subjects", type=int, default=20, help="random identities (default 20)")
+    p.add_argument("--seed", type=int, default=11, help="seed of the identities (default 11)")
+    p.add_argument("--levels", type=float, nargs="+", default=[0.3, 0.6, 1.0],
+                   help="strengths of each emotion target (default 0.3 0.6 1.0)")
+    p.add_argument("--out", default=None, help="report path (.json); the confusion matrix beside it (.png)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    from affectvlm import AffectVLMPredictor
+
+    try:
+        heads = Heads(Path(args.makehuman), Path(args.facshuman))
+    except MakeHumanError as e:
+        raise SystemExit(f"error: {e}") from None
+    predictor = AffectVLMPredictor.from_pretrained(args.model) if args.model else AffectVLMPredictor.from_pretrained()
+    result = report(score(heads, predictor, args.subjects, args.seed, args.levels))
+    result.update(model=args.model or "default", subjects=args.subjects, seed=args.seed, levels=args.levels)
+    print(summary(result))
+    if args.out:
+        _write(result, Path(args.out))
+    return result
+
+
+def summary(r: dict) -> str:
+    strengths = ", ".join(f"{k}: {v:.3f}" for k, v in r["per_strength"].items())
+    return (f"{r['n']} scans: accuracy {r['accuracy']:.3f}; emotions {r['emotions_six_labels']:.3f} (six labels; "
+            f"by strength {strengths}); neutral recall {r['neutral_recall']:.3f}")
+
+
+def _write(result: dict, out: Path) -> None:
+    from train.cross_validate import plot_confusion
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png = out.with_suffix(".png")
+    cm = result["confusion_matrix"]
+    title = f"{Path(str(result['model'])).name} on MakeHuman + FACSHuman: accuracy {result['accuracy']:.3f}"
+    plot_confusion(cm["counts"], cm["labels"], title, png)
+    out.write_text(json.dumps(dict(result, confusion_png=png.name), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

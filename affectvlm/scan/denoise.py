@@ -57,11 +57,7 @@ def surface_noise(scan: Scan) -> float:
     """The noise of a scan's surface: the robust standard deviation (in the scan's units, mm in practice) of
     its points' heights above quadrics fitted to the voxels around them; of a mesh that measures noisy, of its
     `seen_vertices` only."""
-    v = torch.from_numpy(np.ascontiguousarray(scan.vertices, dtype=np.float32)).T
-    noise = _noise(v, point_spacing(scan))
-    if noise > QUIET_MM and scan.faces is not None:
-        noise = _noise(v[:, torch.from_numpy(seen_vertices(scan))], point_spacing(scan))
-    return noise
+    return _measure(scan)[0]
 
 
 def denoise(scan: Scan) -> Scan:
@@ -70,18 +66,28 @@ def denoise(scan: Scan) -> Scan:
     all)."""
     if len(scan.vertices) < _NEIGHBOURS:
         return scan
-    noise = surface_noise(scan)
+    noise, seen = _measure(scan)
     # a sparse cloud's shape between its points is as unknown as its noise: what its quadrics miss is mostly shape
     quiet = QUIET_MM if scan.faces is not None else max(QUIET_MM, _SPARSE_SHAPE * point_spacing(scan))
     if not noise > quiet:
         return scan
     v = torch.from_numpy(np.ascontiguousarray(scan.vertices, dtype=np.float32)).T.contiguous()
-    seen = torch.from_numpy(seen_vertices(scan)) if scan.faces is not None else torch.ones(v.shape[1], dtype=bool)
+    seen = torch.ones(v.shape[1], dtype=torch.bool) if seen is None else seen
     part = v[:, seen]
     fit = _fit(part, _SMOOTH_VOXEL_PER_NOISE * noise)
     step = _heights(part, fit).clamp_(-_MAX_MOVE * noise, _MAX_MOVE * noise)
     v[:, seen] = part - fit["normal"][:, fit["voxel"]] * step
     return scan.replace(vertices=np.ascontiguousarray(v.T.numpy(), dtype=np.float32))
+
+
+def _measure(scan: Scan) -> tuple[float, torch.Tensor | None]:
+    """`surface_noise` and, for a mesh that measured noisy on all its vertices, its (N,) `seen_vertices`."""
+    v = torch.from_numpy(np.ascontiguousarray(scan.vertices, dtype=np.float32)).T
+    noise = _noise(v, point_spacing(scan))
+    if not (noise > QUIET_MM and scan.faces is not None):
+        return noise, None
+    seen = torch.from_numpy(seen_vertices(scan))
+    return _noise(v[:, seen], point_spacing(scan)), seen
 
 
 def seen_vertices(scan: Scan) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .types import Scan, spread_sample
 
-__all__ = ["cluster_vertices", "drop_stray_points", "point_spacing"]
+__all__ = ["cluster_vertices", "clustered", "drop_stray_points", "point_spacing"]
 
 _CELL_SPACINGS = 4.0  # a cube's side, in point spacings
 _MIN_COMPANY = 3  # points (itself included) the 27 cubes about a point must hold
@@ -116,6 +116,11 @@ def point_spacing(scan: Scan) -> float:
 def cluster_vertices(scan: Scan, cell: float) -> Scan:
     """Decimate by vertex clustering: one vertex per occupied cube of side `cell` (the scan's units) at the mean of
     its vertices (colours and uv of the first); triangles that collapse or repeat are dropped. Cost: O(N log N)."""
+    return clustered(scan, cell)[0]
+
+
+def clustered(scan: Scan, cell: float) -> tuple[Scan, np.ndarray]:
+    """`cluster_vertices`, and each of the scan's vertices' (N,) index in the clustered scan."""
     v = scan.vertices.astype(np.float64)
     key = np.floor((v - v.min(0)) / cell).astype(np.int64)
     span = key.max(0) + 1
@@ -129,7 +134,7 @@ def cluster_vertices(scan: Scan, cell: float) -> Scan:
         f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
         faces = f[np.sort(_first_of_each(np.sort(f, axis=1), len(count)))]
     pick = {name: getattr(scan, name)[first] for name in ("colors", "uv") if getattr(scan, name) is not None}
-    return Scan(vertices=mean.astype(np.float32), faces=faces, texture=scan.texture, path=scan.path, **pick)
+    return Scan(vertices=mean.astype(np.float32), faces=faces, texture=scan.texture, path=scan.path, **pick), inverse
 
 
 def _first_of_each(rows: np.ndarray, n: int) -> np.ndarray:

@@ -30,7 +30,7 @@ import math
 import numpy as np
 import torch
 
-from .clean import point_spacing
+from .clean import clustered, point_spacing
 from .render import DEFAULT_VIEWS, render_depth, view_rotation
 from .types import Scan
 
@@ -50,6 +50,7 @@ _MEASURED = 250  # voxels whose points the noise is measured on
 _SEEN_PIXEL_MM = 1.0  # the visibility test's pixel (grown to keep the image within `_SEEN_MAX_PIXELS` a side)
 _SEEN_MAX_PIXELS = 512
 _UMBRELLA_PASSES = 8  # edge-smoothing passes before the visibility test
+_SEEN_MAX_FACES = 200_000  # a denser mesh is tested with its vertices clustered to about this many triangles
 _HIDDEN_MM = 3.0  # a vertex this far (or two pixels, if more) behind the surface drawn at its pixel is hidden there
 
 
@@ -84,7 +85,7 @@ def _measure(scan: Scan) -> tuple[float, torch.Tensor | None]:
     """`surface_noise` and, for a mesh that measured noisy on all its vertices, its (N,) `seen_vertices`."""
     v = torch.from_numpy(np.ascontiguousarray(scan.vertices, dtype=np.float32)).T
     noise = _noise(v, point_spacing(scan))
-    if not (noise > QUIET_MM and scan.faces is not None):
+    if not (noise > QUIET_MM and not scan.is_point_cloud):
         return noise, None
     seen = torch.from_numpy(seen_vertices(scan))
     return _noise(v[:, seen], point_spacing(scan)), seen
@@ -95,9 +96,18 @@ def seen_vertices(scan: Scan) -> np.ndarray:
     least one of `DEFAULT_VIEWS`, not more than `_HIDDEN_MM` behind the surface drawn at their pixel, or off
     every surface there. All of a point cloud's. Seen on the mesh smoothed along its edges (`_umbrella`): noise
     folds a surface over its own pits, which are not hidden surfaces."""
+    if scan.is_point_cloud or not scan.num_vertices:
+        return np.ones(scan.num_vertices, dtype=bool)
+    cell = min(_SEEN_PIXEL_MM, point_spacing(scan) * math.sqrt(scan.num_faces / _SEEN_MAX_FACES))
+    if scan.num_faces > _SEEN_MAX_FACES and cell > 0.0:  # its pixels are a millimetre: finer triangles add only time
+        coarse, cluster = clustered(scan, cell)
+        return _seen(coarse)[cluster]
+    return _seen(scan)
+
+
+def _seen(scan: Scan) -> np.ndarray:
+    """`seen_vertices` of a mesh, every triangle drawn."""
     seen = np.zeros(scan.num_vertices, dtype=bool)
-    if scan.faces is None or not len(seen):
-        return ~seen
     v = _umbrella(scan)
     scan = scan.replace(vertices=v)
     extent = float(np.sqrt(np.einsum("ij,ij->i", v, v).max())) + _SEEN_PIXEL_MM

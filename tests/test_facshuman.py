@@ -78,3 +78,11 @@ def test_the_faces_are_read_as_their_expressions(sfm_trees, tmp_path):
     assert result["n"] == 2 * (1 + sum(len(r) for r in EMOTION_TARGETS.values()))
     assert result["emotions_six_labels"] >= 5 / 6
     assert json.loads(out.read_text())["confusion_png"] == "report.png" and (tmp_path / "report.png").is_file()
+
+
+def test_sequences_are_read_as_their_expressions(sfm_trees):
+    """The same faces as 4D sequences (neutral, the blendshape rising to full strength and falling back)."""
+    result = facshuman.main(["--makehuman", str(sfm_trees[0]), "--facshuman", str(sfm_trees[1]), "--subjects", "1",
+                             "--sequences"])
+    assert result["kind"] == "4d" and result["n"] == sum(len(r) for r in EMOTION_TARGETS.values())
+    assert result["emotions_six_labels"] >= 5 / 6 and result["neutral_recall"] is None

@@ -16,8 +16,9 @@ Each identity mixes MakeHuman's ethnic, sex and age targets and four head-shape 
 its head (the body's triangles around the face, and the eyeballs: what a face scanner sees, with the insides of
 the mouth and lips that a character mesh carries) in millimetres, neutral or with one emotion target at a
 strength, scored through the predictor (the library's door: normalise, render, model) against the six emotions
-and neutral. The report: accuracy over everything, on the emotions alone (six labels), per recipe and strength,
-neutral recall, and the confusion matrix (also drawn beside `--out`).
+and neutral. With `--sequences`, each identity's emotions are 4D sequences instead (8 frames from neutral to the
+strength and back, `RAMP`), scored as dynamic images. The report: accuracy over everything, on the emotions alone
+(six labels), per recipe and strength, neutral recall, and the confusion matrix (also drawn beside `--out`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ HEAD_SHAPES = tuple(
 ETHNIC, SEXES, AGES = ("african", "asian", "caucasian"), ("female", "male"), ("young", "old")
 EYES = ("helper-l-eye", "helper-r-eye")
 MM_PER_UNIT = 100.0  # MakeHuman's unit is the decimetre
+RAMP = np.sin(np.pi * np.arange(8) / 7)  # a sequence's strengths, as a fraction of its apex: neutral, apex, neutral
 
 
 class MakeHumanError(ValueError):
@@ -155,23 +157,29 @@ def _emotions_folder(root: Path) -> Path:
     raise MakeHumanError(f"no FACSHuman emotion targets (00 Emotions/01_Anger.target, ...) in {root.name or root}")
 
 
-def samples(levels: list[float]) -> list[tuple[str, str | None, float]]:
-    """(label, recipe, strength) of one identity's scans: neutral, then every recipe at every strength."""
-    rows: list[tuple[str, str | None, float]] = [(NEUTRAL, None, 0.0)]
+def samples(levels: list[float], sequences: bool = False) -> list[tuple[str, str | None, float]]:
+    """(label, recipe, strength) of one identity's scans: neutral (not as a sequence), then every recipe at every
+    strength."""
+    rows: list[tuple[str, str | None, float]] = [] if sequences else [(NEUTRAL, None, 0.0)]
     for label, recipes in EMOTION_TARGETS.items():
         rows += [(label, recipe, level) for recipe in recipes for level in levels]
     return rows
 
 
-def score(heads: Heads, predictor, subjects: int, seed: int, levels: list[float]) -> list[dict]:
-    """Every identity's scans scored against the six emotions and neutral: one record a scan."""
+def score(heads: Heads, predictor, subjects: int, seed: int, levels: list[float], sequences: bool = False) -> list:
+    """Every identity's scans (or sequences: 8 frames, `RAMP` times the strength) scored against the six emotions
+    and neutral: one record a scan."""
     labels, rng, records = [NEUTRAL, *BASIC_LABELS], np.random.default_rng(seed), []
-    plan = samples(levels)
-    with tqdm(total=subjects * len(plan), desc="MakeHuman heads", unit="scan") as bar:
+    plan = samples(levels, sequences)
+    with tqdm(total=subjects * len(plan), desc="MakeHuman heads", unit="sequence" if sequences else "scan") as bar:
         for subject in range(subjects):
             identity = heads.identity(rng)
             for label, recipe, level in plan:
-                scores = predictor(scan=heads.scan(identity, recipe, level), labels=labels).scores()
+                if sequences:
+                    frames = [heads.scan(identity, recipe, level * a) for a in RAMP]
+                    scores = predictor(sequence=frames, labels=labels).scores()
+                else:
+                    scores = predictor(scan=heads.scan(identity, recipe, level), labels=labels).scores()
                 six = {k: v for k, v in scores.items() if k != NEUTRAL}
                 records.append(dict(subject=subject, label=label, recipe=recipe, strength=level, scores=scores,
                                     top=max(scores, key=scores.get), top_six=max(six, key=six.get)))
@@ -216,8 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="checkpoint folder or Hub id (default: the shipped default)")
     p.add_argument("--subjects", type=int, default=20, help="random identities (default 20)")
     p.add_argument("--seed", type=int, default=11, help="seed of the identities (default 11)")
-    p.add_argument("--levels", type=float, nargs="+", default=[0.3, 0.6, 1.0],
-                   help="strengths of each emotion target (default 0.3 0.6 1.0)")
+    p.add_argument("--levels", type=float, nargs="+", default=None,
+                   help="strengths of each emotion target (default 0.3 0.6 1.0; with --sequences 1.0)")
+    p.add_argument("--sequences", action="store_true",
+                   help="score 4D sequences instead (8 frames: neutral, the emotion rising to each strength and "
+                   "falling back; no neutral sequences); default strength 1.0")
     p.add_argument("--out", default=None, help="report path (.json); the confusion matrix beside it (.png)")
     return p
 
@@ -231,8 +242,10 @@ def main(argv: list[str] | None = None) -> dict:
     except MakeHumanError as e:
         raise SystemExit(f"error: {e}") from None
     predictor = AffectVLMPredictor.from_pretrained(args.model) if args.model else AffectVLMPredictor.from_pretrained()
-    result = report(score(heads, predictor, args.subjects, args.seed, args.levels))
-    result.update(model=args.model or "default", subjects=args.subjects, seed=args.seed, levels=args.levels)
+    levels = args.levels or ([1.0] if args.sequences else [0.3, 0.6, 1.0])
+    result = report(score(heads, predictor, args.subjects, args.seed, levels, args.sequences))
+    kind = "4d" if args.sequences else "3d"
+    result.update(model=args.model or "default", kind=kind, subjects=args.subjects, seed=args.seed, levels=levels)
     print(summary(result))
     if args.out:
         _write(result, Path(args.out))
@@ -241,8 +254,10 @@ def main(argv: list[str] | None = None) -> dict:
 
 def summary(r: dict) -> str:
     strengths = ", ".join(f"{k}: {v:.3f}" for k, v in r["per_strength"].items())
-    return (f"{r['n']} scans: accuracy {r['accuracy']:.3f}; emotions {r['emotions_six_labels']:.3f} (six labels; "
-            f"by strength {strengths}); neutral recall {r['neutral_recall']:.3f}")
+    neutral = "" if r["neutral_recall"] is None else f"; neutral recall {r['neutral_recall']:.3f}"
+    what = "sequences" if r.get("kind") == "4d" else "scans"
+    return (f"{r['n']} {what}: accuracy {r['accuracy']:.3f}; emotions {r['emotions_six_labels']:.3f} (six labels; "
+            f"by strength {strengths}){neutral}")
 
 
 def _write(result: dict, out: Path) -> None:

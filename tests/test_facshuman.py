@@ -61,6 +61,16 @@ def test_folders_without_the_files_are_named_without_their_paths(tmp_path):
     assert str(tmp_path.parent) not in str(e.value)
 
 
+def test_a_missing_emotion_target_is_named(sfm_trees, tmp_path):
+    import shutil
+
+    emotions = tmp_path / "00 Emotions"
+    shutil.copytree(sfm_trees[1] / "FACSHuman" / "00 Emotions", emotions)
+    (emotions / "07_Sadness.target").unlink()
+    with pytest.raises(MakeHumanError, match="lack 07_Sadness"):
+        Heads(sfm_trees[0], emotions)
+
+
 def test_heads_are_in_millimetres_and_their_targets_move_them(sfm_trees):
     heads = Heads(*sfm_trees)
     identity = heads.identity(np.random.default_rng(0))

@@ -106,7 +106,8 @@ class Heads:
         return self.target(self.emotions / f"{recipe}.target")
 
     def identity(self, rng: np.random.Generator) -> np.ndarray:
-        """Offsets of a random identity: a mix of the ethnic x sex x age targets, and four head shapes."""
+        """Offsets of a random identity: a mix of the ethnic x sex x age targets, and four head shapes (of those
+        the MakeHuman folder has: without any, every identity is the base mesh)."""
         offsets = np.zeros_like(self.vertices)
         ethnic, male, old = rng.dirichlet(np.ones(3)), rng.uniform(0.0, 1.0), rng.uniform(0.0, 0.6)
         for e, we in zip(ETHNIC, ethnic):
@@ -152,7 +153,10 @@ def _data_folder(root: Path) -> Path:
 
 def _emotions_folder(root: Path) -> Path:
     for folder in (root, root / "00 Emotions", root / "FACSHuman" / "00 Emotions"):
-        if all((folder / f"{r[0]}.target").is_file() for r in EMOTION_TARGETS.values()):
+        if (folder / "01_Anger.target").is_file():
+            missing = [r for rs in EMOTION_TARGETS.values() for r in rs if not (folder / f"{r}.target").is_file()]
+            if missing:
+                raise MakeHumanError(f"FACSHuman's emotion targets lack {', '.join(missing)} (.target)")
             return folder
     raise MakeHumanError(f"no FACSHuman emotion targets (00 Emotions/01_Anger.target, ...) in {root.name or root}")
 

@@ -71,6 +71,15 @@ def test_a_missing_emotion_target_is_named(sfm_trees, tmp_path):
         Heads(sfm_trees[0], emotions)
 
 
+def test_a_bad_model_or_subject_count_is_one_line(sfm_trees, capsys):
+    trees = ["--makehuman", str(sfm_trees[0]), "--facshuman", str(sfm_trees[1])]
+    with pytest.raises(SystemExit, match="no such folder or shipped model 'affectvlm-nope'"):
+        facshuman.main([*trees, "--model", "affectvlm-nope"])
+    with pytest.raises(SystemExit):
+        facshuman.main([*trees, "--subjects", "0"])
+    assert "--subjects must be at least 1" in capsys.readouterr().err
+
+
 def test_heads_are_in_millimetres_and_their_targets_move_them(sfm_trees):
     heads = Heads(*sfm_trees)
     identity = heads.identity(np.random.default_rng(0))

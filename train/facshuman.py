@@ -238,14 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.subjects < 1:
+        parser.error("--subjects must be at least 1")
     from affectvlm import AffectVLMPredictor
 
     try:
         heads = Heads(Path(args.makehuman), Path(args.facshuman))
-    except MakeHumanError as e:
+        predictor = AffectVLMPredictor.from_pretrained(*([args.model] if args.model else []))
+    except (MakeHumanError, OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    predictor = AffectVLMPredictor.from_pretrained(args.model) if args.model else AffectVLMPredictor.from_pretrained()
     levels = args.levels or ([1.0] if args.sequences else [0.3, 0.6, 1.0])
     result = report(score(heads, predictor, args.subjects, args.seed, levels, args.sequences))
     kind = "4d" if args.sequences else "3d"

@@ -84,11 +84,12 @@ def denoise(scan: Scan) -> Scan:
 def _measure(scan: Scan) -> tuple[float, torch.Tensor | None]:
     """`surface_noise` and, for a mesh that measured noisy on all its vertices, its (N,) `seen_vertices`."""
     v = torch.from_numpy(np.ascontiguousarray(scan.vertices, dtype=np.float32)).T
-    noise = _noise(v, point_spacing(scan))
+    spacing = point_spacing(scan)
+    noise = _noise(v, spacing)
     if not (noise > QUIET_MM and not scan.is_point_cloud):
         return noise, None
     seen = torch.from_numpy(seen_vertices(scan))
-    return _noise(v[:, seen], point_spacing(scan)), seen
+    return _noise(v[:, seen], spacing), seen
 
 
 def seen_vertices(scan: Scan) -> np.ndarray:

@@ -361,3 +361,28 @@ def test_realism_is_seeded_and_counted(tmp_path, model, ict_model, sfm_dir):
                            synth_kind="4d", sfm_dir=sfm_dir, ict_dir=ict_model.source, progress=False)  # fmt: skip
     counts = RenderCacheDataset(folder).report()["counts"]
     assert counts["face_model"] == {"ict": 6, "sfm": 6} and counts["realism"] == {"holes": 12}
+
+
+def test_identity_and_expression_warps_are_smooth_bounded_and_off_by_default(model):
+    still = dict(
+        seed=4, num_subjects=2, noise=0.0, outlier_fraction=0.0, holes_per_scan=0.0, missing_patch_prob=0.0,
+        pose_jitter=(0.0, 0.0, 0.0), translation_jitter=0.0, subdivision_prob=0.0, crop_radius=(300.0, 300.0),
+        crop_offset=0.0,
+    )  # fmt: skip
+    plain = SynthFER3D(SynthConfig(**still), model)
+    assert "identity_warp" not in SynthConfig().to_dict()  # off: cache names and v1's data stay as they were
+    shaped = SynthFER3D(SynthConfig(**still, identity_warp=3.0), model)
+    moved = SynthFER3D(SynthConfig(**still, expression_warp=0.25), model)
+    assert SynthConfig(**shaped.config.to_dict()) == shaped.config
+    # the identity warp: one smooth deformation of the subject, whatever its expression
+    a, b = (shaped.scan(1, label, 4).vertices - plain.scan(1, label, 4).vertices for label in ("neutral", "anger"))
+    assert np.allclose(a, b, atol=1e-3) and 1.0 < np.abs(a).max() < 25.0
+    # the expression warp: the same displacement, each vertex's times a gain within exp(-0.5)..exp(0.5)
+    neutral = plain.identity_shape(0)
+    d = plain.scan(0, "happiness", 4).vertices - neutral
+    g = moved.scan(0, "happiness", 4).vertices - neutral
+    big = np.linalg.norm(d, axis=1) > 1.0
+    ratio = np.linalg.norm(g[big], axis=1) / np.linalg.norm(d[big], axis=1)
+    assert ratio.min() > np.exp(-0.5) - 1e-3 and ratio.max() < np.exp(0.5) + 1e-3 and ratio.std() > 0.02
+    q, r = plain.sequence(0, "surprise", num_frames=6), moved.sequence(0, "surprise", num_frames=6)
+    assert np.allclose(q.frames[0], r.frames[0], atol=1e-3) and not np.allclose(q.frames, r.frames, atol=0.1)

@@ -135,6 +135,9 @@ _KIND_SUBJECT, _KIND_SCAN, _KIND_SEQUENCE = 0, 1, 2
 # streams are untouched), per-AU timing and blinks of a sequence, scanner realism, an SFM subject's recipe in
 # `expressions="mixed"`.
 _STREAM_ICT, _STREAM_AUS, _STREAM_TIMING, _STREAM_REALISM, _STREAM_RECIPE = 2, 1, 2, 99, 3
+_STREAM_WARP = 5  # a subject's identity warp, and (with the label's number appended) its expression gains
+_WARP_BUMPS, _WARP_RADIUS, _WARP_REACH = 8, (18.0, 40.0), 70.0  # bumps, their radius, centres within this of the nose
+_WARP_LOG_GAIN = 0.5  # an expression's gain stays within exp(-0.5) and exp(0.5) (0.61 to 1.65 times)
 
 FACE_MODELS = ("sfm", "ict")
 FACE_MODEL_CHOICES = (*FACE_MODELS, "both")
@@ -271,6 +274,12 @@ class SynthConfig:
     """Blinks per second in action-unit sequences (a blink lasts 0.2-0.35 s)."""
     realism: RealismConfig | None = None
     """A :class:`affectvlm.data.realism.RealismConfig` applied to every scan and frame, or None (off)."""
+    identity_warp: float = 0.0
+    """Std (mm) of a smooth random deformation of each subject's neutral shape (a few broad bumps over the face):
+    faces that the face model's identity modes do not span, as another face model's or a scanned person's."""
+    expression_warp: float = 0.0
+    """Std of the log of a smooth random gain over the face on each subject's expression of each label: the same
+    expression moves one face's cheeks or brows more than another's, as recipes and face models differ."""
 
     def __post_init__(self) -> None:
         self._coerce_nested()
@@ -291,7 +300,8 @@ class SynthConfig:
         for name in (
             "identity_scale", "style_mix", "confusion", "expressiveness", "neutral_leak", "asymmetry",
             "identity_asymmetry", "intensity_jitter", "translation_jitter", "subject_offset", "noise",
-            "outlier_scale", "holes_per_scan", "tempo_jitter", "head_motion", "crop_offset",
+            "outlier_scale", "holes_per_scan", "tempo_jitter", "head_motion", "crop_offset", "identity_warp",
+            "expression_warp",
         ):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -385,6 +395,8 @@ _V2_FIELDS = (
     "au_timing_jitter",
     "blink_rate",
     "realism",
+    "identity_warp",
+    "expression_warp",
 )
 _V2_DEFAULTS = {
     f.name: dataclasses.asdict(f.default) if dataclasses.is_dataclass(f.default) else f.default
@@ -1000,13 +1012,42 @@ class SynthFER3D:
         if index not in self._shapes:
             s = self.subject(index)
             if s.face_model == "ict":
-                self._shapes[index] = self._ict_face.shape(s.coefficients)
-                return self._shapes[index]
-            shape = self.sfm.identity(s.coefficients)
-            # symmetric part + (1 + a) * antisymmetric part: a < -1 flips, a = -1 makes the face symmetric
-            anti = 0.5 * (shape - self._mirror(shape))
-            self._shapes[index] = (shape + s.shape_asymmetry * anti).astype(np.float32)
+                shape = self._ict_face.shape(s.coefficients)
+            else:
+                shape = self.sfm.identity(s.coefficients)
+                # symmetric part + (1 + a) * antisymmetric part: a < -1 flips, a = -1 makes the face symmetric
+                shape = shape + s.shape_asymmetry * 0.5 * (shape - self._mirror(shape))
+            if self.config.identity_warp > 0:
+                bumps = self._bumps(shape, s, [_STREAM_WARP])
+                shape = shape + bumps @ self._warp_rng(s, [_STREAM_WARP]).normal(
+                    0.0, self.config.identity_warp, (bumps.shape[1], 3)
+                )
+            self._shapes[index] = shape.astype(np.float32)
         return self._shapes[index]
+
+    def _warp_rng(self, s: SynthSubject, stream: list[int]) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, _KIND_SUBJECT, s.index, *stream, 100])
+
+    def _bumps(self, shape: np.ndarray, s: SynthSubject, stream: list[int]) -> np.ndarray:
+        """(N, _WARP_BUMPS) smooth bumps over the face (Gaussians of random radius about random vertices near the
+        nose tip), drawn from the subject's `stream`: the basis of its warps."""
+        rng = np.random.default_rng([self.config.seed, _KIND_SUBJECT, s.index, *stream])
+        nose = shape[self._parts(s.face_model).nose_index]
+        near = np.flatnonzero(np.linalg.norm(shape - nose, axis=1) < _WARP_REACH)
+        centres = shape[rng.choice(near, _WARP_BUMPS, replace=False)]
+        radii = rng.uniform(*_WARP_RADIUS, _WARP_BUMPS)
+        d2 = ((shape[:, None, :] - centres[None]) ** 2).sum(-1)
+        return np.exp(-0.5 * d2 / radii**2).astype(np.float32)
+
+    def _expression_gain(self, s: SynthSubject, label: str) -> np.ndarray | float:
+        """(N,) the subject's smooth gain over the face on its expressions of `label` (``expression_warp``;
+        1.0 when off): the same for every intensity and every frame."""
+        if self.config.expression_warp <= 0:
+            return 1.0
+        stream = [_STREAM_WARP, _scan_label_number(label)]
+        bumps = self._bumps(self.identity_shape(s.index), s, stream)
+        amplitudes = self._warp_rng(s, stream).normal(0.0, self.config.expression_warp, bumps.shape[1])
+        return np.exp(np.clip(bumps @ amplitudes, -_WARP_LOG_GAIN, _WARP_LOG_GAIN)).astype(np.float32)
 
     # --- expressions ----------------------------------------------------------------------------------------
 
@@ -1279,7 +1320,8 @@ class SynthFER3D:
         key = self._scan_key(s, label, intensity)
         rng = np.random.default_rng(key)
         expression = self._scan_expression(s, label, intensity, rng)
-        v = self.identity_shape(subject) + self._expression_displacement(s, expression)
+        gain = self._expression_gain(s, label)
+        v = self.identity_shape(subject) + np.reshape(gain, (-1, 1)) * self._expression_displacement(s, expression)
         parts = self._parts(s.face_model)
         v, faces, colors, uv, keep = self._capture(v, s, rng, parts)
         meta = self._metadata(s, label, expression)
@@ -1453,7 +1495,8 @@ class SynthFER3D:
         subdivide, faces = self._topology(rng, parts)
         keep = self._keep_mask(self._densify(shape, subdivide), rng, parts.nose_index)
         motion, base, shift = self._sequence_pose(rng, s, total)
-        frames = shape[None] + self._frame_displacements(plan, frame_indices)  # (T, N, 3)
+        gain = np.reshape(self._expression_gain(s, label), (1, -1, 1))
+        frames = shape[None] + gain * self._frame_displacements(plan, frame_indices)  # (T, N, 3)
         frames = self._densify(frames, subdivide)
         rots = _rotations(base + motion[frame_indices, :3])  # (T, 3, 3)
         frames = (

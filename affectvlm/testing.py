@@ -329,6 +329,31 @@ def wall_behind(
     return np.c_[plane, np.full(count, vertices[:, 2].min() - behind)].astype(np.float32)
 
 
+def standing_body(
+    vertices: np.ndarray, height: float = 1700.0, points: int = 60_000, seed: int = 0
+) -> np.ndarray:
+    """(points, 3) float32 points on the rest of a person standing below a face's `vertices` (mm, +y up, +z
+    towards the viewer): the back of the head, a neck, a torso, two arms and two legs (elliptic cylinders), the feet
+    `height` mm below the top of the head, as a whole-body scanner records them. The face is a tenth of the scan."""
+    rng = np.random.default_rng(seed)
+    (x, top, front), low = vertices.max(axis=0), vertices.min(axis=0)
+    cx, cz, r = (x + low[0]) / 2, front - 100.0, (x - low[0]) / 2
+    feet, hips, shoulders = top - height, top - 0.52 * height, top - 0.19 * height
+    # (centre x, centre z, radius x, radius z, upper y, lower y) of each part
+    parts = [
+        (cx, cz, r, 90.0, top, low[1]), (cx, cz, 55.0, 55.0, low[1], shoulders), (cx, cz, 170.0, 110.0, shoulders, hips),
+        (cx - 215.0, cz, 45.0, 45.0, shoulders, hips), (cx + 215.0, cz, 45.0, 45.0, shoulders, hips),
+        (cx - 90.0, cz, 70.0, 70.0, hips, feet), (cx + 90.0, cz, 70.0, 70.0, hips, feet),
+    ]  # fmt: skip
+    area = np.array([(rx + rz) * (y0 - y1) for _, _, rx, rz, y0, y1 in parts])
+    which = rng.choice(len(parts), points, p=area / area.sum())
+    a, t = rng.uniform(0.0, 2.0 * np.pi, points), rng.uniform(0.0, 1.0, points)
+    cx, cz, rx, rz, y0, y1 = np.asarray(parts, np.float64)[which].T
+    body = np.c_[cx + rx * np.sin(a), y0 + (y1 - y0) * t, cz + rz * np.cos(a)]
+    # the back of the head: its front half would cover the face
+    return body[(which != 0) | (np.cos(a) < 0)].astype(np.float32)
+
+
 def with_inside(face, behind: float = 6.0):
     """`face` (a mesh Scan in mm, looking along +z) with a second surface `behind` mm behind it, facing the other
     way: the inside of a mouth or of a mask, which a character head exported from a modelling tool carries

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from affectvlm.data.realism import RealismConfig, apply_realism  # noqa: E402
 from affectvlm.scan import Scan, normalize_scan, normalize_sequence, render_views  # noqa: E402
 from affectvlm.scan.normalize import axis_rotation, find_face  # noqa: E402
-from affectvlm.testing import head_drift, surface_sample, wall_behind, with_inside  # noqa: E402
+from affectvlm.testing import head_drift, standing_body, surface_sample, wall_behind, with_inside  # noqa: E402
 from bench.hostile import large_triangles  # noqa: E402
 
 
@@ -94,8 +94,9 @@ def time_find_face(scan: Scan, repeats: int) -> dict[str, list[float]]:
     """Seconds per `find_face` call (the orientation search inside normalize_scan) on the face as it is, with its
     head looking down 25 degrees and rolled 20 (then set upright), in no unit (its size gives the scale), in front
     of a 1 m wall of 60,000 points, with a neck, shoulders and chest below it and a wall behind
-    (`affectvlm.data.realism`'s scene; both found about a candidate nose: step 3b), and on a sphere (no face:
-    every search runs)."""
+    (`affectvlm.data.realism`'s scene; both found about a candidate nose: step 3b), as a point cloud of a whole
+    person standing below it in inches (`affectvlm.testing.standing_body`), and on a sphere (no face: every search
+    runs)."""
     posed = (scan.vertices @ (axis_rotation(2, 20) @ axis_rotation(0, 25)).T).astype(np.float32)
     v = scan.vertices
     wall = np.concatenate([v, wall_behind(v)])
@@ -103,7 +104,8 @@ def time_find_face(scan: Scan, repeats: int) -> dict[str, list[float]]:
     sphere = np.random.default_rng(0).normal(size=(20_000, 3)).astype(np.float32)
     sphere *= 100.0 / np.linalg.norm(sphere, axis=1, keepdims=True)
     scenes = (("frontal", v), ("down 25, rolled 20", posed), ("unitless (mm / 100)", v / 100.0))
-    scenes += (("before a wall", wall), ("a person", person))
+    standing = np.concatenate([surface_sample(scan, 30_000).vertices, standing_body(v)]) / 25.4
+    scenes += (("before a wall", wall), ("a person", person), ("a whole standing person (inches)", standing))
     return {name: repeat(find_face, v, repeats) for name, v in scenes + (("no face (a sphere)", sphere),)}
 
 

@@ -214,12 +214,12 @@ _EXTENT_GUESSES_MM = (190.0, 330.0)  # a face mask, a head with its neck
 # a face in a larger scene (step 3b): the subsample that finds candidate noses, the scales that make the scene a head
 # with its shoulders or a person before a wall, the least points about a candidate, a candidate within 30 mm of one
 # searched is not searched again, and 3 are searched at each scale; the square a candidate is frontmost in (mm), the
-# scene's size (mm) at a scale worth searching, the most a nose stands out (a step's edge stands out further) and the
-# most candidates looked at (memory)
+# scene's size (mm) at a scale worth searching, the most a nose stands out (a step's edge stands out further), the
+# most candidates looked at (memory), and a whole standing person's height (mm; searched when nothing else shows)
 _SCENE_POINTS, _SCENE_GUESSES_MM, _MIN_REGION_POINTS, _SEEN_MM = 8000, (600.0, 1000.0), 200, 30.0
 _CANDIDATES_PER_SCALE, _LIKELIER_BY, _MIN_SCENE_DETAIL = 3, 0.1, 0.6
 _FRONT_CELL_MM, _SCENE_MM, _MAX_BUMP = 40.0, (200.0, 3000.0), 0.35
-_MAX_FRONTS = 256
+_MAX_FRONTS, _STANDING_MM = 256, 1700.0
 # the face about the nose the search found (search radii), its share of a scene, where the nose tip is (mm)
 _FACE_REACH, _MAX_FACE_SHARE, _NOSE_REACH_MM = 1.25, 0.7, 40.0
 _REMEASURE_BELOW, _REMEASURES = 0.9, 3  # measured under 0.9x the search's scale: again, 3 times at most
@@ -372,7 +372,9 @@ def _find_in_scene(vertices: np.ndarray) -> _Found | None:
     directions, among the points about it, that stands out all round as far as a nose does (`_views`' bump: not a
     chest, a shoulder, a wall or its edge) is a candidate nose; steps 1-4 on the scan's points about the few whose
     map from there is likest the template's at each scale. Of the faces they show (an ear can pass too) the first
-    is kept unless another is clearly likelier the template (`_likelier`)."""
+    is kept unless another is clearly likelier the template (`_likelier`). When none shows, the scale that makes the
+    scene a whole standing person (`_STANDING_MM`: a body scanner's file in inches or decimetres) is searched too:
+    only then, since it costs about 80 ms and the scenes above are found without it."""
     sample = spread_sample(vertices, _SCENE_POINTS).astype(np.float64)
     origin = np.median(sample, axis=0)
     sample = sample - origin
@@ -382,21 +384,33 @@ def _find_in_scene(vertices: np.ndarray) -> _Found | None:
         g for g in (mm / extent for mm in _SCENE_GUESSES_MM if extent > 0) if min(_ratio(g, scales)) > 1.4
     ]
     for scale in scales:
-        if not _SCENE_MM[0] <= extent * scale <= _SCENE_MM[1]:
+        best = _search_scene_at(vertices, sample, origin, scale, best)
+    if best is None and extent > 0 and min(_ratio(_STANDING_MM / extent, scales)) > 1.4:
+        best = _search_scene_at(vertices, sample, origin, _STANDING_MM / extent, None)
+    return best
+
+
+def _search_scene_at(
+    vertices: np.ndarray, sample: np.ndarray, origin: np.ndarray, scale: float, best: _Found | None
+) -> _Found | None:
+    """Step 3b at one scale (mm per file unit), `sample` the scene's subsample less `origin`: `best`, or a face
+    found about one of the `_CANDIDATES_PER_SCALE` candidate noses likeliest a nose and clearly likelier the
+    template (`_likelier`). A scale that puts the scene outside `_SCENE_MM` is not searched."""
+    if not _SCENE_MM[0] <= _extent(sample) * scale <= _SCENE_MM[1]:
+        return best
+    points, solid = _search_points(sample, scale)
+    frame, tip = _local_fronts(points, solid, _DIRECTIONS)
+    maps, bump = _views(points, solid, _DIRECTIONS[frame], at=tip)
+    nose_like = np.flatnonzero((bump >= _MIN_BUMP) & (bump <= _MAX_BUMP))
+    searched = []
+    for i in nose_like[np.argsort(sum(_cost(maps[nose_like], across=True)))]:
+        nose = origin + points[tip[i]] * (_SEARCH_RADIUS_MM / scale)
+        if any(np.abs(nose - seen).max() * scale < _SEEN_MM for seen in searched):
             continue
-        points, solid = _search_points(sample, scale)
-        frame, tip = _local_fronts(points, solid, _DIRECTIONS)
-        maps, bump = _views(points, solid, _DIRECTIONS[frame], at=tip)
-        nose_like = np.flatnonzero((bump >= _MIN_BUMP) & (bump <= _MAX_BUMP))
-        searched = []
-        for i in nose_like[np.argsort(sum(_cost(maps[nose_like], across=True)))]:
-            nose = origin + points[tip[i]] * (_SEARCH_RADIUS_MM / scale)
-            if any(np.abs(nose - seen).max() * scale < _SEEN_MM for seen in searched):
-                continue
-            searched.append(nose)
-            best = _likelier(best, _search_about(vertices, nose, scale))
-            if len(searched) >= _CANDIDATES_PER_SCALE:
-                break
+        searched.append(nose)
+        best = _likelier(best, _search_about(vertices, nose, scale))
+        if len(searched) >= _CANDIDATES_PER_SCALE:
+            break
     return best
 
 

@@ -27,6 +27,7 @@ import torch
 from .modeling_affectvlm import AffectVLMModel
 from .precision import resolve_device, resolve_dtype
 from .processing_affectvlm import AffectVLMProcessor
+from .prompt_features import load as load_prompt_features
 from .scan.archive import IMAGE_EXTENSIONS, ZipLimits
 from .scan.io import SUPPORTED_EXTENSIONS
 from .scan.types import InputError, Scan
@@ -333,6 +334,7 @@ class AffectVLMPredictor:
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
+        prompt_features: bool = True,
         **kwargs,
     ) -> AffectVLMPredictor:
         """Load a saved AffectVLM model and processor: a folder, the name of a shipped checkpoint
@@ -341,7 +343,9 @@ class AffectVLMPredictor:
         `dtype` defaults to bf16 where the hardware multiplies it natively (CPUs with AMX, recent GPUs), else
         fp32 (`affectvlm.precision.serving_dtype`); a dtype may be named ("bfloat16", "float32"). `device`: cpu,
         cuda (default when available) or mps. A name that is no folder, shipped model or Hub id, a device this
-        machine lacks, or a model that cannot be loaded raises `InputError` saying so in one line."""
+        machine lacks, or a model that cannot be loaded raises `InputError` saying so in one line.
+        `prompt_features`: take the text encoder's features of the default prompts saved with the checkpoint
+        (`affectvlm.prompt_features`) instead of encoding them again."""
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         source = _model_source(path_or_hub_id)
@@ -358,7 +362,10 @@ class AffectVLMPredictor:
             processor = AffectVLMProcessor.from_pretrained(str(source))
         except (OSError, ValueError, KeyError) as err:  # not found, offline, not an AffectVLM folder
             raise InputError(_load_failure(path_or_hub_id, source)) from err
-        return cls(model.to(device=device, dtype=dtype), processor, source=str(source), **kwargs)
+        model = model.to(device=device, dtype=dtype)
+        if prompt_features:
+            load_prompt_features(model, source)
+        return cls(model, processor, source=str(source), **kwargs)
 
     @property
     def card(self) -> dict:

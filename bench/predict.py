@@ -2,11 +2,14 @@
 
     AFFECTVLM_SFM_DIR=../shared/sfm python bench/predict.py
     python bench/predict.py --scans 20 --skip-demo
+    python bench/predict.py --scans 4 --skip-random --no-baseline   # the shipped models, start-up included
 
-Timed: every checkpoint shipped in checkpoints/, in fp32 and in bf16 (bf16 runs on the CPU's matrix units
-where it has them, AMX), and a ViT-B/32-sized random AffectVLM. The baseline is what a user would otherwise do with the same rendered views: the
-transformers `zero-shot-image-classification` pipeline with a CLIP of the same size, called once per view
-with the same prompts (it re-encodes the prompts on every call), its scores averaged over the views.
+Timed: every checkpoint shipped in checkpoints/ (first what loading it and encoding the default prompts takes,
+as each CLI call and each start of the app does, with the prompt features saved beside it and without), in fp32
+and in bf16 (bf16 runs on the CPU's matrix units where it has them, AMX), and a ViT-B/32-sized random AffectVLM.
+The baseline is what a user would otherwise do with the same rendered views: the transformers
+`zero-shot-image-classification` pipeline with a CLIP of the same size, called once per view with the same
+prompts (it re-encodes the prompts on every call), its scores averaged over the views.
 The scans are the Surrey Face Model's mean face with each expression, written as OBJ files.
 """
 
@@ -121,6 +124,16 @@ def encoder_throughput(predictor: AffectVLMPredictor, batch: int = 32, repeats: 
     return batch * repeats / (time.perf_counter() - start)
 
 
+def startup(name: str) -> None:
+    """What every CLI call and each start of the app pays before the first scan: loading the model and encoding
+    what the default path scores against (`warm_up`), with the checkpoint's saved prompt features and without."""
+    for saved in (True, False):
+        start = time.perf_counter()
+        AffectVLMPredictor.from_pretrained(name, prompt_features=saved).warm_up()
+        how = "with its saved prompt features" if saved else "encoding every prompt   "
+        print(f"  load + warm-up, {how}: {time.perf_counter() - start:6.1f} s")
+
+
 def report(name: str, predictor: AffectVLMPredictor, paths: list[Path], baseline: bool) -> None:
     ours = time_per_scan(affectvlm_route(predictor), paths)
     med = statistics.median(ours)
@@ -145,6 +158,7 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="comma-separated shipped checkpoints (default: all)")
     parser.add_argument("--skip-random", action="store_true", help="skip the ViT-B/32-sized random model")
     parser.add_argument("--no-baseline", action="store_true", help="skip the zero-shot pipeline baseline")
+    parser.add_argument("--skip-startup", action="store_true", help="skip timing load + warm-up of the shipped models")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -153,6 +167,9 @@ def main() -> None:
         paths = make_scans(Path(tmp), args.scans)
         names = [] if args.skip_demo else (args.models.split(",") if args.models else shipped_models())
         for name in names:
+            if not args.skip_startup:
+                print(f"\nshipped checkpoint {name}, start-up (serving dtype)")
+                startup(name)
             for dtype in (torch.float32, torch.bfloat16):
                 predictor = AffectVLMPredictor.from_pretrained(name, device="cpu", dtype=dtype)
                 report(f"shipped checkpoint {name}, {str(dtype).removeprefix('torch.')}", predictor, paths,

@@ -61,6 +61,9 @@ CHECKPOINT_FILES = (
     "merges.txt",
 )
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
+# Beside the weights, not weights: the text encoder's features of the default prompts. As
+# `affectvlm.prompt_features.FILENAME` names it (not imported: see above); tests/test_prompt_features.py checks.
+PROMPT_FEATURES = "prompt_features.safetensors"
 
 
 class PublishError(Exception):
@@ -132,7 +135,8 @@ def check_checkpoint(checkpoint: Path) -> dict:
     missing = [n for n in ("config.json", "processor_config.json") if n not in names]
     if not any(n in names for n in TOKENIZER_FILES):
         missing.append(" or ".join(TOKENIZER_FILES))
-    if not any(n.endswith(".safetensors") for n in names):
+    # beside the weights, not weights: the text encoder's features of the default prompts
+    if not any(n.endswith(".safetensors") and n != PROMPT_FEATURES for n in names):
         missing.append("model.safetensors")
     if missing:
         raise PublishError(

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from affectvlm import AffectVLMModel, AffectVLMProcessor  # noqa: E402
 from affectvlm.data.aus import AU_CATALOGUE, au_description  # noqa: E402
+from affectvlm.prompt_features import write as write_prompt_features  # noqa: E402
 from affectvlm.prompts import PromptBank, au_prompts  # noqa: E402
 from affectvlm.vocabulary import VALIDATION_VOCABULARY  # noqa: E402
 
@@ -182,6 +183,7 @@ def rewrite_checked(model_dir: str, out_dir: str, name: str, change, check=None,
         result["after"] = validation_check(model, processor, check, check_run)
     shutil.copytree(model_dir, out, dirs_exist_ok=True)
     model.save_pretrained(out)
+    result["prompt_features"] = write_prompt_features(out)  # the copied ones may be another encoder's
     print(json.dumps(result, indent=1))
     return result
 

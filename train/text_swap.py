@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from affectvlm import AffectVLMModel  # noqa: E402
 from affectvlm.modeling_affectvlm import resolve_text_model  # noqa: E402
+from affectvlm.prompt_features import write as write_prompt_features  # noqa: E402
 from affectvlm.prompts import au_prompts, inference_prompts  # noqa: E402
 from train.text_subspace import (  # noqa: E402
     WORDS_EPILOG,
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.copy2(Path(args.model) / name, out / name)
     new.save_pretrained(out)
     processor.save_pretrained(out)
+    result["prompt_features"] = write_prompt_features(out)
     print(json.dumps(result, indent=1))
     return result
 

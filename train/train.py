@@ -1025,7 +1025,7 @@ def _load_selected(accelerator, module, model_dir: Path) -> None:
     """Load the model chosen on the validation subjects (every process) before scoring the test subjects."""
     from safetensors.torch import load_file
 
-    files = sorted(model_dir.glob("*.safetensors"))
+    files = sorted(model_dir.glob("model*.safetensors"))  # the weights (shards too), nothing beside them
     state = {}
     for f in files:
         state.update(load_file(str(f)))

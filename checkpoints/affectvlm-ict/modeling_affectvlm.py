@@ -742,6 +742,35 @@ class AffectVLMModel(AffectVLMPreTrainedModel):
             self._text_memo.update(zip(todo, pooled))
         return torch.stack([self._text_memo[k] for k in keys])
 
+    def text_memo(self) -> tuple[list[tuple[int, ...]], torch.Tensor | None]:
+        """What the frozen text encoder has pooled so far: each prompt's token ids, and their (N, d) features."""
+        keys = list(self._text_memo)
+        return keys, torch.stack([self._text_memo[k] for k in keys]).float() if keys else None
+
+    # A feature computed elsewhere is this encoder's own when it matches a live encoding this closely (bf16 against
+    # fp32 differ by about 1e-5; another encoder of the same width by far more).
+    _MEMO_AGREEMENT = 0.998
+
+    @torch.no_grad()
+    def seed_text_memo(self, keys: list[tuple[int, ...]], features: torch.Tensor, probe: int = 2) -> bool:
+        """Take pooled features computed before (a checkpoint's saved prompt features) as if the frozen text
+        encoder had just computed them, so those prompts never run through it. The first and last are encoded
+        again now and must agree; False, and nothing taken, when they don't (features of another encoder) or the
+        text tower is not frozen."""
+        if self.text_model is None or self.config.text_trainable_layers != 0 or not keys:
+            return False
+        if tuple(features.shape) != (len(keys), self.config.text_config.hidden_size):
+            return False
+        if len(self._text_memo) + len(keys) > self._TEXT_MEMO_MAX:
+            return False
+        for i in sorted({0, len(keys) - 1})[:probe]:
+            ids = torch.tensor([keys[i]], device=self.device)
+            live = self._pooled_text(ids, torch.ones_like(ids))[0]
+            if F.cosine_similarity(live, features[i].to(live), dim=0) < self._MEMO_AGREEMENT:
+                return False
+        self._text_memo.update(zip(map(tuple, keys), features.float().to(self.device).unbind()))
+        return True
+
     def get_class_embeddings(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:

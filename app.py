@@ -15,8 +15,37 @@ import ctypes
 import functools
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
+
+USAGE = """usage: python app.py   (no arguments: set up by environment variables)
+
+Starts the AffectVLM demo (Gradio) and prints its address; stop it with Ctrl-C.
+
+environment variables:
+  AFFECTVLM_MODEL       the model to serve: a shipped checkpoint's name (affectvlm-cpu, the default;
+                        affectvlm-ict, MIT-licensed), a saved model folder, or a Hub id owner/name
+  GRADIO_SERVER_NAME    the address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
+  GRADIO_SERVER_PORT    the port (default 7860, or the next free one)
+  AFFECTVLM_DTYPE       float32 or bfloat16 (default: bf16 on CPUs with AMX and bf16 GPUs, else fp32)
+  HF_HUB_OFFLINE=1      never touch the network (the shipped models need none)
+"""
+
+
+def _usage(argv: list[str]) -> int | None:
+    """`python app.py --help`: USAGE, exit 0; any other argument: USAGE with the reason, exit 2; none: None."""
+    if not argv:
+        return None
+    if {"-h", "--help"} & set(argv):
+        print(USAGE)
+        return 0
+    print(f"app.py takes no arguments (got {' '.join(argv)})\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__" and (_code := _usage(sys.argv[1:])) is not None:
+    raise SystemExit(_code)  # before gradio, torch and the model load (seconds)
 
 import gradio as gr
 import numpy as np

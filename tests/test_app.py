@@ -219,3 +219,21 @@ def test_batch_endpoint_returns_a_table_and_a_csv(client, tmp_path):
     local = csv_file["path"] if isinstance(csv_file, dict) else csv_file  # the server runs on this machine
     text = Path(local).read_text()
     assert text.startswith("file,label,") and "broken.obj" in text
+
+
+def test_app_help_explains_its_settings_and_starts_nothing():
+    """`python app.py --help` answers at once (before gradio or the model load) with the environment variables
+    that set the app up; an argument it does not take is refused, saying so, instead of being ignored."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parents[1] / "app.py"
+    shown = subprocess.run([sys.executable, str(app), "--help"], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0
+    for variable in ("AFFECTVLM_MODEL", "GRADIO_SERVER_PORT", "GRADIO_SERVER_NAME", "affectvlm-ict"):
+        assert variable in shown.stdout
+    assert "Running on" not in shown.stdout + shown.stderr
+    refused = subprocess.run([sys.executable, str(app), "--port", "80"], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2
+    assert "takes no arguments (got --port 80)" in refused.stderr and "GRADIO_SERVER_PORT" in refused.stderr

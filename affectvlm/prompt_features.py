@@ -59,8 +59,8 @@ def _read(path: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise ValueError(f"larger than {MAX_BYTES // 2**20} MB")
     try:
         tensors = load_file(path)
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"unreadable ({err})") from None
+    except (SafetensorError, OSError) as err:  # an OSError's text would name the server's folders
+        raise ValueError(f"unreadable ({err.strerror if isinstance(err, OSError) else err})") from None
     ids, lengths, features = (tensors.get(k) for k in ("input_ids", "lengths", "features"))
     if ids is None or lengths is None or features is None or features.dim() != 2 or lengths.dim() != 1:
         raise ValueError("not a prompt-features file")
@@ -103,7 +103,8 @@ def load(model, source: str | os.PathLike) -> int:
         if ids.numel() and (ids.min() < 0 or ids.max() >= model.config.text_config.vocab_size):
             raise ValueError("token ids beyond the text encoder's vocabulary")
     except (ValueError, OSError) as err:
-        warnings.warn(f"{FILENAME} passed over: {err}; each prompt is encoded when asked", stacklevel=2)
+        why = err.strerror if isinstance(err, OSError) else err  # an OSError's text would name the folder
+        warnings.warn(f"{FILENAME} passed over: {why}; each prompt is encoded when asked", stacklevel=2)
         return 0
     keys = [tuple(row.tolist()) for row in ids.split(lengths.tolist())]
     if not model.seed_text_memo(keys, features):

@@ -54,8 +54,10 @@ def open_page(playwright, url: str, *graphics: str):
     return browser, page
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def page(playwright, url):
+    """A fresh browser for each test: an upload left hanging by one test cannot hold the connections the next
+    test's uploads need (chromium keeps six per host)."""
     browser, page = open_page(playwright, url, "--disable-gpu")
     try:
         yield page
@@ -95,18 +97,7 @@ def test_upload_a_scan_and_read_the_answer(page):
     path = sorted(EXAMPLES.glob("scan_*.ply"))[1]
     page.get_by_role("tab", name="3D scan").click()
     page.locator("#scan-file").wait_for(state="visible", timeout=60_000)
-    # On a loaded machine the tab's components can still be mounting when the file is set, and that file is
-    # dropped: set it again (at most 3 times) until the upload shows its name.
-    for attempt in range(3):
-        file_input = page.locator("#scan-file input[type=file]")
-        if file_input.count():
-            file_input.set_input_files(str(path))
-        try:
-            page.locator("#scan-file").get_by_text(path.name).first.wait_for(timeout=40_000)
-            break
-        except sync_api.TimeoutError:
-            if attempt == 2:
-                raise
+    _upload(page, "#scan-file", path)
     page.locator("#scan-button").click()
     assert label_in(answer_of(page, "scan")) == truth_of(path.name)
     page.wait_for_function(
@@ -143,7 +134,8 @@ def test_clicking_each_example_answers_in_its_own_tab(page, url, tab, name):
 
 def _upload(page, selector: str, path: Path, shown: str | None = None) -> None:
     """Set a file input, again while the component is still mounting (at most 3 times), until the upload
-    shows: its name, or what `shown` (a selector inside the component, e.g. "img") finds."""
+    shows: its name, or what `shown` (a selector inside the component, e.g. "img") finds. On a loaded machine
+    the tab's components can still be mounting when the file is set, and that file is dropped."""
     for attempt in range(3):
         file_input = page.locator(f"{selector} input[type=file]")
         if file_input.count():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -81,6 +82,32 @@ def test_with_saved_features_the_default_prompts_run_no_encoder_and_answer_the_s
     again = _answers(served)
     torch.testing.assert_close(again["new"], live["new"], rtol=0, atol=1e-6)
     assert again["checks"] == live["checks"]
+
+
+def test_the_pipeline_door_takes_the_saved_features_and_answers_the_same(checkpoint, monkeypatch):
+    """`pipeline(model=folder, trust_remote_code=True)` serves through the package's predictor: its first answer
+    to the default labels encodes no prompt but the two the loading check encodes again, and equals the answer
+    computed from scratch."""
+    from PIL import Image
+    from transformers import pipeline
+
+    rng = np.random.default_rng(0)
+    views = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(3)]
+    live = AffectVLMPredictor.from_pretrained(checkpoint, prompt_features=False, dtype=torch.float32)
+    expected = live(images=views, labels=LABELS)
+    classifier = pipeline(model=str(checkpoint), trust_remote_code=True, device="cpu")
+    encoded, forward = [], classifier.model.text_model.forward
+
+    def counting(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        encoded.append(out.last_hidden_state.shape[0])
+        return out
+
+    monkeypatch.setattr(classifier.model.text_model, "forward", counting)
+    rows = classifier(images=views, candidate_labels=LABELS)
+    assert 0 < sum(encoded) <= 2, f"the first answer encoded {sum(encoded)} prompts"
+    got = {row["label"]: row["score"] for row in rows}
+    assert got == pytest.approx(dict(zip(expected.labels, expected.probs.tolist())), abs=1e-5)
 
 
 def test_features_of_another_encoder_are_passed_over_and_change_no_answer(checkpoint, tmp_path):

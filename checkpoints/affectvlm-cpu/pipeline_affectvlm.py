@@ -164,12 +164,21 @@ class AffectVLMPipeline(Pipeline):
         return [image] + [None] * (len(self.processor.view_names) - 1)
 
     def _affectvlm_predictor(self):
-        """The affectvlm package's AffectVLMPredictor over this model and processor; None without the package."""
+        """The affectvlm package's AffectVLMPredictor over this model and processor; None without the package.
+        The text encoder's features of the default prompts saved with the model are taken, as the package's own
+        `AffectVLMPredictor.from_pretrained` does (its first answer then encodes only the labels it is given)."""
         if self._predictor is None:
             try:
                 from affectvlm.predictor import AffectVLMPredictor
             except ImportError:
                 return None
+            try:
+                from affectvlm.prompt_features import load as load_prompt_features
+            except ImportError:  # an affectvlm from before prompt features: every prompt is encoded
+                load_prompt_features = None
+            source = getattr(self.model, "name_or_path", "")
+            if load_prompt_features is not None and source:
+                load_prompt_features(self.model, source)
             self._predictor = AffectVLMPredictor(self.model, self.processor)
         return self._predictor
 

@@ -56,8 +56,7 @@ def open_page(playwright, url: str, *graphics: str):
 
 @pytest.fixture
 def page(playwright, url):
-    """A fresh browser for each test: an upload left hanging by one test cannot hold the connections the next
-    test's uploads need (chromium keeps six per host)."""
+    """A fresh browser for each test, so that no test depends on what an earlier one left in its page."""
     browser, page = open_page(playwright, url, "--disable-gpu")
     try:
         yield page

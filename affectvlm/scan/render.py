@@ -1069,77 +1069,101 @@ def render_views(
         drawn = [_sparse_cloud_as_mesh(s, size, extent, pivot, point_radius, device) for s in _as_list(scans)]
         scans = [mesh for mesh, _ in drawn]
     b = _prepare(scans, views, size, extent, pivot, device, need_normals=mode in _SHADED)
-    vattr = None
-    if b.normals is not None:
-        # unit vertex normals rotated into every view, as rows (3, V * N): stacking the rotations as
-        # (3 * V, 3) puts row i * V + v = (R_v n)_i, so no permuted copy is needed
-        n = b.normals * torch.rsqrt((b.normals * b.normals).sum(0).clamp_min(1e-24))
-        vattr = torch.matmul(b.rot.permute(1, 0, 2).reshape(3 * b.nv, 3), n).view(3, -1)
-        if mode == "normal":  # shade at the vertices, interpolate the shade (Gouraud)
-            vattr = _lambert(*vattr, light, ambient)[None]
-        elif mode == "shade_normal":  # the shade and the normal, each interpolated
-            vattr = torch.cat([_lambert(*vattr, light, ambient)[None], vattr])
     flat = _rasterize_flat(
-        b, point_radius, fill_holes, need_depth=mode == "depth", need_bary=mode == "texture", vattr=vattr
-    )
-    dev, nv, size = b.device, b.nv, b.size
-    n_img = len(b.scans) * nv
-    n_pix = n_img * size * size
-    pix, img, is_tri = flat["pix"], flat["img"], flat["is_tri"]
-    has_points = "point" in flat
-
+        b, point_radius, fill_holes, need_depth=mode == "depth", need_bary=mode == "texture",
+        vattr=_vertex_attributes(b, mode, light, ambient),
+    )  # fmt: skip
     if mode == "depth":
-        z = flat["depth"]
-        lo = torch.full((n_img,), float("inf"), device=dev).scatter_reduce_(0, img, z, "amin")
-        hi = torch.full((n_img,), float("-inf"), device=dev).scatter_reduce_(0, img, z, "amax")
-        lo_p, hi_p = torch.index_select(lo, 0, img), torch.index_select(hi, 0, img)
-        g = (255.0 * 0.1) + (255.0 * 0.9) * (z - lo_p) / (hi_p - lo_p).clamp_min(1e-12)
-        planes = [g]
+        planes = _depth_planes(flat, len(b.scans) * b.nv, b.device)
     elif mode in _SHADED:
-        vals = flat.get("attr")  # (C, P): interpolated shade (normal), normal (normal_map) or both
-        if has_points:  # blended surfel normals, view space
-            sn = flat["pnormal"]
-            shade = _lambert(*sn, light, ambient)[None]
-            pvals = {"normal": shade, "normal_map": sn, "shade_normal": torch.cat([shade, sn])}[mode]
-            vals = pvals if vals is None else torch.where(is_tri[None], vals, pvals)
-        planes = [vals[0]] if mode != "normal_map" else []
-        if mode != "normal":
-            nx, ny, nz = vals[-3:]
-            inv = torch.copysign(torch.rsqrt((nx * nx + ny * ny + nz * nz).clamp_min(1e-24)), nz)
-            planes += [(c * inv + 1.0) * 127.5 for c in ((nx, ny, nz) if mode == "normal_map" else (nx, ny))]
-    else:  # texture
-        colour = torch.zeros(len(pix), 3, device=dev)
-        scan_of_pix = _floor_div(img, nv)
-        for i, s in enumerate(b.scans):
-            sel = _flatnonzero(scan_of_pix == i)
-            if len(sel) == 0:
-                continue
-            if s.is_point_cloud:
-                ids = [torch.index_select(flat["point"], 0, sel) - int(b.vstart[i])]
-                w = torch.ones(len(sel), 1, device=dev)
-            else:
-                f = torch.index_select(flat["face"], 0, sel)
-                ids = [torch.index_select(b.faces_t[k], 0, f) - int(b.vstart[i]) for k in range(3)]
-                w = torch.index_select(flat["bary"], 1, sel).T  # (S, 3)
-            if s.uv is not None and s.texture is not None:
-                uv_t = _tensor(s.uv, dev)
-                uv = sum(torch.index_select(uv_t, 0, ids[k]) * w[:, k : k + 1] for k in range(len(ids)))
-                col = _sample_texture(_tensor(s.texture, dev), uv)
-            else:
-                col_t = _tensor(s.colors, dev).float()
-                col = sum(torch.index_select(col_t, 0, ids[k]) * w[:, k : k + 1] for k in range(len(ids)))
-            colour.index_copy_(0, sel, col)
-        planes = list(colour.T)
-    # write each channel plane with a 1D index_copy (row-wise copies of 3 bytes are slow), then
-    # interleave; grey modes write one plane
+        planes = _shaded_planes(flat, mode, light, ambient)
+    else:
+        planes = _texture_planes(b, flat)
+    return _interleave(planes, flat["pix"], (len(b.scans), b.nv, b.size, b.size, 3), b.device, as_tensor)
+
+
+def _vertex_attributes(b, mode: str, light, ambient: float):
+    """What the rasteriser interpolates over triangles: (C, V * N) per view and vertex, or None (no normals).
+    Unit vertex normals rotated into every view, as rows: stacking the rotations as (3 * V, 3) puts row
+    i * V + v = (R_v n)_i, so no permuted copy is needed. "normal" shades at the vertices (Gouraud)."""
+    if b.normals is None:
+        return None
+    n = b.normals * torch.rsqrt((b.normals * b.normals).sum(0).clamp_min(1e-24))
+    vattr = torch.matmul(b.rot.permute(1, 0, 2).reshape(3 * b.nv, 3), n).view(3, -1)
+    if mode == "normal":
+        return _lambert(*vattr, light, ambient)[None]
+    if mode == "shade_normal":  # the shade and the normal, each interpolated
+        return torch.cat([_lambert(*vattr, light, ambient)[None], vattr])
+    return vattr
+
+
+def _depth_planes(flat: dict, n_img: int, dev) -> list:
+    """One grey plane: nearer is brighter, min-max per image over the face, from 10 % to full white."""
+    z, img = flat["depth"], flat["img"]
+    lo = torch.full((n_img,), float("inf"), device=dev).scatter_reduce_(0, img, z, "amin")
+    hi = torch.full((n_img,), float("-inf"), device=dev).scatter_reduce_(0, img, z, "amax")
+    lo_p, hi_p = torch.index_select(lo, 0, img), torch.index_select(hi, 0, img)
+    return [(255.0 * 0.1) + (255.0 * 0.9) * (z - lo_p) / (hi_p - lo_p).clamp_min(1e-12)]
+
+
+def _shaded_planes(flat: dict, mode: str, light, ambient: float) -> list:
+    """The shade (one plane), the normal map (three) or both (shade, nx, ny) of every covered pixel."""
+    vals = flat.get("attr")  # (C, P): interpolated shade (normal), normal (normal_map) or both
+    if "point" in flat:  # blended surfel normals, view space
+        sn = flat["pnormal"]
+        shade = _lambert(*sn, light, ambient)[None]
+        pvals = {"normal": shade, "normal_map": sn, "shade_normal": torch.cat([shade, sn])}[mode]
+        vals = pvals if vals is None else torch.where(flat["is_tri"][None], vals, pvals)
+    planes = [vals[0]] if mode != "normal_map" else []
+    if mode != "normal":
+        nx, ny, nz = vals[-3:]
+        inv = torch.copysign(torch.rsqrt((nx * nx + ny * ny + nz * nz).clamp_min(1e-24)), nz)
+        planes += [(c * inv + 1.0) * 127.5 for c in ((nx, ny, nz) if mode == "normal_map" else (nx, ny))]
+    return planes
+
+
+def _texture_planes(b, flat: dict) -> list:
+    """Three colour planes: the texture image sampled at the interpolated uv, or the vertex colours."""
+    dev, nv, pix, img = b.device, b.nv, flat["pix"], flat["img"]
+    colour = torch.zeros(len(pix), 3, device=dev)
+    scan_of_pix = _floor_div(img, nv)
+    for i, s in enumerate(b.scans):
+        sel = _flatnonzero(scan_of_pix == i)
+        if len(sel) == 0:
+            continue
+        if s.is_point_cloud:
+            ids = [torch.index_select(flat["point"], 0, sel) - int(b.vstart[i])]
+            w = torch.ones(len(sel), 1, device=dev)
+        else:
+            f = torch.index_select(flat["face"], 0, sel)
+            ids = [torch.index_select(b.faces_t[k], 0, f) - int(b.vstart[i]) for k in range(3)]
+            w = torch.index_select(flat["bary"], 1, sel).T  # (S, 3)
+        if s.uv is not None and s.texture is not None:
+            uv_t = _tensor(s.uv, dev)
+            uv = sum(torch.index_select(uv_t, 0, ids[k]) * w[:, k : k + 1] for k in range(len(ids)))
+            col = _sample_texture(_tensor(s.texture, dev), uv)
+        else:
+            col_t = _tensor(s.colors, dev).float()
+            col = sum(torch.index_select(col_t, 0, ids[k]) * w[:, k : k + 1] for k in range(len(ids)))
+        colour.index_copy_(0, sel, col)
+    return list(colour.T)
+
+
+def _interleave(planes: list, pix, shape: tuple, dev, as_tensor: bool):
+    """The (B, V, H, W, 3) uint8 image from the covered pixels' planes (one plane: grey). Each plane is
+    written with a 1D index_copy (row-wise copies of 3 bytes are slow), then interleaved."""
+    n_pix = int(np.prod(shape[:4]))
     chans = []
     for p in planes:
         plane = torch.zeros(n_pix, dtype=torch.uint8, device=dev)
         chans.append(plane.index_copy_(0, pix, p.round_().clamp_(0, 255).to(torch.uint8)))
-    shape = (len(b.scans), nv, size, size, 3)
     if as_tensor:
         out = chans[0][:, None].expand(-1, 3) if len(chans) == 1 else torch.stack(chans, 1)
         return out.reshape(shape)
+    out = np.empty((n_pix, 3), np.uint8)
+    for c in range(3):
+        out[:, c] = chans[min(c, len(chans) - 1)].cpu().numpy()
+    return out.reshape(shape)
     out = np.empty((n_pix, 3), np.uint8)
     for c in range(3):
         out[:, c] = chans[min(c, len(chans) - 1)].cpu().numpy()

@@ -85,7 +85,7 @@ def _median_ms(fn, repeats: int, sync, warmup: int = 2) -> float:
     return 1000 * statistics.median(times)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -115,8 +115,11 @@ def main() -> None:
         help="time only the CPU-side step inputs (prompt drawing and tokenising; with augmentation and "
         "normalisation), no model step: e.g. the paper setting's batch-64 prompts on a CPU",
     )  # fmt: skip
-    args = parser.parse_args()
+    return parser
 
+
+def main() -> None:
+    args = _parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -126,13 +129,10 @@ def main() -> None:
     torch.manual_seed(0)
     module, processor = build(config, device, args.random_init)
     d = config["data"]
-    size = processor.image_size[0]
     batch_size = args.batch or config["train"]["batch_size"]
-    max_length = module.model.max_text_length
-    prompts = PromptSource(config, d["labels"], d["views"], processor.tokenizer, max_length)
+    prompts = PromptSource(config, d["labels"], d["views"], processor.tokenizer, module.model.max_text_length)
     augment = build_augment(config, d["views"]).train()
-    optimizer = torch.optim.AdamW(param_groups(module, 0.05), lr=1e-5, fused=device.type == "cuda")
-    batch = random_batch(batch_size, len(d["views"]), size, len(d["labels"]))
+    batch = random_batch(batch_size, len(d["views"]), processor.image_size[0], len(d["labels"]))
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     rows = slice(0, batch_size)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -150,6 +150,7 @@ def main() -> None:
         print(f"prompts (draw + tokenise): median {prompt_ms:.1f} ms a step")
         print(f"all inputs (+ augmentation and normalisation on {device}): median {all_ms:.1f} ms a step")
         return
+    optimizer = torch.optim.AdamW(param_groups(module, 0.05), lr=1e-5, fused=device.type == "cuda")
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -159,26 +160,13 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops_per_step = counter.get_total_flops()
-    for _ in range(args.warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    per_step = statistics.median(times)
+    per_step, flops_per_step = _time_steps(step, args.warmup, args.steps, sync)
     # The input side of a step on its own: augmentation, prompt drawing and tokenising (in `sample` mode
     # B x V x C prompts), part of the step time above.
     prep_ms = _median_ms(inputs, max(3, args.steps), sync, warmup=0)
     samples_per_s = batch_size / per_step
     params = sum(p.numel() for p in module.parameters())
+    size = processor.image_size[0]
     print(
         f"config {name}: {params / 1e6:.1f}M parameters, {len(d['views'])} views of {size}x{size}, batch {batch_size}"
     )
@@ -195,22 +183,44 @@ def main() -> None:
         print(f", MFU {100 * tflops / args.peak_tflops:.1f}% of {args.peak_tflops:g} TFLOP/s peak")
     else:
         print(" (MFU is reported for GPUs only)")
-
     if args.cache:
-        from torch.utils.data import DataLoader
-
-        from train.data import CacheViews, EpochBatchSampler, collate_batched
-
-        ds = CacheViews(args.cache, d["labels"], d["views"], datasets=d["datasets"])
         workers = args.workers if args.workers is not None else d["num_workers"]
-        sampler = EpochBatchSampler(len(ds), batch_size, seed=0)
-        loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_batched, num_workers=workers)
-        start, n = time.perf_counter(), 0
-        for b in loader:
-            n += len(b["labels"])
-        loader_rate = n / (time.perf_counter() - start)
-        verdict = "not the bottleneck" if loader_rate > samples_per_s else "THE BOTTLENECK"
-        print(f"data loader ({workers} workers): {loader_rate:.0f} samples/s over {n} samples -> {verdict}")
+        _time_loader(args.cache, d, batch_size, workers, samples_per_s)
+
+
+def _time_steps(step, warmup: int, steps: int, sync) -> tuple[float, int]:
+    """(median seconds a training step, model FLOPs a step): one counted step, `warmup` more, `steps` timed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), counter.get_total_flops()
+
+
+def _time_loader(cache: str, d: dict, batch_size: int, workers: int, samples_per_s: float) -> None:
+    """One epoch of the data loader over a render cache, against the training step's rate."""
+    from torch.utils.data import DataLoader
+
+    from train.data import CacheViews, EpochBatchSampler, collate_batched
+
+    ds = CacheViews(cache, d["labels"], d["views"], datasets=d["datasets"])
+    sampler = EpochBatchSampler(len(ds), batch_size, seed=0)
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_batched, num_workers=workers)
+    start, n = time.perf_counter(), 0
+    for b in loader:
+        n += len(b["labels"])
+    loader_rate = n / (time.perf_counter() - start)
+    verdict = "not the bottleneck" if loader_rate > samples_per_s else "THE BOTTLENECK"
+    print(f"data loader ({workers} workers): {loader_rate:.0f} samples/s over {n} samples -> {verdict}")
 
 
 if __name__ == "__main__":

@@ -331,6 +331,15 @@ def add_parser(subparsers) -> None:
 
 
 def _add_commands(sub) -> None:
+    _add_synth(sub)
+    _add_prepare(sub)
+    _add_sheet(sub)
+    _add_folds(sub)
+    _add_face_models(sub)
+
+
+def _add_synth(sub) -> None:
+    """`synth`: SynthFER-3D written as files in a real dataset's layout."""
     p = sub.add_parser("synth", help="write SynthFER-3D scans as files in a real dataset's layout",
                        description="Write SynthFER-3D as files laid out like a real dataset, so the readers and the whole pipeline run on them.")  # fmt: skip
     p.add_argument("--out", required=True, help="root folder to write")
@@ -349,6 +358,9 @@ def _add_commands(sub) -> None:
     _synth_args(p)
     p.set_defaults(func=_friendly(cmd_synth))
 
+
+def _add_prepare(sub) -> None:
+    """`prepare`: render a dataset into a cache of shards."""
     p = sub.add_parser("prepare", help="render a dataset (or SynthFER-3D directly) into a cache of uint8 shards",
                        description="Render every sample's views once into memory-mapped uint8 shards keyed by a hash of the render "
                        "settings. Resumable: run the same command again after an interruption. Samples that cannot be rendered are "
@@ -392,6 +404,9 @@ def _add_commands(sub) -> None:
     _synth_args(p)
     p.set_defaults(func=_friendly(cmd_prepare))
 
+
+def _add_sheet(sub) -> None:
+    """`sheet`: a contact sheet of SynthFER-3D."""
     p = sub.add_parser(
         "sheet",
         help="a contact sheet PNG of SynthFER-3D: one row per emotion and face model",
@@ -408,6 +423,9 @@ def _add_commands(sub) -> None:
     _synth_args(p)
     p.set_defaults(func=_friendly(cmd_sheet), face_model="both", subjects=4)
 
+
+def _add_folds(sub) -> None:
+    """`folds`: subject-independent k folds as JSON."""
     from .synth import EMOTIONS
 
     p = sub.add_parser("folds", help="subject-independent k-fold splits exported to JSON",
@@ -437,6 +455,9 @@ def _add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="JSON file to write")
     p.set_defaults(func=_friendly(cmd_folds))
 
+
+def _add_face_models(sub) -> None:
+    """`sfm`, `sfm-convert`, `ict`, `ict-convert`: find or build the two face models' files."""
     p = sub.add_parser("sfm", help="locate (or download) the Surrey Face Model", description=cmd_sfm.__doc__)
     p.add_argument("--dir", default=None, help="folder to use or download into")
     p.add_argument(

@@ -465,6 +465,34 @@ def default_view_size(config: dict) -> int:
     return int(m["clip"]["image_size"]) if m["init"] == "scratch" else 224
 
 
+def _cache_dir(args, out: Path) -> Path:
+    """The render cache the folds run on: given, or prepared now (SynthFER-3D or a dataset's folder)."""
+    if sum(bool(x) for x in (args.cache_dir, args.prepare_synth, args.prepare)) != 1:
+        raise SystemExit("give one of --cache-dir, --prepare-synth SUBJECTS or --prepare DATASET --root DIR")
+    if args.cache_dir:
+        return Path(args.cache_dir)
+    size = args.size or default_view_size(load_config(args.config, args.set))
+    cache_root = Path(args.cache_root) if args.cache_root else out / "cache"
+    if args.prepare_synth:
+        return prepare_synth_cache(cache_root, args.prepare_synth, size, args.frames, args.preset, seed=0)
+    if not args.root:
+        raise SystemExit(f"--prepare {args.prepare} needs --root (the dataset folder)")
+    return prepare_dataset_cache(
+        cache_root, args.prepare, Path(args.root), args.protocol, size, args.frames, args.render_workers
+    )
+
+
+def _environments(runs: dict[str, list[dict]]) -> list[dict]:
+    """Every distinct library/hardware setting the runs were made with (one, unless runs were moved)."""
+    distinct = {
+        json.dumps(r.get("environment"), sort_keys=True): r.get("environment")
+        for rs in runs.values()
+        for r in rs
+        if r.get("environment")
+    }
+    return [dict(e) for e in distinct.values()]
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     out = output_folder(args.output_dir)
@@ -477,22 +505,7 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
 
-    if sum(bool(x) for x in (args.cache_dir, args.prepare_synth, args.prepare)) != 1:
-        raise SystemExit("give one of --cache-dir, --prepare-synth SUBJECTS or --prepare DATASET --root DIR")
-    size = args.size or default_view_size(load_config(args.config, args.set))
-    cache_root = Path(args.cache_root) if args.cache_root else out / "cache"
-    if args.cache_dir:
-        cache_dir = Path(args.cache_dir)
-    elif args.prepare_synth:
-        cache_dir = prepare_synth_cache(
-            cache_root, args.prepare_synth, size, args.frames, args.preset, seed=0
-        )
-    else:
-        if not args.root:
-            raise SystemExit(f"--prepare {args.prepare} needs --root (the dataset folder)")
-        cache_dir = prepare_dataset_cache(
-            cache_root, args.prepare, Path(args.root), args.protocol, size, args.frames, args.render_workers
-        )
+    cache_dir = _cache_dir(args, out)
     dataset, task, datasets = resolve_task(cache_dir, args.task)
     datasets_override = "null" if datasets is None else "[" + ",".join(datasets) + "]"
     common = [f"data.cache_dir={cache_dir}", f"data.datasets={datasets_override}", *args.set]
@@ -523,16 +536,7 @@ def main(argv: list[str] | None = None) -> dict:
         "variant_overrides": {v: VARIANTS[v] for v in variants},
         "command": shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(argv),
         "variants": summary,
-        # every distinct library/hardware setting the runs were made with (one, unless runs were moved)
-        "environments": [
-            dict(e)
-            for e in {
-                json.dumps(r.get("environment"), sort_keys=True): r.get("environment")
-                for rs in runs.values()
-                for r in rs
-                if r.get("environment")
-            }.values()
-        ],  # fmt: skip
+        "environments": _environments(runs),
     }
     (out / f"results{args.report_suffix}.json").write_text(json.dumps(report, indent=1) + "\n")
     table = markdown_table(summary, label_names)

@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# The suite runs in several processes (pytest-xdist; `-n auto` in pyproject.toml, at most MAX_WORKERS). Each
+# worker takes its share of the cores for torch (and the interpreters its tests start inherit it), and its own
+# gradio folder: a closed app deletes the example files it cached there, which another worker's app still serves.
+MAX_WORKERS = 4
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _share = (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+    os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix=f"gradio-{os.environ['PYTEST_XDIST_WORKER']}-"))
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per core, at most MAX_WORKERS (each may start the app and load both checkpoints)."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 SFM_HOW_TO = (
     "this test needs the Surrey Face Model (non-commercial use only). Get it with "

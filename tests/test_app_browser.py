@@ -134,13 +134,20 @@ def test_clicking_each_example_answers_in_its_own_tab(page, url, tab, name):
 def _upload(page, selector: str, path: Path, shown: str | None = None) -> None:
     """Set a file input, again while the component is still mounting (at most 3 times), until the upload
     shows: its name, or what `shown` (a selector inside the component, e.g. "img") finds. On a loaded machine
-    the tab's components can still be mounting when the file is set, and that file is dropped."""
+    the tab's components can still be mounting when the file is set, and that file is dropped.
+
+    The name is looked for where the uploaded file stays: gradio lists it as a cell labelled with the whole
+    name, whose text is the stem and the extension in two elements ("scan .ply" to a text match). Matching
+    the text alone caught only the upload's progress line, which shows the name whole for as long as the
+    upload takes: a fast upload could come and go before the page was looked at."""
     for attempt in range(3):
         file_input = page.locator(f"{selector} input[type=file]")
         if file_input.count():
             file_input.set_input_files(str(path))
         try:
-            found = page.locator(f"{selector} {shown}") if shown else page.locator(selector).get_by_text(path.name)
+            component = page.locator(selector)
+            by_name = component.locator(f'[aria-label="{path.name}"]').or_(component.get_by_text(path.name))
+            found = page.locator(f"{selector} {shown}") if shown else by_name
             found.first.wait_for(timeout=40_000)
             return
         except sync_api.TimeoutError:

@@ -534,6 +534,7 @@ class AffectVLMPredictor:
             max_vertices=self.limits.max_vertices,
             max_faces=self.limits.max_faces,
             max_file_bytes=self.limits.max_file_bytes,
+            load_texture=self.recipe.needs_texture,
         )
 
     def prepare_scan(self, scan):

@@ -418,6 +418,27 @@ def test_a_normalised_scan_scores_as_its_file(predictor):
     np.testing.assert_array_equal(again.views, from_file.views)
 
 
+def test_a_mesh_whose_texture_image_is_broken_is_read_by_its_shape(predictor, tmp_path):
+    """A scanner's OBJ with texture coordinates and a texture image that does not decode: the model draws the shape,
+    so the texture is not read and the scan is scored (reading it, as `load_scan` does by default, fails)."""
+    from affectvlm.scan import ScanError, write_obj
+
+    path = next(p for p in EXAMPLE_SCANS if "anger" in p.stem)
+    scan = load_scan(path)
+    v = scan.vertices
+    uv = (v[:, :2] - v[:, :2].min(0)) / np.ptp(v[:, :2], 0)
+    texture = np.full((64, 64, 3), 200, np.uint8)
+    write_obj(tmp_path / "face.obj", Scan(v, scan.faces, uv=uv, texture=texture), texture_name="face.png")
+    png = (tmp_path / "face.png").read_bytes()
+    (tmp_path / "face.png").write_bytes(png[:60] + bytes(len(png) - 60))  # the header whole, the pixels zeroed
+    with pytest.raises(ScanError, match="texture"):
+        load_scan(tmp_path / "face.obj")
+    assert predictor.recipe.needs_texture is False
+    result = predictor(scan=tmp_path / "face.obj", labels=EMOTIONS)
+    assert result.label == "anger", result.scores()
+    np.testing.assert_array_equal(result.views, predictor(scan=path, labels=EMOTIONS).views)
+
+
 def cli_label(*args: str) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "affectvlm", "predict", *args, "--labels", *EMOTIONS, "--json"],

@@ -242,3 +242,21 @@ def test_render_settings_saved_with_the_processor_are_used(predictor, scan_file,
     custom = AffectVLMPredictor(predictor.model, processor)
     assert custom(scan=str(scan_file)).views.shape == (3, 40, 40, 3)
     assert custom(sequence=str(frames_dir)).views.shape == (3, 40, 40, 3)
+
+
+def test_the_texture_image_is_read_only_for_a_model_that_draws_it(face, tmp_path):
+    """A model whose views are drawn from the texture (render mode "texture") gets the scan's texture image; one
+    that draws the shape does not read it."""
+    from affectvlm.scan import Scan, write_obj
+
+    mean, faces, _ = face
+    uv = (mean[:, :2] - mean[:, :2].min(0)) / np.ptp(mean[:, :2], 0)
+    texture = np.zeros((8, 8, 3), np.uint8)
+    texture[:, :4] = 255
+    path = tmp_path / "face.obj"
+    write_obj(path, Scan(mean, faces, uv=uv, texture=texture), texture_name="face.png")
+    for mode, read in (("normal", False), ("texture", True)):
+        model, processor = random_demo_model()
+        processor.render_settings = {"mode": mode}
+        predictor = AffectVLMPredictor(model, processor, source="test", is_random=True)
+        assert (predictor.load_scan(path).texture is not None) is read, mode

@@ -202,7 +202,7 @@ class _Renderer:
             return scan.to_scan(path=item.key)
         from ..scan import load_scan
 
-        return load_scan(item.paths[0])
+        return load_scan(item.paths[0], load_texture=self.settings.recipe.needs_texture)
 
     def sequence_scans(self, item: WorkItem) -> list:
         n = self.settings.frames
@@ -216,7 +216,7 @@ class _Renderer:
         # be read is left out (as a gap in the numbering is) and the frames are picked again from the others, while
         # at least half of them, and two, remain; each frame is read once.
         paths, skipped = list(item.paths), []
-        read = functools.cache(_read_frame)
+        read = functools.cache(functools.partial(_read_frame, load_texture=self.settings.recipe.needs_texture))
         while True:
             try:
                 picked = self.settings.recipe.pooled_frames(len(paths), lambda i: read(paths[i]))
@@ -290,11 +290,11 @@ class _Renderer:
             return err
 
 
-def _read_frame(path: str):
+def _read_frame(path: str, load_texture: bool = True):
     from ..scan import load_scan
 
     try:
-        return load_scan(path)
+        return load_scan(path, load_texture=load_texture)
     except _RENDER_ERRORS as err:
         raise _BadFrame(path, err) from None
 

@@ -84,6 +84,12 @@ class ScanRecipe:
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(ScanRecipe)}
 
+    @property
+    def needs_texture(self) -> bool:
+        """Whether the views are drawn from the scan's texture image: read it only then (`load_scan`'s
+        `load_texture`), so that a large or broken texture beside a mesh costs nothing when only its shape is drawn."""
+        return self.mode == "texture"
+
     def _render_kwargs(self) -> dict:
         views = None if self.views is None else [list(v) if isinstance(v, tuple) else v for v in self.views]
         return {"views": views, "size": self.size, "mode": self.mode}

@@ -311,7 +311,7 @@ def predict_sequence(files, labels_text):
     strip = _gallery(
         result.frames,
         np.ones(len(result.frames), bool),
-        [f"frame {i + 1}" for i in range(len(result.frames))],
+        [f"frame {n}" for n in result.frame_numbers],
     )
     return [
         *_outputs(result, [f"{v} (dynamic image)" for v in VIEW_NAMES], labels_text),
@@ -321,13 +321,16 @@ def predict_sequence(files, labels_text):
 
 
 def _frame_plot(result: Prediction) -> Figure:
-    """Each label's probability in each frame, scored on its own as a static scan."""
+    """Each label's probability in each frame, scored on its own as a static scan, by the frame's place in the
+    sequence."""
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(6, 2.6), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    t = np.arange(1, len(result.frame_probs) + 1)
     for c, label in enumerate(result.labels):
-        ax.plot(t, result.frame_probs[:, c], marker="o", markersize=3, label=label)
-    ax.set_xlabel("frame (those the dynamic images pool)")
+        ax.plot(result.frame_numbers, result.frame_probs[:, c], marker="o", markersize=3, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("frame of the sequence (those the dynamic images pool)")
     ax.set_ylabel("probability")
     ax.set_ylim(0, 1)
     ax.set_title("Each frame scored alone", fontsize="medium")

@@ -80,7 +80,8 @@ class Prediction:
     relevance: with `explain=True`, where on the face the top label came from (`affectvlm.explain.Explanation`:
     per-pixel maps, overlays on the views and, for scans, per-vertex relevance with `.write_glb(path)`).
     frame_probs: for a sequence, (F, C) probabilities of each frame the recipe picked, scored on its own as a
-    static scan; frames: their (F, H, W, 3) uint8 frontal views (the frame strip).
+    static scan; frames: their (F, H, W, 3) uint8 frontal views (the frame strip); frame_numbers: their (F,)
+    places in the sequence as given, counted from 1 (frame files in natural order).
     """
 
     labels: list[str]
@@ -96,6 +97,7 @@ class Prediction:
     relevance: object | None = None
     frame_probs: np.ndarray | None = None
     frames: np.ndarray | None = None
+    frame_numbers: np.ndarray | None = None
 
     @property
     def label(self) -> str:
@@ -577,8 +579,8 @@ class AffectVLMPredictor:
         return frames
 
     def prepare_sequence(self, sequence):
-        """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes, the frames pooled),
-        by the recipe: frames spread over the expression's span (`ScanRecipe.pooled_frames`), pooled from the
+        """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes, the frames pooled, their
+        places in the sequence counted from 1), by the recipe: frames spread over the expression's span (`ScanRecipe.pooled_frames`), pooled from the
         sequence's neutral end; the apex frame gets the scan door's face check. Only the frames looked at are read."""
         from .scan.recipe import DIFFERENT_FACES_NOTE, ONE_FACE_MM, check_face
 
@@ -587,7 +589,8 @@ class AffectVLMPredictor:
             frames = self._sequence_paths(sequence, Path(tmp))
             read = functools.cache(lambda i: self.load_scan(frames[i]))
             fades = self._fades(recipe.views_of([read(0), read(len(frames) - 1)], device=device).cpu())
-            scans = [read(i) for i in recipe.pooled_frames(len(frames), read, reverse=fades, device=device)]
+            picked = recipe.pooled_frames(len(frames), read, reverse=fades, device=device)
+            scans = [read(i) for i in picked]
         apex = recipe.normalize(scans[-1])
         notes = [FADING_NOTE] if fades else []
         notes += check_face(apex, recipe.views_of([apex], device=device)[0].cpu()).notes  # a moving cube: no face
@@ -598,7 +601,9 @@ class AffectVLMPredictor:
             raise InputError(
                 "the frames do not move: every dynamic image is blank (a 4D sequence needs motion)"
             )
-        return dynamic, notes, scans[::-1] if fades else scans  # the frames in the order they were captured
+        if fades:  # the frames in the order they were captured
+            scans, picked = scans[::-1], picked[::-1]
+        return dynamic, notes, scans, np.asarray(picked) + 1
 
     def _fades(self, views: torch.Tensor) -> bool:
         """Whether a sequence runs from an expression back to neutral, given the (2, V, H, W, 3) views of its first
@@ -717,7 +722,7 @@ class AffectVLMPredictor:
 
     def _inputs(self, images, scan, sequence) -> tuple[dict, np.ndarray, object, list[str], list | None]:
         """(processor inputs, the (V, H, W, 3) views shown, the normalised scan or None, notes, a sequence's
-        frames or None)."""
+        (frames pooled, their numbers) or None)."""
         frames = None
         if images is not None:
             images, notes = self._image_views(images)
@@ -725,7 +730,8 @@ class AffectVLMPredictor:
         if scan is not None:
             normalized, views, notes = self.prepare_scan(scan)
         else:
-            (views, notes, frames), normalized = self.prepare_sequence(sequence), None
+            views, notes, *frames = self.prepare_sequence(sequence)
+            normalized = None
         return self.processor(images=views[None]), views.numpy(), normalized, notes, frames
 
     def __call__(
@@ -767,7 +773,7 @@ class AffectVLMPredictor:
             notes.append(f"low confidence: no label stands out (the top score is {probs.max():.2f})")
         if labels is not None:  # labels the model cannot place: their scores mean little (check_labels)
             notes.extend(c.note for c in self.check_labels(labels) if not c.understood)
-        frame_probs, frame_views = self.frame_scores(frames, class_embeds) if frames else (None, None)
+        frame_probs, frame_views = self.frame_scores(frames[0], class_embeds) if frames else (None, None)
         relevance = None
         if explain:
             from .explain import explain_prepared
@@ -791,6 +797,7 @@ class AffectVLMPredictor:
             relevance=relevance,
             frame_probs=frame_probs,
             frames=frame_views,
+            frame_numbers=frames[1] if frames else None,
         )
 
     def action_units(self, embeds: torch.Tensor) -> list[dict[str, float]] | None:

@@ -18,7 +18,7 @@ import pytest
 from faces import KNOWN_WRONG, KNOWN_WRONG_FRAMES, marked_known
 
 from affectvlm.data.realism import RealismConfig, apply_realism
-from affectvlm.predictor import DEMO_CHECKPOINT, AffectVLMPredictor
+from affectvlm.predictor import DEMO_CHECKPOINT, FADING_NOTE, AffectVLMPredictor
 from affectvlm.scan import Scan, load_scan, normalize_scan, write_pcd, write_ply, write_wrl
 from affectvlm.scan.archive import extract_frames
 from affectvlm.scan.normalize import axis_rotation
@@ -349,6 +349,24 @@ def test_the_span_pooled_leaves_the_neutral_stretches_out(predictor, tmp_path):
     assert 14 <= spans["a neutral lead-in"][0] <= 16 and 17 <= spans["a neutral lead-in"][1] <= 21, spans
     assert spans["the apex held"][0] == 0 and 3 <= spans["the apex held"][1] <= 16, spans
     assert spans["a neutral tail"][0] == 0 and 2 <= spans["a neutral tail"][1] <= 6, spans
+
+
+def test_the_frames_scored_alone_are_numbered_by_their_place_in_the_sequence(predictor, tmp_path):
+    """The app plots each pooled frame's scores against its number in the sequence: after a neutral lead-in of 16
+    frames they are frames of the expression's span, in time order; for a capture that starts at the apex and
+    relaxes (pooled in reverse), still in the order captured, the apex frame first and read as the expression."""
+    frames = [load_scan(p) for p in extract_frames(EXAMPLE_SEQUENCES[0], tmp_path)]
+    lead_in = captured_longer(frames)["a neutral lead-in"]
+    result = predictor(sequence=lead_in, labels=EMOTIONS)
+    numbers = [int(n) for n in result.frame_numbers]
+    assert len(numbers) == len(result.frame_probs) == len(result.frames) > 2, numbers
+    # frames 1-17 are neutral, the apex is frame 20 (the span of test_the_span_pooled_..., counted from 1)
+    assert numbers == sorted(set(numbers)) and 15 <= numbers[0] and numbers[-1] <= 22, numbers
+    relaxing = frames[3::-1] + [frames[0]] * 4  # the apex, back to neutral, neutral held
+    result = predictor(sequence=relaxing, labels=EMOTIONS)
+    numbers = [int(n) for n in result.frame_numbers]
+    assert FADING_NOTE in result.notes and numbers == sorted(set(numbers)) and numbers[0] == 1, numbers
+    assert EMOTIONS[int(result.frame_probs[0].argmax())] == truth_of(EXAMPLE_SEQUENCES[0]), result.frame_probs.round(2)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -76,6 +76,7 @@ def _median_ms(fn, repeats: int, sync, warmup: int = 2) -> float:
     """Median wall time of `fn()` in ms, the device synchronised after each call."""
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -194,16 +195,7 @@ def _time_steps(step, warmup: int, steps: int, sync) -> tuple[float, int]:
 
     with FlopCounterMode(display=False) as counter:
         step()
-    for _ in range(warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), counter.get_total_flops()
+    return _median_ms(step, steps, sync, warmup=warmup) / 1000, counter.get_total_flops()
 
 
 def _time_loader(cache: str, d: dict, batch_size: int, workers: int, samples_per_s: float) -> None:

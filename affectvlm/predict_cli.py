@@ -149,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
         if result.action_units:
             top = sorted(result.action_units.items(), key=lambda kv: -kv[1])[:5]
             print("action units: " + ", ".join(f"{name} {p:.2f}" for name, p in top))
+        if result.frame_answers():
+            each = (f"{f['frame']} {f['label']} {f['scores'][f['label']]:.2f}" for f in result.frame_answers())
+            print("frames pooled, each scored alone: " + ", ".join(each))
     if args.explain:
         print(f"relevance of {result.relevance.label!r} written to {args.explain}", file=sys.stderr)
     return 0

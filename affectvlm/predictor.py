@@ -116,7 +116,19 @@ class Prediction:
             if self.view_mask[v]
         }
 
+    def frame_answers(self) -> list[dict] | None:
+        """For a sequence, each pooled frame scored on its own: {"frame": its place in the sequence (from 1),
+        "label": the top label, "scores": label -> probability}, in the order captured; None for a scan or views."""
+        if self.frame_probs is None:
+            return None
+        return [
+            {"frame": int(n), "label": self.labels[int(p.argmax())],
+             "scores": {label: float(q) for label, q in zip(self.labels, p)}}
+            for n, p in zip(self.frame_numbers, self.frame_probs)
+        ]  # fmt: skip
+
     def to_dict(self) -> dict:
+        frames = self.frame_answers()
         return {
             "label": self.label,
             "scores": self.scores(),
@@ -124,6 +136,7 @@ class Prediction:
             "views_available": [v for v, ok in zip(self.view_names, self.view_mask) if ok],
             "notes": list(self.notes),
             **({"action_units": dict(self.action_units)} if self.action_units is not None else {}),
+            **({"frames": frames} if frames is not None else {}),
         }
 
     def table(self) -> str:

@@ -457,12 +457,16 @@ def test_a_mesh_whose_texture_image_is_broken_is_read_by_its_shape(predictor, tm
     np.testing.assert_array_equal(result.views, predictor(scan=path, labels=EMOTIONS).views)
 
 
-def cli_label(*args: str) -> str:
+def cli_json(*args: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "affectvlm", "predict", *args, "--labels", *EMOTIONS, "--json"],
         capture_output=True, text=True, timeout=120, cwd=ROOT, check=True,
     ).stdout  # fmt: skip
-    return json.loads(out)["label"]
+    return json.loads(out)
+
+
+def cli_label(*args: str) -> str:
+    return cli_json(*args)["label"]
 
 
 @pytest.fixture(scope="module")
@@ -481,7 +485,14 @@ def test_cli_gives_the_library_answer_for_a_scan_views_and_a_sequence(predictor,
     assert cli_label(str(scan)) == truth_of(scan)
     assert cli_label(str(camera_pcd)) == "anger"
     assert cli_label(*map(str, EXAMPLE_VIEWS)) == truth_of(EXAMPLE_VIEWS[0])
-    assert cli_label(str(EXAMPLE_SEQUENCE)) == truth_of(EXAMPLE_SEQUENCE)
+    sequence = cli_json(str(EXAMPLE_SEQUENCE))
+    assert sequence["label"] == truth_of(EXAMPLE_SEQUENCE)
+    # each pooled frame scored alone, by its place in the sequence: the library's answers, the apex frames the truth
+    library = predictor(sequence=EXAMPLE_SEQUENCE, labels=EMOTIONS)
+    assert [(f["frame"], f["label"]) for f in sequence["frames"]] == [
+        (f["frame"], f["label"]) for f in library.frame_answers()
+    ]
+    assert sequence["frames"][-1]["label"] == truth_of(EXAMPLE_SEQUENCE), sequence["frames"]
 
 
 # -- the app, through gradio_client -----------------------------------------------------------------------------

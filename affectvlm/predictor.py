@@ -592,9 +592,10 @@ class AffectVLMPredictor:
         return frames
 
     def prepare_sequence(self, sequence):
-        """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes, the frames pooled, their
-        places in the sequence counted from 1), by the recipe: frames spread over the expression's span (`ScanRecipe.pooled_frames`), pooled from the
-        sequence's neutral end; the apex frame gets the scan door's face check. Only the frames looked at are read."""
+        """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes, the frames pooled,
+        their places in the sequence counted from 1), by the recipe: frames spread over the expression's span
+        (`ScanRecipe.pooled_frames`), pooled from the sequence's neutral end; the apex frame gets the scan door's face
+        check. Only the frames looked at are read."""
         from .scan.recipe import DIFFERENT_FACES_NOTE, ONE_FACE_MM, check_face
 
         recipe, device = self.recipe, self.model.device
@@ -736,16 +737,14 @@ class AffectVLMPredictor:
     def _inputs(self, images, scan, sequence) -> tuple[dict, np.ndarray, object, list[str], list | None]:
         """(processor inputs, the (V, H, W, 3) views shown, the normalised scan or None, notes, a sequence's
         (frames pooled, their numbers) or None)."""
-        frames = None
         if images is not None:
             images, notes = self._image_views(images)
             return self.processor(images=[images]), self._thumbnails(images), None, notes, None
         if scan is not None:
             normalized, views, notes = self.prepare_scan(scan)
-        else:
-            views, notes, *frames = self.prepare_sequence(sequence)
-            normalized = None
-        return self.processor(images=views[None]), views.numpy(), normalized, notes, frames
+            return self.processor(images=views[None]), views.numpy(), normalized, notes, None
+        views, notes, *pooled = self.prepare_sequence(sequence)
+        return self.processor(images=views[None]), views.numpy(), None, notes, pooled
 
     def __call__(
         self,
@@ -767,7 +766,7 @@ class AffectVLMPredictor:
             raise InputError("give exactly one of images=, scan= or sequence=")
         names, class_embeds = self.class_embeddings(labels)
         try:
-            inputs, views, normalized, notes, frames = self._inputs(images, scan, sequence)
+            inputs, views, normalized, notes, pooled = self._inputs(images, scan, sequence)
         except InputError:
             raise
         except ValueError as err:  # the processor's checks on given images
@@ -786,7 +785,7 @@ class AffectVLMPredictor:
             notes.append(f"low confidence: no label stands out (the top score is {probs.max():.2f})")
         if labels is not None:  # labels the model cannot place: their scores mean little (check_labels)
             notes.extend(c.note for c in self.check_labels(labels) if not c.understood)
-        frame_probs, frame_views = self.frame_scores(frames[0], class_embeds) if frames else (None, None)
+        frame_probs, frame_views = self.frame_scores(pooled[0], class_embeds) if pooled else (None, None)
         relevance = None
         if explain:
             from .explain import explain_prepared
@@ -810,7 +809,7 @@ class AffectVLMPredictor:
             relevance=relevance,
             frame_probs=frame_probs,
             frames=frame_views,
-            frame_numbers=frames[1] if frames else None,
+            frame_numbers=pooled[1] if pooled else None,
         )
 
     def action_units(self, embeds: torch.Tensor) -> list[dict[str, float]] | None:

@@ -537,7 +537,8 @@ class AffectVLMPredictor:
             )
 
     def load_scan(self, scan):
-        """A path (or a Scan, returned as it is) -> the Scan as read, under the predictor's caps."""
+        """A path (or a Scan, returned as it is) -> the Scan as read, under the predictor's caps; its texture image
+        is read only for a model that draws it (`ScanRecipe.needs_texture`)."""
         from .scan import Scan, load_scan
 
         if isinstance(scan, Scan):

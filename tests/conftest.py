@@ -1,4 +1,5 @@
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,15 +14,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # worker takes its share of the cores for torch (and the interpreters its tests start inherit it), and its own
 # gradio folder: a closed app deletes the example files it cached there, which another worker's app still serves.
 MAX_WORKERS = 4
+_OWN_GRADIO_DIR = None  # the worker's gradio folder, made here and removed when the worker ends
 if os.environ.get("PYTEST_XDIST_WORKER"):
     _share = (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
-    os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix=f"gradio-{os.environ['PYTEST_XDIST_WORKER']}-"))
+    if "GRADIO_TEMP_DIR" not in os.environ:
+        _OWN_GRADIO_DIR = tempfile.mkdtemp(prefix=f"gradio-{os.environ['PYTEST_XDIST_WORKER']}-")
+        os.environ["GRADIO_TEMP_DIR"] = _OWN_GRADIO_DIR
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto`: one worker per core, at most MAX_WORKERS (each may start the app and load both checkpoints)."""
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+def pytest_unconfigure(config) -> None:
+    if _OWN_GRADIO_DIR:
+        shutil.rmtree(_OWN_GRADIO_DIR, ignore_errors=True)
 
 SFM_HOW_TO = (
     "this test needs the Surrey Face Model (non-commercial use only). Get it with "

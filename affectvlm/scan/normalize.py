@@ -140,14 +140,12 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      frames 1.5 degrees apart about the prediction decide, the mirror now counting fully.
 #   3. It is a face when (`_looks_like_face`) along every line through the tip the surface 11-27 mm away (its points
 #      that are not spikes) falls at least 1.4 mm behind it on one side (a roof's ridge, a cylinder: on neither; a
-#      spike there counted as surface before, and 7 of 11 realistic held-out scans with no face found on a set of
-#      500, and 7 of 13 on another, were found after, with the step below), 80 % of the template's inner
+#      spike there counted as surface before: 11 of 500 realistic held-out scans showed no face, 7 now; 13 of 500 of
+#      another set, 10), 80 % of the template's inner
 #      cells have surface, the map is within 0.18 of the template and its detail (each cell's depth relative to the
 #      5 x 5 cells about it: eye sockets, nose, lips) correlates with the template's by 0.45 or more (faces: 0.5 to
-#      0.95; a cone, a sphere, a blob: under 0.4). The search's frame is a few degrees from the face's, so when it
-#      shows no face, the frame settled as in step 6 is judged again (a face pitched 7 degrees: detail 0.44 -> 0.48).
-#      Else the file's frame and size rule are kept: a cube, a sphere or a plane is normalised as before, and
-#      `check_face` notes it.
+#      0.95; a cone, a sphere, a blob: under 0.4). Else the file's frame and size rule are kept: a cube, a sphere or
+#      a plane is normalised as before, and `check_face` notes it.
 #   3b. No face in the whole scan, or one only at a scale that is no unit (a face in a larger scene: a body below
 #      it, a wall behind it make the scan a metre across, so no unit fits, and outnumber the face's points in the
 #      subsample; at the scale that makes that scene a face, a face passes for a nose on a blob; or a unitless
@@ -363,12 +361,8 @@ def _find_at_scales(vertices: np.ndarray) -> _Found | None:
         points, solid = _search_points(sample, scale)
         frame, maps, bump, cost = _search(points, solid)
         # another scale than the units' only when it looks more like a face than the units' did
-        if cost <= least:
-            if _looks_like_face(maps, bump):
-                return frame, scale, points, solid, origin
-            settled = _settle(points, solid, frame)  # a head pitched or rolled may show its face only once settled
-            if _looks_like_face(*_views(points, solid, settled[None])):
-                return settled, scale, points, solid, origin
+        if cost <= least and _looks_like_face(maps, bump):
+            return frame, scale, points, solid, origin
         least = min(least, cost)
     return None
 

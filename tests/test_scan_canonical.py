@@ -236,8 +236,7 @@ def test_spikes_level_with_the_nose_do_not_hide_the_face(face, seed):
     """Eight lone points level with the nose tip, all round it, in a z-up file. The nose's bump is measured on the
     surface about it, which a lone point (no company in its 12 mm cube) is not: before, a spike in each direction
     made the nose look flat, no face was found, and the z-up frame was kept (3 of these 15 faces: the procedural
-    face twice, the SFM's once). The face is now
-    found, and turned as the clean face is."""
+    face twice, the SFM's once). The face is now found, and turned as the clean face is."""
     clean = find_face(face.vertices.astype(np.float64) @ Z_UP.T).rotation
     got = find_face(spikes_about_the_nose(face.vertices.astype(np.float64), seed) @ Z_UP.T)
     assert got.size is not None

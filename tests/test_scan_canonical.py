@@ -22,7 +22,6 @@ as the face's pose) nose 0.03; the scale exact but unitless (1 unit across: face
 """
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -323,17 +322,20 @@ def test_orient_takes_auto_or_none():
         normalize_scan(face_mesh(), orient="z-up")
 
 
-def test_the_search_costs_milliseconds_whatever_the_scans_size():
-    """A 90k-vertex face turned and z-up: `find_face` looks at a 2,000-4,000 point subsample (about 30 ms on
-    one core; the bound leaves room for a loaded machine)."""
+def test_the_search_looks_at_a_subsample_whatever_the_scans_size(monkeypatch):
+    """A 90k-vertex face turned and z-up: `find_face` looks at a 2,000-4,000 point subsample, so its time does not
+    grow with the scan (about 30 ms on one core: `python bench/render.py`, "find_face"). Asserted on the points its
+    depth maps are drawn from, not on the clock: a timed bound failed a CI run on a busy machine (0.207 s against
+    0.2)."""
     face = face_mesh(spacing=0.5)
     v = (face.vertices @ (Z_UP @ axis_rotation(1, 40)).T).astype(np.float32)
-    seconds = []
-    for _ in range(3):
-        start = time.perf_counter()
-        find_face(v)
-        seconds.append(time.perf_counter() - start)
-    assert face.num_vertices > 80_000 and min(seconds) < 0.2
+    seen = []
+    views = normalize_module._views
+    counted = lambda points, *args, **kwargs: seen.append(len(points)) or views(points, *args, **kwargs)  # noqa: E731
+    monkeypatch.setattr(normalize_module, "_views", counted)
+    found = find_face(v)
+    assert face.num_vertices > 80_000 and found.size is not None
+    assert seen and max(seen) <= 4_000
 
 
 # A face's size (step 5) from the detail of its depth map at scales 2^(-1 .. 1): the correlation with the mean

@@ -31,7 +31,7 @@ import affectvlm.scan.normalize as normalize_module
 from affectvlm.data.realism import RealismConfig, apply_realism
 from affectvlm.scan import Scan, load_scan, normalize_scan, normalize_sequence
 from affectvlm.scan.normalize import axis_rotation, find_face
-from affectvlm.scan.recipe import NOT_A_FACE_NOTE, ScanRecipe, check_face
+from affectvlm.scan.recipe import NO_FACE_FOUND_NOTE, NOT_A_FACE_NOTE, ScanRecipe, check_face
 from affectvlm.testing import face_mesh, head_drift, wall_behind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -315,6 +315,31 @@ def test_what_is_not_a_face_keeps_the_files_frame_and_gets_the_note(name):
     normalised = recipe.normalize(scan)
     np.testing.assert_array_equal(normalised.vertices, normalize_scan(scan, orient="none").vertices)
     assert NOT_A_FACE_NOTE in check_face(normalised, recipe.views_of([scan])[0]).notes
+
+
+def test_the_normalised_scan_says_whether_the_search_found_a_face():
+    face = load_scan(ROOT / "examples" / "scan_subject1_surprise.ply")
+    assert normalize_scan(face).face_found is True
+    assert normalize_scan(shapes()["sphere"]).face_found is False
+    assert normalize_scan(face, orient="none").face_found is None  # no search made
+    assert face.face_found is None
+
+
+@pytest.mark.parametrize("name", ["scan_subject1_surprise", "scan_ict_subject3_fear"])
+def test_a_face_the_search_missed_is_noted_unless_the_files_frame_shows_it_upright(name, monkeypatch):
+    """When `find_face` finds no face the file's frame is kept, and `check_face` looks again at what that frame
+    shows from the front (`front_view_is_face`). A face the file holds frontal and upright is scored with no note;
+    upside down, it passes the nose tests (they do not see which way is up) and was scored upside down with no
+    note: now it gets one. (The search misses 2 of 500 realistic held-out faces of seed 21 once stray points are
+    dropped, a teapot and a knot of trimesh's test models every time.)"""
+    monkeypatch.setattr(normalize_module, "find_face", lambda v: normalize_module.Face(None, None, None))
+    face = load_scan(ROOT / "examples" / f"{name}.ply")
+    recipe = ScanRecipe(size=64)
+    for turn, note in ((np.eye(3), None), (axis_rotation(2, 180), NO_FACE_FOUND_NOTE)):
+        normalised = recipe.normalize(Scan(face.vertices @ turn.T, face.faces))
+        assert normalised.face_found is False
+        notes = check_face(normalised, recipe.views_of([normalised])[0]).notes
+        assert notes == ([note] if note else []), notes
 
 
 def test_orient_takes_auto_or_none():

@@ -28,6 +28,7 @@ __all__ = [
     "find_nose_tip",
     "detect_units_scale",
     "find_face",
+    "front_view_is_face",
     "axis_rotation",
     "rotate_points",
 ]
@@ -230,6 +231,8 @@ _SIZES = 2.0 ** (np.arange(-8, 9) / 8.0)
 _DETAIL_WINDOW = (1.7, 1.2)
 # ... and divided by 0.96, that scale's median against the truth (0.94-0.98 on each probe in docs/RESULTS.md)
 _DETAIL_CALIBRATION = 1.0 / 0.96
+# a normalised face is its robust radius across: 80-95 mm, the search's radius within a fifth either way
+_FRONT_SIZES = (0.8, 0.9, 1.0, 1.1, 1.25)
 
 
 def axis_rotation(axis: int, degrees: float) -> np.ndarray:
@@ -540,6 +543,23 @@ def _looks_like_face(maps: np.ndarray, bump: np.ndarray) -> bool:
         and _cost(maps)[0][0] <= _MAX_DIFFERENCE
         and _detail_match(maps)[0] >= _MIN_DETAIL_MATCH
     )
+
+
+def front_view_is_face(vertices: np.ndarray) -> bool:
+    """Whether a normalised scan (the nose tip at the origin, +z towards the viewer, its robust radius 1) seen from
+    the front passes the search's own test of a face (step 3, `_looks_like_face`) at one of `_FRONT_SIZES`, the
+    right way up (step 4's measure over -0.25). `check_face` asks it of a scan in which `find_face` found no face,
+    so the file's frame was kept: a face that frame shows from the front passes (the search, on a coarser
+    subsample, can miss one: 5 of 7 and 5 of 10 of the realistic held-out faces it missed, seeds 21 and 41); a
+    face the frame shows from above, behind or upside down, a teapot or a knot does not. Cost: a few
+    milliseconds."""
+    sample = spread_sample(vertices, _SEARCH_POINTS).astype(np.float64)
+    front = np.eye(3)[None]
+    for size in _FRONT_SIZES:
+        maps, bump = _views(*_search_points(sample, size * _SEARCH_RADIUS_MM), front)
+        if _looks_like_face(maps, bump) and _upright(maps)[0] > -_UPRIGHT_MARGIN:
+            return True
+    return False
 
 
 def _search_points(sample: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -995,9 +1015,10 @@ def _normalize(
     if not _extent(v) > 0.0:
         raise ScanError(f"the scan has no extent: all its vertices are at one point{file_tag(scan.path)}")
     turn, scale, tip, rotation, radius = _transform or (None, None, None, None, None)
-    size = nose = None
+    size = nose = found = None
     if _transform is None and orient == "auto":
         turn, size, nose = find_face(v)
+        found = size is not None
     if turn is not None:
         r = turn.astype(np.float32)
         v = (
@@ -1036,7 +1057,7 @@ def _normalize(
         radius = float(np.sqrt(np.percentile(np.einsum("ij,ij->i", v, v), _FIT_PERCENTILE)))
     if fit and radius and radius > 0:
         v = v * np.float32(1.0 / radius)
-    out = out.replace(vertices=np.ascontiguousarray(v, dtype=np.float32), normalized=bool(fit))
+    out = out.replace(vertices=np.ascontiguousarray(v, dtype=np.float32), normalized=bool(fit), face_found=found)
     return out, motion if _follow is not None else (turn, scale, tip, rotation, radius)
 
 

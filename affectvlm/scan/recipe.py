@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .clean import cluster_vertices
-from .normalize import normalize_scan, normalize_sequence
+from .normalize import front_view_is_face, normalize_scan, normalize_sequence
 from .register import still_parts, surface_gap
 from .render import DEFAULT_EXTENT, DEFAULT_VIEWS, render_views
 from .sequence import render_sequence
@@ -232,6 +232,10 @@ NOT_A_FACE_NOTE = (
     "this does not look like a face seen from the front (no nose stands out of the surface): "
     "the scores are not reliable"
 )
+NO_FACE_FOUND_NOTE = (
+    "no face was found in this scan from any direction (no eye sockets, nose and mouth where a face has them), so "
+    "it was drawn as the file holds it: the scores are not reliable"
+)
 # A face's surface curves everywhere: the six most common directions its triangles face (to about 3 degrees) hold
 # 1-5 % of its area (held-out faces of both face models, clean, realistic and at 6,000 triangles; the examples 2 %).
 # A box's corner, which can stand out and be surrounded like a nose, holds 41-100 % in them (30 turned cubes).
@@ -251,6 +255,7 @@ class FaceCheck:
     nose_prominence: float
     surrounded: float
     flat: float = 0.0  # `flat_share`
+    face: bool = True  # the normaliser found a face, or its front view passes the search's test (`front_view_is_face`)
 
     @property
     def notes(self) -> list[str]:
@@ -258,6 +263,8 @@ class FaceCheck:
             return [NOT_A_FACE_NOTE]
         if self.flat > MAX_FLAT_SHARE:
             return [FLAT_NOTE]
+        if not self.face:
+            return [NO_FACE_FOUND_NOTE]
         return []
 
 
@@ -309,8 +316,9 @@ def flat_share(scan: Scan, directions: int = 6) -> float:
 def check_face(scan: Scan, views: torch.Tensor) -> FaceCheck:
     """Check a normalised scan and its rendered (V, H, W, 3) views; raise InputError for what cannot be a face.
 
-    Too few points or an (almost) empty frontal render are errors; a surface without a nose, or one made of flat
-    facets (`flat_share`), gets a note.
+    Too few points or an (almost) empty frontal render are errors; a surface without a nose, one made of flat
+    facets (`flat_share`), or one in which the normaliser found no face and whose front view shows none either
+    (`front_view_is_face`: a teapot, a knot, a face drawn from above), gets a note.
     """
     if scan.num_vertices < MIN_POINTS:
         raise InputError(
@@ -320,4 +328,5 @@ def check_face(scan: Scan, views: torch.Tensor) -> FaceCheck:
     coverage = float((views[0] > 0).any(-1).float().mean())
     if coverage < MIN_COVERAGE:
         raise InputError(f"not a face: the frontal view is {coverage:.1%} covered (almost nothing to see)")
-    return FaceCheck(scan.num_vertices, coverage, nose_prominence(scan), surrounded(scan), flat_share(scan))
+    face = scan.face_found is not False or front_view_is_face(scan.vertices)
+    return FaceCheck(scan.num_vertices, coverage, nose_prominence(scan), surrounded(scan), flat_share(scan), face)

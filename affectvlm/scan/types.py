@@ -60,6 +60,9 @@ class Scan:
         path: the file the scan was read from, or None.
         normalized: True once `normalize_scan` has put the scan in the renderer's canonical frame; normalising
             it again returns it unchanged.
+        face_found: set by `normalize_scan`: whether its face search (`find_face`) found a face, False when it
+            found none and kept the file's frame; None when no search was made (`orient="none"`, a sequence's later
+            frames) or the scan is not normalised. `affectvlm.scan.recipe.check_face` reads it.
     """
 
     vertices: np.ndarray
@@ -69,6 +72,7 @@ class Scan:
     texture: np.ndarray | None = None
     path: str | None = None
     normalized: bool = False
+    face_found: bool | None = None
 
     def __post_init__(self) -> None:
         where = file_tag(self.path)

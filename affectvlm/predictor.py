@@ -588,6 +588,11 @@ class AffectVLMPredictor:
             raise InputError(
                 f"no 3D frames found (expected files ending in {', '.join(SUPPORTED_EXTENSIONS)})"
             )
+        if len(frames) == 1:  # no motion to pool: the dynamic image would be the one frame's shading
+            raise InputError(
+                "a 4D sequence is 2 frames or more, and this one holds a single frame: give a single scan as a scan "
+                "(scan=, the app's 3D scan tab, the command line with the scan file itself)"
+            )
         if len(frames) > self.limits.max_frames:
             raise InputError(f"{len(frames)} frames is more than the limit of {self.limits.max_frames}")
         return frames

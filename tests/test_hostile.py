@@ -99,6 +99,20 @@ def test_a_cube_held_corner_first_gets_a_note(predictor, roll):
     assert FLAT_NOTE in result.notes
 
 
+def test_a_zip_of_one_scan_is_refused_with_what_to_give_instead(predictor, tmp_path):
+    """A zipped scan was read as a 4D sequence of one frame, its shading taken for a dynamic image and scored with
+    no word (surprise, by luck); given as a scan, the zip was "an unknown extension". Both now say what to give."""
+    one = tmp_path / "face.zip"
+    with zipfile.ZipFile(one, "w") as z:
+        z.write(FACE, FACE.name)
+    for kind, words in (("sequence", "2 frames or more"), ("scan", "holds files, not one scan")):
+        with pytest.raises(InputError, match=words) as err:
+            predictor(**{kind: one}, labels=EMOTIONS)
+        assert str(tmp_path) not in str(err.value)
+    with pytest.raises(InputError, match="2 frames or more"):
+        predictor(sequence=[FACE], labels=EMOTIONS)
+
+
 def test_the_faces_get_no_flat_note(predictor):
     for path in sorted((ROOT / "examples").glob("scan_*.ply")):
         assert FLAT_NOTE not in predictor(scan=path, labels=EMOTIONS).notes, path.name

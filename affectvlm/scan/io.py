@@ -139,6 +139,11 @@ def _read(path: str, max_vertices: int, max_faces: int, max_file_bytes: int, loa
     """The reader for the file's extension, after the checks every file passes; messages leave out
     the file's name (load_scan adds it)."""
     ext = Path(path).suffix.lower()
+    if ext == ".zip":
+        raise ScanError(
+            "a .zip holds files, not one scan: give the scan file itself, or the zip as a 4D sequence (sequence=, "
+            "the app's 4D tab) or as scans to score one by one (the app's batch tab, the command line's --csv)"
+        )
     if ext not in SUPPORTED_EXTENSIONS:
         raise ScanError(
             f"unknown scan extension {ext or '(none)'!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)}"

@@ -549,10 +549,9 @@ def front_view_is_face(vertices: np.ndarray) -> bool:
     """Whether a normalised scan (the nose tip at the origin, +z towards the viewer, its robust radius 1) seen from
     the front passes the search's own test of a face (step 3, `_looks_like_face`) at one of `_FRONT_SIZES`, the
     right way up (step 4's measure over -0.25). `check_face` asks it of a scan in which `find_face` found no face,
-    so the file's frame was kept: a face that frame shows from the front passes (the search, on a coarser
-    subsample, can miss one: 5 of 7 and 5 of 10 of the realistic held-out faces it missed, seeds 21 and 41); a
-    face the frame shows from above, behind or upside down, a teapot or a knot does not. Cost: a few
-    milliseconds."""
+    so the file's frame was kept: a face that frame shows from the front and upright passes (the search, on a
+    coarser subsample, can miss one); a face the frame shows from above, behind or upside down, a teapot or a knot
+    does not. Cost: a few milliseconds."""
     sample = spread_sample(vertices, _SEARCH_POINTS).astype(np.float64)
     front = np.eye(3)[None]
     for size in _FRONT_SIZES:

@@ -325,8 +325,7 @@ def check_face(scan: Scan, views: torch.Tensor) -> FaceCheck:
     if scan.num_vertices < MIN_POINTS:
         raise InputError(
             f"not a face: only {scan.num_vertices} {'vertex lies' if scan.num_vertices == 1 else 'vertices lie'} "
-            "within the face crop around the nose tip "
-            f"(a face scan has thousands)"
+            "within the face crop around the nose tip (a face scan has thousands)"
         )
     coverage = float((views[0] > 0).any(-1).float().mean())
     if coverage < MIN_COVERAGE:

@@ -180,3 +180,28 @@ def test_blender_style_ply_is_scored_like_the_face_it_holds(tmp_path):
     from_file = predictor(scan=tmp_path / "happy.ply", labels=EMOTIONS)
     assert from_file.label == "happiness"
     np.testing.assert_allclose(from_file.probs, predictor(scan=happy, labels=EMOTIONS).probs, atol=0.02)
+
+
+def test_point_spacing_leaves_out_edges_of_no_length(face):
+    """Quads that repeat a vertex ("f 1 2 3 3") triangulate to one triangle of no area each: its edges of no
+    length are not the scan's spacing (the median edge was 0, and the stray-point filter then dropped a third of a
+    face's vertices)."""
+    from affectvlm.scan.clean import point_spacing
+
+    collapsed = np.concatenate([face.faces, face.faces[:, [2, 2, 0]]])
+    assert point_spacing(face.replace(faces=collapsed)) == pytest.approx(point_spacing(face), rel=0.1)
+    assert point_spacing(face.replace(faces=np.zeros((4, 3), np.int64))) > 0.0  # no edge at all: as a cloud
+
+
+@pytest.mark.skipif(not (DEMO_CHECKPOINT / "config.json").is_file(), reason="no demo checkpoint")
+def test_quads_that_repeat_a_vertex_are_scored_like_the_face_they_hold(tmp_path):
+    """A happy face (an example scan) written as an OBJ of quads whose last corner repeats the third, as some
+    exporters write triangles: happiness, as the face itself reads (0.23 and "no face was found" before)."""
+    happy = load_scan(HAPPY)
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in happy.vertices]
+    lines += [f"f {a + 1} {b + 1} {c + 1} {c + 1}" for a, b, c in happy.faces]
+    (tmp_path / "happy.obj").write_text("\n".join(lines) + "\n")
+    predictor = AffectVLMPredictor.from_pretrained()
+    from_file = predictor(scan=tmp_path / "happy.obj", labels=EMOTIONS)
+    assert from_file.label == "happiness" and not from_file.notes
+    np.testing.assert_allclose(from_file.probs, predictor(scan=happy, labels=EMOTIONS).probs, atol=0.02)

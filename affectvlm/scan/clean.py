@@ -100,12 +100,16 @@ def _drop_unreferenced(scan: Scan) -> Scan:
 def point_spacing(scan: Scan) -> float:
     """The scan's typical point spacing: a mesh's median edge length, or a point cloud's median distance from a
     point to its nearest neighbour (among up to `_SAMPLE` points: an overestimate for larger clouds, which only
-    widens the cubes)."""
+    widens the cubes). Edges of no length are left out: a mesh whose quads repeat a vertex ("f 1 2 3 3"), or a
+    welded mesh with collapsed triangles, has them in every other triangle, and its median edge was then 0."""
     v = scan.vertices
     if scan.faces is not None and len(scan.faces):
         f = scan.faces[:: max(1, len(scan.faces) // _SAMPLE)]
         edges = v[f[:, 1]].astype(np.float64) - v[f[:, 0]]
-        return float(np.median(np.sqrt((edges * edges).sum(axis=1))))
+        lengths = np.sqrt((edges * edges).sum(axis=1))
+        lengths = lengths[lengths > 0.0]
+        if len(lengths):
+            return float(np.median(lengths))
     sample = spread_sample(v, _SAMPLE).astype(np.float64)
     queries = sample[:: max(1, len(sample) // 128)]
     d2 = sum((queries[:, None, i] - sample[None, :, i]) ** 2 for i in range(3))

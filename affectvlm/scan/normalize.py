@@ -180,7 +180,11 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      identity's: 30 % of faces more than 15 % off); its detail puts 93-100 % within 15 % (0.71x to 1.33x at worst).
 #      Where the window's best is its top and the detail still rises past it, the detail's best peak over the whole
 #      range is taken (`_detail_peak`): two SFM identities of 20 (seed 21) were measured 1.9-2.1x over, their faces
-#      cropped to the nose and mouth; 0.958 -> 0.971 of 240 faces in mm within 15 %, worst 2.07x -> 1.26x.
+#      cropped to the nose and mouth; 0.958 -> 0.971 of 240 faces in mm within 15 %, worst 2.07x -> 1.26x. So is
+#      a peak outside the window whose detail correlates better by 0.1 than the window's best (a smiling ICT face
+#      with a flat nose, 0.78 at 0.92x against 0.48 at 1.83x, was measured 1.97x over): of 5,000 faces of both face
+#      models (seeds 13, 21, 41; in mm, unitless 0.3, 0.5, 10 and 100 units across, and realistic), those whose
+#      unit came out more than 0.75x-1.4x off, 171 -> 154 (18 put right, 1 put wrong).
 #      `_units_for` then takes mm, cm or m when the face's size is 0.75x to 1.4x of it (a unit that would make the
 #      face a third larger, or 40 % smaller, is not the file's: a unitless face 0.3 units across, which metres make
 #      300 mm, or 10 or 100 units across, which cm and mm make 100 mm: 0.80 -> 0.92 and 0.82 -> 0.97 of 60 held-out
@@ -229,6 +233,8 @@ _REMEASURE_BELOW, _REMEASURES = 0.9, 3  # measured under 0.9x the search's scale
 _SIZES = 2.0 ** (np.arange(-8, 9) / 8.0)
 # step 5: the detail's best scale is looked for from 1.7x under to 1.2x over the shape's
 _DETAIL_WINDOW = (1.7, 1.2)
+# ... unless a peak of the detail outside that window correlates better by this much (`_detail_peak`)
+_CLEARLY_BETTER = 0.1
 # ... and divided by 0.96, that scale's median against the truth (0.94-0.98 on each probe in docs/RESULTS.md)
 _DETAIL_CALIBRATION = 1.0 / 0.96
 # a normalised face is its robust radius across: 80-95 mm, the search's radius within a fifth either way
@@ -710,18 +716,23 @@ def _window_best(unlike: np.ndarray, rough: int) -> int:
 
 def _detail_peak(unlike: np.ndarray, rough: int) -> int:
     """The index into `_SIZES` of the detail's best match (`unlike`: minus the correlation) within `_DETAIL_WINDOW`
-    of the shape's size (`rough`, an index), unless that best is the window's top and the detail still rises past it
-    (or it is the range's top): then the detail's best peak over the whole range, if it has one. The shape of some
-    identities keeps getting more template-like towards 2x, and the window about it then missed the detail's peak
-    by up to 2x over; a face measured too large is seen through its middle only, which looks consistent, so measuring
-    again at that size (as `_remeasured` does for a face measured too small) does not undo it."""
+    of the shape's size (`rough`, an index), unless the detail's best peak over the whole range is clearly better
+    (by `_CLEARLY_BETTER`), or that best is the window's top and the detail still rises past it (or it is the
+    range's top): then that peak. The shape of some identities keeps getting more template-like towards 2x, and the
+    window about it then missed the detail's peak by up to 2x over, with a window's best of 0.35-0.5 against a peak
+    of 0.5-0.8 (a smile); a face measured too large is seen through its middle only, which looks consistent, so
+    measuring again at that size (as `_remeasured` does for a face measured too small) does not undo it. The range's
+    ends are no peak: a face seen at half its size is a head's outline, and correlates well there."""
     best = _window_best(unlike, rough)
     inner = np.arange(1, len(unlike) - 1)
     peaks = inner[(unlike[inner] < unlike[inner - 1]) & (unlike[inner] < unlike[inner + 1])]
-    top = best == len(unlike) - 1 or (not _window(rough)[best + 1] and unlike[best + 1] < unlike[best])
-    if best in peaks or not top or not len(peaks):
+    if not len(peaks):
         return best
-    return int(peaks[np.argmin(unlike[peaks])])
+    peak = int(peaks[np.argmin(unlike[peaks])])
+    top = best == len(unlike) - 1 or (not _window(rough)[best + 1] and unlike[best + 1] < unlike[best])
+    if unlike[peak] < unlike[best] - _CLEARLY_BETTER or (top and best not in peaks):
+        return peak
+    return best
 
 
 def _parabola_peak(cost: np.ndarray, i: int) -> float:

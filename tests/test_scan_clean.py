@@ -122,3 +122,52 @@ def test_a_mesh_vertex_at_the_origin_stays(face):
     cleaned = drop_stray_points(spiked)
     np.testing.assert_array_equal(cleaned.vertices, away.vertices)
     np.testing.assert_array_equal(cleaned.faces, away.faces)
+
+
+# `orient_faces`: triangles wound one way. Each test checks the winding itself: every edge that two triangles
+# share is run once each way (a mesh's triangles agree), and each triangle is still the one it was.
+
+
+def _directed_edges_once(scan: Scan) -> bool:
+    f = scan.faces
+    edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    return len(np.unique(edges, axis=0)) == len(edges)
+
+
+def _same_triangles(a: np.ndarray, b: np.ndarray) -> bool:
+    return np.array_equal(np.sort(np.sort(a, axis=1), axis=0), np.sort(np.sort(b, axis=1), axis=0))
+
+
+def test_a_mesh_wound_either_way_at_random_is_wound_one_way(face):
+    from affectvlm.scan.clean import orient_faces
+
+    flip = np.random.default_rng(0).random(face.num_faces) < 0.4
+    mixed = face.replace(faces=np.where(flip[:, None], face.faces[:, ::-1], face.faces))
+    assert not _directed_edges_once(mixed)
+    out = orient_faces(mixed)
+    assert _directed_edges_once(out) and _same_triangles(out.faces, face.faces)
+    # the smaller side turned round: the mesh's own winding (60 % of it) kept
+    assert np.array_equal(out.faces, face.faces)
+    assert orient_faces(face) is face  # wound one way already: nothing to do, and no copy
+
+
+def test_a_two_sided_mesh_keeps_one_side(face):
+    """Each triangle listed twice, once each way (an exporter's two-sided surface): the first of each kept."""
+    from affectvlm.scan.clean import orient_faces
+
+    two_sided = face.replace(faces=np.concatenate([face.faces, face.faces[:, ::-1]]))
+    assert np.array_equal(orient_faces(two_sided).faces, face.faces)
+
+
+def test_an_unwelded_mesh_is_joined_by_place(face):
+    """A triangle soup (an STL: three vertices of its own per triangle) wound either way: its triangles meet at
+    places, not at shared vertices, and agree there once turned."""
+    from affectvlm.scan.clean import orient_faces
+
+    flip = np.random.default_rng(1).random(face.num_faces) < 0.3
+    mixed = np.where(flip[:, None], face.faces[:, ::-1], face.faces)
+    soup = Scan(face.vertices[mixed].reshape(-1, 3), np.arange(3 * face.num_faces).reshape(-1, 3))
+    out = orient_faces(soup)
+    turned = out.faces[:, 0] != soup.faces[:, 0]  # (a, b, c) -> (c, b, a)
+    assert np.array_equal(turned, flip)  # exactly the triangles that were turned, turned back
+    assert _same_triangles(out.faces, soup.faces)

@@ -205,3 +205,29 @@ def test_quads_that_repeat_a_vertex_are_scored_like_the_face_they_hold(tmp_path)
     from_file = predictor(scan=tmp_path / "happy.obj", labels=EMOTIONS)
     assert from_file.label == "happiness" and not from_file.notes
     np.testing.assert_allclose(from_file.probs, predictor(scan=happy, labels=EMOTIONS).probs, atol=0.02)
+
+
+@pytest.mark.skipif(not (DEMO_CHECKPOINT / "config.json").is_file(), reason="no demo checkpoint")
+@pytest.mark.parametrize("winding", ["either way", "two-sided", "STL either way"])
+def test_a_mesh_wound_any_way_is_scored_like_the_face_it_holds(tmp_path, winding):
+    """A happy face (an example scan) whose triangles are wound either way at random, listed twice (once each way),
+    or written as a binary STL wound either way: happiness, as the face itself reads (fear 0.89-0.90, and
+    happiness 0.40 two-sided, before: the vertex normals cancelled)."""
+    happy = load_scan(HAPPY)
+    flip = np.random.default_rng(0).random(happy.num_faces) < 0.5
+    mixed = np.where(flip[:, None], happy.faces[:, ::-1], happy.faces)
+    if winding == "STL either way":
+        corners = happy.vertices[mixed]
+        records = b"".join(struct.pack("<12fH", 0, 0, 0, *tri.ravel(), 0) for tri in corners)
+        (tmp_path / "happy.stl").write_bytes(b"\0" * 80 + struct.pack("<I", len(corners)) + records)
+        path = tmp_path / "happy.stl"
+    else:
+        from affectvlm.scan import write_ply
+
+        faces = mixed if winding == "either way" else np.concatenate([happy.faces, happy.faces[:, ::-1]])
+        write_ply(tmp_path / "happy.ply", happy.replace(faces=faces))
+        path = tmp_path / "happy.ply"
+    predictor = AffectVLMPredictor.from_pretrained()
+    from_file = predictor(scan=path, labels=EMOTIONS)
+    assert from_file.label == "happiness" and not from_file.notes
+    np.testing.assert_allclose(from_file.probs, predictor(scan=happy, labels=EMOTIONS).probs, atol=0.02)

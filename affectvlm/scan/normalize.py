@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .clean import drop_stray_points
+from .clean import drop_stray_points, orient_faces
 from .denoise import denoise
 from .io import drop_nonfinite
 from .register import follow, normals, still_parts
@@ -938,7 +938,8 @@ def normalize_scan(
             up); "none" takes the file's axes as +y up and +z towards the viewer.
 
     Stray points (a scanner's flying pixels, background specks: `affectvlm.scan.clean.drop_stray_points`) are
-    dropped first; a cropped face noisier than the scanners the models were trained on is smoothed
+    dropped first, and a mesh's triangles wound one way (`orient_faces`: wound either way at random, or listed
+    twice, their normals cancelled); a cropped face noisier than the scanners the models were trained on is smoothed
     (`affectvlm.scan.denoise`).
 
     Returns:
@@ -1020,7 +1021,7 @@ def _normalize(
         raise ValueError(f"align must be False, True or 'pca', got {align!r}")
     if orient not in ("auto", "none"):
         raise ValueError(f"orient must be 'auto' or 'none', got {orient!r}")
-    scan = drop_stray_points(drop_nonfinite(scan))
+    scan = orient_faces(drop_stray_points(drop_nonfinite(scan)))
     v = scan.vertices
     if not _extent(v) > 0.0:
         raise ScanError(f"the scan has no extent: all its vertices are at one point{file_tag(scan.path)}")

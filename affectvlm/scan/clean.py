@@ -79,7 +79,8 @@ def orient_faces(scan: Scan) -> Scan:
     that every triangle agrees with its neighbours; the scan itself when it is already so (every scan the models
     were trained on) or is a point cloud. Edges shared by more than two triangles join nothing. The renderer
     sums each vertex's triangles' normals and lights both sides alike: which way a whole part is wound does not
-    matter, only that its triangles agree. Cost: a sort of the edges (about 0.3 s for a million triangles)."""
+    matter, only that its triangles agree. Cost: a sort of the edges, 0.34 s for a million triangles wound one way
+    already; about 2 s at most otherwise (`_parity`)."""
     f = scan.faces
     if f is None or len(f) < 2:
         return scan
@@ -149,7 +150,8 @@ def _parity(n: int, i: np.ndarray, j: np.ndarray, against: np.ndarray) -> np.nda
     breadth-first walk of each connected part from its first triangle; of the two ways round that agree, each
     part keeps the one that turns fewer triangles. A part that cannot agree (a Moebius strip) keeps the walk's.
     Past `_MAX_PARTS` parts (a mesh in shards) or `_MAX_LEVELS` steps of the walks (a long strip of triangles)
-    the rest are left as they are: the time stays bounded (about 1.5 s at most)."""
+    the rest are left as they are, so that the time stays bounded: 1.9 s for a million triangles 30 % turned, 1.4 s
+    for 300,000 separate pairs, 1.8 s for a strip of a million (`orient_faces` included)."""
     src, dst, w = np.r_[i, j], np.r_[j, i], np.r_[against, against].astype(np.int8)
     order = np.argsort(src, kind="stable")
     dst, w = dst[order], w[order]

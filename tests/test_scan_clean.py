@@ -171,3 +171,24 @@ def test_an_unwelded_mesh_is_joined_by_place(face):
     turned = out.faces[:, 0] != soup.faces[:, 0]  # (a, b, c) -> (c, b, a)
     assert np.array_equal(turned, flip)  # exactly the triangles that were turned, turned back
     assert _same_triangles(out.faces, soup.faces)
+
+
+def _facing(scan: Scan) -> float:
+    """The triangles' area as the viewer (+z) sees them, fronts (counter-clockwise) counted positive."""
+    a, b, c = (scan.vertices[scan.faces[:, k]].astype(np.float64) for k in range(3))
+    return float(((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])).sum())
+
+
+@pytest.mark.parametrize("winding", ["as made", "the other way", "either way"])
+def test_a_normalised_mesh_shows_the_viewer_its_fronts(face, winding):
+    """Whichever way a file winds its triangles, the normalised face's triangles face the viewer: a preview (the
+    app's GLB) draws fronts only, and a face wound the other way was drawn as nothing."""
+    faces = {
+        "as made": face.faces,
+        "the other way": face.faces[:, ::-1],
+        "either way": np.where(
+            (np.random.default_rng(3).random(face.num_faces) < 0.7)[:, None], face.faces[:, ::-1], face.faces
+        ),
+    }[winding]
+    out = normalize_scan(face.replace(faces=faces))
+    assert _facing(out) > 0 and _directed_edges_once(out)

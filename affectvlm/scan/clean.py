@@ -26,7 +26,7 @@ import numpy as np
 
 from .types import Scan, spread_sample
 
-__all__ = ["cluster_vertices", "clustered", "drop_stray_points", "orient_faces", "point_spacing"]
+__all__ = ["cluster_vertices", "clustered", "drop_stray_points", "face_the_viewer", "orient_faces", "point_spacing"]
 
 _CELL_SPACINGS = 4.0  # a cube's side, in point spacings
 _MIN_COMPANY = 3  # points (itself included) the 27 cubes about a point must hold
@@ -96,6 +96,19 @@ def orient_faces(scan: Scan) -> Scan:
         return scan if len(f) == len(scan.faces) else scan.replace(faces=f)
     flip = _parity(len(f), *pairs)
     return scan.replace(faces=np.where(flip[:, None], f[:, ::-1], f))
+
+
+def face_the_viewer(scan: Scan) -> Scan:
+    """`scan` (the face looking along +z, as `normalize_scan` leaves it) with its triangles turned round when most of
+    their area faces away from the viewer (counter-clockwise is a triangle's front, as glTF has it): the renderer
+    lights both sides alike, but a preview (the app's, a GLB) shows the front only, and a face wound the other way,
+    or left so by `orient_faces` (which keeps each part's commoner way), was not drawn at all."""
+    f = scan.faces
+    if f is None or not len(f):
+        return scan
+    a, b, c = (scan.vertices[f[:, k]].astype(np.float64) for k in range(3))
+    towards = ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])).sum()
+    return scan.replace(faces=np.ascontiguousarray(f[:, ::-1])) if towards < 0 else scan
 
 
 def _places(v: np.ndarray) -> np.ndarray:

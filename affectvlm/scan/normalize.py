@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .clean import drop_stray_points, orient_faces
+from .clean import drop_stray_points, face_the_viewer, orient_faces
 from .denoise import denoise
 from .io import drop_nonfinite
 from .register import follow, normals, still_parts
@@ -939,7 +939,8 @@ def normalize_scan(
 
     Stray points (a scanner's flying pixels, background specks: `affectvlm.scan.clean.drop_stray_points`) are
     dropped first, and a mesh's triangles wound one way (`orient_faces`: wound either way at random, or listed
-    twice, their normals cancelled); a cropped face noisier than the scanners the models were trained on is smoothed
+    twice, their normals cancelled), the way that faces the viewer once the face is framed (`face_the_viewer`: a
+    preview draws the front of each triangle only); a cropped face noisier than the scanners the models were trained on is smoothed
     (`affectvlm.scan.denoise`).
 
     Returns:
@@ -1069,7 +1070,7 @@ def _normalize(
     if fit and radius and radius > 0:
         v = v * np.float32(1.0 / radius)
     out = out.replace(vertices=np.ascontiguousarray(v, dtype=np.float32), normalized=bool(fit), face_found=found)
-    return out, motion if _follow is not None else (turn, scale, tip, rotation, radius)
+    return face_the_viewer(out), motion if _follow is not None else (turn, scale, tip, rotation, radius)
 
 
 def _near(v: np.ndarray, nose: np.ndarray | None, turn: np.ndarray | None, scale: float) -> np.ndarray:

@@ -87,11 +87,10 @@ def orient_faces(scan: Scan) -> Scan:
     joined = _places(scan.vertices)[f]  # an unwelded mesh (STL, a triangle soup) joins its triangles by place
     if _agrees(joined):
         return scan
-    *pairs, crowded = _edge_pairs(joined)
-    if crowded:  # an edge of more than two triangles: some may be listed twice
-        keep = _once_each(joined)
+    keep = _once_each(joined)
+    if len(keep) < len(f):
         f, joined = f[keep], joined[keep]
-        *pairs, _ = _edge_pairs(joined)
+    pairs = _edge_pairs(joined)
     if not pairs[2].any():
         return scan if len(f) == len(scan.faces) else scan.replace(faces=f)
     flip = _parity(len(f), *pairs)
@@ -139,23 +138,23 @@ def _once_each(f: np.ndarray) -> np.ndarray:
     return np.sort(first)
 
 
-def _edge_pairs(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """(i, j, against, crowded): the triangles on each edge that exactly two share, whether they are wound against
-    each other there (both run the edge the same way), and whether any edge has more than two."""
+def _edge_pairs(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, against): the triangles on each edge that exactly two share, and whether they are wound against each
+    other there (both run the edge the same way)."""
     a, b = f.T.ravel().astype(np.int64), np.roll(f, -1, axis=1).T.ravel().astype(np.int64)  # corner k -> k + 1
     tri = np.tile(np.arange(len(f)), 3)
     real = a != b
     a, b, tri = a[real], b[real], tri[real]
     if not len(a):
-        return tri, tri, np.zeros(0, dtype=bool), False
+        return tri, tri, np.zeros(0, dtype=bool)
     key = np.minimum(a, b) * (int(max(a.max(), b.max())) + 1) + np.maximum(a, b)
     order = np.argsort(key)
     key = key[order]
     start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    count = np.diff(np.r_[start, len(key)])
-    two = start[count == 2]
+    del key
+    two = start[np.diff(np.r_[start, len(order)]) == 2]
     first, second = order[two], order[two + 1]
-    return tri[first], tri[second], a[first] == a[second], bool((count > 2).any())
+    return tri[first], tri[second], a[first] == a[second]
 
 
 def _parity(n: int, i: np.ndarray, j: np.ndarray, against: np.ndarray) -> np.ndarray:

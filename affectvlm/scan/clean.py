@@ -39,6 +39,8 @@ _BITS = 21  # per axis in a cube's key
 # `orient_faces`: connected parts and levels walked at most (a 1,000 x 1,000 grid is 2,000 levels), triangles
 # checked at a time for one not yet walked
 _MAX_PARTS, _MAX_LEVELS, _BLOCK = 5_000, 10_000, 4096
+# multipliers of a vertex place's 64-bit hash (x, y, z bits, and a scan's number in a batch): here and the renderer's
+PLACE_PRIMES = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
 
 
 def drop_stray_points(scan: Scan) -> Scan:
@@ -111,18 +113,24 @@ def face_the_viewer(scan: Scan) -> Scan:
 
 
 def _places(v: np.ndarray) -> np.ndarray:
-    """(N,) int64: the same number for vertices at the same place (a 64-bit hash of their coordinates' bits)."""
+    """(N,) int64: the same number for vertices at the same place (a 64-bit hash of their coordinates' bits, as
+    the renderer's `_shared_by_place` takes it)."""
     bits = np.ascontiguousarray(v, dtype=np.float32).view(np.uint32).astype(np.uint64)
     with np.errstate(over="ignore"):
-        key = (bits[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ (bits[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F))
-        key ^= bits[:, 2] * np.uint64(0x165667B19E3779F9)
+        key = (bits[:, 0] * np.uint64(PLACE_PRIMES[0])) ^ (bits[:, 1] * np.uint64(PLACE_PRIMES[1]))
+        key ^= bits[:, 2] * np.uint64(PLACE_PRIMES[2])
     return np.unique(key, return_inverse=True)[1].astype(np.int64)
+
+
+def _directed_edges(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(3M,) int64 each: every triangle's edges as run, corner k -> k + 1, corner by corner."""
+    return f.T.ravel().astype(np.int64), np.roll(f, -1, axis=1).T.ravel().astype(np.int64)
 
 
 def _agrees(f: np.ndarray) -> bool:
     """Whether no edge is run the same way twice (no two triangles wound against each other, none listed twice):
     a sort of the directed edges, without the pairing `_edge_pairs` does."""
-    a, b = f.T.ravel().astype(np.int64), np.roll(f, -1, axis=1).T.ravel().astype(np.int64)
+    a, b = _directed_edges(f)
     key = np.sort(a * (int(f.max()) + 1) + b)
     return not (key[1:] == key[:-1]).any()
 
@@ -141,7 +149,7 @@ def _once_each(f: np.ndarray) -> np.ndarray:
 def _edge_pairs(f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, against): the triangles on each edge that exactly two share, and whether they are wound against each
     other there (both run the edge the same way)."""
-    a, b = f.T.ravel().astype(np.int64), np.roll(f, -1, axis=1).T.ravel().astype(np.int64)  # corner k -> k + 1
+    a, b = _directed_edges(f)
     tri = np.tile(np.arange(len(f)), 3)
     real = a != b
     a, b, tri = a[real], b[real], tri[real]

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .bnt import grid_to_faces
-from .clean import point_spacing
+from .clean import PLACE_PRIMES, point_spacing
 from .types import Scan, ScanError
 
 __all__ = [
@@ -285,7 +285,7 @@ def _shared_by_place(normals: torch.Tensor, verts: torch.Tensor, vstart: np.ndar
     return summed.index_add_(1, inverse, normals)[:, inverse]
 
 
-_PRIMES = (0x9E3779B97F4A7C15 - 2**64, 0xC2B2AE3D27D4EB4F - 2**64, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
+_PRIMES = tuple(p - 2**64 if p >= 2**63 else p for p in PLACE_PRIMES)  # as torch's int64 takes them
 
 
 @dataclass

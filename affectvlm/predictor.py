@@ -39,6 +39,14 @@ DEFAULT_MODEL = "affectvlm-cpu"
 DEMO_CHECKPOINT = CHECKPOINTS / DEFAULT_MODEL
 # A top score under this many times the uniform one (1 / number of labels) gets a low-confidence note.
 LOW_CONFIDENCE = 1.5
+# A scan whose embedding lies further from every label the model was trained on than `config.familiarity_floor`
+# (`Prediction.familiarity`) gets this note: shapes that pass the scan door's face tests (a box held corner first,
+# a cylinder's cloud, an office scene) lie there, and so do the held-out faces the model reads worst.
+UNFAMILIAR_NOTE = (
+    "low confidence: this looks like none of the faces and expressions the model learnt from (similarity "
+    "{similarity:.2f} to its nearest trained label, under {floor:.2f}): it may not be a face, and the scores are "
+    "not reliable"
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,8 @@ class Prediction:
     frame_probs: for a sequence, (F, C) probabilities of each frame the recipe picked, scored on its own as a
     static scan; frames: their (F, H, W, 3) uint8 frontal views (the frame strip); frame_numbers: their (F,)
     places in the sequence as given, counted from 1 (frame files in natural order).
+    familiarity: for a scan or a sequence, the cosine similarity between its embedding (a sequence's: its most
+    familiar pooled frame's, as a scan) and the nearest of the model's own labels (`AffectVLMPredictor.familiarity`).
     """
 
     labels: list[str]
@@ -98,6 +108,7 @@ class Prediction:
     frame_probs: np.ndarray | None = None
     frames: np.ndarray | None = None
     frame_numbers: np.ndarray | None = None
+    familiarity: float | None = None
 
     @property
     def label(self) -> str:
@@ -137,6 +148,7 @@ class Prediction:
             "notes": list(self.notes),
             **({"action_units": dict(self.action_units)} if self.action_units is not None else {}),
             **({"frames": frames} if frames is not None else {}),
+            **({"familiarity": self.familiarity} if self.familiarity is not None else {}),
         }
 
     def table(self) -> str:
@@ -643,13 +655,27 @@ class AffectVLMPredictor:
         """A folder, zip, or list of frames -> (V, H, W, 3) uint8 dynamic images (approximate rank pooling)."""
         return self.prepare_sequence(sequence)[0].numpy()
 
-    def frame_scores(self, frames, class_embeds: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def frame_scores(self, frames, class_embeds: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
         """Each frame of a sequence scored on its own as a static scan: ((F, C) probabilities, (F, H, W, 3) uint8
-        frontal views), for the per-frame plot and the frame strip beside the dynamic images."""
+        frontal views), for the per-frame plot and the frame strip beside the dynamic images, and the most familiar
+        frame's `familiarity`."""
         views = self.recipe.views_of(list(frames), device=self.model.device).cpu()  # (F, V, H, W, 3)
         pixels = self.processor(images=views)["pixel_values"].to(self.model.device)
-        probs = self.model.score(pixels, class_embeds.to(self.model.device)).probs.float().cpu().numpy()
-        return probs, views[:, 0].numpy()
+        scores = self.model.score(pixels, class_embeds.to(self.model.device))
+        return scores.probs.float().cpu().numpy(), views[:, 0].numpy(), float(self.familiarity(scores.embeds).max())
+
+    def familiarity(self, embeds: torch.Tensor) -> np.ndarray:
+        """(N, D) fused embeddings -> (N,) cosine similarity to the nearest of the model's own labels (whatever
+        labels a sample is scored against): how much a scan looks like the faces the model learnt from."""
+        _, trained = self.class_embeddings(None)
+        return (embeds.float() @ trained.to(embeds.device).float().T).max(dim=-1).values.cpu().numpy()
+
+    def _unfamiliar(self, similarity: float | None) -> list[str]:
+        """`UNFAMILIAR_NOTE` where a scan's or sequence's `familiarity` is under the model's floor."""
+        floor = self.model.config.familiarity_floor
+        if similarity is None or floor is None or similarity >= floor:
+            return []
+        return [UNFAMILIAR_NOTE.format(similarity=similarity, floor=floor)]
 
     def _load_image(self, image, view: str):
         if image is None:
@@ -791,7 +817,12 @@ class AffectVLMPredictor:
             notes.append(f"low confidence: no label stands out (the top score is {probs.max():.2f})")
         if labels is not None:  # labels the model cannot place: their scores mean little (check_labels)
             notes.extend(c.note for c in self.check_labels(labels) if not c.understood)
-        frame_probs, frame_views = self.frame_scores(pooled[0], class_embeds) if pooled else (None, None)
+        frame_probs, frame_views, familiar = (
+            self.frame_scores(pooled[0], class_embeds) if pooled else (None, None, None)
+        )
+        if scan is not None:
+            familiar = float(self.familiarity(scores.embeds)[0])
+        notes.extend(self._unfamiliar(familiar))
         relevance = None
         if explain:
             from .explain import explain_prepared
@@ -816,6 +847,7 @@ class AffectVLMPredictor:
             frame_probs=frame_probs,
             frames=frame_views,
             frame_numbers=pooled[1] if pooled else None,
+            familiarity=familiar,
         )
 
     def action_units(self, embeds: torch.Tensor) -> list[dict[str, float]] | None:

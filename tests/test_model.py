@@ -60,6 +60,10 @@ def prompts():
         {"mirror_negate": {"channel": 1, "mean": [0.5] * 3, "std": [0.25, 0.0, 0.25]}},
         {"mirror_negate": {"channel": 1, "mean": [0.5] * 3}},
         {"mirror_negate": [1, 0.5, 0.25]},
+        {"familiarity_floor": 1.5},
+        {"familiarity_floor": "0.1"},
+        {"familiarity_floor": True},
+        {"familiarity_floor": float("nan")},
     ],
 )
 def test_config_rejects_nonsense(bad):

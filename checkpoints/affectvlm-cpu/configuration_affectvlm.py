@@ -114,6 +114,11 @@ class AffectVLMConfig(PreTrainedConfig):
         temperature (`float`, defaults to 1.0):
             Divides the class logits of `AffectVLMModel.score` (inference only): a temperature fitted on
             validation subjects after training calibrates the probabilities without changing any answer.
+        familiarity_floor (`float`, *optional*):
+            The cosine similarity between a scan's fused embedding and the nearest of the model's own labels
+            (`label_names`) below which the predictor notes that the scan looks like none of the faces and
+            expressions the model learnt from: a low percentile of validation subjects' scans, fitted after
+            training (`train/familiarity.py`). `None`: no such note.
         mirror_average (`bool`, defaults to `False`):
             At inference (the model in eval mode), embed every view and its horizontal mirror image and use the
             normalised mean of the two as the view's embedding: a mirrored face shows the same expression, so
@@ -177,6 +182,7 @@ class AffectVLMConfig(PreTrainedConfig):
     logit_scale_init: float | None = None
     logit_scale_max: float = 100.0
     temperature: float = 1.0
+    familiarity_floor: float | None = None
     mirror_average: bool = False
     mirror_negate: dict[str, Any] | None = None
     au_logit_bias: dict[str, float] | None = None
@@ -258,6 +264,9 @@ class AffectVLMConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        floor = self.familiarity_floor
+        if floor is not None and (isinstance(floor, bool) or not (isinstance(floor, int | float) and -1 <= floor <= 1)):
+            raise ValueError(f"familiarity_floor must be a cosine similarity in [-1, 1] or null, got {floor!r}")
         if not isinstance(self.mirror_average, bool):
             raise ValueError(f"mirror_average must be true or false, got {self.mirror_average!r}")
         if self.mirror_negate is not None:

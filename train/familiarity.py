@@ -98,12 +98,13 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("--out must differ from --model: the original checkpoint is kept")
     if not 0 <= args.percentile < 50:
         raise SystemExit("--percentile must be in [0, 50)")
+    from affectvlm import AffectVLMConfig
     from affectvlm.predictor import AffectVLMPredictor
 
     predictor = AffectVLMPredictor.from_pretrained(args.model)
     familiar, right = measure(predictor, args.seed, args.subjects)
     floor = round(float(np.percentile(familiar, args.percentile)), 4) if args.percentile > 0 else None
-    config = predictor.model.config
+    config = AffectVLMConfig.from_pretrained(args.model)  # as saved, not as served (the serving dtype)
     config.familiarity_floor = floor
     shutil.copytree(args.model, args.out, dirs_exist_ok=True)
     config.save_pretrained(args.out)

@@ -248,13 +248,17 @@ def predict_views(front, left, right, labels_text):
 
 
 def _preview(scan) -> str | None:
-    """The normalised scan the views were rendered from, as a GLB (meshes only)."""
+    """The normalised scan the views were rendered from, as a GLB: its triangles, or a cloud's points."""
     import trimesh
 
-    if scan is None or scan.is_point_cloud:
+    if scan is None:
         return None
-    mesh = trimesh.Trimesh(scan.vertices, scan.faces, vertex_colors=scan.colors, process=False)
-    return _output_file(".glb", mesh.export)
+    if scan.is_point_cloud:  # dark grey points where the cloud has no colours: white ones vanish on white
+        colors = scan.colors if scan.colors is not None else np.full((scan.num_vertices, 3), 70, np.uint8)
+        shape = trimesh.PointCloud(scan.vertices, colors=colors)
+    else:
+        shape = trimesh.Trimesh(scan.vertices, scan.faces, vertex_colors=scan.colors, process=False)
+    return _output_file(".glb", shape.export)
 
 
 @_serve

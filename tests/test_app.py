@@ -3,6 +3,7 @@
 import json
 import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,11 @@ def files(tmp_path_factory):
         return path
 
     paths = {"scan": obj(folder / "face.obj", mean + apex)}
+    from affectvlm.scan import load_scan
+
+    smile = load_scan(Path(__file__).resolve().parents[1] / "examples" / "scan_subject0_happiness.ply")
+    np.savetxt(folder / "smile.xyz", smile.vertices, fmt="%.3f")  # its vertices alone, as a point cloud
+    paths["cloud"] = folder / "smile.xyz"
     with zipfile.ZipFile(folder / "sequence.zip", "w") as z:
         for t, w in enumerate(np.linspace(0, 1, 4)):
             z.write(obj(folder / f"{t:03d}.obj", mean + w * apex), f"{t:03d}.obj")
@@ -132,6 +138,22 @@ def test_scan_endpoint(client, files, app_module):
     shown = trimesh.load(path, force="mesh")
     scored = app_module.PREDICTOR(scan=files["scan"], labels=["anger", "happiness"]).scan
     np.testing.assert_allclose(shown.vertices, scored.vertices, atol=1e-5)
+
+
+def test_a_point_clouds_preview_is_its_points(client, files, app_module):
+    """A cloud has no triangles to draw: its preview was empty. It is now the normalised cloud's points, dark grey
+    where the file gives no colours (white points vanish on the viewer's white; checked in a browser)."""
+    import trimesh
+
+    scores, *_, preview, _, _ = client.predict(handle_file(files["cloud"]), "", api_name="/predict_scan")
+    assert max(scores_of(scores), key=scores_of(scores).get) == "happiness"
+    path = preview["path"] if isinstance(preview, dict) else preview
+    shown = trimesh.load(path)
+    points = shown.geometry[next(iter(shown.geometry))] if isinstance(shown, trimesh.Scene) else shown
+    scored = app_module.PREDICTOR(scan=files["cloud"], labels=["anger", "happiness"]).scan
+    assert scored.is_point_cloud
+    np.testing.assert_allclose(points.vertices, scored.vertices, atol=1e-5)
+    assert np.asarray(points.colors)[:, :3].max() < 128
 
 
 def test_sequence_endpoint(client, files):

@@ -120,6 +120,16 @@ DEFAULTS: dict[str, Any] = {
         "save_every": 10,
         "keep_checkpoints": 2,
         "log_every": 1,
+        # What the saved model (`<output_dir>/model`) is served with beyond its weights, written at the end of
+        # the run (train/train.py `write_served_settings`; results.json `served` records it):
+        # the text anchors with train/text_anchors.py's defaults (a fine-tuned anchored checkpoint keeps its
+        # weight and temperature), for models with a pretrained text encoder (text_backbone: pretrained);
+        # false: none written (a fine-tuned checkpoint's are kept as they are).
+        "text_anchors": True,
+        # The familiarity floor (`config.familiarity_floor`, train/familiarity.py): this percentile of the
+        # familiarity of the run's validation samples, computed as the predictor serves them. 0 or null: no
+        # floor (a fine-tuned checkpoint's, fitted on other weights, is removed).
+        "familiarity_percentile": 5,
     },
 }
 
@@ -218,6 +228,11 @@ def check_config(config: dict) -> None:
         raise ValueError(f"train.max_steps must be an integer >= 0, got {t['max_steps']!r}")
     if t["mixed_precision"] not in ("no", "bf16", "fp16", "auto"):
         raise ValueError(f"train.mixed_precision must be no/bf16/fp16/auto, got {t['mixed_precision']!r}")
+    if not isinstance(t["text_anchors"], bool):
+        raise ValueError(f"train.text_anchors must be true or false, got {t['text_anchors']!r}")
+    pct = t["familiarity_percentile"]
+    if pct is not None and (not isinstance(pct, int | float) or isinstance(pct, bool) or not 0 <= pct < 50):
+        raise ValueError(f"train.familiarity_percentile must be a number in [0, 50) or null, got {pct!r}")
     if not 0 <= t["min_lr_ratio"] <= 1:
         raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {t['min_lr_ratio']}")
     if not d["views"] or len(set(d["views"])) != len(d["views"]):

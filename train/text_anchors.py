@@ -75,6 +75,39 @@ def set_text_anchors(model, weight: float, temperature: float) -> dict:
     }
 
 
+def skip_reason(config) -> str | None:
+    """Why the default anchors do not fit a model of `config` (an AffectVLMConfig), or None when they do: they
+    read a word in a pretrained text encoder's own space, where words keep the sense it learnt from real text
+    (`encode_prompts(..., projected=False)`), and the defaults were chosen there. A CLIP text tower has no such
+    space apart from the one it was trained into."""
+    if config.text_backbone != "pretrained":
+        return (
+            f"the model's text tower is {config.text_backbone!r}, not a pretrained text encoder "
+            "(model.affectvlm.text_backbone: pretrained), whose own sense of words the anchors read"
+        )
+    return None
+
+
+def write_anchors(folder) -> dict:
+    """train/train.py's end of run: write the anchors into the config of the checkpoint `folder`, in place, with
+    `DEFAULT_WEIGHT` and `DEFAULT_TEMPERATURE` (an anchored checkpoint that was fine-tuned keeps its own weight
+    and temperature); `{"skipped": why}` for a model they do not fit (`skip_reason`)."""
+    from types import SimpleNamespace
+
+    from affectvlm import AffectVLMConfig
+
+    config = AffectVLMConfig.from_pretrained(folder)
+    why = skip_reason(config)
+    if why:
+        return {"skipped": why}
+    anchored = bool(config.text_anchors) and config.text_anchor_weight > 0
+    weight = config.text_anchor_weight if anchored else DEFAULT_WEIGHT
+    temperature = config.text_anchor_temperature if anchored else DEFAULT_TEMPERATURE
+    record = set_text_anchors(SimpleNamespace(config=config), weight, temperature)  # the config alone
+    config.save_pretrained(folder)
+    return record
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=WORDS_EPILOG)
     parser.add_argument("--model", required=True, help="a trained checkpoint folder")

@@ -64,7 +64,9 @@ from train.data import (  # noqa: E402
     fold_of,
     split_dataset,
 )
+from train.familiarity import fit_floor  # noqa: E402
 from train.metrics import classification_metrics  # noqa: E402
+from train.text_anchors import write_anchors  # noqa: E402
 from train.text_subspace import project_text_projection, restrict_text_projection  # noqa: E402
 
 CHECKPOINT_PREFIX = "step_"
@@ -944,12 +946,36 @@ def _finish(run: Run, elapsed: float, trained_steps: int) -> dict:
         "environment": run_environment(accelerator.device),
     }
     if accelerator.is_main_process:
+        result["served"] = write_served_settings(run)
         (run.output_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
         accelerator.print(
             f"test accuracy {test.get('accuracy', float('nan')):.4f} (model of step {state['best']['step']}, "
             f"val accuracy {state['best']['accuracy']})"
         )
     return result
+
+
+def write_served_settings(run: Run) -> dict:
+    """What the chosen model (`<output_dir>/model`) is served with beyond its weights, written into its config at
+    the end of the run (main process): the text anchors (`train.text_anchors`, train/text_anchors.py's defaults,
+    where they fit the model) and the familiarity floor (`train.familiarity_percentile` of the familiarity of the
+    validation samples, never the test ones, as the predictor computes it: train/familiarity.py `fit_floor`).
+    Anchors first: the floor is measured on the model as it is then served. Returns what was written."""
+    t, folder = run.t, run.output_dir / "model"
+    anchors = write_anchors(folder) if t["text_anchors"] else {"skipped": "train.text_anchors is false"}
+    val, device = run.val_loader.dataset, run.accelerator.device
+    floor = fit_floor(
+        folder, val, t["familiarity_percentile"], device, t["eval_batch_size"], not run.args.no_progress
+    )
+    for name, record in (("text anchors", anchors), ("familiarity floor", floor)):
+        if "skipped" in record:
+            run.accelerator.print(f"no {name} written into {folder}: {record['skipped']}")
+    if floor["floor"] is not None:
+        run.accelerator.print(
+            f"familiarity floor {floor['floor']} (percentile {floor['percentile']} of "
+            f"{floor['validation_samples']} validation samples) written into {folder}"
+        )
+    return {"text_anchors": anchors, "familiarity": floor}
 
 
 def run_environment(device: torch.device) -> dict:

@@ -117,8 +117,8 @@ class AffectVLMConfig(PreTrainedConfig):
         familiarity_floor (`float`, *optional*):
             The cosine similarity between a scan's fused embedding and the nearest of the model's own labels
             (`label_names`) below which the predictor notes that the scan looks like none of the faces and
-            expressions the model learnt from: a low percentile of validation subjects' scans, fitted after
-            training (`train/familiarity.py`). `None`: no such note.
+            expressions the model learnt from: a low percentile of validation subjects' scans, fitted at the end
+            of training (`train/train.py`) or again after (`train/familiarity.py`). `None`: no such note.
         mirror_average (`bool`, defaults to `False`):
             At inference (the model in eval mode), embed every view and its horizontal mirror image and use the
             normalised mean of the two as the view's embedding: a mirrored face shows the same expression, so

@@ -26,7 +26,7 @@ def saved(tmp_path: Path, name: str, seed: int, **overrides) -> Path:
 
 def test_the_mean_of_two_models(tmp_path):
     a = saved(tmp_path, "a", 0, temperature=1.3, au_logit_bias={"12": -1.0, "4": 0.5})
-    b = saved(tmp_path, "b", 1, temperature=1.1, au_logit_bias={"12": 0.0, "4": 1.5})
+    b = saved(tmp_path, "b", 1, temperature=1.1, au_logit_bias={"12": 0.0, "4": 1.5}, familiarity_floor=0.1)
     mean = AffectVLMModel.from_pretrained(average_models([a, b], tmp_path / "mean"))
     ma, mb = AffectVLMModel.from_pretrained(a), AffectVLMModel.from_pretrained(b)
     for (name, pa), pb, pm in zip(ma.state_dict().items(), mb.state_dict().values(), mean.state_dict().values()):
@@ -34,6 +34,7 @@ def test_the_mean_of_two_models(tmp_path):
             torch.testing.assert_close(pm, (pa + pb) / 2, msg=name)
     config = json.loads((tmp_path / "mean" / "config.json").read_text())
     assert config["temperature"] == 1.0  # calibrate again
+    assert config["familiarity_floor"] is None  # fitted on the last model's weights, not the mean's
     assert config["au_logit_bias"] == {"12": -0.5, "4": 1.0}
 
 

@@ -24,6 +24,7 @@ from transformers import AutoTokenizer
 
 from affectvlm import AffectVLMConfig, AffectVLMModel
 from affectvlm.predictor import AffectVLMPredictor
+from affectvlm.prompt_features import FILENAME
 from affectvlm.prompts import inference_prompts
 from affectvlm.testing import tiny_config, tiny_processor, tiny_text_encoder
 from train import familiarity
@@ -109,6 +110,7 @@ def test_a_model_with_a_clip_text_tower_gets_no_anchors_and_the_run_says_why(flo
     assert "text tower is 'clip'" in result["served"]["text_anchors"]["skipped"]
     config = AffectVLMConfig.from_pretrained(floored / "model")
     assert config.text_anchors is None and config.text_anchor_weight == 0.0
+    assert result["served"]["prompt_features"] == 0 and not (floored / "model" / FILENAME).exists()
 
 
 def test_a_pretrained_text_encoder_gets_the_default_anchors_and_percentile_0_no_floor(tmp_path):
@@ -126,6 +128,8 @@ def test_a_pretrained_text_encoder_gets_the_default_anchors_and_percentile_0_no_
     assert anchors["classes"] == len(anchor_groups(labels)) and anchors["weight"] == DEFAULT_WEIGHT
     assert anchors["groups"] == sum(len(g) for g in anchor_groups(labels).values())
     assert config.familiarity_floor is None
+    # the prompts served by default are encoded once, here, not at every start of the CLI or the app
+    assert result["served"]["prompt_features"] > len(labels) and (out / "model" / FILENAME).is_file()
     assert result["served"]["familiarity"]["floor"] is None and result["served"]["familiarity"]["percentile"] == 0
     # the saved model loads with its anchors on: a never-trained word moves, a trained label does not
     model = AffectVLMModel.from_pretrained(out / "model").eval()

@@ -50,6 +50,7 @@ from affectvlm.augment import MixedViewAugment, MixedViewAugmentConfig, MixedVie
 from affectvlm.data.aus import AU_CATALOGUE, recorded_aus  # noqa: E402
 from affectvlm.modeling_affectvlm import resolve_text_model  # noqa: E402
 from affectvlm.precision import cpu_has_bf16_matrix_units  # noqa: E402
+from affectvlm.prompt_features import write as write_prompt_features  # noqa: E402
 from affectvlm.prompts import PromptBank, PromptConfig  # noqa: E402
 from affectvlm.scan.render import NORMAL_CHANNELS  # noqa: E402
 from train.config import dump_config, load_config, output_folder  # noqa: E402
@@ -66,7 +67,7 @@ from train.data import (  # noqa: E402
 )
 from train.familiarity import fit_floor  # noqa: E402
 from train.metrics import classification_metrics  # noqa: E402
-from train.text_anchors import write_anchors  # noqa: E402
+from train.text_anchors import skip_reason, write_anchors  # noqa: E402
 from train.text_subspace import project_text_projection, restrict_text_projection  # noqa: E402
 
 CHECKPOINT_PREFIX = "step_"
@@ -959,7 +960,8 @@ def write_served_settings(run: Run) -> dict:
     """What the chosen model (`<output_dir>/model`) is served with beyond its weights, written into its config at
     the end of the run (main process): the text anchors (`train.text_anchors`, train/text_anchors.py's defaults,
     where they fit the model) and the familiarity floor (`train.familiarity_percentile` of the familiarity of the
-    validation samples, never the test ones, as the predictor computes it: train/familiarity.py `fit_floor`).
+    validation samples, never the test ones, as the predictor computes it: train/familiarity.py `fit_floor`),
+    then, for a pretrained text encoder, its prompt features (`prompt_features.safetensors`).
     Anchors first: the floor is measured on the model as it is then served. Returns what was written."""
     t, folder = run.t, run.output_dir / "model"
     anchors = write_anchors(folder) if t["text_anchors"] else {"skipped": "train.text_anchors is false"}
@@ -967,6 +969,9 @@ def write_served_settings(run: Run) -> dict:
     floor = fit_floor(
         folder, val, t["familiarity_percentile"], device, t["eval_batch_size"], not run.args.no_progress
     )
+    # last, what the frozen text encoder makes of the prompts served by default (labels, action units, anchors),
+    # so that the CLI and the app do not encode them again at every start (affectvlm/prompt_features.py)
+    features = write_prompt_features(folder) if skip_reason(AffectVLMConfig.from_pretrained(folder)) is None else 0
     for name, record in (("text anchors", anchors), ("familiarity floor", floor)):
         if "skipped" in record:
             run.accelerator.print(f"no {name} written into {folder}: {record['skipped']}")
@@ -975,7 +980,7 @@ def write_served_settings(run: Run) -> dict:
             f"familiarity floor {floor['floor']} (percentile {floor['percentile']} of "
             f"{floor['validation_samples']} validation samples) written into {folder}"
         )
-    return {"text_anchors": anchors, "familiarity": floor}
+    return {"text_anchors": anchors, "familiarity": floor, "prompt_features": features}
 
 
 def run_environment(device: torch.device) -> dict:

@@ -386,3 +386,20 @@ def test_identity_and_expression_warps_are_smooth_bounded_and_off_by_default(mod
     assert ratio.min() > np.exp(-0.5) - 1e-3 and ratio.max() < np.exp(0.5) + 1e-3 and ratio.std() > 0.02
     q, r = plain.sequence(0, "surprise", num_frames=6), moved.sequence(0, "surprise", num_frames=6)
     assert np.allclose(q.frames[0], r.frames[0], atol=1e-3) and not np.allclose(q.frames, r.frames, atol=0.1)
+
+
+def test_a_scans_shape_is_its_face_before_the_scanner(model, ict_model):
+    """`SynthFER3D.shape` is the face `scan` captures: with a scanner that changes nothing (no pose, offset, noise,
+    crop, holes or subdivision) the scan's vertices are the shape's, vertex by vertex, for both face models."""
+    still = SynthConfig(
+        seed=4, num_subjects=2, face_model="both", pose_jitter=(0.0, 0.0, 0.0), translation_jitter=0.0,
+        subject_offset=0.0, noise=0.0, outlier_fraction=0.0, holes_per_scan=0.0, missing_patch_prob=0.0,
+        subdivision_prob=0.0, crop_radius=(1e4, 1e4), crop_offset=0.0,
+    )  # fmt: skip
+    data = SynthFER3D(still, model, ict_model)
+    for subject in range(2):
+        for label, level in [("anger", 1), ("happiness", 4)]:
+            shape = data.shape(subject, label, level)
+            np.testing.assert_allclose(data.scan(subject, label, level).vertices, shape, atol=1e-4)
+        moved = np.linalg.norm(data.shape(subject, "happiness", 4) - data.identity_shape(subject), axis=1)
+        assert moved.max() > 5.0  # an expression, not the neutral face

@@ -59,6 +59,8 @@ SKIPPED = (
     (r"train/average\.py(?! --help)", "averages trained runs' weights (tests/test_average.py runs it)"),
     (r"train/familiarity\.py(?! --help)",
      "scores 500 synthetic validation scans: both face models and minutes (tests/test_familiarity.py runs it)"),
+    (r"train/shape_oracle\.py(?! --help)",
+     "generates 1,600 identities' faces from both face models: a minute (tests/test_shape_oracle.py runs its parts)"),
     (r"train/facshuman\.py(?! --help)",
      "needs clones of MakeHuman and FACSHuman (network; tests/test_facshuman.py runs it on a tree made from the SFM)"),
     (r"hub/(push|space)\.py(?!.*--dry-run)", "uploads to the Hugging Face Hub (needs a token and the network)"),

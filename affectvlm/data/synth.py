@@ -1304,6 +1304,24 @@ class SynthFER3D:
         )
         return self._expression(s, label, strength, rng)
 
+    def _scan_shape(
+        self, s: SynthSubject, label: str, intensity: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, _Expression]:
+        """A scan's face before the scanner (its expression drawn from `rng`, the scan's own stream)."""
+        expression = self._scan_expression(s, label, intensity, rng)
+        gain = self._expression_gain(s, label)
+        v = self.identity_shape(s.index) + np.reshape(gain, (-1, 1)) * self._expression_displacement(s, expression)
+        return v, expression
+
+    def shape(self, subject: int, label: str, intensity: int = 4) -> np.ndarray:
+        """(N, 3) float32 mm: the face of :meth:`scan` with the same arguments before the scanner (no pose, crop,
+        density, noise or realism): every vertex of its face model, in the model's own frame and vertex order,
+        so that two subjects' shapes correspond vertex by vertex (`train/shape_oracle.py`)."""
+        intensity = self._check_scan(label, intensity)
+        s = self.subject(subject)
+        rng = np.random.default_rng(self._scan_key(s, label, intensity))
+        return self._scan_shape(s, label, intensity, rng)[0].astype(np.float32)
+
     def scan(self, subject: int, label: str, intensity: int = 4) -> SynthScan:
         """One static scan, BU-3DFE style.
 
@@ -1319,9 +1337,7 @@ class SynthFER3D:
         s = self.subject(subject)
         key = self._scan_key(s, label, intensity)
         rng = np.random.default_rng(key)
-        expression = self._scan_expression(s, label, intensity, rng)
-        gain = self._expression_gain(s, label)
-        v = self.identity_shape(subject) + np.reshape(gain, (-1, 1)) * self._expression_displacement(s, expression)
+        v, expression = self._scan_shape(s, label, intensity, rng)
         parts = self._parts(s.face_model)
         v, faces, colors, uv, keep = self._capture(v, s, rng, parts)
         meta = self._metadata(s, label, expression)

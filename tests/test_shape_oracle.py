@@ -32,3 +32,18 @@ def test_the_oracle_reads_strong_expressions_of_new_identities_and_learns_nothin
         guess = ShapeOracle(components=60).fit(d["x"], shuffled, d["subject"]).predict(test[model]["x"])
         assert (guess[strong] == test[model]["label"][strong]).mean() < 0.5, model
     assert len(LABELS) == 7
+
+
+def test_faces_carried_across_face_models_keep_their_expressions(face_models):
+    """`--cross --relative`: an ICT face carried onto the SFM's vertices keeps what its expression does; an oracle
+    trained on one face model's displacements reads the other's strong smiles and surprise (which both face
+    models' recipes build alike) far above chance (1/7)."""
+    train = shapes(5, 60, progress=False, onto_sfm=True, relative=True, **face_models)
+    test = shapes(6, 8, progress=False, onto_sfm=True, relative=True, **face_models)
+    assert train["ict"]["x"].shape[1] == train["sfm"]["x"].shape[1]  # the same vertices
+    oracles = {m: ShapeOracle(components=60).fit(d["x"], d["label"], d["subject"]) for m, d in train.items()}
+    for trained, read in [("sfm", "ict"), ("ict", "sfm")]:
+        d = test[read]
+        alike = (d["level"] >= 3) & np.isin(d["label"], [LABELS.index("happiness"), LABELS.index("surprise")])
+        right = oracles[trained].predict(d["x"][alike]) == d["label"][alike]
+        assert right.mean() >= 0.6, (trained, read, right.mean())

@@ -6,7 +6,13 @@ much of the answer the shape itself holds. It takes SynthFER-3D's faces before t
 faces correspond vertex by vertex) and fits, for each face model, a softmax regression on the principal
 components of the vertex coordinates: identities of one seed to train, held-out identities of other seeds to
 score, per intensity level (0: neutral), with the seven labels. It is an oracle, not a recogniser: it
-needs the face model's own vertices, so it can read no scan from a scanner and no other face model's faces.
+needs the face model's own vertices, so it can read no scan from a scanner.
+
+`--cross` carries the ICT FaceKit's faces onto the SFM's vertices (`SynthFER3D.carried_onto_sfm`, the dense
+correspondence the generator's `sfm_binding="transfer"` uses) and also reads each face model's faces with the
+oracle trained on the other's: the cross-face-model protocol, asked of the shapes. `--relative` takes each face's
+own neutral face away from it, so that what is left is the expression's displacement alone: what the two face
+models' expression recipes share, with identity out of the question.
 
 `--train-warp` (mm) bends each training identity by smooth random bumps beyond its face model's identity modes
 (`SynthConfig.identity_warp`), so that the regression cannot lean on identities lying in the model's span;
@@ -15,6 +21,7 @@ scan's shape tells", has the figures.
 
     python train/shape_oracle.py --train-seed 100 --train-subjects 600 --test-seed 1 --test-seed 21 \\
         --train-warp 3 --test-warp 3 --out /tmp/oracle.json
+    python train/shape_oracle.py --train-warp 3 --cross --relative
 """
 
 from __future__ import annotations
@@ -37,22 +44,29 @@ ICT_STRIDE = 3  # every third ICT FaceKit vertex (3,750 of 11,248): the face's s
 
 
 def shapes(
-    seed: int, subjects: int, warp: float = 0.0, progress: bool = True, sfm=None, ict=None
+    seed: int, subjects: int, warp: float = 0.0, progress: bool = True, sfm=None, ict=None, *,
+    onto_sfm: bool = False, relative: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Face model -> {"x": (n, 3V) vertex coordinates, "label": (n,) index into LABELS, "level": (n,) 0-4,
     "subject": (n,)}: every subject's neutral face and six emotions at each intensity (the held-out protocol's
-    25 scans a subject). `sfm`, `ict`: the face models, loaded (else from their folders, as SynthFER3D finds them)."""
+    25 scans a subject). `sfm`, `ict`: the face models, loaded (else from their folders, as SynthFER3D finds them).
+    `onto_sfm`: the ICT faces carried onto the SFM's vertices (`SynthFER3D.carried_onto_sfm`), so that both face
+    models' faces have the same coordinates; `relative`: each face minus its subject's neutral face (identity
+    taken out: the expression's displacement alone)."""
     config = SynthConfig(seed=seed, num_subjects=subjects, face_model="both", neutral=True, identity_warp=warp)
     data = SynthFER3D(config, sfm, ict)
     levels = range(1, len(data.config.intensity_levels) + 1)
     rows: dict[str, list] = {}
     for index in tqdm(range(subjects), desc=f"faces of seed {seed}", disable=not progress, unit="subject"):
         model = data.subject(index).face_model
+        neutral = None
         for label_index, label in enumerate(LABELS):
             for level in [0] if label == "neutral" else levels:
                 v = data.shape(index, label, level)
-                v = v[::ICT_STRIDE] if model == "ict" else v
-                rows.setdefault(model, []).append((v.reshape(-1), label_index, level, index))
+                if model == "ict":
+                    v = data.carried_onto_sfm(v) if onto_sfm else v[::ICT_STRIDE]
+                neutral = v if neutral is None else neutral  # LABELS[0] is neutral
+                rows.setdefault(model, []).append(((v - neutral if relative else v).reshape(-1), label_index, level, index))
     return {
         model: {key: np.stack([r[i] for r in found]) for i, key in enumerate(("x", "label", "level", "subject"))}
         for model, found in rows.items()
@@ -133,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-seed", type=int, action="append", help="held-out seed (repeatable; default 1)")
     parser.add_argument("--test-subjects", type=int, default=40, help="held-out identities a seed (default 40)")
     parser.add_argument("--test-warp", type=float, default=0.0, help="also score the held-out faces bent this much")
+    parser.add_argument(
+        "--cross", action="store_true",
+        help="carry the ICT faces onto the SFM's vertices and also read each face model's faces with the other's oracle",
+    )  # fmt: skip
+    parser.add_argument(
+        "--relative", action="store_true", help="each face minus its subject's neutral face (identity taken out)"
+    )
     parser.add_argument("--components", type=int, default=300, help="principal components (default 300)")
     parser.add_argument("--out", help="write the report here (JSON)")
     return parser
@@ -140,20 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    train = shapes(args.train_seed, args.train_subjects, args.train_warp)
+    form = {"onto_sfm": args.cross, "relative": args.relative}
+    train = shapes(args.train_seed, args.train_subjects, args.train_warp, **form)
     oracles = {m: ShapeOracle(args.components).fit(d["x"], d["label"], d["subject"]) for m, d in train.items()}
     report = {
-        "train": {"seed": args.train_seed, "subjects": args.train_subjects, "warp_mm": args.train_warp},
+        "train": {"seed": args.train_seed, "subjects": args.train_subjects, "warp_mm": args.train_warp, **form},
         "c": {m: {"chosen": o.c, "held_back_accuracy": o.choice} for m, o in oracles.items()},
     }
     for seed in args.test_seed or [1]:
         for warp in sorted({0.0, args.test_warp}):
-            test = shapes(seed, args.test_subjects, warp)
+            test = shapes(seed, args.test_subjects, warp, **form)
             name = f"seed {seed}" + (f", bent {warp:g} mm" if warp else "")
-            for model, d in test.items():
-                right = oracles[model].predict(d["x"]) == d["label"]
-                report[f"{name}, {model}"] = scores(right, d["level"], d["label"])
-                print(f"{name:24s} {model}: " + ", ".join(f"{k} {v}" for k, v in report[f"{name}, {model}"].items()))
+            for trained, model in [(m, m) for m in test] + ([("sfm", "ict"), ("ict", "sfm")] if args.cross else []):
+                d = test[model]
+                key = f"{name}, {model}" + (f" read by the {trained} oracle" if trained != model else "")
+                report[key] = scores(oracles[trained].predict(d["x"]) == d["label"], d["level"], d["label"])
+                print(f"{key:44s}: " + ", ".join(f"{k} {v}" for k, v in report[key].items()))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     return report

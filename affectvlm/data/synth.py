@@ -913,15 +913,31 @@ class SynthFER3D:
         return _ICTFace(self.ict)
 
     @cached_property
-    def _sfm_au_shapes(self) -> np.ndarray:
-        """(53, N, 3) the ICT FaceKit's expression shapes carried onto the SFM's vertices (``sfm_binding=
-        "transfer"``), through the correspondence of the SFM mean on the kit's neutral face and head."""
+    def _ict_on_sfm(self):
+        """(the kit's triangles, the correspondence of the SFM mean's vertices on the kit's neutral face and head)."""
         from .transfer import ict_to_sfm
 
         ict = self.ict
         faces = ict.triangles_for()
-        corr = ict_to_sfm(self.sfm.mean, ict.neutral, faces, ict.landmarks68)
-        return corr.transfer(faces, ict.expressions)
+        return faces, ict_to_sfm(self.sfm.mean, ict.neutral, faces, ict.landmarks68)
+
+    @cached_property
+    def _sfm_au_shapes(self) -> np.ndarray:
+        """(53, N, 3) the ICT FaceKit's expression shapes carried onto the SFM's vertices (``sfm_binding=
+        "transfer"``), through the correspondence of the SFM mean on the kit's neutral face and head."""
+        faces, corr = self._ict_on_sfm
+        return corr.transfer(faces, self.ict.expressions)
+
+    def carried_onto_sfm(self, shape: np.ndarray) -> np.ndarray:
+        """(N_sfm, 3) float32: an ICT FaceKit face as :meth:`shape` gives it, carried onto the SFM mean's vertices:
+        its displacement from the kit's neutral face (identity and expression together) read where each SFM
+        vertex corresponds (the correspondence of ``sfm_binding="transfer"``) and added to the SFM mean, so that
+        faces of the two face models can be compared vertex by vertex (`train/shape_oracle.py --cross`)."""
+        faces, corr = self._ict_on_sfm
+        face = self._ict_face
+        displacement = np.zeros_like(self.ict.neutral, dtype=np.float32)
+        displacement[: face.n] = shape - (self.ict.neutral[: face.n] + face.shift)
+        return (self.sfm.mean + corr.transfer(faces, displacement)).astype(np.float32)
 
     @cached_property
     def _sfm_parts(self) -> _FaceParts:

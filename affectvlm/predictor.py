@@ -315,14 +315,31 @@ def _model_source(name: str | os.PathLike | None) -> Path | str | None:
     return text
 
 
-def _load_failure(name, source: Path | str) -> str:
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face Hub answers one request within `timeout` seconds (through huggingface_hub's own
+    session, so its proxy settings hold); True in offline mode (HF_HUB_OFFLINE), where huggingface_hub answers
+    from the cache at once."""
+    from huggingface_hub import constants, get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # the HTTP client's transport errors: no name resolution, refused, timed out
+        return False
+    return True
+
+
+def _load_failure(name, source: Path | str, unreachable: bool = False) -> str:
     """The one-line reason `from_pretrained` gives when loading `source` (what `name` resolved to) failed."""
     if isinstance(source, str):
         from huggingface_hub import constants
 
-        why = "the Hub is offline (HF_HUB_OFFLINE) and it is not cached" if constants.HF_HUB_OFFLINE else (
-            "offline, no such model there, or not an AffectVLM model"
-        )
+        if constants.HF_HUB_OFFLINE or unreachable:
+            how = "offline (HF_HUB_OFFLINE)" if constants.HF_HUB_OFFLINE else "out of reach (no network?)"
+            why = f"the Hub is {how} and the model is not in the local cache"
+        else:
+            why = "no such model there, or not an AffectVLM model"
         return f"could not load {source!r} from the Hugging Face Hub: {why}"
     what = "the shipped default model" if name is None else repr(os.fspath(name))
     return f"could not load a model from {what}: not a saved AffectVLM model, or damaged"
@@ -384,11 +401,14 @@ class AffectVLMPredictor:
             model, processor = random_demo_model()
             return cls(model.to(device), processor, source="random (untrained)", is_random=True, **kwargs)
         source = source or DEMO_CHECKPOINT
+        # a Hub id while the Hub cannot be reached: the local cache or nothing, at once (huggingface_hub would
+        # retry a dead connection for half a minute before failing)
+        cached_only = isinstance(source, str) and not _hub_reachable()
         try:
-            model = AffectVLMModel.from_pretrained(str(source))
-            processor = AffectVLMProcessor.from_pretrained(str(source))
+            model = AffectVLMModel.from_pretrained(str(source), local_files_only=cached_only)
+            processor = AffectVLMProcessor.from_pretrained(str(source), local_files_only=cached_only)
         except (OSError, ValueError, KeyError) as err:  # not found, offline, not an AffectVLM folder
-            raise InputError(_load_failure(path_or_hub_id, source)) from err
+            raise InputError(_load_failure(path_or_hub_id, source, cached_only)) from err
         model = model.to(device=device, dtype=dtype)
         if prompt_features:
             load_prompt_features(model, source)

@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from affectvlm import AffectVLMProcessor
+from affectvlm import predictor as predictor_module
 from affectvlm.__main__ import main
-from affectvlm.predictor import AffectVLMPredictor, InputError, resolve_device, resolve_dtype, shipped_models
+from affectvlm.predictor import (
+    DEMO_CHECKPOINT,
+    AffectVLMPredictor,
+    InputError,
+    resolve_device,
+    resolve_dtype,
+    shipped_models,
+)
 from affectvlm.scan import write_obj, write_ply
 from affectvlm.testing import face_mesh
 
@@ -62,6 +71,43 @@ def test_a_hub_id_is_tried_on_the_hub_and_its_failure_is_one_line():
         AffectVLMPredictor.from_pretrained("nobody-here-xyz/no-such-affectvlm")
     assert str(err.value).startswith("could not load 'nobody-here-xyz/no-such-affectvlm' from the Hugging Face Hub")
     assert "\n" not in str(err.value)
+
+
+def test_a_hub_out_of_reach_is_read_from_the_cache_or_fails_at_once(monkeypatch):
+    """Not in offline mode, with no network: one request, then the local cache only (huggingface_hub would retry
+    the dead connection for about 28 s before failing); a model not in the cache fails in one line saying why."""
+    import time
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    class NoNetwork:
+        def head(self, *args, **kwargs):
+            raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_session", lambda: NoNetwork())
+    start = time.perf_counter()
+    with pytest.raises(InputError) as err:
+        AffectVLMPredictor.from_pretrained("nobody-here-xyz/no-such-affectvlm")
+    assert time.perf_counter() - start < 10  # no retries
+    assert str(err.value) == (
+        "could not load 'nobody-here-xyz/no-such-affectvlm' from the Hugging Face Hub: the Hub is out of reach "
+        "(no network?) and the model is not in the local cache"
+    )
+    # a model in the cache loads as it is, with no request but the one
+    seen = {}
+    original = predictor_module.AffectVLMModel.from_pretrained
+
+    def recorded(source, **kwargs):
+        seen.update(kwargs)
+        return original(DEMO_CHECKPOINT)
+
+    monkeypatch.setattr(predictor_module.AffectVLMModel, "from_pretrained", recorded)
+    processor = AffectVLMProcessor.from_pretrained(DEMO_CHECKPOINT)
+    monkeypatch.setattr(predictor_module.AffectVLMProcessor, "from_pretrained", lambda source, **kwargs: processor)
+    AffectVLMPredictor.from_pretrained("someone/cached-affectvlm", prompt_features=False)
+    assert seen == {"local_files_only": True}
 
 
 def test_cli_unknown_model_is_one_line(scan_file, capsys):

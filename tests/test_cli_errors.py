@@ -106,8 +106,10 @@ def test_a_hub_out_of_reach_is_read_from_the_cache_or_fails_at_once(monkeypatch)
     monkeypatch.setattr(predictor_module.AffectVLMModel, "from_pretrained", recorded)
     processor = AffectVLMProcessor.from_pretrained(DEMO_CHECKPOINT)
     monkeypatch.setattr(predictor_module.AffectVLMProcessor, "from_pretrained", lambda source, **kwargs: processor)
-    AffectVLMPredictor.from_pretrained("someone/cached-affectvlm", prompt_features=False)
+    cached = AffectVLMPredictor.from_pretrained("someone/cached-affectvlm", prompt_features=False)
     assert seen == {"local_files_only": True}
+    happy = DEMO_CHECKPOINT.parents[1] / "examples" / "scan_subject0_happiness.ply"
+    assert cached(scan=happy, labels=["anger", "happiness", "sadness"]).label == "happiness"
 
 
 def test_cli_unknown_model_is_one_line(scan_file, capsys):

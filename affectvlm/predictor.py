@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .face_distance import load as load_face_distance
 from .modeling_affectvlm import AffectVLMModel
 from .precision import resolve_device, resolve_dtype
 from .processing_affectvlm import AffectVLMProcessor
@@ -39,13 +40,14 @@ DEFAULT_MODEL = "affectvlm-cpu"
 DEMO_CHECKPOINT = CHECKPOINTS / DEFAULT_MODEL
 # A top score under this many times the uniform one (1 / number of labels) gets a low-confidence note.
 LOW_CONFIDENCE = 1.5
-# A scan whose embedding lies further from every label the model was trained on than `config.familiarity_floor`
-# (`Prediction.familiarity`) gets this note: shapes that pass the scan door's face tests (a box held corner first,
-# a cylinder's cloud, an office scene) lie there, and so do the held-out faces the model reads worst.
+# A scan whose embedding lies further from the validation faces of every expression than the checkpoint's
+# `affectvlm.face_distance` ceiling (`Prediction.face_distance`), or, for a checkpoint without that fit, less
+# similar to every label it was trained on than `config.familiarity_floor` (`Prediction.familiarity`), gets this
+# note: shapes that pass the scan door's face tests (a box held corner first, a cylinder's cloud, an office scene)
+# lie there, and so do the held-out faces the model reads worst.
 UNFAMILIAR_NOTE = (
-    "low confidence: this looks like none of the faces and expressions the model learnt from (similarity "
-    "{similarity:.2f} to its nearest trained label, under {floor:.2f}): it may not be a face, and the scores are "
-    "not reliable"
+    "low confidence: this looks like none of the faces and expressions the model learnt from ({measure}): it may "
+    "not be a face, and the scores are not reliable"
 )
 
 
@@ -92,6 +94,9 @@ class Prediction:
     places in the sequence as given, counted from 1 (frame files in natural order).
     familiarity: for a scan or a sequence, the cosine similarity between its embedding (a sequence's: its most
     familiar pooled frame's, as a scan) and the nearest of the model's own labels (`AffectVLMPredictor.familiarity`).
+    face_distance: for a scan or a sequence (its nearest pooled frame), with a checkpoint that carries the fit, the
+    Mahalanobis distance of its embedding from the validation faces of the nearest expression
+    (`affectvlm.face_distance`): beyond the fit's ceiling, a note says it may not be a face.
     """
 
     labels: list[str]
@@ -109,6 +114,7 @@ class Prediction:
     frames: np.ndarray | None = None
     frame_numbers: np.ndarray | None = None
     familiarity: float | None = None
+    face_distance: float | None = None
 
     @property
     def label(self) -> str:
@@ -149,6 +155,7 @@ class Prediction:
             **({"action_units": dict(self.action_units)} if self.action_units is not None else {}),
             **({"frames": frames} if frames is not None else {}),
             **({"familiarity": self.familiarity} if self.familiarity is not None else {}),
+            **({"face_distance": self.face_distance} if self.face_distance is not None else {}),
         }
 
     def table(self) -> str:
@@ -370,6 +377,7 @@ class AffectVLMPredictor:
         self.limits = limits or InputLimits()
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
+        self.face_distance = None  # an `affectvlm.face_distance.FaceDistance`; from_pretrained: the checkpoint's
 
     @classmethod
     def from_pretrained(
@@ -412,7 +420,9 @@ class AffectVLMPredictor:
         model = model.to(device=device, dtype=dtype)
         if prompt_features:
             load_prompt_features(model, source)
-        return cls(model, processor, source=str(source), **kwargs)
+        predictor = cls(model, processor, source=str(source), **kwargs)
+        predictor.face_distance = load_face_distance(source, model.config.projection_dim)
+        return predictor
 
     @property
     def card(self) -> dict:
@@ -675,14 +685,14 @@ class AffectVLMPredictor:
         """A folder, zip, or list of frames -> (V, H, W, 3) uint8 dynamic images (approximate rank pooling)."""
         return self.prepare_sequence(sequence)[0].numpy()
 
-    def frame_scores(self, frames, class_embeds: torch.Tensor) -> tuple[np.ndarray, np.ndarray, float]:
+    def frame_scores(self, frames, class_embeds: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """Each frame of a sequence scored on its own as a static scan: ((F, C) probabilities, (F, H, W, 3) uint8
-        frontal views), for the per-frame plot and the frame strip beside the dynamic images, and the most familiar
-        frame's `familiarity`."""
+        frontal views), for the per-frame plot and the frame strip beside the dynamic images, and their (F, D)
+        fused embeddings (the sequence is judged by its most familiar frame: `_judged`)."""
         views = self.recipe.views_of(list(frames), device=self.model.device).cpu()  # (F, V, H, W, 3)
         pixels = self.processor(images=views)["pixel_values"].to(self.model.device)
         scores = self.model.score(pixels, class_embeds.to(self.model.device))
-        return scores.probs.float().cpu().numpy(), views[:, 0].numpy(), float(self.familiarity(scores.embeds).max())
+        return scores.probs.float().cpu().numpy(), views[:, 0].numpy(), scores.embeds
 
     def familiarity(self, embeds: torch.Tensor) -> np.ndarray:
         """(N, D) fused embeddings -> (N,) cosine similarity to the nearest of the model's own labels (whatever
@@ -690,12 +700,28 @@ class AffectVLMPredictor:
         _, trained = self.class_embeddings(None)
         return (embeds.float() @ trained.to(embeds.device).float().T).max(dim=-1).values.cpu().numpy()
 
-    def _unfamiliar(self, similarity: float | None) -> list[str]:
-        """`UNFAMILIAR_NOTE` where a scan's or sequence's `familiarity` is under the model's floor."""
-        floor = self.model.config.familiarity_floor
-        if similarity is None or floor is None or similarity >= floor:
-            return []
-        return [UNFAMILIAR_NOTE.format(similarity=similarity, floor=floor)]
+    def _judged(self, embeds: torch.Tensor | None) -> tuple[float | None, float | None]:
+        """(N, D) embeddings of a scan (N = 1) or of a sequence's pooled frames -> (`familiarity`, `face_distance`)
+        of the most familiar: the largest similarity and the smallest distance (None without the fit)."""
+        if embeds is None:
+            return None, None
+        distance = None if self.face_distance is None else float(self.face_distance(embeds).min())
+        return float(self.familiarity(embeds).max()), distance
+
+    def _unfamiliar(self, similarity: float | None, distance: float | None) -> list[str]:
+        """`UNFAMILIAR_NOTE` where a scan's or sequence's `face_distance` is over the fit's ceiling or, for a
+        checkpoint without the fit, its `familiarity` under the model's floor."""
+        if self.face_distance is not None:
+            ceiling = self.face_distance.ceiling
+            if distance is None or distance <= ceiling:
+                return []
+            measure = f"distance {distance:.1f} from its validation faces, over {ceiling:.1f}"
+        else:
+            floor = self.model.config.familiarity_floor
+            if similarity is None or floor is None or similarity >= floor:
+                return []
+            measure = f"similarity {similarity:.2f} to its nearest trained label, under {floor:.2f}"
+        return [UNFAMILIAR_NOTE.format(measure=measure)]
 
     def _load_image(self, image, view: str):
         if image is None:
@@ -837,12 +863,11 @@ class AffectVLMPredictor:
             notes.append(f"low confidence: no label stands out (the top score is {probs.max():.2f})")
         if labels is not None:  # labels the model cannot place: their scores mean little (check_labels)
             notes.extend(c.note for c in self.check_labels(labels) if not c.understood)
-        frame_probs, frame_views, familiar = (
+        frame_probs, frame_views, frame_embeds = (
             self.frame_scores(pooled[0], class_embeds) if pooled else (None, None, None)
         )
-        if scan is not None:
-            familiar = float(self.familiarity(scores.embeds)[0])
-        notes.extend(self._unfamiliar(familiar))
+        familiar, distance = self._judged(scores.embeds if scan is not None else frame_embeds)
+        notes.extend(self._unfamiliar(familiar, distance))
         relevance = None
         if explain:
             from .explain import explain_prepared
@@ -868,6 +893,7 @@ class AffectVLMPredictor:
             frames=frame_views,
             frame_numbers=pooled[1] if pooled else None,
             familiarity=familiar,
+            face_distance=distance,
         )
 
     def action_units(self, embeds: torch.Tensor) -> list[dict[str, float]] | None:

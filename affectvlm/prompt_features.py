@@ -71,18 +71,19 @@ def _read(path: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return ids.to(torch.int64).flatten(), lengths, features.float()
 
 
-def _locate(source: str | os.PathLike) -> str | None:
-    """The prompt-features file of a checkpoint folder or Hub id (a cached copy offline), or None."""
+def locate(source: str | os.PathLike, filename: str = FILENAME) -> str | None:
+    """A file saved beside a checkpoint's weights (default: its prompt features) in a checkpoint folder or Hub id
+    (a cached copy offline), or None."""
     folder = Path(source)
     if folder.is_dir():
-        path = folder / FILENAME
+        path = folder / filename
         return str(path) if path.is_file() else None
     from transformers.utils import cached_file
 
     try:
         return cached_file(
             str(source),
-            FILENAME,
+            filename,
             _raise_exceptions_for_missing_entries=False,
             _raise_exceptions_for_connection_errors=False,
         )
@@ -95,7 +96,7 @@ def load(model, source: str | os.PathLike) -> int:
     a model without a frozen text encoder, no file, or a file passed over with a warning saying why)."""
     if model.text_model is None or model.config.text_trainable_layers != 0:
         return 0
-    path = _locate(source)
+    path = locate(source)
     if path is None:
         return 0
     try:

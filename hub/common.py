@@ -61,9 +61,11 @@ CHECKPOINT_FILES = (
     "merges.txt",
 )
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
-# Beside the weights, not weights: the text encoder's features of the default prompts. As
-# `affectvlm.prompt_features.FILENAME` names it (not imported: see above); tests/test_prompt_features.py checks.
+# Beside the weights, not weights: the text encoder's features of the default prompts, and the face distance's fit.
+# As `affectvlm.prompt_features.FILENAME` and `affectvlm.face_distance.FILENAME` name them (not imported: see
+# above); tests/test_prompt_features.py and tests/test_face_distance.py check.
 PROMPT_FEATURES = "prompt_features.safetensors"
+FACE_DISTANCE = "face_distance.safetensors"
 
 
 class PublishError(Exception):
@@ -135,8 +137,8 @@ def check_checkpoint(checkpoint: Path) -> dict:
     missing = [n for n in ("config.json", "processor_config.json") if n not in names]
     if not any(n in names for n in TOKENIZER_FILES):
         missing.append(" or ".join(TOKENIZER_FILES))
-    # beside the weights, not weights: the text encoder's features of the default prompts
-    if not any(n.endswith(".safetensors") and n != PROMPT_FEATURES for n in names):
+    # beside the weights, not weights: the text encoder's features of the default prompts, the face distance
+    if not any(n.endswith(".safetensors") and n not in (PROMPT_FEATURES, FACE_DISTANCE) for n in names):
         missing.append("model.safetensors")
     if missing:
         raise PublishError(

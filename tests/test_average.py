@@ -6,12 +6,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from affectvlm import AffectVLMModel  # noqa: E402
+from affectvlm import AffectVLMModel, face_distance  # noqa: E402
 from affectvlm.testing import tiny_config  # noqa: E402
 from train.average import average_models  # noqa: E402
 
@@ -27,6 +28,8 @@ def saved(tmp_path: Path, name: str, seed: int, **overrides) -> Path:
 def test_the_mean_of_two_models(tmp_path):
     a = saved(tmp_path, "a", 0, temperature=1.3, au_logit_bias={"12": -1.0, "4": 0.5})
     b = saved(tmp_path, "b", 1, temperature=1.1, au_logit_bias={"12": 0.0, "4": 1.5}, familiarity_floor=0.1)
+    fitted = face_distance.FaceDistance(np.zeros((1, 32)), np.eye(32), ["happiness"], 5.0)
+    face_distance.save(fitted, b)
     mean = AffectVLMModel.from_pretrained(average_models([a, b], tmp_path / "mean"))
     ma, mb = AffectVLMModel.from_pretrained(a), AffectVLMModel.from_pretrained(b)
     for (name, pa), pb, pm in zip(ma.state_dict().items(), mb.state_dict().values(), mean.state_dict().values()):
@@ -35,6 +38,7 @@ def test_the_mean_of_two_models(tmp_path):
     config = json.loads((tmp_path / "mean" / "config.json").read_text())
     assert config["temperature"] == 1.0  # calibrate again
     assert config["familiarity_floor"] is None  # fitted on the last model's weights, not the mean's
+    assert not (tmp_path / "mean" / face_distance.FILENAME).exists()  # likewise
     assert config["au_logit_bias"] == {"12": -0.5, "4": 1.0}
 
 

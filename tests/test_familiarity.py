@@ -74,15 +74,38 @@ def test_floor_report_counts_the_scans_under_the_floor_and_the_accuracy_either_s
     }  # fmt: skip
 
 
+def served_faces(config, identities: int = 10, per: int = 10, seed: int = 0) -> familiarity.Served:
+    """What `measure` returns for `identities` x `per` validation faces of a model with `config`: familiarity
+    spread evenly, the first ten wrong, embeddings about one point per label."""
+    rng = np.random.default_rng(seed)
+    n, labels = identities * per, list(config.label_names)
+    label = np.array([labels[i % len(labels)] for i in range(n)])
+    centres = rng.normal(size=(len(labels), config.projection_dim))
+    embeds = centres[[labels.index(x) for x in label]] + 0.3 * rng.normal(size=(n, config.projection_dim))
+    return familiarity.Served(
+        np.linspace(0.0, 0.99, n), np.arange(n) >= 10, embeds, label, np.repeat(np.arange(identities), per)
+    )
+
+
 def test_the_tool_writes_the_percentile_into_a_copy_that_loads(checkpoint, tmp_path, monkeypatch):
-    measured = np.linspace(0.0, 0.99, 100), np.arange(100) >= 10
+    measured = served_faces(tiny_config())
     monkeypatch.setattr(familiarity, "measure", lambda predictor, seed, subjects: measured)
     out = tmp_path / "floored"
     result = familiarity.main(["--model", str(checkpoint), "--out", str(out), "--percentile", "10"])
-    assert result["floor"] == pytest.approx(np.percentile(measured[0], 10), abs=1e-4)
+    assert result["floor"] == pytest.approx(np.percentile(measured.familiar, 10), abs=1e-4)
     assert result["under_floor"] == 10 and result["accuracy_under"] == 0.0 and result["accuracy_rest"] == 1.0
     assert json.loads((out / "config.json").read_text())["familiarity_floor"] == result["floor"]
     assert json.loads((checkpoint / "config.json").read_text()).get("familiarity_floor") is None  # kept as it was
-    assert AffectVLMPredictor.from_pretrained(out).model.config.familiarity_floor == result["floor"]
+    loaded = AffectVLMPredictor.from_pretrained(out)
+    assert loaded.model.config.familiarity_floor == result["floor"]
+    # and the face distance beside it, its ceiling the 97.5th percentile of the left-out identities' distances
+    distance = result["face_distance"]
+    assert distance["ceiling"] == loaded.face_distance.ceiling and distance["percentile"] == 97.5
+    assert distance["identities"] == 10 and distance["faces"] + distance["ceiling_faces"] == 100
+    assert AffectVLMPredictor.from_pretrained(checkpoint).face_distance is None  # kept as it was
     with pytest.raises(SystemExit, match="differ"):
         familiarity.main(["--model", str(checkpoint), "--out", str(checkpoint)])
+    # with no distance percentile, a copy of a checkpoint that had one carries none
+    again = familiarity.main(["--model", str(out), "--out", str(tmp_path / "again"), "--distance-percentile", "0"])
+    assert again["face_distance"]["ceiling"] is None
+    assert AffectVLMPredictor.from_pretrained(tmp_path / "again").face_distance is None

@@ -117,30 +117,52 @@ def unfamiliar(result) -> bool:
     return any(note.startswith(UNFAMILIAR_NOTE.split("(")[0]) for note in result.notes)
 
 
+@pytest.fixture(scope="module", params=["affectvlm-cpu", "affectvlm-ict"])
+def shipped(request):
+    return AffectVLMPredictor.from_pretrained(request.param)
+
+
+def cylinder_and_noisy_box(seed: int) -> list[np.ndarray]:
+    import trimesh
+
+    cylinder, _ = trimesh.sample.sample_surface(trimesh.creation.cylinder(60, 200, sections=64), 20000, seed=seed)
+    box, _ = trimesh.sample.sample_surface(trimesh.creation.box((150, 150, 150)), 20000, seed=1)
+    return [cylinder, box + np.random.default_rng(seed).normal(0.0, 1.0, box.shape)]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_clouds_that_pass_the_face_tests_are_noted_as_unlike_the_faces_the_model_knows(predictor, seed):
     """A cylinder's point cloud, and a box's with a millimetre of noise (a depth camera's), pass every geometric
     test of a face: a rim or a corner stands out of the surface and is surrounded by it, as a nose is, the face
     search takes it for a face, and a cloud has no facets to count. They were scored surprise 0.50 and 0.84 with no
-    note. Their embeddings lie further from every label the model learnt (familiarity 0.005-0.05) than the 5 % of
-    validation faces nearest none (the default's floor 0.0935): noted, whatever labels they are scored against."""
-    import trimesh
-
-    cylinder, _ = trimesh.sample.sample_surface(trimesh.creation.cylinder(60, 200, sections=64), 20000, seed=seed)
-    box, _ = trimesh.sample.sample_surface(trimesh.creation.box((150, 150, 150)), 20000, seed=1)
-    noisy_box = box + np.random.default_rng(seed).normal(0.0, 1.0, box.shape)
-    for points in (cylinder, noisy_box):
+    note. Their embeddings lie further from the validation faces of every expression than the default's face
+    distance ceiling (`affectvlm.face_distance`; 11.0-13.4 against 9.9): noted, whatever labels they are scored
+    against."""
+    for points in cylinder_and_noisy_box(seed):
         result = predictor(scan=Scan(points.astype(np.float32)), labels=EMOTIONS)
-        assert result.familiarity < predictor.model.config.familiarity_floor
+        assert result.face_distance > predictor.face_distance.ceiling
         assert unfamiliar(result), result.notes
 
 
-def test_the_faces_are_familiar(predictor):
-    """Every example scan and sequence, each a face, lies nearer a label the model learnt than its floor."""
-    floor = predictor.model.config.familiarity_floor
+def test_the_mit_model_notes_half_of_those_clouds_where_its_floor_noted_none():
+    """The MIT model finds these shapes as familiar as faces (a cylinder's cloud 0.34-0.44 by the cosine): its
+    floor notes none of the cylinders. Its face distance notes half of these shapes (measured: 8.5-8.7 against its ceiling of 7.8; the other
+    three 7.3-7.4), not all: docs/RESULTS.md, "Shapes the familiarity floor let through"."""
+    mit = AffectVLMPredictor.from_pretrained("affectvlm-ict")
+    results = [
+        mit(scan=Scan(points.astype(np.float32)), labels=EMOTIONS)
+        for seed in (0, 1, 2) for points in cylinder_and_noisy_box(seed)
+    ]  # fmt: skip
+    assert sum(unfamiliar(r) for r in results) >= 3, [(r.face_distance, r.notes) for r in results]
+    assert all(r.familiarity > 3 * mit.model.config.familiarity_floor for r in results[::2])  # cylinders: not by the floor
+
+
+def test_the_faces_are_familiar(shipped):
+    """Every example scan and sequence, each a face, lies nearer the validation faces than the ceiling."""
     for path in sorted((ROOT / "examples").glob("scan_*.ply")) + sorted((ROOT / "examples").glob("sequence_*.zip")):
-        result = predictor(**{"sequence" if path.suffix == ".zip" else "scan": path}, labels=EMOTIONS)
-        assert result.familiarity >= floor and not unfamiliar(result), (path.name, result.familiarity)
+        result = shipped(**{"sequence" if path.suffix == ".zip" else "scan": path}, labels=EMOTIONS)
+        assert result.face_distance <= shipped.face_distance.ceiling, (path.name, result.face_distance)
+        assert not unfamiliar(result), (path.name, result.notes)
 
 
 def test_the_faces_get_no_flat_note(predictor):

@@ -40,6 +40,7 @@ MODEL_FILES = {
     "README.md",
     "config.json",
     "model.safetensors",
+    "face_distance.safetensors",
     "processor_config.json",
     "tokenizer.json",
     "tokenizer_config.json",
@@ -114,6 +115,12 @@ def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt") / "affectvlm-tiny"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
+    # beside the weights, published with them: what tells the predictor a scan may not be a face
+    import numpy as np
+
+    from affectvlm import face_distance
+
+    face_distance.save(face_distance.FaceDistance(np.zeros((1, 32)), np.eye(32), ["happiness"], 5.0), folder)
     return model, processor, folder
 
 
@@ -269,7 +276,8 @@ def fake_hub(monkeypatch):
 def test_push_dry_run_folder_file_by_file(model_folder, checkpoint):
     assert set(list_files(model_folder)) == MODEL_FILES
     # weights, processor and tokenizer: byte for byte what save_pretrained wrote
-    for name in ("model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json"):
+    for name in ("model.safetensors", "face_distance.safetensors", "processor_config.json", "tokenizer.json",
+                 "tokenizer_config.json"):  # fmt: skip
         assert (model_folder / name).read_bytes() == (checkpoint / name).read_bytes(), name
     # remote code: the current files of the package
     for name in REMOTE_CODE_FILES:

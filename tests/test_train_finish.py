@@ -22,14 +22,14 @@ import torch
 from test_train_cv import LABELS, write_cache
 from transformers import AutoTokenizer
 
-from affectvlm import AffectVLMConfig, AffectVLMModel
+from affectvlm import AffectVLMConfig, AffectVLMModel, face_distance
 from affectvlm.predictor import AffectVLMPredictor
 from affectvlm.prompt_features import FILENAME
 from affectvlm.prompts import inference_prompts
 from affectvlm.testing import tiny_config, tiny_processor, tiny_text_encoder
 from train import familiarity
 from train.config import load_config
-from train.data import build_dataset, fold_of, split_dataset
+from train.data import ToyViews, build_dataset, fold_of, split_dataset
 from train.evaluate import Embedded, embed_views
 from train.text_anchors import DEFAULT_TEMPERATURE, DEFAULT_WEIGHT, anchor_groups
 
@@ -91,6 +91,33 @@ def test_the_floor_is_the_percentile_of_the_validation_samples_familiarity_as_se
     assert np.abs(familiarity_as_served(predictor, views) - familiar).max() > 1e-3
     # the floor is written as saved (the config.json of the checkpoint)
     assert json.loads((floored / "model" / "config.json").read_text())["familiarity_floor"] == floor
+    # 12 validation samples are too few for a face distance in 32 dimensions: the run says so and writes none
+    assert "twice as many as the 32 dimensions" in served["face_distance"]["skipped"]
+    assert not (floored / "model" / face_distance.FILENAME).exists() and predictor.face_distance is None
+
+
+def test_with_enough_validation_faces_the_run_writes_a_face_distance_of_its_own_model(floored, tmp_path):
+    """`fit_floor` on 20 persons' samples (240) writes the face distance beside the weights: fitted on the
+    embeddings the predictor serves, it puts those samples within reach of its ceiling and a sample that is no face
+    of these (all black views) far beyond it; with no percentile it takes any fit away."""
+    folder = tmp_path / "model"
+    shutil.copytree(floored / "model", folder)
+    config = AffectVLMConfig.from_pretrained(folder)
+    data = ToyViews(config.label_names, config.view_names, num_subjects=20, image_size=32, seed=3)
+    record = familiarity.fit_floor(folder, data, 5, distance_percentile=97.5, progress=False)
+    distance = record["face_distance"]
+    assert (folder / face_distance.FILENAME).is_file() and distance["identities"] == 20
+    predictor = AffectVLMPredictor.from_pretrained(folder)
+    assert predictor.face_distance.ceiling == distance["ceiling"]
+    assert predictor.face_distance.labels == sorted(config.label_names)
+    items = data.__getitems__(list(range(len(data))))
+    embeds, _ = familiarity.served_embeddings(predictor, items["views"])
+    within = predictor.face_distance(embeds) <= distance["ceiling"]
+    assert within.mean() > 0.9 and distance["noted"] == int((~within).sum())
+    black, _ = familiarity.served_embeddings(predictor, np.zeros_like(items["views"][:1]))
+    assert predictor.face_distance(black)[0] > 2 * distance["ceiling"]
+    assert familiarity.fit_floor(folder, data, 5, distance_percentile=0, progress=False)["face_distance"]["skipped"]
+    assert not (folder / face_distance.FILENAME).exists()
 
 
 def test_the_train_side_embedding_is_the_predictors_for_a_scan(floored):

@@ -4,9 +4,9 @@
 
 Every floating-point tensor is the mean over the models (integer buffers, such as a batch norm's count, come from
 the last model); so is each action unit's logit bias in the config. Everything else (config, processor, tokenizer,
-remote code) is the last model's folder, with its served temperature reset to 1 and its familiarity floor
-removed, both fitted on other weights: calibrate the result again (`train/evaluate.py --calibrate`) and fit its
-floor (`train/familiarity.py`). The models must share one architecture (the same tensor names and shapes), as a
+remote code) is the last model's folder, with its served temperature reset to 1 and its familiarity floor and face
+distance removed, all fitted on other weights: calibrate the result again (`train/evaluate.py --calibrate`) and fit
+its floor and face distance (`train/familiarity.py`). The models must share one architecture (the same tensor names and shapes), as a
 checkpoint and its fine-tunes do; averaging unrelated models gives nonsense, and this tool cannot tell.
 """
 
@@ -15,10 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from affectvlm import face_distance  # noqa: E402
 
 WEIGHTS = "model.safetensors"
 
@@ -45,8 +49,10 @@ def average_models(folders: list[Path], out: Path) -> Path:
     configs = [json.loads((Path(f) / "config.json").read_text()) for f in folders]
     shutil.copytree(folders[-1], out, dirs_exist_ok=True)
     save_file(average_state(states), str(out / WEIGHTS), metadata={"format": "pt"})
-    # the temperature and the familiarity floor were fitted on other weights: calibrate and fit them again
+    # the temperature, the familiarity floor and the face distance were fitted on other weights: calibrate and fit
+    # them again
     config = dict(configs[-1], temperature=1.0, familiarity_floor=None)
+    face_distance.remove(out)
     biases = [c.get("au_logit_bias") or {} for c in configs]
     if biases[-1]:
         if any(set(b) != set(biases[-1]) for b in biases):
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--out", required=True, help="folder for the averaged model")
     args = p.parse_args(argv)
     out = average_models([Path(m) for m in args.model], Path(args.out))
-    print(f"averaged {len(args.model)} models into {out} (temperature reset to 1 and no familiarity floor: calibrate it and fit the floor again, train/evaluate.py --calibrate and train/familiarity.py)")
+    print(f"averaged {len(args.model)} models into {out} (temperature reset to 1, no familiarity floor or face distance: calibrate it and fit them again, train/evaluate.py --calibrate and train/familiarity.py)")
     return out
 
 

@@ -130,6 +130,11 @@ DEFAULTS: dict[str, Any] = {
         # familiarity of the run's validation samples, computed as the predictor serves them. 0 or null: no
         # floor (a fine-tuned checkpoint's, fitted on other weights, is removed).
         "familiarity_percentile": 5,
+        # The face distance (affectvlm/face_distance.py, saved beside the model as face_distance.safetensors; the
+        # predictor notes by it instead of the floor): fitted on half of the validation persons, its ceiling this
+        # percentile of the other half's distances. 0 or null: none (with fewer validation faces than it needs, the
+        # run says so and leaves none). Needs the floor's percentile set.
+        "face_distance_percentile": 97.5,
     },
 }
 
@@ -233,6 +238,9 @@ def check_config(config: dict) -> None:
     pct = t["familiarity_percentile"]
     if pct is not None and (not isinstance(pct, int | float) or isinstance(pct, bool) or not 0 <= pct < 50):
         raise ValueError(f"train.familiarity_percentile must be a number in [0, 50) or null, got {pct!r}")
+    pct = t["face_distance_percentile"]
+    if pct is not None and (not isinstance(pct, int | float) or isinstance(pct, bool) or not (pct == 0 or 50 <= pct < 100)):
+        raise ValueError(f"train.face_distance_percentile must be 0, null or a number in [50, 100), got {pct!r}")
     if not 0 <= t["min_lr_ratio"] <= 1:
         raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {t['min_lr_ratio']}")
     if not d["views"] or len(set(d["views"])) != len(d["views"]):

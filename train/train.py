@@ -959,20 +959,23 @@ def _finish(run: Run, elapsed: float, trained_steps: int) -> dict:
 def write_served_settings(run: Run) -> dict:
     """What the chosen model (`<output_dir>/model`) is served with beyond its weights, written into its config at
     the end of the run (main process): the text anchors (`train.text_anchors`, train/text_anchors.py's defaults,
-    where they fit the model) and the familiarity floor (`train.familiarity_percentile` of the familiarity of the
-    validation samples, never the test ones, as the predictor computes it: train/familiarity.py `fit_floor`),
+    where they fit the model), the familiarity floor (`train.familiarity_percentile` of the familiarity of the
+    validation samples, never the test ones, as the predictor computes it: train/familiarity.py `fit_floor`) and
+    the face distance on the same samples (`train.face_distance_percentile`, `affectvlm.face_distance`),
     then, for a pretrained text encoder, its prompt features (`prompt_features.safetensors`).
     Anchors first: the floor is measured on the model as it is then served. Returns what was written."""
     t, folder = run.t, run.output_dir / "model"
     anchors = write_anchors(folder) if t["text_anchors"] else {"skipped": "train.text_anchors is false"}
     val, device = run.val_loader.dataset, run.accelerator.device
     floor = fit_floor(
-        folder, val, t["familiarity_percentile"], device, t["eval_batch_size"], not run.args.no_progress
-    )
+        folder, val, t["familiarity_percentile"], device, t["eval_batch_size"], not run.args.no_progress,
+        distance_percentile=t["face_distance_percentile"],
+    )  # fmt: skip
     # last, what the frozen text encoder makes of the prompts served by default (labels, action units, anchors),
     # so that the CLI and the app do not encode them again at every start (affectvlm/prompt_features.py)
     features = write_prompt_features(folder) if skip_reason(AffectVLMConfig.from_pretrained(folder)) is None else 0
-    for name, record in (("text anchors", anchors), ("familiarity floor", floor)):
+    distance = floor.get("face_distance", {})
+    for name, record in (("text anchors", anchors), ("familiarity floor", floor), ("face distance", distance)):
         if "skipped" in record:
             run.accelerator.print(f"no {name} written into {folder}: {record['skipped']}")
     if floor["floor"] is not None:

@@ -118,7 +118,8 @@ class AffectVLMConfig(PreTrainedConfig):
             The cosine similarity between a scan's fused embedding and the nearest of the model's own labels
             (`label_names`) below which the predictor notes that the scan looks like none of the faces and
             expressions the model learnt from: a low percentile of validation subjects' scans, fitted at the end
-            of training (`train/train.py`) or again after (`train/familiarity.py`). `None`: no such note.
+            of training (`train/train.py`) or again after (`train/familiarity.py`). `None`: no such note. A
+            checkpoint that carries a face distance (`face_distance.safetensors`) is noted by that instead.
         mirror_average (`bool`, defaults to `False`):
             At inference (the model in eval mode), embed every view and its horizontal mirror image and use the
             normalised mean of the two as the view's embedding: a mirrored face shows the same expression, so

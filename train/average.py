@@ -6,8 +6,9 @@ Every floating-point tensor is the mean over the models (integer buffers, such a
 the last model); so is each action unit's logit bias in the config. Everything else (config, processor, tokenizer,
 remote code) is the last model's folder, with its served temperature reset to 1 and its familiarity floor and face
 distance removed, all fitted on other weights: calibrate the result again (`train/evaluate.py --calibrate`) and fit
-its floor and face distance (`train/familiarity.py`). The models must share one architecture (the same tensor names and shapes), as a
-checkpoint and its fine-tunes do; averaging unrelated models gives nonsense, and this tool cannot tell.
+its floor and face distance (`train/familiarity.py`). The models must share one architecture (the same tensor names
+and shapes), as a checkpoint and its fine-tunes do; averaging unrelated models gives nonsense, and this tool cannot
+tell.
 """
 
 from __future__ import annotations

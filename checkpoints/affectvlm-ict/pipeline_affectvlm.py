@@ -166,7 +166,8 @@ class AffectVLMPipeline(Pipeline):
     def _affectvlm_predictor(self):
         """The affectvlm package's AffectVLMPredictor over this model and processor; None without the package.
         The text encoder's features of the default prompts saved with the model are taken, as the package's own
-        `AffectVLMPredictor.from_pretrained` does (its first answer then encodes only the labels it is given)."""
+        `AffectVLMPredictor.from_pretrained` does (its first answer then encodes only the labels it is given), and
+        so is its face distance (`affectvlm.face_distance`)."""
         if self._predictor is None:
             try:
                 from affectvlm.predictor import AffectVLMPredictor
@@ -180,6 +181,12 @@ class AffectVLMPipeline(Pipeline):
             if load_prompt_features is not None and source:
                 load_prompt_features(self.model, source)
             self._predictor = AffectVLMPredictor(self.model, self.processor)
+            try:  # what says a scan may not be a face, as `AffectVLMPredictor.from_pretrained` loads it
+                from affectvlm.face_distance import load as load_face_distance
+            except ImportError:  # an affectvlm from before the face distance: the familiarity floor notes
+                load_face_distance = None
+            if load_face_distance is not None and source:
+                self._predictor.face_distance = load_face_distance(source, self.model.config.projection_dim)
         return self._predictor
 
     def _score_views(self, images, labels, template: str) -> dict:

@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(docs/data.md).",
     )  # fmt: skip
     parser.add_argument("--model", required=True, help="a trained checkpoint folder")
-    parser.add_argument("--out", required=True, help="where to write the checkpoint with its floor")
+    parser.add_argument("--out", required=True, help="where to write the checkpoint with its floor and face distance")
     parser.add_argument(
         "--cache", action="append", metavar="DIR",
         help="fit on this render cache's samples (repeatable; a run on several caches: all of them, in its "

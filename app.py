@@ -60,6 +60,9 @@ logger = logging.getLogger("affectvlm.app")
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 MAX_FILE_MB = 100
+# Above the answer when a note says the input may not be a face (`Prediction.may_not_be_a_face`): the scores
+# beside it still name a label, large.
+NOT_A_FACE_HEADLINE = "**This may not be a face, or one unlike any the model learnt from: the answer below is not reliable.**"
 LIMITS = InputLimits(max_file_bytes=MAX_FILE_MB * 1024**2, max_frames=200)
 PREDICTOR = AffectVLMPredictor.from_pretrained(os.environ.get("AFFECTVLM_MODEL") or None, limits=LIMITS)
 PREDICTOR.warm_up()  # the text encoder's work for the default labels, done before the first visitor comes
@@ -175,6 +178,8 @@ def _outputs(result: Prediction, captions: list[str], labels_text: str) -> list:
     gallery = _gallery(result.views, result.view_mask, captions) if result.views is not None else []
     notes = "".join(f"\n- {note}" for note in result.notes)
     answer = f"Most likely: **{result.label}** ({result.probs.max():.2f}){notes}"
+    if result.may_not_be_a_face:  # said before the answer, which is shown large beside it
+        answer = f"{NOT_A_FACE_HEADLINE}\n\n{answer}"
     return [
         result.scores(),
         _contribution_plot(result),

@@ -120,6 +120,15 @@ class Prediction:
     def label(self) -> str:
         return self.labels[int(np.argmax(self.probs))]
 
+    @property
+    def may_not_be_a_face(self) -> bool:
+        """Whether a note says the input may not be a face: the scan door's face tests (no nose, no face from any
+        direction, flat facets) or the model's own (`UNFAMILIAR_NOTE`). The app puts this above the answer."""
+        from .scan.recipe import FLAT_NOTE, NO_FACE_FOUND_NOTE, NOT_A_FACE_NOTE
+
+        unfamiliar = UNFAMILIAR_NOTE.split("(")[0]
+        return any(n in (FLAT_NOTE, NO_FACE_FOUND_NOTE, NOT_A_FACE_NOTE) or n.startswith(unfamiliar) for n in self.notes)
+
     def scores(self) -> dict[str, float]:
         """label -> probability, highest first."""
         order = np.argsort(-self.probs, kind="stable")

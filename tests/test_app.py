@@ -140,6 +140,19 @@ def test_scan_endpoint(client, files, app_module):
     np.testing.assert_allclose(shown.vertices, scored.vertices, atol=1e-5)
 
 
+def test_a_shape_that_is_no_face_is_said_to_be_so_above_the_answer(client, files, tmp_path, app_module):
+    """A cylinder's point cloud passes the scan door's face tests; the model's face distance notes it, and the
+    page says so first, above "Most likely" (the scores beside it still name a label). A face gets no such line."""
+    import trimesh
+
+    points, _ = trimesh.sample.sample_surface(trimesh.creation.cylinder(60, 200, sections=64), 20000, seed=1)
+    np.savetxt(tmp_path / "cylinder.xyz", points, fmt="%.3f")
+    for path, doubted in ((tmp_path / "cylinder.xyz", True), (files["scan"], False)):
+        answer = client.predict(handle_file(path), "", api_name="/predict_scan")[3]
+        assert answer.startswith(app_module.NOT_A_FACE_HEADLINE) is doubted, answer
+        assert ("this looks like none of the faces" in answer) is doubted and "Most likely" in answer
+
+
 def test_a_point_clouds_preview_is_its_points(client, files, app_module):
     """A cloud has no triangles to draw: its preview was empty. It is now the normalised cloud's points, dark grey
     where the file gives no colours (white points vanish on the viewer's white; checked in a browser)."""

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 FILENAME = "face_distance.safetensors"
@@ -123,8 +123,6 @@ def remove(folder: str | os.PathLike) -> None:
 
 
 def _read(path: str) -> FaceDistance:
-    from safetensors import safe_open
-
     if os.path.getsize(path) > MAX_BYTES:
         raise ValueError(f"larger than {MAX_BYTES // 2**20} MB")
     try:

@@ -14,10 +14,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from test_familiarity import EXAMPLES, SCAN, SEQUENCE
+from test_familiarity import EXAMPLES, SCAN, SEQUENCE, noted
 
 from affectvlm import AffectVLMModel, face_distance
-from affectvlm.predictor import UNFAMILIAR_NOTE, AffectVLMPredictor
+from affectvlm.predictor import AffectVLMPredictor
 from affectvlm.testing import tiny_config, tiny_processor
 from hub.common import FACE_DISTANCE
 
@@ -93,10 +93,6 @@ def around(embeds: torch.Tensor, ceiling: float) -> face_distance.FaceDistance:
     return face_distance.FaceDistance(mean, np.eye(mean.shape[1]), ["happiness"], ceiling)
 
 
-def noted(result) -> bool:
-    return any(note.startswith(UNFAMILIAR_NOTE.split("(")[0]) for note in result.notes)
-
-
 @pytest.mark.parametrize("kind, sample", [("scan", SCAN), ("sequence", SEQUENCE)])
 def test_where_a_checkpoint_has_the_fit_the_distance_decides_the_note_not_the_floor(predictor, kind, sample):
     predictor.face_distance = None
@@ -135,6 +131,7 @@ def test_given_views_get_no_distance(predictor):
 
 @pytest.mark.parametrize("name", ["affectvlm-cpu", "affectvlm-ict"])
 def test_each_shipped_model_carries_a_fit_of_its_own_validation_faces(name):
-    fitted = AffectVLMPredictor.from_pretrained(name).face_distance
+    predictor = AffectVLMPredictor.from_pretrained(name)
+    fitted = predictor.face_distance
     assert fitted is not None and fitted.record["fitted_on"] == {"seed": 13, "subjects": 160}
-    assert fitted.labels == sorted(AffectVLMPredictor.from_pretrained(name).default_labels)
+    assert fitted.labels == sorted(predictor.default_labels)

@@ -60,9 +60,10 @@ logger = logging.getLogger("affectvlm.app")
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 MAX_FILE_MB = 100
-# Above the answer when a note says the input may not be a face (`Prediction.may_not_be_a_face`): the scores
-# beside it still name a label, large.
+# Above the answer when a note says the input may not be a face (`Prediction.may_not_be_a_face`), and, shorter, as
+# the score panel's large headline in place of the top label (the scores beneath it are still the model's).
 NOT_A_FACE_HEADLINE = "**This may not be a face, or one unlike any the model learnt from: the answer below is not reliable.**"
+NOT_A_FACE_LABEL = "may not be a face"
 LIMITS = InputLimits(max_file_bytes=MAX_FILE_MB * 1024**2, max_frames=200)
 PREDICTOR = AffectVLMPredictor.from_pretrained(os.environ.get("AFFECTVLM_MODEL") or None, limits=LIMITS)
 PREDICTOR.warm_up()  # the text encoder's work for the default labels, done before the first visitor comes
@@ -178,10 +179,12 @@ def _outputs(result: Prediction, captions: list[str], labels_text: str) -> list:
     gallery = _gallery(result.views, result.view_mask, captions) if result.views is not None else []
     notes = "".join(f"\n- {note}" for note in result.notes)
     answer = f"Most likely: **{result.label}** ({result.probs.max():.2f}){notes}"
-    if result.may_not_be_a_face:  # said before the answer, which is shown large beside it
+    scores = result.scores()
+    if result.may_not_be_a_face:  # said first, and in place of the top label the score panel shows large
         answer = f"{NOT_A_FACE_HEADLINE}\n\n{answer}"
+        scores = (scores, NOT_A_FACE_LABEL)
     return [
-        result.scores(),
+        scores,
         _contribution_plot(result),
         gallery,
         answer,
@@ -354,11 +357,26 @@ def _examples(pattern: str) -> list[str]:
     return sorted(str(p) for p in EXAMPLES.glob(pattern))
 
 
+class ScorePanel(gr.Label):
+    """A `gr.Label` (drawn by the same front end) whose large headline may be a caution: given `(scores,
+    headline)` it shows the scores beneath that headline instead of beneath the top label."""
+
+    is_template = True  # gradio's mark for a component that is its base class with other defaults
+
+    def postprocess(self, value):
+        if not isinstance(value, tuple):
+            return super().postprocess(value)
+        scores, headline = value
+        data = super().postprocess(scores)
+        data.label = headline
+        return data
+
+
 def _result_panel(tab: str) -> list:
     """One tab's own outputs (made unrendered, so the tab's examples can name them before they are laid out):
     the scores, the contribution chart, what the model saw, the answer."""
     return [
-        gr.Label(label="Scores", num_top_classes=10, elem_id=f"{tab}-scores", render=False),
+        ScorePanel(label="Scores", num_top_classes=10, elem_id=f"{tab}-scores", render=False),
         gr.Plot(label="Contribution of each view", show_label=False, elem_id=f"{tab}-plot", render=False),
         gr.Gallery(
             label="What the model saw",

@@ -142,15 +142,19 @@ def test_scan_endpoint(client, files, app_module):
 
 def test_a_shape_that_is_no_face_is_said_to_be_so_above_the_answer(client, files, tmp_path, app_module):
     """A cylinder's point cloud passes the scan door's face tests; the model's face distance notes it, and the
-    page says so first, above "Most likely" (the scores beside it still name a label). A face gets no such line."""
+    page says so first, above "Most likely", and the score panel's large headline says so in place of the top label
+    (the scores beneath it are still the model's). A face gets neither."""
     import trimesh
 
     points, _ = trimesh.sample.sample_surface(trimesh.creation.cylinder(60, 200, sections=64), 20000, seed=1)
     np.savetxt(tmp_path / "cylinder.xyz", points, fmt="%.3f")
     for path, doubted in ((tmp_path / "cylinder.xyz", True), (files["scan"], False)):
-        answer = client.predict(handle_file(path), "", api_name="/predict_scan")[3]
+        scores, _, _, answer = client.predict(handle_file(path), "", api_name="/predict_scan")[:4]
         assert answer.startswith(app_module.NOT_A_FACE_HEADLINE) is doubted, answer
         assert ("this looks like none of the faces" in answer) is doubted and "Most likely" in answer
+        top = max(scores["confidences"], key=lambda c: c["confidence"])["label"]
+        assert scores["label"] == (app_module.NOT_A_FACE_LABEL if doubted else top), scores["label"]
+        assert f"**{top}**" in answer  # the answer still names the model's top label
 
 
 def test_a_point_clouds_preview_is_its_points(client, files, app_module):

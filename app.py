@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import json
 import logging
 import os
 import sys
@@ -64,6 +65,7 @@ MAX_FILE_MB = 100
 # the score panel's large headline in place of the top label (the scores beneath it are still the model's).
 NOT_A_FACE_HEADLINE = "**This may not be a face, or one unlike any the model learnt from: the answer below is not reliable.**"
 NOT_A_FACE_LABEL = "may not be a face"
+TOP_CLASSES = 10  # the score panel's rows
 LIMITS = InputLimits(max_file_bytes=MAX_FILE_MB * 1024**2, max_frames=200)
 PREDICTOR = AffectVLMPredictor.from_pretrained(os.environ.get("AFFECTVLM_MODEL") or None, limits=LIMITS)
 PREDICTOR.warm_up()  # the text encoder's work for the default labels, done before the first visitor comes
@@ -173,6 +175,14 @@ def _gallery(images: np.ndarray, mask, captions: list[str]) -> list:
     ]
 
 
+def _headlined(scores: dict[str, float], headline: str) -> str:
+    """The score panel's value with `headline` shown large in place of the top label, the scores beneath it as they
+    are: a .json file of gr.Label's own data (which it reads as given, without sorting or cutting it)."""
+    rows = [{"label": label, "confidence": p} for label, p in list(scores.items())[:TOP_CLASSES]]
+    text = json.dumps({"label": headline, "confidences": rows})
+    return _output_file(".json", lambda name: Path(name).write_text(text, encoding="utf-8"))
+
+
 def _outputs(result: Prediction, captions: list[str], labels_text: str) -> list:
     """Scores, the contribution chart, what the model saw, the answer with its notes, the action units, and
     what the model made of the labels."""
@@ -182,7 +192,7 @@ def _outputs(result: Prediction, captions: list[str], labels_text: str) -> list:
     scores = result.scores()
     if result.may_not_be_a_face:  # said first, and in place of the top label the score panel shows large
         answer = f"{NOT_A_FACE_HEADLINE}\n\n{answer}"
-        scores = (scores, NOT_A_FACE_LABEL)
+        scores = _headlined(scores, NOT_A_FACE_LABEL)
     return [
         scores,
         _contribution_plot(result),
@@ -357,26 +367,11 @@ def _examples(pattern: str) -> list[str]:
     return sorted(str(p) for p in EXAMPLES.glob(pattern))
 
 
-class ScorePanel(gr.Label):
-    """A `gr.Label` (drawn by the same front end) whose large headline may be a caution: given `(scores,
-    headline)` it shows the scores beneath that headline instead of beneath the top label."""
-
-    is_template = True  # gradio's mark for a component that is its base class with other defaults
-
-    def postprocess(self, value):
-        if not isinstance(value, tuple):
-            return super().postprocess(value)
-        scores, headline = value
-        data = super().postprocess(scores)
-        data.label = headline
-        return data
-
-
 def _result_panel(tab: str) -> list:
     """One tab's own outputs (made unrendered, so the tab's examples can name them before they are laid out):
     the scores, the contribution chart, what the model saw, the answer."""
     return [
-        ScorePanel(label="Scores", num_top_classes=10, elem_id=f"{tab}-scores", render=False),
+        gr.Label(label="Scores", num_top_classes=TOP_CLASSES, elem_id=f"{tab}-scores", render=False),
         gr.Plot(label="Contribution of each view", show_label=False, elem_id=f"{tab}-plot", render=False),
         gr.Gallery(
             label="What the model saw",

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 FILENAME = "face_distance.safetensors"
 MAX_BYTES = 16 * 2**20
@@ -126,8 +126,8 @@ def _read(path: str) -> FaceDistance:
     if os.path.getsize(path) > MAX_BYTES:
         raise ValueError(f"larger than {MAX_BYTES // 2**20} MB")
     try:
-        tensors = load_file(path)
-        with safe_open(path, "pt") as handle:
+        with safe_open(path, "pt") as handle:  # one read: the tensors and the metadata
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
             meta = handle.metadata() or {}
         labels, ceiling = json.loads(meta["labels"]), float(meta["ceiling"])
         record = json.loads(meta.get("record", "{}"))

@@ -21,8 +21,9 @@ from train.data import ToyViews
 LABELS = ["anger", "happiness", "neutral"]
 
 
-def write_toy_cache(folder: Path, describe) -> Path:
-    """ToyViews images in the render-cache format; `describe(subjects, labels, levels)` gives the entries."""
+def write_toy_cache(folder: Path, describe, alter=None) -> Path:
+    """ToyViews images in the render-cache format; `describe(subjects, labels, levels)` gives the entries,
+    `alter(views, entries)` (optional) changes the (N, V, H, W, 3) images in place."""
     from affectvlm.data.cache import _write_index, _write_shard, label_vocabulary
 
     folder.mkdir(parents=True)
@@ -32,7 +33,10 @@ def write_toy_cache(folder: Path, describe) -> Path:
     entries = describe(toy.subjects, labels, [m["intensity"] for m in toy._metadata])
     for i, e in enumerate(entries):
         e.update(key=f"k{i}", shard=0, row=i)
-    _write_shard(folder, 0, list(batch["views"].numpy()), entries, [])
+    views = batch["views"].numpy().copy()
+    if alter is not None:
+        alter(views, entries)
+    _write_shard(folder, 0, list(views), entries, [])
     _write_index(folder, 1, label_vocabulary({e["label"] for e in entries}))
     (folder / "cache.json").write_text(json.dumps({"settings": {"size": 32}, "views": None}))
     return folder
@@ -80,8 +84,9 @@ def setup(tmp_path_factory):
     return root, write_cache(root / "cache")
 
 
-def own_accuracy(model_dir: Path, cache: Path, subjects=None) -> tuple[float, list[int]]:
-    """Accuracy of the model's own `score` on the cache's samples of its labels (of `subjects`), and rows."""
+def own_right(model_dir: Path, cache: Path, subjects=None) -> tuple[np.ndarray, list[int]]:
+    """Whether the model's own `score` is right on each of the cache's samples of its labels (of `subjects`),
+    and their rows."""
     from affectvlm.data.cache import RenderCacheDataset
 
     model = AffectVLMModel.from_pretrained(model_dir).eval()
@@ -93,7 +98,13 @@ def own_accuracy(model_dir: Path, cache: Path, subjects=None) -> tuple[float, li
     embeds = model.encode_prompts(inference_prompts(LABELS), processor.tokenizer)
     probs = model.score(processor.normalize_views(views), embeds).probs
     truth = torch.tensor([LABELS.index(data.entries[i]["label"]) for i in keep])
-    return float((probs.argmax(-1) == truth).float().mean()), keep
+    return (probs.argmax(-1) == truth).numpy(), keep
+
+
+def own_accuracy(model_dir: Path, cache: Path, subjects=None) -> tuple[float, list[int]]:
+    """Accuracy of the model's own `score` on the cache's samples of its labels (of `subjects`), and rows."""
+    right, keep = own_right(model_dir, cache, subjects)
+    return float(right.mean()), keep
 
 
 def test_report_accuracy_is_the_models_own_score(setup):
@@ -302,3 +313,80 @@ def test_only_the_given_subjects_are_scored(setup, tmp_path):
         main([*args, "--subjects-from", str(tmp_path / "folds.json")])
     with pytest.raises(SystemExit):  # no sample of these subjects
         main([*args, "--subjects", "F9999"])
+
+
+EFFECTS = [("holes",), ("noise",), ("holes", "noise"), ()]
+
+
+def write_twins(root: Path) -> tuple[Path, Path]:
+    """The same samples twice: clean, and with recorded scanner effects that change their images (a hole: every
+    view blanked; noise: every pixel shaken hard)."""
+
+    def clean(subjects, labels, levels):
+        return [{"label": label, "subject": s, "intensity": 1, "metadata": {"face_model": "sfm"},
+                 "dataset": "synth3d", "sequence": False} for s, label in zip(subjects, labels)]  # fmt: skip
+
+    def realistic(subjects, labels, levels):
+        entries = clean(subjects, labels, levels)
+        for i, e in enumerate(entries):
+            e["realism"] = list(EFFECTS[i % len(EFFECTS)])
+        return entries
+
+    def scanner(views, entries):
+        shake = np.random.default_rng(0).integers(-255, 255, views.shape[1:])
+        for i, e in enumerate(entries):
+            if "holes" in e["realism"]:
+                views[i] = 0
+            if "noise" in e["realism"]:
+                views[i] = np.clip(views[i].astype(int) + shake, 0, 255)
+
+    return write_toy_cache(root / "clean", clean), write_toy_cache(root / "realistic", realistic, scanner)
+
+
+def toy_reader(folder: Path) -> Path:
+    """A tiny model taught the toy views' labels (30 steps, about a second): a random one gives every image the
+    same answer, so no effect could change one."""
+    from train.data import ToyViews
+
+    torch.manual_seed(0)
+    model = AffectVLMModel(tiny_config(label_names=LABELS, au_logit_bias={"4": 0.0, "12": 0.0}))
+    processor = tiny_processor()
+    batch = ToyViews(LABELS, num_subjects=4, image_size=32, intensities=2).__getitems__(list(range(24)))
+    views, score = processor.normalize_views(batch["views"]), AffectVLMModel.score.__wrapped__  # with gradients
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        embeds = model.encode_prompts(inference_prompts(LABELS), processor.tokenizer)
+        loss = torch.nn.functional.cross_entropy(score(model, views, embeds).logits, batch["labels"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_each_scanner_effect_is_costed_on_the_same_samples_without_it(tmp_path):
+    """A realistic cache and its clean twin (the same samples, keys in order, no effect): each effect's accuracy,
+    and its cost, are the model's own scores on those samples in each cache; the answers the effects changed are
+    counted. Without the twin only the accuracies are given; a cache with no effects has no such section."""
+    from train.evaluate import main
+
+    model = toy_reader(tmp_path / "model")
+    clean, realistic = write_twins(tmp_path)
+    report = main(["--model", str(model), "--cache", f"real={realistic}", "--cache", f"clean={clean}"])
+    sc = report["caches"]["real"]["scanner"]
+    right, _ = own_right(model, realistic)
+    before, _ = own_right(model, clean)
+    assert sc["twin"]["cache"] == "clean" and sc["accuracy"] == pytest.approx(right.mean())
+    assert sc["twin"]["broken"] == int((before & ~right).sum()) and sc["twin"]["fixed"] == int((~before & right).sum())
+    assert sc["twin"]["broken"] + sc["twin"]["fixed"] > 0  # the effects changed answers: the pairing is tested
+    for kind in ("holes", "noise"):
+        has = np.asarray([kind in EFFECTS[i % len(EFFECTS)] for i in range(len(right))])
+        got = sc["kinds"][kind]
+        assert got["n"] == has.sum() and got["accuracy"] == pytest.approx(right[has].mean())
+        assert got["accuracy_without"] == pytest.approx(right[~has].mean())
+        assert got["cost"] == pytest.approx(before[has].mean() - right[has].mean())
+    assert sc["no_effect"] == len(right) // len(EFFECTS)
+    assert report["caches"]["clean"]["scanner"] is None
+    alone = main(["--model", str(model), "--cache", f"real={realistic}"])["caches"]["real"]["scanner"]
+    assert "twin" not in alone and "cost" not in alone["kinds"]["holes"]

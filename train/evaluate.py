@@ -27,7 +27,12 @@ subjects. Each cache's views are embedded once; every measure below is a scoring
   their action-unit descriptions, never training labels; accuracy against chance;
 - **calibration**: temperature fitted on the training run's validation subjects (`--calibrate`), expected
   calibration error before and after on the held-out scans, and accuracy against coverage when the model may
-  answer "unsure".
+  answer "unsure";
+- **scanner effects** (caches whose samples record them: SynthFER-3D with `--realism`): accuracy on the samples
+  with each effect (holes, noise, a point cloud, ...) and on those without; where a cache of the same samples
+  without any effect is scored in the same run (a clean twin: the same prepare command without `--realism`),
+  the same samples' accuracy there, so that what each effect costs is measured on the same faces. Caches with
+  no recorded effect (clean scans, real datasets) have none, and no line in `left_out` for it.
 
 A section whose labels or metadata the cache lacks (face models, intensity levels, AU records, compound or
 held-out-vocabulary labels) is left out, and `left_out` says why in one line each.
@@ -337,8 +342,50 @@ def calibration_report(held_out: Embedded, calibration: Embedded | None, model, 
     return out
 
 
-def cache_report(emb: Embedded, calibration: Embedded | None, model, tokenizer) -> dict:
-    """Every section for one cache, what was scored (samples, subjects) and why a section is left out."""
+def scanner_report(emb: Embedded, twin: tuple[str, Embedded] | None, model, tokenizer) -> dict | None:
+    """Accuracy over the model's labels on the samples with each recorded scanner effect and on those without;
+    with a clean `twin` (its name and embeddings: the same samples, no effect), the same samples' accuracy there
+    and the difference (`cost`), and how many answers the effects changed (`broken`, `fixed`). None where no
+    sample records an effect."""
+    labels = list(model.config.label_names)
+    rows = emb.where(label=tuple(labels))
+    effects = [tuple(emb.entries[i].get("realism") or ()) for i in rows]
+    if not any(effects):
+        return None
+    embeds = model.encode_prompts(inference_prompts(labels), tokenizer).float().cpu()
+    truth = label_rows(emb, labels, rows)
+    right = emb.logits(embeds, rows).argmax(-1) == truth
+    clean = None
+    if twin is not None:
+        twin_rows = twin[1].where(label=tuple(labels))
+        clean = twin[1].logits(embeds, twin_rows).argmax(-1) == truth
+    kinds = {}
+    for kind in sorted({k for e in effects for k in e}):
+        has = np.asarray([kind in e for e in effects])
+        kinds[kind] = {"n": int(has.sum()), "accuracy": float(right[has].mean()),
+                       "accuracy_without": float(right[~has].mean()) if (~has).any() else None}  # fmt: skip
+        if clean is not None:
+            kinds[kind].update(clean=float(clean[has].mean()), cost=float(clean[has].mean() - right[has].mean()))
+    out = {"n": len(rows), "accuracy": float(right.mean()), "no_effect": int(sum(not e for e in effects)), "kinds": kinds}
+    if clean is not None:
+        out["twin"] = {"cache": twin[0], "accuracy": float(clean.mean()), "broken": int((clean & ~right).sum()),
+                       "fixed": int((~clean & right).sum())}  # fmt: skip
+    return out
+
+
+def clean_twin(emb: Embedded, others: dict[str, Embedded]) -> tuple[str, Embedded] | None:
+    """The first of `others` that holds the same samples (keys, in order) as `emb` with no scanner effect."""
+    keys = [e["key"] for e in emb.entries]
+    for name, other in others.items():
+        if other is not emb and [e["key"] for e in other.entries] == keys:
+            if not any(e.get("realism") for e in other.entries):
+                return name, other
+    return None
+
+
+def cache_report(emb: Embedded, calibration: Embedded | None, model, tokenizer, twin=None) -> dict:
+    """Every section for one cache, what was scored (samples, subjects) and why a section is left out; `twin`:
+    a clean cache of the same samples (`clean_twin`), for the scanner effects' cost."""
     r = {
         "scored": {"samples": len(emb.entries), "subjects": len({e["subject"] for e in emb.entries})},
         "emotions": emotion_report(emb, model, tokenizer),
@@ -346,6 +393,7 @@ def cache_report(emb: Embedded, calibration: Embedded | None, model, tokenizer) 
         "action_units": au_report(emb, model, tokenizer),
         "compound": compound_report(emb, model, tokenizer),
         "calibration": calibration_report(emb, calibration, model, tokenizer),
+        "scanner": scanner_report(emb, twin, model, tokenizer),
     }
     return {**r, "left_out": left_out(r, emb, model.config.label_names)}
 
@@ -471,12 +519,15 @@ def main(argv: list[str] | None = None) -> dict:
         **({"subjects": sorted(subjects)} if subjects is not None else {}),
         "caches": {},
     }
+    embedded, folders = {}, {}
     for item in args.cache:
-        name, _, folder = item.partition("=")
-        emb = Embedded(model, processor, folder, subjects, desc=name)
-        if subjects is not None and not emb.entries:
-            parser.error(f"cache {name} ({folder}) has no sample of the {len(subjects)} subjects given")
-        report["caches"][name] = {"cache": folder, **cache_report(emb, calibration, model, tok)}
+        name, _, folders[name] = item.partition("=")
+        embedded[name] = Embedded(model, processor, folders[name], subjects, desc=name)
+        if subjects is not None and not embedded[name].entries:
+            parser.error(f"cache {name} ({folders[name]}) has no sample of the {len(subjects)} subjects given")
+    for name, emb in embedded.items():
+        twin = clean_twin(emb, embedded)
+        report["caches"][name] = {"cache": folders[name], **cache_report(emb, calibration, model, tok, twin)}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         confusion_pictures(report, Path(args.out))
@@ -554,10 +605,24 @@ def _cache_summary(r: dict) -> list[str]:
             f"ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f} (T={cal.get('temperature', 1.0):.2f}); "
             + ", ".join(f"cov {k}: {v['accuracy']:.3f}" for k, v in cal["accuracy_at_coverage"].items())
         )
+    lines += _scanner_summary(r.get("scanner"))
     lines += [f"left out: {what.replace('_', ' ')}: {why}" for what, why in r.get("left_out", {}).items()]
     if r.get("confusion_png"):
         lines.append(f"confusion matrix: {r['confusion_png']}")
     return lines
+
+
+def _scanner_summary(sc: dict | None) -> list[str]:
+    """One line: each scanner effect's cost against the clean twin (largest first), else its accuracy."""
+    if not sc:
+        return []
+    if "twin" in sc:
+        t = sc["twin"]
+        head = (f"scanner effects, against the same samples in {t['cache']} ({t['accuracy']:.3f} -> "
+                f"{sc['accuracy']:.3f}: {t['broken']} broken, {t['fixed']} fixed)")  # fmt: skip
+        ranked = sorted(sc["kinds"].items(), key=lambda kv: -kv[1]["cost"])
+        return [head + ": " + ", ".join(f"{k} {v['cost']:+.3f} (n {v['n']})" for k, v in ranked)]
+    return ["scanner effects (accuracy with each): " + _joined({k: v["accuracy"] for k, v in sc["kinds"].items()})]
 
 
 if __name__ == "__main__":

@@ -403,3 +403,22 @@ def test_a_scans_shape_is_its_face_before_the_scanner(model, ict_model):
             np.testing.assert_allclose(data.scan(subject, label, level).vertices, shape, atol=1e-4)
         moved = np.linalg.norm(data.shape(subject, "happiness", 4) - data.identity_shape(subject), axis=1)
         assert moved.max() > 5.0  # an expression, not the neutral face
+
+
+def test_only_some_labels_list_the_same_samples_and_another_cache(model, sfm_dir):
+    """`only_labels` keeps the labels it names, each sample the one the full list has (more identities' neutral
+    faces beside a full training set); the cache it renders gets its own folder, not the full set's."""
+    from affectvlm.data.cache import RenderSettings, _folder_name
+
+    full = SynthConfig(seed=5, num_subjects=3, neutral=True)
+    only = full.replace(only_labels=["neutral"])  # a list, as --set only_labels='["neutral"]' gives it
+    gen, few = SynthFER3D(full, model), SynthFER3D(only, model)
+    assert only.only_labels == ("neutral",) and SynthConfig(**only.to_dict()) == only
+    assert few.static_items() == [it for it in gen.static_items() if it["label"] == "neutral"]
+    assert few.sequence_items() == [it for it in gen.sequence_items() if it["label"] == "neutral"]
+    assert len(few.static_items()) == 3 and np.array_equal(few.scan(1, "neutral").vertices, gen.scan(1, "neutral").vertices)
+    settings = RenderSettings(size=32)
+    assert _folder_name("synth", settings, only, "3d", None) != _folder_name("synth", settings, full, "3d", None)
+    assert "only_labels" not in full.to_dict()  # every cache made before the field keeps its folder
+    with pytest.raises(ValueError, match="only_labels"):
+        SynthConfig(only_labels=["calm"])

@@ -280,10 +280,15 @@ class SynthConfig:
     expression_warp: float = 0.0
     """Std of the log of a smooth random gain over the face on each subject's expression of each label: the same
     expression moves one face's cheeks or brows more than another's, as recipes and face models differ."""
+    only_labels: tuple[str, ...] | None = None
+    """List only these labels' samples (`static_items`, `sequence_items`; each sample is the one the full list
+    has): e.g. ``("neutral",)`` for more identities' neutral faces beside a full training set (docs/RESULTS.md,
+    "Where the realistic scans lose, and more neutral faces in training"). None: every label."""
 
     def __post_init__(self) -> None:
         self._coerce_nested()
         self._check_v2()
+        self._check_only_labels()
         if self.num_subjects < 1:
             raise ValueError(f"num_subjects must be >= 1, got {self.num_subjects}")
         if not self.intensity_levels or any(not 0 < w <= 2 for w in self.intensity_levels):
@@ -337,6 +342,17 @@ class SynthConfig:
             raise ValueError("au_timing_jitter and blink_rate must be >= 0")
         if self.realism is not None and not hasattr(self.realism, "probability"):
             raise ValueError(f"realism must be a RealismConfig or None, got {self.realism!r}")
+
+    def _check_only_labels(self) -> None:
+        if self.only_labels is None:
+            return
+        from .aus import COMPOUND_LABELS
+
+        labels = (self.only_labels,) if isinstance(self.only_labels, str) else tuple(self.only_labels)
+        unknown = [x for x in labels if x not in ("neutral", *EMOTIONS, *COMPOUND_LABELS)]
+        if not labels or unknown:
+            raise ValueError(f"only_labels must name some of neutral, {', '.join(EMOTIONS)} and the compounds; got {unknown or labels}")
+        object.__setattr__(self, "only_labels", labels)
 
     def face_model_of(self, subject: int) -> str:
         """The face model of subject `subject` (0-based): ``both`` gives even subjects the SFM, odd the ICT."""
@@ -397,6 +413,7 @@ _V2_FIELDS = (
     "realism",
     "identity_warp",
     "expression_warp",
+    "only_labels",
 )
 _V2_DEFAULTS = {
     f.name: dataclasses.asdict(f.default) if dataclasses.is_dataclass(f.default) else f.default
@@ -1578,15 +1595,18 @@ class SynthFER3D:
                 for level in range(1, top + 1):
                     items.append(_item(s, label, level))
             items += [_item(s, label, top) for label in self.static_labels[7:]]
-        return items
+        return self._only(items)
 
     def sequence_items(self) -> list[dict]:
         """Every 4D sequence as a dict: 6 per subject (+ neutral, + the compounds when asked)."""
-        return [
-            _item(self.subject(i), label, None)
-            for i in range(self.config.num_subjects)
-            for label in self.sequence_labels
-        ]
+        return self._only(
+            [_item(self.subject(i), label, None) for i in range(self.config.num_subjects) for label in self.sequence_labels]
+        )
+
+    def _only(self, items: list[dict]) -> list[dict]:
+        """`items` of the labels `config.only_labels` names (all without it)."""
+        keep = self.config.only_labels
+        return items if keep is None else [it for it in items if it["label"] in keep]
 
 
 def _item(s: SynthSubject, label: str, intensity: int | None) -> dict:

@@ -405,7 +405,7 @@ def test_a_scans_shape_is_its_face_before_the_scanner(model, ict_model):
         assert moved.max() > 5.0  # an expression, not the neutral face
 
 
-def test_only_some_labels_list_the_same_samples_and_another_cache(model, sfm_dir):
+def test_only_some_labels_list_the_same_samples_and_another_cache(model):
     """`only_labels` keeps the labels it names, each sample the one the full list has (more identities' neutral
     faces beside a full training set); the cache it renders gets its own folder, not the full set's."""
     from affectvlm.data.cache import RenderSettings, _folder_name

@@ -41,8 +41,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .sfm import blend, write_atomically
 from .sfm import default_cache_dir as sfm_cache_dir
-from .sfm import write_atomically
 
 __all__ = [
     "ICT_ENV",
@@ -178,11 +178,11 @@ class ICTModel:
                 raise ValueError(
                     f"identity weights of shape {w.shape}: expected (k,) with k <= {len(self.identity)}"
                 )
-            vertices += np.tensordot(w * self.identity_scale[: len(w)], self.identity[: len(w)], axes=1)
+            vertices += blend(w * self.identity_scale[: len(w)], self.identity[: len(w)])
         if expression_weights is not None:
             w = self.expression_vector(expression_weights)
             used = np.flatnonzero(w)  # usually a handful of the 53 shapes
-            vertices += np.tensordot(w[used], self.expressions[used], axes=1)
+            vertices += blend(w[used], self.expressions[used])
         return vertices
 
     def random_identity(self, rng: np.random.Generator | int | None = None, scale: float = 1.0) -> np.ndarray:

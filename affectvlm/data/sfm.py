@@ -112,7 +112,7 @@ class SurreyFaceModel:
             (N, 3) or (B, N, 3) float32 vertices in millimetres.
         """
         z = np.asarray(coefficients, dtype=np.float32)
-        flat = (z * np.sqrt(self.eigenvalues)) @ self.basis.T  # (..., K) -> (..., 3N)
+        flat = np.einsum("...k,nk->...n", z * np.sqrt(self.eigenvalues), self.basis)  # (..., K) -> (..., 3N), as `blend`
         return self.mean + flat.reshape(*z.shape[:-1], -1, 3)
 
 
@@ -235,6 +235,14 @@ def convert_sfm(src: str | os.PathLike, out: str | os.PathLike | None = None) ->
             shutil.copyfile(src / name, out / name)
     write_atomically(out / SFM_NPZ, lambda f: np.savez_compressed(f, **arrays))
     return out / SFM_NPZ
+
+
+def blend(weights: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+    """``sum_k weights[k] * shapes[k]``: (K,) weights x (K, ...) shapes -> (...), summed in one order whatever
+    the thread count. `np.tensordot` hands this sum to BLAS, whose result depends on how many threads share it:
+    an ICT FaceKit face generated on two threads differed from one generated on one in its last bits, and now and
+    then that tipped the face's normalisation, so a training cache's pixels depended on the machine."""
+    return np.einsum("k,k...->...", weights, shapes)
 
 
 def write_atomically(target: Path, write) -> None:

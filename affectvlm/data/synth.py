@@ -62,7 +62,7 @@ from .aus import (
     _sides,
     sample_expression,
 )
-from .sfm import EXPRESSION_NAMES, SurreyFaceModel, load_sfm
+from .sfm import EXPRESSION_NAMES, SurreyFaceModel, blend, load_sfm
 
 if TYPE_CHECKING:
     from .ict import ICTModel
@@ -725,7 +725,7 @@ def _au_displacement(names, expressions: np.ndarray, au_weights, asymmetry) -> n
     kit's shapes (E, N, 3) on some face's vertices (the kit's own, or carried onto the SFM)."""
     w = ICT_BINDING.weight_vector(names, au_weights, asymmetry)
     used = np.flatnonzero(w)
-    return np.tensordot(w[used], expressions[used], axes=1)
+    return blend(w[used], expressions[used])
 
 
 @dataclass(frozen=True, eq=False)
@@ -1100,9 +1100,9 @@ class SynthFER3D:
         blendshapes. On an ICT subject (``ict_binding="blend"``) the same, through the SFM's symmetrised shapes
         carried onto the kit's vertices."""
         if face_model == "ict":
-            d = np.tensordot(weights, self._ict_blend_shapes, axes=1)
+            d = blend(weights, self._ict_blend_shapes)
             return d * (1.0 + asymmetry * self._ict_side)[:, None]
-        d = np.tensordot(weights, self.sfm.expressions, axes=1)  # (6,) x (6, N, 3) -> (N, 3)
+        d = blend(weights, self.sfm.expressions)  # (6,) x (6, N, 3) -> (N, 3)
         d = 0.5 * (d + self._mirror(d))
         return d * (1.0 + asymmetry * self._side)[:, None]
 

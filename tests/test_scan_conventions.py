@@ -231,3 +231,79 @@ def test_a_mesh_wound_any_way_is_scored_like_the_face_it_holds(tmp_path, winding
     from_file = predictor(scan=path, labels=EMOTIONS)
     assert from_file.label == "happiness" and not from_file.notes
     np.testing.assert_allclose(from_file.probs, predictor(scan=happy, labels=EMOTIONS).probs, atol=0.02)
+
+
+def _strips_ply(scan: Scan, binary: bool, paired: bool = True) -> bytes:
+    """The mesh as an old range scanner's tools write it: a `tristrips` element, one list running through strips
+    with -1 between two. Each triangle is a strip of its own, but with `paired` the first two, (a, b, c) and
+    (c, b, d), are one strip (a, b, c, d), and the last strip is joined to the one before by repeating the
+    vertices either side of the join (a, b, c, c, d, d, e, f: the join's triangles have a repeated corner)."""
+    t = [[int(i) for i in f] for f in scan.faces]
+    strips = [[*t[0], t[1][2]], *t[2:-1]] if paired else t[:-1]
+    strips[-1] = [*strips[-1], strips[-1][-1], t[-1][0], *t[-1]]
+    flat = [i for s in strips for i in (*s, -1)][:-1]
+    fmt = "binary_little_endian" if binary else "ascii"
+    header = (
+        f"ply\nformat {fmt} 1.0\nelement vertex {scan.num_vertices}\nproperty float x\nproperty float y\n"
+        "property float z\nelement tristrips 1\nproperty list int int vertex_indices\nend_header\n"
+    ).encode()
+    if binary:
+        body = scan.vertices.astype("<f4").tobytes() + struct.pack(f"<i{len(flat)}i", len(flat), *flat)
+    else:
+        rows = [" ".join(f"{c:.6f}" for c in v) for v in scan.vertices]
+        body = ("\n".join(rows) + f"\n{len(flat)} " + " ".join(map(str, flat)) + "\n").encode()
+    return header + body
+
+
+def test_strip_triangles_turn_every_second_and_drop_the_joins():
+    from affectvlm.scan.ply import strip_triangles
+
+    got = strip_triangles(np.array([0, 1, 2, 3, 4, -1, 5, 6, 7, 7, 8, 9]), max_triangles=100)
+    assert got.tolist() == [[0, 1, 2], [2, 1, 3], [2, 3, 4], [5, 6, 7], [8, 7, 9]]  # parity runs on past a join
+    with pytest.raises(ScanError, match="cap"):
+        strip_triangles(np.arange(10), max_triangles=7)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_a_ply_of_triangle_strips_reads_as_its_triangles(tmp_path, face, binary):
+    """Igea and the Cyberware scans come as PLY triangle strips; trimesh reads such a file as a point cloud and
+    says nothing (the face was then framed from the back of its head)."""
+    faces = face.faces.copy()
+    a, b, c = faces[0]
+    pair = np.flatnonzero([(f[0] == c and f[1] == b) or set(f) >= {b, c} and a not in f for f in faces])[0]
+    d = int(next(i for i in faces[pair] if i not in (b, c)))
+    faces[[1, pair]] = faces[[pair, 1]]
+    faces[1] = (c, b, d)
+    mesh = face.replace(faces=faces)
+    (tmp_path / "s.ply").write_bytes(_strips_ply(mesh, binary))
+    back = load_scan(tmp_path / "s.ply")
+    np.testing.assert_allclose(back.vertices, mesh.vertices, atol=1e-5)
+    assert back.faces[:2].tolist() == [[a, b, c], [c, b, d]]  # the second turned to wind as the first
+    assert sorted(map(sorted, back.faces.tolist())) == sorted(map(sorted, mesh.faces.tolist()))
+
+
+@pytest.mark.parametrize("damage", ["index", "cut"])
+def test_a_damaged_ply_of_triangle_strips_is_refused(tmp_path, face, damage):
+    data = _strips_ply(face, binary=True)
+    if damage == "index":
+        data = data[:-4] + struct.pack("<i", face.num_vertices + 5)
+    else:
+        data = data[:-10]
+    (tmp_path / "bad.ply").write_bytes(data)
+    with pytest.raises(ScanError, match="bad.ply"):
+        load_scan(tmp_path / "bad.ply")
+
+
+@pytest.mark.skipif(not (DEMO_CHECKPOINT / "config.json").is_file(), reason="no demo checkpoint")
+def test_a_happy_face_as_triangle_strips_is_scored_like_the_face_it_holds(tmp_path):
+    """The happy example written as PLY triangle strips (each triangle a strip of its own): happiness, as the face
+    itself reads; read as a point cloud before, it was scored from the cloud's splats."""
+    happy = load_scan(HAPPY)
+    (tmp_path / "happy.ply").write_bytes(_strips_ply(happy, binary=True, paired=False))
+    assert sorted(map(sorted, load_scan(tmp_path / "happy.ply").faces.tolist())) == sorted(
+        map(sorted, happy.faces.tolist())
+    )
+    predictor = AffectVLMPredictor.from_pretrained()
+    from_file = predictor(scan=tmp_path / "happy.ply", labels=EMOTIONS)
+    assert from_file.label == "happiness"
+    np.testing.assert_allclose(from_file.probs, predictor(scan=happy, labels=EMOTIONS).probs, atol=0.02)

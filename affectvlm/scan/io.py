@@ -39,7 +39,7 @@ from .files import (
     texture_pixels,
 )
 from .pcd import parse_pcd
-from .ply import ply_elements, read_binary_polygons
+from .ply import has_strips, ply_elements, read_binary_polygons, read_strips
 from .types import Scan, ScanError, file_tag
 from .wrl import parse_wrl
 
@@ -489,7 +489,13 @@ class _FolderResolver:
 
 def _load_mesh(data: bytes, ext: str, resolver: _FolderResolver, **kwargs) -> Scan:
     """`_load_trimesh`, or for a binary PLY that trimesh cannot read (its faces have different numbers of
-    corners) `affectvlm.scan.ply.read_binary_polygons`."""
+    corners) `affectvlm.scan.ply.read_binary_polygons`, and for a PLY of triangle strips (which trimesh would read
+    as a point cloud) `affectvlm.scan.ply.read_strips`."""
+    if ext == ".ply":
+        start = _check_ply_header(data, kwargs["max_vertices"], kwargs["max_faces"])
+        fmt, elements = ply_elements(data[:start].decode("latin-1"))
+        if has_strips(elements):
+            return read_strips(data, start, fmt, elements, kwargs["max_faces"])
     try:
         return _load_trimesh(data, ext, resolver, **kwargs)
     except ScanError:

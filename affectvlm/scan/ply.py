@@ -1,9 +1,14 @@
-"""PLY headers, and binary PLY bodies whose faces have different numbers of corners.
+"""PLY headers, binary PLY bodies whose faces have different numbers of corners, and triangle strips.
 
 Blender and MeshLab write a mesh of triangles and quads as a binary PLY with one face list of varying length;
 trimesh's binary reader takes only lists of one length ("PLY is unexpected length"), so `load_scan` reads such
 a file here: the vertex element in one numpy read, the face element item by item (about a microsecond each,
 bounded by the face cap checked in the header), polygons fan-triangulated.
+
+Older range scanners' tools (the Stanford and Cyberware scans, Igea among them) write the surface as triangle
+strips instead of faces: a `tristrips` element whose `vertex_indices` lists run through the strips, -1 between two.
+trimesh reads such a file as a point cloud and says nothing; here the strips become triangles (`strip_triangles`),
+in binary and ASCII files alike.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 from .files import rgb_uint8
 from .types import Scan, ScanError
 
-__all__ = ["PlyElement", "ply_elements", "read_binary_polygons"]
+__all__ = ["PlyElement", "ply_elements", "read_binary_polygons", "read_strips", "has_strips", "strip_triangles"]
 
 PLY_TYPES = {
     "char": "i1", "uchar": "u1", "int8": "i1", "uint8": "u1", "short": "i2", "ushort": "u2", "int16": "i2",
@@ -25,6 +30,7 @@ PLY_TYPES = {
     "double": "f8", "float64": "f8",
 }  # fmt: skip
 FACE_LISTS = ("vertex_indices", "vertex_index")
+FACE, STRIPS = "face", "tristrips"  # the element names of a surface's faces and of its triangle strips
 
 
 @dataclass
@@ -71,12 +77,26 @@ def ply_elements(header: str) -> tuple[str, list[PlyElement]]:
     return fmt, elements
 
 
+def has_strips(elements: list[PlyElement]) -> bool:
+    """Whether a PLY header gives its surface as triangle strips only (a `tristrips` element, no face lists)."""
+    named = {element.name for element in elements if element.has_lists}
+    return STRIPS in named and FACE not in named
+
+
+def read_strips(data: bytes, start: int, fmt: str, elements: list[PlyElement], max_items: int) -> Scan:
+    """A PLY body (from `start`) whose surface is triangle strips (`has_strips`), binary or ASCII, as a Scan of
+    triangles; more than `max_items` strips or triangles are refused."""
+    if fmt != "ascii":
+        return read_binary_polygons(data, start, fmt, elements, max_items)
+    return _read_ascii(data, start, elements, max_items)
+
+
 def read_binary_polygons(
     data: bytes, start: int, fmt: str, elements: list[PlyElement], max_items: int
 ) -> Scan:
-    """A binary PLY body (from `start`) whose face lists vary in length, as a Scan of fan-triangulated faces.
-    Elements after the vertices and faces are not read; an element with lists of more than `max_items` items
-    is refused (a Python step each)."""
+    """A binary PLY body (from `start`) whose face lists vary in length, as a Scan of fan-triangulated faces (or
+    of its triangle strips' triangles). Elements after the vertices and faces are not read; an element with lists
+    of more than `max_items` items is refused (a Python step each)."""
     order = "<" if fmt == "binary_little_endian" else ">"
     pos, vertices, colors, faces = start, None, None, None
     for element in elements:
@@ -96,12 +116,87 @@ def read_binary_polygons(
             raise ScanError(
                 f"PLY element {element.name!r} of {element.count} items, more than the cap of {max_items}"
             )
-        pos, polygons = _walk_lists(data, pos, order, element)
-        if element.name == "face":
-            faces = polygons
+        pos, lists = _walk_lists(data, pos, order, element)
+        if lists is not None and element.name == FACE:
+            faces = _fan_triangles(data, *lists)
+        elif lists is not None and element.name == STRIPS:
+            faces = strip_triangles(_joined_lists(data, *lists), max_items)
     if vertices is None:
         raise ScanError("no vertices: the PLY file has no vertex element with x, y and z")
     return Scan(vertices=vertices, faces=faces, colors=colors)
+
+
+def _read_ascii(data: bytes, start: int, elements: list[PlyElement], max_items: int) -> Scan:
+    """An ASCII PLY body whose surface is triangle strips as a Scan: elements without lists a block of numbers
+    each, those with lists item by item (at most `max_items` items), the strips as `strip_triangles`."""
+    tokens = data[start:].split()
+    pos, vertices, colors, faces = 0, None, None, None
+    for element in elements:
+        if not element.has_lists:
+            width = len(element.properties)
+            block = tokens[pos : pos + element.count * width]
+            if len(block) < element.count * width:
+                raise ScanError(f"truncated PLY file: its {element.name} element runs past the end")
+            if element.name == "vertex":
+                values = np.array(block, dtype=np.float64).reshape(element.count, width)
+                names = [name for name, _, _ in element.properties]
+                vertices, colors = _vertex_arrays(np.rec.fromarrays(values.T, names=names))
+            pos += element.count * width
+            continue
+        if element.count > max_items:
+            raise ScanError(
+                f"PLY element {element.name!r} of {element.count} items, more than the cap of {max_items}"
+            )
+        pos, lists = _ascii_lists(tokens, pos, element)
+        if element.name == STRIPS:
+            faces = strip_triangles(np.concatenate([[*corners, -1] for corners in lists] or [[]]), max_items)
+    if vertices is None:
+        raise ScanError("no vertices: the PLY file has no vertex element with x, y and z")
+    return Scan(vertices=vertices, faces=faces, colors=colors)
+
+
+def _ascii_lists(tokens: list[bytes], pos: int, element: PlyElement) -> tuple[int, list[list[int]]]:
+    """Step through an ASCII element with lists; returns the position after it and each item's index list."""
+    lists = []
+    try:
+        for _ in range(element.count):
+            corners: list[int] = []
+            for name, _, count in element.properties:
+                n = int(tokens[pos]) if count else 0
+                if count and name in FACE_LISTS:
+                    corners = [int(t) for t in tokens[pos + 1 : pos + 1 + n]]
+                pos += 1 + n
+            lists.append(corners)
+    except (IndexError, ValueError):
+        raise ScanError(f"corrupt PLY file: its {element.name} element is cut short or not numbers") from None
+    if pos > len(tokens):
+        raise ScanError(f"truncated PLY file: its {element.name} element runs past the end")
+    return pos, lists
+
+
+_NO_FACES = np.zeros((0, 3), np.int64)
+
+
+def strip_triangles(indices: np.ndarray, max_triangles: int) -> np.ndarray:
+    """(T, 3) int64 triangles of triangle strips run together in `indices` (1-D), a negative index between two.
+
+    The strip (a, b, c, d, e) gives (a, b, c), (c, b, d) and (c, d, e): every second triangle is turned so that
+    all wind alike. Triangles with a repeated corner (the joins some writers make by repeating a vertex) are
+    dropped. More than `max_triangles` triangles are refused."""
+    idx = np.asarray(indices, np.int64).ravel()
+    if len(idx) < 3:
+        return _NO_FACES.copy()
+    breaks = idx < 0
+    where = np.arange(len(idx))
+    within = where - np.maximum.accumulate(np.where(breaks, where, -1)) - 1  # place in its strip
+    k = np.flatnonzero(~(breaks[:-2] | breaks[1:-1] | breaks[2:]))
+    a, b, c = idx[k], idx[k + 1], idx[k + 2]
+    odd = within[k] % 2 == 1
+    tris = np.stack([np.where(odd, b, a), np.where(odd, a, b), c], axis=1)
+    tris = tris[(a != b) & (b != c) & (a != c)]
+    if len(tris) > max_triangles:
+        raise ScanError(f"PLY triangle strips make {len(tris)} triangles, more than the cap of {max_triangles}")
+    return tris
 
 
 def _vertex_arrays(items: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -114,9 +209,9 @@ def _vertex_arrays(items: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return vertices, colors
 
 
-def _walk_lists(data: bytes, pos: int, order: str, element: PlyElement) -> tuple[int, np.ndarray | None]:
+def _walk_lists(data: bytes, pos: int, order: str, element: PlyElement) -> tuple[int, tuple | None]:
     """Step through an element with list properties item by item; returns the position after it and, for a
-    face list, its polygons as (T, 3) fan triangles (None without one)."""
+    face list, where each item's list starts, how many values it holds and their type (None without one)."""
     steps = []  # (count struct or None for a scalar, value size, is the face list)
     for name, kind, count in element.properties:
         counter = struct.Struct(order + np.dtype(count).char) if count else None
@@ -141,7 +236,13 @@ def _walk_lists(data: bytes, pos: int, order: str, element: PlyElement) -> tuple
         raise ScanError(f"truncated PLY file: its {element.name} element runs past the end") from None
     if face_kind is None:
         return pos, None
-    return pos, _fan_triangles(data, np.asarray(offsets), np.asarray(sizes), np.dtype(order + face_kind))
+    return pos, (np.asarray(offsets), np.asarray(sizes), np.dtype(order + face_kind))
+
+
+def _joined_lists(data: bytes, offsets: np.ndarray, sizes: np.ndarray, kind: np.dtype) -> np.ndarray:
+    """The values of the lists of `kind` at `offsets` (of `sizes` values each) as one int64 array, -1 after each."""
+    parts = [np.append(np.frombuffer(data, kind, n, o).astype(np.int64), -1) for o, n in zip(offsets, sizes)]
+    return np.concatenate(parts or [np.zeros(0, np.int64)])
 
 
 def _fan_triangles(data: bytes, offsets: np.ndarray, sizes: np.ndarray, kind: np.dtype) -> np.ndarray:

@@ -56,6 +56,7 @@ from PIL import Image
 from affectvlm.explain import HIDE
 from affectvlm.predictor import AffectVLMPredictor, InputError, InputLimits, Prediction
 from affectvlm.scan.io import SUPPORTED_EXTENSIONS
+from affectvlm.scan.normalize import FACINGS
 
 logger = logging.getLogger("affectvlm.app")
 
@@ -73,6 +74,10 @@ DEFAULT_LABELS_TEXT = ", ".join(PREDICTOR.default_labels)
 VIEW_NAMES = list(PREDICTOR.processor.view_names)
 # what an explanation's occlusion window hides (affectvlm.explain.HIDE), as the scan tab offers it
 EXPLAIN_HIDE = [("one view at a time", HIDE[0]), ("the face under it, in every view (slower)", HIDE[1])]
+# which way the face looks in the file (`AffectVLMPredictor.__call__`'s `facing`): found from the face, or given
+FACING_CHOICES = [("found from the face", "auto")] + [
+    (f"{axis}, {'z' if axis[1] == 'y' else 'y'} up", axis) for axis in FACINGS[1:]
+]
 
 
 def _model_note(predictor: AffectVLMPredictor) -> str:
@@ -280,20 +285,23 @@ def _preview(scan) -> str | None:
 
 
 @_serve
-def predict_scan(file, labels_text):
-    """A 3D scan -> scores, contribution chart, rendered views, the answer, a 3D preview."""
+def predict_scan(file, labels_text, facing="auto"):
+    """A 3D scan -> scores, contribution chart, rendered views, the answer, a 3D preview. `facing`: which way the
+    face looks in the file ("auto": found from the face; "-z": along -z, `FACINGS`)."""
     path = _path(file, SUPPORTED_EXTENSIONS, "3D scan")
-    result = PREDICTOR(scan=path, labels=labels_text or DEFAULT_LABELS_TEXT)
+    result = PREDICTOR(scan=path, labels=labels_text or DEFAULT_LABELS_TEXT, facing=facing or "auto")
     outputs = _outputs(result, VIEW_NAMES, labels_text)
     return [*outputs[:4], _preview(result.scan), *outputs[4:]]
 
 
 @_serve
-def explain_scan(file, labels_text, hide=HIDE[0]):
+def explain_scan(file, labels_text, hide=HIDE[0], facing="auto"):
     """A 3D scan -> where on the face the top label came from: overlays on the views, the painted scan. `hide`:
     one view's window at a time ("view") or the part of the face under it in every view ("surface")."""
     path = _path(file, SUPPORTED_EXTENSIONS, "3D scan")
-    result = PREDICTOR(scan=path, labels=labels_text or DEFAULT_LABELS_TEXT, explain=True, explain_hide=hide)
+    result = PREDICTOR(
+        scan=path, labels=labels_text or DEFAULT_LABELS_TEXT, explain=True, explain_hide=hide, facing=facing or "auto"
+    )
     rel = result.relevance
     captions = [f"{v}: where '{rel.label}' came from" for v in VIEW_NAMES]
     painted = _output_file(".glb", rel.write_glb) if rel.scan is not None else None
@@ -316,8 +324,9 @@ def predict_batch(file, labels_text, progress=gr.Progress()):  # noqa: B008 (gra
 
 
 @_serve
-def predict_sequence(files, labels_text):
-    """A zip of frames, or several frame files -> scores, contribution chart, dynamic images, the answer."""
+def predict_sequence(files, labels_text, facing="auto"):
+    """A zip of frames, or several frame files -> scores, contribution chart, dynamic images, the answer.
+    `facing`: which way the face looks in the files, as `predict_scan` takes it."""
     files = [f for f in (files or []) if f is not None]
     if not files:
         raise InputError("upload a .zip of frames or several frame files")
@@ -329,7 +338,7 @@ def predict_sequence(files, labels_text):
 
         refuse_archives(paths)  # a zip among other files is a mistake to name, not a file to leave out
         sequence = frame_files(paths)  # as a folder's: hidden files and a README.txt beside the frames left out
-    result = PREDICTOR(sequence=sequence, labels=labels_text or DEFAULT_LABELS_TEXT)
+    result = PREDICTOR(sequence=sequence, labels=labels_text or DEFAULT_LABELS_TEXT, facing=facing or "auto")
     strip = _gallery(
         result.frames,
         np.ones(len(result.frames), bool),
@@ -433,16 +442,18 @@ def _au_prompt_picker(labels: gr.Textbox, tab: str) -> None:
 
 
 def _wire(
-    tab: str, inputs: list, outputs: list, fn, examples: list[list], what: str, panel=None, preprocess=True
+    tab: str, inputs: list, outputs: list, fn, examples: list[list], what: str, panel=None, preprocess=True,
+    after: tuple = (),
 ) -> gr.Textbox:
-    """A tab's button (its own labels box after `inputs`), its examples (run on click, kept out of the API),
-    its result panel laid out, and its named API endpoint. Returns the labels box. `preprocess=False`: the
-    button's event hands `fn` the inputs as sent (an upload as gradio's file data, not read by the component)."""
+    """A tab's button (its own labels box after `inputs`, then the inputs `after` it: the facing), its examples
+    (run on click, kept out of the API), its result panel laid out, and its named API endpoint. Returns the labels
+    box. `preprocess=False`: the button's event hands `fn` the inputs as sent (an upload as gradio's file data, not
+    read by the component)."""
     labels = _labels_box(tab)
     _au_prompt_picker(labels, tab)
     button = gr.Button(f"Score {tab}", variant="primary", elem_id=f"{tab}-button")
     # the button first, so that it owns the endpoint's name (the examples' event would take it otherwise)
-    button.click(fn, [*inputs, labels], outputs, api_name=fn.__name__, preprocess=preprocess)
+    button.click(fn, [*inputs, labels, *after], outputs, api_name=fn.__name__, preprocess=preprocess)
     if examples:
         gr.Examples([[*row, DEFAULT_LABELS_TEXT] for row in examples], [*inputs, labels], outputs, fn=fn,
                     run_on_click=True, api_visibility="private", label=what)  # fmt: skip
@@ -466,16 +477,27 @@ def _views_tab() -> None:
           "Rendered views of a synthetic face (SynthFER-3D)", preprocess=False)  # fmt: skip
 
 
+def _facing_box(tab: str) -> gr.Dropdown:
+    """Which way the face looks in the file: found from the face unless its user says."""
+    return gr.Dropdown(
+        FACING_CHOICES, value="auto", label="Which way the face looks in the file", allow_custom_value=True,
+        info="Found from the face; if the preview shows the side or back of the head, pick the axis the face "
+        "looks along (or type it with the axis up, e.g. '+z,-y' for a file upside down)", elem_id=f"{tab}-facing",
+    )  # fmt: skip
+
+
 def _scan_tab() -> None:
     with gr.Row():
-        file = gr.File(
-            label="3D scan", file_types=list(SUPPORTED_EXTENSIONS), type="filepath", elem_id="scan-file"
-        )
+        with gr.Column():
+            file = gr.File(
+                label="3D scan", file_types=list(SUPPORTED_EXTENSIONS), type="filepath", elem_id="scan-file"
+            )
+            facing = _facing_box("scan")
         preview = gr.Model3D(label="Normalised scan (what was rendered)", elem_id="scan-preview")
     rows = [[p] for p in _examples("scan_*.ply")]
     panel = _result_panel("scan")
     labels = _wire("scan", [file], [*panel[:4], preview, *panel[4:]], predict_scan, rows,
-                   "Synthetic example scans (SynthFER-3D)", panel=panel)  # fmt: skip
+                   "Synthetic example scans (SynthFER-3D)", panel=panel, after=(facing,))  # fmt: skip
     with gr.Accordion("Where on the face did the answer come from?", open=False):
         with gr.Row():
             hide = gr.Radio(EXPLAIN_HIDE, value=HIDE[0], label="What each occlusion window hides",
@@ -485,7 +507,7 @@ def _scan_tab() -> None:
             overlays = gr.Gallery(label="Relevance on the views (red: hiding it lowers the score)", columns=3,
                                   height=240, object_fit="contain", elem_id="scan-explain-gallery")  # fmt: skip
             painted = gr.Model3D(label="Relevance on the scan", elem_id="scan-explain-model")
-    button.click(explain_scan, [file, labels, hide], [overlays, painted], api_name="explain_scan")
+    button.click(explain_scan, [file, labels, hide, facing], [overlays, painted], api_name="explain_scan")
 
 
 def _batch_tab() -> None:
@@ -508,6 +530,7 @@ def _sequence_tab() -> None:
         type="filepath",
         elem_id="sequence-files",
     )
+    facing = _facing_box("sequence")
     rows = [[[p]] for p in _examples("sequence_*.zip")]
     panel = _result_panel("sequence")
     strip = gr.Gallery(label="The frames (frontal view)", columns=8, height=140, object_fit="contain",
@@ -516,7 +539,7 @@ def _sequence_tab() -> None:
         label="Per-frame scores", show_label=False, elem_id="sequence-frame-plot", render=False
     )
     _wire("sequence", [files], [*panel, strip, per_frame], predict_sequence, rows,
-          "A synthetic 4D sequence (SynthFER-3D)", panel=panel)  # fmt: skip
+          "A synthetic 4D sequence (SynthFER-3D)", panel=panel, after=(facing,))  # fmt: skip
     strip.render()
     per_frame.render()
 

@@ -30,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .scan.cli import joined_facing
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(joined_facing(sys.argv[1:] if argv is None else argv))
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

@@ -114,9 +114,9 @@ def _hide_folders(text: str, folders: list[Path]) -> str:
     return text
 
 
-def _score_one(predictor, path: Path, name: str, names: list[str], labels, folders: list[Path]) -> dict:
+def _score_one(predictor, path: Path, name: str, names: list[str], labels, folders: list[Path], facing: str) -> dict:
     try:
-        result = predictor(scan=path, labels=labels)
+        result = predictor(scan=path, labels=labels, facing=facing)
     except InputError as err:
         error = _hide_folders(str(err), folders) or type(err).__name__
         return {"file": name, "label": "", **dict.fromkeys(names, ""), "notes": "", "error": error}
@@ -131,9 +131,14 @@ def _score_one(predictor, path: Path, name: str, names: list[str], labels, folde
 
 
 def score_batch(
-    predictor, source, labels=None, progress: Callable[[int, int, str], object] | None = None
+    predictor,
+    source,
+    labels=None,
+    progress: Callable[[int, int, str], object] | None = None,
+    facing: str = "auto",
 ) -> list[dict]:
-    """One row per scan in `source` (a folder or a .zip of scans), in `iter_scan_files` order.
+    """One row per scan in `source` (a folder or a .zip of scans), in `iter_scan_files` order; `facing`: which way
+    every scan's face looks, as the predictor takes it (one scanner's files share their axes).
 
     Row: `file` (its path relative to the source; a zip's scans are extracted flat, so just their name), `label`
     (the top label), one column per label (its probability, 4 decimals), `notes` ("; "-joined) and `error`
@@ -141,6 +146,7 @@ def score_batch(
     `limits` cap the source; `progress(i, n, file)` is called after scan i of n (1-based) is done.
     """
     names = label_columns(predictor, labels)
+    predictor._recipe_facing(facing)  # a facing it does not know is refused once, not on every row
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="affectvlm-batch-") as tmp:
         workdir = Path(tmp)
@@ -150,7 +156,7 @@ def score_batch(
         rows = []
         for i, path in enumerate(files, 1):
             name = path.relative_to(root).as_posix()
-            rows.append(_score_one(predictor, path, name, names, labels, folders))
+            rows.append(_score_one(predictor, path, name, names, labels, folders, facing))
             if progress is not None:
                 progress(i, len(files), name)
     return rows

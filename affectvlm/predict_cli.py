@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .explain import HIDE
 from .predictor import IMAGE_EXTENSIONS, AffectVLMPredictor, InputError
+from .scan.cli import add_facing_argument
 
 EPILOG = """examples:
   python -m affectvlm predict face.obj
@@ -21,6 +22,7 @@ EPILOG = """examples:
   python -m affectvlm predict face.obj --explain relevance.glb  # where on the face the answer came from
   python -m affectvlm predict face.obj --explain relevance.glb --explain-hide surface  # each part hidden in all views
   python -m affectvlm predict face.obj --model affectvlm-ict    # a shipped checkpoint by name
+  python -m affectvlm predict bust.obj --facing -z   # the face looks along -z (when auto draws it from the side)
 
 Output paths (--explain, --csv) and options are checked before any scan is scored; a problem with them or with
 an input prints one line, `error: ...`, and exits 2.
@@ -54,6 +56,7 @@ def add_parser(subparsers) -> None:
                         help="with --explain, what it hides: one view's window at a time (view, the default), or "
                         "the part of the face under it in every view that shows it (surface, as removing it from "
                         "the scan would; about 3x slower)")
+    add_facing_argument(parser, "; scans and sequences only")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -113,13 +116,17 @@ def _score(args: argparse.Namespace, paths: list[Path], labels: str | None):
     kind = _input_kind(paths)
     if args.explain and kind != "scan":
         raise InputError("--explain paints a scan: give one scan file")
+    if args.facing != "auto" and kind == "images":
+        raise InputError("--facing says which way a scan's face looks: images are already drawn from the front")
     predictor = AffectVLMPredictor.from_pretrained(args.model, device=args.device)
     if kind == "images":
         return predictor, predictor(images=[str(p) for p in paths], labels=labels)
     if kind == "sequence":
-        return predictor, predictor(sequence=str(paths[0]), labels=labels)
+        return predictor, predictor(sequence=str(paths[0]), labels=labels, facing=args.facing)
     hide = args.explain_hide or HIDE[0]
-    result = predictor(scan=str(paths[0]), labels=labels, explain=bool(args.explain), explain_hide=hide)
+    result = predictor(
+        scan=str(paths[0]), labels=labels, explain=bool(args.explain), explain_hide=hide, facing=args.facing
+    )
     if args.explain:
         try:
             result.relevance.write_glb(args.explain)
@@ -176,7 +183,9 @@ def run_batch(args: argparse.Namespace, paths: list[Path]) -> int:
                 bar.set_postfix_str(name, refresh=False)
                 bar.update(1)
 
-            rows = score_batch(predictor, paths[0], labels=_labels_text(args.labels), progress=progress)
+            rows = score_batch(
+                predictor, paths[0], labels=_labels_text(args.labels), progress=progress, facing=args.facing
+            )
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

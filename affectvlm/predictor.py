@@ -11,6 +11,7 @@ class text embeddings are computed once per label set and cached.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -576,6 +577,17 @@ class AffectVLMPredictor:
 
         return ScanRecipe.from_settings(self.processor.render_settings, size=max(self.processor.image_size))
 
+    def _recipe_facing(self, facing: str):
+        """The model's recipe with the scan's facing (`ScanRecipe.orient`): "auto", or the file axis the face looks
+        along ("-z", "-y,+z"); anything else is an InputError naming the choices."""
+        from .scan.normalize import facing_turn
+
+        try:
+            facing_turn(facing)
+        except ValueError as err:
+            raise InputError(str(err).replace("orient", "facing")) from None
+        return self.recipe if facing == "auto" else dataclasses.replace(self.recipe, orient=facing)
+
     def _check_file(self, path: Path) -> None:
         if not path.is_file():
             raise InputError(f"{path.name}: no such file")
@@ -604,18 +616,19 @@ class AffectVLMPredictor:
             load_texture=self.recipe.needs_texture,
         )
 
-    def prepare_scan(self, scan):
-        """A path or a Scan -> (the normalised Scan, (V, H, W, 3) uint8 views tensor, notes), by the recipe."""
+    def prepare_scan(self, scan, facing: str = "auto"):
+        """A path or a Scan -> (the normalised Scan, (V, H, W, 3) uint8 views tensor, notes), by the recipe;
+        `facing`: which way the face looks (`ScanRecipe.orient`)."""
         from .scan.recipe import check_face
 
-        recipe = self.recipe
+        recipe = self._recipe_facing(facing)
         normalized = recipe.normalize(self.load_scan(scan))
         views = recipe.views_of([normalized], device=self.model.device)[0].cpu()
         return normalized, views, check_face(normalized, views).notes
 
-    def render_scan(self, scan) -> np.ndarray:
+    def render_scan(self, scan, facing: str = "auto") -> np.ndarray:
         """A path or a Scan -> (V, H, W, 3) uint8 views, rendered as the model's training data was."""
-        return self.prepare_scan(scan)[1].numpy()
+        return self.prepare_scan(scan, facing)[1].numpy()
 
     def _sequence_paths(self, sequence, workdir: Path) -> list:
         """Frames from a folder, a zip file or a list of paths/Scans, in time order."""
@@ -648,14 +661,14 @@ class AffectVLMPredictor:
             raise InputError(f"{len(frames)} frames is more than the limit of {self.limits.max_frames}")
         return frames
 
-    def prepare_sequence(self, sequence):
+    def prepare_sequence(self, sequence, facing: str = "auto"):
         """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes, the frames pooled,
         their places in the sequence counted from 1), by the recipe: frames spread over the expression's span
         (`ScanRecipe.pooled_frames`), pooled from the sequence's neutral end; the apex frame gets the scan door's face
-        check. Only the frames looked at are read."""
+        check. Only the frames looked at are read. `facing`: which way the face looks (`ScanRecipe.orient`)."""
         from .scan.recipe import DIFFERENT_FACES_NOTE, ONE_FACE_MM, check_face
 
-        recipe, device = self.recipe, self.model.device
+        recipe, device = self._recipe_facing(facing), self.model.device
         with tempfile.TemporaryDirectory(prefix="affectvlm-seq-") as tmp:
             frames = self._sequence_paths(sequence, Path(tmp))
             read = functools.cache(lambda i: self.load_scan(frames[i]))
@@ -690,9 +703,9 @@ class AffectVLMPredictor:
         ]
         return float(neutral[1] - neutral[0]) > FADING_MARGIN
 
-    def render_sequence(self, sequence) -> np.ndarray:
+    def render_sequence(self, sequence, facing: str = "auto") -> np.ndarray:
         """A folder, zip, or list of frames -> (V, H, W, 3) uint8 dynamic images (approximate rank pooling)."""
-        return self.prepare_sequence(sequence)[0].numpy()
+        return self.prepare_sequence(sequence, facing)[0].numpy()
 
     def frame_scores(self, frames, class_embeds: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """Each frame of a sequence scored on its own as a static scan: ((F, C) probabilities, (F, H, W, 3) uint8
@@ -821,16 +834,16 @@ class AffectVLMPredictor:
             return [DRAWN_OTHERWISE_NOTE.format(given="in colour", reads="grey shading", mode=mode)]
         return []
 
-    def _inputs(self, images, scan, sequence) -> tuple[dict, np.ndarray, object, list[str], list | None]:
+    def _inputs(self, images, scan, sequence, facing) -> tuple[dict, np.ndarray, object, list[str], list | None]:
         """(processor inputs, the (V, H, W, 3) views shown, the normalised scan or None, notes, a sequence's
         (frames pooled, their numbers) or None)."""
         if images is not None:
             images, notes = self._image_views(images)
             return self.processor(images=[images]), self._thumbnails(images), None, notes, None
         if scan is not None:
-            normalized, views, notes = self.prepare_scan(scan)
+            normalized, views, notes = self.prepare_scan(scan, facing)
             return self.processor(images=views[None]), views.numpy(), normalized, notes, None
-        views, notes, *pooled = self.prepare_sequence(sequence)
+        views, notes, *pooled = self.prepare_sequence(sequence, facing)
         return self.processor(images=views[None]), views.numpy(), None, notes, pooled
 
     def __call__(
@@ -841,19 +854,23 @@ class AffectVLMPredictor:
         labels=None,
         explain: bool | str = False,
         explain_hide: str = "view",
+        facing: str = "auto",
     ) -> Prediction:
         """Score one sample given as `images` (list front/left/right or dict view -> image, None for missing;
         paths, PIL images or arrays), a `scan` (path or Scan) or a `sequence` (folder, zip or list of frames).
         `explain`: True (the top label) or a label: also compute `relevance`, where that label came from, hiding
         one view's window at a time or, for a scan, the part of the face under it in every view (`explain_hide`:
-        "view" or "surface", `affectvlm.explain.HIDE`).
+        "view" or "surface", `affectvlm.explain.HIDE`). `facing`: for a scan or a sequence, which way the face
+        looks: "auto" (found from the face), or the file axis it looks along, for a scan drawn from the wrong side
+        (a statue's bust: see the normalised `Prediction.scan`): "+z", "-z", "+x", "-x", "+y", "-y", or with the
+        axis up too, "-y,+z" (`affectvlm.scan.normalize.facing_turn`).
 
         Every input that cannot be used raises `InputError` (a ValueError) naming the problem."""
         if sum(x is not None for x in (images, scan, sequence)) != 1:
             raise InputError("give exactly one of images=, scan= or sequence=")
         names, class_embeds = self.class_embeddings(labels)
         try:
-            inputs, views, normalized, notes, pooled = self._inputs(images, scan, sequence)
+            inputs, views, normalized, notes, pooled = self._inputs(images, scan, sequence, facing)
         except InputError:
             raise
         except ValueError as err:  # the processor's checks on given images

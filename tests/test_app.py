@@ -157,6 +157,28 @@ def test_a_shape_that_is_no_face_is_said_to_be_so_above_the_answer(client, files
         assert f"**{top}**" in answer  # the answer still names the model's top label
 
 
+def test_the_scan_and_sequence_endpoints_take_the_facing(client, files, tmp_path, app_module):
+    """Which way the face looks in the file (the scan and sequence tabs' "Which way the face looks" box): the happy
+    example looking along -x with +y up reads happiness with that facing (a choice of the box) and with it typed
+    with its axis up; pointed the other way, the face is drawn from behind and the page says it may not be a face.
+    Both endpoints take the facing after the labels; left out, it is found from the face (the examples, the
+    clients written before it)."""
+    from affectvlm.scan import load_scan, write_ply
+    from affectvlm.scan.normalize import facing_turn
+
+    smile = load_scan(Path(__file__).resolve().parents[1] / "examples" / "scan_subject0_happiness.ply")
+    write_ply(tmp_path / "bust.ply", smile.replace(vertices=(smile.vertices @ facing_turn("-x")).astype("f4")))
+    for facing, happy in (("-x", True), ("-x,+y", True), ("+x", False)):
+        scores, _, _, answer = client.predict(
+            handle_file(tmp_path / "bust.ply"), "", facing, api_name="/predict_scan"
+        )[:4]
+        assert (scores["label"] == "happiness") is happy and answer.startswith(app_module.NOT_A_FACE_HEADLINE) is not happy
+    scores, *_ = client.predict([handle_file(files["zip"])], "", "+z", api_name="/predict_sequence")
+    assert sum(scores_of(scores).values()) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(Exception, match="facing must be"):
+        client.predict(handle_file(tmp_path / "bust.ply"), "", "sideways", api_name="/predict_scan")
+
+
 def test_a_point_clouds_preview_is_its_points(client, files, app_module):
     """A cloud has no triangles to draw: its preview was empty. It is now the normalised cloud's points, dark grey
     where the file gives no colours (white points vanish on the viewer's white; checked in a browser)."""

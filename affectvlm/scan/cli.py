@@ -18,11 +18,42 @@ from pathlib import Path
 
 from .archive import collect_frames, extract_frames, refuse_archives
 
-__all__ = ["add_parser", "run", "parse_views", "collect_frames"]
+__all__ = ["add_parser", "run", "parse_views", "collect_frames", "add_facing_argument", "joined_facing"]
+
+FACING_HELP = (
+    "which way the face looks in the file: auto (the default: found from the face), or the axis it looks along, "
+    "+z, -z, +x, -x, +y or -y, optionally with the axis that points up ('-y,+z'; default +y, or +z for a face "
+    "looking along y). For a scan that auto draws from the side or from behind (a statue's bust)"
+)
 
 
 def _say(message: str, err: bool = False) -> None:
     print(message, file=sys.stderr if err else sys.stdout)  # noqa: T201 (the command line talks to people)
+
+
+def _facing(text: str) -> str:
+    """--facing's value, checked (`affectvlm.scan.normalize.facing_turn`)."""
+    from .normalize import facing_turn
+
+    try:
+        facing_turn(text.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("orient", "facing")) from None
+    return text.strip()
+
+
+def add_facing_argument(parser: argparse.ArgumentParser, where: str = "") -> None:
+    """The --facing option (`FACING_HELP`, then `where` it applies), shared by `render` and `predict`."""
+    parser.add_argument("--facing", type=_facing, default="auto", metavar="AXIS", help=FACING_HELP + where)
+
+
+def joined_facing(argv: list[str]) -> list[str]:
+    """`--facing -z` as `--facing=-z`: argparse takes a value that starts with '-' for an option of its own."""
+    out = list(argv)
+    for i in range(len(out) - 1):
+        if out[i] == "--facing" and len(out[i + 1]) > 1 and out[i + 1][0] == "-" and out[i + 1][1] in "xyzXYZ":
+            out[i : i + 2] = [f"--facing={out[i + 1]}", ""]
+    return [a for a in out if a != ""]
 
 
 def parse_views(spec: str) -> list[tuple[float, float]]:
@@ -114,6 +145,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="crop around the nose tip, mm; 0 = none",
     )  # fmt: skip
     parser.add_argument("--align", action="store_true", help="PCA pose alignment before rendering")
+    add_facing_argument(parser)
     parser.add_argument(
         "--no-normalize", action="store_true", help="render the scan as stored (window: --extent)"
     )
@@ -179,7 +211,7 @@ def _render(args: argparse.Namespace, scans: list, sequence: bool):
         return render_views(scans[0], args.views, args.size, args.mode, **render_kw)[0]
     recipe = ScanRecipe(
         views=args.views, size=args.size, mode=args.mode, crop_radius=args.crop_radius or None,
-        align=args.align, frames=len(scans),
+        align=args.align, frames=len(scans), orient=args.facing,
     )  # fmt: skip
     if sequence:
         return recipe.dynamic_images(scans, **render_kw).cpu().numpy()

@@ -28,6 +28,8 @@ __all__ = [
     "find_nose_tip",
     "detect_units_scale",
     "find_face",
+    "facing_turn",
+    "FACINGS",
     "front_view_is_face",
     "axis_rotation",
     "rotate_points",
@@ -218,6 +220,8 @@ _COARSE_YAW, _FINE_YAW, _KEEP_TURN, _KEEP_TILT = 30.0, 1.5, 20.0, 12.0  # degree
 _PITCHES = (-30.0, -15.0, 0.0, 15.0, 30.0)
 _ROLLS = (-30.0, 0.0, 30.0)
 _EXTENT_GUESSES_MM = (190.0, 330.0)  # a face mask, a head with its neck
+# with a facing given, the sizes (mm) a scan that fits no unit is looked at as: a face mask to a bust, 12 % apart
+_HELD_EXTENTS_MM = tuple(150.0 * 1.12**k for k in range(11))
 # a face in a larger scene (step 3b): the subsample that finds candidate noses, the scales that make the scene a head
 # with its shoulders or a person before a wall, the least points about a candidate, a candidate within 30 mm of one
 # searched is not searched again, and 3 are searched at each scale; the square a candidate is frontmost in (mm), the
@@ -295,11 +299,14 @@ class Face(NamedTuple):
     nose: np.ndarray | None  # (3,) about where the nose tip is, in the file's units and axes
 
 
-def find_face(vertices: np.ndarray) -> Face:
+def find_face(vertices: np.ndarray, *, search: bool = True) -> Face:
     """The face's own frame, size and place, from the face itself (see above).
 
     Args:
         vertices: (N, 3) in the file's units and axes.
+        search: False takes the file's axes as the face's (+z towards the viewer, +y up: a facing the scan's user
+            gave, `normalize_scan`'s `orient`), and finds only the face's size and place and how far its head is
+            pitched or rolled: no other direction is looked at, nor is the face turned upside down.
 
     Returns:
         `Face(rotation, size, nose)`: `rotation` (3, 3) puts the face in the canonical frame (+y up, +z towards the
@@ -312,19 +319,20 @@ def find_face(vertices: np.ndarray) -> Face:
     """
     if len(vertices) < 16:
         return Face(None, None, None)
-    found = _find_at_scales(vertices)
-    if found is None or found[1] not in dict(_UNIT_SCALES).values():
+    found = _find_at_scales(vertices, search)
+    if search and (found is None or found[1] not in dict(_UNIT_SCALES).values()):
         found = _likelier(found, _find_in_scene(vertices))
     if found is None:
         return Face(None, None, None)
     frame, scale, points, solid, nose = _about_nose(vertices, *found)
     frame = _settle(points, solid, frame)
-    if _upside_down(points, solid, frame):
+    if search and _upside_down(points, solid, frame):
         frame = _settle(points, solid, axis_rotation(2, 180) @ frame)
     size = scale * _size(points, solid, frame)
     if size < _REMEASURE_BELOW * scale:
         again, size = _remeasured(vertices, nose, frame, size)
-        if size < _UNIT_SNAP[0] * scale:  # the search's scale was not the face's: the frame seen at its own
+        # the search's scale was not the face's: the frame seen at its own (a given facing is kept)
+        if search and size < _UNIT_SNAP[0] * scale:
             frame = again
     return Face(_keep_pose(frame), size, nose)
 
@@ -359,12 +367,15 @@ def _remeasured(
 _Found = tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]  # frame, scale, points, solid, origin
 
 
-def _find_at_scales(vertices: np.ndarray) -> _Found | None:
+def _find_at_scales(vertices: np.ndarray, search: bool = True) -> _Found | None:
     """Steps 1-4 on a subsample of the whole scan at each scale guess: (frame, scale, points, solid, origin) of the
-    first that shows a face (`origin`: the file point at the search points' zero), or None."""
+    first that shows a face (`origin`: the file point at the search points' zero), or None. `search`: False looks
+    from the file's own frame only (`_as_held`)."""
     sample = spread_sample(vertices, _SEARCH_POINTS).astype(np.float64)  # 2,000 to 4,000 points
     origin = np.median(sample, axis=0)
     sample = sample - origin
+    if not search:
+        return _held_at_scales(sample, detect_units_scale(vertices), origin)
     least = np.inf
     for scale in _scale_guesses(detect_units_scale(vertices), _extent(sample)):
         points, solid = _search_points(sample, scale)
@@ -374,6 +385,22 @@ def _find_at_scales(vertices: np.ndarray) -> _Found | None:
             return frame, scale, points, solid, origin
         least = min(least, cost)
     return None
+
+
+def _held_at_scales(sample: np.ndarray, unit: float, origin: np.ndarray) -> _Found | None:
+    """`_find_at_scales` from the file's own frame only (a facing the scan's user gave): the units' scale when the
+    face shows there, else of the scales that make the scan `_HELD_EXTENTS_MM` across, the one at which its detail
+    is likest the template's (one view a scale: a few milliseconds in all), or None."""
+    shown = []
+    scales = [unit] + [mm / _extent(sample) for mm in _HELD_EXTENTS_MM]
+    for k, scale in enumerate(scales):
+        points, solid = _search_points(sample, scale)
+        frame, maps, bump, _ = _as_held(points, solid)
+        if _looks_like_face(maps, bump):
+            if k == 0:
+                return frame, scale, points, solid, origin
+            shown.append((float(_detail_match(maps)[0]), k, (frame, scale, points, solid, origin)))
+    return max(shown)[2] if shown else None
 
 
 def _find_in_scene(vertices: np.ndarray) -> _Found | None:
@@ -510,6 +537,14 @@ def _search(points: np.ndarray, solid: np.ndarray) -> tuple[np.ndarray, np.ndarr
         frame = axis_rotation(2, 180) @ frame  # half a turn about the line of sight
         maps, bump = _views(points, solid, frame[None])
     return frame, maps, bump, float(cost.min())
+
+
+def _as_held(points: np.ndarray, solid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """`_search`'s answer when the file's own frame is the face's (a facing the scan's user gave): that frame, its
+    map and bump, and its cost."""
+    frame = np.eye(3)
+    maps, bump = _views(points, solid, frame[None])
+    return frame, maps, bump, float(sum(_cost(maps, across=True))[0])
 
 
 def _upside_down(points: np.ndarray, solid: np.ndarray, frame: np.ndarray) -> bool:
@@ -935,7 +970,10 @@ def normalize_scan(
         units: "auto" (from the face's size, else the scan's: mm, cm, m or unitless), "mm", "cm" or "m".
         orient: "auto" finds which way is up and forward from the face itself (`find_face`: a head turned more
             than 20 degrees from the file's axes, or pitched or rolled more than 12, is turned to look along +z, +y
-            up); "none" takes the file's axes as +y up and +z towards the viewer.
+            up); "none" takes the file's axes as +y up and +z towards the viewer, and measures nothing; a facing
+            (`FACINGS`: "-z", or "-y,+z" to name the up axis too, `facing_turn`) says which file axis the face
+            looks along, for a scan whose face "auto" does not find (a statue's bust: the search can take an ear
+            or the top of the head for the face): the face's size, nose and small tilts are measured in that frame.
 
     Stray points (a scanner's flying pixels, background specks: `affectvlm.scan.clean.drop_stray_points`) are
     dropped first, and a mesh's triangles wound one way (`orient_faces`: wound either way at random, or listed
@@ -1020,16 +1058,15 @@ def _normalize(
         raise ValueError(f"units must be 'auto', 'mm', 'cm' or 'm', got {units!r}")
     if align not in (False, True, "pca"):
         raise ValueError(f"align must be False, True or 'pca', got {align!r}")
-    if orient not in ("auto", "none"):
-        raise ValueError(f"orient must be 'auto' or 'none', got {orient!r}")
+    given = facing_turn(orient)  # checks it: a ValueError names the choices
     scan = orient_faces(drop_stray_points(drop_nonfinite(scan)))
     v = scan.vertices
     if not _extent(v) > 0.0:
         raise ScanError(f"the scan has no extent: all its vertices are at one point{file_tag(scan.path)}")
     turn, scale, tip, rotation, radius = _transform or (None, None, None, None, None)
     size = nose = found = None
-    if _transform is None and orient == "auto":
-        turn, size, nose = find_face(v)
+    if _transform is None and orient != "none":
+        turn, size, nose = _face_as_given(v, given)
         found = size is not None
     if turn is not None:
         r = turn.astype(np.float32)
@@ -1071,6 +1108,42 @@ def _normalize(
         v = v * np.float32(1.0 / radius)
     out = out.replace(vertices=np.ascontiguousarray(v, dtype=np.float32), normalized=bool(fit), face_found=found)
     return face_the_viewer(out), motion if _follow is not None else (turn, scale, tip, rotation, radius)
+
+
+def _face_as_given(v: np.ndarray, given: np.ndarray | None) -> Face:
+    """`find_face` of the vertices `v`, or with a facing given (`facing_turn`), in that frame only (the turn
+    returned is then the given one and the face's own tilt in it, the nose in the file's axes)."""
+    if given is None:
+        return find_face(v)
+    turn, size, nose = find_face(rotate_points(v, given.astype(np.float32)), search=False)
+    turn = given if turn is None else turn @ given
+    return Face(turn, size, None if nose is None else given.T @ nose)
+
+
+# A facing given by the scan's user (`normalize_scan`'s `orient`): the file axis the face looks along, then the one
+# that points up (+y unless the face looks along y, then +z).
+FACINGS = ("auto", "+z", "-z", "+x", "-x", "+y", "-y")
+_AXIS_VECTORS = {f"{sign}{name}": k * np.eye(3)[i] for i, name in enumerate("xyz") for sign, k in (("+", 1), ("-", -1))}
+
+
+def facing_turn(orient: str) -> np.ndarray | None:
+    """The turn (3, 3; rows: the canonical x, y and z axes in the file's coordinates) that `orient` names: None for
+    "auto" (found from the face), the identity for "none", else "<axis the face looks along>[,<axis up>]" with
+    each axis one of +x, -x, +y, -y, +z, -z ("-z": looking along -z, +y up; "-y,+z"). Raises ValueError for
+    anything else, naming the choices."""
+    if orient in ("auto", "none"):
+        return None if orient == "auto" else np.eye(3)
+    parts = [p.strip() for p in str(orient).split(",")] if isinstance(orient, str) else []
+    if not 1 <= len(parts) <= 2 or any(p not in _AXIS_VECTORS for p in parts):
+        raise ValueError(
+            f"orient must be 'auto', 'none' or the axis the face looks along ({', '.join(FACINGS[1:])}), optionally "
+            f"followed by the axis that points up ('-y,+z'); got {orient!r}"
+        )
+    forward = _AXIS_VECTORS[parts[0]]
+    up = _AXIS_VECTORS[parts[1]] if len(parts) == 2 else _AXIS_VECTORS["+z" if parts[0][1] == "y" else "+y"]
+    if abs(float(forward @ up)) > 0.0:
+        raise ValueError(f"orient {orient!r}: the axis up must be across the one the face looks along")
+    return np.stack([np.cross(up, forward), up, forward])
 
 
 def _near(v: np.ndarray, nose: np.ndarray | None, turn: np.ndarray | None, scale: float) -> np.ndarray:

@@ -59,6 +59,9 @@ class ScanRecipe:
         crop_radius: `normalize_scan`'s crop about the nose tip, mm (None: no crop).
         align: PCA-align each scan before rendering.
         frames: 4D: frames evenly picked from a sequence for its dynamic image.
+        orient: which way the face looks: "auto" (found from the face) or a facing its user gives, the file axis it
+            looks along ("-z", or "-y,+z" with the axis up: `affectvlm.scan.normalize.facing_turn`). A scan's
+            own, set per request (`AffectVLMPredictor.__call__`'s `facing`), never saved with a model.
     """
 
     views: tuple | None = None
@@ -67,6 +70,7 @@ class ScanRecipe:
     crop_radius: float | None = 90.0
     align: bool = False
     frames: int = 12
+    orient: str = "auto"
 
     def __post_init__(self) -> None:
         if self.size < 8 or self.frames < 1:
@@ -96,7 +100,7 @@ class ScanRecipe:
 
     def normalize(self, scan: Scan) -> Scan:
         """The scan in the renderer's canonical frame; a scan that is already normalised comes back unchanged."""
-        return normalize_scan(scan, crop_radius=self.crop_radius, align=self.align)
+        return normalize_scan(scan, crop_radius=self.crop_radius, align=self.align, orient=self.orient)
 
     def fit_to_pixels(self, scan: Scan) -> Scan:
         """A normalised mesh of more than `_MAX_FACES_PER_PIXEL` triangles per pixel of a view, clustered to cubes of
@@ -132,7 +136,7 @@ class ScanRecipe:
     def normalize_frames(self, frames: Sequence[Scan]) -> list[Scan]:
         """A sequence's frames normalised together: the first frame's transform, each later frame's head motion
         taken out (`normalize_sequence`); frames already normalised are kept as they are."""
-        return normalize_sequence(list(frames), crop_radius=self.crop_radius, align=self.align)
+        return normalize_sequence(list(frames), crop_radius=self.crop_radius, align=self.align, orient=self.orient)
 
     def frames_apart(self, frames: Sequence[Scan]) -> float:
         """The largest `surface_gap` (mm, about) of a sequence's later frames from its first, on the parts of the

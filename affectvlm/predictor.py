@@ -868,6 +868,8 @@ class AffectVLMPredictor:
         Every input that cannot be used raises `InputError` (a ValueError) naming the problem."""
         if sum(x is not None for x in (images, scan, sequence)) != 1:
             raise InputError("give exactly one of images=, scan= or sequence=")
+        if images is not None and facing != "auto":
+            raise InputError("facing says which way a scan's face looks: images are already drawn from the front")
         names, class_embeds = self.class_embeddings(labels)
         try:
             inputs, views, normalized, notes, pooled = self._inputs(images, scan, sequence, facing)

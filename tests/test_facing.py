@@ -61,6 +61,9 @@ def test_the_predictor_reads_the_face_the_facing_shows():
     assert behind.may_not_be_a_face and behind.probs.max() < 0.5, behind.notes  # no answer stands out
     with pytest.raises(InputError, match="facing must be"):
         predictor(scan=scan, labels=EMOTIONS, facing="sideways")
+    views = [str(HAPPY.parent / f"views_subject1_disgust_{v}.png") for v in ("frontal", "left", "right")]
+    with pytest.raises(InputError, match="images are already drawn from the front"):
+        predictor(images=views, labels=EMOTIONS, facing="-z")
 
 
 def test_the_command_line_takes_a_facing_that_starts_with_a_minus():

@@ -196,6 +196,27 @@ def test_demo_checkpoint_after_the_hub_copy(inputs, tmp_path):
     assert_same_answer(demo(images=files, candidate_labels=LABELS), predictor(images=files, labels=LABELS))
 
 
+def test_the_pipeline_takes_a_scans_facing(tmp_path):
+    """`facing=` reaches the predictor through the shipped checkpoint's pipeline: the happy example looking along
+    -x in its file reads happiness with that facing, as the predictor reads it; pointed the other way, noted."""
+    from affectvlm.scan import load_scan, write_ply
+    from affectvlm.scan.normalize import facing_turn
+
+    smile = load_scan(DEMO_CHECKPOINT.parents[1] / "examples" / "scan_subject0_happiness.ply")
+    write_ply(tmp_path / "bust.ply", smile.replace(vertices=(smile.vertices @ facing_turn("-x")).astype("f4")))
+    folder = tmp_path / "demo"
+    copy_checkpoint(DEMO_CHECKPOINT, folder)
+    copy_remote_code(DEMO_CHECKPOINT, folder)
+    demo = pipeline(model=str(folder), trust_remote_code=True, device="cpu")
+    predictor = AffectVLMPredictor.from_pretrained(folder, device="cpu", dtype=torch.float32)
+    answers = {}
+    for facing in ("-x", "+x"):
+        answers[facing] = demo(scan=str(tmp_path / "bust.ply"), facing=facing)
+        assert_same_answer(answers[facing], predictor(scan=tmp_path / "bust.ply", facing=facing))
+    assert answers["-x"][0]["label"] == "happiness" and answers["-x"].notes == []
+    assert answers["+x"][0]["score"] < 0.5 and answers["+x"].notes  # drawn from behind: noted, nothing stands out
+
+
 def test_refresh_remote_code_updates_a_checkpoint_in_place(tmp_path):
     """What the lead runs on checkpoints/affectvlm-cpu after a change of the remote code."""
     folder = Path(shutil.copytree(DEMO_CHECKPOINT, tmp_path / "demo"))

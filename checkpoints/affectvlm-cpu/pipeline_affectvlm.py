@@ -7,6 +7,7 @@
     classifier(images="frontal.png", candidate_labels=["happiness", "sadness"], top_k=1)  # one image: the first view
     classifier(scan="face.obj", candidate_labels=["happiness", "a person in pain"])
     classifier(sequence="frames.zip")  # candidate_labels default to the model's own
+    classifier(scan="bust.obj", facing="-z")  # the face looks along -z in the file (where the search misses it)
     # -> [{"label": "happiness", "score": 0.71}, ...], highest first; `.notes` says what to know about it
 
 This file is Hub remote code, saved next to the weights (the model's file imports it, so saving the model
@@ -55,7 +56,8 @@ class AffectVLMPipeline(Pipeline):
     `sequence=` (a folder, a .zip or a list of 3D frames). Given positionally (`classifier(x)`), a path is a
     scan, a folder or .zip a sequence, and an image (or an image file) is the first view alone; a dict may name
     `images`/`scan`/`sequence` or views; a list is a batch of such samples, one answer each. `top_k=k`: only
-    the k likeliest labels (as transformers' classification pipelines).
+    the k likeliest labels (as transformers' classification pipelines). `facing="-z"`: for a scan or a sequence,
+    the file axis the face looks along (`AffectVLMPredictor.__call__`'s `facing`; default: found from the face).
     """
 
     _load_processor = True
@@ -84,10 +86,12 @@ class AffectVLMPipeline(Pipeline):
             )
         return super().__call__(given or inputs, **kwargs)
 
-    def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, top_k=None):
+    def _sanitize_parameters(self, candidate_labels=None, hypothesis_template=None, top_k=None, facing=None):
         preprocess, postprocess = {}, {}
         if candidate_labels is not None:
             preprocess["candidate_labels"] = candidate_labels
+        if facing is not None:
+            preprocess["facing"] = facing
         if hypothesis_template is not None:
             preprocess["hypothesis_template"] = hypothesis_template
         if top_k is not None:
@@ -103,8 +107,9 @@ class AffectVLMPipeline(Pipeline):
 
     # -- steps ------------------------------------------------------------------------------------------------
 
-    def preprocess(self, inputs, candidate_labels=None, hypothesis_template=None):
-        return {"sample": self._sample(inputs), "labels": candidate_labels, "template": hypothesis_template}
+    def preprocess(self, inputs, candidate_labels=None, hypothesis_template=None, facing=None):
+        sample = self._sample(inputs)
+        return {"sample": sample, "labels": candidate_labels, "template": hypothesis_template, "facing": facing}
 
     def _forward(self, model_inputs):
         sample, labels, template = model_inputs["sample"], model_inputs["labels"], model_inputs["template"]
@@ -112,7 +117,9 @@ class AffectVLMPipeline(Pipeline):
         if predictor is not None:
             if template is not None and labels is not None and not isinstance(labels, str | Mapping):
                 labels = {label: [template.format(label)] for label in labels}  # the caller's own prompt
-            result = predictor(**sample, labels=labels)
+            # which way a scan's face looks, when the caller says (`facing=`; an affectvlm before it takes none)
+            given = {"facing": model_inputs["facing"]} if model_inputs.get("facing") is not None else {}
+            result = predictor(**sample, labels=labels, **given)
             return {
                 "labels": list(result.labels),
                 "probs": result.probs.tolist(),

@@ -3,6 +3,7 @@ files are not in the repository (MakeHuman CC0, FACSHuman LGPL-3.0); a MakeHuman
 Face Model (decimetres, its blendshapes as emotion targets) has a known answer for every scan."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,30 @@ def test_sequences_are_read_as_their_expressions(sfm_trees):
                              "--sequences"])
     assert result["kind"] == "4d" and result["n"] == sum(len(r) for r in EMOTION_TARGETS.values())
     assert result["emotions_six_labels"] >= 5 / 6 and result["neutral_recall"] is None
+
+
+def test_a_head_is_what_a_face_scanner_sees_not_the_shoulders_below_it(sfm_trees, tmp_path):
+    """A base mesh of the SFM's mean face with shoulders below it (a 600 mm slab, in the 'body' group, as
+    MakeHuman's body carries its shoulders and arms), and a fear target that also moves the top of the slab (as
+    FACSHuman's fear and surprise move a few neck vertices): the head is still the face, not a bust 600 mm across
+    (until stop 58 the neck's movers let the chest and the upper arms in)."""
+    import shutil
+
+    makehuman, facs = (Path(shutil.copytree(p, tmp_path / p.name)) for p in sfm_trees)
+    base = makehuman / "data" / "3dobjs" / "base.obj"
+    face_v, _, _ = read_obj_groups(base)
+    low = face_v[:, 1].min()
+    x, y = np.meshgrid(np.linspace(-3.0, 3.0, 13), np.linspace(low - 1.5, low - 0.3, 5))  # decimetres
+    slab = np.stack([x.ravel(), y.ravel(), np.zeros(x.size)], 1)
+    n, grid = len(face_v), np.arange(x.size).reshape(x.shape) + len(face_v) + 1
+    quads = zip(grid[:-1, :-1].ravel(), grid[:-1, 1:].ravel(), grid[1:, 1:].ravel(), grid[1:, :-1].ravel())
+    with open(base, "a") as fh:
+        fh.write("".join(f"v {a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in slab))
+        fh.write("".join(f"f {a} {b} {c}\nf {a} {c} {d}\n" for a, b, c, d in quads))
+    fear = facs / "FACSHuman" / "00 Emotions" / f"{EMOTION_TARGETS['fear'][0]}.target"
+    offsets = np.zeros((n + len(slab), 3))
+    offsets[n + np.flatnonzero(np.abs(slab[:, 1] - slab[:, 1].max()) < 1e-6)] = [0.0, 0.01, 0.0]
+    with open(fear, "a") as fh:
+        fh.write("".join(f"{i} {a:.5f} {b:.5f} {c:.5f}\n" for i, (a, b, c) in enumerate(offsets) if i >= n and b))
+    head = Heads(makehuman, facs).scan(np.zeros((n + len(slab), 3)))
+    assert np.ptp(head.vertices[:, 0]) < 250.0, np.ptp(head.vertices, 0)  # mm: a face, not the shoulders

@@ -85,6 +85,19 @@ def worst_within_caps(folder: Path, quads: bool = False) -> Path:
     return folder / "quads.ply"
 
 
+def strips_flood(path: Path, indices: int = 20_000_000) -> Path:
+    """An ASCII PLY of three vertices and triangle strips of `indices` indices on one line (45 MB): more than the
+    triangle cap's worth, refused after one pass over its bytes (`affectvlm.scan.ply`)."""
+    header = (
+        "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+        "element tristrips 1\nproperty list int int vertex_indices\nend_header\n0 0 0\n50 0 0\n0 50 0\n"
+    )
+    with open(path, "wb") as fh:
+        fh.write(f"{header}{indices} ".encode())
+        fh.write(b"0 1 2 -1 " * (indices // 4) + b"\n")
+    return path
+
+
 def motionless(folder: Path, face: Path) -> Path:
     """A zip of six identical frames of a face (one example scan): no motion to pool. A face, not a bare
     surface: normalising each frame on its own (registration onto the first) once made still frames jitter."""
@@ -119,6 +132,7 @@ def hostile_inputs(folder: Path) -> dict[str, tuple[list, str, str]]:
         ),
         "1e30 coordinates": ([write_obj(folder / "huge.obj", np.eye(3) * 1e30, [[0, 1, 2]])], EMOTIONS, SCAN),
         "20k large triangles": ([write_obj(folder / "big.obj", *large_triangles())], EMOTIONS, SCAN),
+        "triangle strips beyond the cap": ([strips_flood(folder / "strips.ply")], EMOTIONS, SCAN),
         "zip bomb (600 MB frame)": ([[zip_bomb(folder / "bomb.zip")]], EMOTIONS, SEQUENCE),
         "motionless sequence": ([[motionless(folder, face)]], EMOTIONS, SEQUENCE),
         "blank views": ([blank, blank, blank], EMOTIONS, VIEWS),

@@ -58,6 +58,7 @@ def refusal(predictor, name, inputs) -> str:
         ("zero-area triangles", "no usable vertices"),
         ("1e30 coordinates", "not a face"),
         ("20k large triangles", "cover the image"),
+        ("triangle strips beyond the cap", "cap of"),
         ("blank views", "blank"),
         ("motionless sequence", "do not move"),
         ("10,000 labels", "labels"),

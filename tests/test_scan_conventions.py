@@ -307,3 +307,17 @@ def test_a_happy_face_as_triangle_strips_is_scored_like_the_face_it_holds(tmp_pa
     from_file = predictor(scan=tmp_path / "happy.ply", labels=EMOTIONS)
     assert from_file.label == "happiness"
     np.testing.assert_allclose(from_file.probs, predictor(scan=happy, labels=EMOTIONS).probs, atol=0.02)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_strips_beyond_the_cap_or_not_numbers_are_refused_before_they_are_read(tmp_path, face, binary):
+    """The strips' indices are counted (binary: from the list counts; ASCII: a pass over the bytes) against the
+    triangle cap before any is read, as a file of a billion indices would otherwise cost their memory."""
+    (tmp_path / "s.ply").write_bytes(_strips_ply(face, binary))
+    with pytest.raises(ScanError, match="cap of"):
+        load_scan(tmp_path / "s.ply", max_faces=face.num_faces // 8)
+    assert load_scan(tmp_path / "s.ply", max_faces=face.num_faces).num_faces == face.num_faces
+    if not binary:
+        (tmp_path / "w.ply").write_bytes(_strips_ply(face, binary).replace(b"end_header\n", b"end_header\nzero ", 1))
+        with pytest.raises(ScanError, match="not a number"):
+            load_scan(tmp_path / "w.ply")

@@ -14,6 +14,7 @@ in binary and ASCII files alike.
 from __future__ import annotations
 
 import struct
+import warnings
 from array import array
 from dataclasses import dataclass, field
 
@@ -120,6 +121,8 @@ def read_binary_polygons(
         if lists is not None and element.name == FACE:
             faces = _fan_triangles(data, *lists)
         elif lists is not None and element.name == STRIPS:
+            if int(lists[1].sum()) > _STRIP_VALUES * max_items:  # checked before the values are read
+                raise ScanError(f"PLY triangle strips of {int(lists[1].sum())} indices: more than the cap of {max_items} triangles")
             faces = strip_triangles(_joined_lists(data, *lists), max_items)
     if vertices is None:
         raise ScanError("no vertices: the PLY file has no vertex element with x, y and z")
@@ -128,49 +131,87 @@ def read_binary_polygons(
 
 def _read_ascii(data: bytes, start: int, elements: list[PlyElement], max_items: int) -> Scan:
     """An ASCII PLY body whose surface is triangle strips as a Scan: elements without lists a block of numbers
-    each, those with lists item by item (at most `max_items` items), the strips as `strip_triangles`."""
-    tokens = data[start:].split()
+    each, those with lists item by item (at most `max_items` items), the strips as `strip_triangles`. The body's
+    numbers are counted before any is read: no more than the header's elements and `max_items` triangles' strips
+    can hold (`_STRIP_VALUES` a triangle), so a file of a billion numbers costs a pass over its bytes, not their
+    memory."""
+    body = data[start:]
+    fixed = sum(e.count * len(e.properties) for e in elements if not e.has_lists)
+    listed = sum(e.count * len(e.properties) for e in elements if e.has_lists)
+    if _token_count(body) > fixed + listed + _STRIP_VALUES * max_items:
+        raise ScanError(
+            f"ASCII PLY file holds more numbers than its header's elements and strips of the cap of {max_items} "
+            "triangles can"
+        )
+    values = _numbers(body)
     pos, vertices, colors, faces = 0, None, None, None
     for element in elements:
         if not element.has_lists:
             width = len(element.properties)
-            block = tokens[pos : pos + element.count * width]
-            if len(block) < element.count * width:
+            if pos + element.count * width > len(values):
                 raise ScanError(f"truncated PLY file: its {element.name} element runs past the end")
             if element.name == "vertex":
-                values = np.array(block, dtype=np.float64).reshape(element.count, width)
+                block = values[pos : pos + element.count * width].reshape(element.count, width)
                 names = [name for name, _, _ in element.properties]
-                vertices, colors = _vertex_arrays(np.rec.fromarrays(values.T, names=names))
+                vertices, colors = _vertex_arrays(np.rec.fromarrays(block.T, names=names))
             pos += element.count * width
             continue
         if element.count > max_items:
             raise ScanError(
                 f"PLY element {element.name!r} of {element.count} items, more than the cap of {max_items}"
             )
-        pos, lists = _ascii_lists(tokens, pos, element)
+        pos, lists = _ascii_lists(values, pos, element)
         if element.name == STRIPS:
-            faces = strip_triangles(np.concatenate([[*corners, -1] for corners in lists] or [[]]), max_items)
+            faces = strip_triangles(np.concatenate([np.append(c, -1) for c in lists] or [_NO_INDICES]), max_items)
     if vertices is None:
         raise ScanError("no vertices: the PLY file has no vertex element with x, y and z")
     return Scan(vertices=vertices, faces=faces, colors=colors)
 
 
-def _ascii_lists(tokens: list[bytes], pos: int, element: PlyElement) -> tuple[int, list[list[int]]]:
-    """Step through an ASCII element with lists; returns the position after it and each item's index list."""
+_STRIP_VALUES = 4  # the most values a triangle takes in strips: a strip of its own, (a, b, c, -1)
+_NO_INDICES = np.zeros(0, np.int64)
+_WHITESPACE = np.isin(np.arange(256), [9, 10, 11, 12, 13, 32])
+
+
+def _token_count(body: bytes, chunk: int = 1 << 24) -> int:
+    """How many whitespace-separated tokens `body` holds, counted a chunk of bytes at a time (no token is made)."""
+    raw = np.frombuffer(body, np.uint8)
+    count, after_white = 0, True
+    for s in range(0, len(raw), chunk):
+        white = _WHITESPACE[raw[s : s + chunk]]
+        count += int((~white & np.concatenate([[after_white], white[:-1]])).sum())
+        after_white = bool(white[-1])
+    return count
+
+
+def _numbers(body: bytes) -> np.ndarray:
+    """The whitespace-separated numbers of an ASCII body as float64; ScanError if anything else is there."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return np.fromstring(body, dtype=np.float64, sep=" ")
+        except (ValueError, DeprecationWarning):
+            raise ScanError("corrupt PLY file: its body holds something that is not a number") from None
+
+
+def _ascii_lists(values: np.ndarray, pos: int, element: PlyElement) -> tuple[int, list[np.ndarray]]:
+    """Step through an ASCII element with lists (its numbers from `pos`); returns the position after it and each
+    item's index list (int64)."""
     lists = []
-    try:
-        for _ in range(element.count):
-            corners: list[int] = []
-            for name, _, count in element.properties:
-                n = int(tokens[pos]) if count else 0
-                if count and name in FACE_LISTS:
-                    corners = [int(t) for t in tokens[pos + 1 : pos + 1 + n]]
-                pos += 1 + n
-            lists.append(corners)
-    except (IndexError, ValueError):
-        raise ScanError(f"corrupt PLY file: its {element.name} element is cut short or not numbers") from None
-    if pos > len(tokens):
-        raise ScanError(f"truncated PLY file: its {element.name} element runs past the end")
+    for _ in range(element.count):
+        corners = _NO_INDICES
+        for name, _, count in element.properties:
+            n = 0  # a scalar: one number; a list: its count, then that many
+            if count:
+                n = values[pos] if pos < len(values) else 0.0
+                if n < 0 or n != int(n):
+                    raise ScanError(f"corrupt PLY file: a list of its {element.name} element has count {n:g}")
+            if pos + 1 + int(n) > len(values):
+                raise ScanError(f"truncated PLY file: its {element.name} element runs past the end")
+            if count and name in FACE_LISTS:
+                corners = values[pos + 1 : pos + 1 + int(n)].astype(np.int64)
+            pos += 1 + int(n)
+        lists.append(corners)
     return pos, lists
 
 

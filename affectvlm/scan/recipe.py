@@ -240,7 +240,8 @@ NOT_A_FACE_NOTE = (
 )
 NO_FACE_FOUND_NOTE = (
     "no face was found in this scan from any direction (no eye sockets, nose and mouth where a face has them), so "
-    "it was drawn as the file holds it: the scores are not reliable"
+    "it was drawn as the file holds it: the scores are not reliable; if it is a face, give the axis of the file it "
+    "looks along (facing)"
 )
 # A face's surface curves everywhere: the six most common directions its triangles face (to about 3 degrees) hold
 # 1-5 % of its area (held-out faces of both face models, clean, realistic and at 6,000 triangles; the examples 2 %).

@@ -85,3 +85,21 @@ def test_the_command_line_reads_the_face_the_facing_shows(tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse: a facing it does not know, named
         main(["predict", str(tmp_path / "bust.ply"), "--facing", "sideways"])
     assert "facing must be" in capsys.readouterr().err
+
+
+def test_the_render_command_draws_the_face_the_facing_shows(tmp_path):
+    """`python -m affectvlm render --facing -x`: the happy example looking along -x in its file is drawn as the
+    example held frontal is (the views a person looks at to check the framing)."""
+    from PIL import Image
+
+    write_ply(tmp_path / "bust.ply", turned(load_scan(HAPPY), "-x"))
+    args = ["--size", "64", "--mode", "normal"]
+    assert main(["render", str(tmp_path / "bust.ply"), "--facing", "-x", "--out", str(tmp_path / "a"), *args]) == 0
+    assert main(["render", str(HAPPY), "--out", str(tmp_path / "b"), *args]) == 0
+    assert main(["render", str(tmp_path / "bust.ply"), "--facing", "+x", "--out", str(tmp_path / "c"), *args]) == 0
+    for view in ("frontal", "left", "right"):
+        got, want, behind = (
+            np.asarray(Image.open(tmp_path / folder / f"{stem}_{view}.png"), dtype=float)
+            for folder, stem in (("a", "bust"), ("b", HAPPY.stem), ("c", "bust"))
+        )
+        assert np.abs(got - want).mean() < 2.0 < np.abs(behind - want).mean(), view  # the facing is what drew it

@@ -121,8 +121,9 @@ def read_binary_polygons(
         if lists is not None and element.name == FACE:
             faces = _fan_triangles(data, *lists)
         elif lists is not None and element.name == STRIPS:
-            if int(lists[1].sum()) > _STRIP_VALUES * max_items:  # checked before the values are read
-                raise ScanError(f"PLY triangle strips of {int(lists[1].sum())} indices: more than the cap of {max_items} triangles")
+            indices = int(lists[1].sum())
+            if indices > _STRIP_VALUES * max_items:  # checked before the values are read
+                raise ScanError(f"PLY triangle strips of {indices} indices: more than the cap of {max_items} triangles")
             faces = strip_triangles(_joined_lists(data, *lists), max_items)
     if vertices is None:
         raise ScanError("no vertices: the PLY file has no vertex element with x, y and z")
@@ -204,7 +205,7 @@ def _ascii_lists(values: np.ndarray, pos: int, element: PlyElement) -> tuple[int
             n = 0  # a scalar: one number; a list: its count, then that many
             if count:
                 n = values[pos] if pos < len(values) else 0.0
-                if n < 0 or n != int(n):
+                if not np.isfinite(n) or n < 0 or n != int(n):
                     raise ScanError(f"corrupt PLY file: a list of its {element.name} element has count {n:g}")
             if pos + 1 + int(n) > len(values):
                 raise ScanError(f"truncated PLY file: its {element.name} element runs past the end")

@@ -309,8 +309,9 @@ def explain_scan(file, labels_text, hide=HIDE[0], facing="auto"):
 
 
 @_serve
-def predict_batch(file, labels_text, progress=gr.Progress()):  # noqa: B008 (gradio's progress pattern)
-    """A .zip of scans -> one row per scan (file, top label, each score, notes, error) and the table as CSV."""
+def predict_batch(file, labels_text, facing="auto", progress=gr.Progress()):  # noqa: B008 (gradio's progress pattern)
+    """A .zip of scans -> one row per scan (file, top label, each score, notes, error) and the table as CSV.
+    `facing`: which way every scan's face looks, as `predict_scan` takes it."""
     from affectvlm.batch import score_batch, write_csv
 
     path = _path(file, (".zip",), "zip of scans")
@@ -318,7 +319,8 @@ def predict_batch(file, labels_text, progress=gr.Progress()):  # noqa: B008 (gra
     def step(i: int, n: int, name: str) -> None:
         progress((i, n), desc=f"scored {name}")
 
-    rows = score_batch(PREDICTOR, path, labels=labels_text or DEFAULT_LABELS_TEXT, progress=step)
+    labels = labels_text or DEFAULT_LABELS_TEXT
+    rows = score_batch(PREDICTOR, path, labels=labels, progress=step, facing=facing or "auto")
     table = _output_file(".csv", lambda name: write_csv(rows, name))
     return {"headers": list(rows[0]) if rows else [], "data": [list(row.values()) for row in rows]}, table
 
@@ -515,11 +517,12 @@ def _batch_tab() -> None:
         "Score every scan of a `.zip` on its own: one row per scan, and the table as a CSV to download."
     )
     file = gr.File(label="A .zip of scans", file_types=[".zip"], type="filepath", elem_id="batch-file")
+    facing = _facing_box("batch")
     labels = _labels_box("batch")
     button = gr.Button("Score batch", variant="primary", elem_id="batch-button")
     table = gr.Dataframe(label="Scores", wrap=True, elem_id="batch-table", interactive=False)
     csv = gr.File(label="Download the table (CSV)", elem_id="batch-csv")
-    button.click(predict_batch, [file, labels], [table, csv], api_name="predict_batch")
+    button.click(predict_batch, [file, labels, facing], [table, csv], api_name="predict_batch")
 
 
 def _sequence_tab() -> None:

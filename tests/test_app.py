@@ -157,12 +157,12 @@ def test_a_shape_that_is_no_face_is_said_to_be_so_above_the_answer(client, files
         assert f"**{top}**" in answer  # the answer still names the model's top label
 
 
-def test_the_scan_and_sequence_endpoints_take_the_facing(client, files, tmp_path, app_module):
-    """Which way the face looks in the file (the scan and sequence tabs' "Which way the face looks" box): the happy
-    example looking along -x with +y up reads happiness with that facing (a choice of the box) and with it typed
-    with its axis up; pointed the other way, the face is drawn from behind and the page says it may not be a face.
-    Both endpoints take the facing after the labels; left out, it is found from the face (the examples, the
-    clients written before it)."""
+def test_the_scan_sequence_and_batch_endpoints_take_the_facing(client, files, tmp_path, app_module):
+    """Which way the face looks in the file (the "Which way the face looks" box of the scan, sequence and batch
+    tabs): the happy example looking along -x with +y up reads happiness with that facing (a choice of the box) and
+    with it typed with its axis up; pointed the other way, the face is drawn from behind and the page says it may not be a face.
+    The scan, sequence and batch endpoints take the facing after the labels; left out, it is found from the face
+    (the examples, the clients written before it)."""
     from affectvlm.scan import load_scan, write_ply
     from affectvlm.scan.normalize import facing_turn
 
@@ -172,9 +172,16 @@ def test_the_scan_and_sequence_endpoints_take_the_facing(client, files, tmp_path
         scores, _, _, answer = client.predict(
             handle_file(tmp_path / "bust.ply"), "", facing, api_name="/predict_scan"
         )[:4]
-        assert (scores["label"] == "happiness") is happy and answer.startswith(app_module.NOT_A_FACE_HEADLINE) is not happy
+        doubted = answer.startswith(app_module.NOT_A_FACE_HEADLINE)
+        assert (scores["label"] == "happiness") is happy and doubted is not happy, answer
     scores, *_ = client.predict([handle_file(files["zip"])], "", "+z", api_name="/predict_sequence")
     assert sum(scores_of(scores).values()) == pytest.approx(1.0, abs=1e-3)
+    with zipfile.ZipFile(tmp_path / "busts.zip", "w") as z:
+        z.write(tmp_path / "bust.ply", "bust.ply")
+    for facing, happy in (("-x", True), ("+x", False)):
+        table, _ = client.predict(handle_file(tmp_path / "busts.zip"), "", facing, api_name="/predict_batch")
+        row = dict(zip(table["headers"], table["data"][0]))
+        assert (row["label"] == "happiness") is happy and (row["notes"] == "") is happy, row
     with pytest.raises(Exception, match="facing must be"):
         client.predict(handle_file(tmp_path / "bust.ply"), "", "sideways", api_name="/predict_scan")
 

@@ -160,9 +160,9 @@ def test_a_shape_that_is_no_face_is_said_to_be_so_above_the_answer(client, files
 def test_the_scan_sequence_and_batch_endpoints_take_the_facing(client, files, tmp_path, app_module):
     """Which way the face looks in the file (the "Which way the face looks" box of the scan, sequence and batch
     tabs): the happy example looking along -x with +y up reads happiness with that facing (a choice of the box) and
-    with it typed with its axis up; pointed the other way, the face is drawn from behind and the page says it may not be a face.
-    The scan, sequence and batch endpoints take the facing after the labels; left out, it is found from the face
-    (the examples, the clients written before it)."""
+    with it typed with its axis up; pointed the other way, the face is drawn from behind and the page says it may
+    not be a face. The scan, sequence and batch endpoints take the facing after the labels; left out, it is found
+    from the face (the examples, the clients written before it)."""
     from affectvlm.scan import load_scan, write_ply
     from affectvlm.scan.normalize import facing_turn
 

@@ -483,7 +483,7 @@ def _facing_box(tab: str) -> gr.Dropdown:
     """Which way the face looks in the file: found from the face unless its user says."""
     return gr.Dropdown(
         FACING_CHOICES, value="auto", label="Which way the face looks in the file", allow_custom_value=True,
-        info="Found from the face; if the preview shows the side or back of the head, pick the axis the face "
+        info="Found from the face; if the rendered views show the side or back of the head, pick the axis the face "
         "looks along (or type it with the axis up, e.g. '+z,-y' for a file upside down)", elem_id=f"{tab}-facing",
     )  # fmt: skip
 

@@ -136,7 +136,7 @@ def _read_ascii(data: bytes, start: int, elements: list[PlyElement], max_items: 
     numbers are counted before any is read: no more than the header's elements and `max_items` triangles' strips
     can hold (`_STRIP_VALUES` a triangle), so a file of a billion numbers costs a pass over its bytes, not their
     memory."""
-    body = data[start:]
+    body = memoryview(data)[start:]  # no copy of the file until its numbers have been counted
     fixed = sum(e.count * len(e.properties) for e in elements if not e.has_lists)
     listed = sum(e.count * len(e.properties) for e in elements if e.has_lists)
     if _token_count(body) > fixed + listed + _STRIP_VALUES * max_items:
@@ -144,7 +144,7 @@ def _read_ascii(data: bytes, start: int, elements: list[PlyElement], max_items: 
             f"ASCII PLY file holds more numbers than its header's elements and strips of the cap of {max_items} "
             "triangles can"
         )
-    values = _numbers(body)
+    values = _numbers(bytes(body))
     pos, vertices, colors, faces = 0, None, None, None
     for element in elements:
         if not element.has_lists:
@@ -174,7 +174,7 @@ _NO_INDICES = np.zeros(0, np.int64)
 _WHITESPACE = np.isin(np.arange(256), [9, 10, 11, 12, 13, 32])
 
 
-def _token_count(body: bytes, chunk: int = 1 << 24) -> int:
+def _token_count(body: bytes | memoryview, chunk: int = 1 << 24) -> int:
     """How many whitespace-separated tokens `body` holds, counted a chunk of bytes at a time (no token is made)."""
     raw = np.frombuffer(body, np.uint8)
     count, after_white = 0, True

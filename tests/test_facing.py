@@ -103,3 +103,18 @@ def test_the_render_command_draws_the_face_the_facing_shows(tmp_path):
             for folder, stem in (("a", "bust"), ("b", HAPPY.stem), ("c", "bust"))
         )
         assert np.abs(got - want).mean() < 2.0 < np.abs(behind - want).mean(), view  # the facing is what drew it
+
+
+@needs_model
+def test_a_sequence_is_read_with_the_facing_its_frames_share(tmp_path):
+    """The happy example sequence with every frame looking along -x: happiness with that facing; the opposite
+    facing draws the back of the face in every frame, noted, and no label stands out."""
+    import zipfile
+
+    zipfile.ZipFile(HAPPY.parent / "sequence_subject3_happiness.zip").extractall(tmp_path)
+    frames = [turned(load_scan(f), "-x") for f in sorted(tmp_path.glob("*.ply"))]
+    predictor = AffectVLMPredictor.from_pretrained()
+    result = predictor(sequence=frames, facing="-x")
+    assert result.label == "happiness" and result.notes == [], result.notes
+    behind = predictor(sequence=frames, facing="+x")
+    assert behind.probs.max() < 0.5 and behind.notes, behind.notes

@@ -146,7 +146,7 @@ def score_batch(
     `limits` cap the source; `progress(i, n, file)` is called after scan i of n (1-based) is done.
     """
     names = label_columns(predictor, labels)
-    predictor._recipe_facing(facing)  # a facing it does not know is refused once, not on every row
+    predictor.recipe_facing(facing)  # a facing it does not know is refused once, not on every row
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="affectvlm-batch-") as tmp:
         workdir = Path(tmp)

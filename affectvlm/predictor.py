@@ -577,7 +577,7 @@ class AffectVLMPredictor:
 
         return ScanRecipe.from_settings(self.processor.render_settings, size=max(self.processor.image_size))
 
-    def _recipe_facing(self, facing: str):
+    def recipe_facing(self, facing: str):
         """The model's recipe with the scan's facing (`ScanRecipe.orient`): "auto", or the file axis the face looks
         along ("-z", "-y,+z"); anything else is an InputError naming the choices."""
         from .scan.normalize import facing_turn
@@ -621,7 +621,7 @@ class AffectVLMPredictor:
         `facing`: which way the face looks (`ScanRecipe.orient`)."""
         from .scan.recipe import check_face
 
-        recipe = self._recipe_facing(facing)
+        recipe = self.recipe_facing(facing)
         normalized = recipe.normalize(self.load_scan(scan))
         views = recipe.views_of([normalized], device=self.model.device)[0].cpu()
         return normalized, views, check_face(normalized, views).notes
@@ -668,7 +668,7 @@ class AffectVLMPredictor:
         check. Only the frames looked at are read. `facing`: which way the face looks (`ScanRecipe.orient`)."""
         from .scan.recipe import DIFFERENT_FACES_NOTE, ONE_FACE_MM, check_face
 
-        recipe, device = self._recipe_facing(facing), self.model.device
+        recipe, device = self.recipe_facing(facing), self.model.device
         with tempfile.TemporaryDirectory(prefix="affectvlm-seq-") as tmp:
             frames = self._sequence_paths(sequence, Path(tmp))
             read = functools.cache(lambda i: self.load_scan(frames[i]))

@@ -97,6 +97,14 @@ def test_settings_key_separates_caches():
         RenderSettings(size=0)
 
 
+def test_a_setting_added_later_keeps_the_older_caches_names():
+    """The keys of the caches the shipped models were trained and measured on (96 px, 8 frames; 96 px, 12), as
+    docs/RESULTS.md names them: `orient` (stop 58) changes a key only when it is given."""
+    assert RenderSettings(size=96, frames=8).key() == "59821c135b11"
+    assert RenderSettings(size=96).key() == "8d3ba3455e45"
+    assert RenderSettings(size=96, frames=8, orient="-z").key() != "59821c135b11"
+
+
 def test_bu4dfe_tree_renders_dynamic_images(tmp_path):
     root = tmp_path / "bu4dfe"
     labels = ("fear", "surprise")

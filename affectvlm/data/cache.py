@@ -81,8 +81,12 @@ class RenderSettings(ScanRecipe):
         return ScanRecipe(**self.to_dict())
 
     def key(self) -> str:
-        """12 hex digits of the sha256 of the settings that change the pixels."""
-        return _hash(self.to_dict())[:12]
+        """12 hex digits of the sha256 of the settings that change the pixels. `orient` (added in stop 58) is
+        left out while it is "auto", so that the caches rendered before it keep their folder names."""
+        settings = self.to_dict()
+        if settings.get("orient") == "auto":
+            del settings["orient"]
+        return _hash(settings)[:12]
 
 
 def _hash(obj) -> str:

@@ -133,3 +133,39 @@ def test_a_head_is_what_a_face_scanner_sees_not_the_shoulders_below_it(sfm_trees
         fh.write("".join(f"{i} {a:.5f} {b:.5f} {c:.5f}\n" for i, (a, b, c) in enumerate(offsets) if i >= n and b))
     head = Heads(makehuman, facs).scan(np.zeros((n + len(slab), 3)))
     assert np.ptp(head.vertices[:, 0]) < 250.0, np.ptp(head.vertices, 0)  # mm: a face, not the shoulders
+
+
+def test_a_family_is_one_kind_of_recipe_and_all_is_both():
+    for label, recipes in EMOTION_TARGETS.items():
+        own, langner = facshuman.recipes_of(label, "own"), facshuman.recipes_of(label, "langner")
+        assert own and langner and set(own) | set(langner) == set(facshuman.recipes_of(label)) == set(recipes)
+        assert all("Langner" in r for r in langner) and not any("Langner" in r for r in own)
+    with pytest.raises(ValueError, match="unknown recipe family"):
+        facshuman.recipes_of("anger", "mine")
+
+
+def test_scoring_one_family_scores_only_its_recipes(sfm_trees):
+    result = facshuman.main(["--makehuman", str(sfm_trees[0]), "--facshuman", str(sfm_trees[1]), "--subjects", "1",
+                             "--levels", "1.0", "--recipes", "langner"])
+    assert result["recipes"] == "langner" and result["n"] == 1 + len(EMOTION_TARGETS)
+    assert all("Langner" in k for k in result["per_recipe"])
+
+
+def test_exported_heads_are_a_bu3dfe_folder_whose_scans_read_as_their_labels(sfm_trees, tmp_path):
+    """`--export` writes what `affectvlm.data prepare --dataset bu3dfe` reads: a neutral scan and four strengths
+    of each emotion an identity, labelled by their file names; read back through the predictor, the strongest
+    scans are their expressions (a file written under the wrong label, units or frame would not be)."""
+    from affectvlm import AffectVLMPredictor
+    from affectvlm.data.aus import BASIC_LABELS, NEUTRAL
+    from affectvlm.data.datasets import read_bu3dfe
+
+    out = tmp_path / "heads"
+    facshuman.main(["--makehuman", str(sfm_trees[0]), "--facshuman", str(sfm_trees[1]), "--subjects", "2",
+                    "--seed", "3", "--export", str(out)])
+    index = read_bu3dfe(out, strict=True)
+    assert len(index) == 2 * 25 and len({s.subject for s in index}) == 2
+    assert {(s.label, s.intensity) for s in index} == {(NEUTRAL, 0)} | {(b, k) for b in BASIC_LABELS for k in range(1, 5)}
+    predictor = AffectVLMPredictor.from_pretrained()
+    strongest = [s for s in index if s.intensity == 4]
+    right = [predictor(scan=s.path, labels=[NEUTRAL, *BASIC_LABELS]).label == s.label for s in strongest]
+    assert sum(right) >= 10, right  # of 12: the SFM's blendshapes on its own identities

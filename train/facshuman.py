@@ -44,6 +44,7 @@ EMOTION_TARGETS: dict[str, tuple[str, ...]] = {  # FACSHuman's "00 Emotions" for
     "sadness": ("07_Sadness", "07_Langner_Sadness"),
     "surprise": ("08_Surprise", "08_Langner_Surprised"),
 }
+FAMILIES = ("all", "own", "langner")  # which of each label's recipes: FACSHuman's own, Langner's, or both
 HEAD_SHAPES = tuple(
     f"head/head-{name}"
     for name in (
@@ -108,8 +109,13 @@ class Heads:
     def identity(self, rng: np.random.Generator) -> np.ndarray:
         """Offsets of a random identity: a mix of the ethnic x sex x age targets, and four head shapes (of those
         the MakeHuman folder has: without any, every identity is the base mesh)."""
+        return self.person(rng)[0]
+
+    def person(self, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        """`identity`'s offsets (the same draws), and the person's traits: the larger sex and ethnic weights."""
         offsets = np.zeros_like(self.vertices)
         ethnic, male, old = rng.dirichlet(np.ones(3)), rng.uniform(0.0, 1.0), rng.uniform(0.0, 0.6)
+        traits = {"male": bool(male > 0.5), "ethnic": ETHNIC[int(np.argmax(ethnic))]}
         for e, we in zip(ETHNIC, ethnic):
             for sex, ws in zip(SEXES, (1.0 - male, male)):
                 for age, wa in zip(AGES, (1.0 - old, old)):
@@ -118,7 +124,7 @@ class Heads:
         for shape in rng.choice(HEAD_SHAPES, 4, replace=False):
             path = self.data / "targets" / f"{shape}.target"
             offsets += rng.uniform(0.0, 0.7) * self.target(path) if path.is_file() else 0.0
-        return offsets
+        return offsets, traits
 
     def _head_triangles(self) -> np.ndarray:
         """The triangles a face scanner would see: the body's around the face (down to below the chin, back to
@@ -168,20 +174,61 @@ def _emotions_folder(root: Path) -> Path:
     raise MakeHumanError(f"no FACSHuman emotion targets (00 Emotions/01_Anger.target, ...) in {root.name or root}")
 
 
-def samples(levels: list[float], sequences: bool = False) -> list[tuple[str, str | None, float]]:
-    """(label, recipe, strength) of one identity's scans: neutral (not as a sequence), then every recipe at every
-    strength."""
+def recipes_of(label: str, family: str = "all") -> tuple[str, ...]:
+    """A label's emotion targets of one family (`FAMILIES`): Langner's prototypes, FACSHuman's own, or both."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown recipe family {family!r}; expected one of {FAMILIES}")
+    recipes = EMOTION_TARGETS[label]
+    return recipes if family == "all" else tuple(r for r in recipes if ("Langner" in r) == (family == "langner"))
+
+
+def samples(levels: list[float], sequences: bool = False, family: str = "all") -> list[tuple[str, str | None, float]]:
+    """(label, recipe, strength) of one identity's scans: neutral (not as a sequence), then every recipe of the
+    family at every strength."""
     rows: list[tuple[str, str | None, float]] = [] if sequences else [(NEUTRAL, None, 0.0)]
-    for label, recipes in EMOTION_TARGETS.items():
-        rows += [(label, recipe, level) for recipe in recipes for level in levels]
+    for label in EMOTION_TARGETS:
+        rows += [(label, recipe, level) for recipe in recipes_of(label, family) for level in levels]
     return rows
 
 
-def score(heads: Heads, predictor, subjects: int, seed: int, levels: list[float], sequences: bool = False) -> list:
+def export(heads: Heads, out: Path, subjects: int, seed: int, levels: list[float], family: str = "own",
+           realism: str = "off") -> int:
+    """Write each identity's heads as a BU-3DFE folder (`<out>/F0001/F0001_AN01BL_F3D.wrl`, ...) that
+    `python -m affectvlm.data prepare --dataset bu3dfe` reads: one neutral scan and, for each emotion, one scan
+    at each strength (intensities 01-04, weakest first), its recipe drawn from the family. Sex and ethnicity
+    codes are the identity's larger weights; `realism` is a `--realism` preset of `affectvlm.data`, applied to
+    every scan. Returns the number of scans written."""
+    from affectvlm.data.datasets import BU3DFE_EXPRESSIONS
+    from affectvlm.data.realism import apply_realism
+    from affectvlm.data.synth import realism_preset
+    from affectvlm.scan.writers import write_wrl
+
+    if not 1 <= len(levels) <= 4:
+        raise ValueError("BU-3DFE has four intensities: give one to four strengths")
+    code = {label: c for c, label in BU3DFE_EXPRESSIONS.items()}
+    race = {"african": "BL", "asian": "AE", "caucasian": "WH"}
+    config, rng, written = realism_preset(realism), np.random.default_rng(seed), 0
+    rows = [(NEUTRAL, 0.0, 0)] + [(label, level, k + 1) for label in EMOTION_TARGETS for k, level in enumerate(levels)]
+    for subject in tqdm(range(subjects), desc="MakeHuman heads", unit="identity"):
+        identity, traits = heads.person(rng)
+        name = f"{'M' if traits['male'] else 'F'}{subject + 1:04d}"
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for label, level, k in rows:
+            recipe = rng.choice(recipes_of(label, family)) if label != NEUTRAL else None
+            scan = heads.scan(identity, recipe, level)
+            if config is not None:
+                scan, _ = apply_realism(scan, rng, config)
+            write_wrl(out / name / f"{name}_{code[label]}{k:02d}{race[traits['ethnic']]}_F3D.wrl", scan)
+            written += 1
+    return written
+
+
+def score(heads: Heads, predictor, subjects: int, seed: int, levels: list[float], sequences: bool = False,
+          family: str = "all") -> list:
     """Every identity's scans (or sequences: 8 frames, `RAMP` times the strength) scored against the six emotions
     and neutral: one record a scan."""
     labels, rng, records = [NEUTRAL, *BASIC_LABELS], np.random.default_rng(seed), []
-    plan = samples(levels, sequences)
+    plan = samples(levels, sequences, family)
     with tqdm(total=subjects * len(plan), desc="MakeHuman heads", unit="sequence" if sequences else "scan") as bar:
         for subject in range(subjects):
             identity = heads.identity(rng)
@@ -240,7 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences", action="store_true",
                    help="score 4D sequences instead (8 frames: neutral, the emotion rising to each strength and "
                    "falling back; no neutral sequences); default strength 1.0")
+    p.add_argument("--recipes", choices=FAMILIES, default=None,
+                   help="which emotion targets: FACSHuman's own, Langner's prototypes, or all (default: all when "
+                   "scoring, own with --export)")
     p.add_argument("--out", default=None, help="report path (.json); the confusion matrix beside it (.png)")
+    g = p.add_argument_group("writing heads to train on (nothing is scored)")
+    g.add_argument("--export", metavar="DIR", default=None,
+                   help="write the heads as a BU-3DFE folder for `python -m affectvlm.data prepare --dataset "
+                   "bu3dfe --root DIR`: a neutral scan and each emotion at four strengths (default 0.25 0.5 0.75 "
+                   "1.0) an identity; give a --seed other than the scored identities'")
+    g.add_argument("--realism", default="off", choices=["off", "on", "surface", "sampled"],
+                   help="scanner realism on every written scan, as `affectvlm.data prepare --realism` (default off)")
     return p
 
 
@@ -253,13 +310,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     try:
         heads = Heads(Path(args.makehuman), Path(args.facshuman))
+        if args.export:
+            levels = args.levels or [0.25, 0.5, 0.75, 1.0]
+            n = export(heads, Path(args.export), args.subjects, args.seed, levels, args.recipes or "own", args.realism)
+            print(f"{n} scans of {args.subjects} identities written to {args.export}")
+            return {"scans": n}
         predictor = AffectVLMPredictor.from_pretrained(*([args.model] if args.model else []))
     except (MakeHumanError, OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    levels = args.levels or ([1.0] if args.sequences else [0.3, 0.6, 1.0])
-    result = report(score(heads, predictor, args.subjects, args.seed, levels, args.sequences))
+    levels, family = args.levels or ([1.0] if args.sequences else [0.3, 0.6, 1.0]), args.recipes or "all"
+    result = report(score(heads, predictor, args.subjects, args.seed, levels, args.sequences, family))
     kind = "4d" if args.sequences else "3d"
-    result.update(model=args.model or "default", kind=kind, subjects=args.subjects, seed=args.seed, levels=levels)
+    result.update(model=args.model or "default", kind=kind, subjects=args.subjects, seed=args.seed, levels=levels,
+                  recipes=family)
     print(summary(result))
     if args.out:
         _write(result, Path(args.out))

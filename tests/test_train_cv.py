@@ -84,8 +84,16 @@ def test_several_caches_train_as_one_with_distinct_subjects(tmp_path):
             f"cache-a/{s}" for s in getattr(alone, side)
         }
     assert {s.split("/")[0] for s in fold.test} == {"cache-a", "cache-b"}
-    # caches rendered at another size cannot train together
+    # a cache rendered before `orient` was a setting trains with one that says "auto", which is what it was drawn with
     info = json.loads((b / "cache.json").read_text())
+    (a / "cache.json").write_text(json.dumps({"settings": {**info["settings"], "orient": "auto"}}))
+    (b / "cache.json").write_text(json.dumps({"settings": {k: v for k, v in info["settings"].items() if k != "orient"}}))
+    assert len(build_dataset(config)) == len(one) + len(two)
+    (a / "cache.json").write_text(json.dumps({"settings": {**info["settings"], "orient": "-z"}}))
+    with pytest.raises(ValueError, match="rendered differently"):
+        build_dataset(config)
+    (a / "cache.json").write_text(json.dumps(info))
+    # caches rendered at another size cannot train together
     (b / "cache.json").write_text(json.dumps({"settings": {**info["settings"], "size": 48}}))
     with pytest.raises(ValueError, match="rendered differently"):
         build_dataset(config)

@@ -323,10 +323,11 @@ def build_dataset(config: dict) -> ViewsDataset:
 
 
 def cache_settings(folder) -> dict:
-    """A cache's render settings (size, mode, views, ...) from its cache.json, {} when it has none."""
+    """A cache's render settings (size, mode, views, ...) from its cache.json, {} when it has none; `orient` only
+    where it is not "auto" (the caches rendered before it was a setting were drawn so)."""
     info = Path(folder) / "cache.json"
     settings = json.loads(info.read_text()).get("settings") if info.is_file() else None
-    return {k: v for k, v in (settings or {}).items() if v is not None}
+    return {k: v for k, v in (settings or {}).items() if v is not None and (k, v) != ("orient", "auto")}
 
 
 def fold_of(config: dict, subjects: Sequence[str], persons: Sequence[str] | None = None):

@@ -9,8 +9,8 @@ FACSHuman's emotion targets.
 MakeHuman is a parametric human: a base mesh (hm08: decimetres, y up, looking along +z) and targets, per-vertex
 offsets in text files (`index dx dy dz`). FACSHuman (Gilbert, Demarchi & Urdapilleta 2021, Behavior Research
 Methods) adds targets made with the Facial Action Coding System: action units, and emotions built from them, its
-own and Langner's (the Radboud Faces Database's prototypes). Neither is in this repository, and nothing here
-trains on them.
+own and Langner's (the Radboud Faces Database's prototypes). Neither is in this repository, and no shipped model
+trains on them; `--export` writes heads as a BU-3DFE folder for a training run to use (docs/training.md).
 
 Each identity mixes MakeHuman's ethnic, sex and age targets and four head-shape targets at random; each scan is
 its head (the body's triangles around the face, and the eyeballs: what a face scanner sees, with the insides of

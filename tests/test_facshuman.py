@@ -79,6 +79,9 @@ def test_a_bad_model_or_subject_count_is_one_line(sfm_trees, capsys):
     with pytest.raises(SystemExit):
         facshuman.main([*trees, "--subjects", "0"])
     assert "--subjects must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        facshuman.main([*trees, "--export", "heads", "--sequences"])
+    assert "--export writes 3D scans and scores nothing" in capsys.readouterr().err
 
 
 def test_heads_are_in_millimetres_and_their_targets_move_them(sfm_trees):

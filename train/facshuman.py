@@ -197,7 +197,8 @@ def export(heads: Heads, out: Path, subjects: int, seed: int, levels: list[float
     `python -m affectvlm.data prepare --dataset bu3dfe` reads: one neutral scan and, for each emotion, one scan
     at each strength (intensities 01-04, weakest first), its recipe drawn from the family. Sex and ethnicity
     codes are the identity's larger weights; `realism` is a `--realism` preset of `affectvlm.data`, applied to
-    every scan. Returns the number of scans written."""
+    every scan (its holes at random places only: the heads carry no landmarks for the eyes, nostrils and mouth).
+    Returns the number of scans written."""
     from affectvlm.data.datasets import BU3DFE_EXPRESSIONS
     from affectvlm.data.realism import apply_realism
     from affectvlm.data.synth import realism_preset
@@ -306,6 +307,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.subjects < 1:
         parser.error("--subjects must be at least 1")
+    if args.export and (args.sequences or args.model):
+        parser.error("--export writes 3D scans and scores nothing: leave out --sequences and --model")
     from affectvlm import AffectVLMPredictor
 
     try:

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from affectvlm.configuration_affectvlm import DEFAULT_VIEW_NAMES
+from affectvlm.data.cache import recorded_settings
 from affectvlm.data.synth import entry_person
 
 # ----------------------------------------------------------------------------------------------------------
@@ -323,11 +324,11 @@ def build_dataset(config: dict) -> ViewsDataset:
 
 
 def cache_settings(folder) -> dict:
-    """A cache's render settings (size, mode, views, ...) from its cache.json, {} when it has none; `orient` only
-    where it is not "auto" (the caches rendered before it was a setting were drawn so)."""
+    """A cache's render settings (size, mode, views, ...) from its cache.json, {} when it has none, as caches
+    compare them (`recorded_settings`: a cache written before `orient` was a setting was drawn with "auto")."""
     info = Path(folder) / "cache.json"
     settings = json.loads(info.read_text()).get("settings") if info.is_file() else None
-    return {k: v for k, v in (settings or {}).items() if v is not None and (k, v) != ("orient", "auto")}
+    return {k: v for k, v in recorded_settings(settings or {}).items() if v is not None}
 
 
 def fold_of(config: dict, subjects: Sequence[str], persons: Sequence[str] | None = None):

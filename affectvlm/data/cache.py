@@ -81,12 +81,14 @@ class RenderSettings(ScanRecipe):
         return ScanRecipe(**self.to_dict())
 
     def key(self) -> str:
-        """12 hex digits of the sha256 of the settings that change the pixels. `orient` (added in stop 58) is
-        left out while it is "auto", so that the caches rendered before it keep their folder names."""
-        settings = self.to_dict()
-        if settings.get("orient") == "auto":
-            del settings["orient"]
-        return _hash(settings)[:12]
+        """12 hex digits of the sha256 of the settings that change the pixels (`recorded_settings`)."""
+        return _hash(recorded_settings(self.to_dict()))[:12]
+
+
+def recorded_settings(settings: dict) -> dict:
+    """Render settings as a cache records and compares them: `orient` (added in stop 58) only when it is not
+    "auto", so that the caches rendered before it keep their folder names and train beside newer ones."""
+    return {k: v for k, v in settings.items() if (k, v) != ("orient", "auto")}
 
 
 def _hash(obj) -> str:
@@ -514,7 +516,7 @@ def prepare_cache(
     # the plan: what is rendered, in which shards; resuming a folder with another plan would mix data
     plan = _hash([[it.key, *it.paths] for it in items] + [source])[:16]
     header = {
-        "format": CACHE_FORMAT, "dataset": dataset, "settings": settings.to_dict(), "settings_key": settings.key(),
+        "format": CACHE_FORMAT, "dataset": dataset, "settings": recorded_settings(settings.to_dict()), "settings_key": settings.key(),
         "labels": label_vocabulary(it.label for it in items), "plan": {"items": len(items), "shard_size": shard_size, "hash": plan},
         "source": source, "views": _resolved_views(settings),
     }  # fmt: skip

@@ -29,6 +29,7 @@ def synth_cache(tmp_path_factory, sfm_dir):
 def test_synth_cache_contents(synth_cache):
     doc = json.loads((synth_cache / "cache.json").read_text())
     assert doc["settings_key"] == SETTINGS.key() and synth_cache.name.endswith(f"-{SETTINGS.key()}")
+    assert "orient" not in doc["settings"]  # recorded as the caches before stop 58 were: "auto" is left out
     assert [v["name"] for v in doc["views"]] == ["frontal", "left", "right"]
     ds = RenderCacheDataset(synth_cache)
     assert len(ds) == 2 * 7 + 2 * 6 and ds.report() == {"rendered": 26, "bad": []}

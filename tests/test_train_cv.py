@@ -99,6 +99,36 @@ def test_several_caches_train_as_one_with_distinct_subjects(tmp_path):
         build_dataset(config)
 
 
+
+def test_frames_separate_caches_only_where_frames_were_pooled(tmp_path):
+    """A cache of 3D scans records the frame count it was prepared with but never pooled frames: it trains
+    beside caches written with another count, and the run serves the frames of the cache that has sequences."""
+    from train.config import load_config
+    from train.data import build_dataset, run_settings
+
+    a, b, c = (write_cache(tmp_path / n, 3) for n in ("scans-a", "scans-b", "seqs"))
+    info = json.loads((a / "cache.json").read_text())
+    for folder, frames in ((a, 12), (b, 8), (c, 8)):
+        (folder / "cache.json").write_text(json.dumps({"settings": {**info["settings"], "frames": frames}}))
+    index = json.loads((c / "index.json").read_text())
+    for e in index["entries"]:
+        e["sequence"] = True
+    (c / "index.json").write_text(json.dumps(index))
+
+    def run(*folders):
+        config = load_config("tiny", ["data.source=cache", f"data.labels={json.dumps(LABELS)}",
+                                      f"data.cache_dir=[{', '.join(map(str, folders))}]"])  # fmt: skip
+        return build_dataset(config)
+
+    assert len(run(a, b)) == 2 * len(CacheViews(a, LABELS))
+    assert len(run(a, c)) == 2 * len(CacheViews(a, LABELS))
+    assert run_settings([a, c])["frames"] == 8 and run_settings([a, b])["frames"] == 12
+    # two caches of sequences pooled over different frame counts drew different dynamic images
+    (b / "index.json").write_text(json.dumps(index))
+    (b / "cache.json").write_text(json.dumps({"settings": {**info["settings"], "frames": 12}}))
+    with pytest.raises(ValueError, match="rendered differently"):
+        run(b, c)
+
 def test_a_synthfer_person_keeps_scans_and_sequences_on_one_side(tmp_path):
     """F0001's 3D scans and F001's 4D sequences are one SynthFER-3D person: one side of the run's fold."""
     from train.config import load_config

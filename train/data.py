@@ -317,10 +317,19 @@ def build_dataset(config: dict) -> ViewsDataset:
     ]
     if len(parts) == 1:
         return parts[0]
-    settings = [cache_settings(c) for c in folders]
-    if any(s != settings[0] for s in settings[1:]):
-        raise ValueError(f"caches rendered differently cannot train together: {settings}")
+    check_settings_agree(folders)
     return ConcatViews(parts, [Path(c).name for c in folders])
+
+
+def check_settings_agree(folders: Sequence) -> None:
+    """Caches train together only when drawn alike: every render setting but `frames` agrees, and `frames`
+    agrees among the caches that hold sequences (a cache of 3D scans records the frame count it was prepared
+    with, but never pooled frames)."""
+    settings = [cache_settings(c) for c in folders]
+    drawn = [{k: v for k, v in s.items() if k != "frames"} for s in settings]
+    pooled = {s.get("frames") for s, f in zip(settings, folders) if holds_sequences(f)}
+    if any(s != drawn[0] for s in drawn[1:]) or len(pooled) > 1:
+        raise ValueError(f"caches rendered differently cannot train together: {settings}")
 
 
 def cache_settings(folder) -> dict:
@@ -329,6 +338,22 @@ def cache_settings(folder) -> dict:
     info = Path(folder) / "cache.json"
     settings = json.loads(info.read_text()).get("settings") if info.is_file() else None
     return {k: v for k, v in recorded_settings(settings or {}).items() if v is not None}
+
+
+def holds_sequences(folder) -> bool:
+    """Whether a cache holds 4D samples (dynamic images), from its index."""
+    index = Path(folder) / "index.json"
+    return index.is_file() and any(e.get("sequence") for e in json.loads(index.read_text())["entries"])
+
+
+def run_settings(folders: Sequence) -> dict:
+    """The render settings a run's model serves with (saved with its processor): the first cache's, with
+    `frames` taken from the first cache that holds sequences, since only such a cache's frames were used."""
+    settings = cache_settings(folders[0])
+    pooled = next((f for f in folders if holds_sequences(f)), None)
+    if pooled is not None and "frames" in cache_settings(pooled):
+        settings["frames"] = cache_settings(pooled)["frames"]
+    return settings
 
 
 def fold_of(config: dict, subjects: Sequence[str], persons: Sequence[str] | None = None):

@@ -59,10 +59,10 @@ from train.data import (  # noqa: E402
     EpochBatchSampler,
     build_dataset,
     cache_folders,
-    cache_settings,
     class_balance_weights,
     collate_batched,
     fold_of,
+    run_settings,
     split_dataset,
 )
 from train.familiarity import fit_floor  # noqa: E402
@@ -669,7 +669,7 @@ def _render_settings(config: dict) -> dict | None:
     """The cache's render settings, saved with the processor so the app renders scans the same way."""
     if config["data"]["source"] != "cache":
         return None
-    return cache_settings(cache_folders(config["data"]["cache_dir"])[0]) or None
+    return run_settings(cache_folders(config["data"]["cache_dir"])) or None
 
 
 class Run:

@@ -99,7 +99,6 @@ def test_several_caches_train_as_one_with_distinct_subjects(tmp_path):
         build_dataset(config)
 
 
-
 def test_frames_separate_caches_only_where_frames_were_pooled(tmp_path):
     """A cache of 3D scans records the frame count it was prepared with but never pooled frames: it trains
     beside caches written with another count, and the run serves the frames of the cache that has sequences."""
@@ -128,6 +127,7 @@ def test_frames_separate_caches_only_where_frames_were_pooled(tmp_path):
     (b / "cache.json").write_text(json.dumps({"settings": {**info["settings"], "frames": 12}}))
     with pytest.raises(ValueError, match="rendered differently"):
         run(b, c)
+
 
 def test_a_synthfer_person_keeps_scans_and_sequences_on_one_side(tmp_path):
     """F0001's 3D scans and F001's 4D sequences are one SynthFER-3D person: one side of the run's fold."""

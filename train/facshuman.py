@@ -9,8 +9,9 @@ FACSHuman's emotion targets.
 MakeHuman is a parametric human: a base mesh (hm08: decimetres, y up, looking along +z) and targets, per-vertex
 offsets in text files (`index dx dy dz`). FACSHuman (Gilbert, Demarchi & Urdapilleta 2021, Behavior Research
 Methods) adds targets made with the Facial Action Coding System: action units, and emotions built from them, its
-own and Langner's (the Radboud Faces Database's prototypes). Neither is in this repository, and no shipped model
-trains on them; `--export` writes heads as a BU-3DFE folder for a training run to use (docs/training.md).
+own and Langner's (the Radboud Faces Database's prototypes). Neither is in this repository; the default model's
+last stage trained on exported heads (docs/RESULTS.md, "Stage 8"). `--export` writes heads as a BU-3DFE folder, and
+with `--sequences` as a BU-4DFE folder, for a training run to use (docs/training.md).
 
 Each identity mixes MakeHuman's ethnic, sex and age targets and four head-shape targets at random; each scan is
 its head (the body's triangles around the face, and the eyeballs: what a face scanner sees, with the insides of
@@ -191,6 +192,14 @@ def samples(levels: list[float], sequences: bool = False, family: str = "all") -
     return rows
 
 
+def _people(heads: Heads, subjects: int, rng: np.random.Generator, digits: int):
+    """(subject index, identity, name) of each exported identity: `F0001`-style names (`digits` wide) whose sex
+    and ethnicity come from the identity's larger weights, as BU-3DFE and BU-4DFE name their subjects."""
+    for subject in tqdm(range(subjects), desc="MakeHuman heads", unit="identity"):
+        identity, traits = heads.person(rng)
+        yield subject, identity, traits, f"{'M' if traits['male'] else 'F'}{subject + 1:0{digits}d}"
+
+
 def export(heads: Heads, out: Path, subjects: int, seed: int, levels: list[float], family: str = "own",
            realism: str = "off") -> int:
     """Write each identity's heads as a BU-3DFE folder (`<out>/F0001/F0001_AN01BL_F3D.wrl`, ...) that
@@ -210,9 +219,7 @@ def export(heads: Heads, out: Path, subjects: int, seed: int, levels: list[float
     race = {"african": "BL", "asian": "AE", "caucasian": "WH"}
     config, rng, written = realism_preset(realism), np.random.default_rng(seed), 0
     rows = [(NEUTRAL, 0.0, 0)] + [(label, level, k + 1) for label in EMOTION_TARGETS for k, level in enumerate(levels)]
-    for subject in tqdm(range(subjects), desc="MakeHuman heads", unit="identity"):
-        identity, traits = heads.person(rng)
-        name = f"{'M' if traits['male'] else 'F'}{subject + 1:04d}"
+    for _, identity, traits, name in _people(heads, subjects, rng, 4):
         (out / name).mkdir(parents=True, exist_ok=True)
         for label, level, k in rows:
             recipe = rng.choice(recipes_of(label, family)) if label != NEUTRAL else None
@@ -220,6 +227,32 @@ def export(heads: Heads, out: Path, subjects: int, seed: int, levels: list[float
             if config is not None:
                 scan, _ = apply_realism(scan, rng, config)
             write_wrl(out / name / f"{name}_{code[label]}{k:02d}{race[traits['ethnic']]}_F3D.wrl", scan)
+            written += 1
+    return written
+
+
+def export_sequences(heads: Heads, out: Path, subjects: int, seed: int, strength: float = 1.0,
+                     family: str = "own", realism: str = "off") -> int:
+    """Write each identity's emotions as 4D sequences in a BU-4DFE folder (`<out>/F001/Happy/000.wrl` ... `007.wrl`)
+    that `python -m affectvlm.data prepare --dataset bu4dfe` reads: 8 frames from neutral to `strength` and back
+    (`RAMP`), one sequence an emotion, its recipe drawn from the family. `realism` as in `export`, drawn once a
+    sequence as SynthFER-3D draws it (`affectvlm.data.synth.take_realism`: holes stay put, one file frame a take).
+    Returns the number of sequences written."""
+    from affectvlm.data.datasets import BU4DFE_EXPRESSIONS
+    from affectvlm.data.synth import realism_preset, take_realism
+    from affectvlm.scan.writers import write_wrl
+
+    folder_of = {label: name for name, label in BU4DFE_EXPRESSIONS.items()}
+    config, rng, written = realism_preset(realism), np.random.default_rng(seed), 0
+    for subject, identity, _, name in _people(heads, subjects, rng, 3):
+        for e, label in enumerate(EMOTION_TARGETS):
+            recipe = rng.choice(recipes_of(label, family))
+            frames = [heads.scan(identity, recipe, strength * a) for a in RAMP]
+            if config is not None:
+                frames, _ = take_realism(frames, config, [seed, subject, e], {})
+            (out / name / folder_of[label]).mkdir(parents=True, exist_ok=True)
+            for t, frame in enumerate(frames):
+                write_wrl(out / name / folder_of[label] / f"{t:03d}.wrl", frame)
             written += 1
     return written
 
@@ -287,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="strengths of each emotion target (default 0.3 0.6 1.0; with --sequences 1.0)")
     p.add_argument("--sequences", action="store_true",
                    help="score 4D sequences instead (8 frames: neutral, the emotion rising to each strength and "
-                   "falling back; no neutral sequences); default strength 1.0")
+                   "falling back; no neutral sequences); default strength 1.0. With --export: write sequences")
     p.add_argument("--recipes", choices=FAMILIES, default=None,
                    help="which emotion targets: FACSHuman's own, Langner's prototypes, or all (default: all when "
                    "scoring, own with --export)")
@@ -296,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--export", metavar="DIR", default=None,
                    help="write the heads as a BU-3DFE folder for `python -m affectvlm.data prepare --dataset "
                    "bu3dfe --root DIR`: a neutral scan and each emotion at four strengths (default 0.25 0.5 0.75 "
-                   "1.0) an identity; give a --seed other than the scored identities'")
+                   "1.0) an identity; with --sequences a BU-4DFE folder (--dataset bu4dfe): one 8-frame sequence "
+                   "an emotion, at one strength (default 1.0); give a --seed other than the scored identities'")
     g.add_argument("--realism", default="off", choices=["off", "on", "surface", "sampled"],
                    help="scanner realism on every written scan, as `affectvlm.data prepare --realism` (default off)")
     return p
@@ -307,16 +341,23 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.subjects < 1:
         parser.error("--subjects must be at least 1")
-    if args.export and (args.sequences or args.model):
-        parser.error("--export writes 3D scans and scores nothing: leave out --sequences and --model")
+    if args.export and args.model:
+        parser.error("--export writes heads and scores nothing: leave out --model")
+    if args.export and args.sequences and args.levels and len(args.levels) != 1:
+        parser.error("--export --sequences writes one sequence an emotion: give one strength (--levels 1.0)")
     from affectvlm import AffectVLMPredictor
 
     try:
         heads = Heads(Path(args.makehuman), Path(args.facshuman))
+        if args.export and args.sequences:
+            n = export_sequences(heads, Path(args.export), args.subjects, args.seed, (args.levels or [1.0])[0],
+                                 args.recipes or "own", args.realism)
+            print(f"{n} sequences of {args.subjects} identities written to {args.export} (a BU-4DFE folder)")
+            return {"sequences": n}
         if args.export:
             levels = args.levels or [0.25, 0.5, 0.75, 1.0]
             n = export(heads, Path(args.export), args.subjects, args.seed, levels, args.recipes or "own", args.realism)
-            print(f"{n} scans of {args.subjects} identities written to {args.export}")
+            print(f"{n} scans of {args.subjects} identities written to {args.export} (a BU-3DFE folder)")
             return {"scans": n}
         predictor = AffectVLMPredictor.from_pretrained(*([args.model] if args.model else []))
     except (MakeHumanError, OSError, ValueError) as e:

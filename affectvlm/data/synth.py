@@ -828,11 +828,12 @@ def _kept(sites: Mapping[str, np.ndarray], keep: np.ndarray) -> dict[str, np.nda
 _FRAME_KINDS = frozenset({"turn", "axes", "offset", "units"})
 
 
-def _apply_realism(scans: list, config, key: list, landmarks: dict) -> tuple[list, tuple[str, ...]]:
-    """Scanner realism (:func:`affectvlm.data.realism.apply_realism`) on a scan or a sequence's frames: which
+def take_realism(scans: list, config, key: list, landmarks: dict) -> tuple[list, tuple[str, ...]]:
+    """Scanner realism (:func:`affectvlm.data.realism.apply_realism`) on one take, a scan or a sequence's frames: which
     kinds apply is drawn once, then each kind runs from its own stream, the same on every frame (holes and crops
     stay put, the density is the same), and a kind that changes the frame is fitted on the first frame and
-    applied to all (one file frame per take). Returns (scans, the kinds applied to the first)."""
+    applied to all (one file frame per take). `key` seeds the draws; `landmarks` name the holes' vertex sites
+    ({} for none). Returns (scans, the kinds applied to the first)."""
     from .realism import KINDS, apply_realism, stream_index
 
     decide = np.random.default_rng(key)
@@ -1310,7 +1311,7 @@ class SynthFER3D:
         realism = self.config.realism
         if realism is None or not realism.enabled:
             return scans, ()
-        return _apply_realism(scans, realism, [*key, _STREAM_REALISM], _kept(parts.hole_sites, keep))
+        return take_realism(scans, realism, [*key, _STREAM_REALISM], _kept(parts.hole_sites, keep))
 
     # --- samples --------------------------------------------------------------------------------------------
 

@@ -317,17 +317,17 @@ def build_dataset(config: dict) -> ViewsDataset:
     ]
     if len(parts) == 1:
         return parts[0]
-    check_settings_agree(folders)
+    check_settings_agree(folders, [any(e.get("sequence") for e in part.cache.entries) for part in parts])
     return ConcatViews(parts, [Path(c).name for c in folders])
 
 
-def check_settings_agree(folders: Sequence) -> None:
+def check_settings_agree(folders: Sequence, sequences: Sequence[bool]) -> None:
     """Caches train together only when drawn alike: every render setting but `frames` agrees, and `frames`
-    agrees among the caches that hold sequences (a cache of 3D scans records the frame count it was prepared
-    with, but never pooled frames)."""
+    agrees among the caches that hold sequences (`sequences`, one flag a folder: a cache of 3D scans records the
+    frame count it was prepared with, but never pooled frames)."""
     settings = [cache_settings(c) for c in folders]
     drawn = [{k: v for k, v in s.items() if k != "frames"} for s in settings]
-    pooled = {s.get("frames") for s, f in zip(settings, folders) if holds_sequences(f)}
+    pooled = {s.get("frames") for s, held in zip(settings, sequences) if held}
     if any(s != drawn[0] for s in drawn[1:]) or len(pooled) > 1:
         raise ValueError(f"caches rendered differently cannot train together: {settings}")
 
@@ -350,9 +350,9 @@ def run_settings(folders: Sequence) -> dict:
     """The render settings a run's model serves with (saved with its processor): the first cache's, with
     `frames` taken from the first cache that holds sequences, since only such a cache's frames were used."""
     settings = cache_settings(folders[0])
-    pooled = next((f for f in folders if holds_sequences(f)), None)
-    if pooled is not None and "frames" in cache_settings(pooled):
-        settings["frames"] = cache_settings(pooled)["frames"]
+    pooled = next((cache_settings(f) for f in folders if holds_sequences(f)), {})
+    if "frames" in pooled:
+        settings["frames"] = pooled["frames"]
     return settings
 
 

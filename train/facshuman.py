@@ -157,6 +157,10 @@ class Heads:
         index[used] = np.arange(len(used))
         return Scan((v[used] * MM_PER_UNIT).astype(np.float32), index[faces])
 
+    def sequence(self, identity: np.ndarray, recipe: str, strength: float) -> list[Scan]:
+        """8 frames of `identity` with `recipe` rising to `strength` and falling back to neutral (`RAMP`)."""
+        return [self.scan(identity, recipe, strength * a) for a in RAMP]
+
 
 def _data_folder(root: Path) -> Path:
     for folder in (root, root / "data", root / "makehuman" / "data"):
@@ -193,8 +197,8 @@ def samples(levels: list[float], sequences: bool = False, family: str = "all") -
 
 
 def _people(heads: Heads, subjects: int, rng: np.random.Generator, digits: int):
-    """(subject index, identity, name) of each exported identity: `F0001`-style names (`digits` wide) whose sex
-    and ethnicity come from the identity's larger weights, as BU-3DFE and BU-4DFE name their subjects."""
+    """(subject index, identity, traits, name) of each exported identity: `F0001`-style names (`digits` wide) whose
+    sex comes from the identity's traits, as BU-3DFE and BU-4DFE name their subjects."""
     for subject in tqdm(range(subjects), desc="MakeHuman heads", unit="identity"):
         identity, traits = heads.person(rng)
         yield subject, identity, traits, f"{'M' if traits['male'] else 'F'}{subject + 1:0{digits}d}"
@@ -247,12 +251,13 @@ def export_sequences(heads: Heads, out: Path, subjects: int, seed: int, strength
     for subject, identity, _, name in _people(heads, subjects, rng, 3):
         for e, label in enumerate(EMOTION_TARGETS):
             recipe = rng.choice(recipes_of(label, family))
-            frames = [heads.scan(identity, recipe, strength * a) for a in RAMP]
+            frames = heads.sequence(identity, recipe, strength)
             if config is not None:
                 frames, _ = take_realism(frames, config, [seed, subject, e], {})
-            (out / name / folder_of[label]).mkdir(parents=True, exist_ok=True)
+            folder = out / name / folder_of[label]
+            folder.mkdir(parents=True, exist_ok=True)
             for t, frame in enumerate(frames):
-                write_wrl(out / name / folder_of[label] / f"{t:03d}.wrl", frame)
+                write_wrl(folder / f"{t:03d}.wrl", frame)
             written += 1
     return written
 
@@ -268,8 +273,7 @@ def score(heads: Heads, predictor, subjects: int, seed: int, levels: list[float]
             identity = heads.identity(rng)
             for label, recipe, level in plan:
                 if sequences:
-                    frames = [heads.scan(identity, recipe, level * a) for a in RAMP]
-                    scores = predictor(sequence=frames, labels=labels).scores()
+                    scores = predictor(sequence=heads.sequence(identity, recipe, level), labels=labels).scores()
                 else:
                     scores = predictor(scan=heads.scan(identity, recipe, level), labels=labels).scores()
                 six = {k: v for k, v in scores.items() if k != NEUTRAL}

@@ -125,6 +125,20 @@ def test_wrl_with_one_uv_per_triangle_corner_keeps_the_mesh_whole(tmp_path, face
     np.testing.assert_allclose(back.uv[back.faces], face.uv[face.faces], atol=1e-5)
 
 
+def test_wrl_fields_are_found_by_whole_names_only(tmp_path, face):
+    """A field whose name ends in a block's keyword (a PROTO's `mycoordIndex`, `baseColor`) is not that block: the
+    triangles and uvs come from the real fields that follow it."""
+    write_wrl(tmp_path / "a.wrl", face)
+    text = (tmp_path / "a.wrl").read_text()
+    decoys = 'mycoordIndex [ 0 0 0 -1 ] mytexCoord TextureCoordinate { point [ 9 9 ] } myurl "elsewhere.png"\n'
+    start = text.index("coord ")
+    (tmp_path / "b.wrl").write_text(text[:start] + decoys + text[start:])
+    back = load_scan(tmp_path / "b.wrl")
+    assert back.num_vertices == face.num_vertices and back.num_faces == face.num_faces
+    np.testing.assert_allclose(back.vertices[back.faces], face.vertices[face.faces], atol=1e-4)
+    np.testing.assert_allclose(back.uv[back.faces], face.uv[face.faces], atol=1e-5)
+
+
 def test_triangulate_polygons_fan():
     tri = triangulate_polygons(np.array([0, 1, 2, 3, 4, -1, 5, 6, -1, 7, 8, 9]))
     np.testing.assert_array_equal(tri, [[0, 1, 2], [0, 2, 3], [0, 3, 4], [7, 8, 9]])

@@ -29,20 +29,23 @@ _HEADER = re.compile(rb"^\s*#VRML\s+V(\d+\.\d+)")
 # '#' starts a comment unless it is inside a string; the datasets put none inside strings but urls
 _COMMENT = re.compile(r'("[^"\n]*")|#[^\n]*')
 _DEF = r"(?:DEF\s+[^\s{}\[\]]+\s+)?"
+# Each block's keyword must start a word; that is checked by hand (`_word_search`): a lookbehind at the start of a
+# pattern stops the search from skipping ahead to its literal keyword, and made each absent block cost a scan of the
+# whole file at every character (0.03 s a megabyte, most of a BU-4DFE frame's parse)
 _BLOCKS = {
-    "point": re.compile(r"(?<![A-Za-z])coord\s+" + _DEF + r"Coordinate\s*\{\s*point\s*\["),
-    "coordIndex": re.compile(r"(?<![A-Za-z])coordIndex\s*\["),
-    "texpoint": re.compile(r"(?<![A-Za-z])texCoord\s+" + _DEF + r"TextureCoordinate\s*\{\s*point\s*\["),
-    "texCoordIndex": re.compile(r"(?<![A-Za-z])texCoordIndex\s*\["),
-    "color": re.compile(r"(?<![A-Za-z])color\s+" + _DEF + r"Color\s*\{\s*color\s*\["),
+    "point": re.compile(r"coord\s+" + _DEF + r"Coordinate\s*\{\s*point\s*\["),
+    "coordIndex": re.compile(r"coordIndex\s*\["),
+    "texpoint": re.compile(r"texCoord\s+" + _DEF + r"TextureCoordinate\s*\{\s*point\s*\["),
+    "texCoordIndex": re.compile(r"texCoordIndex\s*\["),
+    "color": re.compile(r"color\s+" + _DEF + r"Color\s*\{\s*color\s*\["),
 }
 # the first `url "..."` (BU-3DFE's only url is the ImageTexture's); a literal start keeps the search
 # linear, where "ImageTexture {[^}]*? url" rescans from every ImageTexture of a hostile file
-_URL = re.compile(r'(?<![A-Za-z])url\s*\[?\s*"([^"\n]{1,1024})"')
+_URL = re.compile(r'url\s*\[?\s*"([^"\n]{1,1024})"')
 
 
 # a Transform node's '{'; its fields (before or after its children) and the numbers they take
-_TRANSFORM = re.compile(r"Transform\s*\{")  # a lookbehind first would slow the search 50x: checked by hand
+_TRANSFORM = re.compile(r"Transform\s*\{")  # starts a word: checked by hand, as the blocks' keywords are
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _TRANSFORM_FIELDS = re.compile(
     rf"(?<![A-Za-z])(translation|rotation|scaleOrientation|scale|center)((?:[\s,]+{_NUMBER}){{1,4}})"
@@ -87,6 +90,11 @@ def _transforms(text: str, path: str) -> list[tuple[int, int, np.ndarray]]:
 
 def _starts_word(text: str, at: int) -> bool:
     return at == 0 or not text[at - 1].isalpha()
+
+
+def _word_search(rx: re.Pattern, text: str) -> re.Match | None:
+    """`rx`'s first match in `text` that starts a word (not the tail of a longer name: `texCoord` in `myTexCoord`)."""
+    return next((m for m in rx.finditer(text) if _starts_word(text, m.start())), None)
 
 
 def _transform_matrix(fields: list[tuple[str, str]], path: str) -> np.ndarray:
@@ -226,7 +234,7 @@ def parse_wrl(
 def _face_set(segment: str, path: str, max_vertices: int, max_faces: int) -> tuple | None:
     """One IndexedFaceSet's (points (N, 3), triangles (T, 3), colours (N, 3) or None, uvs (N, 2) or
     None), or None when it has no points."""
-    found = {key: rx.search(segment) for key, rx in _BLOCKS.items()}
+    found = {key: _word_search(rx, segment) for key, rx in _BLOCKS.items()}
     if found["point"] is None:
         return None
     where = file_tag(path)
@@ -294,7 +302,7 @@ def _split_seams(pts, tri, col, tc, ttri, max_vertices: int, path: str) -> tuple
 
 def _texture(text: str, path: str) -> np.ndarray | None:
     """The image of the first `url`, read only from the scan's own folder; None without one."""
-    url = _URL.search(text)
+    url = _word_search(_URL, text)
     if url is None:
         return None
     found = confined_file(Path(path).parent, url.group(1))

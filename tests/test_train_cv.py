@@ -129,6 +129,35 @@ def test_frames_separate_caches_only_where_frames_were_pooled(tmp_path):
         run(b, c)
 
 
+def test_two_caches_of_one_name_train_as_different_people(tmp_path):
+    """The same dataset rendered with the same settings from two roots gives two folders of one name
+    (`a/bu4dfe-<key>`, `b/bu4dfe-<key>`): they train together, their subjects named by the paths' tails, and
+    their "F001"s stay two people. The same cache given twice is still refused."""
+    from train.config import load_config
+    from train.data import build_dataset, cache_names, fold_of
+
+    a, b = write_cache(tmp_path / "a" / "bu4dfe-k", 3), write_cache(tmp_path / "b" / "bu4dfe-k", 3)
+
+    def run(*folders):
+        config = load_config("tiny", ["data.source=cache", f"data.labels={json.dumps(LABELS)}",
+                                      f"data.cache_dir=[{', '.join(map(str, folders))}]"])  # fmt: skip
+        return build_dataset(config)
+
+    one = CacheViews(a, LABELS)
+    ds = run(a, b)
+    assert cache_names([a, b, tmp_path / "c"]) == ["a/bu4dfe-k", "b/bu4dfe-k", "c"]
+    assert ds.subjects[0] == f"a/bu4dfe-k/{one.subjects[0]}" and ds.subjects[len(one)] == f"b/bu4dfe-k/{one.subjects[0]}"
+    assert len(set(ds.subjects)) == 2 * len(set(one.subjects))
+    # each cache's subjects are split on their own, as any two caches' are (the run trains, validates and tests)
+    config = load_config("tiny", ["data.source=cache", f"data.labels={json.dumps(LABELS)}", f"data.cache_dir=[{a}, {b}]",
+                                  "data.k=3", "data.val_fraction=0.5"])  # fmt: skip
+    fold = fold_of(config, ds.subjects)
+    assert {s.rsplit("/", 1)[0] for s in fold.test} == {"a/bu4dfe-k", "b/bu4dfe-k"}
+    assert sorted(fold.train + fold.val + fold.test) == sorted(set(ds.subjects))
+    with pytest.raises(ValueError, match="must differ"):
+        run(a, a)
+
+
 def test_a_synthfer_person_keeps_scans_and_sequences_on_one_side(tmp_path):
     """F0001's 3D scans and F001's 4D sequences are one SynthFER-3D person: one side of the run's fold."""
     from train.config import load_config

@@ -13,6 +13,7 @@ small in-memory synthetic views for tests.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -245,8 +246,8 @@ def _no_entries(cache_dir, entries: list[dict], labels, datasets, face_models) -
 class ConcatViews(ViewsDataset):
     """Several render caches as one dataset (`data.cache_dir` given as a list), e.g. BU-3DFE and Bosphorus, or
     two SynthFER-3D caches of different seeds. Their views and render settings must match (the model is
-    trained on one way of rendering). Subjects are named `<cache folder name>/<subject>`, so two caches'
-    "F0001" stay two people in the folds and the validation split."""
+    trained on one way of rendering). Subjects are named `<cache name>/<subject>` (`cache_names`: the folder's
+    name), so two caches' "F0001" stay two people in the folds and the validation split."""
 
     def __init__(self, parts: Sequence[CacheViews], names: Sequence[str]):
         if len(set(names)) != len(names):
@@ -318,7 +319,22 @@ def build_dataset(config: dict) -> ViewsDataset:
     if len(parts) == 1:
         return parts[0]
     check_settings_agree(folders, [any(e.get("sequence") for e in part.cache.entries) for part in parts])
-    return ConcatViews(parts, [Path(c).name for c in folders])
+    return ConcatViews(parts, cache_names(folders))
+
+
+def cache_names(folders: Sequence) -> list[str]:
+    """Each cache's name in its subjects' names: its folder's name, or where two caches share one (the same
+    dataset rendered with the same settings from two roots: `a/bu4dfe-<key>`, `b/bu4dfe-<key>`) the shortest
+    tail of its path that tells them apart, so that their subjects stay different people."""
+    paths = [Path(os.path.abspath(f)).parts for f in folders]
+    names = []
+    for path in paths:
+        for k in range(1, len(path) + 1):
+            tail = path[-k:]
+            if sum(p[-k:] == tail for p in paths) == 1 or k == len(path):
+                names.append("/".join(tail).lstrip("/"))
+                break
+    return names
 
 
 def check_settings_agree(folders: Sequence, sequences: Sequence[bool]) -> None:
@@ -370,7 +386,7 @@ def fold_of(config: dict, subjects: Sequence[str], persons: Sequence[str] | None
     if d["folds_file"]:
         return _covered(_pick(load_folds(d["folds_file"]), d["fold"]), subjects, d)
     person = dict(zip(subjects, persons)) if persons is not None and d.get("group_persons", True) else {}
-    names = [Path(c).name for c in cache_folders(d["cache_dir"])] if d["source"] == "cache" else []
+    names = cache_names(cache_folders(d["cache_dir"])) if d["source"] == "cache" else []
     if len(names) < 2:
         return _made_fold(d, subjects, person)
     parts = []

@@ -189,7 +189,7 @@ def cache_samples(caches: list[str], config, run: str | None = None):
     """The samples of render `caches` over the model's labels and views (`config`: its AffectVLMConfig), as a
     `train.data` dataset; with `run` (a training run's results.json) only its fold's validation subjects."""
     from affectvlm.configuration_affectvlm import DEFAULT_VIEW_NAMES
-    from train.data import CacheViews, ConcatViews
+    from train.data import CacheViews, ConcatViews, cache_names
 
     def cache_views(folder) -> list[str]:  # the cache's view order (as train/evaluate.py's Embedded reads it)
         info = json.loads((Path(folder) / "cache.json").read_text())
@@ -197,7 +197,7 @@ def cache_samples(caches: list[str], config, run: str | None = None):
 
     labels, views = list(config.label_names), list(config.view_names)
     parts = [CacheViews(c, labels, views, cache_view_names=cache_views(c)) for c in caches]
-    data = parts[0] if len(parts) == 1 else ConcatViews(parts, [Path(c).name for c in caches])
+    data = parts[0] if len(parts) == 1 else ConcatViews(parts, cache_names(caches))
     if run is None:
         return data
     val = set(json.loads(Path(run).read_text())["fold"]["val"])

@@ -10,7 +10,7 @@ MakeHuman is a parametric human: a base mesh (hm08: decimetres, y up, looking al
 offsets in text files (`index dx dy dz`). FACSHuman (Gilbert, Demarchi & Urdapilleta 2021, Behavior Research
 Methods) adds targets made with the Facial Action Coding System: action units, and emotions built from them, its
 own and Langner's (the Radboud Faces Database's prototypes). Neither is in this repository; the default model's
-last stage trained on exported heads (docs/RESULTS.md, "Stage 8"). `--export` writes heads as a BU-3DFE folder, and
+last two stages trained on exported heads and sequences (docs/RESULTS.md, "Stage 8", "Stage 9"). `--export` writes heads as a BU-3DFE folder, and
 with `--sequences` as a BU-4DFE folder, for a training run to use (docs/training.md).
 
 Each identity mixes MakeHuman's ethnic, sex and age targets and four head-shape targets at random; each scan is

@@ -126,8 +126,8 @@ def test_wrl_with_one_uv_per_triangle_corner_keeps_the_mesh_whole(tmp_path, face
 
 
 def test_wrl_fields_are_found_by_whole_names_only(tmp_path, face):
-    """A field whose name ends in a block's keyword (a PROTO's `mycoordIndex`, `baseColor`) is not that block: the
-    triangles and uvs come from the real fields that follow it."""
+    """A field whose name ends in a block's keyword (a PROTO's `mycoordIndex`, `mytexCoord`, `myurl`) is not that
+    block: the triangles and uvs come from the real fields that follow it."""
     write_wrl(tmp_path / "a.wrl", face)
     text = (tmp_path / "a.wrl").read_text()
     decoys = 'mycoordIndex [ 0 0 0 -1 ] mytexCoord TextureCoordinate { point [ 9 9 ] } myurl "elsewhere.png"\n'

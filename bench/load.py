@@ -25,8 +25,8 @@ from affectvlm.scan import load_scan, write_obj, write_pcd, write_ply, write_wrl
 from affectvlm.testing import face_mesh  # noqa: E402
 
 WRITERS = {
-    "wrl": lambda p, s: write_wrl(p, s),
-    "obj": lambda p, s: write_obj(p, s),
+    "wrl": write_wrl,
+    "obj": write_obj,
     "ply (binary)": lambda p, s: write_ply(p, s, binary=True),
     "ply (ascii)": lambda p, s: write_ply(p, s, binary=False),
     "pcd (binary)": lambda p, s: write_pcd(p, s, data="binary"),

@@ -319,10 +319,12 @@ def write_glb(scan: Scan, colours, path) -> str:
 class Explanation:
     """Where on the face `label` came from.
 
-    labels, probs: the labels scored and their (C,) probabilities. view_maps: (V, H, W) relevance per pixel of
-    `views` (V, H, W, 3) uint8, the views the model saw; overlays: the maps laid over the views. scan: the
-    normalised scan the views were rendered from, vertex_relevance: (N,) per vertex of it (both None when the
-    views were not rendered from a scan). Positive relevance: hiding that region lowers the label's score.
+    labels, probs: the labels scored and the explained model's (C,) probabilities (a checkpoint's companion,
+    `affectvlm.companion`, is not explained: its normal maps are not the views shown). view_maps: (V, H, W)
+    relevance per pixel of `views` (V, H, W, 3) uint8, the views the model saw; overlays: the maps laid over the
+    views. scan: the normalised scan the views were rendered from, vertex_relevance: (N,) per vertex of it (both
+    None when the views were not rendered from a scan). Positive relevance: hiding that region lowers the label's
+    score.
     """
 
     label: str
@@ -403,9 +405,11 @@ def explain(predictor, scan, label: str | None = None, labels=None, **options) -
     """Explain the predictor's score of `label` (default its top label) among `labels` (default the model's;
     any form `predictor(labels=...)` takes) for a scan (a path or a Scan): which regions of the views it saw,
     and which vertices of the normalised scan, the score depends on. `options`: `hide` (`HIDE`) and those of
-    `explain_views`."""
+    `explain_views`. The top label is the predictor's answer, its companion's reading included."""
     normalized, views, notes = predictor.prepare_scan(scan)
     names, embeds = predictor.class_embeddings(labels)
+    if label is None and predictor.companion is not None:
+        label = predictor(scan=normalized, labels=labels).label
     return explain_prepared(
         predictor, views, names, embeds, scan=normalized, label=label, notes=notes, **options
     )

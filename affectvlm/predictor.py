@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .companion import load as load_companion
 from .face_distance import load as load_face_distance
 from .modeling_affectvlm import AffectVLMModel
 from .precision import resolve_device, resolve_dtype
@@ -388,6 +389,7 @@ class AffectVLMPredictor:
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
         self.face_distance = None  # an `affectvlm.face_distance.FaceDistance`; from_pretrained: the checkpoint's
+        self.companion = None  # an `affectvlm.companion.Companion`; from_pretrained: the checkpoint's, if it names one
 
     @classmethod
     def from_pretrained(
@@ -397,6 +399,7 @@ class AffectVLMPredictor:
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         prompt_features: bool = True,
+        companion: bool = True,
         **kwargs,
     ) -> AffectVLMPredictor:
         """Load a saved AffectVLM model and processor: a folder, the name of a shipped checkpoint
@@ -407,7 +410,9 @@ class AffectVLMPredictor:
         cuda (default when available) or mps. A name that is no folder, shipped model or Hub id, a device this
         machine lacks, or a model that cannot be loaded raises `InputError` saying so in one line.
         `prompt_features`: take the text encoder's features of the default prompts saved with the checkpoint
-        (`affectvlm.prompt_features`) instead of encoding them again."""
+        (`affectvlm.prompt_features`) instead of encoding them again. `companion`: load the second model a
+        checkpoint may name in its `companion.json` (`affectvlm.companion`: normal maps of the same scan, its
+        answer mixed into a scan's or a sequence's); False: the main model alone."""
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         source = _model_source(path_or_hub_id)
@@ -432,6 +437,8 @@ class AffectVLMPredictor:
             load_prompt_features(model, source)
         predictor = cls(model, processor, source=str(source), **kwargs)
         predictor.face_distance = load_face_distance(source, model.config.projection_dim)
+        if companion:
+            predictor.companion = load_companion(source, predictor.recipe, device=device, dtype=dtype, **kwargs)
         return predictor
 
     @property
@@ -663,7 +670,8 @@ class AffectVLMPredictor:
 
     def prepare_sequence(self, sequence, facing: str = "auto"):
         """A folder, zip, or list of frames -> ((V, H, W, 3) uint8 dynamic images tensor, notes, the frames pooled,
-        their places in the sequence counted from 1), by the recipe: frames spread over the expression's span
+        their places in the sequence counted from 1, the pooled frames normalised together in pooling order, as the
+        dynamic images draw them), by the recipe: frames spread over the expression's span
         (`ScanRecipe.pooled_frames`), pooled from the sequence's neutral end; the apex frame gets the scan door's face
         check. Only the frames looked at are read. `facing`: which way the face looks (`ScanRecipe.orient`)."""
         from .scan.recipe import DIFFERENT_FACES_NOTE, ONE_FACE_MM, check_face
@@ -687,7 +695,7 @@ class AffectVLMPredictor:
             )
         if fades:  # the frames in the order they were captured
             scans, picked = scans[::-1], picked[::-1]
-        return dynamic, notes, scans, np.asarray(picked) + 1
+        return dynamic, notes, scans, np.asarray(picked) + 1, registered
 
     def _fades(self, views: torch.Tensor) -> bool:
         """Whether a sequence runs from an expression back to neutral, given the (2, V, H, W, 3) views of its first
@@ -834,17 +842,18 @@ class AffectVLMPredictor:
             return [DRAWN_OTHERWISE_NOTE.format(given="in colour", reads="grey shading", mode=mode)]
         return []
 
-    def _inputs(self, images, scan, sequence, facing) -> tuple[dict, np.ndarray, object, list[str], list | None]:
+    def _inputs(self, images, scan, sequence, facing) -> tuple[dict, np.ndarray, object, list[str], list | None, object]:
         """(processor inputs, the (V, H, W, 3) views shown, the normalised scan or None, notes, a sequence's
-        (frames pooled, their numbers) or None)."""
+        (frames pooled, their numbers) or None, what the views were drawn from: the normalised scan, a sequence's
+        registered frames, or None for given images)."""
         if images is not None:
             images, notes = self._image_views(images)
-            return self.processor(images=[images]), self._thumbnails(images), None, notes, None
+            return self.processor(images=[images]), self._thumbnails(images), None, notes, None, None
         if scan is not None:
             normalized, views, notes = self.prepare_scan(scan, facing)
-            return self.processor(images=views[None]), views.numpy(), normalized, notes, None
-        views, notes, *pooled = self.prepare_sequence(sequence, facing)
-        return self.processor(images=views[None]), views.numpy(), None, notes, pooled
+            return self.processor(images=views[None]), views.numpy(), normalized, notes, None, normalized
+        views, notes, frames, numbers, registered = self.prepare_sequence(sequence, facing)
+        return self.processor(images=views[None]), views.numpy(), None, notes, [frames, numbers], registered
 
     def __call__(
         self,
@@ -872,7 +881,7 @@ class AffectVLMPredictor:
             raise InputError("facing says which way a scan's face looks: images are already drawn from the front")
         names, class_embeds = self.class_embeddings(labels)
         try:
-            inputs, views, normalized, notes, pooled = self._inputs(images, scan, sequence, facing)
+            inputs, views, normalized, notes, pooled, drawn = self._inputs(images, scan, sequence, facing)
         except InputError:
             raise
         except ValueError as err:  # the processor's checks on given images
@@ -884,6 +893,8 @@ class AffectVLMPredictor:
             view_mask=inputs["view_mask"].to(device),
         )
         probs = scores.probs[0].float().cpu().numpy()
+        if self.companion is not None and drawn is not None:  # a scan or a sequence: the companion's reading too
+            probs = self.companion.mix(probs, self.companion.probs(names, labels, drawn, sequence is not None))
         action_units = self.action_units(scores.embeds)
         if self.is_random:
             notes.insert(0, "RANDOM untrained model: the scores mean nothing")
@@ -902,7 +913,7 @@ class AffectVLMPredictor:
 
             relevance = explain_prepared(
                 self, torch.as_tensor(views), names, class_embeds, scan=normalized,
-                label=explain if isinstance(explain, str) else None, view_mask=inputs["view_mask"][0],
+                label=explain if isinstance(explain, str) else names[int(probs.argmax())], view_mask=inputs["view_mask"][0],
                 hide=explain_hide,
             )  # fmt: skip
         return Prediction(

@@ -66,6 +66,9 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 # above); tests/test_prompt_features.py and tests/test_face_distance.py check.
 PROMPT_FEATURES = "prompt_features.safetensors"
 FACE_DISTANCE = "face_distance.safetensors"
+# A second model that reads the same scans as normal maps, in the subfolder its settings name (as
+# `affectvlm.companion.FILENAME` names them; tests/test_hub.py checks): published with the checkpoint.
+COMPANION = "companion.json"
 
 
 class PublishError(Exception):
@@ -178,16 +181,36 @@ def copy_checkpoint(checkpoint: Path, out: Path) -> list[str]:
     checkpoint, out = Path(checkpoint), Path(out)
     check_checkpoint(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
+    companion = _companion_folder(checkpoint)
     left_out = []
     for src in sorted(checkpoint.iterdir()):
         if not src.is_file():
-            left_out.append(src.name + "/")
-        elif src.name in CHECKPOINT_FILES or src.name.endswith(".safetensors"):
+            if src.name == companion:
+                _copy_weights_and_records(src, out / src.name)
+            else:
+                left_out.append(src.name + "/")
+        elif src.name in CHECKPOINT_FILES or src.name.endswith(".safetensors") or src.name == COMPANION:
             shutil.copy2(src, out / src.name)
         elif src.name not in REMOTE_CODE_FILES:  # the remote code is copied by copy_remote_code
             left_out.append(src.name)
     _point_at_remote_code(out)
     return left_out
+
+
+def _companion_folder(checkpoint: Path) -> str | None:
+    """The subfolder a checkpoint's companion settings name, if it has them and it exists."""
+    if not (checkpoint / COMPANION).is_file():
+        return None
+    folder = str(_read_json(checkpoint / COMPANION).get("folder") or "")
+    return folder if folder and (checkpoint / folder).is_dir() else None
+
+
+def _copy_weights_and_records(src: Path, out: Path) -> None:
+    """A companion's publishable files (it is loaded by the affectvlm package, never as remote code)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(src.iterdir()):
+        if path.is_file() and (path.name in CHECKPOINT_FILES or path.name.endswith(".safetensors")):
+            shutil.copy2(path, out / path.name)
 
 
 def _point_at_remote_code(folder: Path) -> None:

@@ -174,7 +174,7 @@ class AffectVLMPipeline(Pipeline):
         """The affectvlm package's AffectVLMPredictor over this model and processor; None without the package.
         The text encoder's features of the default prompts saved with the model are taken, as the package's own
         `AffectVLMPredictor.from_pretrained` does (its first answer then encodes only the labels it is given), and
-        so is its face distance (`affectvlm.face_distance`)."""
+        so are its face distance (`affectvlm.face_distance`) and its companion (`affectvlm.companion`)."""
         if self._predictor is None:
             try:
                 from affectvlm.predictor import AffectVLMPredictor
@@ -194,6 +194,14 @@ class AffectVLMPipeline(Pipeline):
                 load_face_distance = None
             if load_face_distance is not None and source:
                 self._predictor.face_distance = load_face_distance(source, self.model.config.projection_dim)
+            try:  # the model that reads the same scan as normal maps, as `from_pretrained` loads it
+                from affectvlm.companion import load as load_companion
+            except ImportError:  # an affectvlm from before companions: the model alone
+                load_companion = None
+            if load_companion is not None and source:
+                self._predictor.companion = load_companion(
+                    source, self._predictor.recipe, device=self.model.device, dtype=self.model.dtype
+                )
         return self._predictor
 
     def _score_views(self, images, labels, template: str) -> dict:

@@ -1,0 +1,101 @@
+"""A second model that reads the same normalised scan drawn another way, its answer mixed into the first's.
+
+A checkpoint may carry, in a subfolder, a companion: a model trained on the same faces drawn as normal maps
+instead of grey shading. Models that see different pictures err on different scans, so the predictor scores a
+scan or a sequence with both and takes the weighted geometric mean of their label probabilities (log-linear
+pooling: `(1 - weight) * log p_main + weight * log p_companion`, normalised). The companion draws its views from the
+scan the main model normalised (a scan is normalised once), or from the frames it registered and pooled, so both
+read the same face. Everything else stays the main model's: given images (a user's own renders are grey), action
+units, explanations, familiarity, the frame-by-frame plot, the views shown. `companion.json` beside the main
+model's weights names the subfolder and the weight:
+
+    {"folder": "normal_maps", "weight": 0.5, "about": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FILENAME = "companion.json"
+
+
+@dataclass
+class Companion:
+    """A loaded companion: its predictor (`AffectVLMPredictor`) and its weight in the mix (0-1)."""
+
+    predictor: object
+    weight: float
+
+    def probs(self, names: list[str], labels, drawn, sequence: bool) -> np.ndarray:
+        """(C,) the companion's probabilities over `names` (the main model's label order) for `drawn`: the
+        main model's normalised scan, or its registered, pooled frames for a sequence."""
+        own_names, class_embeds = self.predictor.class_embeddings(labels)
+        if list(own_names) != list(names):
+            raise ValueError(f"the companion names its labels {own_names}, not {names}")
+        recipe, model = self.predictor.recipe, self.predictor.model
+        if sequence:
+            views = recipe.dynamic_images(drawn, device=model.device).cpu()
+        else:
+            views = recipe.views_of([drawn], device=model.device)[0].cpu()
+        pixels = self.predictor.processor(images=views[None])["pixel_values"].to(model.device)
+        return model.score(pixels, class_embeds.to(model.device)).probs[0].float().cpu().numpy()
+
+    def mix(self, main: np.ndarray, companion: np.ndarray) -> np.ndarray:
+        """The weighted geometric mean of two probability vectors, normalised."""
+        return pool(main, companion, self.weight)
+
+
+def pool(main: np.ndarray, companion: np.ndarray, weight: float) -> np.ndarray:
+    """Log-linear pooling: softmax((1 - weight) * log main + weight * log companion)."""
+    tiny = np.finfo(np.float32).tiny
+    logp = (1 - weight) * np.log(np.maximum(main, tiny)) + weight * np.log(np.maximum(companion, tiny))
+    return torch.softmax(torch.as_tensor(logp, dtype=torch.float64), dim=-1).numpy().astype(np.float32)
+
+
+def read_settings(source: str | os.PathLike) -> dict | None:
+    """A checkpoint's `companion.json` (folder or Hub id), checked, or None when it has none."""
+    from .prompt_features import locate
+
+    path = locate(source, FILENAME)
+    if path is None:
+        return None
+    settings = json.loads(Path(path).read_text(encoding="utf-8"))
+    folder, weight = settings.get("folder"), settings.get("weight")
+    if not isinstance(folder, str) or not folder or Path(folder).is_absolute() or ".." in Path(folder).parts:
+        raise ValueError(f"{FILENAME}: folder must name a subfolder of the checkpoint, got {folder!r}")
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+        raise ValueError(f"{FILENAME}: weight must be a number in [0, 1], got {weight!r}")
+    return settings
+
+
+def load(source: str | os.PathLike, main_recipe, **kwargs) -> Companion | None:
+    """The companion a checkpoint (folder or Hub id) names in its `companion.json`, loaded as an
+    `AffectVLMPredictor` with `kwargs` (device, dtype, limits), or None. Its recipe must draw the normalised scan
+    as the main model's does in everything but the picture (`ScanRecipe.mode`), or it would read another face."""
+    import dataclasses
+
+    from .predictor import AffectVLMPredictor
+
+    settings = read_settings(source)
+    if settings is None:
+        return None
+    if Path(source).is_dir():
+        where = Path(source) / settings["folder"]
+    else:  # a Hub id: its subfolder, fetched (or taken from the local cache) beside the main model's files
+        from huggingface_hub import snapshot_download
+
+        where = Path(snapshot_download(str(source), allow_patterns=[f"{settings['folder']}/*"])) / settings["folder"]
+    predictor = AffectVLMPredictor.from_pretrained(where, companion=False, **kwargs)
+    mine = dataclasses.replace(predictor.recipe, mode=main_recipe.mode)
+    if mine != main_recipe:
+        raise ValueError(f"{FILENAME}: the companion draws scans as {predictor.recipe}, not as {main_recipe}")
+    return Companion(predictor, float(settings["weight"]))
+
+
+__all__ = ["FILENAME", "Companion", "load", "pool", "read_settings"]

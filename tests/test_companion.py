@@ -1,0 +1,136 @@
+"""A checkpoint's companion (`affectvlm.companion`): a normal-map model whose reading of the same normalised scan is
+mixed into the main model's answer, for scans and sequences only, through every door that loads a checkpoint."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from faces import example_face
+
+from affectvlm.companion import FILENAME, pool, read_settings
+from affectvlm.predictor import AffectVLMPredictor, InputError, random_demo_model
+from affectvlm.scan import Scan
+
+
+def _save(folder, seed, mode):
+    model, processor = random_demo_model(seed)
+    processor.render_settings = {"size": 64, "mode": mode, "crop_radius": 90.0, "frames": 4}
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A grey main model with a normal-map companion in its subfolder `normal_maps`, weight 0.4."""
+    folder = _save(tmp_path_factory.mktemp("ckpt"), 0, "normal")
+    _save(folder / "normal_maps", 1, "normal_map")
+    (folder / FILENAME).write_text(json.dumps({"folder": "normal_maps", "weight": 0.4}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def face():
+    mean, faces, expressions = example_face()
+    return Scan(mean + expressions, faces)
+
+
+def test_pooling_is_the_weighted_geometric_mean():
+    main, other = np.array([0.7, 0.2, 0.1]), np.array([0.1, 0.3, 0.6])
+    assert pool(main, other, 0.0) == pytest.approx(main, abs=1e-6)
+    assert pool(main, other, 1.0) == pytest.approx(other, abs=1e-6)
+    mixed = np.sqrt(main * other)
+    assert pool(main, other, 0.5) == pytest.approx(mixed / mixed.sum(), abs=1e-6)
+
+
+def test_a_scan_is_answered_by_both_models_reading_the_same_face(checkpoint, face):
+    both = AffectVLMPredictor.from_pretrained(checkpoint)
+    alone = AffectVLMPredictor.from_pretrained(checkpoint, companion=False)
+    companion = AffectVLMPredictor.from_pretrained(checkpoint / "normal_maps")
+    assert both.companion is not None and alone.companion is None
+    assert both.companion.predictor.recipe.mode == "normal_map" and both.recipe.mode == "normal"
+    labels = ["happiness", "sadness", "a person in pain"]
+    main = alone(scan=face, labels=labels).probs
+    # the companion draws the scan the main model normalised: the same as it drawing the file on its own
+    other = companion(scan=face, labels=labels).probs
+    assert not np.allclose(main, other, atol=1e-3)
+    assert both(scan=face, labels=labels).probs == pytest.approx(pool(main, other, 0.4), abs=1e-4)
+
+
+def test_a_sequence_is_answered_by_both_and_given_images_by_the_main_model_alone(checkpoint):
+    mean, faces, expressions = example_face()
+    frames = [Scan(mean + w * expressions, faces) for w in np.linspace(0, 1, 5)]
+    both = AffectVLMPredictor.from_pretrained(checkpoint)
+    alone = AffectVLMPredictor.from_pretrained(checkpoint, companion=False)
+    companion = AffectVLMPredictor.from_pretrained(checkpoint / "normal_maps")
+    main, other = alone(sequence=frames).probs, companion(sequence=frames).probs
+    assert both(sequence=frames).probs == pytest.approx(pool(main, other, 0.4), abs=1e-4)
+    views = alone.render_scan(Scan(mean + expressions, faces))
+    images = list(views)  # a user's own grey renders: the companion does not read them
+    assert both(images=images).probs == pytest.approx(alone(images=images).probs, abs=1e-6)
+
+
+def test_the_pipeline_answers_as_the_predictor_with_its_companion(checkpoint, face):
+    from transformers import pipeline
+
+    classifier = pipeline("zero-shot-image-classification", model=str(checkpoint), trust_remote_code=True)
+    rows = classifier(scan=face, candidate_labels=["happiness", "sadness"])
+    assert classifier._affectvlm_predictor().companion is not None
+    both = AffectVLMPredictor.from_pretrained(checkpoint, dtype=classifier.model.dtype)
+    expected = both(scan=face, labels=["happiness", "sadness"]).scores()
+    assert {row["label"]: row["score"] for row in rows} == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fault"),
+    [
+        ({"folder": "../elsewhere", "weight": 0.5}, "subfolder"),
+        ({"folder": "/abs", "weight": 0.5}, "subfolder"),
+        ({"folder": "normal_maps", "weight": 1.5}, "weight"),
+        ({"folder": "normal_maps", "weight": True}, "weight"),
+    ],
+)
+def test_a_companion_file_that_points_outside_or_weighs_wrongly_is_refused(tmp_path, settings, fault):
+    (tmp_path / FILENAME).write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match=fault):
+        read_settings(tmp_path)
+
+
+def test_a_companion_that_draws_scans_otherwise_is_refused(tmp_path):
+    folder = _save(tmp_path / "main", 0, "normal")
+    companion = _save(folder / "normal_maps", 1, "normal_map")
+    settings = json.loads((companion / "processor_config.json").read_text())
+    settings["render_settings"]["crop_radius"] = 60.0  # another crop: it would read another face
+    (companion / "processor_config.json").write_text(json.dumps(settings))
+    (folder / FILENAME).write_text(json.dumps({"folder": "normal_maps", "weight": 0.5}))
+    with pytest.raises(ValueError, match="draws scans"):
+        AffectVLMPredictor.from_pretrained(folder)
+
+
+def test_a_missing_companion_folder_is_named(tmp_path):
+    folder = _save(tmp_path / "main", 0, "normal")
+    (folder / FILENAME).write_text(json.dumps({"folder": "normal_maps", "weight": 0.5}))
+    with pytest.raises(InputError, match="normal_maps"):
+        AffectVLMPredictor.from_pretrained(folder)
+
+
+def test_a_checkpoint_is_published_with_its_companion(checkpoint, tmp_path, face):
+    """`hub/push.py` and `hub/space.py` copy the companion settings and the subfolder's weights, processor and
+    tokenizer (never its pickles or logs); the published folder answers as the checkpoint does."""
+    from hub.common import COMPANION, copy_checkpoint
+
+    assert COMPANION == FILENAME
+    source = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, source)
+    (source / "normal_maps" / "optimizer.bin").write_bytes(b"\x00")
+    left_out = copy_checkpoint(source, tmp_path / "out")
+    published = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert {FILENAME, "normal_maps/config.json", "normal_maps/model.safetensors",
+            "normal_maps/processor_config.json", "normal_maps/tokenizer.json"} <= published  # fmt: skip
+    assert "normal_maps/optimizer.bin" not in published and "normal_maps/" not in left_out
+    labels = ["happiness", "sadness"]
+    served = AffectVLMPredictor.from_pretrained(tmp_path / "out")
+    assert served.companion is not None
+    expected = AffectVLMPredictor.from_pretrained(checkpoint)(scan=face, labels=labels).probs
+    assert served(scan=face, labels=labels).probs == pytest.approx(expected, abs=1e-5)

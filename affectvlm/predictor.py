@@ -80,8 +80,9 @@ class InputLimits:
 class Prediction:
     """Scores for one sample.
 
-    labels: the C label names. probs: (C,) probabilities. view_names: the V view names.
-    view_contributions: (V, C) each view's additive share of the class logits.
+    labels: the C label names. probs: (C,) probabilities (for a scan or a sequence read by a checkpoint with a
+    companion, `affectvlm.companion`, the two models' pooled answer; every other field is the main model's own).
+    view_names: the V view names. view_contributions: (V, C) each view's additive share of the class logits.
     view_probs: (V, C) probabilities from each view alone (zero rows for missing views).
     view_mask: (V,) which views were available. views: (V, H, W, 3) uint8 views the model saw (rendered views
     or dynamic images for scans and sequences; the given images otherwise; black where missing).
@@ -913,8 +914,8 @@ class AffectVLMPredictor:
 
             relevance = explain_prepared(
                 self, torch.as_tensor(views), names, class_embeds, scan=normalized,
-                label=explain if isinstance(explain, str) else names[int(probs.argmax())], view_mask=inputs["view_mask"][0],
-                hide=explain_hide,
+                label=explain if isinstance(explain, str) else names[int(probs.argmax())],
+                view_mask=inputs["view_mask"][0], hide=explain_hide,
             )  # fmt: skip
         return Prediction(
             labels=names,
@@ -968,6 +969,8 @@ class AffectVLMPredictor:
         self.class_embeddings()
         self._au_embeddings()
         self.check_labels()
+        if self.companion is not None:  # it scores every scan against the same labels
+            self.companion.predictor.class_embeddings()
 
 
 def shipped_models() -> list[str]:

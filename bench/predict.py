@@ -5,8 +5,9 @@
     python bench/predict.py --scans 4 --skip-random --no-baseline   # the shipped models, start-up included
 
 Timed: every checkpoint shipped in checkpoints/ (first what loading it and encoding the default prompts takes,
-as each CLI call and each start of the app does, with the prompt features saved beside it and without), in fp32
-and in bf16 (bf16 runs on the CPU's matrix units where it has them, AMX), and a ViT-B/32-sized random AffectVLM.
+as each CLI call and each start of the app does, with the prompt features saved beside it and without; one with a
+companion, `affectvlm.companion`, also without it), in fp32 and in bf16 (bf16 runs on the CPU's matrix units
+where it has them, AMX), and a ViT-B/32-sized random AffectVLM.
 The baseline is what a user would otherwise do with the same rendered views: the transformers
 `zero-shot-image-classification` pipeline with a CLIP of the same size, called once per view with the same
 prompts (it re-encodes the prompts on every call), its scores averaged over the views.
@@ -174,6 +175,10 @@ def main() -> None:
                 predictor = AffectVLMPredictor.from_pretrained(name, device="cpu", dtype=dtype)
                 report(f"shipped checkpoint {name}, {str(dtype).removeprefix('torch.')}", predictor, paths,
                        baseline=not args.no_baseline)  # fmt: skip
+                if predictor.companion is not None:  # what its companion (normal maps of each scan too) costs
+                    alone = AffectVLMPredictor.from_pretrained(name, device="cpu", dtype=dtype, companion=False)
+                    report(f"  the same without its companion, {str(dtype).removeprefix('torch.')}", alone, paths,
+                           baseline=False)  # fmt: skip
         if not names:
             print("\n(no shipped checkpoint timed)")
         if args.skip_random:

@@ -134,3 +134,40 @@ def test_a_checkpoint_is_published_with_its_companion(checkpoint, tmp_path, face
     assert served.companion is not None
     expected = AffectVLMPredictor.from_pretrained(checkpoint)(scan=face, labels=labels).probs
     assert served(scan=face, labels=labels).probs == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_fit_and_report_tool_weighs_the_companion_by_its_validation_answers(tmp_path):
+    """train/companion.py on a toy cache given as both renders: the companion's temperature is the one that fits its
+    own validation NLL, the weight one of its grid, and the report's figures are the pooled argmax of the two
+    models' served probabilities."""
+    import torch
+    from test_evaluate import LABELS, write_cache
+
+    from affectvlm import AffectVLMModel
+    from affectvlm.testing import tiny_config, tiny_processor
+    from train import companion as tool
+    from train.metrics_calibration import fit_temperature, softmax
+
+    for seed, name in ((0, "main"), (1, "other")):
+        torch.manual_seed(seed)
+        model = AffectVLMModel(tiny_config(label_names=LABELS)).eval()
+        model.save_pretrained(tmp_path / name)
+        tiny_processor().save_pretrained(tmp_path / name)
+    cache = write_cache(tmp_path / "cache")
+    pair = f"{cache}={cache}"
+    fitted = tool.main(["--model", str(tmp_path / "main"), "--companion", str(tmp_path / "other"), "--fit", pair,
+                        "--out", str(tmp_path / "served")])  # fmt: skip
+    predictors = [AffectVLMPredictor.from_pretrained(tmp_path / n, companion=False) for n in ("main", "other")]
+    pair_embedded = tool.Pair(*predictors, str(cache), str(cache))
+    rows = pair_embedded.where(LABELS)
+    main, other = pair_embedded.logits(predictors, rows)
+    y = pair_embedded.truth(LABELS, rows)
+    assert fitted["temperature"] == pytest.approx(fit_temperature(other, y), abs=1e-3)
+    assert fitted["weight"] in tool.WEIGHTS
+    settings = json.loads((tmp_path / "served" / FILENAME).read_text())
+    assert settings["weight"] == fitted["weight"] and (tmp_path / "served" / "normal_maps" / "model.safetensors").is_file()
+    report = tool.main(["--model", str(tmp_path / "served"), "--report", f"set={pair}", "--out", str(tmp_path / "r.json")])
+    pooled = pool(softmax(main), softmax(other, fitted["temperature"]), fitted["weight"])
+    assert report["set"]["served"]["all"] == pytest.approx(float((pooled.argmax(-1) == y).mean()), abs=1e-4)
+    assert report["set"]["main"]["all"] == pytest.approx(float((main.argmax(-1) == y).mean()), abs=1e-4)
+    assert report["set"]["compound_samples"] == 1 and "compound_times_chance" in report["set"]["served"]

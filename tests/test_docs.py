@@ -57,6 +57,8 @@ SKIPPED = (
     (r"train/text_anchors\.py(?! --help)",
      "writes text anchors into a trained run (tests/test_text_anchors.py runs it)"),
     (r"train/average\.py(?! --help)", "averages trained runs' weights (tests/test_average.py runs it)"),
+    (r"train/companion\.py(?! --help)",
+     "fits or scores a companion on two renders of a cache (tests/test_companion.py runs it)"),
     (r"train/familiarity\.py(?! --help)",
      "scores 500 synthetic validation scans: both face models and minutes (tests/test_familiarity.py runs it)"),
     (r"train/shape_oracle\.py(?! --help)",

@@ -43,7 +43,7 @@ FOLDER = "normal_maps"
 WEIGHTS = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 # what the companion folder keeps of a checkpoint: the predictor loads it with the package, never as remote code
 KEEP = ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
-        "prompt_features.safetensors", "selection.json")  # fmt: skip
+        "prompt_features.safetensors", "selection.json", "training_config.yaml")  # fmt: skip
 
 
 class Pair:

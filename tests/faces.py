@@ -26,22 +26,20 @@ def example_face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # Known wrong answers of the shipped default model on the committed examples, said here rather than hidden by
 # another choice of examples. Tests mark them xfail(strict=True): once the model gets one right, the test fails
 # and the entry must go.
-KNOWN_WRONG: dict[str, str] = {
-    "scan_ict_subject5_sadness": "read as fear (stage 9: 0.64, sadness 0.35; stage 8: 0.77 and 0.22; stage 7: 0.75 and "
-    "0.24; stage 6: 0.92 and 0.07; "
-    "stage 4: 0.66 and 0.29) "
-    "since the fourth training stage (stage 2 read it as sadness 0.52 against fear 0.43): inner brows raised and "
-    "drawn together over a slightly lowered mouth, which the model takes with raised outer brows (AU2 0.71) and "
-    "stretched lips (AU20 0.45), the fear pattern",
+# scan_ict_subject5_sadness left it with the normal-map companion (stop 62: sadness 0.55, fear 0.44; the main model
+# alone reads fear 0.64, as since stage 4, bar stage 2's sadness 0.52 against fear 0.43).
+KNOWN_WRONG: dict[str, str] = {}
+# Examples the shipped default reads right, but by so little that a scanner's effect may tip them: the tests that ask
+# an effect (noise, a pose, a unit, a camera's file) to change no answer leave them out, as they leave out KNOWN_WRONG.
+MARGINAL: dict[str, str] = {
+    "scan_ict_subject5_sadness": "sadness 0.55 against fear 0.44 with the normal-map companion (stop 62; the main "
+    "model alone reads fear 0.64); with 2 mm of noise it reads fear in two of three draws",
 }
 # The same with each class named by its never-trained words (tests/test_answers_v2.py). scan_ict_subject5_sadness
 # left this list with the stage-7 default (sadness 0.52, fear 0.46; stage 6 read fear 0.66, sadness 0.29) and came
-# back with the text anchors, which make never-trained words read as the trained labels do, errors included.
-KNOWN_WRONG_HELD_OUT_WORDS: dict[str, str] = {
-    "scan_ict_subject5_sadness": "read as fear (stage 7: 0.58, sadness 0.41) since the text anchors draw each "
-    "class's words towards its trained label, which reads this scan as fear (KNOWN_WRONG); with the projection "
-    "alone the words read sadness 0.52, fear 0.46 (stage 7)",
-}
+# back with the text anchors, which make never-trained words read as the trained labels do, errors included; it left
+# again with the normal-map companion (stop 62), which reads it as sadness with the trained labels too.
+KNOWN_WRONG_HELD_OUT_WORDS: dict[str, str] = {}
 # The same for the frame-by-frame reading of a sequence (its answer as a whole is right).
 KNOWN_WRONG_FRAMES: dict[str, str] = {}
 # An example sequence whose apex frames (tests/test_answers.py::apex_frames), each read alone as a static scan, do not

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,12 @@ def load(source: str | os.PathLike, main_recipe, **kwargs) -> Companion | None:
     else:  # a Hub id: its subfolder, fetched (or taken from the local cache) beside the main model's files
         from huggingface_hub import snapshot_download
 
-        where = Path(snapshot_download(str(source), allow_patterns=[f"{settings['folder']}/*"])) / settings["folder"]
+        try:
+            where = Path(snapshot_download(str(source), allow_patterns=[f"{settings['folder']}/*"])) / settings["folder"]
+        except (OSError, ValueError) as err:  # offline and not cached: the main model answers alone
+            warnings.warn(f"{source}: its companion ({settings['folder']}/) could not be fetched ({err}); "
+                          "the main model answers alone", stacklevel=2)  # fmt: skip
+            return None
     predictor = AffectVLMPredictor.from_pretrained(where, companion=False, **kwargs)
     mine = dataclasses.replace(predictor.recipe, mode=main_recipe.mode)
     if mine != main_recipe:

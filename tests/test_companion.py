@@ -171,3 +171,21 @@ def test_the_fit_and_report_tool_weighs_the_companion_by_its_validation_answers(
     assert report["set"]["served"]["all"] == pytest.approx(float((pooled.argmax(-1) == y).mean()), abs=1e-4)
     assert report["set"]["main"]["all"] == pytest.approx(float((main.argmax(-1) == y).mean()), abs=1e-4)
     assert report["set"]["compound_samples"] == 1 and "compound_times_chance" in report["set"]["served"]
+
+
+def test_a_hub_companion_that_cannot_be_fetched_leaves_the_main_model_answering(monkeypatch):
+    """Offline, with the subfolder not in the local cache: a warning naming it, and no companion (no network here:
+    the fetch is made to fail as huggingface_hub fails offline)."""
+    import huggingface_hub
+
+    from affectvlm import companion
+    from affectvlm.scan.recipe import ScanRecipe
+
+    monkeypatch.setattr(companion, "read_settings", lambda source: {"folder": "normal_maps", "weight": 0.5})
+
+    def offline(*args, **kwargs):
+        raise OSError("cannot reach the Hub and the files are not cached")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.warns(UserWarning, match="normal_maps/.*the main model answers alone"):
+        assert companion.load("someone/affectvlm", ScanRecipe()) is None

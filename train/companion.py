@@ -89,7 +89,8 @@ def _joined(pairs: list[Pair], predictors) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def fit(pairs: list[Pair], predictors) -> dict:
-    """The companion's temperature, then the weight: the most right answers, ties to the lowest NLL."""
+    """The companion's temperature (a factor on the one it serves with), then the weight: the most right answers,
+    ties to the lowest NLL."""
     main, other, y = _joined(pairs, predictors)
     temperature = fit_temperature(other, y)
     p_main, p_other = softmax(main), softmax(other, temperature)
@@ -110,7 +111,8 @@ def write(main_dir: Path, companion_dir: Path, fitted: dict, out: Path) -> None:
         if (companion_dir / name).is_file():
             shutil.copy2(companion_dir / name, out / FOLDER / name)
     config = json.loads((out / FOLDER / "config.json").read_text())
-    config["temperature"] = fitted["temperature"]
+    # fitted on logits already divided by the companion's own temperature (1 after a training run)
+    config["temperature"] = round(float(config.get("temperature", 1.0)) * fitted["temperature"], 4)
     (out / FOLDER / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     about = (
         f"normal maps of the same scans; weight and the companion's temperature fitted on {fitted['samples']} "

@@ -67,7 +67,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 PROMPT_FEATURES = "prompt_features.safetensors"
 FACE_DISTANCE = "face_distance.safetensors"
 # A second model that reads the same scans as normal maps, in the subfolder its settings name (as
-# `affectvlm.companion.FILENAME` names them; tests/test_hub.py checks): published with the checkpoint.
+# `affectvlm.companion.FILENAME` names them; tests/test_companion.py checks): published with the checkpoint.
 COMPANION = "companion.json"
 
 

@@ -189,3 +189,21 @@ def test_a_hub_companion_that_cannot_be_fetched_leaves_the_main_model_answering(
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.warns(UserWarning, match="normal_maps/.*the main model answers alone"):
         assert companion.load("someone/affectvlm", ScanRecipe()) is None
+
+
+def test_the_shipped_default_answers_through_pipeline_with_its_companion():
+    """The shipped default through `pipeline()` on the committed example scans: each reads its truth, the sad ICT
+    face among them, which the main model alone reads as fear: the pipeline's answer depends on its companion."""
+    from pathlib import Path
+
+    from transformers import pipeline
+
+    from affectvlm.predictor import DEMO_CHECKPOINT
+
+    emotions = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+    sad = Path(__file__).resolve().parents[1] / "examples" / "scan_ict_subject5_sadness.ply"
+    assert AffectVLMPredictor.from_pretrained(companion=False)(scan=sad, labels=emotions).label == "fear"
+    classifier = pipeline("zero-shot-image-classification", model=str(DEMO_CHECKPOINT), trust_remote_code=True)
+    for path in sorted(sad.parent.glob("scan_*.ply")):
+        rows = classifier(scan=str(path), candidate_labels=emotions)
+        assert rows[0]["label"] == path.stem.rsplit("_", 1)[1], (path.name, rows[:2])

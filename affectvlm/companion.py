@@ -5,9 +5,10 @@ instead of grey shading. Models that see different pictures err on different sca
 scan or a sequence with both and takes the weighted geometric mean of their label probabilities (log-linear
 pooling: `(1 - weight) * log p_main + weight * log p_companion`, normalised). The companion draws its views from the
 scan the main model normalised (a scan is normalised once), or from the frames it registered and pooled, so both
-read the same face. Everything else stays the main model's: given images (a user's own renders are grey), action
-units, explanations, familiarity, the frame-by-frame plot, the views shown. `companion.json` beside the main
-model's weights names the subfolder and the weight:
+read the same face. Each view's reading is pooled the same way (`Pooled`), so the per-view bars agree with the
+answer. Everything else stays the main model's: given images (a user's own renders are grey), action units,
+explanations, familiarity, the frame-by-frame plot, the views shown. `companion.json` beside the main model's
+weights names the subfolder and the weight:
 
     {"folder": "normal_maps", "weight": 0.5, "about": "..."}
 """
@@ -33,9 +34,9 @@ class Companion:
     predictor: object
     weight: float
 
-    def probs(self, names: list[str], labels, drawn, sequence: bool) -> np.ndarray:
-        """(C,) the companion's probabilities over `names` (the main model's label order) for `drawn`: the
-        main model's normalised scan, or its registered, pooled frames for a sequence."""
+    def scores(self, names: list[str], labels, drawn, sequence: bool):
+        """The companion's `AffectVLMScores` (batch of one) over `names` (the main model's label order) for
+        `drawn`: the main model's normalised scan, or its registered, pooled frames for a sequence."""
         own_names, class_embeds = self.predictor.class_embeddings(labels)
         if list(own_names) != list(names):
             raise ValueError(f"the companion names its labels {own_names}, not {names}")
@@ -45,11 +46,43 @@ class Companion:
         else:
             views = recipe.views_of([drawn], device=model.device)[0].cpu()
         pixels = self.predictor.processor(images=views[None])["pixel_values"].to(model.device)
-        return model.score(pixels, class_embeds.to(model.device)).probs[0].float().cpu().numpy()
+        return model.score(pixels, class_embeds.to(model.device))
 
-    def mix(self, main: np.ndarray, companion: np.ndarray) -> np.ndarray:
-        """The weighted geometric mean of two probability vectors, normalised."""
-        return pool(main, companion, self.weight)
+    def pooled(self, main, names: list[str], labels, drawn, sequence: bool) -> Pooled:
+        """The main model's `AffectVLMScores` (batch of one) pooled with the companion's reading of `drawn`."""
+        other = self.scores(names, labels, drawn, sequence)
+        return Pooled.of(main, other, self.weight)
+
+
+@dataclass
+class Pooled:
+    """Two models' readings of one sample pooled with weight `w` on the second. probs: (C,) the pooled answer.
+    view_contributions: (V, C) `(1 - w) * main + w * companion`: each view's share of the pooled logits, which
+    sum over the views to the pooled answer's logits (up to a constant per sample, which softmax ignores).
+    view_probs: (V, C) each view's two readings pooled (zero rows where the main model had no view)."""
+
+    probs: np.ndarray
+    view_contributions: np.ndarray
+    view_probs: np.ndarray
+
+    @classmethod
+    def of(cls, main, other, weight: float) -> Pooled:
+        def first(t):
+            return t[0].float().cpu().numpy()
+
+        shown = first(main.view_probs).sum(axis=-1, keepdims=True) > 0
+        views = np.stack([pool(m, o, weight) for m, o in zip(first(main.view_probs), first(other.view_probs))])
+        return cls(
+            probs=pool(first(main.probs), first(other.probs), weight),
+            view_contributions=(1 - weight) * first(main.view_contributions)
+            + weight * first(other.view_contributions),
+            view_probs=np.where(shown, views, 0.0).astype(np.float32),
+        )
+
+    @classmethod
+    def alone(cls, main) -> Pooled:
+        """The main model's own reading, as numpy arrays."""
+        return cls(*(t[0].float().cpu().numpy() for t in (main.probs, main.view_contributions, main.view_probs)))
 
 
 def pool(main: np.ndarray, companion: np.ndarray, weight: float) -> np.ndarray:
@@ -104,4 +137,4 @@ def load(source: str | os.PathLike, main_recipe, **kwargs) -> Companion | None:
     return Companion(predictor, float(settings["weight"]))
 
 
-__all__ = ["FILENAME", "Companion", "load", "pool", "read_settings"]
+__all__ = ["FILENAME", "Companion", "Pooled", "load", "pool", "read_settings"]

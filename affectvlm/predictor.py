@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .companion import Pooled
 from .companion import load as load_companion
 from .face_distance import load as load_face_distance
 from .modeling_affectvlm import AffectVLMModel
@@ -81,7 +82,8 @@ class Prediction:
     """Scores for one sample.
 
     labels: the C label names. probs: (C,) probabilities (for a scan or a sequence read by a checkpoint with a
-    companion, `affectvlm.companion`, the two models' pooled answer; every other field is the main model's own).
+    companion, `affectvlm.companion`, the two models' pooled answer, and so are `view_contributions` and
+    `view_probs`; every other field is the main model's own).
     view_names: the V view names. view_contributions: (V, C) each view's additive share of the class logits.
     view_probs: (V, C) probabilities from each view alone (zero rows for missing views).
     view_mask: (V,) which views were available. views: (V, H, W, 3) uint8 views the model saw (rendered views
@@ -893,9 +895,11 @@ class AffectVLMPredictor:
             class_embeds.to(device),
             view_mask=inputs["view_mask"].to(device),
         )
-        probs = scores.probs[0].float().cpu().numpy()
         if self.companion is not None and drawn is not None:  # a scan or a sequence: the companion's reading too
-            probs = self.companion.mix(probs, self.companion.probs(names, labels, drawn, sequence is not None))
+            read = self.companion.pooled(scores, names, labels, drawn, sequence is not None)
+        else:
+            read = Pooled.alone(scores)
+        probs = read.probs
         action_units = self.action_units(scores.embeds)
         if self.is_random:
             notes.insert(0, "RANDOM untrained model: the scores mean nothing")
@@ -921,8 +925,8 @@ class AffectVLMPredictor:
             labels=names,
             probs=probs,
             view_names=list(self.processor.view_names),
-            view_contributions=scores.view_contributions[0].float().cpu().numpy(),
-            view_probs=scores.view_probs[0].float().cpu().numpy(),
+            view_contributions=read.view_contributions,
+            view_probs=read.view_probs,
             view_mask=inputs["view_mask"][0].cpu().numpy(),
             views=views,
             notes=notes,

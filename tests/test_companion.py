@@ -58,6 +58,23 @@ def test_a_scan_is_answered_by_both_models_reading_the_same_face(checkpoint, fac
     assert both(scan=face, labels=labels).probs == pytest.approx(pool(main, other, 0.4), abs=1e-4)
 
 
+def test_each_views_reading_is_pooled_so_the_bars_agree_with_the_answer(checkpoint, face):
+    """The per-view bars (app, CLI table, to_dict) show the pooled reading: each view's contributions are the two
+    models' weighted, summing to the pooled answer's logits, and each view's probabilities are its two readings
+    pooled, not the main model's alone."""
+    both = AffectVLMPredictor.from_pretrained(checkpoint)
+    alone = AffectVLMPredictor.from_pretrained(checkpoint, companion=False)(scan=face)
+    other = AffectVLMPredictor.from_pretrained(checkpoint / "normal_maps")(scan=face)
+    served = both(scan=face)
+    mixed = 0.6 * alone.view_contributions + 0.4 * other.view_contributions
+    assert served.view_contributions == pytest.approx(mixed, abs=1e-4)
+    logits = served.view_contributions.sum(axis=0)
+    assert np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum() == pytest.approx(served.probs, abs=1e-4)
+    assert not np.allclose(served.view_probs, alone.view_probs, atol=1e-3)
+    for v in range(len(served.view_names)):
+        assert served.view_probs[v] == pytest.approx(pool(alone.view_probs[v], other.view_probs[v], 0.4), abs=1e-4)
+
+
 def test_a_sequence_is_answered_by_both_and_given_images_by_the_main_model_alone(checkpoint):
     mean, faces, expressions = example_face()
     frames = [Scan(mean + w * expressions, faces) for w in np.linspace(0, 1, 5)]

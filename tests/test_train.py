@@ -604,3 +604,23 @@ def test_a_grey_checkpoint_fine_tuned_on_shade_normal_views_starts_from_its_own_
     augment = build_augment(load_config("tiny"), list(config.view_names), "shade_normal")
     assert augment.config.normal_channels == (1, 2)
     assert build_augment(load_config("tiny"), list(config.view_names), "normal").config.normal_channels is None
+
+
+def test_fine_tuning_a_checkpoint_with_a_companion_says_the_companion_is_not_carried_over(tmp_path):
+    """A fine-tune of a checkpoint that serves with a companion saves the main model only: the run warns, naming
+    the companion and the tool that fits one, rather than leaving the user to find the answers changed."""
+    import json
+    import warnings
+
+    from affectvlm.companion import FILENAME
+
+    config = AffectVLMConfig(clip_config=tiny_clip_config())
+    AffectVLMModel(config).save_pretrained(tmp_path)
+    tiny_processor(image_size=48).save_pretrained(tmp_path)
+    data = {"labels": config.label_names, "views": config.view_names}
+    with warnings.catch_warnings():  # no companion: no warning
+        warnings.simplefilter("error", UserWarning)
+        _from_checkpoint(str(tmp_path), data, None)
+    (tmp_path / FILENAME).write_text(json.dumps({"folder": "normal_maps", "weight": 0.45}))
+    with pytest.warns(UserWarning, match=r"normal_maps/.*main model only.*train/companion.py --fit"):
+        _from_checkpoint(str(tmp_path), data, None)

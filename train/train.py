@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from transformers import AutoConfig, AutoTokenizer  # noqa: E402
 
 from affectvlm import AffectVLMConfig, AffectVLMModel, AffectVLMProcessor  # noqa: E402
 from affectvlm.augment import MixedViewAugment, MixedViewAugmentConfig, MixedViewParams  # noqa: E402
+from affectvlm.companion import read_settings as read_companion_settings  # noqa: E402
 from affectvlm.data.aus import AU_CATALOGUE, recorded_aus  # noqa: E402
 from affectvlm.modeling_affectvlm import resolve_text_model  # noqa: E402
 from affectvlm.precision import cpu_has_bf16_matrix_units  # noqa: E402
@@ -110,7 +112,16 @@ def build_model_and_processor(config: dict, render_settings: dict | None = None)
 def _from_checkpoint(source: str, data: dict, render_settings: dict | None):
     """An AffectVLM checkpoint to fine-tune: its weights, processor and tokenizer; its labels and views must
     be the data's (the class prompts and the view order are what the weights were trained on). Its served
-    temperature is reset to 1: a fine-tuned model is calibrated again (train/evaluate.py --calibrate)."""
+    temperature is reset to 1: a fine-tuned model is calibrated again (train/evaluate.py --calibrate). A
+    companion the checkpoint serves with (`affectvlm.companion`) is not carried over: a warning says so."""
+    companion = read_companion_settings(source)
+    if companion is not None:
+        warnings.warn(
+            f"{source} serves with a companion ({companion['folder']}/, weight {companion['weight']}); this run "
+            "fine-tunes and saves the main model only, which serves alone. To pool a companion with it, fit one "
+            "on validation caches rendered both ways: python train/companion.py --fit (docs/training.md)",
+            stacklevel=2,
+        )
     model = AffectVLMModel.from_pretrained(source)
     processor = AffectVLMProcessor.from_pretrained(source)
     for field, want in (("label_names", list(data["labels"])), ("view_names", list(data["views"]))):

@@ -6,9 +6,9 @@ scan or a sequence with both and takes the weighted geometric mean of their labe
 pooling: `(1 - weight) * log p_main + weight * log p_companion`, normalised). The companion draws its views from the
 scan the main model normalised (a scan is normalised once), or from the frames it registered and pooled, so both
 read the same face. Each view's reading is pooled the same way (`Pooled`), so the per-view bars agree with the
-answer. Everything else stays the main model's: given images (a user's own renders are grey), action units,
-explanations, familiarity, the frame-by-frame plot, the views shown. `companion.json` beside the main model's
-weights names the subfolder and the weight:
+answer, and so is what an explanation explains (`affectvlm.explain`). Everything else stays the main model's:
+given images (a user's own renders are grey), action units, familiarity, the frame-by-frame plot, the views shown.
+`companion.json` beside the main model's weights names the subfolder and the weight:
 
     {"folder": "normal_maps", "weight": 0.5, "about": "..."}
 """
@@ -34,24 +34,31 @@ class Companion:
     predictor: object
     weight: float
 
-    def scores(self, names: list[str], labels, drawn, sequence: bool):
-        """The companion's `AffectVLMScores` (batch of one) over `names` (the main model's label order) for
-        `drawn`: the main model's normalised scan, or its registered, pooled frames for a sequence."""
+    def views(self, drawn, sequence: bool) -> torch.Tensor:
+        """(V, H, W, 3) uint8 views the companion reads of `drawn`: the main model's normalised scan, or its
+        registered, pooled frames for a sequence (dynamic images). Pixel for pixel where the main model's are."""
+        recipe, device = self.predictor.recipe, self.predictor.model.device
+        if sequence:
+            return recipe.dynamic_images(drawn, device=device).cpu()
+        return recipe.views_of([drawn], device=device)[0].cpu()
+
+    def class_embeddings(self, names: list[str], labels) -> torch.Tensor:
+        """(C, D) the companion's embeddings of `labels` (any form the predictor takes), whose names must be
+        `names`, the main model's label order."""
         own_names, class_embeds = self.predictor.class_embeddings(labels)
         if list(own_names) != list(names):
             raise ValueError(f"the companion names its labels {own_names}, not {names}")
-        recipe, model = self.predictor.recipe, self.predictor.model
-        if sequence:
-            views = recipe.dynamic_images(drawn, device=model.device).cpu()
-        else:
-            views = recipe.views_of([drawn], device=model.device)[0].cpu()
+        return class_embeds
+
+    def scores(self, names: list[str], labels, views: torch.Tensor):
+        """The companion's `AffectVLMScores` (batch of one) over `names` for its `views` (`views`)."""
+        class_embeds, model = self.class_embeddings(names, labels), self.predictor.model
         pixels = self.predictor.processor(images=views[None])["pixel_values"].to(model.device)
         return model.score(pixels, class_embeds.to(model.device))
 
-    def pooled(self, main, names: list[str], labels, drawn, sequence: bool) -> Pooled:
-        """The main model's `AffectVLMScores` (batch of one) pooled with the companion's reading of `drawn`."""
-        other = self.scores(names, labels, drawn, sequence)
-        return Pooled.of(main, other, self.weight)
+    def pooled(self, main, names: list[str], labels, views: torch.Tensor) -> Pooled:
+        """The main model's `AffectVLMScores` (batch of one) pooled with the companion's reading of its `views`."""
+        return Pooled.of(main, self.scores(names, labels, views), self.weight)
 
 
 @dataclass

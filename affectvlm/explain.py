@@ -30,6 +30,7 @@ __all__ = [
     "HIDE",
     "SCORES",
     "Explanation",
+    "Reader",
     "colormap",
     "explain",
     "explain_prepared",
@@ -94,6 +95,7 @@ def explain_views(
     view_mask: torch.Tensor | None = None,
     surface: np.ndarray | None = None,
     batch_size: int = 512,
+    companion: Reader | None = None,
 ) -> torch.Tensor:
     """Occlusion relevance (V, H, W) float32 of `label_index` on each of the (V, H, W, 3) uint8 `views`.
 
@@ -106,7 +108,9 @@ def explain_views(
     face (non-background pixels) are scored, `batch_size` occluded samples per forward pass of the vision
     tower. Each pixel gets the mean drop of the label's `score` ("logit", "prob" or "log_prob") over the
     positions covering it: positive = hiding it lowers the label. Background pixels and views missing from
-    `view_mask` (V,) get 0.
+    `view_mask` (V,) get 0. With a `companion` (`Reader`: a second model and its views of the same sample drawn
+    otherwise, pixel for pixel where `views` are), each window hides the same pixels of both models' views and
+    the score explained is the pooled answer's (`affectvlm.companion`: the logits `(1 - w) main + w companion`).
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
@@ -121,10 +125,13 @@ def explain_views(
     device = model.device
     mask = torch.ones(nviews, dtype=torch.bool) if view_mask is None else torch.as_tensor(view_mask).view(-1)
     mask = mask.to(device=device, dtype=torch.bool)[None]  # (1, V)
-    base_embeds = model.get_view_embeddings(
-        processor.normalize_views(views[None]).to(device, model.dtype), mask
-    )
-    base = _label_score(*fused_logits(model, base_embeds, class_embeds, mask), label_index, score)
+    readers = [Reader(model, processor, views, class_embeds, 1.0 - (companion.weight if companion else 0.0))]
+    if companion is not None:
+        if tuple(companion.views.shape) != tuple(views.shape):
+            raise ValueError(f"the companion's views {tuple(companion.views.shape)} differ from {tuple(views.shape)}")
+        readers.append(companion)
+    base_embeds = [r.embeddings(mask) for r in readers]
+    base = _label_score(*_pooled_logits(readers, base_embeds, mask), label_index, score)
     foreground = views.amax(dim=-1) > 0  # (V, H, W)
     windows = [
         (v, y, x)
@@ -143,13 +150,46 @@ def explain_views(
         hidden = (
             torch.stack([hide(*window) for window in chunk]) & mask.cpu()[0, :, None, None]
         )  # (B, V, H, W)
-        embeds = _occluded_embeddings(model, processor, views, hidden, base_embeds, fill)
-        logits, probs = fused_logits(model, embeds, class_embeds, mask.expand(len(chunk), -1))
+        embeds = [r.occluded(hidden, e, fill) for r, e in zip(readers, base_embeds)]
+        logits, probs = _pooled_logits(readers, embeds, mask.expand(len(chunk), -1))
         drops = (base - _label_score(logits, probs, label_index, score)).cpu()
         for (v, y, x), drop in zip(chunk, drops.tolist()):
             total[v, y : y + patch, x : x + patch] += drop
             count[v, y : y + patch, x : x + patch] += 1
     return torch.where(foreground & (count > 0), total / count.clamp_min(1), torch.zeros(()))
+
+
+@dataclass
+class Reader:
+    """One model's reading of a sample for `explain_views`: the model, its processor, the (V, H, W, 3) uint8 views
+    it reads and its (C, D) class embeddings; `weight`: its share of the pooled logits."""
+
+    model: object
+    processor: object
+    views: torch.Tensor
+    class_embeds: torch.Tensor
+    weight: float = 1.0
+
+    def embeddings(self, mask: torch.Tensor) -> torch.Tensor:
+        """(1, V, D) embeddings of the intact views."""
+        model = self.model
+        pixels = self.processor.normalize_views(torch.as_tensor(self.views).cpu()[None])
+        return model.get_view_embeddings(pixels.to(model.device, model.dtype), mask.to(model.device))
+
+    def occluded(self, hidden: torch.Tensor, base_embeds: torch.Tensor, fill: int) -> torch.Tensor:
+        views = torch.as_tensor(self.views).cpu()
+        return _occluded_embeddings(self.model, self.processor, views, hidden, base_embeds, fill)
+
+
+def _pooled_logits(readers: list[Reader], embeds: list[torch.Tensor], mask: torch.Tensor):
+    """(B, C) logits `sum_r weight_r * logits_r` of the readers' fused scores, and their softmax: for two readers
+    the log-linear pool of their probabilities (`affectvlm.companion.pool`)."""
+    total = None
+    for reader, reader_embeds in zip(readers, embeds):
+        logits, _ = fused_logits(reader.model, reader_embeds, reader.class_embeds, mask.to(reader_embeds.device))
+        logits = reader.weight * logits.float().cpu()
+        total = logits if total is None else total + logits
+    return total, total.softmax(dim=-1)
 
 
 class _OcclusionMasks:
@@ -319,8 +359,9 @@ def write_glb(scan: Scan, colours, path) -> str:
 class Explanation:
     """Where on the face `label` came from.
 
-    labels, probs: the labels scored and the explained model's (C,) probabilities (a checkpoint's companion,
-    `affectvlm.companion`, is not explained: its normal maps are not the views shown). view_maps: (V, H, W)
+    labels, probs: the labels scored and their (C,) probabilities as served (with a checkpoint's companion,
+    `affectvlm.companion`, the pooled answer, which the maps then explain: each window hid the same pixels of both
+    models' views; the views shown are the main model's). view_maps: (V, H, W)
     relevance per pixel of `views` (V, H, W, 3) uint8, the views the model saw; overlays: the maps laid over the
     views. scan: the normalised scan the views were rendered from, vertex_relevance: (N,) per vertex of it (both
     None when the views were not rendered from a scan). Positive relevance: hiding that region lowers the label's
@@ -361,12 +402,16 @@ def explain_prepared(
     view_mask=None,
     notes=(),
     hide: str = "view",
+    labels=None,
+    companion_views: torch.Tensor | None = None,
     **options,
 ) -> Explanation:
     """Explain `label` (default the top one) among `names` with (C, D) `class_embeds` for (V, H, W, 3) uint8
     `views` the predictor has already prepared (`prepare_scan`, `prepare_sequence`, or given images with their
     (V,) `view_mask`); with the normalised `scan` they were rendered from (by `predictor.recipe`), the relevance
-    is carried to its vertices too. `hide`: what an occlusion window hides of a scan (`HIDE`). `options` go to
+    is carried to its vertices too. `hide`: what an occlusion window hides of a scan (`HIDE`). With the predictor's
+    companion's views of the same sample (`companion_views`, `Companion.views`) the pooled answer is explained, the
+    companion scoring `labels` (the form given to the predictor) as the main model does. `options` go to
     `explain_views`."""
     model, processor = predictor.model, predictor.processor
     views = torch.as_tensor(views).cpu()
@@ -376,7 +421,15 @@ def explain_prepared(
     with torch.no_grad():
         pixels = processor.normalize_views(views[None]).to(model.device)
         scores = model.score(pixels, class_embeds.to(model.device), view_mask=mask[None].to(model.device))
-    probs = scores.probs[0].float().cpu().numpy()
+    companion = predictor.companion if companion_views is not None else None
+    if companion is not None:
+        companion_views = torch.as_tensor(companion_views).cpu()
+        probs = companion.pooled(scores, names, labels, companion_views).probs
+        other = companion.predictor
+        options["companion"] = Reader(other.model, other.processor, companion_views,
+                                      companion.class_embeddings(names, labels), companion.weight)  # fmt: skip
+    else:
+        probs = scores.probs[0].float().cpu().numpy()
     if label is None:
         label = names[int(np.argmax(probs))]
     elif label not in names:
@@ -405,11 +458,11 @@ def explain(predictor, scan, label: str | None = None, labels=None, **options) -
     """Explain the predictor's score of `label` (default its top label) among `labels` (default the model's;
     any form `predictor(labels=...)` takes) for a scan (a path or a Scan): which regions of the views it saw,
     and which vertices of the normalised scan, the score depends on. `options`: `hide` (`HIDE`) and those of
-    `explain_views`. The top label is the predictor's answer, its companion's reading included."""
+    `explain_views`. With a companion (`affectvlm.companion`) the pooled answer is explained, as it is served."""
     normalized, views, notes = predictor.prepare_scan(scan)
     names, embeds = predictor.class_embeddings(labels)
-    if label is None and predictor.companion is not None:
-        label = predictor(scan=normalized, labels=labels).label
+    other = None if predictor.companion is None else predictor.companion.views(normalized, sequence=False)
     return explain_prepared(
-        predictor, views, names, embeds, scan=normalized, label=label, notes=notes, **options
-    )
+        predictor, views, names, embeds, scan=normalized, label=label, notes=notes, labels=labels,
+        companion_views=other, **options,
+    )  # fmt: skip

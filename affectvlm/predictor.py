@@ -82,8 +82,8 @@ class Prediction:
     """Scores for one sample.
 
     labels: the C label names. probs: (C,) probabilities (for a scan or a sequence read by a checkpoint with a
-    companion, `affectvlm.companion`, the two models' pooled answer, and so are `view_contributions` and
-    `view_probs`; every other field is the main model's own).
+    companion, `affectvlm.companion`, the two models' pooled answer, and so are `view_contributions`, `view_probs`
+    and what `relevance` explains; every other field is the main model's own).
     view_names: the V view names. view_contributions: (V, C) each view's additive share of the class logits.
     view_probs: (V, C) probabilities from each view alone (zero rows for missing views).
     view_mask: (V,) which views were available. views: (V, H, W, 3) uint8 views the model saw (rendered views
@@ -895,8 +895,10 @@ class AffectVLMPredictor:
             class_embeds.to(device),
             view_mask=inputs["view_mask"].to(device),
         )
-        if self.companion is not None and drawn is not None:  # a scan or a sequence: the companion's reading too
-            read = self.companion.pooled(scores, names, labels, drawn, sequence is not None)
+        other_views = None  # a scan or a sequence: the companion's reading too
+        if self.companion is not None and drawn is not None:
+            other_views = self.companion.views(drawn, sequence is not None)
+            read = self.companion.pooled(scores, names, labels, other_views)
         else:
             read = Pooled.alone(scores)
         probs = read.probs
@@ -919,7 +921,7 @@ class AffectVLMPredictor:
             relevance = explain_prepared(
                 self, torch.as_tensor(views), names, class_embeds, scan=normalized,
                 label=explain if isinstance(explain, str) else names[int(probs.argmax())],
-                view_mask=inputs["view_mask"][0], hide=explain_hide,
+                view_mask=inputs["view_mask"][0], hide=explain_hide, labels=labels, companion_views=other_views,
             )  # fmt: skip
         return Prediction(
             labels=names,

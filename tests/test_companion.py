@@ -88,6 +88,26 @@ def test_a_sequence_is_answered_by_both_and_given_images_by_the_main_model_alone
     assert both(images=images).probs == pytest.approx(alone(images=images).probs, abs=1e-6)
 
 
+def test_an_explanation_explains_the_pooled_answer(checkpoint, face):
+    """Each occlusion window hides the same pixels of both models' views, and the logit explained is the pooled
+    one, `(1 - w) main + w companion`: the relevance is the two models' own relevances so weighted, and the
+    explanation's probabilities are the answer as served."""
+    from affectvlm.explain import explain, explain_views
+
+    both = AffectVLMPredictor.from_pretrained(checkpoint)
+    served = explain(both, face, label="sadness")
+    assert served.probs == pytest.approx(both(scan=face).probs, abs=1e-5)
+    maps = []
+    for predictor in (both, both.companion.predictor):
+        names, embeds = predictor.class_embeddings(None)
+        views = predictor.recipe.views_of([served.scan])[0]
+        maps.append(explain_views(predictor.model, predictor.processor, views, embeds, names.index("sadness")))
+    assert not np.allclose(maps[0], maps[1], atol=1e-3)
+    assert served.view_maps == pytest.approx((0.6 * maps[0] + 0.4 * maps[1]).numpy(), abs=1e-4)
+    through_call = both(scan=face, explain="sadness").relevance
+    assert through_call.view_maps == pytest.approx(served.view_maps, abs=1e-4)
+
+
 def test_the_pipeline_answers_as_the_predictor_with_its_companion(checkpoint, face):
     from transformers import pipeline
 

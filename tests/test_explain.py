@@ -2,7 +2,6 @@
 the region it marks lowers the label's score more than hiding a random region of the same size, on the views and
 on the scan's vertices; the pixels it carries to vertices are the ones the model saw."""
 
-import copy
 import dataclasses
 from pathlib import Path
 
@@ -37,13 +36,13 @@ TOP = 0.1  # the share of the face hidden: the most relevant pixels (or vertices
 RANDOM_REGIONS = 16
 # Examples and occlusion modes whose vertex relevance the shipped default's answer does not follow, said here
 # (xfail, strict): the default reads scan_subject2_anger right, but one random blob of its vertices (of 16) lowers
-# anger by 2.26 where the most relevant 10 % lower it by 0.32 (hide="view") and 0.23 ("surface"; stage 6: 0.16 and
-# 0.64; the stage-4 default passed); with hide="surface" the most relevant 10 % of scan_subject0_happiness lower
-# happiness by 1.15, just under twice the random regions' mean (0.58; it passed with stage 6).
+# the served anger logit (its companion's included) by 1.29 where the most relevant 10 % lower it by 0.29
+# (hide="view") and 0.26 ("surface"), no more than the random blobs' mean (0.31; the stage-4 default passed).
+# scan_subject0_happiness with hide="surface" failed while the main model's reading alone was explained (1.15
+# against a mean of 0.58); explaining the pooled answer, its most relevant 10 % lower happiness by 0.95 against 0.33.
 UNFAITHFUL_VERTICES = {
     ("scan_subject2_anger", "view"),
     ("scan_subject2_anger", "surface"),
-    ("scan_subject0_happiness", "surface"),
 }
 
 pytestmark = pytest.mark.skipif(not (DEMO_CHECKPOINT / "config.json").is_file(), reason="no demo checkpoint")
@@ -79,6 +78,16 @@ def logits_of(predictor, views: torch.Tensor, embeds: torch.Tensor) -> np.ndarra
     with torch.no_grad():
         pixels = predictor.processor.normalize_views(views)
         return predictor.model.score(pixels, embeds).logits.float().numpy()
+
+
+def served_logits(predictor, scans: list, names: list[str]) -> np.ndarray:
+    """(B, C) logits of the answer as served for normalised scans: with a companion, `(1 - w) main + w companion`
+    (whose softmax is the pooled answer), each model reading its own views of the same scans."""
+    logits = logits_of(predictor, predictor.recipe.views_of(scans), predictor.class_embeddings(names)[1])
+    if predictor.companion is None:
+        return logits
+    other, w = predictor.companion.predictor, predictor.companion.weight
+    return (1 - w) * logits + w * logits_of(other, other.recipe.views_of(scans), other.class_embeddings(names)[1])
 
 
 def nearest_blob(points: np.ndarray, seed: int, k: int) -> np.ndarray:
@@ -150,8 +159,7 @@ def test_removing_the_most_relevant_vertices_lowers_the_label_most(predictor, sc
         keep = np.ones(scan.num_vertices, bool)
         keep[region] = False
         removed.append(scan.subset(keep).replace(normalized=True))  # still in the frame it was rendered in
-    views = predictor.recipe.views_of([scan, *removed])
-    scores = logits_of(predictor, views, embeds)[:, label]
+    scores = served_logits(predictor, [scan, *removed], names)[:, label]
     drops = scores[0] - scores[1:]
     assert_most_relevant_matters_most(f"{path.stem} ({result.label}), vertices", drops[0], drops[1:])
 
@@ -160,9 +168,7 @@ def test_explain_defaults_to_the_top_label_and_takes_others(predictor):
     path = EXAMPLE_SCANS[0]
     top = explain(predictor, path)
     assert isinstance(top, Explanation) and top.label == predictor(scan=path).label
-    main_alone = copy.copy(predictor)
-    main_alone.companion = None  # what is explained is the main model's reading of the views shown
-    np.testing.assert_allclose(top.probs, main_alone(scan=path).probs, atol=1e-5)
+    np.testing.assert_allclose(top.probs, predictor(scan=path).probs, atol=1e-5)  # the answer as served
     other = next(label for label in top.labels if label != top.label)
     second = explain(predictor, path, label=other)
     assert second.label == other and not np.allclose(second.view_maps, top.view_maps)

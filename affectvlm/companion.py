@@ -6,8 +6,9 @@ scan or a sequence with both and takes the weighted geometric mean of their labe
 pooling: `(1 - weight) * log p_main + weight * log p_companion`, normalised). The companion draws its views from the
 scan the main model normalised (a scan is normalised once), or from the frames it registered and pooled, so both
 read the same face. Each view's reading is pooled the same way (`Pooled`), so the per-view bars agree with the
-answer, and so is what an explanation explains (`affectvlm.explain`). Everything else stays the main model's:
-given images (a user's own renders are grey), action units, familiarity, the frame-by-frame plot, the views shown.
+answer, and so are what an explanation explains (`affectvlm.explain`) and a sequence's frames, each read alone.
+Everything else stays the main model's: given images (a user's own renders are grey), action units, familiarity,
+the views shown.
 `companion.json` beside the main model's weights names the subfolder and the weight:
 
     {"folder": "normal_maps", "weight": 0.5, "about": "..."}
@@ -55,6 +56,14 @@ class Companion:
         class_embeds, model = self.class_embeddings(names, labels), self.predictor.model
         pixels = self.predictor.processor(images=views[None])["pixel_values"].to(model.device)
         return model.score(pixels, class_embeds.to(model.device))
+
+    def frame_probs(self, names: list[str], labels, frames) -> np.ndarray:
+        """(F, C) the companion's probabilities of each of a sequence's frames, normalised by the main model,
+        read alone as a static scan."""
+        class_embeds, model = self.class_embeddings(names, labels), self.predictor.model
+        views = self.predictor.recipe.views_of(list(frames), device=model.device).cpu()
+        pixels = self.predictor.processor(images=views)["pixel_values"].to(model.device)
+        return model.score(pixels, class_embeds.to(model.device)).probs.float().cpu().numpy()
 
     def pooled(self, main, names: list[str], labels, views: torch.Tensor) -> Pooled:
         """The main model's `AffectVLMScores` (batch of one) pooled with the companion's reading of its `views`."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .companion import Pooled
+from .companion import Pooled, pool
 from .companion import load as load_companion
 from .face_distance import load as load_face_distance
 from .modeling_affectvlm import AffectVLMModel
@@ -82,8 +82,8 @@ class Prediction:
     """Scores for one sample.
 
     labels: the C label names. probs: (C,) probabilities (for a scan or a sequence read by a checkpoint with a
-    companion, `affectvlm.companion`, the two models' pooled answer, and so are `view_contributions`, `view_probs`
-    and what `relevance` explains; every other field is the main model's own).
+    companion, `affectvlm.companion`, the two models' pooled answer, and so are `view_contributions`, `view_probs`,
+    `frame_probs` and what `relevance` explains; every other field is the main model's own).
     view_names: the V view names. view_contributions: (V, C) each view's additive share of the class logits.
     view_probs: (V, C) probabilities from each view alone (zero rows for missing views).
     view_mask: (V,) which views were available. views: (V, H, W, 3) uint8 views the model saw (rendered views
@@ -718,14 +718,24 @@ class AffectVLMPredictor:
         """A folder, zip, or list of frames -> (V, H, W, 3) uint8 dynamic images (approximate rank pooling)."""
         return self.prepare_sequence(sequence, facing)[0].numpy()
 
-    def frame_scores(self, frames, class_embeds: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    def frame_scores(
+        self, frames, class_embeds: torch.Tensor, facing: str = "auto", names=None, labels=None
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """Each frame of a sequence scored on its own as a static scan: ((F, C) probabilities, (F, H, W, 3) uint8
         frontal views), for the per-frame plot and the frame strip beside the dynamic images, and their (F, D)
-        fused embeddings (the sequence is judged by its most familiar frame: `_judged`)."""
-        views = self.recipe.views_of(list(frames), device=self.model.device).cpu()  # (F, V, H, W, 3)
+        fused embeddings (the sequence is judged by its most familiar frame: `_judged`). Each frame is normalised
+        once, with the sequence's `facing`; given the label `names` and `labels` as scored, a companion reads it
+        too and the probabilities are pooled, as the frame's answer through the scan door would be."""
+        recipe = self.recipe_facing(facing)
+        normalized = [recipe.normalize(frame) for frame in frames]
+        views = recipe.views_of(normalized, device=self.model.device).cpu()  # (F, V, H, W, 3)
         pixels = self.processor(images=views)["pixel_values"].to(self.model.device)
         scores = self.model.score(pixels, class_embeds.to(self.model.device))
-        return scores.probs.float().cpu().numpy(), views[:, 0].numpy(), scores.embeds
+        probs = scores.probs.float().cpu().numpy()
+        if self.companion is not None and names is not None:
+            other = self.companion.frame_probs(names, labels, normalized)
+            probs = np.stack([pool(main, own, self.companion.weight) for main, own in zip(probs, other)])
+        return probs, views[:, 0].numpy(), scores.embeds
 
     def familiarity(self, embeds: torch.Tensor) -> np.ndarray:
         """(N, D) fused embeddings -> (N,) cosine similarity to the nearest of the model's own labels (whatever
@@ -910,7 +920,7 @@ class AffectVLMPredictor:
         if labels is not None:  # labels the model cannot place: their scores mean little (check_labels)
             notes.extend(c.note for c in self.check_labels(labels) if not c.understood)
         frame_probs, frame_views, frame_embeds = (
-            self.frame_scores(pooled[0], class_embeds) if pooled else (None, None, None)
+            self.frame_scores(pooled[0], class_embeds, facing, names, labels) if pooled else (None, None, None)
         )
         familiar, distance = self._judged(scores.embeds if scan is not None else frame_embeds)
         notes.extend(self._unfamiliar(familiar, distance))

@@ -108,6 +108,25 @@ def test_an_explanation_explains_the_pooled_answer(checkpoint, face):
     assert through_call.view_maps == pytest.approx(served.view_maps, abs=1e-4)
 
 
+def test_each_frame_of_a_sequence_is_read_by_both_as_the_scan_door_would_read_it(checkpoint):
+    """The frame-by-frame plot pools each frame's two readings, as the frame given alone as a scan is answered, and
+    draws the frames with the sequence's facing (before, the frames were drawn with the face found anew)."""
+    mean, faces, expressions = example_face()
+    frames = [Scan(mean + w * expressions, faces) for w in np.linspace(0, 1, 5)]
+    both = AffectVLMPredictor.from_pretrained(checkpoint)
+    alone = AffectVLMPredictor.from_pretrained(checkpoint, companion=False)(sequence=frames)
+    other = AffectVLMPredictor.from_pretrained(checkpoint / "normal_maps")(sequence=frames)
+    served = both(sequence=frames)
+    assert not np.allclose(alone.frame_probs, other.frame_probs, atol=1e-3)
+    for frame, main, own, number in zip(served.frame_probs, alone.frame_probs, other.frame_probs, served.frame_numbers):
+        assert frame == pytest.approx(pool(main, own, 0.4), abs=1e-4)
+        assert frame == pytest.approx(both(scan=frames[number - 1]).probs, abs=1e-4)
+    turned = both(sequence=frames, facing="-z")  # drawn from behind, as the user said
+    picked = [frames[n - 1] for n in turned.frame_numbers]
+    want = both.recipe_facing("-z").views_of(picked)[:, 0].numpy()
+    assert not np.array_equal(want, served.frames) and np.array_equal(turned.frames, want)
+
+
 def test_the_pipeline_answers_as_the_predictor_with_its_companion(checkpoint, face):
     from transformers import pipeline
 

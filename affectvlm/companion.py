@@ -6,9 +6,9 @@ scan or a sequence with both and takes the weighted geometric mean of their labe
 pooling: `(1 - weight) * log p_main + weight * log p_companion`, normalised). The companion draws its views from the
 scan the main model normalised (a scan is normalised once), or from the frames it registered and pooled, so both
 read the same face. Each view's reading is pooled the same way (`Pooled`), so the per-view bars agree with the
-answer, and so are what an explanation explains (`affectvlm.explain`) and a sequence's frames, each read alone.
-Everything else stays the main model's: given images (a user's own renders are grey), action units, familiarity,
-the views shown.
+answer, and so are what an explanation explains (`affectvlm.explain`), a sequence's frames, each read alone, and
+the action units (their log-odds, `pool_odds`). Everything else stays the main model's: given images (a user's own
+renders are grey), familiarity and the face distance, the views shown.
 `companion.json` beside the main model's weights names the subfolder and the weight:
 
     {"folder": "normal_maps", "weight": 0.5, "about": "..."}
@@ -108,6 +108,15 @@ def pool(main: np.ndarray, companion: np.ndarray, weight: float) -> np.ndarray:
     return torch.softmax(torch.as_tensor(logp, dtype=torch.float64), dim=-1).numpy().astype(np.float32)
 
 
+def pool_odds(main: np.ndarray, companion: np.ndarray, weight: float) -> np.ndarray:
+    """Independent yes/no probabilities (action units) pooled as the labels are: sigmoid of the log-odds'
+    weighted mean, `(1 - weight) * logit(main) + weight * logit(companion)`."""
+    tiny = np.finfo(np.float32).eps
+    main, companion = (np.clip(np.asarray(x, dtype=np.float64), tiny, 1 - tiny) for x in (main, companion))
+    odds = (1 - weight) * np.log(main / (1 - main)) + weight * np.log(companion / (1 - companion))
+    return (1 / (1 + np.exp(-odds))).astype(np.float32)
+
+
 def read_settings(source: str | os.PathLike) -> dict | None:
     """A checkpoint's `companion.json` (folder or Hub id), checked, or None when it has none."""
     from .prompt_features import locate
@@ -153,4 +162,4 @@ def load(source: str | os.PathLike, main_recipe, **kwargs) -> Companion | None:
     return Companion(predictor, float(settings["weight"]))
 
 
-__all__ = ["FILENAME", "Companion", "Pooled", "load", "pool", "read_settings"]
+__all__ = ["FILENAME", "Companion", "Pooled", "load", "pool", "pool_odds", "read_settings"]

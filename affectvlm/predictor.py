@@ -83,7 +83,7 @@ class Prediction:
 
     labels: the C label names. probs: (C,) probabilities (for a scan or a sequence read by a checkpoint with a
     companion, `affectvlm.companion`, the two models' pooled answer, and so are `view_contributions`, `view_probs`,
-    `frame_probs` and what `relevance` explains; every other field is the main model's own).
+    `frame_probs`, `action_units` and what `relevance` explains; every other field is the main model's own).
     view_names: the V view names. view_contributions: (V, C) each view's additive share of the class logits.
     view_probs: (V, C) probabilities from each view alone (zero rows for missing views).
     view_mask: (V,) which views were available. views: (V, H, W, 3) uint8 views the model saw (rendered views
@@ -905,14 +905,15 @@ class AffectVLMPredictor:
             class_embeds.to(device),
             view_mask=inputs["view_mask"].to(device),
         )
-        other_views = None  # a scan or a sequence: the companion's reading too
+        other_views = other = None  # a scan or a sequence: the companion's reading too
         if self.companion is not None and drawn is not None:
             other_views = self.companion.views(drawn, sequence is not None)
-            read = self.companion.pooled(scores, names, labels, other_views)
+            other = self.companion.scores(names, labels, other_views)
+            read = Pooled.of(scores, other, self.companion.weight)
         else:
             read = Pooled.alone(scores)
         probs = read.probs
-        action_units = self.action_units(scores.embeds)
+        action_units = self.action_units(scores.embeds, None if other is None else other.embeds)
         if self.is_random:
             notes.insert(0, "RANDOM untrained model: the scores mean nothing")
         if probs.max() < LOW_CONFIDENCE / len(probs):
@@ -952,9 +953,13 @@ class AffectVLMPredictor:
             face_distance=distance,
         )
 
-    def action_units(self, embeds: torch.Tensor) -> list[dict[str, float]] | None:
+    def action_units(
+        self, embeds: torch.Tensor, companion_embeds: torch.Tensor | None = None
+    ) -> list[dict[str, float]] | None:
         """(B, D) fused embeddings -> per sample, AU name -> probability active (None: the model does not
-        read action units)."""
+        read action units). With the companion's (B, D) embeddings of the same samples, each AU's log-odds are
+        pooled with the companion's (`affectvlm.companion.pool_odds`), where it reads the same AUs."""
+        from .companion import pool_odds
         from .prompts import au_label
 
         described = self._au_embeddings()
@@ -962,6 +967,10 @@ class AffectVLMPredictor:
             return None
         numbers, au_embeds = described
         probs = self.model.action_unit_probs(embeds, au_embeds).cpu().numpy()
+        other = None if companion_embeds is None or self.companion is None else self.companion.predictor
+        if other is not None and (theirs := other._au_embeddings()) is not None and theirs[0] == numbers:
+            own = other.model.action_unit_probs(companion_embeds.to(other.model.device), theirs[1]).cpu().numpy()
+            probs = pool_odds(probs, own, self.companion.weight)
         names = [au_label(n) for n in numbers]
         return [{name: float(p) for name, p in zip(names, row)} for row in probs]
 

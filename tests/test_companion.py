@@ -15,6 +15,7 @@ from affectvlm.scan import Scan
 
 def _save(folder, seed, mode):
     model, processor = random_demo_model(seed)
+    model.config.au_logit_bias = {"4": -0.5, "12": 0.3}  # reads two action units
     processor.render_settings = {"size": 64, "mode": mode, "crop_radius": 90.0, "frames": 4}
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -86,6 +87,18 @@ def test_a_sequence_is_answered_by_both_and_given_images_by_the_main_model_alone
     views = alone.render_scan(Scan(mean + expressions, faces))
     images = list(views)  # a user's own grey renders: the companion does not read them
     assert both(images=images).probs == pytest.approx(alone(images=images).probs, abs=1e-6)
+
+
+def test_action_units_are_pooled_in_log_odds(checkpoint, face):
+    both = AffectVLMPredictor.from_pretrained(checkpoint)
+    alone = AffectVLMPredictor.from_pretrained(checkpoint, companion=False)(scan=face).action_units
+    other = AffectVLMPredictor.from_pretrained(checkpoint / "normal_maps")(scan=face).action_units
+    served = both(scan=face).action_units
+    assert len(served) == 2 and served.keys() == alone.keys() == other.keys()
+    assert not np.allclose(list(alone.values()), list(other.values()), atol=1e-3)
+    for au, p in served.items():
+        odds = 0.6 * np.log(alone[au] / (1 - alone[au])) + 0.4 * np.log(other[au] / (1 - other[au]))
+        assert p == pytest.approx(1 / (1 + np.exp(-odds)), abs=1e-4)
 
 
 def test_an_explanation_explains_the_pooled_answer(checkpoint, face):

@@ -15,8 +15,8 @@ with `--mode normal_map`), matched by key:
 `--out` with `--fit`: a copy of the main checkpoint with the companion in its subfolder `normal_maps` (its
 temperature in its config.json) and `companion.json`. With `--report`: a JSON report, per name, of the main model
 alone, the companion alone and the pair as served: accuracy by face model and kind, at level 1, neutral recall,
-ECE, and the never-trained words (`affectvlm.vocabulary.HELD_OUT_VOCABULARY`, one word a class) against the plain
-ones, on the 3D scans.
+ECE, the never-trained words (`affectvlm.vocabulary.HELD_OUT_VOCABULARY`, one word a class) against the plain
+ones, on the 3D scans, and the mean ROC AUC of the action units each reads against the recorded ones (`au_auc`).
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from affectvlm.companion import FILENAME, pool  # noqa: E402
-from affectvlm.data.aus import COMPOUND_LABELS  # noqa: E402
+from affectvlm.data.aus import COMPOUND_LABELS, recorded_aus  # noqa: E402
 from affectvlm.predictor import AffectVLMPredictor  # noqa: E402
 from affectvlm.prompts import inference_prompts  # noqa: E402
 from affectvlm.vocabulary import HELD_OUT_VOCABULARY  # noqa: E402
-from train.evaluate import Embedded, compound_prompts  # noqa: E402
-from train.metrics_calibration import expected_calibration_error, fit_temperature, softmax  # noqa: E402
+from train.evaluate import AU_ACTIVE_FROM, Embedded, compound_prompts  # noqa: E402
+from train.metrics_calibration import expected_calibration_error, fit_temperature, roc_auc, softmax  # noqa: E402
 
 FOLDER = "normal_maps"
 WEIGHTS = np.round(np.arange(0.0, 1.0001, 0.05), 2)
@@ -153,6 +153,31 @@ def _open_vocabulary(pair: Pair, predictors, weight: float) -> dict:
     return {"plain_words": plain, "held_out_one_word_mean": float(np.mean(one)), "ratio": float(np.mean(one)) / plain}
 
 
+def _au_auc(pair: Pair, predictors, weight: float) -> dict | None:
+    """Mean ROC AUC of the action units each model serves (`AffectVLMModel.action_unit_probs`) against the recorded
+    AU activity, for the main model, the companion and their log-odds pooled with `weight` (None: no AU records)."""
+    records = [recorded_aus(e.get("metadata")) for e in pair.main.entries]
+    rows = np.asarray([i for i, r in enumerate(records) if r is not None], dtype=int)
+    if not len(rows) or any(p._au_embeddings() is None for p in predictors):
+        return None
+    numbers, logits = None, []
+    for emb, predictor in zip((pair.main, pair.companion), predictors):
+        own, au_embeds = predictor._au_embeddings()
+        if numbers not in (None, own):
+            raise SystemExit(f"the models read different action units: {numbers} and {own}")
+        numbers = own
+        probs = predictor.model.action_unit_probs(emb.fused[rows], au_embeds.float().cpu()).double().numpy()
+        logits.append(np.log(probs) - np.log1p(-probs))
+    active = np.asarray([[records[i].get(n, 0.0) >= AU_ACTIVE_FROM for n in numbers] for i in rows])
+    out = {}
+    for name, w in (("main", 0.0), ("companion", 1.0), ("served", weight)):
+        scores = (1 - w) * logits[0] + w * logits[1]
+        aucs = [roc_auc(scores[:, j], active[:, j]) for j in range(len(numbers))]
+        out[name] = round(float(np.mean([a for a in aucs if a is not None])), 4)
+    out["samples"] = len(rows)
+    return out
+
+
 def report(pair: Pair, predictors, weight: float) -> dict:
     names = predictors[0].default_labels
     rows = pair.where(names)
@@ -173,6 +198,7 @@ def report(pair: Pair, predictors, weight: float) -> dict:
             right = _right(pair, predictors, w, compound, truth, compound_prompts())
             out[name]["compound_times_chance"] = round(right * len(COMPOUND_LABELS), 3)
     out["samples"], out["compound_samples"] = len(y), len(compound)
+    out["au_auc"] = _au_auc(pair, predictors, weight)
     return out
 
 

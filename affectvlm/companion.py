@@ -52,22 +52,21 @@ class Companion:
         return class_embeds
 
     def scores(self, names: list[str], labels, views: torch.Tensor):
-        """The companion's `AffectVLMScores` (batch of one) over `names` for its `views` (`views`)."""
+        """The companion's `AffectVLMScores` over `names` for its (B, V, H, W, 3) uint8 `views`."""
         class_embeds, model = self.class_embeddings(names, labels), self.predictor.model
-        pixels = self.predictor.processor(images=views[None])["pixel_values"].to(model.device)
+        pixels = self.predictor.processor(images=views)["pixel_values"].to(model.device)
         return model.score(pixels, class_embeds.to(model.device))
 
     def frame_probs(self, names: list[str], labels, frames) -> np.ndarray:
         """(F, C) the companion's probabilities of each of a sequence's frames, normalised by the main model,
         read alone as a static scan."""
-        class_embeds, model = self.class_embeddings(names, labels), self.predictor.model
-        views = self.predictor.recipe.views_of(list(frames), device=model.device).cpu()
-        pixels = self.predictor.processor(images=views)["pixel_values"].to(model.device)
-        return model.score(pixels, class_embeds.to(model.device)).probs.float().cpu().numpy()
+        views = self.predictor.recipe.views_of(list(frames), device=self.predictor.model.device).cpu()
+        return self.scores(names, labels, views).probs.float().cpu().numpy()
 
     def pooled(self, main, names: list[str], labels, views: torch.Tensor) -> Pooled:
-        """The main model's `AffectVLMScores` (batch of one) pooled with the companion's reading of its `views`."""
-        return Pooled.of(main, self.scores(names, labels, views), self.weight)
+        """The main model's `AffectVLMScores` (batch of one) pooled with the companion's reading of its (V, H, W,
+        3) `views` (`views`)."""
+        return Pooled.of(main, self.scores(names, labels, views[None]), self.weight)
 
 
 @dataclass

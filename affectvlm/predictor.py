@@ -908,7 +908,7 @@ class AffectVLMPredictor:
         other_views = other = None  # a scan or a sequence: the companion's reading too
         if self.companion is not None and drawn is not None:
             other_views = self.companion.views(drawn, sequence is not None)
-            other = self.companion.scores(names, labels, other_views)
+            other = self.companion.scores(names, labels, other_views[None])
             read = Pooled.of(scores, other, self.companion.weight)
         else:
             read = Pooled.alone(scores)

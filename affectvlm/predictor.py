@@ -11,6 +11,7 @@ class text embeddings are computed once per label set and cached.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -351,6 +352,23 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _no_loading_bars(local: bool):
+    """transformers draws a "Loading weights" bar for each model it loads (the view model, its text tower, and the
+    companion's): four bars before every answer of the CLI for a local model that loads in a blink. They are left
+    out for a local folder; a Hub id's downloads keep theirs (that is long work)."""
+    from transformers.utils import logging as hf_logging
+
+    if not local or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 def _load_failure(name, source: Path | str, unreachable: bool = False) -> str:
     """The one-line reason `from_pretrained` gives when loading `source` (what `name` resolved to) failed."""
     if isinstance(source, str):
@@ -430,18 +448,19 @@ class AffectVLMPredictor:
         # a Hub id while the Hub cannot be reached: the local cache or nothing, at once (huggingface_hub would
         # retry a dead connection for half a minute before failing)
         cached_only = isinstance(source, str) and not _hub_reachable()
-        try:
-            model = AffectVLMModel.from_pretrained(str(source), local_files_only=cached_only)
-            processor = AffectVLMProcessor.from_pretrained(str(source), local_files_only=cached_only)
-        except (OSError, ValueError, KeyError) as err:  # not found, offline, not an AffectVLM folder
-            raise InputError(_load_failure(path_or_hub_id, source, cached_only)) from err
-        model = model.to(device=device, dtype=dtype)
-        if prompt_features:
-            load_prompt_features(model, source)
-        predictor = cls(model, processor, source=str(source), **kwargs)
-        predictor.face_distance = load_face_distance(source, model.config.projection_dim)
-        if companion:
-            predictor.companion = load_companion(source, predictor.recipe, device=device, dtype=dtype, **kwargs)
+        with _no_loading_bars(Path(source).is_dir()):
+            try:
+                model = AffectVLMModel.from_pretrained(str(source), local_files_only=cached_only)
+                processor = AffectVLMProcessor.from_pretrained(str(source), local_files_only=cached_only)
+            except (OSError, ValueError, KeyError) as err:  # not found, offline, not an AffectVLM folder
+                raise InputError(_load_failure(path_or_hub_id, source, cached_only)) from err
+            model = model.to(device=device, dtype=dtype)
+            if prompt_features:
+                load_prompt_features(model, source)
+            predictor = cls(model, processor, source=str(source), **kwargs)
+            predictor.face_distance = load_face_distance(source, model.config.projection_dim)
+            if companion:
+                predictor.companion = load_companion(source, predictor.recipe, device=device, dtype=dtype, **kwargs)
         return predictor
 
     @property

@@ -10,6 +10,7 @@ import pytest
 from faces import example_face
 from PIL import Image
 
+from affectvlm import AffectVLMModel
 from affectvlm.predictor import AffectVLMPredictor, InputError, InputLimits, random_demo_model
 
 
@@ -260,3 +261,21 @@ def test_the_texture_image_is_read_only_for_a_model_that_draws_it(face, tmp_path
         processor.render_settings = {"mode": mode}
         predictor = AffectVLMPredictor(model, processor, source="test", is_random=True)
         assert (predictor.load_scan(path).texture is not None) is read, mode
+
+
+def test_a_local_model_loads_without_loading_bars_and_leaves_the_setting_as_it_was(tmp_path, capfd):
+    """transformers draws a "Loading weights" bar for every model it loads: four lines of noise before each answer
+    of the CLI for a local checkpoint that loads in a blink. A local folder loads without them; the user's own
+    setting for progress bars (the Hub's downloads) is as it was after."""
+    from transformers.utils import logging as hf_logging
+
+    model, processor = random_demo_model()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    capfd.readouterr()
+    hf_logging.enable_progress_bar()
+    AffectVLMPredictor.from_pretrained(tmp_path)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
+    AffectVLMModel.from_pretrained(tmp_path)  # transformers itself, as a check that the test can see a bar
+    assert "Loading weights" in capfd.readouterr().err

@@ -29,7 +29,7 @@ environment variables:
                         affectvlm-ict, MIT-licensed), a saved model folder, or a Hub id owner/name
   GRADIO_SERVER_NAME    the address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
   GRADIO_SERVER_PORT    the port (default 7860, or the next free one)
-  AFFECTVLM_DTYPE       float32 or bfloat16 (default: bf16 on CPUs with AMX and bf16 GPUs, else fp32)
+  AFFECTVLM_DTYPE       float32 or bfloat16 (default: bf16 on CPUs with AMX or AVX512-BF16 and bf16 GPUs, else fp32)
   HF_HUB_OFFLINE=1      never touch the network (the shipped models need none)
 """
 

@@ -1,9 +1,11 @@
-"""bf16 on CPUs with matrix units: when to use it, and the dtype to serve in.
+"""bf16 on CPUs that multiply it natively: when to use it, and the dtype to serve in.
 
 CPUs with AMX (Intel Sapphire Rapids and later) run bf16 matrix products several times faster than fp32
-(measured on this project's 2-core machine: a 2048x2048 matmul at 2,338 GFLOP/s in bf16 against 361 in fp32).
-Without AMX (or AVX512-BF16) bf16 is emulated and slower than fp32, so everything here falls back to fp32.
-`AFFECTVLM_DTYPE=float32` (or `bfloat16`) overrides the choice.
+(measured on this project's 2-core machine: a 2048x2048 matmul at 2,338 GFLOP/s in bf16 against 361 in fp32), and
+CPUs with AVX512-BF16 but no AMX (Intel Cooper Lake, AMD Zen 4 and later) about 2.5x (the same machine's CPU without
+AMX: 387 against 154; the shipped default's views encoded 1.5-2.7x faster in batches of 32, one scan end to end
+as fast or faster: `bench/predict.py`, docs/RESULTS.md). Without either, bf16 is emulated and slower than fp32, so
+everything here falls back to fp32. `AFFECTVLM_DTYPE=float32` (or `bfloat16`) overrides the choice.
 """
 
 from __future__ import annotations
@@ -25,18 +27,21 @@ _DTYPES = {
 
 
 @functools.cache
-def cpu_has_bf16_matrix_units() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles)."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:
-        return False
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware: AMX tiles, or AVX512-BF16 dot products."""
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        probe = getattr(torch.cpu, name, None)
+        try:
+            if probe is not None and probe():
+                return True
+        except RuntimeError:
+            continue
+    return False
 
 
 def serving_dtype(device: torch.device | str = "cpu") -> torch.dtype:
     """The dtype to run inference in on `device`: `AFFECTVLM_DTYPE` if set, else bf16 where the hardware
-    multiplies it natively (AMX CPUs, bf16-capable GPUs), else fp32."""
+    multiplies it natively (CPUs with AMX or AVX512-BF16, bf16-capable GPUs), else fp32."""
     forced = os.environ.get("AFFECTVLM_DTYPE", "").strip().lower()
     if forced:
         if forced not in _DTYPES:
@@ -45,7 +50,7 @@ def serving_dtype(device: torch.device | str = "cpu") -> torch.dtype:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16_matrix_units() else torch.float32
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
 
 
 _DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -90,4 +95,4 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
     return dtype
 
 
-__all__ = ["cpu_has_bf16_matrix_units", "resolve_device", "resolve_dtype", "serving_dtype"]
+__all__ = ["cpu_has_native_bf16", "resolve_device", "resolve_dtype", "serving_dtype"]

@@ -426,7 +426,7 @@ class AffectVLMPredictor:
         """Load a saved AffectVLM model and processor: a folder, the name of a shipped checkpoint
         (`shipped_models()`, e.g. "affectvlm-ict") or a Hub id; None: the shipped default model.
 
-        `dtype` defaults to bf16 where the hardware multiplies it natively (CPUs with AMX, recent GPUs), else
+        `dtype` defaults to bf16 where the hardware multiplies it natively (CPUs with AMX or AVX512-BF16, recent GPUs), else
         fp32 (`affectvlm.precision.serving_dtype`); a dtype may be named ("bfloat16", "float32"). `device`: cpu,
         cuda (default when available) or mps. A name that is no folder, shipped model or Hub id, a device this
         machine lacks, or a model that cannot be loaded raises `InputError` saying so in one line.

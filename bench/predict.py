@@ -6,8 +6,8 @@
 
 Timed: every checkpoint shipped in checkpoints/ (first what loading it and encoding the default prompts takes,
 as each CLI call and each start of the app does, with the prompt features saved beside it and without; one with a
-companion, `affectvlm.companion`, also without it), in fp32 and in bf16 (bf16 runs on the CPU's matrix units
-where it has them, AMX), and a ViT-B/32-sized random AffectVLM.
+companion, `affectvlm.companion`, also without it), in fp32 and in bf16 (bf16 runs natively on
+CPUs with AMX or AVX512-BF16), and a ViT-B/32-sized random AffectVLM.
 The baseline is what a user would otherwise do with the same rendered views: the transformers
 `zero-shot-image-classification` pipeline with a CLIP of the same size, called once per view with the same
 prompts (it re-encodes the prompts on every call), its scores averaged over the views.

@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
     parser.add_argument(
         "--bf16", action=argparse.BooleanOptionalAction, default=None,
-        help="bf16 autocast (default: on CUDA, and on CPUs with bf16 matrix units, AMX)",
+        help="bf16 autocast (default: on CUDA, and on CPUs with AMX or AVX512-BF16)",
     )
     parser.add_argument(
         "--peak-tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s for MFU (H100 SXM: 989)"

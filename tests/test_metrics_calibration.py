@@ -97,7 +97,7 @@ def test_serving_dtype_follows_the_hardware_and_the_override(monkeypatch):
     from affectvlm import precision
 
     monkeypatch.delenv("AFFECTVLM_DTYPE", raising=False)
-    expected = torch.bfloat16 if precision.cpu_has_bf16_matrix_units() else torch.float32
+    expected = torch.bfloat16 if precision.cpu_has_native_bf16() else torch.float32
     assert serving_dtype("cpu") == expected
     monkeypatch.setenv("AFFECTVLM_DTYPE", "float32")
     assert serving_dtype("cpu") == torch.float32

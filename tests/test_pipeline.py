@@ -97,7 +97,7 @@ def classifier(tiny_folder):
 @pytest.fixture(scope="module")
 def predictor(tiny_folder):
     # The pipeline runs in the dtype its model was loaded in (fp32 by default); the predictor picks bf16 on CPUs
-    # with AMX (affectvlm.precision): compare like with like.
+    # with AMX or AVX512-BF16 (affectvlm.precision): compare like with like.
     return AffectVLMPredictor.from_pretrained(tiny_folder, device="cpu", dtype=torch.float32)
 
 

@@ -69,7 +69,7 @@ def _copy(checkpoint, tmp_path):
 
 def test_with_saved_features_the_default_prompts_run_no_encoder_and_answer_the_same(checkpoint, monkeypatch):
     """In float32, the precision `prompt_features.write` encodes in, the saved features are the live answer exactly
-    (served in bf16, on CPUs with AMX, see the test below)."""
+    (served in bf16, on CPUs with AMX or AVX512-BF16, see the test below)."""
     live = _answers(AffectVLMPredictor.from_pretrained(checkpoint, prompt_features=False, dtype=torch.float32))
     served = AffectVLMPredictor.from_pretrained(checkpoint, dtype=torch.float32)
     _forbid_encoder(served, monkeypatch)
@@ -87,7 +87,7 @@ def test_with_saved_features_the_default_prompts_run_no_encoder_and_answer_the_s
 
 
 def test_served_in_bf16_the_saved_features_are_nearer_the_float32_answer_than_encoding_again(checkpoint):
-    """A bf16 predictor (the default where the CPU has AMX) takes the float32 features as they were saved: its
+    """A bf16 predictor (the default where the CPU has AMX or AVX512-BF16) takes the float32 features as they were saved: its
     default class embeddings differ from the float32 answer only by the bf16 projection, less than a bf16 encoder's
     own answer does (here 0.0009 against 0.0014)."""
     exact = AffectVLMPredictor.from_pretrained(checkpoint, prompt_features=False, dtype=torch.float32)

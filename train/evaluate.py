@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=["auto", "float32", "bfloat16"],
         default="auto",
-        help="weights' dtype (auto: bf16 on CPUs with AMX and on bf16 GPUs, as served; else fp32)",
+        help="weights' dtype (auto: bf16 on CPUs with AMX or AVX512-BF16 and on bf16 GPUs, as served; else fp32)",
     )
     p.add_argument(
         "--device", default="auto", help="where to embed the views: cpu, cuda, cuda:1 ... (auto: a GPU if any)"

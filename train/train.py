@@ -51,7 +51,7 @@ from affectvlm.augment import MixedViewAugment, MixedViewAugmentConfig, MixedVie
 from affectvlm.companion import read_settings as read_companion_settings  # noqa: E402
 from affectvlm.data.aus import AU_CATALOGUE, recorded_aus  # noqa: E402
 from affectvlm.modeling_affectvlm import resolve_text_model  # noqa: E402
-from affectvlm.precision import cpu_has_bf16_matrix_units  # noqa: E402
+from affectvlm.precision import cpu_has_native_bf16  # noqa: E402
 from affectvlm.prompt_features import write as write_prompt_features  # noqa: E402
 from affectvlm.prompts import PromptBank, PromptConfig  # noqa: E402
 from affectvlm.scan.render import NORMAL_CHANNELS  # noqa: E402
@@ -658,12 +658,12 @@ def sync_batchnorm(module: nn.Module, accelerator) -> nn.Module:
 
 
 def _mixed_precision(setting: str) -> str:
-    """`auto`: bf16 autocast on a GPU that supports it or a CPU with bf16 matrix units (AMX), else fp32."""
+    """`auto`: bf16 autocast on a GPU that supports it or a CPU that multiplies bf16 natively (AMX or AVX512-BF16), else fp32."""
     if setting != "auto":
         return setting
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if cpu_has_bf16_matrix_units() else "no"
+    return "bf16" if cpu_has_native_bf16() else "no"
 
 
 def mirror_negate(processor, render_mode: str | None) -> dict | None:

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .clean import drop_stray_points, face_the_viewer, orient_faces
+from .clean import drop_stray_points, face_the_viewer, fill_pinholes, orient_faces, weld_soup
 from .denoise import denoise
 from .io import drop_nonfinite
 from .register import follow, normals, still_parts
@@ -975,11 +975,12 @@ def normalize_scan(
             looks along, for a scan whose face "auto" does not find (a statue's bust: the search can take an ear
             or the top of the head for the face): the face's size, nose and small tilts are measured in that frame.
 
-    Stray points (a scanner's flying pixels, background specks: `affectvlm.scan.clean.drop_stray_points`) are
-    dropped first, and a mesh's triangles wound one way (`orient_faces`: wound either way at random, or listed
+    A triangle soup is welded first (`affectvlm.scan.clean.weld_soup`: an STL file's three vertices of its own per
+    triangle). Stray points (a scanner's flying pixels, background specks: `affectvlm.scan.clean.drop_stray_points`)
+    are dropped next, and a mesh's triangles wound one way (`orient_faces`: wound either way at random, or listed
     twice, their normals cancelled), the way that faces the viewer once the face is framed (`face_the_viewer`: a
     preview draws the front of each triangle only); a cropped face noisier than the scanners the models were trained on is smoothed
-    (`affectvlm.scan.denoise`).
+    (`affectvlm.scan.denoise`), and its holes of a few millimetres closed (`affectvlm.scan.clean.fill_pinholes`).
 
     Returns:
         A new Scan with `normalized=True`; vertices float32 in the normalised frame. Texture, uv and colours
@@ -1059,7 +1060,7 @@ def _normalize(
     if align not in (False, True, "pca"):
         raise ValueError(f"align must be False, True or 'pca', got {align!r}")
     given = facing_turn(orient)  # checks it: a ValueError names the choices
-    scan = orient_faces(drop_stray_points(drop_nonfinite(scan)))
+    scan = orient_faces(drop_stray_points(weld_soup(drop_nonfinite(scan))))
     v = scan.vertices
     if not _extent(v) > 0.0:
         raise ScanError(f"the scan has no extent: all its vertices are at one point{file_tag(scan.path)}")
@@ -1096,7 +1097,7 @@ def _normalize(
         if not keep.any():
             raise ScanError(f"no vertex within {crop_radius} mm of the nose tip ({_name(scan)})")
     out = scan.replace(vertices=v).subset(keep) if keep is not None else scan.replace(vertices=v)
-    out = denoise(out)
+    out = fill_pinholes(denoise(out))
     v = out.vertices
     if align and rotation is None:
         rotation = _pca_rotation(v).astype(np.float32)

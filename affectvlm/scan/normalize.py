@@ -137,7 +137,9 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      its upside-down twin show the same view, so twins are left to step 4). The scale is
 #      the units' the scan's size suggests (`detect_units_scale`); when no face shows at it, the scales that make
 #      the scan 190 mm (a face mask) or 330 mm (a head with its neck) across are tried, and taken only if their best
-#      frame costs less than the units' did.
+#      frame costs less than the units' did. A face found at a cost over 0.15 (a tenth of faces in their own units,
+#      most unitless faces 0.3-0.5 units across, whose middle looks like a face at metres' scale) is looked for at
+#      the other scales too, and one that costs 0.03 less there wins.
 #   2. The file's own frame is kept when it costs at most 0.02 more than the best (a frontal face; a shape that
 #      looks alike from everywhere). Else the turn is refined: the slope across predicts the rest of it, and nine
 #      frames 1.5 degrees apart about the prediction decide, the mirror now counting fully.
@@ -190,9 +192,9 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      `_units_for` then takes mm, cm or m when the face's size is 0.75x to 1.4x of it (a unit that would make the
 #      face a third larger, or 40 % smaller, is not the file's: a unitless face 0.3 units across, which metres make
 #      300 mm, or 10 or 100 units across, which cm and mm make 100 mm: 0.80 -> 0.92 and 0.82 -> 0.97 of 60 held-out
-#      faces; 0.5 units across 0.82 -> 0.78, one identity's size taken at metres' scale stays 2x over), else keeps
-#      the size rule's unit; for a unitless scan it uses the face's size when that differs from the size
-#      rule's guess by more than 1.5x (a head with its neck).
+#      faces; 0.5 units across 0.82 -> 0.78, one identity's size taken at metres' scale stays 2x over), else the
+#      face's size itself (a unitless scan; until stop 65 only where that differed from the size rule's 200 mm
+#      guess by more than 1.5x, which drew clean faces 1 or 2 units across 1.18x too large at the median).
 #   6. The head's pose (`_settle`): a head looking down puts its forehead in front of its nose tip, and one
 #      tilted to a shoulder is not symmetric about the vertical. Three passes, each turning the frame by the pitch
 #      that gives the map the template's tilt and by the turn its slope across suggests, then keeping the most
@@ -235,6 +237,9 @@ _MAX_FRONTS, _STANDING_MM = 256, 1700.0
 _FACE_REACH, _MAX_FACE_SHARE, _NOSE_REACH_MM = 1.25, 0.7, 40.0
 _REMEASURE_BELOW, _REMEASURES = 0.9, 3  # measured under 0.9x the search's scale: again, 3 times at most
 _SIZES = 2.0 ** (np.arange(-8, 9) / 8.0)
+# step 1: a face found at a cost over this is looked for at the other scales too, and one there costing this much less
+# wins (a unitless face 0.3 or 0.5 units across looks like a face at metres' scale, its middle seen as a whole face)
+_DOUBTFUL_COST, _CLEARLY_LESS_COST = 0.15, 0.03
 # step 5: the detail's best scale is looked for from 1.7x under to 1.2x over the shape's
 _DETAIL_WINDOW = (1.7, 1.2)
 # ... unless a peak of the detail outside that window correlates better by this much (`_detail_peak`)
@@ -376,15 +381,19 @@ def _find_at_scales(vertices: np.ndarray, search: bool = True) -> _Found | None:
     sample = sample - origin
     if not search:
         return _held_at_scales(sample, detect_units_scale(vertices), origin)
-    least = np.inf
+    least, found = np.inf, None
     for scale in _scale_guesses(detect_units_scale(vertices), _extent(sample)):
         points, solid = _search_points(sample, scale)
         frame, maps, bump, cost = _search(points, solid)
-        # another scale than the units' only when it looks more like a face than the units' did
-        if cost <= least and _looks_like_face(maps, bump):
-            return frame, scale, points, solid, origin
+        # another scale than the units' only when it looks more like a face than the units' did; after a face
+        # found at a doubtful cost, one whose cost is clearly less
+        bar = least if found is None else found[0] - _CLEARLY_LESS_COST
+        if cost <= bar and _looks_like_face(maps, bump):
+            found = cost, (frame, scale, points, solid, origin)
+            if cost <= _DOUBTFUL_COST:
+                break
         least = min(least, cost)
-    return None
+    return None if found is None else found[1]
 
 
 def _held_at_scales(sample: np.ndarray, unit: float, origin: np.ndarray) -> _Found | None:
@@ -884,20 +893,18 @@ def _keep_pose(frame: np.ndarray) -> np.ndarray | None:
 
 
 def _units_for(size: float | None, vertices: np.ndarray) -> float:
-    """The factor to millimetres: the scan's size's (`detect_units_scale`), unless the face's own size (`size`, mm
-    per unit, from `find_face`) says otherwise: another of mm, cm and m when `size` is 0.75x to 1.4x of it
-    (`_UNIT_SNAP`), else `size` itself when the size rule's guess is a unit (a scene or a unitless face whose size
-    suggests a unit that the face's does not) or differs from it by more than 1.5x (a unitless scan)."""
-    by_extent = detect_units_scale(vertices)
+    """The factor to millimetres: the scan's size's (`detect_units_scale`) when the face's own size (`size`, mm
+    per unit, from `find_face`) is not known; else the one of mm, cm and m that `size` is 0.75x to 1.4x of
+    (`_UNIT_SNAP`), and failing that `size` itself: a unitless face, or a scene whose size suggests a unit that the
+    face's does not. (Until stop 65 a unitless scan kept the size rule's guess, 200 mm across, unless the face's size
+    differed from it by more than 1.5x: clean faces 1 or 2 units across were then drawn 1.18x too large at the median,
+    a third of them within 15 % of their size against nine in ten by the face's own.)"""
     if size is None:
-        return by_extent
-    units = [unit for _, unit in _UNIT_SCALES]
-    for unit in units:
+        return detect_units_scale(vertices)
+    for _, unit in _UNIT_SCALES:
         if _UNIT_SNAP[0] * unit <= size <= _UNIT_SNAP[1] * unit:
             return unit
-    if by_extent in units:  # the face says the scan's size suggests the wrong unit
-        return size
-    return by_extent if max(size / by_extent, by_extent / size) <= 1.5 else size
+    return size
 
 
 # The mean face's depth map as `_views` sees it (the right half; the left mirrors it), in hundredths of the search

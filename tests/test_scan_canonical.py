@@ -433,10 +433,10 @@ def test_sfm_faces_whose_shape_misleads_are_measured_at_their_size(sfm_dir, subj
 def test_a_unitless_face_is_drawn_at_its_own_size_not_at_a_guess(sfm_dir, across, monkeypatch):
     """Faces of new SFM identities in a file without units, 0.5, 1 or 2 units across (a unit box, a unit sphere's).
     A scan 1 or 2 units across kept the size rule's guess, 200 mm across, unless the face's size differed from it
-    by 1.5x: these faces, 150-200 mm across as they come, were drawn 1.07-1.33x too large (1.18x at the median over
-    156 faces of both face models). At 0.5 units metres make the face 500 mm, and its middle passed for a whole face
-    at that scale, so a fifth of such faces were drawn 2.4-3.3x too large: it costs more there than at the face
-    mask's scale. Now the median is within 5 % of the truth at each size; one face of the 18 (subject 5's sadness)
+    by 1.5x: faces 143-196 mm across as they come were drawn 1.18x too large at the median (156 faces of both face
+    models, seed 57; 1.04-1.33x for nine in ten). At 0.5 units metres make the face 500 mm, and its middle passed for
+    a whole face at that scale, so one such face in seven to thirteen was drawn 2.3-3.2x too large (34 of 234 over
+    seeds 13, 21 and 41; 12 of 156 of seed 57): it costs more there than at the face mask's scale. Now the median is within 5 % of the truth at each size; one face of the 18 (subject 5's sadness)
     is still measured 2.8x over at 1 and 2 units across, by the old rule as by the new (the detail's peak, step 5)."""
     from affectvlm.data.synth import SynthConfig, SynthFER3D
 

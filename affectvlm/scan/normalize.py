@@ -137,7 +137,7 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      its upside-down twin show the same view, so twins are left to step 4). The scale is
 #      the units' the scan's size suggests (`detect_units_scale`); when no face shows at it, the scales that make
 #      the scan 190 mm (a face mask) or 330 mm (a head with its neck) across are tried, and taken only if their best
-#      frame costs less than the units' did. A face found at a cost over 0.15 (a tenth of faces in their own units,
+#      frame costs less than the units' did. A face found at a cost over 0.15 (4 % of faces in their own units,
 #      most unitless faces 0.3-0.5 units across, whose middle looks like a face at metres' scale) is looked for at
 #      the other scales too, and one that costs 0.03 less there wins.
 #   2. The file's own frame is kept when it costs at most 0.02 more than the best (a frontal face; a shape that

@@ -584,10 +584,11 @@ def test_app_sequence_endpoint_names_the_expression(client, predictor):
     assert app_label(outputs) == truth_of(EXAMPLE_SEQUENCE)
 
 
-@pytest.mark.parametrize("across", [0.3, 0.45, 100.0])
+@pytest.mark.parametrize("across", [0.3, 0.45, 2.0, 100.0])
 def test_a_unitless_face_that_a_unit_would_fit_is_read_at_its_own_size(predictor, tmp_path, across):
-    """A model exported without units, its largest side 0.3, 0.45 or 100 units: metres make the first two a 300-450
-    mm head and millimetres the last a 100 mm face. The face's measured size snapped to metres, so faces were read
+    """A model exported without units, its largest side 0.3, 0.45, 2 (a unit sphere's box) or 100 units: metres make
+    the first two a 300-450 mm head, no unit fits the third (drawn at a 200 mm guess until stop 65, at the face's own
+    size since) and millimetres make the last a 100 mm face. The face's measured size snapped to metres, so faces were read
     zoomed in, one and a half to two and a half times their size (two of five wrong at 0.3 and 0.45 units before
     the unit window was narrowed; the anger example at 0.3 units until the face's size was measured by its detail,
     which errs by under 15 % on nine faces in ten, not up to 1.8x)."""

@@ -448,6 +448,30 @@ def test_a_face_measured_again_does_not_walk_past_the_search_scale(sfm_dir, acro
         assert 0.8 <= size * across / mm_across <= 1.25, (emotion, size * across / mm_across)  # 2.3-2.5 before
 
 
+@pytest.mark.parametrize("across", [1.0, 2.0])
+@pytest.mark.parametrize(
+    "seed, subject, faces",
+    [(57, "M0002", (("neutral", 0), ("disgust", 3))), (59, "F0006", (("disgust", 3), ("surprise", 1)))],
+)
+def test_a_unitless_faces_middle_does_not_win_as_a_face_in_a_scene(sfm_dir, seed, subject, faces, across, monkeypatch):
+    """Faces of two new identities in a file without units, 1 or 2 units across. The whole scan's search finds the face
+    at the face mask's scale (190 mm across the scan, 1.2-1.35x its size), where its detail correlates with the
+    template's by 0.50-0.58; the search for a face in a larger scene then found its nose and mouth at the scale that
+    makes the scan a head with its shoulders (600 mm, 3.7-4x), at 0.63-0.73, and that won as clearly likelier the
+    template: the face was drawn 3.4-3.9x too large. The two are now compared by each one's best detail over the
+    sizes the measure looks at, where the face at its own size correlates about as well as the middle or better."""
+    from affectvlm.data.synth import SynthConfig, SynthFER3D
+
+    monkeypatch.setenv("AFFECTVLM_SFM_DIR", str(sfm_dir))
+    synth = SynthFER3D(SynthConfig(seed=seed, num_subjects=8, face_model="both", neutral=True))
+    index = next(i for i in range(8) if synth.subject(i).subject_id == subject)
+    for emotion, level in faces:
+        vertices = synth.scan(index, emotion, level).to_scan().vertices.astype(np.float64)
+        mm_across = float(np.ptp(vertices, axis=0).max())
+        size = find_face((vertices * (across / mm_across)).astype(np.float32)).size
+        assert 0.8 <= size * across / mm_across <= 1.25, (emotion, size * across / mm_across)  # 3.4-3.9 before
+
+
 @pytest.mark.parametrize("across", [0.5, 1.0, 2.0])
 def test_a_unitless_face_is_drawn_at_its_own_size_not_at_a_guess(sfm_dir, across, monkeypatch):
     """Faces of new SFM identities in a file without units, 0.5, 1 or 2 units across (a unit box, a unit sphere's).

@@ -161,7 +161,9 @@ def _pca_rotation(points: np.ndarray) -> np.ndarray:
 #      edge do not: the frontmost point of all may be a chest or a forehead, never the nose). Steps 1-4 on the
 #      scan's points within 112 mm of the 3 at each scale whose map from there is likest the template's; of those
 #      that clearly show a face (detail 0.6 or more; an ear can) and a face found at a guessed scale, the first is
-#      kept unless another's detail is clearly likelier the template's, by 0.1 (`_find_in_scene`, `_likelier`).
+#      kept unless another's detail is clearly likelier the template's, by 0.1 (`_find_in_scene`, `_likelier`); a face
+#      found at a guessed scale and the scene's best are compared each at its best over the sizes of step 5 (a
+#      unitless face's nose and mouth, seen at 4x its size, passed for likelier than the face seen at 1.3x).
 #   3c. The face about its nose: the nose is the frontmost point of the frame found, and where the scan's points
 #      within 112 mm of it are under 70 % of all (a scene), the steps below look at those only: a chest in front
 #      of the chin no longer takes the nose tip's place once the head is settled upright, nor does the crop
@@ -331,7 +333,7 @@ def find_face(vertices: np.ndarray, *, search: bool = True) -> Face:
         return Face(None, None, None)
     found = _find_at_scales(vertices, search)
     if search and (found is None or found[1] not in dict(_UNIT_SCALES).values()):
-        found = _likelier(found, _find_in_scene(vertices))
+        found = _likelier(found, _find_in_scene(vertices), at_its_size=True)
     if found is None:
         return Face(None, None, None)
     frame, scale, points, solid, nose = _about_nose(vertices, *found)
@@ -483,16 +485,31 @@ def _search_about(vertices: np.ndarray, nose: np.ndarray, scale: float) -> _Foun
     return (frame, scale, points, solid, nose) if clear else None
 
 
-def _likelier(found: _Found | None, other: _Found | None) -> _Found | None:
+def _likelier(found: _Found | None, other: _Found | None, at_its_size: bool = False) -> _Found | None:
     """Of two faces found, `other` when its map's detail is clearly more like the template's (by `_LIKELIER_BY`),
     else `found`. A scene that fits no unit is a unitless face or a face in a larger scene: at the size that makes
     the scene a face (a face before a wall 100 mm behind it) the whole face passes for a nose on a smooth blob, its
     detail just like a face's (0.50-0.52 against 0.65-0.85 at the right unit), and a unitless face's nose at
-    several times its size passes too (0.51-0.57 against 0.54-0.83 at the face's own size)."""
+    several times its size passes too (0.51-0.57 against 0.54-0.83 at the face's own size). `at_its_size`: each
+    compared at its best over the sizes step 5 looks at (`_detail_at_its_size`), for a face found at a guessed scale
+    against the scene's: a unitless face found at the face mask's scale, 1.2-1.35x its size (0.50-0.58), lost to its
+    own nose and mouth seen at 4x (0.63-0.73), and was drawn 3.4-3.9x too large (stop 66)."""
     if found is None or other is None:
         return found or other
-    like = [_detail_match(_views(f[2], f[3], f[0][None])[0])[0] for f in (found, other)]
+    if at_its_size:
+        like = [_detail_at_its_size(f) for f in (found, other)]
+    else:
+        like = [_detail_match(_views(f[2], f[3], f[0][None])[0])[0] for f in (found, other)]
     return other if like[1] > like[0] + _LIKELIER_BY else found
+
+
+def _detail_at_its_size(found: _Found) -> float:
+    """The detail's best match over the sizes step 5 looks at, the range's ends left out (a face seen at half its
+    size is a head's outline): the face as it looks at its own size, wherever in that range the search's scale put
+    it. 15 views: about 5 ms."""
+    frame, _, points, solid = found[:4]
+    maps, _ = _views(points, solid, _SIZES[1:-1, None, None] * frame)
+    return float(_detail_match(maps).max())
 
 
 def _about_nose(

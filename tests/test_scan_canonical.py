@@ -429,6 +429,22 @@ def test_sfm_faces_whose_shape_misleads_are_measured_at_their_size(sfm_dir, subj
         assert normalize_module._normalize(scan, fit=False)[1][1] == 1.0, emotion  # the units: mm
 
 
+def unitless_sizes_against_the_truth(seed: int, subject: str, faces, across: float) -> dict:
+    """{(emotion, level): the size `find_face` measures over the truth} for one SynthFER-3D identity (both face
+    models, 8 subjects drawn) written `across` units across, as a file without units."""
+    from affectvlm.data.synth import SynthConfig, SynthFER3D
+
+    synth = SynthFER3D(SynthConfig(seed=seed, num_subjects=8, face_model="both", neutral=True))
+    index = next(i for i in range(8) if synth.subject(i).subject_id == subject)
+    ratios = {}
+    for emotion, level in faces:
+        vertices = synth.scan(index, emotion, level).to_scan().vertices.astype(np.float64)
+        mm_across = float(np.ptp(vertices, axis=0).max())
+        size = find_face((vertices * (across / mm_across)).astype(np.float32)).size
+        ratios[emotion, level] = round(size * across / mm_across, 3)
+    return ratios
+
+
 @pytest.mark.parametrize("across", [1.0, 2.0, 100.0])
 def test_a_face_measured_again_does_not_walk_past_the_search_scale(sfm_dir, across, monkeypatch):
     """F0002 of seed 21, whose shape grows likelier to the template up to 2x its size, in a file without units. Its
@@ -436,16 +452,10 @@ def test_a_face_measured_again_does_not_walk_past_the_search_scale(sfm_dir, acro
     measure again looks only within the shape's window, which for this face lies above it, and so walked 1.2x, then
     1.9x: the face was drawn 2.4x too large (26 of its 78 unitless files in the probe of stop 65). A measure again
     that ends past the search's own scale now leaves the first measure standing."""
-    from affectvlm.data.synth import SynthConfig, SynthFER3D
-
     monkeypatch.setenv("AFFECTVLM_SFM_DIR", str(sfm_dir))
-    synth = SynthFER3D(SynthConfig(seed=21, num_subjects=8, face_model="both", neutral=True))
-    index = next(i for i in range(8) if synth.subject(i).subject_id == "F0002")
-    for emotion, level in (("anger", 3), ("fear", 3), ("disgust", 3), ("sadness", 3)):
-        vertices = synth.scan(index, emotion, level).to_scan().vertices.astype(np.float64)
-        mm_across = float(np.ptp(vertices, axis=0).max())
-        size = find_face((vertices * (across / mm_across)).astype(np.float32)).size
-        assert 0.8 <= size * across / mm_across <= 1.25, (emotion, size * across / mm_across)  # 2.3-2.5 before
+    faces = (("anger", 3), ("fear", 3), ("disgust", 3), ("sadness", 3))
+    ratios = unitless_sizes_against_the_truth(21, "F0002", faces, across)
+    assert all(0.8 <= r <= 1.25 for r in ratios.values()), ratios  # 2.3-2.5 before
 
 
 @pytest.mark.parametrize("across", [1.0, 2.0])
@@ -460,16 +470,9 @@ def test_a_unitless_faces_middle_does_not_win_as_a_face_in_a_scene(sfm_dir, seed
     makes the scan a head with its shoulders (600 mm, 3.7-4x), at 0.63-0.73, and that won as clearly likelier the
     template: the face was drawn 3.4-3.9x too large. The two are now compared by each one's best detail over the
     sizes the measure looks at, where the face at its own size correlates about as well as the middle or better."""
-    from affectvlm.data.synth import SynthConfig, SynthFER3D
-
     monkeypatch.setenv("AFFECTVLM_SFM_DIR", str(sfm_dir))
-    synth = SynthFER3D(SynthConfig(seed=seed, num_subjects=8, face_model="both", neutral=True))
-    index = next(i for i in range(8) if synth.subject(i).subject_id == subject)
-    for emotion, level in faces:
-        vertices = synth.scan(index, emotion, level).to_scan().vertices.astype(np.float64)
-        mm_across = float(np.ptp(vertices, axis=0).max())
-        size = find_face((vertices * (across / mm_across)).astype(np.float32)).size
-        assert 0.8 <= size * across / mm_across <= 1.25, (emotion, size * across / mm_across)  # 3.4-3.9 before
+    ratios = unitless_sizes_against_the_truth(seed, subject, faces, across)
+    assert all(0.8 <= r <= 1.25 for r in ratios.values()), ratios  # 3.4-3.9 before
 
 
 @pytest.mark.parametrize("across", [0.5, 1.0, 2.0])

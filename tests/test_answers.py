@@ -317,6 +317,25 @@ def test_a_whole_standing_person_is_read_as_the_face(predictor, unit):
     assert got == [truth_of(p) for p in paths]
 
 
+def test_a_unitless_face_whose_shape_misleads_its_size_is_read_right(predictor, sfm_dir, tmp_path, monkeypatch):
+    """Seed 21's F0002 (an identity whose shape grows likelier the template up to 2x its size) in a file 1 unit
+    across, read through the library as a user would. Measured again past the search's own scale, the face was drawn
+    2.4x too large and the first three of these faces read sadness, fear and happiness (stop 66)."""
+    from affectvlm.data.synth import SynthConfig, SynthFER3D
+
+    monkeypatch.setenv("AFFECTVLM_SFM_DIR", str(sfm_dir))
+    synth = SynthFER3D(SynthConfig(seed=21, num_subjects=8, face_model="both", neutral=True))
+    index = next(i for i in range(8) if synth.subject(i).subject_id == "F0002")
+    faces = (("anger", 3), ("anger", 4), ("disgust", 3), ("disgust", 4))
+    got = []
+    for emotion, level in faces:
+        scan = synth.scan(index, emotion, level).to_scan()
+        v = scan.vertices.astype(np.float64)
+        write_ply(tmp_path / "face.ply", scan.replace(vertices=(v / np.ptp(v, axis=0).max()).astype(np.float32)))
+        got.append(predictor(scan=tmp_path / "face.ply", labels=["neutral", *EMOTIONS]).label)
+    assert got == [emotion for emotion, _ in faces]
+
+
 def test_library_names_the_expression_of_each_sfm_face(predictor, sfm_faces):
     got = {truth_of(p): predictor(scan=p, labels=EMOTIONS).label for p in sfm_faces}
     assert got == {e: e for e in got}

@@ -317,21 +317,33 @@ def test_a_whole_standing_person_is_read_as_the_face(predictor, unit):
     assert got == [truth_of(p) for p in paths]
 
 
-def test_a_unitless_face_whose_shape_misleads_its_size_is_read_right(predictor, sfm_dir, tmp_path, monkeypatch):
-    """Seed 21's F0002 (an identity whose shape grows likelier the template up to 2x its size) in a file 1 unit
-    across, read through the library as a user would. Measured again past the search's own scale, the face was drawn
-    2.4x too large and the first three of these faces read sadness, fear and happiness (stop 66)."""
+@pytest.mark.parametrize(
+    "seed, subject, across, faces",
+    [
+        (21, "F0002", 1.0, (("anger", 3), ("anger", 4), ("disgust", 3), ("disgust", 4))),
+        (59, "F0006", 1.0, (("disgust", 4),)),
+        (59, "F0006", 2.0, (("disgust", 3),)),
+        (57, "M0002", 1.0, (("disgust", 3),)),
+    ],
+)
+def test_a_unitless_face_whose_size_was_misread_is_answered_right(
+    predictor, sfm_dir, tmp_path, monkeypatch, seed, subject, across, faces
+):
+    """New identities' faces in a file without units, read through the library as a user would. Seed 21's F0002
+    (whose shape grows likelier the template up to 2x its size) was measured again past the search's own scale and
+    drawn 2.4x too large: 3 of its 4 faces read sadness, fear and happiness. The faces of seeds 59 and 57 lost to
+    their own nose and mouth, found as a face in a scene at 4x, and read surprise or sadness (both stop 66)."""
     from affectvlm.data.synth import SynthConfig, SynthFER3D
 
     monkeypatch.setenv("AFFECTVLM_SFM_DIR", str(sfm_dir))
-    synth = SynthFER3D(SynthConfig(seed=21, num_subjects=8, face_model="both", neutral=True))
-    index = next(i for i in range(8) if synth.subject(i).subject_id == "F0002")
-    faces = (("anger", 3), ("anger", 4), ("disgust", 3), ("disgust", 4))
+    synth = SynthFER3D(SynthConfig(seed=seed, num_subjects=8, face_model="both", neutral=True))
+    index = next(i for i in range(8) if synth.subject(i).subject_id == subject)
     got = []
     for emotion, level in faces:
         scan = synth.scan(index, emotion, level).to_scan()
         v = scan.vertices.astype(np.float64)
-        write_ply(tmp_path / "face.ply", scan.replace(vertices=(v / np.ptp(v, axis=0).max()).astype(np.float32)))
+        v = (v - v.mean(axis=0)) * (across / np.ptp(v, axis=0).max())
+        write_ply(tmp_path / "face.ply", scan.replace(vertices=v.astype(np.float32)))
         got.append(predictor(scan=tmp_path / "face.ply", labels=["neutral", *EMOTIONS]).label)
     assert got == [emotion for emotion, _ in faces]
 
